@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# The project's test command: installs what the tests need when it is missing, then runs
+# every check CI runs. Usage: scripts/test.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need_apt=()
+command -v etcd >/dev/null 2>&1 || need_apt+=(etcd-server)
+command -v etcdctl >/dev/null 2>&1 || need_apt+=(etcd-client)
+if ((${#need_apt[@]})); then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "installing ${need_apt[*]}"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need_apt[@]}"
+  else
+    echo "missing ${need_apt[*]}: install them (Debian: apt-get install ${need_apt[*]})" >&2
+  fi
+fi
+
+export CARGO_TERM_COLOR=never
+# etcd-server's own service must not hold the default ports our tests avoid anyway.
+echo "== cargo fmt";    cargo fmt --all --check
+echo "== cargo clippy"; cargo clippy --all-targets --all-features -- -D warnings
+for f in consul testkit tls-ring; do
+  echo "== cargo check --no-default-features --features $f"
+  cargo check --no-default-features --features "$f"
+done
+echo "== cargo test";   cargo test --all-features
+echo "== cargo doc";    RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --all-features

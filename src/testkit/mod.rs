@@ -1,0 +1,32 @@
+//! Testing support, behind the `testkit` feature: an in-process Consul-compatible
+//! registry, the Echo gRPC service of `proto/echo.proto` and a loopback server for it,
+//! and tracing set-up for tests.
+//!
+//! These are for tests and examples (ours and yours), never for production traffic.
+
+mod echo;
+
+pub use echo::{EchoService, TestEchoServer};
+
+pub mod pb {
+    //! Code generated from `proto/echo.proto` (package `echo.v1`).
+    #![allow(
+        missing_docs,
+        unreachable_pub,
+        clippy::all,
+        rust_2018_idioms,
+        missing_debug_implementations
+    )]
+    include!("pb/echo.v1.rs");
+}
+
+/// Installs a `tracing` subscriber that writes through the test harness's capture,
+/// filtered by `RUST_LOG` (default `warn`). Safe to call from every test.
+pub fn trace_init() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_test_writer()
+        .try_init();
+}
