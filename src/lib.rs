@@ -1,5 +1,6 @@
 //! placeholder
 #![allow(missing_docs)]
+pub mod balance;
 mod backoff;
 mod change;
 mod error;

@@ -4,6 +4,7 @@
 //!
 //! These are for tests and examples (ours and yours), never for production traffic.
 
+mod consul_dev;
 mod echo;
 
 pub use echo::{EchoService, TestEchoServer};

@@ -1,0 +1,1 @@
+//! The in-process Consul-compatible registry.
