@@ -146,12 +146,19 @@ fn finish(shared: &Shared, mut reply: Reply, faults: &[Fault]) -> Response<Body>
     })
 }
 
-/// Half the body, then an error: hyper closes the connection mid-body.
+/// Half the body, then an error: hyper closes the connection mid-body. The pause
+/// between the two lets hyper flush the headers and the first half.
 fn truncated_stream(body: Bytes) -> Body {
     let half = body.slice(..body.len() / 2);
-    let frames: Vec<Result<Frame<Bytes>, BoxError>> = vec![
-        Ok(Frame::data(half)),
-        Err("consul-dev: connection dropped by fault injection".into()),
-    ];
-    BodyExt::boxed(StreamBody::new(futures_util::stream::iter(frames)))
+    let steps = futures_util::stream::unfold(Some(half), |state| async move {
+        match state {
+            Some(half) => Some((Ok(Frame::data(half)), None)),
+            None => {
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                let err: BoxError = "consul-dev: connection dropped by fault injection".into();
+                Some((Err(err), None))
+            }
+        }
+    });
+    BodyExt::boxed(StreamBody::new(steps))
 }
