@@ -12,7 +12,7 @@ use tonic_discovery::testkit::ConsulDev;
 
 #[tokio::test]
 async fn accepts_the_documented_register_payload() {
-    let _t = support::trace_init();
+    support::trace_init();
     let dev = ConsulDev::start().await.unwrap();
     let api = Api::new(&dev);
     api.register(fixture("agent-service-register.json")).await;
@@ -39,7 +39,7 @@ async fn accepts_the_documented_register_payload() {
 
 #[tokio::test]
 async fn rejects_unknown_fields_and_accepts_snake_case() {
-    let _t = support::trace_init();
+    support::trace_init();
     let dev = ConsulDev::start().await.unwrap();
     let api = Api::new(&dev);
     let (code, text) = api
@@ -206,7 +206,7 @@ async fn ttl_endpoints_answer_like_consul() {
 
 #[tokio::test]
 async fn ttl_checks_expire_with_consuls_output() {
-    let _t = support::trace_init();
+    support::trace_init();
     let dev = ConsulDev::start().await.unwrap();
     let api = Api::new(&dev);
     api.register(json!({"Name": "svc", "Check": {"TTL": "200ms"}}))

@@ -13,6 +13,7 @@ use tonic_discovery::testkit::{ConsulDev, Fault, FaultRule};
 
 #[tokio::test]
 async fn no_leader_applies_to_a_prefix_for_n_requests() {
+    support::trace_init();
     let dev = ConsulDev::start().await.unwrap();
     let api = Api::new(&dev);
     dev.faults().add(

@@ -24,7 +24,7 @@ async fn three_instances(api: &Api) {
 
 #[tokio::test]
 async fn filters_by_passing_tag_and_expression() {
-    let _t = support::trace_init();
+    support::trace_init();
     let dev = ConsulDev::start().await.unwrap();
     let api = Api::new(&dev);
     three_instances(&api).await;
@@ -114,7 +114,7 @@ async fn entries_carry_node_service_and_checks() {
 
 #[tokio::test]
 async fn blocking_query_wakes_on_change_and_times_out_otherwise() {
-    let _t = support::trace_init();
+    support::trace_init();
     let dev = ConsulDev::start().await.unwrap();
     let api = Api::new(&dev);
     api.register(json!({"Name": "echo", "ID": "e1", "Check": {"TTL": "1h", "Status": "passing"}}))
