@@ -334,3 +334,56 @@ async fn state_helpers_drive_checks_and_forget_everything() {
     assert_eq!(services, json!({}));
     assert_eq!(dev.request_count("/v1/agent/services"), 1);
 }
+
+#[tokio::test]
+async fn agent_health_answers_with_status_codes() {
+    let dev = ConsulDev::start().await.unwrap();
+    let api = Api::new(&dev);
+    api.register(json!({"Name": "svc", "ID": "s1", "Check": {"TTL": "1h", "Status": "passing"}}))
+        .await;
+    api.register(json!({"Name": "svc", "ID": "s2", "Check": {"TTL": "1h", "Status": "warning"}}))
+        .await;
+    let resp = api.get("/v1/agent/health/service/id/s1").await;
+    assert_eq!(resp.status(), 200);
+    let body: serde_json::Value = serde_json::from_slice(&resp.bytes().await.unwrap()).unwrap();
+    assert_eq!(body["AggregatedStatus"], "passing");
+    assert_eq!(body["Service"]["ID"], "s1");
+    let (code, text) = api
+        .error(
+            Method::GET,
+            "/v1/agent/health/service/id/s2?format=text",
+            None,
+        )
+        .await;
+    assert_eq!((code, text.as_str()), (429, "warning"));
+    let (code, _) = api
+        .error(Method::GET, "/v1/agent/health/service/name/svc", None)
+        .await;
+    assert_eq!(code, 429, "the worst instance decides");
+    let (code, text) = api
+        .error(
+            Method::GET,
+            "/v1/agent/health/service/id/nope?format=text",
+            None,
+        )
+        .await;
+    assert_eq!((code, text.as_str()), (404, "ServiceId nope not found"));
+    dev.set_check_status("service:s1", "critical", "down");
+    let (code, _) = api
+        .error(Method::GET, "/v1/agent/health/service/id/s1", None)
+        .await;
+    assert_eq!(code, 503);
+}
+
+#[tokio::test]
+async fn pretty_indents_json() {
+    let dev = ConsulDev::start().await.unwrap();
+    let api = Api::new(&dev);
+    let text = api
+        .get("/v1/catalog/datacenters?pretty")
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(text, "[\n    \"dc1\"\n]\n");
+}

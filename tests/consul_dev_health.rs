@@ -102,8 +102,8 @@ async fn entries_carry_node_service_and_checks() {
         .iter()
         .map(|c| c["CheckID"].as_str().unwrap())
         .collect();
-    assert_eq!(check_ids, ["service:echo", "serfHealth"]);
-    assert_eq!(entry["Checks"][1]["ServiceTags"], json!([]));
+    assert_eq!(check_ids, ["serfHealth", "service:echo"]);
+    assert_eq!(entry["Checks"][0]["ServiceTags"], json!([]));
 
     let (missing, index) = api.get_json("/v1/health/service/nothing").await;
     assert_eq!(missing, json!([]));

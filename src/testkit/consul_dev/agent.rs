@@ -94,7 +94,8 @@ pub(super) async fn service(shared: &Shared, req: &Req, id: &str) -> HResult {
     let opts = query::parse(shared, req)?;
     let node = shared.cfg.node_name.clone();
     let found = query::block_hash(shared, &opts, |store| {
-        let svc = store.services.get(&(node.clone(), id.to_owned()))?;
+        let svc = store.services.get(&(node.clone(), id.to_owned()));
+        let svc = svc.filter(|s| s.id != CONSUL_SERVICE)?;
         let json = svc.to_agent_json(&shared.cfg.datacenter);
         Some((content_hash(&json), json))
     })

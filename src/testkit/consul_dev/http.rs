@@ -130,6 +130,26 @@ impl Reply {
     }
 }
 
+impl Reply {
+    /// Re-indents a JSON body as `?pretty` asks (Go's `json.MarshalIndent`, 4 spaces).
+    pub(super) fn pretty(mut self) -> Self {
+        if self.content_type != Some("application/json") {
+            return self;
+        }
+        let Ok(value) = serde_json::from_slice::<Value>(&self.body) else {
+            return self;
+        };
+        let mut out = Vec::new();
+        let fmt = serde_json::ser::PrettyFormatter::with_indent(b"    ");
+        let mut ser = serde_json::Serializer::with_formatter(&mut out, fmt);
+        if serde::Serialize::serialize(&value, &mut ser).is_ok() {
+            out.push(b'\n');
+            self.body = out.into();
+        }
+        self
+    }
+}
+
 pub(super) fn bad_request(msg: impl Into<String>) -> Reply {
     Reply::text(StatusCode::BAD_REQUEST, msg)
 }

@@ -13,6 +13,7 @@
 
 mod admin;
 mod agent;
+mod agent_health;
 mod catalog;
 mod checks;
 mod checks_api;
@@ -26,6 +27,7 @@ mod model;
 mod probe;
 mod query;
 mod register;
+mod render;
 mod router;
 mod schema;
 mod server;
@@ -44,7 +46,7 @@ use tokio::task::JoinHandle;
 
 pub use faults::{Fault, FaultId, FaultRule, Faults};
 
-use model::{Check, CheckKind, CheckStatus, Node, Service};
+use model::CheckStatus;
 use shared::{Config, Shared};
 
 /// An in-process Consul-compatible registry listening on loopback.
@@ -87,7 +89,7 @@ impl ConsulDev {
             http_addr: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
             cfg: Config {
                 node_name: "consul-dev".to_owned(),
-                node_id: node_id(),
+                node_id: shared::node_id(),
                 datacenter: "dc1".to_owned(),
                 acl_token: None,
                 reap_interval: Duration::from_secs(30),
@@ -220,7 +222,7 @@ impl ConsulDevBuilder {
         let listener = TcpListener::bind(self.http_addr).await?;
         let addr = listener.local_addr()?;
         let shared = Arc::new(Shared::new(self.cfg));
-        seed(&shared, addr);
+        shared::seed(&shared, addr);
         let tasks = vec![
             tokio::spawn(server::serve(listener, shared.clone())),
             tokio::spawn(checks::ttl_loop(shared.clone())),
@@ -241,63 +243,4 @@ impl fmt::Debug for ConsulDevBuilder {
             .field("cfg", &self.cfg)
             .finish()
     }
-}
-
-/// The dev agent's own node, its `serfHealth` check and the `consul` service.
-fn seed(shared: &Shared, addr: SocketAddr) {
-    let cfg = &shared.cfg;
-    let ip = addr.ip().to_string();
-    let node = Node {
-        id: cfg.node_id.clone(),
-        name: cfg.node_name.clone(),
-        address: ip.clone(),
-        datacenter: cfg.datacenter.clone(),
-        tagged_addresses: [
-            ("lan", &ip),
-            ("lan_ipv4", &ip),
-            ("wan", &ip),
-            ("wan_ipv4", &ip),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_owned(), v.clone()))
-        .collect(),
-        meta: [("consul-network-segment".to_owned(), String::new())].into(),
-        ..Node::default()
-    };
-    let consul = Service {
-        node: cfg.node_name.clone(),
-        id: agent::CONSUL_SERVICE.to_owned(),
-        name: agent::CONSUL_SERVICE.to_owned(),
-        port: 8300,
-        weights: (1, 1),
-        ..Service::default()
-    };
-    let serf = Check {
-        node: cfg.node_name.clone(),
-        id: "serfHealth".to_owned(),
-        name: "Serf Health Status".to_owned(),
-        status: CheckStatus::Passing,
-        output: "Agent alive and reachable".to_owned(),
-        kind: CheckKind::Manual,
-        ..Check::default()
-    };
-    shared.write(|s| {
-        s.upsert_node(node);
-        s.upsert_service(consul);
-        s.upsert_check(serf, false);
-    });
-}
-
-/// A random node ID in UUID form.
-fn node_id() -> String {
-    let b: [u8; 16] = rand::random();
-    let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
-    format!(
-        "{}-{}-{}-{}-{}",
-        &hex[..8],
-        &hex[8..12],
-        &hex[12..16],
-        &hex[16..20],
-        &hex[20..]
-    )
 }

@@ -7,7 +7,7 @@ use http::{Method, StatusCode};
 
 use super::http::{HResult, Reply, Req};
 use super::shared::Shared;
-use super::{admin, agent, catalog, checks_api, health, kv};
+use super::{admin, agent, agent_health, catalog, checks_api, health, kv};
 
 /// A matched endpoint with the rest of its path.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -19,6 +19,8 @@ pub(super) enum Ep {
     AgentRegister,
     AgentDeregister,
     AgentMaintenance,
+    AgentHealthId,
+    AgentHealthName,
     NodeMaintenance,
     AgentChecks,
     CheckRegister,
@@ -65,6 +67,13 @@ const ROUTES: &[(&str, bool, &[Method], Ep)] = &[
         Ep::AgentMaintenance,
     ),
     ("/v1/agent/service/", true, GET, Ep::AgentService),
+    ("/v1/agent/health/service/id/", true, GET, Ep::AgentHealthId),
+    (
+        "/v1/agent/health/service/name/",
+        true,
+        GET,
+        Ep::AgentHealthName,
+    ),
     ("/v1/agent/maintenance", false, PUT, Ep::NodeMaintenance),
     ("/v1/agent/checks", false, GET, Ep::AgentChecks),
     ("/v1/agent/check/register", false, PUT, Ep::CheckRegister),
@@ -127,9 +136,14 @@ pub(super) async fn route(shared: &Arc<Shared>, req: Req) -> Reply {
         return denied;
     }
     let rest = req.path[prefix.len()..].to_owned();
-    dispatch(shared, &req, ep, &rest)
+    let reply = dispatch(shared, &req, ep, &rest)
         .await
-        .unwrap_or_else(|e| e)
+        .unwrap_or_else(|e| e);
+    if req.has("pretty") {
+        reply.pretty()
+    } else {
+        reply
+    }
 }
 
 fn lookup(path: &str) -> Option<(&'static str, &'static [Method], Ep)> {
@@ -177,6 +191,8 @@ async fn dispatch(shared: &Arc<Shared>, req: &Req, ep: Ep, rest: &str) -> HResul
         Ep::AgentRegister => agent::register(shared, req),
         Ep::AgentDeregister => agent::deregister(shared, rest),
         Ep::AgentMaintenance => agent::maintenance(shared, req, rest),
+        Ep::AgentHealthId => agent_health::by_id(shared, req, rest),
+        Ep::AgentHealthName => agent_health::by_name(shared, req, rest),
         Ep::NodeMaintenance => agent::node_maintenance(shared, req),
         Ep::AgentChecks => checks_api::list(shared, req),
         Ep::CheckRegister => checks_api::register(shared, req),

@@ -2,13 +2,16 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
+use std::net::SocketAddr;
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 use tokio::sync::{Notify, watch};
 use tokio::task::AbortHandle;
 
+use super::agent::CONSUL_SERVICE;
 use super::faults::FaultSet;
+use super::model::{Check, CheckKind, CheckStatus, Node, Service};
 use super::store::Store;
 
 /// Fixed configuration of one registry.
@@ -112,4 +115,63 @@ impl Shared {
             task.abort();
         }
     }
+}
+
+/// The dev agent's own node, its `serfHealth` check and the `consul` service.
+pub(super) fn seed(shared: &Shared, addr: SocketAddr) {
+    let cfg = &shared.cfg;
+    let ip = addr.ip().to_string();
+    let node = Node {
+        id: cfg.node_id.clone(),
+        name: cfg.node_name.clone(),
+        address: ip.clone(),
+        datacenter: cfg.datacenter.clone(),
+        tagged_addresses: [
+            ("lan", &ip),
+            ("lan_ipv4", &ip),
+            ("wan", &ip),
+            ("wan_ipv4", &ip),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.clone()))
+        .collect(),
+        meta: [("consul-network-segment".to_owned(), String::new())].into(),
+        ..Node::default()
+    };
+    let consul = Service {
+        node: cfg.node_name.clone(),
+        id: CONSUL_SERVICE.to_owned(),
+        name: CONSUL_SERVICE.to_owned(),
+        port: 8300,
+        weights: (1, 1),
+        ..Service::default()
+    };
+    let serf = Check {
+        node: cfg.node_name.clone(),
+        id: "serfHealth".to_owned(),
+        name: "Serf Health Status".to_owned(),
+        status: CheckStatus::Passing,
+        output: "Agent alive and reachable".to_owned(),
+        kind: CheckKind::Manual,
+        ..Check::default()
+    };
+    shared.write(|s| {
+        s.upsert_node(node);
+        s.upsert_service(consul);
+        s.upsert_check(serf, false);
+    });
+}
+
+/// A random node ID in UUID form.
+pub(super) fn node_id() -> String {
+    let b: [u8; 16] = rand::random();
+    let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    format!(
+        "{}-{}-{}-{}-{}",
+        &hex[..8],
+        &hex[8..12],
+        &hex[12..16],
+        &hex[16..20],
+        &hex[20..]
+    )
 }

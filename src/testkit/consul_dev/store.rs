@@ -214,17 +214,18 @@ impl Store {
         self.services.values().filter(move |s| s.name == name)
     }
 
-    /// Checks of a service instance followed by its node's checks, as Consul lists them.
+    /// The node's checks followed by the instance's own, as Consul's
+    /// `parseCheckServiceNodes` lists them.
     pub(super) fn checks_for(&self, svc: &Service) -> Vec<&Check> {
         let mut out: Vec<&Check> = self
             .checks
             .values()
-            .filter(|c| c.node == svc.node && c.service_id == svc.id)
+            .filter(|c| c.node == svc.node && c.service_id.is_empty())
             .collect();
         out.extend(
             self.checks
                 .values()
-                .filter(|c| c.node == svc.node && c.service_id.is_empty()),
+                .filter(|c| c.node == svc.node && c.service_id == svc.id),
         );
         out
     }
