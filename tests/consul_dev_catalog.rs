@@ -209,3 +209,65 @@ async fn kv_put_get_list_cas_and_delete() {
     assert_eq!(resp.status(), 404);
     assert!(consul_dev_common::index_of(&resp) >= 1);
 }
+
+#[tokio::test]
+async fn sessions_lock_and_release_keys() {
+    let dev = ConsulDev::start().await.unwrap();
+    let api = Api::new(&dev);
+    let create = |body: serde_json::Value| {
+        let req = api
+            .http
+            .put(format!("{}/v1/session/create", api.base))
+            .body(body.to_string());
+        async move {
+            let bytes = req.send().await.unwrap().bytes().await.unwrap();
+            let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+            v["ID"].as_str().unwrap().to_owned()
+        }
+    };
+    let put = |path: String| {
+        let req = api.http.put(format!("{}{path}", api.base)).body("v");
+        async move {
+            req.send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap()
+                .trim()
+                .to_owned()
+        }
+    };
+    let s1 = create(json!({"Name": "one", "TTL": "30s"})).await;
+    let s2 = create(json!({"Name": "two", "Behavior": "delete"})).await;
+    let (info, _) = api.get_json(&format!("/v1/session/info/{s1}")).await;
+    assert_eq!(info[0]["Name"], "one");
+    assert_eq!(info[0]["NodeChecks"], json!(["serfHealth"]));
+    assert_eq!(info[0]["LockDelay"], 15_000_000_000u64);
+
+    assert_eq!(put(format!("/v1/kv/lock?acquire={s1}")).await, "true");
+    assert_eq!(put(format!("/v1/kv/lock?acquire={s2}")).await, "false");
+    let (entry, _) = api.get_json("/v1/kv/lock").await;
+    assert_eq!(entry[0]["Session"], s1.as_str());
+    assert_eq!(entry[0]["LockIndex"], 1);
+    assert_eq!(put(format!("/v1/kv/lock?release={s2}")).await, "false");
+    assert_eq!(put(format!("/v1/kv/lock?release={s1}")).await, "true");
+    assert_eq!(put(format!("/v1/kv/lock?acquire={s2}")).await, "true");
+
+    // Destroying a `delete` session deletes its keys.
+    assert_eq!(
+        api.put(&format!("/v1/session/destroy/{s2}"), None)
+            .await
+            .status(),
+        200
+    );
+    assert_eq!(api.get("/v1/kv/lock").await.status(), 404);
+    let (list, _) = api.get_json("/v1/session/list").await;
+    assert_eq!(list.as_array().map(Vec::len), Some(1));
+    let (gone, _) = api.get_json(&format!("/v1/session/info/{s2}")).await;
+    assert_eq!(gone, json!([]));
+    let (code, text) = api
+        .error(Method::PUT, &format!("/v1/session/renew/{s2}"), None)
+        .await;
+    assert_eq!((code, text), (404, format!("Session id '{s2}' not found")));
+}

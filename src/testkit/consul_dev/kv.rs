@@ -14,6 +14,8 @@ use super::store::Store;
 pub(super) struct Entry {
     pub(super) value: Vec<u8>,
     pub(super) flags: u64,
+    pub(super) lock_index: u64,
+    pub(super) session: Option<String>,
     pub(super) create_index: u64,
     pub(super) modify_index: u64,
 }
@@ -27,14 +29,18 @@ pub(super) async fn handle(shared: &Shared, req: &Req, key: &str) -> HResult {
 }
 
 fn entry_json(key: &str, e: &Entry) -> Value {
-    json!({
-        "LockIndex": 0,
+    let mut v = json!({
+        "LockIndex": e.lock_index,
         "Key": key,
         "Flags": e.flags,
         "Value": if e.value.is_empty() { Value::Null } else { json!(base64(&e.value)) },
         "CreateIndex": e.create_index,
         "ModifyIndex": e.modify_index,
-    })
+    });
+    if let (Some(session), Value::Object(m)) = (&e.session, &mut v) {
+        m.insert("Session".into(), json!(session));
+    }
+    v
 }
 
 fn list_keys(store: &Store, prefix: &str, sep: Option<&str>) -> Vec<String> {
@@ -107,6 +113,13 @@ fn uint_param(req: &Req, name: &str) -> Result<Option<u64>, Reply> {
     }
 }
 
+/// What a `PUT` does besides writing the value.
+enum Lock<'a> {
+    None,
+    Acquire(&'a str),
+    Release(&'a str),
+}
+
 fn put(shared: &Shared, req: &Req, key: &str) -> HResult {
     query::check_dc(shared, req)?;
     if key.is_empty() {
@@ -117,24 +130,62 @@ fn put(shared: &Shared, req: &Req, key: &str) -> HResult {
         Some(v) => v.parse().map_err(|_| bad_request("Invalid flags"))?,
     };
     let cas = uint_param(req, "cas")?;
-    let ok = shared.write(|s| {
-        let current = s.kv.get(key).map_or(0, |e| e.modify_index);
-        if cas.is_some_and(|c| c != current) {
-            return false;
-        }
-        let idx = s.bump();
-        let create = s.kv.get(key).map_or(idx, |e| e.create_index);
-        let entry = Entry {
-            value: req.body.to_vec(),
-            flags,
-            create_index: create,
-            modify_index: idx,
-        };
-        s.kv.insert(key.to_owned(), entry);
-        s.kv_index = idx;
-        true
-    });
+    let lock = match (req.nonempty("acquire"), req.nonempty("release")) {
+        (Some(id), _) => Lock::Acquire(id),
+        (None, Some(id)) => Lock::Release(id),
+        (None, None) => Lock::None,
+    };
+    let ok = shared.write(|s| write_entry(s, key, req.body.to_vec(), flags, cas, &lock))?;
     Ok(Reply::json(&json!(ok)))
+}
+
+/// One KV write with Consul's CAS and lock rules; `Ok(false)` when refused.
+fn write_entry(
+    s: &mut Store,
+    key: &str,
+    value: Vec<u8>,
+    flags: u64,
+    cas: Option<u64>,
+    lock: &Lock<'_>,
+) -> Result<bool, Reply> {
+    let old = s.kv.get(key).cloned();
+    if cas.is_some_and(|c| c != old.as_ref().map_or(0, |e| e.modify_index)) {
+        return Ok(false);
+    }
+    let held_by = old.as_ref().and_then(|e| e.session.clone());
+    let (session, lock_index) = match lock {
+        Lock::None => (held_by, old.as_ref().map_or(0, |e| e.lock_index)),
+        Lock::Acquire(id) => {
+            if !s.sessions.contains_key(*id) {
+                return Err(super::http::server_error(format!("invalid session {id:?}")));
+            }
+            match held_by.as_deref() {
+                Some(h) if h == *id => (held_by.clone(), old.as_ref().map_or(0, |e| e.lock_index)),
+                Some(_) => return Ok(false),
+                None => (
+                    Some((*id).to_owned()),
+                    old.as_ref().map_or(0, |e| e.lock_index) + 1,
+                ),
+            }
+        }
+        Lock::Release(id) => match held_by.as_deref() {
+            Some(h) if h == *id => (None, old.as_ref().map_or(0, |e| e.lock_index)),
+            _ => return Ok(false),
+        },
+    };
+    let idx = s.bump();
+    let create_index = old.as_ref().map_or(idx, |e| e.create_index);
+    let entry = Entry {
+        value,
+        flags,
+        lock_index,
+        session,
+        create_index,
+        modify_index: idx,
+    };
+    s.kv.insert(key.to_owned(), entry);
+    s.kv_index = idx;
+    Ok(true)
 }
 
 fn delete(shared: &Shared, req: &Req, key: &str) -> HResult {

@@ -31,6 +31,7 @@ mod render;
 mod router;
 mod schema;
 mod server;
+mod session;
 mod shared;
 mod store;
 
@@ -89,7 +90,7 @@ impl ConsulDev {
             http_addr: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
             cfg: Config {
                 node_name: "consul-dev".to_owned(),
-                node_id: shared::node_id(),
+                node_id: shared::random_uuid(),
                 datacenter: "dc1".to_owned(),
                 acl_token: None,
                 reap_interval: Duration::from_secs(30),

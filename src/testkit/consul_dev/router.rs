@@ -7,7 +7,7 @@ use http::{Method, StatusCode};
 
 use super::http::{HResult, Reply, Req};
 use super::shared::Shared;
-use super::{admin, agent, agent_health, catalog, checks_api, health, kv};
+use super::{admin, agent, agent_health, catalog, checks_api, health, kv, session};
 
 /// A matched endpoint with the rest of its path.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,6 +43,12 @@ pub(super) enum Ep {
     StatusLeader,
     StatusPeers,
     Kv,
+    SessionCreate,
+    SessionDestroy,
+    SessionInfo,
+    SessionNode,
+    SessionList,
+    SessionRenew,
 }
 
 const GET: &[Method] = &[Method::GET];
@@ -105,6 +111,12 @@ const ROUTES: &[(&str, bool, &[Method], Ep)] = &[
     ),
     ("/v1/status/leader", false, GET, Ep::StatusLeader),
     ("/v1/status/peers", false, GET, Ep::StatusPeers),
+    ("/v1/session/create", false, PUT, Ep::SessionCreate),
+    ("/v1/session/destroy/", true, PUT, Ep::SessionDestroy),
+    ("/v1/session/info/", true, GET, Ep::SessionInfo),
+    ("/v1/session/node/", true, GET, Ep::SessionNode),
+    ("/v1/session/list", false, GET, Ep::SessionList),
+    ("/v1/session/renew/", true, PUT, Ep::SessionRenew),
     (
         "/v1/kv/",
         true,
@@ -215,5 +227,11 @@ async fn dispatch(shared: &Arc<Shared>, req: &Req, ep: Ep, rest: &str) -> HResul
         Ep::StatusLeader => Ok(Reply::json(&serde_json::json!("127.0.0.1:8300"))),
         Ep::StatusPeers => Ok(Reply::json(&serde_json::json!(["127.0.0.1:8300"]))),
         Ep::Kv => kv::handle(shared, req, rest).await,
+        Ep::SessionCreate => session::create(shared, req),
+        Ep::SessionDestroy => session::destroy(shared, req, rest),
+        Ep::SessionInfo => session::info(shared, req, rest).await,
+        Ep::SessionNode => session::node(shared, req, rest).await,
+        Ep::SessionList => session::list(shared, req).await,
+        Ep::SessionRenew => session::renew(shared, req, rest),
     }
 }

@@ -162,8 +162,8 @@ pub(super) fn seed(shared: &Shared, addr: SocketAddr) {
     });
 }
 
-/// A random node ID in UUID form.
-pub(super) fn node_id() -> String {
+/// A random UUID-shaped ID (node IDs, session IDs).
+pub(super) fn random_uuid() -> String {
     let b: [u8; 16] = rand::random();
     let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
     format!(

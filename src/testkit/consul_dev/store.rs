@@ -29,6 +29,10 @@ pub(super) struct Store {
     pub(super) kv: BTreeMap<String, super::kv::Entry>,
     /// Index of the last KV write (deletes included).
     pub(super) kv_index: u64,
+    /// Sessions keyed by ID.
+    pub(super) sessions: BTreeMap<String, super::session::Session>,
+    /// Index of the last session write.
+    pub(super) session_index: u64,
 }
 
 // === impl Store ===
