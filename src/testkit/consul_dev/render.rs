@@ -58,7 +58,6 @@ impl Service {
         m.insert("EnableTagOverride".into(), json!(self.enable_tag_override));
         m.insert("Proxy".into(), self.proxy_json());
         m.insert("Connect".into(), self.connect.clone().unwrap_or(json!({})));
-        m.insert("PeerName".into(), json!(""));
         m.insert("CreateIndex".into(), json!(self.create_index));
         m.insert("ModifyIndex".into(), json!(self.modify_index));
         Value::Object(m)
