@@ -210,7 +210,7 @@ fn delete(shared: &Shared, req: &Req, key: &str) -> HResult {
 }
 
 /// Standard base64 with padding, as Go's `[]byte` JSON encoding.
-fn base64(data: &[u8]) -> String {
+pub(super) fn base64(data: &[u8]) -> String {
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
     for chunk in data.chunks(3) {

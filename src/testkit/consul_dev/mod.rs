@@ -23,6 +23,7 @@ mod filter;
 mod health;
 mod http;
 mod kv;
+mod misc;
 mod model;
 mod probe;
 mod query;

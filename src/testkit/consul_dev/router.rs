@@ -7,7 +7,7 @@ use http::{Method, StatusCode};
 
 use super::http::{HResult, Reply, Req};
 use super::shared::Shared;
-use super::{admin, agent, agent_health, catalog, checks_api, health, kv, session};
+use super::{admin, agent, agent_health, catalog, checks_api, health, kv, misc, session};
 
 /// A matched endpoint with the rest of its path.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,6 +49,12 @@ pub(super) enum Ep {
     SessionNode,
     SessionList,
     SessionRenew,
+    EventFire,
+    EventList,
+    Accepted,
+    CoordinateDatacenters,
+    CoordinateNodes,
+    RaftConfiguration,
 }
 
 const GET: &[Method] = &[Method::GET];
@@ -111,6 +117,25 @@ const ROUTES: &[(&str, bool, &[Method], Ep)] = &[
     ),
     ("/v1/status/leader", false, GET, Ep::StatusLeader),
     ("/v1/status/peers", false, GET, Ep::StatusPeers),
+    ("/v1/event/fire/", true, PUT, Ep::EventFire),
+    ("/v1/event/list", false, GET, Ep::EventList),
+    ("/v1/agent/join/", true, PUT, Ep::Accepted),
+    ("/v1/agent/leave", false, PUT, Ep::Accepted),
+    ("/v1/agent/force-leave/", true, PUT, Ep::Accepted),
+    ("/v1/agent/reload", false, PUT, Ep::Accepted),
+    (
+        "/v1/coordinate/datacenters",
+        false,
+        GET,
+        Ep::CoordinateDatacenters,
+    ),
+    ("/v1/coordinate/nodes", false, GET, Ep::CoordinateNodes),
+    (
+        "/v1/operator/raft/configuration",
+        false,
+        GET,
+        Ep::RaftConfiguration,
+    ),
     ("/v1/session/create", false, PUT, Ep::SessionCreate),
     ("/v1/session/destroy/", true, PUT, Ep::SessionDestroy),
     ("/v1/session/info/", true, GET, Ep::SessionInfo),
@@ -227,6 +252,12 @@ async fn dispatch(shared: &Arc<Shared>, req: &Req, ep: Ep, rest: &str) -> HResul
         Ep::StatusLeader => Ok(Reply::json(&serde_json::json!("127.0.0.1:8300"))),
         Ep::StatusPeers => Ok(Reply::json(&serde_json::json!(["127.0.0.1:8300"]))),
         Ep::Kv => kv::handle(shared, req, rest).await,
+        Ep::EventFire => misc::fire_event(shared, req, rest),
+        Ep::EventList => misc::list_events(shared, req).await,
+        Ep::Accepted => misc::accepted(),
+        Ep::CoordinateDatacenters => misc::coordinate_datacenters(shared),
+        Ep::CoordinateNodes => misc::coordinate_nodes(shared, req).await,
+        Ep::RaftConfiguration => misc::raft_configuration(shared),
         Ep::SessionCreate => session::create(shared, req),
         Ep::SessionDestroy => session::destroy(shared, req, rest),
         Ep::SessionInfo => session::info(shared, req, rest).await,

@@ -33,6 +33,8 @@ pub(super) struct Store {
     pub(super) sessions: BTreeMap<String, super::session::Session>,
     /// Index of the last session write.
     pub(super) session_index: u64,
+    /// The last user events fired, oldest first.
+    pub(super) events: Vec<serde_json::Value>,
 }
 
 // === impl Store ===

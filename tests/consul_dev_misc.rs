@@ -1,0 +1,54 @@
+//! Events, membership no-ops, coordinates and raft configuration of `ConsulDev`.
+
+mod consul_dev_common;
+mod support;
+
+use consul_dev_common::Api;
+use serde_json::json;
+use tonic_discovery::testkit::ConsulDev;
+
+#[tokio::test]
+async fn events_fire_and_list() {
+    support::trace_init();
+    let dev = ConsulDev::start().await.unwrap();
+    let api = Api::new(&dev);
+    let resp = api
+        .http
+        .put(format!("{}/v1/event/fire/deploy?service=web", api.base))
+        .body("v2")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let fired: serde_json::Value = serde_json::from_slice(&resp.bytes().await.unwrap()).unwrap();
+    assert_eq!(fired["Name"], "deploy");
+    assert_eq!(fired["Payload"], "djI=");
+    assert_eq!(fired["ServiceFilter"], "web");
+    api.put_ok("/v1/event/fire/other", None).await;
+    let (list, index) = api.get_json("/v1/event/list?name=deploy").await;
+    assert_eq!(list.as_array().map(Vec::len), Some(1));
+    assert_eq!(list[0]["ID"], fired["ID"]);
+    assert!(index >= 1);
+}
+
+#[tokio::test]
+async fn membership_and_cluster_endpoints_answer() {
+    let dev = ConsulDev::builder().node_name("n1").start().await.unwrap();
+    let api = Api::new(&dev);
+    for path in [
+        "/v1/agent/join/127.0.0.1",
+        "/v1/agent/leave",
+        "/v1/agent/force-leave/x",
+        "/v1/agent/reload",
+    ] {
+        api.put_ok(path, None).await;
+    }
+    let (dcs, _) = api.get_json("/v1/coordinate/datacenters").await;
+    assert_eq!(dcs[0]["Datacenter"], "dc1");
+    let (nodes, _) = api.get_json("/v1/coordinate/nodes").await;
+    assert_eq!(nodes[0]["Node"], "n1");
+    assert_eq!(nodes[0]["Coord"]["Vec"].as_array().map(Vec::len), Some(8));
+    let (raft, _) = api.get_json("/v1/operator/raft/configuration").await;
+    assert_eq!(raft["Servers"][0]["Leader"], json!(true));
+    assert_eq!(raft["Servers"][0]["Node"], "n1");
+}
