@@ -52,3 +52,46 @@ async fn membership_and_cluster_endpoints_answer() {
     assert_eq!(raft["Servers"][0]["Leader"], json!(true));
     assert_eq!(raft["Servers"][0]["Node"], "n1");
 }
+
+#[tokio::test]
+async fn txn_applies_kv_ops_atomically() {
+    let dev = ConsulDev::start().await.unwrap();
+    let api = Api::new(&dev);
+    let ops = json!([
+        {"KV": {"Verb": "set", "Key": "t/a", "Value": "YQ=="}},
+        {"KV": {"Verb": "set", "Key": "t/b", "Value": "Yg==", "Flags": 3}},
+        {"KV": {"Verb": "get", "Key": "t/a"}},
+    ]);
+    let resp = api.put("/v1/txn", Some(ops)).await;
+    assert_eq!(resp.status(), 200);
+    let out: serde_json::Value = serde_json::from_slice(&resp.bytes().await.unwrap()).unwrap();
+    assert_eq!(out["Errors"], json!(null));
+    assert_eq!(
+        out["Results"][0]["KV"]["Value"],
+        json!(null),
+        "writes return no value"
+    );
+    assert_eq!(out["Results"][2]["KV"]["Value"], "YQ==");
+
+    // One failing op rolls back the others.
+    let ops = json!([
+        {"KV": {"Verb": "delete", "Key": "t/a"}},
+        {"KV": {"Verb": "check-not-exists", "Key": "t/b"}},
+    ]);
+    let resp = api.put("/v1/txn", Some(ops)).await;
+    assert_eq!(resp.status(), 409);
+    let out: serde_json::Value = serde_json::from_slice(&resp.bytes().await.unwrap()).unwrap();
+    assert_eq!(
+        out["Errors"][0],
+        json!({"OpIndex": 1, "What": "key \"t/b\" exists"})
+    );
+    assert_eq!(api.get("/v1/kv/t/a").await.status(), 200, "rolled back");
+    let (code, _) = api
+        .error(
+            reqwest::Method::PUT,
+            "/v1/txn",
+            Some(json!({"not": "a list"})),
+        )
+        .await;
+    assert_eq!(code, 400);
+}

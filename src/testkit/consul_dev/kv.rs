@@ -4,6 +4,7 @@
 use http::StatusCode;
 use serde_json::{Value, json};
 
+use super::b64::base64;
 use super::http::{HResult, Reply, Req, bad_request};
 use super::query::{self, answer};
 use super::shared::Shared;
@@ -28,7 +29,7 @@ pub(super) async fn handle(shared: &Shared, req: &Req, key: &str) -> HResult {
     }
 }
 
-fn entry_json(key: &str, e: &Entry) -> Value {
+pub(super) fn entry_json(key: &str, e: &Entry) -> Value {
     let mut v = json!({
         "LockIndex": e.lock_index,
         "Key": key,
@@ -114,7 +115,7 @@ fn uint_param(req: &Req, name: &str) -> Result<Option<u64>, Reply> {
 }
 
 /// What a `PUT` does besides writing the value.
-enum Lock<'a> {
+pub(super) enum Lock<'a> {
     None,
     Acquire(&'a str),
     Release(&'a str),
@@ -140,7 +141,7 @@ fn put(shared: &Shared, req: &Req, key: &str) -> HResult {
 }
 
 /// One KV write with Consul's CAS and lock rules; `Ok(false)` when refused.
-fn write_entry(
+pub(super) fn write_entry(
     s: &mut Store,
     key: &str,
     value: Vec<u8>,
@@ -207,36 +208,4 @@ fn delete(shared: &Shared, req: &Req, key: &str) -> HResult {
         true
     });
     Ok(Reply::json(&json!(ok)))
-}
-
-/// Standard base64 with padding, as Go's `[]byte` JSON encoding.
-pub(super) fn base64(data: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
-    for chunk in data.chunks(3) {
-        let b = [
-            chunk[0],
-            *chunk.get(1).unwrap_or(&0),
-            *chunk.get(2).unwrap_or(&0),
-        ];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn encodes_base64() {
-        assert_eq!(super::base64(b"hello"), "aGVsbG8=");
-        assert_eq!(super::base64(b"hi"), "aGk=");
-        assert_eq!(super::base64(b"abc"), "YWJj");
-    }
 }

@@ -4,8 +4,8 @@
 
 use serde_json::{Value, json};
 
+use super::b64::base64;
 use super::http::{HResult, Reply, Req, bad_request};
-use super::kv::base64;
 use super::query::{self, answer};
 use super::shared::{Shared, random_uuid};
 

@@ -14,6 +14,7 @@
 mod admin;
 mod agent;
 mod agent_health;
+mod b64;
 mod catalog;
 mod checks;
 mod checks_api;
@@ -35,6 +36,7 @@ mod server;
 mod session;
 mod shared;
 mod store;
+mod txn;
 
 use std::collections::BTreeMap;
 use std::fmt;

@@ -7,7 +7,7 @@ use http::{Method, StatusCode};
 
 use super::http::{HResult, Reply, Req};
 use super::shared::Shared;
-use super::{admin, agent, agent_health, catalog, checks_api, health, kv, misc, session};
+use super::{admin, agent, agent_health, catalog, checks_api, health, kv, misc, session, txn};
 
 /// A matched endpoint with the rest of its path.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -55,6 +55,7 @@ pub(super) enum Ep {
     CoordinateDatacenters,
     CoordinateNodes,
     RaftConfiguration,
+    Txn,
 }
 
 const GET: &[Method] = &[Method::GET];
@@ -117,6 +118,7 @@ const ROUTES: &[(&str, bool, &[Method], Ep)] = &[
     ),
     ("/v1/status/leader", false, GET, Ep::StatusLeader),
     ("/v1/status/peers", false, GET, Ep::StatusPeers),
+    ("/v1/txn", false, PUT, Ep::Txn),
     ("/v1/event/fire/", true, PUT, Ep::EventFire),
     ("/v1/event/list", false, GET, Ep::EventList),
     ("/v1/agent/join/", true, PUT, Ep::Accepted),
@@ -252,6 +254,7 @@ async fn dispatch(shared: &Arc<Shared>, req: &Req, ep: Ep, rest: &str) -> HResul
         Ep::StatusLeader => Ok(Reply::json(&serde_json::json!("127.0.0.1:8300"))),
         Ep::StatusPeers => Ok(Reply::json(&serde_json::json!(["127.0.0.1:8300"]))),
         Ep::Kv => kv::handle(shared, req, rest).await,
+        Ep::Txn => txn::handle(shared, req),
         Ep::EventFire => misc::fire_event(shared, req, rest),
         Ep::EventList => misc::list_events(shared, req).await,
         Ep::Accepted => misc::accepted(),
