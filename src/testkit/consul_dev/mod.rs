@@ -1,20 +1,10 @@
-//! The in-process Consul-compatible registry.
-//!
-//! [`ConsulDev`] serves Consul's HTTP API (HTTP/1.1) on loopback with a dev agent's
-//! semantics: one server node that is also the agent, its `serfHealth` check and
-//! `consul` service, agent services and checks (TTL, HTTP, gRPC, TCP), health and
-//! catalog queries with blocking, KV, an optional required ACL token, and fault
-//! injection for tests (in process through [`ConsulDev::faults`], or over HTTP
-//! under `/_consul_dev/`).
-//!
-//! # Drop
-//! Dropping a `ConsulDev` stops its server, closes its connections (pending
-//! blocking queries end with them) and ends every check runner and timer.
+//! The in-process Consul-compatible registry; see [`ConsulDev`].
 
 mod admin;
 mod agent;
 mod agent_health;
 mod b64;
+mod builder;
 mod catalog;
 mod checks;
 mod checks_api;
@@ -41,19 +31,72 @@ mod txn;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::io;
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
-use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
+pub use builder::ConsulDevBuilder;
 pub use faults::{Fault, FaultId, FaultRule, Faults};
 
 use model::CheckStatus;
-use shared::{Config, Shared};
+use shared::Shared;
 
 /// An in-process Consul-compatible registry listening on loopback.
+///
+/// [`ConsulDev`] serves Consul's HTTP API (HTTP/1.1) on loopback with a dev agent's
+/// semantics: one server node that is also the agent, with its `serfHealth` check
+/// and the `consul` service in the catalog. It follows Consul's status codes, error
+/// texts, JSON field names and shapes (`[]` never `null`), headers and defaults, so
+/// a client that works against it works against a real agent.
+///
+/// # Endpoints
+///
+/// | Area | Endpoints and parameters |
+/// | --- | --- |
+/// | agent services | `PUT /v1/agent/service/register` (`Check`, `Checks`, TTL/HTTP/gRPC/TCP checks, `DeregisterCriticalServiceAfter`, `replace-existing-checks`; unknown fields → 400; case-insensitive and snake_case keys; durations as strings or ns numbers), `PUT …/deregister/:id`, `GET /v1/agent/services` (`filter`), `GET /v1/agent/service/:id` (hash blocking), `PUT …/maintenance/:id`, `PUT /v1/agent/maintenance` |
+/// | agent checks | `PUT /v1/agent/check/register`, `deregister/:id`, `pass\|warn\|fail/:id?note=`, `update/:id`; `GET /v1/agent/checks` (`filter`); `GET /v1/agent/health/service/id/:id` and `name/:name` (`format=text`) |
+/// | health | `GET /v1/health/service/:s` (`passing`, repeated `tag`, `node-meta`, `filter`, `near` accepted), `checks/:s`, `node/:n`, `state/:state` |
+/// | catalog | `services`, `service/:s` (`tag`, `node-meta`, `filter`), `nodes`, `node/:n`, `register`, `deregister`, `datacenters` |
+/// | KV, sessions, txn | `/v1/kv/` (`recurse`, `keys`, `separator`, `raw`, `flags`, `cas`, `acquire`, `release`), `/v1/session/{create,destroy,info,node,list,renew}`, `PUT /v1/txn` (KV ops) |
+/// | other | `/v1/status/{leader,peers}`, `/v1/agent/{self,members,join,leave,force-leave,reload}`, `/v1/event/{fire,list}`, `/v1/coordinate/{datacenters,nodes}`, `/v1/operator/raft/configuration` |
+///
+/// Every query endpoint takes `dc` (another datacenter → 500 `No path to
+/// datacenter`), `stale`/`consistent`/`leader`/`max_stale`/`cached` (with Consul's 400
+/// conflicts), `index`/`wait` (Go durations, 10 min cap, 5 min default, wait/16
+/// jitter) and `pretty`, and answers with `X-Consul-Index` (never 0),
+/// `X-Consul-KnownLeader`, `X-Consul-LastContact`, `X-Consul-Effective-Consistency`
+/// and `X-Consul-Default-ACL-Policy`. Blocking health/catalog queries on a service
+/// use its own index (the last-extinction index when it has no instances), so they
+/// wake only when the result can have changed.
+///
+/// Knowingly left out: ACL management (`/v1/acl/*`; only a single required token is
+/// supported), prepared queries, Connect/mesh endpoints, config entries, peering,
+/// namespaces/partitions, streaming, script/UDP/H2PING/OS-service/alias check
+/// execution (accepted, never run), session TTL expiry, `matches` in filters, and
+/// RTT sorting for `near`.
+///
+/// # Test controls
+///
+/// In process: [`ConsulDev::faults`], [`ConsulDev::set_check_status`],
+/// [`ConsulDev::forget_all`], [`ConsulDev::request_count`]. Over HTTP, under
+/// `/_consul_dev/` (a path Consul does not use), for the `consul-dev` binary:
+///
+/// | Request | Effect |
+/// | --- | --- |
+/// | `PUT /_consul_dev/faults` `{"Fault": "no-leader"\|"too-many-connections"\|"delay"\|"malformed-json"\|"wrong-content-type"\|"drop-connection", "PathPrefix": "/v1/health/", "Times": 2, "Delay": "200ms"}` | adds a fault rule, answers `{"ID": n}` |
+/// | `DELETE /_consul_dev/faults[/ID]` | removes all rules (or one) |
+/// | `PUT /_consul_dev/index?reset=N` | sets the index to N, as a restart from an older snapshot |
+/// | `PUT /_consul_dev/wakeup` | wakes blocking queries with unchanged data |
+/// | `PUT /_consul_dev/check/ID?status=S&output=O` | sets a check's status |
+/// | `PUT /_consul_dev/forget` | forgets the agent's services and checks |
+/// | `GET /_consul_dev/requests` | request counts per path |
+///
+/// # Drop
+/// Dropping a `ConsulDev` stops its server, closes its connections (pending
+/// blocking queries end with them) and ends every check runner and timer.
+///
+/// # Example
 ///
 /// ```no_run
 /// # #[tokio::main(flavor = "current_thread")]
@@ -69,12 +112,13 @@ pub struct ConsulDev {
     tasks: Vec<JoinHandle<()>>,
 }
 
-/// Configures a [`ConsulDev`]; from [`ConsulDev::builder`].
-#[must_use]
-pub struct ConsulDevBuilder {
-    http_addr: SocketAddr,
-    cfg: Config,
-}
+const _: () = {
+    const fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<ConsulDev>();
+    assert_send_sync::<ConsulDevBuilder>();
+    assert_send_sync::<Faults>();
+    assert_send_sync::<FaultRule>();
+};
 
 // === impl ConsulDev ===
 
@@ -89,17 +133,7 @@ impl ConsulDev {
 
     /// A builder to configure the registry before starting it.
     pub fn builder() -> ConsulDevBuilder {
-        ConsulDevBuilder {
-            http_addr: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
-            cfg: Config {
-                node_name: "consul-dev".to_owned(),
-                node_id: shared::random_uuid(),
-                datacenter: "dc1".to_owned(),
-                acl_token: None,
-                reap_interval: Duration::from_secs(30),
-                min_deregister_after: Duration::from_secs(60),
-            },
-        }
+        ConsulDevBuilder::new()
     }
 
     /// The address the HTTP API listens on.
@@ -172,79 +206,6 @@ impl fmt::Debug for ConsulDev {
                 "acl",
                 &self.shared.cfg.acl_token.as_ref().map(|_| "<redacted>"),
             )
-            .finish()
-    }
-}
-
-// === impl ConsulDevBuilder ===
-
-impl ConsulDevBuilder {
-    /// The address to listen on. Default: `127.0.0.1:0` (a free port).
-    pub fn http_addr(mut self, addr: SocketAddr) -> Self {
-        self.http_addr = addr;
-        self
-    }
-
-    /// The agent's node name. Default: `consul-dev`.
-    pub fn node_name(mut self, name: impl Into<String>) -> Self {
-        self.cfg.node_name = name.into();
-        self
-    }
-
-    /// The datacenter. Default: `dc1`.
-    pub fn datacenter(mut self, dc: impl Into<String>) -> Self {
-        self.cfg.datacenter = dc.into();
-        self
-    }
-
-    /// A token every request must carry (`X-Consul-Token`, `Authorization: Bearer`
-    /// or `?token=`); without it the answer is `403 Permission denied`, with a
-    /// wrong one `403 ACL not found`. Default: none (ACLs off).
-    pub fn acl_token(mut self, token: Option<String>) -> Self {
-        self.cfg.acl_token = token.filter(|t| !t.is_empty());
-        self
-    }
-
-    /// How often critical services are reaped. Default: 30 s, as Consul.
-    pub fn reap_interval(mut self, every: Duration) -> Self {
-        self.cfg.reap_interval = every.max(Duration::from_millis(1));
-        self
-    }
-
-    /// The floor `DeregisterCriticalServiceAfter` values are raised to.
-    /// Default: 1 min, as Consul.
-    pub fn min_deregister_critical_after(mut self, min: Duration) -> Self {
-        self.cfg.min_deregister_after = min;
-        self
-    }
-
-    /// Binds the listener and starts serving.
-    ///
-    /// # Errors
-    /// When the listening socket cannot be bound.
-    pub async fn start(self) -> io::Result<ConsulDev> {
-        let listener = TcpListener::bind(self.http_addr).await?;
-        let addr = listener.local_addr()?;
-        let shared = Arc::new(Shared::new(self.cfg));
-        shared::seed(&shared, addr);
-        let tasks = vec![
-            tokio::spawn(server::serve(listener, shared.clone())),
-            tokio::spawn(checks::ttl_loop(shared.clone())),
-            tokio::spawn(checks::reap_loop(shared.clone())),
-        ];
-        Ok(ConsulDev {
-            shared,
-            addr,
-            tasks,
-        })
-    }
-}
-
-impl fmt::Debug for ConsulDevBuilder {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ConsulDevBuilder")
-            .field("http_addr", &self.http_addr)
-            .field("cfg", &self.cfg)
             .finish()
     }
 }

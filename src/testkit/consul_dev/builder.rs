@@ -1,0 +1,106 @@
+//! [`ConsulDevBuilder`]: the registry's configuration and start-up.
+
+use std::fmt;
+use std::io;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+
+use super::shared::{self, Config, Shared};
+use super::{ConsulDev, checks, server};
+
+/// Configures a [`ConsulDev`]; from [`ConsulDev::builder`].
+#[must_use]
+pub struct ConsulDevBuilder {
+    http_addr: SocketAddr,
+    cfg: Config,
+}
+
+// === impl ConsulDevBuilder ===
+
+impl ConsulDevBuilder {
+    pub(super) fn new() -> Self {
+        ConsulDevBuilder {
+            http_addr: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
+            cfg: Config {
+                node_name: "consul-dev".to_owned(),
+                node_id: shared::random_uuid(),
+                datacenter: "dc1".to_owned(),
+                acl_token: None,
+                reap_interval: Duration::from_secs(30),
+                min_deregister_after: Duration::from_secs(60),
+            },
+        }
+    }
+
+    /// The address to listen on. Default: `127.0.0.1:0` (a free port).
+    pub fn http_addr(mut self, addr: SocketAddr) -> Self {
+        self.http_addr = addr;
+        self
+    }
+
+    /// The agent's node name. Default: `consul-dev`.
+    pub fn node_name(mut self, name: impl Into<String>) -> Self {
+        self.cfg.node_name = name.into();
+        self
+    }
+
+    /// The datacenter. Default: `dc1`.
+    pub fn datacenter(mut self, dc: impl Into<String>) -> Self {
+        self.cfg.datacenter = dc.into();
+        self
+    }
+
+    /// A token every request must carry (`X-Consul-Token`, `Authorization: Bearer`
+    /// or `?token=`); without it the answer is `403 Permission denied`, with a
+    /// wrong one `403 ACL not found`. Default: none (ACLs off).
+    pub fn acl_token(mut self, token: Option<String>) -> Self {
+        self.cfg.acl_token = token.filter(|t| !t.is_empty());
+        self
+    }
+
+    /// How often critical services are reaped. Default: 30 s, as Consul.
+    pub fn reap_interval(mut self, every: Duration) -> Self {
+        self.cfg.reap_interval = every.max(Duration::from_millis(1));
+        self
+    }
+
+    /// The floor `DeregisterCriticalServiceAfter` values are raised to.
+    /// Default: 1 min, as Consul.
+    pub fn min_deregister_critical_after(mut self, min: Duration) -> Self {
+        self.cfg.min_deregister_after = min;
+        self
+    }
+
+    /// Binds the listener and starts serving.
+    ///
+    /// # Errors
+    /// When the listening socket cannot be bound.
+    pub async fn start(self) -> io::Result<ConsulDev> {
+        let listener = TcpListener::bind(self.http_addr).await?;
+        let addr = listener.local_addr()?;
+        let shared = Arc::new(Shared::new(self.cfg));
+        shared::seed(&shared, addr);
+        let tasks = vec![
+            tokio::spawn(server::serve(listener, shared.clone())),
+            tokio::spawn(checks::ttl_loop(shared.clone())),
+            tokio::spawn(checks::reap_loop(shared.clone())),
+        ];
+        Ok(ConsulDev {
+            shared,
+            addr,
+            tasks,
+        })
+    }
+}
+
+impl fmt::Debug for ConsulDevBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ConsulDevBuilder")
+            .field("http_addr", &self.http_addr)
+            .field("cfg", &self.cfg)
+            .finish()
+    }
+}
