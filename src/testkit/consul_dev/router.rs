@@ -206,12 +206,15 @@ fn allow_header(methods: &[Method]) -> String {
 }
 
 /// The required token, if any: a missing one is the anonymous token (denied), a
-/// wrong one is not found. Status endpoints need no ACL.
+/// wrong one is not found. Status endpoints and the datacenter list need no ACL.
 fn acl(shared: &Shared, req: &Req, ep: Ep) -> Result<(), Reply> {
     let Some(required) = &shared.cfg.acl_token else {
         return Ok(());
     };
-    if matches!(ep, Ep::StatusLeader | Ep::StatusPeers) {
+    if matches!(
+        ep,
+        Ep::StatusLeader | Ep::StatusPeers | Ep::CatalogDatacenters
+    ) {
         return Ok(());
     }
     match req.token() {

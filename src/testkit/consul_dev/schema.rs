@@ -33,6 +33,7 @@ pub(super) const NODE_SERVICE_FIELDS: &[&str] = &[
     "Kind", "ID", "Service", "Tags", "Address", "TaggedAddresses", "Meta", "Port", "SocketPath",
     "Weights", "EnableTagOverride", "Proxy", "Connect", "Locality", "PeerName", "Namespace",
     "Partition", "CreateIndex", "ModifyIndex", "LocallyRegisteredAsSidecar", "RaftIndex",
+    "ContentHash", "Datacenter",
 ];
 
 /// `HealthCheck` (catalog register `Check`/`Checks`).

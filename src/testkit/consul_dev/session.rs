@@ -46,18 +46,10 @@ impl Session {
     }
 }
 
+#[rustfmt::skip]
 const FIELDS: &[&str] = &[
-    "ID",
-    "Name",
-    "Node",
-    "LockDelay",
-    "Behavior",
-    "TTL",
-    "Checks",
-    "NodeChecks",
-    "ServiceChecks",
-    "Namespace",
-    "Partition",
+    "ID", "Name", "Node", "LockDelay", "Behavior", "TTL", "Checks", "NodeChecks",
+    "ServiceChecks", "Namespace", "Partition", "CreateIndex", "ModifyIndex",
 ];
 
 pub(super) fn create(shared: &Shared, req: &Req) -> HResult {

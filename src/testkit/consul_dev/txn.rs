@@ -15,15 +15,9 @@ use super::store::Store;
 /// Consul's `maxTxnOps`.
 const MAX_OPS: usize = 128;
 
+#[rustfmt::skip]
 const KV_FIELDS: &[&str] = &[
-    "Verb",
-    "Key",
-    "Value",
-    "Flags",
-    "Index",
-    "Session",
-    "Namespace",
-    "Partition",
+    "Verb", "Key", "Value", "Flags", "Index", "Session", "Namespace", "Partition",
 ];
 
 /// One decoded KV operation.
