@@ -95,3 +95,43 @@ async fn txn_applies_kv_ops_atomically() {
         .await;
     assert_eq!(code, 400);
 }
+
+#[tokio::test]
+async fn sessions_expire_without_renewal_and_release_their_locks() {
+    let dev = ConsulDev::start().await.unwrap();
+    let api = Api::new(&dev);
+    let resp = api
+        .put("/v1/session/create", Some(json!({"TTL": "200ms"})))
+        .await;
+    let created: serde_json::Value = serde_json::from_slice(&resp.bytes().await.unwrap()).unwrap();
+    let id = created["ID"].as_str().unwrap().to_owned();
+    let acquire = api
+        .http
+        .put(format!("{}/v1/kv/leader?acquire={id}", api.base))
+        .body("me");
+    assert_eq!(
+        acquire.send().await.unwrap().text().await.unwrap().trim(),
+        "true"
+    );
+    let (renewed, _) = {
+        let resp = api.put(&format!("/v1/session/renew/{id}"), None).await;
+        assert_eq!(resp.status(), 200);
+        (
+            serde_json::from_slice::<serde_json::Value>(&resp.bytes().await.unwrap()).unwrap(),
+            (),
+        )
+    };
+    assert_eq!(renewed[0]["TTL"], "200ms");
+    support::eventually(
+        std::time::Duration::from_secs(5),
+        "session expires",
+        || async {
+            let (info, _) = api.get_json(&format!("/v1/session/info/{id}")).await;
+            info == json!([])
+        },
+    )
+    .await;
+    let (entry, _) = api.get_json("/v1/kv/leader").await;
+    assert!(entry[0].get("Session").is_none(), "the lock is released");
+    assert_eq!(entry[0]["LockIndex"], 1);
+}

@@ -45,9 +45,11 @@ fn expire_due(shared: &Shared) -> Option<Instant> {
         tracing::debug!(check = %id, "consul-dev: check missed TTL, is now critical");
         store.set_check_status(node, id, CheckStatus::Critical, output);
     }
-    let next = store.checks.values().filter_map(|c| c.ttl_deadline).min();
+    let next_check = store.checks.values().filter_map(|c| c.ttl_deadline).min();
+    let (expired, next_session) = super::session::expire(&mut store, now);
+    let next = next_check.into_iter().chain(next_session).min();
     drop(store);
-    if !due.is_empty() {
+    if !due.is_empty() || expired {
         shared.changed.send_modify(|g| *g = g.wrapping_add(1));
     }
     next

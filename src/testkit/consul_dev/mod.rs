@@ -73,7 +73,7 @@ use shared::Shared;
 /// Knowingly left out: ACL management (`/v1/acl/*`; only a single required token is
 /// supported), prepared queries, Connect/mesh endpoints, config entries, peering,
 /// namespaces/partitions, streaming, script/UDP/H2PING/OS-service/alias check
-/// execution (accepted, never run), session TTL expiry, `matches` in filters, and
+/// execution (accepted, never run), `matches` in filters, and
 /// RTT sorting for `near`.
 ///
 /// # Test controls

@@ -1,14 +1,16 @@
 //! Sessions (`/v1/session/*`) as KV locks need them: create, destroy, info,
 //! list, node, renew. Destroying a session releases (or, with behavior
-//! `delete`, deletes) the keys it holds. Session TTLs are recorded but not
-//! enforced.
+//! `delete`, deletes) the keys it holds, as does a TTL running out without
+//! a renewal.
 
 use std::time::Duration;
+
+use tokio::time::Instant;
 
 use http::StatusCode;
 use serde_json::{Value, json};
 
-use super::decode::{body_json, fields};
+use super::decode::{body_json, fields, parse_go_duration};
 use super::http::{HResult, Reply, Req, bad_request, decode_failed};
 use super::query::{self, answer};
 use super::shared::{Shared, random_uuid};
@@ -24,6 +26,8 @@ pub(super) struct Session {
     behavior: String,
     ttl: String,
     node_checks: Vec<String>,
+    /// When the session is invalidated unless renewed (sessions with a TTL).
+    expires: Option<Instant>,
     create_index: u64,
     modify_index: u64,
 }
@@ -83,6 +87,14 @@ pub(super) fn create(shared: &Shared, req: &Req) -> HResult {
     let node = Some(text("Node")?)
         .filter(|n| !n.is_empty())
         .unwrap_or(shared.cfg.node_name.clone());
+    let ttl = text("TTL")?;
+    let ttl_len = match ttl.as_str() {
+        "" => None,
+        t => Some(
+            parse_go_duration(t)
+                .ok_or_else(|| bad_request(format!("Invalid Session TTL '{t}'")))?,
+        ),
+    };
     let id = random_uuid();
     let session = Session {
         id: id.clone(),
@@ -90,8 +102,9 @@ pub(super) fn create(shared: &Shared, req: &Req) -> HResult {
         node,
         lock_delay,
         behavior,
-        ttl: text("TTL")?,
+        ttl,
         node_checks,
+        expires: ttl_len.map(|d| Instant::now() + d),
         create_index: 0,
         modify_index: 0,
     };
@@ -180,7 +193,12 @@ pub(super) fn renew(shared: &Shared, req: &Req, id: &str) -> HResult {
     if id.is_empty() {
         return Err(bad_request("Missing session"));
     }
-    let found = shared.store().sessions.get(id).map(Session::to_json);
+    let found = shared.write(|s| {
+        let session = s.sessions.get_mut(id)?;
+        let ttl = parse_go_duration(&session.ttl).filter(|d| !d.is_zero());
+        session.expires = ttl.map(|d| Instant::now() + d);
+        Some(session.to_json())
+    });
     match found {
         Some(s) => Ok(Reply::json(&json!([s]))),
         None => Err(Reply::text(
@@ -188,4 +206,23 @@ pub(super) fn renew(shared: &Shared, req: &Req, id: &str) -> HResult {
             format!("Session id '{id}' not found"),
         )),
     }
+}
+
+/// Invalidates sessions whose TTL ran out; returns whether any did and the next
+/// expiry.
+pub(super) fn expire(s: &mut Store, now: Instant) -> (bool, Option<Instant>) {
+    let due: Vec<String> = s
+        .sessions
+        .values()
+        .filter(|x| x.expires.is_some_and(|e| e <= now))
+        .map(|x| x.id.clone())
+        .collect();
+    for id in &due {
+        tracing::debug!(session = %id, "consul-dev: session TTL expired");
+        invalidate(s, id);
+    }
+    (
+        !due.is_empty(),
+        s.sessions.values().filter_map(|x| x.expires).min(),
+    )
 }
