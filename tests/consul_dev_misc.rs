@@ -135,3 +135,32 @@ async fn sessions_expire_without_renewal_and_release_their_locks() {
     assert!(entry[0].get("Session").is_none(), "the lock is released");
     assert_eq!(entry[0]["LockIndex"], 1);
 }
+
+#[tokio::test]
+async fn token_self_and_version() {
+    let open = ConsulDev::start().await.unwrap();
+    let api = Api::new(&open);
+    let (code, text) = api
+        .error(reqwest::Method::GET, "/v1/acl/token/self", None)
+        .await;
+    assert_eq!((code, text.as_str()), (401, "ACL support disabled"));
+    let (v, _) = api.get_json("/v1/agent/version").await;
+    assert!(v["HumanVersion"].as_str().is_some());
+
+    let locked = ConsulDev::builder()
+        .acl_token(Some("t0k".into()))
+        .start()
+        .await
+        .unwrap();
+    let api = Api::new(&locked);
+    let resp = api
+        .http
+        .get(format!("{}/v1/acl/token/self", api.base))
+        .header("X-Consul-Token", "t0k")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let token: serde_json::Value = serde_json::from_slice(&resp.bytes().await.unwrap()).unwrap();
+    assert_eq!(token["Policies"][0]["Name"], "global-management");
+}

@@ -104,3 +104,31 @@ pub(super) fn raft_configuration(shared: &Shared) -> HResult {
         "Index": 1,
     })))
 }
+
+pub(super) fn version() -> HResult {
+    Ok(Reply::json(&json!({
+        "SHA": "consul-dev", "BuildDate": "2023-11-03T00:00:00Z", "HumanVersion": "1.17.0", "FIPS": "",
+    })))
+}
+
+/// `GET /v1/acl/token/self`: the one configured token as a global-management
+/// token, or 401 when ACLs are off. (The router already refused other tokens.)
+pub(super) fn token_self(shared: &Shared) -> HResult {
+    let Some(secret) = &shared.cfg.acl_token else {
+        return Err(Reply::text(
+            http::StatusCode::UNAUTHORIZED,
+            "ACL support disabled",
+        ));
+    };
+    Ok(Reply::json(&json!({
+        "AccessorID": shared.cfg.node_id,
+        "SecretID": secret,
+        "Description": "consul-dev token",
+        "Policies": [{ "ID": "00000000-0000-0000-0000-000000000001", "Name": "global-management" }],
+        "Local": false,
+        "CreateTime": "2023-11-03T00:00:00Z",
+        "Hash": "",
+        "CreateIndex": 1,
+        "ModifyIndex": 1,
+    })))
+}

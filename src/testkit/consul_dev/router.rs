@@ -56,6 +56,8 @@ pub(super) enum Ep {
     CoordinateNodes,
     RaftConfiguration,
     Txn,
+    Version,
+    TokenSelf,
 }
 
 const GET: &[Method] = &[Method::GET];
@@ -119,6 +121,8 @@ const ROUTES: &[(&str, bool, &[Method], Ep)] = &[
     ("/v1/status/leader", false, GET, Ep::StatusLeader),
     ("/v1/status/peers", false, GET, Ep::StatusPeers),
     ("/v1/txn", false, PUT, Ep::Txn),
+    ("/v1/agent/version", false, GET, Ep::Version),
+    ("/v1/acl/token/self", false, GET, Ep::TokenSelf),
     ("/v1/event/fire/", true, PUT, Ep::EventFire),
     ("/v1/event/list", false, GET, Ep::EventList),
     ("/v1/agent/join/", true, PUT, Ep::Accepted),
@@ -258,6 +262,8 @@ async fn dispatch(shared: &Arc<Shared>, req: &Req, ep: Ep, rest: &str) -> HResul
         Ep::StatusPeers => Ok(Reply::json(&serde_json::json!(["127.0.0.1:8300"]))),
         Ep::Kv => kv::handle(shared, req, rest).await,
         Ep::Txn => txn::handle(shared, req),
+        Ep::Version => misc::version(),
+        Ep::TokenSelf => misc::token_self(shared),
         Ep::EventFire => misc::fire_event(shared, req, rest),
         Ep::EventList => misc::list_events(shared, req).await,
         Ep::Accepted => misc::accepted(),
