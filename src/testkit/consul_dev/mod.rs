@@ -59,7 +59,7 @@ use shared::Shared;
 /// | health | `GET /v1/health/service/:s` (`passing`, repeated `tag`, `node-meta`, `filter`, `near` accepted), `checks/:s`, `node/:n`, `state/:state` |
 /// | catalog | `services`, `service/:s` (`tag`, `node-meta`, `filter`), `nodes`, `node/:n`, `register`, `deregister`, `datacenters` |
 /// | KV, sessions, txn | `/v1/kv/` (`recurse`, `keys`, `separator`, `raw`, `flags`, `cas`, `acquire`, `release`), `/v1/session/{create,destroy,info,node,list,renew}`, `PUT /v1/txn` (KV ops) |
-/// | other | `/v1/status/{leader,peers}`, `/v1/agent/{self,members,join,leave,force-leave,reload}`, `/v1/event/{fire,list}`, `/v1/coordinate/{datacenters,nodes}`, `/v1/operator/raft/configuration` |
+/// | other | `/v1/status/{leader,peers}`, `/v1/agent/{self,members,version,join,leave,force-leave,reload}`, `/v1/acl/token/self`, `/v1/event/{fire,list}`, `/v1/coordinate/{datacenters,nodes}`, `/v1/operator/raft/configuration` |
 ///
 /// Every query endpoint takes `dc` (another datacenter → 500 `No path to
 /// datacenter`), `stale`/`consistent`/`leader`/`max_stale`/`cached` (with Consul's 400
