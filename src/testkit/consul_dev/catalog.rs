@@ -150,6 +150,26 @@ fn decode_health_check(v: &Value, node: &str) -> DecodeResult<Check> {
     })
 }
 
+/// `Check` then `Checks` of a register body; an empty check ID defaults to the name.
+fn health_checks(f: &Fields, node: &str) -> Result<Vec<Check>, Reply> {
+    let list = f
+        .raw("Checks")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten();
+    f.raw("Check")
+        .into_iter()
+        .chain(list)
+        .map(|c| {
+            let mut check = decode_health_check(c, node).map_err(decode_failed)?;
+            if check.id.is_empty() {
+                check.id = check.name.clone();
+            }
+            Ok(check)
+        })
+        .collect()
+}
+
 fn register_node(f: &Fields, dc: &str) -> DecodeResult<Node> {
     Ok(Node {
         id: f.string("ID")?,
@@ -180,20 +200,7 @@ pub(super) fn register(shared: &Shared, req: &Req) -> HResult {
     if svc.as_ref().is_some_and(|s| s.name.is_empty()) {
         return Err(bad_request("Must provide service name with ID"));
     }
-    let mut checks = Vec::new();
-    let raw_checks = f.raw("Check").into_iter().chain(
-        f.raw("Checks")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten(),
-    );
-    for c in raw_checks {
-        let mut check = decode_health_check(c, &node.name).map_err(decode_failed)?;
-        if check.id.is_empty() {
-            check.id = check.name.clone();
-        }
-        checks.push(check);
-    }
+    let checks = health_checks(&f, &node.name)?;
     shared.write(|s| {
         let skip = f.boolean("SkipNodeUpdate").unwrap_or(false) && s.nodes.contains_key(&node.name);
         if !skip {

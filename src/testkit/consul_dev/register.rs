@@ -29,26 +29,7 @@ pub(super) fn decode_service(
     let f = fields(v, "ServiceDefinition", SERVICE_FIELDS).map_err(decode_failed)?;
     let mut svc = service_fields(&f).map_err(decode_failed)?;
     svc.node = node.to_owned();
-    let mut specs = Vec::new();
-    if let Some(c) = f
-        .raw("Check")
-        .filter(|c| c.as_object().is_some_and(|o| !o.is_empty()))
-    {
-        specs.push(decode_check(c, "CheckType").map_err(decode_failed)?);
-    }
-    match f.raw("Checks") {
-        None => {}
-        Some(Value::Array(items)) => {
-            for c in items {
-                specs.push(decode_check(c, "CheckType").map_err(decode_failed)?);
-            }
-        }
-        Some(_) => {
-            return Err(decode_failed(
-                "json: cannot unmarshal into Go struct field ServiceDefinition.Checks of type structs.CheckTypes",
-            ));
-        }
-    }
+    let specs = check_specs(&f)?;
     validate_service(&mut svc, &f)?;
     let many = specs.len() > 1;
     let mut checks = Vec::new();
@@ -56,21 +37,40 @@ pub(super) fn decode_service(
         validate_check(&spec)?;
         let mut c = spec.check;
         if c.id.is_empty() {
-            c.id = if many {
-                format!("service:{}:{}", svc.id, i + 1)
-            } else {
-                format!("service:{}", svc.id)
+            c.id = match many {
+                true => format!("service:{}:{}", svc.id, i + 1),
+                false => format!("service:{}", svc.id),
             };
         }
         if c.name.is_empty() {
             c.name = format!("Service '{}' check", svc.name);
         }
         finish_check(&mut c, node, min_dereg);
-        c.service_id = svc.id.clone();
-        c.service_name = svc.name.clone();
+        (c.service_id, c.service_name) = (svc.id.clone(), svc.name.clone());
         checks.push(c);
     }
     Ok((svc, checks))
+}
+
+/// `Check` (when not empty) then `Checks`, as `ServiceDefinition.CheckTypes` orders them.
+fn check_specs(f: &Fields) -> Result<Vec<CheckSpec>, Reply> {
+    let single = f
+        .raw("Check")
+        .filter(|c| c.as_object().is_some_and(|o| !o.is_empty()));
+    let many = match f.raw("Checks") {
+        None => &[][..],
+        Some(Value::Array(items)) => items.as_slice(),
+        Some(_) => {
+            return Err(decode_failed(
+                "json: cannot unmarshal into Go struct field ServiceDefinition.Checks of type structs.CheckTypes",
+            ));
+        }
+    };
+    single
+        .into_iter()
+        .chain(many)
+        .map(|c| decode_check(c, "CheckType").map_err(decode_failed))
+        .collect()
 }
 
 fn service_fields(f: &Fields) -> DecodeResult<Service> {

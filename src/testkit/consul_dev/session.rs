@@ -10,7 +10,7 @@ use tokio::time::Instant;
 use http::StatusCode;
 use serde_json::{Value, json};
 
-use super::decode::{body_json, fields, parse_go_duration};
+use super::decode::{Fields, body_json, fields, parse_go_duration};
 use super::http::{HResult, Reply, Req, bad_request, decode_failed};
 use super::query::{self, answer};
 use super::shared::{Shared, random_uuid};
@@ -60,6 +60,21 @@ pub(super) fn create(shared: &Shared, req: &Req) -> HResult {
     query::check_dc(shared, req)?;
     let body = body_json(&req.body).map_err(decode_failed)?;
     let f = fields(&body, "Session", FIELDS).map_err(decode_failed)?;
+    let mut session = decode(&f, &shared.cfg.node_name)?;
+    let id = random_uuid();
+    session.id = id.clone();
+    shared.write(|s| {
+        let idx = s.bump();
+        s.session_index = idx;
+        (session.create_index, session.modify_index) = (idx, idx);
+        s.sessions.insert(id.clone(), session);
+    });
+    Ok(Reply::json(&json!({ "ID": id })))
+}
+
+/// A session from a create body, with Consul's defaults (release, 15 s lock
+/// delay, `serfHealth`, the agent's node).
+fn decode(f: &Fields, agent_node: &str) -> Result<Session, Reply> {
     let text = |k: &str| f.string(k).map_err(decode_failed);
     let behavior = Some(text("Behavior")?)
         .filter(|b| !b.is_empty())
@@ -69,24 +84,11 @@ pub(super) fn create(shared: &Shared, req: &Req) -> HResult {
             "Invalid Behavior setting '{behavior}'"
         )));
     }
-    // Small numbers are seconds, as Consul's FixupLockDelay reads them.
-    let lock_delay = match f.raw("LockDelay") {
-        Some(Value::Number(n)) if n.as_f64().is_some_and(|x| x < 1000.0) => {
-            Duration::from_secs_f64(n.as_f64().unwrap_or(0.0).max(0.0))
-        }
-        _ => f
-            .duration("LockDelay")
-            .map_err(decode_failed)?
-            .unwrap_or(Duration::from_secs(15)),
-    };
     let mut node_checks = f.strings("NodeChecks").map_err(decode_failed)?;
     node_checks.extend(f.strings("Checks").map_err(decode_failed)?);
     if f.raw("NodeChecks").is_none() && f.raw("Checks").is_none() {
         node_checks.push("serfHealth".into());
     }
-    let node = Some(text("Node")?)
-        .filter(|n| !n.is_empty())
-        .unwrap_or(shared.cfg.node_name.clone());
     let ttl = text("TTL")?;
     let ttl_len = match ttl.as_str() {
         "" => None,
@@ -95,32 +97,32 @@ pub(super) fn create(shared: &Shared, req: &Req) -> HResult {
                 .ok_or_else(|| bad_request(format!("Invalid Session TTL '{t}'")))?,
         ),
     };
-    let id = random_uuid();
-    let session = Session {
-        id: id.clone(),
+    Ok(Session {
+        id: String::new(),
         name: text("Name")?,
-        node,
-        lock_delay,
+        node: Some(text("Node")?)
+            .filter(|n| !n.is_empty())
+            .unwrap_or(agent_node.to_owned()),
+        lock_delay: lock_delay(f)?,
         behavior,
         ttl,
         node_checks,
         expires: ttl_len.map(|d| Instant::now() + d),
         create_index: 0,
         modify_index: 0,
-    };
-    shared.write(|s| {
-        let idx = s.bump();
-        s.session_index = idx;
-        s.sessions.insert(
-            id.clone(),
-            Session {
-                create_index: idx,
-                modify_index: idx,
-                ..session
-            },
-        );
-    });
-    Ok(Reply::json(&json!({ "ID": id })))
+    })
+}
+
+/// Small numbers are seconds, as Consul's `FixupLockDelay` reads them.
+fn lock_delay(f: &Fields) -> Result<Duration, Reply> {
+    if let Some(Value::Number(n)) = f.raw("LockDelay") {
+        let x = n.as_f64().unwrap_or(0.0).max(0.0);
+        if x < 1000.0 {
+            return Ok(Duration::from_secs_f64(x));
+        }
+    }
+    let d = f.duration("LockDelay").map_err(decode_failed)?;
+    Ok(d.unwrap_or(Duration::from_secs(15)))
 }
 
 pub(super) fn destroy(shared: &Shared, req: &Req, id: &str) -> HResult {

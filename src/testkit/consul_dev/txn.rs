@@ -111,38 +111,22 @@ fn written(s: &Store, key: &str) -> Vec<Value> {
 
 fn apply(s: &mut Store, op: &KvOp) -> Result<Vec<Value>, String> {
     let key = op.key.as_str();
-    let current = s.kv.get(key).map(|e| e.modify_index);
-    let write = |s: &mut Store, cas: Option<u64>, lock: Lock<'_>, refused: String| match write_entry(
-        s,
-        key,
-        op.value.clone(),
-        op.flags,
-        cas,
-        &lock,
-    ) {
-        Ok(true) => Ok(written(s, key)),
-        Ok(false) => Err(refused),
-        Err(_) => Err(format!("invalid session {:?}", op.session)),
-    };
     match op.verb.as_str() {
-        "set" => write(s, None, Lock::None, String::new()),
-        "cas" => write(
-            s,
-            Some(op.index),
-            Lock::None,
-            format!("failed to set key {key:?}, index is stale"),
-        ),
+        "set" => write(s, op, None, Lock::None, ""),
+        "cas" => write(s, op, Some(op.index), Lock::None, "index is stale"),
         "lock" => write(
             s,
+            op,
             None,
             Lock::Acquire(&op.session),
-            format!("failed to lock key {key:?}, lock is already held"),
+            "lock is already held",
         ),
         "unlock" => write(
             s,
+            op,
             None,
             Lock::Release(&op.session),
-            format!("failed to unlock key {key:?}, lock isn't held, or is held by another session"),
+            "lock isn't held, or is held by another session",
         ),
         "get" => match s.kv.get(key) {
             Some(e) => Ok(vec![json!({ "KV": entry_json(key, e) })]),
@@ -154,30 +138,56 @@ fn apply(s: &mut Store, op: &KvOp) -> Result<Vec<Value>, String> {
             .filter(|(k, _)| k.starts_with(key))
             .map(|(k, e)| json!({ "KV": entry_json(k, e) }))
             .collect()),
-        "check-index" => match current {
-            None => Err(format!("key {key:?} doesn't exist")),
-            Some(m) if m != op.index => Err(format!("current modify index {m} != {}", op.index)),
-            Some(_) => Ok(written(s, key)),
-        },
-        "check-session" => match s.kv.get(key) {
-            None => Err(format!("key {key:?} doesn't exist")),
-            Some(e) if e.session.as_deref() != Some(op.session.as_str()) => Err(format!(
-                "current session {:?} != {:?}",
-                e.session.clone().unwrap_or_default(),
-                op.session
-            )),
-            Some(_) => Ok(written(s, key)),
-        },
-        "check-not-exists" => match current {
-            Some(_) => Err(format!("key {key:?} exists")),
-            None => Ok(Vec::new()),
-        },
-        "delete" | "delete-tree" | "delete-cas" => delete(s, op, current),
+        "check-index" | "check-session" | "check-not-exists" => check(s, op),
+        "delete" | "delete-tree" | "delete-cas" => delete(s, op),
         other => Err(format!("unknown KV verb {other:?}")),
     }
 }
 
-fn delete(s: &mut Store, op: &KvOp, current: Option<u64>) -> Result<Vec<Value>, String> {
+/// A write verb; `refused` completes Consul's "failed to <verb> key" text.
+fn write(
+    s: &mut Store,
+    op: &KvOp,
+    cas: Option<u64>,
+    lock: Lock<'_>,
+    refused: &str,
+) -> Result<Vec<Value>, String> {
+    let key = op.key.as_str();
+    match write_entry(s, key, op.value.clone(), op.flags, cas, &lock) {
+        Ok(true) => Ok(written(s, key)),
+        Ok(false) => {
+            let verb = if op.verb == "cas" {
+                "set"
+            } else {
+                op.verb.as_str()
+            };
+            Err(format!("failed to {verb} key {key:?}, {refused}"))
+        }
+        Err(_) => Err(format!("invalid session {:?}", op.session)),
+    }
+}
+
+fn check(s: &Store, op: &KvOp) -> Result<Vec<Value>, String> {
+    let key = op.key.as_str();
+    let entry = s.kv.get(key);
+    match (op.verb.as_str(), entry) {
+        ("check-not-exists", None) => Ok(Vec::new()),
+        ("check-not-exists", Some(_)) => Err(format!("key {key:?} exists")),
+        (_, None) => Err(format!("key {key:?} doesn't exist")),
+        ("check-index", Some(e)) if e.modify_index != op.index => Err(format!(
+            "current modify index {} != {}",
+            e.modify_index, op.index
+        )),
+        ("check-session", Some(e)) if e.session.as_deref() != Some(op.session.as_str()) => {
+            let held = e.session.clone().unwrap_or_default();
+            Err(format!("current session {held:?} != {:?}", op.session))
+        }
+        _ => Ok(written(s, key)),
+    }
+}
+
+fn delete(s: &mut Store, op: &KvOp) -> Result<Vec<Value>, String> {
+    let current = s.kv.get(&op.key).map(|e| e.modify_index);
     if op.verb == "delete-cas" && current.unwrap_or(0) != op.index {
         return Err(format!("failed to delete key {:?}, index is stale", op.key));
     }

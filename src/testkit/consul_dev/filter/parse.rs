@@ -140,39 +140,51 @@ impl Parser {
 
     fn matcher(&mut self) -> Result<Expr, String> {
         let first = self.next()?;
-        // `value in Selector` / `value not in Selector`
         let negated_in = self.peek_word("not") && self.peek_word_at(1, "in");
         if self.peek_word("in") || negated_in {
-            let value = match first {
-                Tok::Word(w) | Tok::Quoted(w) => w,
-                t => return Err(format!("1:{} expected a value, found {t:?}", self.pos)),
-            };
-            self.pos += if negated_in { 2 } else { 1 };
-            let selector = self.selector()?;
-            let op = if negated_in {
-                Op::NotContains
-            } else {
-                Op::Contains
-            };
-            return Ok(Expr::Match {
-                selector,
-                op,
-                value,
-            });
+            return self.value_in(first, negated_in);
         }
         let selector = match first {
             Tok::Word(w) => split_selector(&w)?,
             t => return Err(format!("1:{} expected a selector, found {t:?}", self.pos)),
         };
-        let (op, value) = match self.next()? {
+        let (op, value) = self.operator()?;
+        Ok(Expr::Match {
+            selector,
+            op,
+            value,
+        })
+    }
+
+    /// `value in Selector` / `value not in Selector`, after the value.
+    fn value_in(&mut self, first: Tok, negated: bool) -> Result<Expr, String> {
+        let value = match first {
+            Tok::Word(w) | Tok::Quoted(w) => w,
+            t => return Err(format!("1:{} expected a value, found {t:?}", self.pos)),
+        };
+        self.pos += if negated { 2 } else { 1 };
+        let selector = self.selector()?;
+        let op = if negated {
+            Op::NotContains
+        } else {
+            Op::Contains
+        };
+        Ok(Expr::Match {
+            selector,
+            op,
+            value,
+        })
+    }
+
+    /// The operator after a selector, and its value.
+    fn operator(&mut self) -> Result<(Op, String), String> {
+        Ok(match self.next()? {
             Tok::Eq => (Op::Eq, self.value()?),
             Tok::Ne => (Op::Ne, self.value()?),
             Tok::Word(w) if w == "contains" => (Op::Contains, self.value()?),
             Tok::Word(w) if w == "is" => {
                 let negated = self.peek_word("not");
-                if negated {
-                    self.pos += 1;
-                }
+                self.pos += usize::from(negated);
                 self.expect_word("empty")?;
                 (
                     if negated { Op::NotEmpty } else { Op::Empty },
@@ -184,11 +196,6 @@ impl Parser {
                 (Op::NotContains, self.value()?)
             }
             t => return Err(format!("1:{} expected an operator, found {t:?}", self.pos)),
-        };
-        Ok(Expr::Match {
-            selector,
-            op,
-            value,
         })
     }
 
