@@ -231,3 +231,24 @@ async fn check_lists_by_service_node_and_state() {
     let (code, _) = api.error(Method::GET, "/v1/health/state/bogus", None).await;
     assert_eq!(code, 400);
 }
+
+#[tokio::test]
+async fn heartbeats_and_identical_reregistration_do_not_move_the_index() {
+    let dev = ConsulDev::start().await.unwrap();
+    let api = Api::new(&dev);
+    let body = json!({"Name": "echo", "Tags": ["a"], "Check": {"TTL": "1h"}});
+    api.register(body.clone()).await;
+    api.put_ok("/v1/agent/check/pass/service:echo?note=1", None).await;
+    let (_, index) = api.get_json("/v1/health/service/echo").await;
+    // Same status, new output: the agent syncs outputs lazily, so no write.
+    api.put_ok("/v1/agent/check/pass/service:echo?note=2", None).await;
+    // The same definition again: no write either (and the status is kept).
+    api.register(body).await;
+    let (entries, same) = api.get_json("/v1/health/service/echo").await;
+    assert_eq!(same, index);
+    assert_eq!(entries[0]["Checks"][1]["Status"], "passing");
+    // A real change moves it.
+    api.register(json!({"Name": "echo", "Tags": ["b"], "Check": {"TTL": "1h"}})).await;
+    let (_, moved) = api.get_json("/v1/health/service/echo").await;
+    assert!(moved > index);
+}

@@ -20,7 +20,7 @@ pub(super) struct Node {
 }
 
 /// A service instance on a node.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub(super) struct Service {
     pub(super) node: String,
     pub(super) kind: String,
@@ -73,7 +73,7 @@ pub(super) enum CheckKind {
 }
 
 /// A health check, of a service or of its node (empty `service_id`).
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub(super) struct Check {
     pub(super) node: String,
     pub(super) id: String,

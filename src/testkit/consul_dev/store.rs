@@ -91,10 +91,18 @@ impl Store {
 
     /// Inserts or replaces a service (keeping its create index).
     pub(super) fn upsert_service(&mut self, mut svc: Service) {
-        let idx = self.bump();
         let key = (svc.node.clone(), svc.id.clone());
-        let old_name = self.services.get(&key).map(|s| s.name.clone());
-        svc.create_index = self.services.get(&key).map_or(idx, |s| s.create_index);
+        let old = self.services.get(&key);
+        if let Some(old) = old {
+            // An identical re-registration is no write, as the agent's sync skips it.
+            (svc.create_index, svc.modify_index) = (old.create_index, old.modify_index);
+            if *old == svc {
+                return;
+            }
+        }
+        let old_name = old.map(|s| s.name.clone());
+        let idx = self.bump();
+        svc.create_index = old_name.as_ref().map_or(idx, |_| svc.create_index);
         svc.modify_index = idx;
         let name = svc.name.clone();
         self.services.insert(key, svc);
@@ -107,16 +115,25 @@ impl Store {
     /// Inserts or replaces a check. Keeps status and output of an existing check of
     /// the same ID unless `keep_status` is false.
     pub(super) fn upsert_check(&mut self, mut check: Check, keep_status: bool) {
-        let idx = self.bump();
         let key = (check.node.clone(), check.id.clone());
         if let Some(old) = self.checks.get(&key) {
             check.create_index = old.create_index;
+            check.modify_index = old.modify_index;
             if keep_status {
                 check.status = old.status;
                 check.output = old.output.clone();
                 check.critical_since = old.critical_since;
             }
-        } else {
+            let mut same = check.clone();
+            (same.ttl_deadline, same.critical_since) = (old.ttl_deadline, old.critical_since);
+            if *old == same {
+                // Unchanged definition: only the TTL timer restarts.
+                self.checks.insert(key, check);
+                return;
+            }
+        }
+        let idx = self.bump();
+        if check.modify_index == 0 {
             check.create_index = idx;
         }
         check.modify_index = idx;
@@ -138,8 +155,8 @@ impl Store {
         }
     }
 
-    /// Sets a check's status and output; a no-op write (same values) still bumps
-    /// nothing, as Consul skips unchanged check updates.
+    /// Sets a check's status and output. Only a status change is a write (bumps
+    /// the index and wakes queries).
     pub(super) fn set_check_status(
         &mut self,
         node: &str,
@@ -151,7 +168,12 @@ impl Store {
         let Some(check) = self.checks.get(&key) else {
             return false;
         };
-        if check.status == status && check.output == output {
+        if check.status == status {
+            // Output-only changes reach the catalog lazily in Consul
+            // (`check_update_interval`): no index change, no wake-up.
+            if let Some(check) = self.checks.get_mut(&key) {
+                check.output = output.to_owned();
+            }
             return true;
         }
         let idx = self.bump();
