@@ -112,6 +112,16 @@ async fn malformed_json_and_wrong_content_type() {
 }
 
 #[tokio::test]
+async fn zero_index_rewrites_the_header() {
+    let dev = ConsulDev::start().await.unwrap();
+    let api = Api::new(&dev);
+    dev.faults().add(FaultRule::new(Fault::ZeroIndex).times(1));
+    let resp = api.get("/v1/health/service/echo").await;
+    assert_eq!(resp.headers()["x-consul-index"], "0");
+    assert!(index_of(&api.get("/v1/health/service/echo").await) >= 1);
+}
+
+#[tokio::test]
 async fn drop_connection_cuts_the_body() {
     let dev = ConsulDev::start().await.unwrap();
     let api = Api::new(&dev);

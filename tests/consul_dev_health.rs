@@ -238,17 +238,20 @@ async fn heartbeats_and_identical_reregistration_do_not_move_the_index() {
     let api = Api::new(&dev);
     let body = json!({"Name": "echo", "Tags": ["a"], "Check": {"TTL": "1h"}});
     api.register(body.clone()).await;
-    api.put_ok("/v1/agent/check/pass/service:echo?note=1", None).await;
+    api.put_ok("/v1/agent/check/pass/service:echo?note=1", None)
+        .await;
     let (_, index) = api.get_json("/v1/health/service/echo").await;
     // Same status, new output: the agent syncs outputs lazily, so no write.
-    api.put_ok("/v1/agent/check/pass/service:echo?note=2", None).await;
+    api.put_ok("/v1/agent/check/pass/service:echo?note=2", None)
+        .await;
     // The same definition again: no write either (and the status is kept).
     api.register(body).await;
     let (entries, same) = api.get_json("/v1/health/service/echo").await;
     assert_eq!(same, index);
     assert_eq!(entries[0]["Checks"][1]["Status"], "passing");
     // A real change moves it.
-    api.register(json!({"Name": "echo", "Tags": ["b"], "Check": {"TTL": "1h"}})).await;
+    api.register(json!({"Name": "echo", "Tags": ["b"], "Check": {"TTL": "1h"}}))
+        .await;
     let (_, moved) = api.get_json("/v1/health/service/echo").await;
     assert!(moved > index);
 }

@@ -69,7 +69,7 @@ fn add_fault(shared: &Shared, req: &Req) -> HResult {
     let fault = parse_fault(name, delay).ok_or_else(|| {
         bad_request(format!(
             "Invalid fault {name:?}: want no-leader, too-many-connections, delay (with Delay), \
-             malformed-json, wrong-content-type or drop-connection"
+             malformed-json, wrong-content-type, drop-connection or zero-index"
         ))
     })?;
     let mut rule = FaultRule::new(fault);

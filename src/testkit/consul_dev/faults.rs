@@ -25,6 +25,9 @@ pub enum Fault {
     WrongContentType,
     /// Send the headers and half the body, then drop the connection.
     DropConnection,
+    /// Send `X-Consul-Index: 0`, which real Consul never does but clients must
+    /// survive (they should treat it as 1).
+    ZeroIndex,
 }
 
 /// A fault and where it applies. Built with [`FaultRule::new`].
@@ -197,6 +200,7 @@ pub(super) fn parse_fault(name: &str, delay: Option<Duration>) -> Option<Fault> 
         "malformed-json" => Fault::MalformedJson,
         "wrong-content-type" => Fault::WrongContentType,
         "drop-connection" => Fault::DropConnection,
+        "zero-index" => Fault::ZeroIndex,
         _ => return None,
     })
 }

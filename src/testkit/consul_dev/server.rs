@@ -129,8 +129,13 @@ fn finish(shared: &Shared, mut reply: Reply, faults: &[Fault]) -> Response<Body>
     if let Some(ct) = content_type {
         builder = builder.header("content-type", ct);
     }
+    let zero_index = faults.contains(&Fault::ZeroIndex);
     for (name, value) in &reply.headers {
-        builder = builder.header(*name, value.as_str());
+        let value = match *name {
+            "X-Consul-Index" if zero_index => "0",
+            _ => value.as_str(),
+        };
+        builder = builder.header(*name, value);
     }
     let out = if faults.contains(&Fault::DropConnection) {
         builder = builder.header("content-length", body.len().to_string());
