@@ -164,3 +164,34 @@ async fn token_self_and_version() {
     let token: serde_json::Value = serde_json::from_slice(&resp.bytes().await.unwrap()).unwrap();
     assert_eq!(token["Policies"][0]["Name"], "global-management");
 }
+
+#[tokio::test]
+async fn sessions_need_a_known_node_and_healthy_checks() {
+    let dev = ConsulDev::start().await.unwrap();
+    let api = Api::new(&dev);
+    let cases = [
+        (json!({"Node": "nope"}), "Missing node registration"),
+        (
+            json!({"NodeChecks": ["nope"]}),
+            "Missing check 'nope' registration",
+        ),
+    ];
+    for (body, want) in cases {
+        let (code, text) = api
+            .error(reqwest::Method::PUT, "/v1/session/create", Some(body))
+            .await;
+        assert_eq!((code, text.as_str()), (500, want));
+    }
+    dev.set_check_status("serfHealth", "critical", "down");
+    let (code, text) = api
+        .error(reqwest::Method::PUT, "/v1/session/create", None)
+        .await;
+    assert_eq!(
+        (code, text.as_str()),
+        (500, "Check 'serfHealth' is in critical state")
+    );
+    let (code, _) = api
+        .error(reqwest::Method::PUT, "/v1/session/create?dc=dc2", None)
+        .await;
+    assert_eq!(code, 500);
+}

@@ -11,7 +11,8 @@ use http::StatusCode;
 use serde_json::{Value, json};
 
 use super::decode::{Fields, body_json, fields, parse_go_duration};
-use super::http::{HResult, Reply, Req, bad_request, decode_failed};
+use super::http::{HResult, Reply, Req, bad_request, decode_failed, server_error};
+use super::model::CheckStatus;
 use super::query::{self, answer};
 use super::shared::{Shared, random_uuid};
 use super::store::Store;
@@ -63,6 +64,7 @@ pub(super) fn create(shared: &Shared, req: &Req) -> HResult {
     let mut session = decode(&f, &shared.cfg.node_name)?;
     let id = random_uuid();
     session.id = id.clone();
+    validate(&shared.store(), &session)?;
     shared.write(|s| {
         let idx = s.bump();
         s.session_index = idx;
@@ -70,6 +72,22 @@ pub(super) fn create(shared: &Shared, req: &Req) -> HResult {
         s.sessions.insert(id.clone(), session);
     });
     Ok(Reply::json(&json!({ "ID": id })))
+}
+
+/// The session's node must exist and its checks exist and not be critical.
+fn validate(s: &Store, session: &Session) -> Result<(), Reply> {
+    if !s.nodes.contains_key(&session.node) {
+        return Err(server_error("Missing node registration"));
+    }
+    for id in &session.node_checks {
+        let Some(check) = s.checks.get(&(session.node.clone(), id.clone())) else {
+            return Err(server_error(format!("Missing check '{id}' registration")));
+        };
+        if check.status == CheckStatus::Critical {
+            return Err(server_error(format!("Check '{id}' is in critical state")));
+        }
+    }
+    Ok(())
 }
 
 /// A session from a create body, with Consul's defaults (release, 15 s lock
