@@ -18,6 +18,12 @@ const FILTER_ERR: &str = "Failed to create boolean expression evaluator";
 pub(super) async fn services(shared: &Shared, req: &Req) -> HResult {
     let opts = query::parse(shared, req)?;
     let meta = query::node_meta(req);
+    let filter = match req.param("filter").filter(|f| !f.trim().is_empty()) {
+        Some(src) => {
+            Some(filter::parse(src).map_err(|e| bad_request(format!("{FILTER_ERR}: {e}")))?)
+        }
+        None => None,
+    };
     let (index, out) = query::block(shared, &opts, |s| {
         let mut map: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
         for svc in s
@@ -25,9 +31,16 @@ pub(super) async fn services(shared: &Shared, req: &Req) -> HResult {
             .values()
             .filter(|v| node_meta_ok(s, &v.node, &meta))
         {
-            map.entry(svc.name.clone())
-                .or_default()
-                .extend(svc.tags.iter().cloned());
+            let keep = match (&filter, s.nodes.get(&svc.node)) {
+                (None, _) => true,
+                (Some(f), Some(node)) => f.eval(&svc.to_catalog_json(node)),
+                (Some(_), None) => false,
+            };
+            if keep {
+                map.entry(svc.name.clone())
+                    .or_default()
+                    .extend(svc.tags.iter().cloned());
+            }
         }
         (s.index, json!(map))
     })

@@ -97,8 +97,12 @@ async fn get(shared: &Shared, req: &Req, key: &str) -> HResult {
             .get(key)
             .map(|e| e.value.clone())
             .unwrap_or_default();
-        let mut r = Reply::new(StatusCode::OK, value).meta(index, opts.consistency);
-        r.content_type = Some("text/plain; charset=utf-8");
+        // As Consul: a fixed type and no sniffing, so stored values can't script.
+        let mut r = Reply::new(StatusCode::OK, value)
+            .meta(index, opts.consistency)
+            .header("X-Content-Type-Options", "nosniff")
+            .header("Content-Security-Policy", "sandbox");
+        r.content_type = Some("text/plain");
         return Ok(r);
     }
     answer(index, &opts, &Value::Array(found))
@@ -193,6 +197,9 @@ fn delete(shared: &Shared, req: &Req, key: &str) -> HResult {
     query::check_dc(shared, req)?;
     let cas = uint_param(req, "cas")?;
     let recurse = req.has("recurse");
+    if key.is_empty() && !recurse {
+        return Err(bad_request("Missing key name"));
+    }
     let ok = shared.write(|s| {
         let current = s.kv.get(key).map_or(0, |e| e.modify_index);
         if cas.is_some_and(|c| c != current) {
