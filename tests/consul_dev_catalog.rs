@@ -64,6 +64,10 @@ async fn catalog_service_has_the_documented_flat_shape() {
     assert_eq!(got["ServicePort"], 5000);
     let (none, _) = api.get_json("/v1/catalog/service/web?tag=dev").await;
     assert_eq!(none, json!([]));
+    let (only_prod, _) = api
+        .get_json("/v1/catalog/services?filter=prod%20in%20ServiceTags")
+        .await;
+    assert_eq!(only_prod, json!({"web": ["prod"]}));
 }
 
 #[tokio::test]
@@ -181,10 +185,11 @@ async fn kv_put_get_list_cas_and_delete() {
     assert_eq!(entry[0]["Flags"], 7);
     let modify = entry[0]["ModifyIndex"].as_u64().unwrap();
     assert!(index >= modify);
-    assert_eq!(
-        api.get("/v1/kv/app/a?raw").await.text().await.unwrap(),
-        "hello"
-    );
+    let raw = api.get("/v1/kv/app/a?raw").await;
+    assert_eq!(raw.headers()["content-type"], "text/plain");
+    assert_eq!(raw.text().await.unwrap(), "hello");
+    let (code, text) = api.error(Method::DELETE, "/v1/kv/", None).await;
+    assert_eq!((code, text.as_str()), (400, "Missing key name"));
     let (keys, _) = api.get_json("/v1/kv/app/?keys&separator=/").await;
     assert_eq!(keys, json!(["app/a", "app/b/"]));
     let (all, _) = api.get_json("/v1/kv/app?recurse").await;
