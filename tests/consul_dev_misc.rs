@@ -195,3 +195,42 @@ async fn sessions_need_a_known_node_and_healthy_checks() {
         .await;
     assert_eq!(code, 500);
 }
+
+#[tokio::test]
+async fn prepared_queries_round_trip_and_execute() {
+    let dev = ConsulDev::start().await.unwrap();
+    let api = Api::new(&dev);
+    let (empty, _) = api.get_json("/v1/query").await;
+    assert_eq!(empty, json!([]));
+    api.register(json!({"Name": "foo", "ID": "f1", "Tags": ["a"], "Check": {"TTL": "1h", "Status": "passing"}})).await;
+    api.register(json!({"Name": "foo", "ID": "f2", "Tags": ["b"], "Check": {"TTL": "1h", "Status": "warning"}})).await;
+    let body = json!({"Name": "fooquery", "Service": {"Service": "foo", "OnlyPassing": false, "Tags": ["!b"]}});
+    let resp = api
+        .send(reqwest::Method::POST, "/v1/query", Some(body))
+        .await;
+    assert_eq!(resp.status(), 200);
+    let created: serde_json::Value = serde_json::from_slice(&resp.bytes().await.unwrap()).unwrap();
+    let id = created["ID"].as_str().unwrap().to_owned();
+    let (got, _) = api.get_json(&format!("/v1/query/{id}")).await;
+    assert_eq!(got[0]["Name"], "fooquery");
+    let (explained, _) = api.get_json("/v1/query/fooquery/explain").await;
+    assert_eq!(explained["Query"]["ID"], id.as_str());
+    let (result, _) = api.get_json("/v1/query/fooquery/execute").await;
+    let ids: Vec<&str> = result["Nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["Service"]["ID"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["f1"]);
+    assert_eq!(
+        api.send(reqwest::Method::DELETE, &format!("/v1/query/{id}"), None)
+            .await
+            .status(),
+        200
+    );
+    let (code, text) = api
+        .error(reqwest::Method::GET, &format!("/v1/query/{id}"), None)
+        .await;
+    assert_eq!((code, text.as_str()), (404, "Query not found"));
+}

@@ -16,6 +16,7 @@ mod http;
 mod kv;
 mod misc;
 mod model;
+mod prepared;
 mod probe;
 mod query;
 mod register;
@@ -58,7 +59,7 @@ use shared::Shared;
 /// | agent checks | `PUT /v1/agent/check/register`, `deregister/:id`, `pass\|warn\|fail/:id?note=`, `update/:id`; `GET /v1/agent/checks` (`filter`); `GET /v1/agent/health/service/id/:id` and `name/:name` (`format=text`) |
 /// | health | `GET /v1/health/service/:s` (`passing`, repeated `tag`, `node-meta`, `filter`, `near` accepted), `checks/:s`, `node/:n`, `state/:state` |
 /// | catalog | `services`, `service/:s` (`tag`, `node-meta`, `filter`), `nodes`, `node/:n`, `register`, `deregister`, `datacenters` |
-/// | KV, sessions, txn | `/v1/kv/` (`recurse`, `keys`, `separator`, `raw`, `flags`, `cas`, `acquire`, `release`), `/v1/session/{create,destroy,info,node,list,renew}`, `PUT /v1/txn` (KV ops) |
+/// | KV, sessions, txn | `/v1/kv/` (`recurse`, `keys`, `separator`, `raw`, `flags`, `cas`, `acquire`, `release`), `/v1/session/{create,destroy,info,node,list,renew}`, `PUT /v1/txn` (KV ops), `/v1/query` (prepared queries: create, list, get, update, delete, explain, execute) |
 /// | other | `/v1/status/{leader,peers}`, `/v1/agent/{self,members,version,join,leave,force-leave,reload}`, `/v1/acl/token/self`, `/v1/event/{fire,list}`, `/v1/coordinate/{datacenters,nodes}`, `/v1/operator/raft/configuration` |
 ///
 /// Every query endpoint takes `dc` (another datacenter → 500 `No path to
@@ -71,7 +72,7 @@ use shared::Shared;
 /// wake only when the result can have changed.
 ///
 /// Knowingly left out: ACL management (`/v1/acl/*`; only a single required token is
-/// supported), prepared queries, Connect/mesh endpoints, config entries, peering,
+/// supported), prepared-query failover and templates, Connect/mesh endpoints, config entries, peering,
 /// namespaces/partitions, streaming, script/UDP/H2PING/OS-service/alias check
 /// execution (accepted, never run), `matches` in filters, and
 /// RTT sorting for `near`.

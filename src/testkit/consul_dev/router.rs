@@ -7,7 +7,9 @@ use http::{Method, StatusCode};
 
 use super::http::{HResult, Reply, Req};
 use super::shared::Shared;
-use super::{admin, agent, agent_health, catalog, checks_api, health, kv, misc, session, txn};
+use super::{
+    admin, agent, agent_health, catalog, checks_api, health, kv, misc, prepared, session, txn,
+};
 
 /// A matched endpoint with the rest of its path.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,6 +60,8 @@ pub(super) enum Ep {
     Txn,
     Version,
     TokenSelf,
+    Queries,
+    Query,
 }
 
 const GET: &[Method] = &[Method::GET];
@@ -121,6 +125,18 @@ const ROUTES: &[(&str, bool, &[Method], Ep)] = &[
     ("/v1/status/leader", false, GET, Ep::StatusLeader),
     ("/v1/status/peers", false, GET, Ep::StatusPeers),
     ("/v1/txn", false, PUT, Ep::Txn),
+    (
+        "/v1/query",
+        false,
+        &[Method::GET, Method::POST],
+        Ep::Queries,
+    ),
+    (
+        "/v1/query/",
+        true,
+        &[Method::GET, Method::PUT, Method::DELETE],
+        Ep::Query,
+    ),
     ("/v1/agent/version", false, GET, Ep::Version),
     ("/v1/acl/token/self", false, GET, Ep::TokenSelf),
     ("/v1/event/fire/", true, PUT, Ep::EventFire),
@@ -262,6 +278,8 @@ async fn dispatch(shared: &Arc<Shared>, req: &Req, ep: Ep, rest: &str) -> HResul
         Ep::StatusPeers => Ok(Reply::json(&serde_json::json!(["127.0.0.1:8300"]))),
         Ep::Kv => kv::handle(shared, req, rest).await,
         Ep::Txn => txn::handle(shared, req),
+        Ep::Queries => prepared::collection(shared, req).await,
+        Ep::Query => prepared::item(shared, req, rest).await,
         Ep::Version => misc::version(),
         Ep::TokenSelf => misc::token_self(shared),
         Ep::EventFire => misc::fire_event(shared, req, rest),

@@ -35,6 +35,8 @@ pub(super) struct Store {
     pub(super) session_index: u64,
     /// The last user events fired, oldest first.
     pub(super) events: Vec<serde_json::Value>,
+    /// Prepared queries, as stored definitions.
+    pub(super) queries: Vec<serde_json::Value>,
 }
 
 // === impl Store ===
