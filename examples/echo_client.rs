@@ -115,12 +115,21 @@ async fn run(channel: BalancedChannel, options: &Options) {
                         return;
                     }
                     tokio::time::sleep_until(slot).await;
-                    let result = client.echo(EchoRequest { message: vec![0; 64] }).await;
+                    let result = client
+                        .echo(EchoRequest {
+                            message: vec![0; 64],
+                        })
+                        .await;
                     let mut counts = counts.lock().unwrap();
                     match result {
-                        Ok(reply) => *counts.ok.entry(reply.into_inner().instance_id).or_default() += 1,
+                        Ok(reply) => {
+                            *counts.ok.entry(reply.into_inner().instance_id).or_default() += 1
+                        }
                         Err(status) => {
-                            *counts.errors.entry(format!("{:?}", status.code())).or_default() += 1
+                            *counts
+                                .errors
+                                .entry(format!("{:?}", status.code()))
+                                .or_default() += 1
                         }
                     }
                 }
@@ -128,7 +137,8 @@ async fn run(channel: BalancedChannel, options: &Options) {
         })
         .collect();
     let mut total = Counts::default();
-    let mut report = tokio::time::interval_at(start + Duration::from_secs(1), Duration::from_secs(1));
+    let mut report =
+        tokio::time::interval_at(start + Duration::from_secs(1), Duration::from_secs(1));
     report.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut second = 0;
     while Instant::now() < end || second == 0 {
@@ -158,7 +168,10 @@ struct Pacer {
 
 impl Pacer {
     fn new(start: Instant, interval: Duration) -> Self {
-        Pacer { next: Mutex::new(start), interval }
+        Pacer {
+            next: Mutex::new(start),
+            interval,
+        }
     }
 
     fn next_slot(&self) -> Instant {

@@ -63,7 +63,8 @@ async fn main() {
     let load = tokio::spawn(load(channel.clone(), tally.clone(), start));
 
     let mut events = Events::default();
-    let mut ticker = tokio::time::interval_at(start + Duration::from_secs(1), Duration::from_secs(1));
+    let mut ticker =
+        tokio::time::interval_at(start + Duration::from_secs(1), Duration::from_secs(1));
     ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
     for second in 1..=26u64 {
         ticker.tick().await;
@@ -119,7 +120,10 @@ async fn registry() -> (Option<ConsulDev>, consul::Client) {
     let dev = ConsulDev::start()
         .await
         .unwrap_or_else(|e| common::fail(&format!("starting the in-process registry: {e}")));
-    println!("started an in-process Consul-compatible registry at {}", dev.url());
+    println!(
+        "started an in-process Consul-compatible registry at {}",
+        dev.url()
+    );
     let client = consul::Client::builder(dev.url())
         .build()
         .unwrap_or_else(|e| common::fail(&e.to_string()));
@@ -139,7 +143,10 @@ async fn start_instance(client: &consul::Client, id: &str) -> Instance {
         .register(registration)
         .await
         .unwrap_or_else(|e| common::fail(&format!("registering {id}: {e}")));
-    Instance { server, registration }
+    Instance {
+        server,
+        registration,
+    }
 }
 
 async fn load(channel: BalancedChannel, tally: Arc<Mutex<Tally>>, start: Instant) {
@@ -148,11 +155,16 @@ async fn load(channel: BalancedChannel, tally: Arc<Mutex<Tally>>, start: Instant
         let (channel, tally) = (channel.clone(), tally.clone());
         tokio::spawn(async move {
             let mut client = EchoClient::new(channel);
-            let mut tick = tokio::time::interval_at(start + interval * w as u32 / WORKERS as u32, interval);
+            let mut tick =
+                tokio::time::interval_at(start + interval * w as u32 / WORKERS as u32, interval);
             tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
             loop {
                 tick.tick().await;
-                let result = client.echo(EchoRequest { message: vec![0; 64] }).await;
+                let result = client
+                    .echo(EchoRequest {
+                        message: vec![0; 64],
+                    })
+                    .await;
                 let now = Instant::now();
                 let mut t = tally.lock().unwrap();
                 match result {
@@ -202,10 +214,20 @@ fn summary(t: &Tally, events: &Events, start: Instant) {
     };
     println!(
         "  b's check failed -> last request b served: {}",
-        after(events.b_failed, t.last_seen.get("b").copied().filter(|_| false).or(None))
+        after(
+            events.b_failed,
+            t.last_seen.get("b").copied().filter(|_| false).or(None)
+        )
     );
-    println!("  c killed -> last failed request: {}", after(events.c_killed, t.last_error));
+    println!(
+        "  c killed -> last failed request: {}",
+        after(events.c_killed, t.last_error)
+    );
     if let (Some(joined), Some(_)) = (events.d_joined, t.total.get("d")) {
-        println!("  d joined at {:.1} s and served {} requests", (joined - start).as_secs_f64(), t.total["d"]);
+        println!(
+            "  d joined at {:.1} s and served {} requests",
+            (joined - start).as_secs_f64(),
+            t.total["d"]
+        );
     }
 }

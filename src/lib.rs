@@ -12,6 +12,7 @@
 //! | feature | default | what |
 //! |---|---|---|
 //! | `consul` | yes | [`consul`]: discovery through blocking health queries, registration with a TTL heartbeat |
+//! | `etcd` | no | [`etcd`]: discovery through a prefix watch, registration with a kept-alive lease (needs `protoc` to build) |
 //! | `testkit` | no | `testkit`: an in-process Consul-compatible registry, the Echo test service, test helpers |
 //! | `tls-ring` | no | TLS towards Consul and towards gRPC endpoints (rustls with ring) |
 //!
@@ -43,6 +44,9 @@ pub mod balance;
 #[cfg(feature = "consul")]
 #[cfg_attr(docsrs, doc(cfg(feature = "consul")))]
 pub mod consul;
+#[cfg(feature = "etcd")]
+#[cfg_attr(docsrs, doc(cfg(feature = "etcd")))]
+pub mod etcd;
 #[cfg(feature = "testkit")]
 #[cfg_attr(docsrs, doc(cfg(feature = "testkit")))]
 pub mod testkit;

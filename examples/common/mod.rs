@@ -39,7 +39,8 @@ impl Args {
     }
 
     pub fn required(&mut self, name: &str) -> Result<String, String> {
-        self.optional(name)?.ok_or_else(|| format!("{name} is required"))
+        self.optional(name)?
+            .ok_or_else(|| format!("{name} is required"))
     }
 
     /// Every value of a repeatable option.
