@@ -6,8 +6,10 @@
 
 mod consul_dev;
 mod echo;
+mod etcd;
 
 pub use echo::{EchoService, TestEchoServer};
+pub use etcd::EtcdServer;
 
 pub mod pb {
     //! Code generated from `proto/echo.proto` (package `echo.v1`).

@@ -1,0 +1,110 @@
+//! Helpers for the etcd integration tests.
+#![allow(dead_code, unreachable_pub)]
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use tokio::task::JoinHandle;
+use tonic_discovery::etcd::{Client, Discovery};
+use tonic_discovery::testkit::EtcdServer;
+use tonic_discovery::{Instance, InstanceKey};
+use tower::discover::Change;
+
+/// A client with the fast failure detection the partition tests need.
+pub async fn client(server: &EtcdServer) -> Client {
+    Client::builder(server.endpoint())
+        .keep_alive(Duration::from_secs(5), Duration::from_secs(2))
+        .request_timeout(Duration::from_secs(2))
+        .connect()
+        .await
+        .expect("etcd client")
+}
+
+/// A raw etcd-client connection, to look at etcd itself.
+pub async fn raw(server: &EtcdServer) -> etcd_client::Client {
+    etcd_client::Client::connect([server.endpoint()], None)
+        .await
+        .expect("raw etcd client")
+}
+
+/// The keys under `prefix` and their values, straight from etcd.
+pub async fn etcd_keys(raw: &etcd_client::Client, prefix: &str) -> BTreeMap<String, String> {
+    let mut raw = raw.clone();
+    let options = etcd_client::GetOptions::new().with_prefix();
+    match raw.get(prefix, Some(options)).await {
+        Ok(resp) => resp
+            .kvs()
+            .iter()
+            .map(|kv| {
+                let k = String::from_utf8_lossy(kv.key()).into_owned();
+                (k, String::from_utf8_lossy(kv.value()).into_owned())
+            })
+            .collect(),
+        Err(_) => BTreeMap::from([("<etcd unreachable>".to_owned(), String::new())]),
+    }
+}
+
+/// What a consumer of a discovery has been told, applied like a balancer would.
+pub struct Seen {
+    set: Arc<Mutex<HashMap<InstanceKey, Instance>>>,
+    faults: Arc<Mutex<Vec<String>>>,
+    task: JoinHandle<()>,
+}
+
+impl Seen {
+    pub fn follow(mut discovery: Discovery) -> Seen {
+        let set = Arc::new(Mutex::new(HashMap::new()));
+        let faults = Arc::new(Mutex::new(Vec::new()));
+        let (s, f) = (set.clone(), faults.clone());
+        let task = tokio::spawn(async move {
+            while let Some(item) = discovery.next().await {
+                match item {
+                    Ok(Change::Insert(k, i)) => {
+                        s.lock().unwrap().insert(k, i);
+                    }
+                    Ok(Change::Remove(k)) => {
+                        if s.lock().unwrap().remove(&k).is_none() {
+                            f.lock().unwrap().push(format!("redundant remove of {k}"));
+                        }
+                    }
+                    Err(e) => f.lock().unwrap().push(format!("error item: {e}")),
+                }
+            }
+            f.lock().unwrap().push("discovery ended".to_owned());
+        });
+        Seen { set, faults, task }
+    }
+
+    /// Key → `host:port`.
+    pub fn addrs(&self) -> BTreeMap<String, String> {
+        self.set
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(k, i)| (k.id().to_owned(), i.authority()))
+            .collect()
+    }
+
+    pub fn keys(&self) -> Vec<String> {
+        self.addrs().into_keys().collect()
+    }
+
+    /// Errors, redundant removes or an end of the stream: none may happen.
+    pub fn assert_clean(&self) {
+        let faults = self.faults.lock().unwrap();
+        assert!(faults.is_empty(), "discovery misbehaved: {faults:?}");
+    }
+}
+
+impl Drop for Seen {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// A Go `naming/endpoints` value.
+pub fn go_value(addr: &str) -> String {
+    format!(r#"{{"Op":0,"Addr":"{addr}","Metadata":null}}"#)
+}
