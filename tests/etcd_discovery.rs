@@ -5,29 +5,15 @@
 mod etcd_support;
 mod support;
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
-use etcd_support::{Seen, client, etcd_keys, go_value, raw};
+use etcd_support::{Seen, client, go_value, matches_etcd, raw};
 use support::{eventually, trace_init};
 use tonic_discovery::Backoff;
 use tonic_discovery::etcd::{KeyLayout, Registration};
 use tonic_discovery::testkit::EtcdServer;
 
 const WAIT: Duration = Duration::from_secs(10);
-
-/// The discovered key → address map equals what etcd holds under `prefix`.
-async fn matches_etcd(seen: &Seen, raw: &etcd_client::Client, prefix: &str) -> bool {
-    let expected: BTreeMap<String, String> = etcd_keys(raw, prefix)
-        .await
-        .into_iter()
-        .map(|(k, v)| {
-            let addr: serde_json::Value = serde_json::from_str(&v).unwrap_or_default();
-            (k, addr["Addr"].as_str().unwrap_or("?").to_owned())
-        })
-        .collect();
-    seen.addrs() == expected
-}
 
 #[tokio::test]
 async fn discovers_go_endpoints_keys_written_by_etcdctl() {

@@ -249,6 +249,7 @@ impl Watch {
             return Some(Stop::Broken(Error::closed(reason)));
         }
         if resp.created() {
+            tracing::debug!(from = self.state.revision() + 1, "etcd watch created");
             self.retry.reset();
             return None;
         }
@@ -259,6 +260,11 @@ impl Watch {
             return None;
         }
         let changes = self.state.apply(events(&resp));
+        tracing::trace!(
+            events = resp.events().len(),
+            changes = changes.len(),
+            "etcd watch events"
+        );
         self.send(changes).await.err().map(|_| Stop::Closed)
     }
 }

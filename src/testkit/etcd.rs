@@ -17,13 +17,14 @@ const INSTALL_HINT: &str = "install it (Debian: apt-get install etcd-server etcd
 /// One `etcd` member started from `PATH` on free loopback ports with a temporary data
 /// directory. Stopped (SIGKILL) by PID and its directory removed on drop.
 ///
-/// Elections are fast (heartbeat 10 ms, election timeout 100 ms), so etcd's minimum
+/// Elections are fast (heartbeat 25 ms, election timeout 250 ms), so etcd's minimum
 /// lease TTL is 1 s.
 pub struct EtcdServer {
     name: String,
     client_port: u16,
     peer_port: u16,
     dir: PathBuf,
+    cluster: String,
     child: Option<Child>,
 }
 
@@ -37,8 +38,15 @@ impl EtcdServer {
     /// A configuration error when `etcd` is not on `PATH` (the message says how to
     /// install it), a timeout when it does not become healthy within 20 s.
     pub async fn start() -> Result<EtcdServer> {
-        let client_port = free_port()?;
-        let peer_port = free_port()?;
+        let mut server = EtcdServer::member(free_port()?, free_port()?)?;
+        server.cluster = format!("{}={}", server.name, server.peer_url());
+        server.spawn()?;
+        server.wait_healthy().await?;
+        Ok(server)
+    }
+
+    /// A member that is not started yet; its `cluster` must be set before spawning.
+    pub(crate) fn member(client_port: u16, peer_port: u16) -> Result<EtcdServer> {
         static N: AtomicU32 = AtomicU32::new(0);
         let n = N.fetch_add(1, Ordering::Relaxed);
         let dir = std::env::temp_dir().join(format!(
@@ -47,16 +55,26 @@ impl EtcdServer {
         ));
         std::fs::create_dir_all(&dir)
             .map_err(|e| Error::config("creating the etcd directory failed").with_source(e))?;
-        let mut server = EtcdServer {
+        Ok(EtcdServer {
             name: format!("m{n}"),
             client_port,
             peer_port,
             dir,
+            cluster: String::new(),
             child: None,
-        };
-        server.spawn()?;
-        server.wait_healthy().await?;
-        Ok(server)
+        })
+    }
+
+    pub(crate) fn peer_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.peer_port)
+    }
+
+    pub(crate) fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub(crate) fn set_cluster(&mut self, cluster: String) {
+        self.cluster = cluster;
     }
 
     /// The client URL, `http://127.0.0.1:<port>`.
@@ -107,28 +125,10 @@ impl EtcdServer {
     ///
     /// A configuration error when `etcdctl` is missing, a transport error when it fails.
     pub async fn etcdctl(&self, args: &[&str]) -> Result<String> {
-        let output = tokio::process::Command::new("etcdctl")
-            .arg(format!("--endpoints={}", self.endpoint()))
-            .arg("--command-timeout=5s")
-            .args(args)
-            .env("ETCDCTL_API", "3")
-            .stdin(Stdio::null())
-            .output()
-            .await
-            .map_err(|e| {
-                Error::config(format!("running etcdctl failed: {INSTALL_HINT}")).with_source(e)
-            })?;
-        if !output.status.success() {
-            let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
-            return Err(Error::transport(
-                format!("etcdctl {args:?} failed: {stderr}"),
-                stderr,
-            ));
-        }
-        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+        etcdctl(&self.endpoint(), args).await
     }
 
-    fn spawn(&mut self) -> Result<()> {
+    pub(crate) fn spawn(&mut self) -> Result<()> {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -138,7 +138,7 @@ impl EtcdServer {
             .try_clone()
             .map_err(|e| Error::config("creating the etcd log failed").with_source(e))?;
         let client = self.endpoint();
-        let peer = format!("http://127.0.0.1:{}", self.peer_port);
+        let peer = self.peer_url();
         let child = Command::new("etcd")
             .args(["--name", &self.name, "--data-dir"])
             .arg(self.dir.join("data"))
@@ -154,14 +154,10 @@ impl EtcdServer {
                 "--initial-advertise-peer-urls",
                 &peer,
             ])
-            .args(["--initial-cluster", &format!("{}={peer}", self.name)])
-            .args([
-                "--initial-cluster-state",
-                "new",
-                "--initial-cluster-token",
-                &self.name,
-            ])
-            .args(["--heartbeat-interval", "10", "--election-timeout", "100"])
+            .args(["--initial-cluster", &self.cluster])
+            .args(["--initial-cluster-state", "new"])
+            .args(["--initial-cluster-token", "tonic-discovery-test"])
+            .args(["--heartbeat-interval", "25", "--election-timeout", "250"])
             .args(["--logger", "zap", "--log-level", "warn"])
             .stdin(Stdio::null())
             .stdout(log)
@@ -172,7 +168,7 @@ impl EtcdServer {
         Ok(())
     }
 
-    async fn wait_healthy(&mut self) -> Result<()> {
+    pub(crate) async fn wait_healthy(&mut self) -> Result<()> {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
         loop {
             if healthy(self.client_port).await {
@@ -226,6 +222,27 @@ impl fmt::Debug for EtcdServer {
     }
 }
 
+/// Runs `etcdctl --endpoints=<endpoints> <args>` and returns its standard output.
+pub(crate) async fn etcdctl(endpoints: &str, args: &[&str]) -> Result<String> {
+    let output = tokio::process::Command::new("etcdctl")
+        .arg(format!("--endpoints={endpoints}"))
+        .arg("--command-timeout=5s")
+        .args(args)
+        .env("ETCDCTL_API", "3")
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .map_err(|e| {
+            Error::config(format!("running etcdctl failed: {INSTALL_HINT}")).with_source(e)
+        })?;
+    if !output.status.success() {
+        let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+        let message = format!("etcdctl {args:?} failed: {stderr}");
+        return Err(Error::transport(message, stderr));
+    }
+    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+}
+
 fn spawn_error(e: &io::Error) -> Error {
     if e.kind() == io::ErrorKind::NotFound {
         Error::config(format!("`etcd` is not on PATH: {INSTALL_HINT}"))
@@ -234,7 +251,7 @@ fn spawn_error(e: &io::Error) -> Error {
     }
 }
 
-fn free_port() -> Result<u16> {
+pub(crate) fn free_port() -> Result<u16> {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
@@ -265,4 +282,16 @@ fn log_tail(dir: &Path) -> String {
         .find(|&i| log.is_char_boundary(i))
         .unwrap_or(0);
     log[start..].to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_missing_binary_says_how_to_install_it() {
+        let e = spawn_error(&io::Error::from(io::ErrorKind::NotFound));
+        assert!(e.is_config());
+        assert!(e.to_string().contains("apt-get install etcd-server"), "{e}");
+    }
 }

@@ -24,9 +24,34 @@ pub async fn client(server: &EtcdServer) -> Client {
 
 /// A raw etcd-client connection, to look at etcd itself.
 pub async fn raw(server: &EtcdServer) -> etcd_client::Client {
-    etcd_client::Client::connect([server.endpoint()], None)
+    raw_at(&server.endpoint()).await
+}
+
+/// A raw etcd-client connection to comma-separated endpoints.
+pub async fn raw_at(endpoints: &str) -> etcd_client::Client {
+    let endpoints: Vec<&str> = endpoints.split(',').collect();
+    etcd_client::Client::connect(endpoints, None)
         .await
         .expect("raw etcd client")
+}
+
+/// Whether the discovered key → address map equals what etcd holds under `prefix`
+/// (values in the Go endpoints format).
+pub async fn matches_etcd(seen: &Seen, raw: &etcd_client::Client, prefix: &str) -> bool {
+    let expected: BTreeMap<String, String> = etcd_keys(raw, prefix)
+        .await
+        .into_iter()
+        .map(|(k, v)| {
+            let value: serde_json::Value = serde_json::from_str(&v).unwrap_or_default();
+            (k, value["Addr"].as_str().unwrap_or("?").to_owned())
+        })
+        .collect();
+    let ok = seen.addrs() == expected;
+    // ETCD_TEST_DEBUG=1 prints both sides while a wait has not converged yet.
+    if !ok && std::env::var_os("ETCD_TEST_DEBUG").is_some() {
+        eprintln!("seen {:?}\netcd {expected:?}", seen.addrs());
+    }
+    ok
 }
 
 /// The keys under `prefix` and their values, straight from etcd.
