@@ -6,7 +6,8 @@ use std::time::Duration;
 use etcd_client::ConnectOptions;
 
 use super::discovery::DiscoveryBuilder;
-use super::register::{Registration, RegistrationHandle};
+use super::handle::RegistrationHandle;
+use super::register::Registration;
 use crate::error::{Error, Result};
 
 /// etcd's default `--grpc-keepalive-min-time`: a client that pings more often is sent

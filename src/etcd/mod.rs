@@ -37,14 +37,17 @@
 //! [`RegistrationHandle::deregister`] or [`RegistrationHandle::drain`] to leave at once.
 mod client;
 mod discovery;
+mod handle;
 mod keys;
+mod lease;
 mod register;
 mod state;
 
 pub use client::{Client, ClientBuilder};
 pub use discovery::{Discovery, DiscoveryBuilder};
+pub use handle::RegistrationHandle;
 pub use keys::KeyLayout;
-pub use register::{Registration, RegistrationBuilder, RegistrationHandle};
+pub use register::{Registration, RegistrationBuilder};
 
 const _: () = {
     const fn assert_send_sync<T: Send + Sync>() {}
