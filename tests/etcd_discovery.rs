@@ -234,3 +234,32 @@ async fn partition_keeps_the_last_known_set_and_recovers() {
     .await;
     seen.assert_clean();
 }
+
+/// Every delete reaches the discovery; prints the delete → `Remove` latency (run with
+/// `--nocapture` to see it).
+#[tokio::test]
+async fn deletes_reach_the_discovery() {
+    trace_init();
+    let etcd = EtcdServer::start().await.unwrap();
+    let mut raw = raw(&etcd).await;
+    let seen = Seen::follow(client(&etcd).await.discovery("svc").build());
+    let mut latencies = Vec::new();
+    for n in 0..20u16 {
+        let key = format!("svc/{n}");
+        raw.put(key.as_str(), go_value(&format!("10.0.0.1:{}", n + 1)), None)
+            .await
+            .unwrap();
+        eventually(WAIT, "the put", || async { seen.keys().contains(&key) }).await;
+        let deleted = tokio::time::Instant::now();
+        raw.delete(key.as_str(), None).await.unwrap();
+        eventually(WAIT, "the delete", || async { !seen.keys().contains(&key) }).await;
+        latencies.push(deleted.elapsed());
+    }
+    latencies.sort();
+    println!(
+        "delete -> Remove: median {:?}, max {:?} (includes the delete round trip and 5 ms polling)",
+        latencies[latencies.len() / 2],
+        latencies[latencies.len() - 1]
+    );
+    seen.assert_clean();
+}

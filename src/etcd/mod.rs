@@ -14,6 +14,28 @@
 //!   and yields the difference. Events at or below the last applied revision are
 //!   dropped (etcd 3.4 can repeat some).
 //!
+//! ```no_run
+//! use std::time::Duration;
+//! use tonic_discovery::etcd::{Client, Registration};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> tonic_discovery::Result<()> {
+//! let etcd = Client::connect("etcd://127.0.0.1:2379,127.0.0.1:22379").await?;
+//!
+//! // A server registers itself; the lease is kept alive until `handle` goes.
+//! let registration = Registration::builder("echo", "10.0.0.7:50051".parse().unwrap())
+//!     .ttl(Duration::from_secs(10))
+//!     .build()?;
+//! let handle = etcd.register(registration).await?;
+//!
+//! // A client follows the instances: a `Stream` of `tower::discover::Change`s.
+//! let discovery = etcd.discovery("echo").build();
+//!
+//! handle.drain(Duration::from_secs(5)).await?;
+//! # Ok(())
+//! # }
+//! ```
+//!
 //! # Key layouts
 //!
 //! [`KeyLayout::Endpoints`] (the default) is etcd's own `naming/endpoints` format that
