@@ -63,9 +63,7 @@ async fn rust_registration_is_visible_in_the_go_format_and_leaves_on_deregister(
     let etcd = EtcdServer::start().await.unwrap();
     let client = client(&etcd).await;
     let seen = Seen::follow(client.discovery("echo").build());
-    let reg = Registration::builder("echo", "127.0.0.1:50051".parse().unwrap())
-        .build()
-        .unwrap();
+    let reg = Registration::new("echo", "127.0.0.1:50051".parse().unwrap());
     let handle = client.register(reg).await.unwrap();
     let stored = etcd.etcdctl(&["get", "echo/127.0.0.1:50051", "--print-value-only"]);
     assert_eq!(stored.await.unwrap().trim(), go_value("127.0.0.1:50051"));
@@ -188,10 +186,8 @@ async fn partition_keeps_the_last_known_set_and_recovers() {
     let etcd = EtcdServer::start().await.unwrap();
     let client = client(&etcd).await;
     let seen = Seen::follow(client.discovery("svc").build());
-    let reg = Registration::builder("svc", "127.0.0.1:7001".parse().unwrap())
-        .ttl(Duration::from_secs(2))
-        .build()
-        .unwrap();
+    let reg =
+        Registration::new("svc", "127.0.0.1:7001".parse().unwrap()).ttl(Duration::from_secs(2));
     let handle = client.register(reg).await.unwrap();
     eventually(WAIT, "the registered instance", || async {
         seen.keys() == ["svc/127.0.0.1:7001"]

@@ -7,7 +7,7 @@ mod support;
 
 use std::time::Duration;
 
-use etcd_support::{client, raw};
+use etcd_support::{client, etcd_keys, raw};
 use support::{eventually, trace_init};
 use tokio::time::Instant;
 use tonic_discovery::etcd::{KeyLayout, Registration};
@@ -31,10 +31,7 @@ async fn lease_ttl(raw: &etcd_client::Client, lease: i64) -> i64 {
 }
 
 fn registration(ttl: u64) -> Registration {
-    Registration::builder("echo", "127.0.0.1:50051".parse().unwrap())
-        .ttl(Duration::from_secs(ttl))
-        .build()
-        .unwrap()
+    Registration::new("echo", "127.0.0.1:50051".parse().unwrap()).ttl(Duration::from_secs(ttl))
 }
 
 const KEY: &str = "echo/127.0.0.1:50051";
@@ -154,11 +151,9 @@ async fn drain_deletes_the_key_first_and_revokes_after_the_grace() {
     trace_init();
     let etcd = EtcdServer::start().await.unwrap();
     let raw = raw(&etcd).await;
-    let reg = Registration::builder("echo", "127.0.0.1:50051".parse().unwrap())
+    let reg = Registration::new("echo", "127.0.0.1:50051".parse().unwrap())
         .layout(KeyLayout::Kratos)
-        .id("e1")
-        .build()
-        .unwrap();
+        .id("e1");
     let handle = client(&etcd).await.register(reg).await.unwrap();
     let key = handle.key().to_owned();
     assert_eq!(key, "/microservices/echo/e1");
@@ -177,17 +172,33 @@ async fn drain_deletes_the_key_first_and_revokes_after_the_grace() {
 }
 
 #[tokio::test]
-async fn dropping_the_handle_leaves_the_key_until_the_lease_expires() {
+async fn dropping_the_handle_revokes_the_lease_best_effort() {
     trace_init();
     let etcd = EtcdServer::start().await.unwrap();
     let raw = raw(&etcd).await;
-    let handle = client(&etcd).await.register(registration(2)).await.unwrap();
+    let handle = client(&etcd)
+        .await
+        .register(registration(30))
+        .await
+        .unwrap();
+    let lease = handle.lease_id().unwrap();
     drop(handle);
-    assert!(key_lease(&raw, KEY).await.is_some());
-    eventually(WAIT, "the key to expire with its lease", || async {
-        key_lease(&raw, KEY).await.is_none()
+    // Far sooner than the 30 s TTL.
+    eventually(WAIT, "the key to go with its revoked lease", || async {
+        key_lease(&raw, KEY).await.is_none() && lease_ttl(&raw, lease).await == -1
     })
     .await;
+}
+
+#[tokio::test]
+async fn an_invalid_registration_writes_nothing() {
+    trace_init();
+    let etcd = EtcdServer::start().await.unwrap();
+    let raw = raw(&etcd).await;
+    let reg = Registration::new("bad name", "0.0.0.0:1".parse().unwrap());
+    let e = client(&etcd).await.register(reg).await.unwrap_err();
+    assert!(e.is_config(), "{e}");
+    assert!(etcd_keys(&raw, "").await.is_empty());
 }
 
 #[tokio::test]

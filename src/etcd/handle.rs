@@ -13,15 +13,20 @@ use super::lease::{Keeper, establish};
 use super::register::Registration;
 use crate::error::Result;
 
+/// How long the best-effort deregistration on drop may take.
+const DROP_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// A live registration. A background task keeps its lease alive and puts the key again
 /// with a new lease whenever the lease is lost (etcd restarted, a partition longer than
 /// the TTL, a broken stream), with backoff, forever.
 ///
 /// # Drop
 ///
-/// Dropping the handle stops the task only; the key stays until its lease expires, one
-/// TTL later. Call [`deregister`](Self::deregister) or [`drain`](Self::drain) to leave
-/// at once.
+/// Dropping the handle stops the keep-alive at once and revokes the lease best-effort
+/// (which deletes the key): on a spawned task bounded by 5 s, skipped when no tokio
+/// runtime is running. If that does not reach etcd, the key goes when the lease
+/// expires, one TTL later. Prefer [`drain`](Self::drain) or
+/// [`deregister`](Self::deregister), which report errors.
 pub struct RegistrationHandle {
     client: Client,
     key: String,
@@ -34,6 +39,7 @@ pub struct RegistrationHandle {
 
 impl RegistrationHandle {
     pub(crate) async fn start(client: Client, registration: Registration) -> Result<Self> {
+        let registration = registration.validate()?;
         let lease = establish(&client, &registration, None).await?;
         let (lease_tx, lease_rx) = watch::channel(Some(lease.id));
         let cancel = CancellationToken::new();
@@ -132,6 +138,26 @@ impl RegistrationHandle {
 impl Drop for RegistrationHandle {
     fn drop(&mut self) {
         self.cancel.cancel();
+        // Deregistered or drained already.
+        if self.task.is_none() {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let (client, key, lease) = (self.client.clone(), self.key.clone(), self.lease_id());
+        runtime.spawn(async move {
+            let mut etcd = client.etcd();
+            let revoke = async {
+                match lease {
+                    Some(id) => etcd.lease_revoke(id).await.map(drop),
+                    None => etcd.delete(key, None).await.map(drop),
+                }
+            };
+            if let Err(e) = tokio::time::timeout(DROP_TIMEOUT, revoke).await {
+                tracing::debug!(error = %e, "best-effort deregistration on drop timed out");
+            }
+        });
     }
 }
 

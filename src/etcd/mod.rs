@@ -23,9 +23,8 @@
 //! let etcd = Client::connect("etcd://127.0.0.1:2379,127.0.0.1:22379").await?;
 //!
 //! // A server registers itself; the lease is kept alive until `handle` goes.
-//! let registration = Registration::builder("echo", "10.0.0.7:50051".parse().unwrap())
-//!     .ttl(Duration::from_secs(10))
-//!     .build()?;
+//! let registration =
+//!     Registration::new("echo", "10.0.0.7:50051".parse().unwrap()).ttl(Duration::from_secs(10));
 //! let handle = etcd.register(registration).await?;
 //!
 //! // A client follows the instances: a `Stream` of `tower::discover::Change`s.
@@ -69,7 +68,7 @@ pub use client::{Client, ClientBuilder};
 pub use discovery::{Discovery, DiscoveryBuilder};
 pub use handle::RegistrationHandle;
 pub use keys::KeyLayout;
-pub use register::{Registration, RegistrationBuilder};
+pub use register::Registration;
 
 const _: () = {
     const fn assert_send_sync<T: Send + Sync>() {}

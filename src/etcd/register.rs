@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use super::keys::{KeyLayout, Published};
@@ -15,38 +15,40 @@ use crate::error::{Error, Result};
 /// (1.5 × election timeout, 2 s with default settings).
 pub(super) const MIN_TTL: Duration = Duration::from_secs(2);
 
-/// One instance to register. Created by [`Registration::builder`].
+/// One instance to register with [`Client::register`](super::Client::register):
+/// service `name` at an address, kept alive by a lease.
+///
+/// What goes into etcd depends on the [`KeyLayout`]: by default the key
+/// `<name>/<ip:port>` with the Go `naming/endpoints` value, so grpc-go clients using
+/// etcd's resolver see the instance too. Setters only record; [`validate`](Self::validate)
+/// (called by `register`) checks everything before anything is sent.
+#[must_use]
 #[derive(Clone)]
 pub struct Registration {
     pub(super) published: Published,
     pub(super) layout: KeyLayout,
     pub(super) ttl: Duration,
     pub(super) backoff: Option<Backoff>,
-}
-
-/// Builds a [`Registration`].
-#[must_use]
-pub struct RegistrationBuilder {
-    published: Published,
-    layout: KeyLayout,
-    ttl: Duration,
-    backoff: Option<Backoff>,
+    bind: SocketAddr,
+    advertise: Option<IpAddr>,
     id_set: bool,
 }
 
 // === impl Registration ===
 
 impl Registration {
-    /// A registration of `service` reachable at `addr`.
+    /// An instance of service `name` listening on `addr`.
     ///
-    /// The service name may hold ASCII letters, digits, `-`, `_`, `.` and, for the
-    /// endpoints layout, `/` between non-empty segments (`foo/bar/my-service`).
-    pub fn builder(service: impl Into<String>, addr: SocketAddr) -> RegistrationBuilder {
-        let service = service.into();
+    /// `name` may hold ASCII letters, digits, `-`, `_`, `.` and, in the endpoints layout,
+    /// `/` between non-empty segments (Go targets such as `foo/bar/my-service`). `addr`'s
+    /// port must not be 0, and a wildcard IP (`0.0.0.0`, `[::]`) needs
+    /// [`advertise`](Self::advertise).
+    pub fn new(name: impl Into<String>, addr: SocketAddr) -> Self {
+        let service = name.into();
         let host = addr.ip().to_string();
-        RegistrationBuilder {
+        Registration {
             published: Published {
-                id: format!("{service}-{}-{}", host, addr.port()),
+                id: format!("{service}-{}-{}", host.replace(':', "."), addr.port()),
                 service,
                 host,
                 port: addr.port(),
@@ -56,48 +58,36 @@ impl Registration {
             layout: KeyLayout::default(),
             ttl: Duration::from_secs(10),
             backoff: None,
+            bind: addr,
+            advertise: None,
             id_set: false,
         }
     }
 
-    /// The etcd key this registration writes.
-    pub fn key(&self) -> String {
-        self.layout.key(&self.published)
-    }
-
-    /// The lease TTL.
-    pub fn ttl(&self) -> Duration {
-        self.ttl
-    }
-
-    /// How often the lease is kept alive: a third of the TTL, as etcd's Go client does.
-    pub fn keep_alive_interval(&self) -> Duration {
-        keep_alive_interval(self.ttl)
-    }
-}
-
-impl fmt::Debug for Registration {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("etcd::Registration")
-            .field("key", &self.key())
-            .field("ttl", &self.ttl)
-            .finish()
-    }
-}
-
-// === impl RegistrationBuilder ===
-
-impl RegistrationBuilder {
     /// The instance id, used in the key of the kratos layout (the endpoints layout
-    /// keys by address). Default: `<service>-<ip>-<port>`.
+    /// keys by address). Default: `<name>-<ip>-<port>`. Allowed: ASCII letters, digits,
+    /// `-`, `_`, `.`.
     pub fn id(mut self, id: impl Into<String>) -> Self {
         self.published.id = id.into();
         self.id_set = true;
         self
     }
 
+    /// The IP address other hosts reach this instance at; the port stays the bound one.
+    /// Default: the bound address.
+    pub fn advertise(mut self, ip: IpAddr) -> Self {
+        self.advertise = Some(ip);
+        self.published.host = ip.to_string();
+        if !self.id_set {
+            let host = self.published.host.replace(':', ".");
+            self.published.id = format!("{}-{host}-{}", self.published.service, self.bind.port());
+        }
+        self
+    }
+
     /// The lease TTL: how long the key outlives a crashed instance. Rounded up to whole
-    /// seconds, at least 2 s (etcd's minimum). Default: 10 s.
+    /// seconds, at least 2 s (etcd's minimum). The lease is renewed every TTL/3.
+    /// Default: 10 s.
     pub fn ttl(mut self, ttl: Duration) -> Self {
         let secs = ttl.as_secs() + u64::from(ttl.subsec_nanos() > 0);
         self.ttl = Duration::from_secs(secs).max(MIN_TTL);
@@ -130,13 +120,28 @@ impl RegistrationBuilder {
         self
     }
 
-    /// Validates the registration.
+    /// The etcd key this registration writes.
+    pub fn key(&self) -> String {
+        self.layout.key(&self.published)
+    }
+
+    /// The lease TTL.
+    pub fn lease_ttl(&self) -> Duration {
+        self.ttl
+    }
+
+    /// How often the lease is renewed: a third of the TTL, as etcd's Go client does.
+    pub fn keep_alive_interval(&self) -> Duration {
+        keep_alive_interval(self.ttl)
+    }
+
+    /// Checks the registration; [`Client::register`](super::Client::register) calls it.
     ///
     /// # Errors
     ///
-    /// A configuration error for an invalid service name or id, an unspecified IP
-    /// address (`0.0.0.0`, `::`) or port 0.
-    pub fn build(self) -> Result<Registration> {
+    /// A configuration error for an invalid service name or id, port 0, or a wildcard
+    /// address without [`advertise`](Self::advertise).
+    pub fn validate(self) -> Result<Self> {
         let p = &self.published;
         validate_name(&p.service, self.layout == KeyLayout::Endpoints)?;
         if self.id_set {
@@ -144,29 +149,22 @@ impl RegistrationBuilder {
                 Error::config(format!("instance id `{}` is not a valid key segment", p.id))
             })?;
         }
-        let ip_unspecified = p
-            .host
-            .parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_unspecified());
-        if ip_unspecified || p.port == 0 {
+        let ip = self.advertise.unwrap_or(self.bind.ip());
+        if ip.is_unspecified() || p.port == 0 {
             return Err(Error::config(format!(
-                "cannot register `{}:{}`: other hosts need a concrete IP address and port",
-                p.host, p.port
+                "cannot register `{}` as {ip}:{}: other hosts need a concrete address and \
+                 port (bind first, and give `advertise` for a wildcard bind)",
+                p.service, p.port
             )));
         }
-        Ok(Registration {
-            published: self.published,
-            layout: self.layout,
-            ttl: self.ttl,
-            backoff: self.backoff,
-        })
+        Ok(self)
     }
 }
 
-impl fmt::Debug for RegistrationBuilder {
+impl fmt::Debug for Registration {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("etcd::RegistrationBuilder")
-            .field("service", &self.published.service)
+        f.debug_struct("etcd::Registration")
+            .field("key", &self.key())
             .field("ttl", &self.ttl)
             .field("layout", &self.layout)
             .finish()
@@ -202,45 +200,49 @@ mod tests {
         "10.0.0.1:50051".parse().unwrap()
     }
 
-    #[test]
-    fn names_follow_key_rules() {
-        for ok in ["echo", "greet.rpc", "foo/bar/my-service", "a_b"] {
-            Registration::builder(ok, addr()).build().unwrap();
-        }
-        for bad in ["", "/echo", "echo/", "a//b", "é", "a b", "a\n"] {
-            let e = Registration::builder(bad, addr()).build().unwrap_err();
-            assert!(e.is_config(), "{bad}: {e}");
-        }
-        let kratos = Registration::builder("a/b", addr()).layout(KeyLayout::Kratos);
-        assert!(kratos.build().unwrap_err().is_config());
-        let id = Registration::builder("a", addr()).id("x/y");
-        assert!(id.build().unwrap_err().is_config());
+    fn check(r: Registration) -> Result<Registration> {
+        r.validate()
     }
 
     #[test]
-    fn unspecified_addresses_are_refused() {
+    fn names_follow_key_rules() {
+        for ok in ["echo", "greet.rpc", "foo/bar/my-service", "a_b"] {
+            check(Registration::new(ok, addr())).unwrap();
+        }
+        for bad in ["", "/echo", "echo/", "a//b", "é", "a b", "a\n"] {
+            let e = check(Registration::new(bad, addr())).unwrap_err();
+            assert!(e.is_config(), "{bad}: {e}");
+        }
+        let kratos = Registration::new("a/b", addr()).layout(KeyLayout::Kratos);
+        assert!(check(kratos).unwrap_err().is_config());
+        let id = Registration::new("a", addr()).id("x/y");
+        assert!(check(id).unwrap_err().is_config());
+    }
+
+    #[test]
+    fn wildcards_need_an_advertised_address() {
         for bad in ["0.0.0.0:1", "[::]:1", "10.0.0.1:0"] {
-            let e = Registration::builder("a", bad.parse().unwrap())
-                .build()
-                .unwrap_err();
+            let e = check(Registration::new("a", bad.parse().unwrap())).unwrap_err();
             assert!(e.is_config(), "{bad}");
         }
+        let r = Registration::new("a", "0.0.0.0:7".parse().unwrap())
+            .advertise("10.1.2.3".parse().unwrap());
+        assert_eq!(check(r).unwrap().key(), "a/10.1.2.3:7");
+        let r = Registration::new("a", "0.0.0.0:7".parse().unwrap())
+            .advertise("0.0.0.0".parse().unwrap());
+        assert!(check(r).unwrap_err().is_config());
     }
 
     #[test]
     fn ttl_is_whole_seconds_and_at_least_the_minimum() {
-        let ttl = |d| {
-            Registration::builder("a", addr())
-                .ttl(d)
-                .build()
-                .unwrap()
-                .ttl()
-        };
+        let ttl = |d| Registration::new("a", addr()).ttl(d).lease_ttl();
         assert_eq!(ttl(Duration::from_millis(100)), MIN_TTL);
         assert_eq!(ttl(Duration::from_millis(2500)), Duration::from_secs(3));
-        let r = Registration::builder("a", addr()).build().unwrap();
-        assert_eq!(r.ttl(), Duration::from_secs(10));
+        let r = Registration::new("a", addr());
+        assert_eq!(r.lease_ttl(), Duration::from_secs(10));
         assert_eq!(r.keep_alive_interval(), Duration::from_secs(10) / 3);
         assert_eq!(r.key(), "a/10.0.0.1:50051");
+        let r = r.layout(KeyLayout::Kratos);
+        assert_eq!(r.key(), "/microservices/a/a-10.0.0.1-50051");
     }
 }
