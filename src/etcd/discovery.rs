@@ -2,20 +2,22 @@
 
 use std::fmt;
 use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, AtomicU32, Ordering};
 use std::task::{Context, Poll};
 
-use etcd_client::{GetOptions, WatchOptions, WatchResponse, WatchStream};
 use futures_core::Stream;
 use tokio::sync::mpsc;
 use tokio_util::sync::{CancellationToken, DropGuard};
 use tower::discover::Change;
 use tracing::Instrument;
 
-use super::client::{Client, map_error};
+use super::client::Client;
 use super::keys::KeyLayout;
-use super::state::{Event, WatchState};
+use super::state::WatchState;
+use super::watch::Watch;
 use crate::backoff::{Backoff, BackoffState};
-use crate::error::{Error, Result};
+use crate::error::Error;
 use crate::instance::{Instance, InstanceKey};
 
 /// Builds a [`Discovery`]. Created by [`Client::discovery`].
@@ -36,7 +38,15 @@ pub struct DiscoveryBuilder {
 pub struct Discovery {
     changes: mpsc::Receiver<Change<InstanceKey, Instance>>,
     service: String,
+    status: Arc<Status>,
     _task: DropGuard,
+}
+
+/// What the watch task reports to its `Discovery`.
+#[derive(Debug, Default)]
+pub(super) struct Status {
+    pub(super) revision: AtomicI64,
+    pub(super) failures: AtomicU32,
 }
 
 // === impl DiscoveryBuilder ===
@@ -74,7 +84,9 @@ impl DiscoveryBuilder {
     pub fn build(self) -> Discovery {
         let (tx, changes) = mpsc::channel(256);
         let cancel = CancellationToken::new();
+        let status = Arc::new(Status::default());
         let watch = Watch {
+            status: status.clone(),
             prefix: self.layout.prefix(&self.service),
             state: WatchState::new(self.layout, self.service.clone()),
             client: self.client,
@@ -95,6 +107,7 @@ impl DiscoveryBuilder {
         Discovery {
             changes,
             service: self.service,
+            status,
             _task: cancel.drop_guard(),
         }
     }
@@ -112,6 +125,23 @@ impl fmt::Debug for DiscoveryBuilder {
 
 // === impl Discovery ===
 
+impl Discovery {
+    /// The service this discovery watches.
+    pub fn service(&self) -> &str {
+        &self.service
+    }
+
+    /// The etcd revision the yielded changes reflect (0 before the first read).
+    pub fn revision(&self) -> i64 {
+        self.status.revision.load(Ordering::Relaxed)
+    }
+
+    /// Consecutive failed attempts to read or watch etcd; 0 while the watch is healthy.
+    pub fn failures(&self) -> u32 {
+        self.status.failures.load(Ordering::Relaxed)
+    }
+}
+
 impl Stream for Discovery {
     type Item = Result<Change<InstanceKey, Instance>, Error>;
 
@@ -126,168 +156,4 @@ impl fmt::Debug for Discovery {
             .field("service", &self.service)
             .finish()
     }
-}
-
-// === the watch task ===
-
-/// Why following a watch stream stopped.
-enum Stop {
-    /// The start revision was compacted: read the prefix again.
-    Compacted,
-    /// The stream broke: watch again from the last applied revision + 1.
-    Broken(Error),
-    /// The consumer is gone.
-    Closed,
-}
-
-struct Watch {
-    client: Client,
-    prefix: String,
-    state: WatchState,
-    tx: mpsc::Sender<Change<InstanceKey, Instance>>,
-    retry: BackoffState,
-}
-
-impl Watch {
-    async fn run(mut self) {
-        loop {
-            if let Err(e) = self.resync().await {
-                if self.tx.is_closed() {
-                    return;
-                }
-                self.pause(&e, "read").await;
-                continue;
-            }
-            loop {
-                match self.watch_once().await {
-                    Stop::Compacted => break,
-                    Stop::Closed => return,
-                    Stop::Broken(e) => self.pause(&e, "watch").await,
-                }
-            }
-        }
-    }
-
-    async fn pause(&mut self, error: &Error, what: &str) {
-        let delay = self.retry.next_delay();
-        tracing::warn!(%error, ?delay, revision = self.state.revision(), "etcd {what} failed; retrying");
-        tokio::time::sleep(delay).await;
-    }
-
-    /// Reads the whole prefix and emits the difference to the applied set.
-    async fn resync(&mut self) -> Result<()> {
-        let mut etcd = self.client.etcd();
-        let options = GetOptions::new().with_prefix();
-        let resp = self
-            .client
-            .call("get", etcd.get(self.prefix.as_str(), Some(options)))
-            .await?;
-        let revision = resp
-            .header()
-            .map(|h| h.revision())
-            .ok_or_else(|| Error::decode("etcd get answered without a header", "no header"))?;
-        let kvs = resp.kvs().iter().map(|kv| {
-            let key = String::from_utf8_lossy(kv.key()).into_owned();
-            (key, kv.value().to_vec())
-        });
-        let changes = self.state.resync(revision, kvs.collect::<Vec<_>>());
-        tracing::debug!(revision, changes = changes.len(), "etcd prefix read");
-        self.retry.reset();
-        self.send(changes).await
-    }
-
-    async fn send(&self, changes: Vec<Change<InstanceKey, Instance>>) -> Result<()> {
-        for change in changes {
-            self.tx
-                .send(change)
-                .await
-                .map_err(|_| Error::closed("discovery dropped"))?;
-        }
-        Ok(())
-    }
-
-    /// Opens a watch from the last applied revision + 1 and follows it until it stops.
-    async fn watch_once(&mut self) -> Stop {
-        let options = WatchOptions::new()
-            .with_prefix()
-            .with_start_revision(self.state.revision() + 1)
-            .with_progress_notify();
-        let mut etcd = self.client.etcd();
-        let opened = self
-            .client
-            .call("watch", etcd.watch(self.prefix.as_str(), Some(options)))
-            .await;
-        match opened {
-            Ok(stream) => self.follow(stream).await,
-            Err(e) => Stop::Broken(e),
-        }
-    }
-
-    async fn follow(&mut self, mut stream: WatchStream) -> Stop {
-        loop {
-            let resp = match stream.message().await {
-                Ok(Some(resp)) => resp,
-                Ok(None) => return Stop::Broken(Error::closed("etcd ended the watch stream")),
-                Err(e) => return Stop::Broken(map_error("watch stream", e)),
-            };
-            if let Some(stop) = self.on_response(resp).await {
-                return stop;
-            }
-        }
-    }
-
-    async fn on_response(&mut self, resp: WatchResponse) -> Option<Stop> {
-        if resp.compact_revision() != 0 {
-            tracing::info!(
-                compacted = resp.compact_revision(),
-                "etcd watch compacted; reading again"
-            );
-            return Some(Stop::Compacted);
-        }
-        if resp.canceled() {
-            let reason = format!("etcd canceled the watch: {}", resp.cancel_reason());
-            return Some(Stop::Broken(Error::closed(reason)));
-        }
-        if resp.created() {
-            tracing::debug!(from = self.state.revision() + 1, "etcd watch created");
-            self.retry.reset();
-            return None;
-        }
-        if resp.events().is_empty() {
-            if let Some(header) = resp.header() {
-                self.state.progress(header.revision());
-            }
-            return None;
-        }
-        let changes = self.state.apply(events(&resp));
-        tracing::trace!(
-            events = resp.events().len(),
-            changes = changes.len(),
-            "etcd watch events"
-        );
-        self.send(changes).await.err().map(|_| Stop::Closed)
-    }
-}
-
-/// Converts a response's events. A deleted key comes as a tombstone whose version is 0;
-/// a put always has version ≥ 1. (etcd-client's `event_type()` panics on an unknown
-/// type, so the version tells them apart.)
-fn events(resp: &WatchResponse) -> Vec<Event> {
-    resp.events()
-        .iter()
-        .filter_map(|event| event.kv())
-        .map(|kv| {
-            let key = String::from_utf8_lossy(kv.key()).into_owned();
-            let mod_revision = kv.mod_revision();
-            if kv.version() == 0 {
-                Event::Delete { key, mod_revision }
-            } else {
-                Event::Put {
-                    key,
-                    mod_revision,
-                    value: kv.value().to_vec(),
-                }
-            }
-        })
-        .collect()
 }

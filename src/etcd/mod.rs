@@ -63,6 +63,7 @@ mod keys;
 mod lease;
 mod register;
 mod state;
+mod watch;
 
 pub use client::{Client, ClientBuilder};
 pub use discovery::{Discovery, DiscoveryBuilder};

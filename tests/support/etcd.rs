@@ -2,6 +2,7 @@
 #![allow(dead_code, unreachable_pub)]
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -74,6 +75,7 @@ pub async fn etcd_keys(raw: &etcd_client::Client, prefix: &str) -> BTreeMap<Stri
 /// What a consumer of a discovery has been told, applied like a balancer would.
 pub struct Seen {
     set: Arc<Mutex<HashMap<InstanceKey, Instance>>>,
+    failures: Arc<AtomicU32>,
     faults: Arc<Mutex<Vec<String>>>,
     task: JoinHandle<()>,
 }
@@ -82,9 +84,19 @@ impl Seen {
     pub fn follow(mut discovery: Discovery) -> Seen {
         let set = Arc::new(Mutex::new(HashMap::new()));
         let faults = Arc::new(Mutex::new(Vec::new()));
-        let (s, f) = (set.clone(), faults.clone());
+        let failures = Arc::new(AtomicU32::new(0));
+        let (s, f, failed) = (set.clone(), faults.clone(), failures.clone());
         let task = tokio::spawn(async move {
-            while let Some(item) = discovery.next().await {
+            let mut tick = tokio::time::interval(Duration::from_millis(5));
+            loop {
+                let item = tokio::select! {
+                    item = discovery.next() => item,
+                    _ = tick.tick() => {
+                        failed.store(discovery.failures(), Ordering::Relaxed);
+                        continue;
+                    }
+                };
+                let Some(item) = item else { break };
                 match item {
                     Ok(Change::Insert(k, i)) => {
                         s.lock().unwrap().insert(k, i);
@@ -99,7 +111,17 @@ impl Seen {
             }
             f.lock().unwrap().push("discovery ended".to_owned());
         });
-        Seen { set, faults, task }
+        Seen {
+            set,
+            failures,
+            faults,
+            task,
+        }
+    }
+
+    /// The discovery's consecutive failures, as last sampled.
+    pub fn failures(&self) -> u32 {
+        self.failures.load(Ordering::Relaxed)
     }
 
     /// Key → `host:port`.
