@@ -10,3 +10,4 @@ mod watch;
 
 pub use builder::ClientBuilder;
 pub use client::Client;
+pub use types::AddressKind;
