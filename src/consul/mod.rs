@@ -4,10 +4,15 @@ mod agent;
 mod builder;
 mod client;
 mod discovery;
+mod query;
 mod register;
+mod shared;
 mod types;
 mod watch;
 
 pub use builder::ClientBuilder;
 pub use client::Client;
+pub use discovery::{Discovery, DiscoveryBuilder};
+pub use query::Consistency;
 pub use types::AddressKind;
+pub use watch::WatchState;

@@ -153,11 +153,20 @@ impl ServiceEntry {
     fn dial_address(&self, kind: &AddressKind) -> (&str, i64) {
         let svc = &self.service;
         if let AddressKind::Tagged(key) = kind {
-            if let Some(a) = svc.tagged_addresses.get(key).filter(|a| !a.address.is_empty()) {
+            if let Some(a) = svc
+                .tagged_addresses
+                .get(key)
+                .filter(|a| !a.address.is_empty())
+            {
                 let port = if a.port != 0 { a.port } else { svc.port };
                 return (&a.address, port);
             }
-            if let Some(a) = self.node.tagged_addresses.get(key).filter(|a| !a.is_empty()) {
+            if let Some(a) = self
+                .node
+                .tagged_addresses
+                .get(key)
+                .filter(|a| !a.is_empty())
+            {
                 return (a, svc.port);
             }
         }

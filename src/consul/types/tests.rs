@@ -17,7 +17,10 @@ fn decodes_the_documented_sample() {
     assert_eq!(i.key(), &InstanceKey::new("foobar", "redis"));
     assert_eq!(i.authority(), "10.1.10.12:8000");
     assert_eq!(i.tags(), ["primary"]);
-    assert_eq!(i.meta().get("redis_version").map(String::as_str), Some("4.0"));
+    assert_eq!(
+        i.meta().get("redis_version").map(String::as_str),
+        Some("4.0")
+    );
     assert_eq!(i.weight(), 10);
 }
 
@@ -34,9 +37,18 @@ fn tagged_address_falls_back_to_node_then_default() {
     let body = r#"[{"Node":{"Node":"n1","Address":"10.0.0.1","TaggedAddresses":{"wan":"203.0.113.9"}},
         "Service":{"ID":"a","Port":9000,"TaggedAddresses":{"lan_ipv4":{"Address":"10.0.0.7","Port":0}}},
         "Checks":[]}]"#;
-    assert_eq!(one(body, &AddressKind::wan()).authority(), "203.0.113.9:9000");
-    assert_eq!(one(body, &AddressKind::tagged("lan_ipv4")).authority(), "10.0.0.7:9000");
-    assert_eq!(one(body, &AddressKind::tagged("nope")).authority(), "10.0.0.1:9000");
+    assert_eq!(
+        one(body, &AddressKind::wan()).authority(),
+        "203.0.113.9:9000"
+    );
+    assert_eq!(
+        one(body, &AddressKind::tagged("lan_ipv4")).authority(),
+        "10.0.0.7:9000"
+    );
+    assert_eq!(
+        one(body, &AddressKind::tagged("nope")).authority(),
+        "10.0.0.1:9000"
+    );
 }
 
 #[test]
@@ -62,8 +74,16 @@ fn tolerates_nulls_and_missing_fields() {
     assert_eq!(i.port(), 0, "absent Port is 0");
     assert!(i.tags().is_empty() && i.meta().is_empty());
     assert_eq!(i.weight(), 1, "absent weight counts as 1");
-    assert!(decode_health(b"null", &AddressKind::Service, true).unwrap().is_empty());
-    assert!(decode_health(b"[]", &AddressKind::Service, true).unwrap().is_empty());
+    assert!(
+        decode_health(b"null", &AddressKind::Service, true)
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        decode_health(b"[]", &AddressKind::Service, true)
+            .unwrap()
+            .is_empty()
+    );
 }
 
 #[test]
@@ -75,13 +95,25 @@ fn drops_non_passing_and_undialable_entries() {
         {"Node":{"Node":"n1"},"Service":{"ID":"noaddr","Port":1}}]"#;
     let ids = |v: Vec<Instance>| v.iter().map(|i| i.id().to_owned()).collect::<Vec<_>>();
     let k = AddressKind::Service;
-    assert_eq!(ids(decode_health(body.as_bytes(), &k, true).unwrap()), ["ok"]);
-    assert_eq!(ids(decode_health(body.as_bytes(), &k, false).unwrap()), ["ok", "warn"]);
+    assert_eq!(
+        ids(decode_health(body.as_bytes(), &k, true).unwrap()),
+        ["ok"]
+    );
+    assert_eq!(
+        ids(decode_health(body.as_bytes(), &k, false).unwrap()),
+        ["ok", "warn"]
+    );
 }
 
 #[test]
 fn garbage_is_a_typed_decode_error() {
-    for body in [&b"\xff\x00garbage"[..], b"{\"Node\":1}", b"[1,2]", b"", b"[{\"Service\":{\"Port\":\"x\"}}]"] {
+    for body in [
+        &b"\xff\x00garbage"[..],
+        b"{\"Node\":1}",
+        b"[1,2]",
+        b"",
+        b"[{\"Service\":{\"Port\":\"x\"}}]",
+    ] {
         let err = decode_health(body, &AddressKind::Service, true).unwrap_err();
         assert!(err.is_decode(), "{err:?}");
     }
