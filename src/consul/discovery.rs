@@ -289,3 +289,6 @@ const _: () = {
     }
     let _ = assert_all;
 };
+
+#[cfg(test)]
+mod tests;

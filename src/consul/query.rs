@@ -146,8 +146,9 @@ impl tower::Service<WatchRequest> for HttpTransport {
         let client = self.client.clone();
         Box::pin(async move {
             let segments = ["v1", "health", "service", req.query.service.as_str()];
-            let mut api = ApiRequest::new(Method::GET, &segments).timeout(req.timeout);
-            api.query = req.query.query_pairs(req.index);
+            let api = ApiRequest::new(Method::GET, &segments).timeout(req.timeout);
+            let api = (req.query.query_pairs(req.index).into_iter())
+                .fold(api, |api, (k, v)| api.query(k, v));
             let response = client.call(api).await?;
             Ok(WatchResponse {
                 index: response.index(),
