@@ -4,9 +4,11 @@ mod agent;
 mod builder;
 mod client;
 mod discovery;
+mod env;
 mod query;
 mod register;
 mod shared;
+mod tls;
 mod types;
 mod watch;
 
