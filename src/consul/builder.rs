@@ -53,6 +53,13 @@ impl Client {
 // === impl ClientBuilder ===
 
 impl ClientBuilder {
+    /// The agent's address (`host:port`, `http://…` or `https://…`), replacing the
+    /// one given to [`Client::builder`] or read from `CONSUL_HTTP_ADDR`.
+    pub fn address(mut self, address: impl Into<String>) -> Self {
+        self.address = address.into();
+        self
+    }
+
     /// The ACL token, sent in the `X-Consul-Token` header (never in a URL). An empty
     /// string means no token. Default: none.
     pub fn token(mut self, token: impl AsRef<str>) -> Self {

@@ -53,7 +53,12 @@ impl Watches {
     {
         let mut live = self.live.lock().unwrap_or_else(|p| p.into_inner());
         live.retain(|_, w| w.strong_count() > 0);
-        if let Some(handle) = live.get(&query).and_then(Weak::upgrade) {
+        // A watch whose task died with its runtime is replaced, not joined.
+        if let Some(handle) = live
+            .get(&query)
+            .and_then(Weak::upgrade)
+            .filter(|h| h.is_alive())
+        {
             return handle;
         }
         let query = Arc::new(query);
@@ -103,6 +108,11 @@ impl WatchHandle {
         }
     }
 
+    /// False once the task has ended (its runtime shut down).
+    fn is_alive(&self) -> bool {
+        self.rx.has_changed().is_ok()
+    }
+
     /// A receiver of the watch's state.
     pub(crate) fn receiver(&self) -> watch::Receiver<WatchState> {
         self.rx.clone()
@@ -113,6 +123,7 @@ impl Drop for WatchHandle {
     fn drop(&mut self) {
         let task = self.task.get_mut().unwrap_or_else(|p| p.into_inner());
         if let Task::Running(handle) = task {
+            tracing::debug!("Consul watch stopped: no subscriber left");
             handle.abort();
         }
     }

@@ -126,3 +126,18 @@ async fn a_late_subscriber_starts_from_the_current_set() {
     let mut second = Discovery::new("echo", watch);
     assert_eq!(next_change(&mut second).await, "+a@1");
 }
+
+#[test]
+fn built_outside_a_runtime_starts_on_first_poll() {
+    let (mut d, mut h, _w) = discovery();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .start_paused(true)
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        assert_pending!(task::spawn(&mut d).poll_next());
+        answer(&mut h, resp(1, &[("a", 1)])).await;
+        assert_eq!(next_change(&mut d).await, "+a@1");
+    });
+}

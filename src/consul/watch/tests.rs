@@ -247,3 +247,22 @@ async fn one_watch_per_query_ends_with_its_last_subscriber() {
     // The task was aborted and dropped its transport: the request stream ends.
     assert!(h.next_request().await.is_none());
 }
+
+#[test]
+fn a_watch_whose_runtime_ended_is_replaced() {
+    let watches = Watches::default();
+    let runtime = || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+    };
+    let (svc, _h1) = mock::pair::<WatchRequest, WatchResponse>();
+    let first = runtime()
+        .block_on(async { watches.subscribe(query(), config(Backoff::default()), || svc) });
+    // That runtime is gone, and its task with it.
+    let (svc, _h2) = mock::pair::<WatchRequest, WatchResponse>();
+    let second = runtime()
+        .block_on(async { watches.subscribe(query(), config(Backoff::default()), || svc) });
+    assert!(!Arc::ptr_eq(&first, &second));
+}
