@@ -141,6 +141,7 @@ async fn outage_keeps_the_last_set_and_a_restarted_registry_resyncs() {
     server.register("echo", "a", 7001, &[]);
     server.register("echo", "b", 7002, &[]);
     let mut d = discovery(&client(&server), "echo");
+    let observer = d.observer();
     assert_eq!(changes(&mut d, 2).await, ["+a@7001", "+b@7002"]);
 
     server.stop();
@@ -151,6 +152,11 @@ async fn outage_keeps_the_last_set_and_a_restarted_registry_resyncs() {
     assert!(no_change_ready(&mut d), "an outage yields nothing");
     assert_eq!(ids(&d).len(), 2, "keeps the last known set");
     assert!(d.state().last_error().is_some());
+    let seen = observer.state();
+    assert!(
+        seen.consecutive_failures() >= 2 && seen.instances().len() == 2,
+        "{seen:?}"
+    );
 
     // The registry comes back with different contents and a lower index.
     server.restore(2, vec![entry("echo", "b", 7002), entry("echo", "c", 7003)]);

@@ -217,6 +217,10 @@ impl Discovery {
         self.rx.borrow().clone()
     }
 
+    pub(crate) fn receiver(&self) -> watch::Receiver<WatchState> {
+        self.rx.clone()
+    }
+
     /// The service this discovery watches.
     pub fn service(&self) -> &str {
         &self.service

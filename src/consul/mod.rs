@@ -35,7 +35,9 @@
 //! - **Outage.** A registry failure never yields an error item (tower's p2c would
 //!   turn it into a `poll_ready` error and fail the channel) and never ends the
 //!   stream: the last known set stays, the failure is logged at `WARN` with the
-//!   retry delay, and [`Discovery::state`] reports it. Before the first answer
+//!   retry delay, and [`Discovery::state`] reports it (as does a
+//!   [`WatchObserver`], which stays readable after the discovery moved into a
+//!   balancer). Before the first answer
 //!   nothing is emitted: an unknown set is not an empty one. A service that loses
 //!   every instance drains to empty with `Remove`s.
 //! - **Drop.** The watch task ends when the last discovery using it drops.
@@ -77,6 +79,7 @@ mod builder;
 mod client;
 mod discovery;
 mod env;
+mod observer;
 mod query;
 mod register;
 mod shared;
@@ -87,6 +90,7 @@ mod watch;
 pub use builder::ClientBuilder;
 pub use client::Client;
 pub use discovery::{Discovery, DiscoveryBuilder};
+pub use observer::WatchObserver;
 pub use query::Consistency;
 pub use types::AddressKind;
 pub use watch::WatchState;
