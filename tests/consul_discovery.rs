@@ -1,7 +1,10 @@
-//! `consul::Discovery` against a real HTTP server on loopback (`consul_mock`, a
-//! blocking-query stand-in for Consul written for these tests).
+//! `consul::Discovery` against real HTTP servers on loopback: `consul_mock`, a
+//! minimal blocking-query stand-in written for these tests (exact control over
+//! indexes and restarts), and `ConsulDev`, the crate's in-process registry (`dev`).
 
 mod consul_mock;
+#[path = "consul_discovery/dev.rs"]
+mod dev;
 mod support;
 
 use std::collections::BTreeSet;

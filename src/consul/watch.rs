@@ -30,6 +30,7 @@ pub struct WatchState {
     index: u64,
     instances: Arc<[Instance]>,
     version: u64,
+    answers: u64,
     synced: bool,
     last_error: Option<String>,
     consecutive_failures: u32,
@@ -47,6 +48,12 @@ impl WatchState {
     /// The last known instances, sorted by key. Kept through registry outages.
     pub fn instances(&self) -> &[Instance] {
         &self.instances
+    }
+
+    /// How many successful answers Consul has given this watch. Growing much faster
+    /// than the instance list changes means spurious wake-ups.
+    pub fn answers(&self) -> u64 {
+        self.answers
     }
 
     /// Whether Consul has answered at least once. Until then the instance list is
@@ -226,6 +233,7 @@ fn publish(tx: &watch::Sender<WatchState>, index: u64, instances: Vec<Instance>)
             s.version += 1;
         }
         s.synced = true;
+        s.answers += 1;
         s.index = index;
         s.last_error = None;
         s.consecutive_failures = 0;
