@@ -37,7 +37,14 @@ pub struct DiscoveryBuilder {
 /// The instances of one Consul service, as a stream of changes: a
 /// [`tower::discover::Discover`] through tower's blanket impl.
 ///
-/// See the [module docs](super) for key identity, outage and drop behaviour.
+/// It never yields an error and never ends: registry failures keep the last known
+/// set (see [`state`](Self::state)). See the [module docs](super) for key identity
+/// and outage behaviour.
+///
+/// # Drop
+///
+/// Dropping the last discovery that uses a watch ends the watch's task and closes
+/// its pending blocking query.
 pub struct Discovery {
     service: Arc<str>,
     handle: Arc<WatchHandle>,
