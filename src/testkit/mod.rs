@@ -9,6 +9,7 @@ mod echo;
 mod etcd;
 mod etcd_cluster;
 
+pub use consul_dev::{ConsulDev, ConsulDevBuilder, Fault, FaultId, FaultRule, Faults};
 pub use echo::{EchoService, TestEchoServer};
 pub use etcd::EtcdServer;
 pub use etcd_cluster::EtcdCluster;
