@@ -1,12 +1,12 @@
 //! placeholder
 #![allow(missing_docs)]
-pub mod balance;
 mod backoff;
+pub mod balance;
 mod change;
-mod error;
-mod instance;
 #[cfg(feature = "consul")]
 pub mod consul;
+mod error;
+mod instance;
 pub use backoff::Backoff;
 pub use error::{BoxError, Error, Result};
 pub use instance::{Instance, InstanceKey};

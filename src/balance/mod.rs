@@ -1,1 +1,40 @@
 //! Load balancing over discovered instances.
+//!
+//! [`BalancedChannel`] is a tonic-compatible channel over the instances a discovery
+//! stream reports (any `Stream<Item = Result<tower::discover::Change<InstanceKey,
+//! Instance>, E>>`, such as the Consul discovery of this crate).
+//!
+//! # Internals
+//!
+//! One worker task owns the discovery stream, the endpoints and the bounded request
+//! queue, and polls all three on every wake-up, so discovery changes apply while no
+//! request is in flight: an inserted instance connects at once, a removed one's
+//! connection closes once its requests in flight finish.
+//!
+//! Each endpoint is one HTTP/2 connection with truthful readiness: it is ready only
+//! while its connection is up. A failed connect or a broken connection sends it to
+//! reconnect with jittered backoff, out of the ready set; when a connection closes
+//! the worker learns of it at once, even while idle. Endpoints never fail, so a dead
+//! instance cannot poison the balancer.
+//!
+//! Requests go to the less loaded of two ready endpoints picked at random (power of
+//! two choices) under Peak-EWMA load, so slow instances get less traffic. With no
+//! ready endpoint a request waits at most the fail-fast timeout, then fails with
+//! `Unavailable` naming the service.
+//!
+//! Discovery errors are logged and ignored; when discovery ends the set is frozen.
+
+mod builder;
+mod channel;
+mod config;
+mod endpoint;
+mod failfast;
+mod future;
+mod info;
+mod worker;
+
+pub use builder::BalancedChannelBuilder;
+pub use channel::BalancedChannel;
+pub use config::LoadMetric;
+pub use future::ResponseFuture;
+pub use info::{EndpointInfo, EndpointState};
