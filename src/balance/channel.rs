@@ -21,7 +21,8 @@ use crate::BoxError;
 /// tonic-generated client (`EchoClient::new(channel)`).
 ///
 /// `poll_ready` waits for a slot in the bounded queue (see
-/// [`BalancedChannelBuilder::buffer_size`]); it does not wait for an instance. A
+/// [`BalancedChannelBuilder::buffer_size`]); it does not wait for an instance and
+/// never fails. A
 /// request that finds no ready instance waits at most the fail-fast timeout and then
 /// fails with `Unavailable`; the error is a boxed [`tonic::Status`], so generated
 /// clients report its code. When the worker has ended, calls fail with `Unavailable`
@@ -100,11 +101,17 @@ impl tower::Service<http::Request<Body>> for BalancedChannel {
                 self.reserved = true;
                 Poll::Ready(Ok(()))
             }
-            Poll::Ready(Err(_)) => Poll::Ready(Err(self.closed())),
+            // Report the ended worker from `call`, as a `Status` the generated
+            // clients pass through (they turn `poll_ready` errors into `Unknown`).
+            Poll::Ready(Err(_)) => Poll::Ready(Ok(())),
         }
     }
 
     fn call(&mut self, request: http::Request<Body>) -> ResponseFuture {
+        if self.tx.is_closed() {
+            self.reserved = false;
+            return ResponseFuture::failed(self.closed());
+        }
         if !std::mem::replace(&mut self.reserved, false) {
             let msg = "BalancedChannel called before poll_ready returned Ready";
             return ResponseFuture::failed(msg.into());
