@@ -66,6 +66,22 @@ async fn killed_server_leaves_the_ready_set_within_a_second() {
 }
 
 #[tokio::test]
+async fn killed_server_leaves_the_ready_set_while_idle() {
+    support::trace_init();
+    let a = TestEchoServer::start("a").await.expect("a");
+    let (feed, disc) = discovery();
+    let channel = BalancedChannel::builder("echo").build(disc);
+    feed.insert(&a);
+    eventually(WAIT, "a ready", || async { all_ready(&channel, 1) }).await;
+    a.kill().await;
+    // No request is sent: the closed connection alone must take a out.
+    eventually(Duration::from_secs(1), "a out of the ready set", || async {
+        state(&channel, "a") != Some(EndpointState::Ready)
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn endpoint_comes_back_after_its_server_restarts() {
     support::trace_init();
     let a = TestEchoServer::start("a").await.expect("a");
@@ -130,6 +146,26 @@ async fn request_timeout_covers_time_spent_waiting_for_an_instance() {
     let status = call(&channel).await.expect_err("deadline");
     assert_eq!(status.code(), Code::DeadlineExceeded, "{status:?}");
     assert_eq!(start.elapsed(), Duration::from_secs(1));
+}
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn a_shorter_grpc_timeout_on_the_request_wins() {
+    use tonic_discovery::testkit::pb::{EchoRequest, echo_client::EchoClient};
+    support::trace_init();
+    let (_feed, disc) = discovery();
+    let channel = BalancedChannel::builder("echo")
+        .failfast_timeout(Duration::from_secs(60))
+        .timeout(Duration::from_secs(10))
+        .build(disc);
+    let mut request = tonic::Request::new(EchoRequest::default());
+    request.set_timeout(Duration::from_millis(250));
+    let start = tokio::time::Instant::now();
+    let status = EchoClient::new(channel)
+        .echo(request)
+        .await
+        .expect_err("deadline");
+    assert_eq!(status.code(), Code::DeadlineExceeded, "{status:?}");
+    assert_eq!(start.elapsed(), Duration::from_millis(250));
 }
 
 #[tokio::test]

@@ -55,7 +55,8 @@ impl BalancedChannelBuilder {
 
     /// A deadline on every call, counted from `call` (so time spent queued for a
     /// ready instance counts) to the response headers. A call past it fails with
-    /// `DeadlineExceeded`. Default: none.
+    /// `DeadlineExceeded`. A shorter `grpc-timeout` on the request (from
+    /// `tonic::Request::set_timeout`) wins. Default: none.
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = Some(timeout);
         self

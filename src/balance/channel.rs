@@ -10,7 +10,7 @@ use tokio_util::sync::PollSender;
 use tonic::body::Body;
 
 use super::builder::BalancedChannelBuilder;
-use super::future::ResponseFuture;
+use super::future::{ResponseFuture, call_timeout};
 use super::info::{EndpointInfo, Registry};
 use super::worker::Message;
 use crate::BoxError;
@@ -116,11 +116,12 @@ impl tower::Service<http::Request<Body>> for BalancedChannel {
             let msg = "BalancedChannel called before poll_ready returned Ready";
             return ResponseFuture::failed(msg.into());
         }
+        let timeout = call_timeout(self.shared.timeout, request.headers());
         let (tx, rx) = oneshot::channel();
         if self.tx.send_item(Message { request, tx }).is_err() {
             return ResponseFuture::failed(self.closed());
         }
-        ResponseFuture::new(rx, self.shared.clone())
+        ResponseFuture::new(rx, self.shared.clone(), timeout)
     }
 }
 
