@@ -113,6 +113,14 @@ impl BalancedChannelBuilder {
         self
     }
 
+    /// Connects to every instance over TLS (with `https` URIs). Default: plaintext.
+    #[cfg(feature = "tls-ring")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "tls-ring")))]
+    pub fn tls(mut self, tls: super::TlsConfig) -> Self {
+        self.endpoint.tls = Some(tls);
+        self
+    }
+
     /// How long a request may wait for a ready instance before it fails with
     /// `Unavailable` (and the requests after it fail at once, until an instance is
     /// ready). Default: 3 s, as linkerd's outbound default: long enough to ride out

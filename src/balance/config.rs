@@ -16,6 +16,18 @@ pub(crate) struct EndpointConfig {
     pub(crate) initial_connection_window_size: Option<u32>,
     pub(crate) concurrency_limit: Option<usize>,
     pub(crate) reconnect_backoff: Backoff,
+    #[cfg(feature = "tls-ring")]
+    pub(crate) tls: Option<super::tls::TlsConfig>,
+}
+
+impl EndpointConfig {
+    pub(crate) fn scheme(&self) -> http::uri::Scheme {
+        #[cfg(feature = "tls-ring")]
+        if self.tls.is_some() {
+            return http::uri::Scheme::HTTPS;
+        }
+        http::uri::Scheme::HTTP
+    }
 }
 
 impl Default for EndpointConfig {
@@ -30,6 +42,8 @@ impl Default for EndpointConfig {
             initial_connection_window_size: None,
             concurrency_limit: None,
             reconnect_backoff: Backoff::default(),
+            #[cfg(feature = "tls-ring")]
+            tls: None,
         }
     }
 }

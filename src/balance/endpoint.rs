@@ -42,6 +42,8 @@ type ConnectFuture = Pin<Box<dyn Future<Output = Result<SendRequest<Body>, BoxEr
 pub(crate) struct Endpoint {
     key: InstanceKey,
     target: Arc<str>,
+    host: Arc<str>,
+    scheme: Scheme,
     authority: Authority,
     config: Arc<EndpointConfig>,
     shared: Arc<EndpointShared>,
@@ -80,6 +82,8 @@ impl Endpoint {
             key: instance.key().clone(),
             shared: EndpointShared::new(target.clone()),
             target: target.into(),
+            host: instance.host().into(),
+            scheme: config.scheme(),
             authority,
             backoff: BackoffState::new(config.reconnect_backoff),
             config,
@@ -120,6 +124,7 @@ impl Endpoint {
         debug!(instance = %self.key, addr = %self.target, "connecting");
         let fut = connect(
             self.target.clone(),
+            self.host.clone(),
             self.key.clone(),
             self.config.clone(),
             self.closed_tx.clone(),
@@ -197,7 +202,7 @@ impl tower::Service<http::Request<Body>> for Endpoint {
     }
 
     fn call(&mut self, mut req: http::Request<Body>) -> EndpointFuture {
-        set_origin(req.uri_mut(), &self.authority);
+        set_origin(req.uri_mut(), &self.scheme, &self.authority);
         if !req.headers().contains_key(USER_AGENT) {
             req.headers_mut().insert(USER_AGENT, DEFAULT_USER_AGENT);
         }
@@ -226,9 +231,9 @@ impl std::fmt::Debug for Endpoint {
 }
 
 /// Points `uri` at the instance, keeping its path and query.
-fn set_origin(uri: &mut Uri, authority: &Authority) {
+fn set_origin(uri: &mut Uri, scheme: &Scheme, authority: &Authority) {
     let mut parts = std::mem::take(uri).into_parts();
-    parts.scheme = Some(Scheme::HTTP);
+    parts.scheme = Some(scheme.clone());
     parts.authority = Some(authority.clone());
     if parts.path_and_query.is_none() {
         parts.path_and_query = Some(PathAndQuery::from_static("/"));
@@ -238,24 +243,31 @@ fn set_origin(uri: &mut Uri, authority: &Authority) {
     }
 }
 
-/// Opens a TCP connection and an HTTP/2 session within the connect timeout, and
-/// spawns the connection's driver. The driver ends when the connection closes: when
-/// the server goes away, or after the endpoint (the last `SendRequest`) is dropped
-/// and in-flight streams finish. It then tells the worker, which re-checks the
-/// endpoint at once so a broken connection leaves the ready set while idle.
+/// Opens a TCP connection (and TLS session, if configured) and an HTTP/2 session
+/// within the connect timeout, and spawns the connection's driver. The driver ends
+/// when the connection closes: when the server goes away, or after the endpoint (the
+/// last `SendRequest`) is dropped and in-flight streams finish. It then tells the
+/// worker, which re-checks the endpoint at once so a broken connection leaves the
+/// ready set while idle.
 async fn connect(
     target: Arc<str>,
+    host: Arc<str>,
     key: InstanceKey,
     config: Arc<EndpointConfig>,
     closed_tx: mpsc::UnboundedSender<InstanceKey>,
 ) -> Result<SendRequest<Body>, BoxError> {
-    let handshake = async {
+    let _ = &host; // Used for TLS only.
+    let open = async {
         let tcp = TcpStream::connect(&*target).await?;
         tcp.set_nodelay(config.tcp_nodelay)?;
-        let builder = h2_builder(&config);
-        Ok::<_, BoxError>(builder.handshake(TokioIo::new(tcp)).await?)
+        #[cfg(feature = "tls-ring")]
+        if let Some(tls) = &config.tls {
+            let io = tls.connect(&host, tcp).await?;
+            return handshake(io, &config).await;
+        }
+        handshake(tcp, &config).await
     };
-    let (send, conn) = tokio::time::timeout(config.connect_timeout, handshake)
+    let (send, conn) = tokio::time::timeout(config.connect_timeout, open)
         .await
         .map_err(|_| format!("connect timed out after {:?}", config.connect_timeout))??;
     let driver = async move {
@@ -266,6 +278,19 @@ async fn connect(
     };
     tokio::spawn(driver.in_current_span());
     Ok(send)
+}
+
+type Driver = Pin<Box<dyn Future<Output = hyper::Result<()>> + Send>>;
+
+async fn handshake<T>(
+    io: T,
+    config: &EndpointConfig,
+) -> Result<(SendRequest<Body>, Driver), BoxError>
+where
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (send, conn) = h2_builder(config).handshake(TokioIo::new(io)).await?;
+    Ok((send, Box::pin(conn)))
 }
 
 fn h2_builder(config: &EndpointConfig) -> http2::Builder<TokioExecutor> {

@@ -23,6 +23,9 @@
 //! `Unavailable` naming the service.
 //!
 //! Discovery errors are logged and ignored; when discovery ends the set is frozen.
+//!
+//! [`tonic::balance_channel`](self::tonic::balance_channel) feeds the same discovery
+//! into tonic's own balancer instead, for users who want that.
 
 mod builder;
 mod channel;
@@ -31,6 +34,9 @@ mod endpoint;
 mod failfast;
 mod future;
 mod info;
+#[cfg(feature = "tls-ring")]
+mod tls;
+pub mod tonic;
 mod worker;
 
 pub use builder::BalancedChannelBuilder;
@@ -38,3 +44,6 @@ pub use channel::BalancedChannel;
 pub use config::LoadMetric;
 pub use future::ResponseFuture;
 pub use info::{EndpointInfo, EndpointState};
+#[cfg(feature = "tls-ring")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tls-ring")))]
+pub use tls::TlsConfig;
