@@ -30,6 +30,7 @@
 mod builder;
 mod channel;
 mod config;
+mod connect;
 mod endpoint;
 mod failfast;
 mod future;
