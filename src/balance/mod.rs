@@ -4,6 +4,32 @@
 //! stream reports (any `Stream<Item = Result<tower::discover::Change<InstanceKey,
 //! Instance>, E>>`, such as the Consul discovery of this crate).
 //!
+//! ```no_run
+//! use std::time::Duration;
+//! use futures_util::stream;
+//! use tonic_discovery::balance::BalancedChannel;
+//! use tonic_discovery::{Instance, InstanceKey};
+//! use tower::discover::Change;
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! // Any discovery stream; Consul's `Discovery` has this shape.
+//! let key = InstanceKey::new("node-1", "echo-1");
+//! let instance = Instance::new(key.clone(), "127.0.0.1", 50051);
+//! let discovery = stream::iter([Ok::<_, std::convert::Infallible>(Change::Insert(key, instance))]);
+//!
+//! let channel = BalancedChannel::builder("echo")
+//!     .connect_timeout(Duration::from_secs(1))
+//!     .timeout(Duration::from_secs(5))
+//!     .failfast_timeout(Duration::from_secs(3))
+//!     .build(discovery);
+//! // let client = EchoClient::new(channel.clone());
+//! for endpoint in channel.endpoints() {
+//!     println!("{} {} {:?}", endpoint.key(), endpoint.address(), endpoint.state());
+//! }
+//! # }
+//! ```
+//!
 //! # Internals
 //!
 //! One worker task owns the discovery stream, the endpoints and the bounded request
@@ -20,7 +46,9 @@
 //! Requests go to the less loaded of two ready endpoints picked at random (power of
 //! two choices) under Peak-EWMA load, so slow instances get less traffic. With no
 //! ready endpoint a request waits at most the fail-fast timeout, then fails with
-//! `Unavailable` naming the service.
+//! `Unavailable` naming the service. A request stops counting towards its
+//! endpoint's load when the response headers arrive, so long streaming responses
+//! are not counted while they stream.
 //!
 //! Discovery errors are logged and ignored; when discovery ends the set is frozen.
 //!
