@@ -7,6 +7,19 @@
 //!
 //! Servers are in-process `TestEchoServer`s (one thread and runtime each) on
 //! loopback, so client and servers share the machine's cores.
+//!
+//! Measured 2026-11-26 on the 2-core build machine while other builds ran (load
+//! average about 3.5, so treat differences under ~30% as noise), two rounds:
+//!
+//! | config | c=1 p50 µs | c=64 req/s |
+//! |---|---|---|
+//! | plain tonic `Channel` -> 1 | 75 / 84 | 30.8k / 38.5k |
+//! | `BalancedChannel` -> 1 | 85 / 121 | 38.3k / 57.2k |
+//! | `BalancedChannel` -> 3 | 102 / 99 | 47.1k / 54.7k |
+//!
+//! Killing one of three servers under 16 closed-loop callers: 7 failed calls in
+//! total (those in flight at the kill), the endpoint out of the ready set 0.6 ms
+//! after `kill()` returned, no failure afterwards.
 
 mod balance_util;
 mod support;

@@ -52,7 +52,7 @@
 //!
 //! Discovery errors are logged and ignored; when discovery ends the set is frozen.
 //!
-//! [`tonic::balance_channel`](self::tonic::balance_channel) feeds the same discovery
+//! [`tonic::balance_channel`] feeds the same discovery
 //! into tonic's own balancer instead, for users who want that.
 
 mod builder;
