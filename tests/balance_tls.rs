@@ -1,5 +1,5 @@
 //! The balanced channel over TLS, with the verified name overridden because the
-//! instance is registered by IP address. Certificates: tests/fixtures/tls/README.md.
+//! instance is registered by IP address. Certificates: tests/fixtures/balance_tls/README.md.
 #![cfg(feature = "tls-ring")]
 
 mod balance_util;
@@ -14,9 +14,9 @@ use tonic_discovery::balance::{BalancedChannel, EndpointState, TlsConfig};
 use tonic_discovery::testkit::EchoService;
 use tonic_discovery::testkit::pb::echo_server::EchoServer;
 
-const CA: &str = include_str!("fixtures/tls/ca.pem");
-const CERT: &str = include_str!("fixtures/tls/server.pem");
-const KEY: &str = include_str!("fixtures/tls/server.key");
+const CA: &str = include_str!("fixtures/balance_tls/ca.pem");
+const CERT: &str = include_str!("fixtures/balance_tls/server.pem");
+const KEY: &str = include_str!("fixtures/balance_tls/server.key");
 
 async fn tls_server(id: &str) -> (std::net::SocketAddr, tokio::task::JoinHandle<()>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
