@@ -36,7 +36,8 @@ const DEFAULT_USER_AGENT: HeaderValue =
 pub(crate) type EndpointFuture =
     Pin<Box<dyn Future<Output = Result<http::Response<Body>, BoxError>> + Send>>;
 
-type ConnectFuture = Pin<Box<dyn Future<Output = Result<SendRequest<Body>, BoxError>> + Send>>;
+pub(crate) type ConnectFuture =
+    Pin<Box<dyn Future<Output = Result<SendRequest<Body>, BoxError>> + Send>>;
 
 pub(crate) struct Endpoint {
     key: InstanceKey,
@@ -51,6 +52,8 @@ pub(crate) struct Endpoint {
     limit: Option<PollSemaphore>,
     permit: Option<OwnedSemaphorePermit>,
     state: State,
+    #[cfg(test)]
+    mock_connect: Option<Arc<dyn Fn() -> ConnectFuture + Send + Sync>>,
 }
 
 enum State {
@@ -90,6 +93,8 @@ impl Endpoint {
             limit,
             permit: None,
             state: State::Idle,
+            #[cfg(test)]
+            mock_connect: None,
         })
     }
 
@@ -121,6 +126,12 @@ impl Endpoint {
 
     fn start_connect(&mut self) {
         debug!(instance = %self.key, addr = %self.target, "connecting");
+        #[cfg(test)]
+        if let Some(mock) = &self.mock_connect {
+            let fut = mock();
+            self.set_state(State::Connecting(fut));
+            return;
+        }
         let fut = connect(
             self.target.clone(),
             self.host.clone(),
@@ -241,3 +252,7 @@ fn set_origin(uri: &mut Uri, scheme: &Scheme, authority: &Authority) {
         *uri = new;
     }
 }
+
+#[cfg(test)]
+#[path = "endpoint_tests.rs"]
+mod tests;
