@@ -155,7 +155,9 @@ impl Endpoint {
                 State::Connecting(fut) => match ready!(fut.as_mut().poll(cx)) {
                     Ok(send) => {
                         info!(instance = %self.key, addr = %self.target, "endpoint connected");
-                        self.backoff.reset();
+                        // The failure count is reset only once the connection has
+                        // proved healthy (see below), so a server that accepts and
+                        // drops connections is retried with growing delays.
                         let since = Instant::now();
                         self.set_state(State::Connected { send, since });
                     }
@@ -174,6 +176,7 @@ impl Endpoint {
                     if short_lived {
                         self.back_off();
                     } else {
+                        self.backoff.reset();
                         self.set_state(State::Idle);
                     }
                 }
