@@ -29,6 +29,8 @@ pub(crate) struct ClientInner {
     pub(crate) token: Option<Token>,
     /// Timeout of requests that do not block (everything but watches).
     pub(crate) request_timeout: Duration,
+    /// The live discovery watches, shared by equal queries.
+    pub(crate) watches: super::shared::Watches,
 }
 
 /// An ACL token. Its `Debug` never shows the secret.
@@ -146,7 +148,10 @@ impl Client {
         let body = response.bytes().await.map_err(|e| send_error(&what, e))?;
         if !status.is_success() {
             let reason = String::from_utf8_lossy(&body).trim().to_owned();
-            return Err(Error::http_status(status.as_u16(), format!("{what}: {reason}")));
+            return Err(Error::http_status(
+                status.as_u16(),
+                format!("{what}: {reason}"),
+            ));
         }
         Ok(ApiResponse {
             status,
