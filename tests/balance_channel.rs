@@ -161,3 +161,36 @@ async fn slow_instance_gets_a_small_share() {
     // times its requests in flight, which at 16 callers is rare.
     assert!(slow < 320, "slow instance got {slow} of 1600 requests");
 }
+
+#[tokio::test]
+async fn concurrency_limit_holds_requests_back() {
+    support::trace_init();
+    let s = servers(&["a"]).await;
+    s[0].service().set_delay(Duration::from_millis(300));
+    let (feed, disc) = discovery();
+    let channel = BalancedChannel::builder("echo")
+        .concurrency_limit(1)
+        .build(disc);
+    feed.insert(&s[0]);
+    eventually(WAIT, "a ready", || async { all_ready(&channel, 1) }).await;
+    let calls: Vec<_> = (0..2)
+        .map(|_| {
+            let channel = channel.clone();
+            tokio::spawn(async move { call(&channel).await })
+        })
+        .collect();
+    // With the limit, the second request reaches a only after the first was
+    // answered; without it, both would arrive while none was answered.
+    eventually(WAIT, "both requests at a", || async {
+        s[0].service().received() == 2
+    })
+    .await;
+    assert!(
+        s[0].service().served() >= 1,
+        "second request sent before the first finished"
+    );
+    for c in calls {
+        assert_eq!(c.await.expect("join").expect("call"), "a");
+    }
+    assert_eq!(s[0].service().received(), 2);
+}

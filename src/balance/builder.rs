@@ -100,7 +100,9 @@ impl BalancedChannelBuilder {
     }
 
     /// At most `limit` requests in flight per instance (at least 1); an instance at
-    /// its limit is not ready and gets no more. Default: no limit.
+    /// its limit is not ready and gets no more. When every instance is at its limit
+    /// for longer than the fail-fast timeout, requests fail with `Unavailable`.
+    /// Default: no limit.
     pub fn concurrency_limit(mut self, limit: usize) -> Self {
         self.endpoint.concurrency_limit = Some(limit);
         self
