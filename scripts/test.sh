@@ -7,6 +7,8 @@ cd "$(dirname "$0")/.."
 need_apt=()
 command -v etcd >/dev/null 2>&1 || need_apt+=(etcd-server)
 command -v etcdctl >/dev/null 2>&1 || need_apt+=(etcd-client)
+command -v protoc >/dev/null 2>&1 || need_apt+=(protobuf-compiler)
+[ -e /usr/include/google/protobuf/descriptor.proto ] || need_apt+=(libprotobuf-dev)
 if ((${#need_apt[@]})); then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     echo "installing ${need_apt[*]}"
@@ -21,7 +23,7 @@ export CARGO_TERM_COLOR=never
 # etcd-server's own service must not hold the default ports our tests avoid anyway.
 echo "== cargo fmt";    cargo fmt --all --check
 echo "== cargo clippy"; cargo clippy --all-targets --all-features -- -D warnings
-for f in consul testkit tls-ring; do
+for f in consul etcd testkit tls-ring; do
   echo "== cargo check --no-default-features --features $f"
   cargo check --no-default-features --features "$f"
 done

@@ -6,9 +6,13 @@
 
 mod consul_dev;
 mod echo;
+mod etcd;
+mod etcd_cluster;
 
 pub use consul_dev::{ConsulDev, ConsulDevBuilder, Fault, FaultId, FaultRule, Faults};
 pub use echo::{EchoService, TestEchoServer};
+pub use etcd::EtcdServer;
+pub use etcd_cluster::EtcdCluster;
 
 pub mod pb {
     //! Code generated from `proto/echo.proto` (package `echo.v1`).

@@ -1,0 +1,156 @@
+//! The keep-alive task: renews the lease, and registers again with a new lease
+//! whenever it is lost.
+
+use std::time::Duration;
+
+use etcd_client::{LeaseKeepAliveStream, LeaseKeeper, PutOptions};
+use tokio::sync::watch;
+
+use super::client::{Client, map_error};
+use super::register::Registration;
+use crate::backoff::{Backoff, BackoffState};
+use crate::error::{Error, Result};
+
+/// A granted lease.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Lease {
+    pub(super) id: i64,
+    pub(super) ttl: Duration,
+}
+
+/// A third of the TTL, as etcd's Go client does, but not below 500 ms.
+pub(super) fn keep_alive_interval(ttl: Duration) -> Duration {
+    (ttl / 3).max(Duration::from_millis(500))
+}
+
+/// Grants a lease, puts the key with it, and revokes the lease it replaces.
+pub(super) async fn establish(
+    client: &Client,
+    reg: &Registration,
+    old: Option<i64>,
+) -> Result<Lease> {
+    let mut etcd = client.etcd();
+    let ttl = i64::try_from(reg.ttl.as_secs()).unwrap_or(i64::MAX);
+    let grant = client
+        .call("lease grant", etcd.lease_grant(ttl, None))
+        .await?;
+    if !grant.error().is_empty() || grant.ttl() <= 0 {
+        let message = format!("etcd lease grant refused: {}", grant.error());
+        return Err(Error::unavailable(message));
+    }
+    let value = reg.layout.encode(&reg.published);
+    let options = PutOptions::new().with_lease(grant.id());
+    client
+        .call("put", etcd.put(reg.key(), value, Some(options)))
+        .await?;
+    if let Some(old) = old {
+        // The key now hangs on the new lease; the old one, if still alive, holds nothing.
+        let _ = client.call("lease revoke", etcd.lease_revoke(old)).await;
+    }
+    let granted = Duration::from_secs(u64::try_from(grant.ttl()).unwrap_or(1));
+    Ok(Lease {
+        id: grant.id(),
+        ttl: granted,
+    })
+}
+
+/// Owns the registration's lease for the life of the task.
+pub(super) struct Keeper {
+    pub(super) client: Client,
+    pub(super) registration: Registration,
+    pub(super) lease_tx: watch::Sender<Option<i64>>,
+}
+
+impl Keeper {
+    /// Runs forever: keeps `lease` alive, and when it is lost registers again with
+    /// backoff. Ends only when the caller drops the future.
+    pub(super) async fn run(self, mut lease: Lease) {
+        let interval = keep_alive_interval(self.registration.ttl);
+        let backoff = self
+            .registration
+            .backoff
+            .unwrap_or_else(|| Backoff::new(Duration::from_millis(100), interval));
+        let mut retry = BackoffState::new(backoff);
+        loop {
+            let lost = self.keep_alive(lease).await;
+            tracing::warn!(error = %lost, lease = lease.id, "etcd lease lost; registering again");
+            self.lease_tx.send_replace(None);
+            lease = loop {
+                match establish(&self.client, &self.registration, Some(lease.id)).await {
+                    Ok(new) => break new,
+                    Err(e) => {
+                        let delay = retry.next_delay();
+                        tracing::debug!(error = %e, ?delay, "etcd registration failed");
+                        tokio::time::sleep(delay).await;
+                    }
+                }
+            };
+            retry.reset();
+            tracing::info!(lease = lease.id, "etcd registration restored");
+            self.lease_tx.send_replace(Some(lease.id));
+        }
+    }
+
+    /// Keeps `lease` alive until it is lost; returns why.
+    async fn keep_alive(&self, lease: Lease) -> Error {
+        let mut etcd = self.client.etcd();
+        let opened = self
+            .client
+            .call("lease keep-alive", etcd.lease_keep_alive(lease.id))
+            .await;
+        match opened {
+            Ok(channel) => renew(channel, lease).await,
+            Err(e) => e,
+        }
+    }
+}
+
+/// One lease's keep-alive stream: send a renewal, read the answer's TTL.
+pub(super) trait Renewals {
+    /// Sends one renewal.
+    fn send(&mut self) -> impl Future<Output = Result<()>> + Send;
+    /// The next answer's TTL in seconds; `None` when the stream ended.
+    fn answer(&mut self) -> impl Future<Output = Option<Result<i64>>> + Send;
+}
+
+impl Renewals for (LeaseKeeper, LeaseKeepAliveStream) {
+    async fn send(&mut self) -> Result<()> {
+        self.0
+            .keep_alive()
+            .await
+            .map_err(|e| map_error("lease keep-alive", e))
+    }
+
+    async fn answer(&mut self) -> Option<Result<i64>> {
+        match self.1.message().await {
+            Ok(Some(answer)) => Some(Ok(answer.ttl())),
+            Ok(None) => None,
+            Err(e) => Some(Err(map_error("lease keep-alive stream", e))),
+        }
+    }
+}
+
+/// Sends a renewal every interval and checks each answer; returns when the lease is
+/// gone (TTL 0), no answer comes in time, or the stream breaks.
+pub(super) async fn renew(mut channel: impl Renewals, lease: Lease) -> Error {
+    let interval = keep_alive_interval(lease.ttl);
+    // The lease runs `ttl` from the last renewal; an answer later than that is too late.
+    let patience = lease.ttl.saturating_sub(interval);
+    loop {
+        tokio::time::sleep(interval).await;
+        if let Err(e) = channel.send().await {
+            return e;
+        }
+        match tokio::time::timeout(patience, channel.answer()).await {
+            Ok(Some(Ok(ttl))) if ttl > 0 => {}
+            Ok(Some(Ok(_))) => return Error::unavailable("etcd says the lease is gone (TTL 0)"),
+            Ok(Some(Err(e))) => return e,
+            Ok(None) => return Error::closed("etcd ended the keep-alive stream"),
+            Err(_) => return Error::timeout(format!("no keep-alive answer within {patience:?}")),
+        }
+    }
+}
+
+#[cfg(test)]
+#[path = "lease_tests.rs"]
+mod tests;

@@ -1,0 +1,196 @@
+//! The watch task behind a [`Discovery`](super::Discovery): reads the prefix, watches
+//! from the next revision, rebuilds broken watches and reads again after compaction.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use etcd_client::{GetOptions, WatchOptions, WatchResponse, WatchStream};
+use tokio::sync::mpsc;
+use tower::discover::Change;
+
+use super::client::{Client, map_error};
+use super::discovery::Status;
+use super::state::{Event, WatchState};
+use crate::backoff::BackoffState;
+use crate::error::{Error, Result};
+use crate::instance::{Instance, InstanceKey};
+
+/// Why following a watch stream stopped.
+enum Stop {
+    /// The start revision was compacted: read the prefix again.
+    Compacted,
+    /// The stream broke: watch again from the last applied revision + 1.
+    Broken(Error),
+    /// The consumer is gone.
+    Closed,
+}
+
+pub(super) struct Watch {
+    // Fields are set by `DiscoveryBuilder::build`.
+    pub(super) status: Arc<Status>,
+    pub(super) client: Client,
+    pub(super) prefix: String,
+    pub(super) state: WatchState,
+    pub(super) tx: mpsc::Sender<Change<InstanceKey, Instance>>,
+    pub(super) retry: BackoffState,
+}
+
+impl Watch {
+    pub(super) async fn run(mut self) {
+        loop {
+            if let Err(e) = self.resync().await {
+                if self.tx.is_closed() {
+                    return;
+                }
+                self.pause(&e, "read").await;
+                continue;
+            }
+            loop {
+                match self.watch_once().await {
+                    Stop::Compacted => break,
+                    Stop::Closed => return,
+                    Stop::Broken(e) => self.pause(&e, "watch").await,
+                }
+            }
+        }
+    }
+
+    fn recovered(&mut self) {
+        self.retry.reset();
+        self.status.failures.store(0, Ordering::Relaxed);
+        self.publish_revision();
+    }
+
+    fn publish_revision(&self) {
+        let revision = self.state.revision();
+        self.status.revision.store(revision, Ordering::Relaxed);
+    }
+
+    async fn pause(&mut self, error: &Error, what: &str) {
+        let delay = self.retry.next_delay();
+        self.status
+            .failures
+            .store(self.retry.failures(), Ordering::Relaxed);
+        tracing::warn!(%error, ?delay, revision = self.state.revision(), "etcd {what} failed; retrying");
+        tokio::time::sleep(delay).await;
+    }
+
+    /// Reads the whole prefix and emits the difference to the applied set.
+    async fn resync(&mut self) -> Result<()> {
+        let mut etcd = self.client.etcd();
+        let options = GetOptions::new().with_prefix();
+        let resp = self
+            .client
+            .call("get", etcd.get(self.prefix.as_str(), Some(options)))
+            .await?;
+        let revision = resp
+            .header()
+            .map(|h| h.revision())
+            .ok_or_else(|| Error::decode("etcd get answered without a header", "no header"))?;
+        let kvs = resp.kvs().iter().map(|kv| {
+            let key = String::from_utf8_lossy(kv.key()).into_owned();
+            (key, kv.value().to_vec())
+        });
+        let changes = self.state.resync(revision, kvs.collect::<Vec<_>>());
+        tracing::debug!(revision, changes = changes.len(), "etcd prefix read");
+        self.recovered();
+        self.send(changes).await
+    }
+
+    async fn send(&self, changes: Vec<Change<InstanceKey, Instance>>) -> Result<()> {
+        for change in changes {
+            self.tx
+                .send(change)
+                .await
+                .map_err(|_| Error::closed("discovery dropped"))?;
+        }
+        Ok(())
+    }
+
+    /// Opens a watch from the last applied revision + 1 and follows it until it stops.
+    async fn watch_once(&mut self) -> Stop {
+        let options = WatchOptions::new()
+            .with_prefix()
+            .with_start_revision(self.state.revision() + 1)
+            .with_progress_notify();
+        let mut etcd = self.client.etcd();
+        let opened = self
+            .client
+            .call("watch", etcd.watch(self.prefix.as_str(), Some(options)))
+            .await;
+        match opened {
+            Ok(stream) => self.follow(stream).await,
+            Err(e) => Stop::Broken(e),
+        }
+    }
+
+    async fn follow(&mut self, mut stream: WatchStream) -> Stop {
+        loop {
+            let resp = match stream.message().await {
+                Ok(Some(resp)) => resp,
+                Ok(None) => return Stop::Broken(Error::closed("etcd ended the watch stream")),
+                Err(e) => return Stop::Broken(map_error("watch stream", e)),
+            };
+            if let Some(stop) = self.on_response(resp).await {
+                return stop;
+            }
+        }
+    }
+
+    async fn on_response(&mut self, resp: WatchResponse) -> Option<Stop> {
+        if resp.compact_revision() != 0 {
+            tracing::info!(
+                compacted = resp.compact_revision(),
+                "etcd watch compacted; reading again"
+            );
+            return Some(Stop::Compacted);
+        }
+        if resp.canceled() {
+            let reason = format!("etcd canceled the watch: {}", resp.cancel_reason());
+            return Some(Stop::Broken(Error::closed(reason)));
+        }
+        if resp.created() {
+            tracing::debug!(from = self.state.revision() + 1, "etcd watch created");
+            self.recovered();
+            return None;
+        }
+        if resp.events().is_empty() {
+            if let Some(header) = resp.header() {
+                self.state.progress(header.revision());
+                self.publish_revision();
+            }
+            return None;
+        }
+        let changes = self.state.apply(events(&resp));
+        self.publish_revision();
+        tracing::trace!(
+            events = resp.events().len(),
+            changes = changes.len(),
+            "etcd watch events"
+        );
+        self.send(changes).await.err().map(|_| Stop::Closed)
+    }
+}
+
+/// Converts a response's events. A deleted key comes as a tombstone whose version is 0;
+/// a put always has version ≥ 1. (etcd-client's `event_type()` panics on an unknown
+/// type, so the version tells them apart.)
+fn events(resp: &WatchResponse) -> Vec<Event> {
+    resp.events()
+        .iter()
+        .filter_map(|event| event.kv())
+        .map(|kv| {
+            let key = String::from_utf8_lossy(kv.key()).into_owned();
+            let mod_revision = kv.mod_revision();
+            if kv.version() == 0 {
+                Event::Delete { key, mod_revision }
+            } else {
+                Event::Put {
+                    key,
+                    mod_revision,
+                    value: kv.value().to_vec(),
+                }
+            }
+        })
+        .collect()
+}

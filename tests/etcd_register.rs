@@ -1,0 +1,212 @@
+//! Registration against a real etcd: keep-alive, lease loss, deregistration, drain.
+#![cfg(feature = "etcd")]
+
+#[path = "support/etcd.rs"]
+mod etcd_support;
+mod support;
+
+use std::time::Duration;
+
+use etcd_support::{client, etcd_keys, raw};
+use support::{eventually, trace_init};
+use tokio::time::Instant;
+use tonic_discovery::etcd::{KeyLayout, Registration};
+use tonic_discovery::testkit::EtcdServer;
+
+const WAIT: Duration = Duration::from_secs(10);
+
+/// The lease the key is attached to, if the key exists.
+async fn key_lease(raw: &etcd_client::Client, key: &str) -> Option<i64> {
+    let mut raw = raw.clone();
+    let resp = raw.get(key, None).await.ok()?;
+    resp.kvs().first().map(|kv| kv.lease())
+}
+
+/// The remaining TTL of a lease in seconds; -1 once it is gone.
+async fn lease_ttl(raw: &etcd_client::Client, lease: i64) -> i64 {
+    let mut raw = raw.clone();
+    raw.lease_time_to_live(lease, None)
+        .await
+        .map_or(-2, |r| r.ttl())
+}
+
+fn registration(ttl: u64) -> Registration {
+    Registration::new("echo", "127.0.0.1:50051".parse().unwrap()).ttl(Duration::from_secs(ttl))
+}
+
+const KEY: &str = "echo/127.0.0.1:50051";
+
+#[tokio::test]
+async fn registration_survives_ten_ttls() {
+    trace_init();
+    let etcd = EtcdServer::start().await.unwrap();
+    let raw = raw(&etcd).await;
+    let handle = client(&etcd).await.register(registration(2)).await.unwrap();
+    let lease = handle.lease_id().unwrap();
+    let start = Instant::now();
+    eventually(
+        Duration::from_secs(40),
+        "ten TTLs with the key on its first lease",
+        || async {
+            assert_eq!(
+                key_lease(&raw, KEY).await,
+                Some(lease),
+                "key lost its lease"
+            );
+            assert_eq!(handle.lease_id(), Some(lease));
+            start.elapsed() > Duration::from_secs(20)
+        },
+    )
+    .await;
+}
+
+/// What we want to test: etcd dies, the lease expires meanwhile, etcd comes back; the
+/// registration must grant a new lease and put the key again within about one
+/// keep-alive interval, and stay after the old lease is gone.
+#[tokio::test]
+async fn registration_returns_after_etcd_killed_past_lease_expiry() {
+    trace_init();
+    let mut etcd = EtcdServer::start().await.unwrap();
+    let reg = registration(3);
+    let interval = reg.keep_alive_interval();
+    let handle = client(&etcd).await.register(reg).await.unwrap();
+    let old = handle.lease_id().unwrap();
+
+    etcd.kill();
+    let killed = Instant::now();
+    eventually(WAIT, "the registration to notice", || async {
+        handle.lease_id().is_none()
+    })
+    .await;
+    eventually(WAIT, "one TTL to pass with etcd down", || async {
+        killed.elapsed() > Duration::from_secs(3)
+    })
+    .await;
+
+    etcd.restart().await.unwrap();
+    let restarted = Instant::now();
+    let raw = raw(&etcd).await;
+    eventually(
+        interval + Duration::from_secs(3),
+        "the key on a new lease",
+        || async {
+            let lease = key_lease(&raw, KEY).await;
+            lease.is_some() && lease != Some(old) && handle.lease_id() == lease
+        },
+    )
+    .await;
+    println!(
+        "registered again {:?} after the restart (keep-alive interval {interval:?})",
+        restarted.elapsed()
+    );
+    // etcd 3.4 re-extends restored leases by a full TTL; past that the old one is gone
+    // and the key must still be there.
+    eventually(
+        Duration::from_secs(20),
+        "the old lease to be gone",
+        || async {
+            assert!(key_lease(&raw, KEY).await.is_some(), "key vanished");
+            lease_ttl(&raw, old).await == -1 && restarted.elapsed() > Duration::from_secs(4)
+        },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn registration_returns_after_its_lease_is_revoked() {
+    trace_init();
+    let etcd = EtcdServer::start().await.unwrap();
+    let raw = raw(&etcd).await;
+    let handle = client(&etcd).await.register(registration(3)).await.unwrap();
+    let old = handle.lease_id().unwrap();
+    etcd.etcdctl(&["lease", "revoke", &format!("{old:x}")])
+        .await
+        .unwrap();
+    eventually(WAIT, "the key back on a new lease", || async {
+        let lease = key_lease(&raw, KEY).await;
+        lease.is_some() && lease != Some(old)
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn deregister_revokes_the_lease_and_deletes_the_key() {
+    trace_init();
+    let etcd = EtcdServer::start().await.unwrap();
+    let raw = raw(&etcd).await;
+    let handle = client(&etcd)
+        .await
+        .register(registration(10))
+        .await
+        .unwrap();
+    let lease = handle.lease_id().unwrap();
+    assert_eq!(key_lease(&raw, KEY).await, Some(lease));
+    handle.deregister().await.unwrap();
+    assert_eq!(key_lease(&raw, KEY).await, None);
+    assert_eq!(lease_ttl(&raw, lease).await, -1);
+}
+
+#[tokio::test]
+async fn drain_deletes_the_key_first_and_revokes_after_the_grace() {
+    trace_init();
+    let etcd = EtcdServer::start().await.unwrap();
+    let raw = raw(&etcd).await;
+    let reg = Registration::new("echo", "127.0.0.1:50051".parse().unwrap())
+        .layout(KeyLayout::Kratos)
+        .id("e1");
+    let handle = client(&etcd).await.register(reg).await.unwrap();
+    let key = handle.key().to_owned();
+    assert_eq!(key, "/microservices/echo/e1");
+    let lease = handle.lease_id().unwrap();
+    let drain = tokio::spawn(handle.drain(Duration::from_secs(2)));
+    eventually(WAIT, "the key to go at the start of the drain", || async {
+        key_lease(&raw, &key).await.is_none()
+    })
+    .await;
+    assert!(
+        lease_ttl(&raw, lease).await > 0,
+        "lease revoked before the grace"
+    );
+    drain.await.unwrap().unwrap();
+    assert_eq!(lease_ttl(&raw, lease).await, -1);
+}
+
+#[tokio::test]
+async fn dropping_the_handle_revokes_the_lease_best_effort() {
+    trace_init();
+    let etcd = EtcdServer::start().await.unwrap();
+    let raw = raw(&etcd).await;
+    let handle = client(&etcd)
+        .await
+        .register(registration(30))
+        .await
+        .unwrap();
+    let lease = handle.lease_id().unwrap();
+    drop(handle);
+    // Far sooner than the 30 s TTL.
+    eventually(WAIT, "the key to go with its revoked lease", || async {
+        key_lease(&raw, KEY).await.is_none() && lease_ttl(&raw, lease).await == -1
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn an_invalid_registration_writes_nothing() {
+    trace_init();
+    let etcd = EtcdServer::start().await.unwrap();
+    let raw = raw(&etcd).await;
+    let reg = Registration::new("bad name", "0.0.0.0:1".parse().unwrap());
+    let e = client(&etcd).await.register(reg).await.unwrap_err();
+    assert!(e.is_config(), "{e}");
+    assert!(etcd_keys(&raw, "").await.is_empty());
+}
+
+#[tokio::test]
+async fn first_registration_fails_when_etcd_is_down() {
+    trace_init();
+    let mut etcd = EtcdServer::start().await.unwrap();
+    let client = client(&etcd).await;
+    etcd.kill();
+    let e = client.register(registration(2)).await.unwrap_err();
+    assert!(e.is_transport() || e.is_timeout(), "{e}");
+}
