@@ -135,7 +135,11 @@ mod tests {
         for n in 1..50 {
             let d = b.delay(n);
             let base = b.base_delay(n);
-            assert!(d <= base && d >= base / 2, "{d:?} outside [{:?}, {base:?}]", base / 2);
+            assert!(
+                d <= base && d >= base / 2,
+                "{d:?} outside [{:?}, {base:?}]",
+                base / 2
+            );
         }
     }
 

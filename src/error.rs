@@ -186,7 +186,10 @@ mod tests {
         assert!(e.is_status() && e.is_not_found());
         assert_eq!(e.status(), Some(404));
         assert!(!e.is_config());
-        assert_eq!(e.to_string(), "registry answered 404: Unknown check ID \"x\"");
+        assert_eq!(
+            e.to_string(),
+            "registry answered 404: Unknown check ID \"x\""
+        );
 
         let e = Error::config("service name `a_b` has an underscore");
         assert!(e.is_config() && e.status().is_none());

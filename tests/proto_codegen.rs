@@ -18,7 +18,11 @@ fn generated_echo_code_is_up_to_date() {
     tonic_prost_build::configure()
         .build_transport(false)
         .out_dir(out.path())
-        .compile_with_config(config, &[root.join("proto/echo.proto")], &[root.join("proto")])
+        .compile_with_config(
+            config,
+            &[root.join("proto/echo.proto")],
+            &[root.join("proto")],
+        )
         .expect("generate echo code");
     let fresh = std::fs::read_to_string(out.path().join("echo.v1.rs")).expect("read generated");
     let committed_path = root.join(COMMITTED);

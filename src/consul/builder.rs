@@ -103,8 +103,9 @@ pub(crate) fn parse_address(address: &str) -> Result<Url> {
     } else {
         format!("http://{address}")
     };
-    let url = Url::parse(&with_scheme)
-        .map_err(|e| Error::config(format!("Consul address `{address}` is not a URL")).with_source(e))?;
+    let url = Url::parse(&with_scheme).map_err(|e| {
+        Error::config(format!("Consul address `{address}` is not a URL")).with_source(e)
+    })?;
     match url.scheme() {
         "http" | "https" => {}
         other => {
@@ -114,7 +115,9 @@ pub(crate) fn parse_address(address: &str) -> Result<Url> {
         }
     }
     if url.host_str().is_none_or(str::is_empty) {
-        return Err(Error::config(format!("Consul address `{address}` has no host")));
+        return Err(Error::config(format!(
+            "Consul address `{address}` has no host"
+        )));
     }
     Ok(url)
 }
@@ -135,8 +138,14 @@ mod tests {
 
     #[test]
     fn addresses_like_consul_http_addr() {
-        assert_eq!(parse_address("127.0.0.1:8500").unwrap().as_str(), "http://127.0.0.1:8500/");
-        assert_eq!(parse_address("https://c.example:8501").unwrap().scheme(), "https");
+        assert_eq!(
+            parse_address("127.0.0.1:8500").unwrap().as_str(),
+            "http://127.0.0.1:8500/"
+        );
+        assert_eq!(
+            parse_address("https://c.example:8501").unwrap().scheme(),
+            "https"
+        );
         assert!(parse_address("ftp://x:1").unwrap_err().is_config());
         assert!(parse_address("").unwrap_err().is_config());
         assert!(parse_address("http://").unwrap_err().is_config());

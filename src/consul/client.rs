@@ -146,7 +146,10 @@ impl Client {
         let body = response.bytes().await.map_err(|e| send_error(&what, e))?;
         if !status.is_success() {
             let reason = String::from_utf8_lossy(&body).trim().to_owned();
-            return Err(Error::http_status(status.as_u16(), format!("{what}: {reason}")));
+            return Err(Error::http_status(
+                status.as_u16(),
+                format!("{what}: {reason}"),
+            ));
         }
         Ok(ApiResponse {
             status,

@@ -137,12 +137,13 @@ impl TestEchoServer {
     }
 
     /// Starts a server for instance `id` on `addr`.
-    pub async fn start_on(addr: SocketAddr, id: impl Into<String>) -> std::io::Result<TestEchoServer> {
+    pub async fn start_on(
+        addr: SocketAddr,
+        id: impl Into<String>,
+    ) -> std::io::Result<TestEchoServer> {
         let service = EchoService::new(id);
         let (health, health_service) = tonic_health::server::health_reporter();
-        health
-            .set_serving::<EchoGrpcServer<EchoService>>()
-            .await;
+        health.set_serving::<EchoGrpcServer<EchoService>>().await;
         let listener = std::net::TcpListener::bind(addr)?;
         listener.set_nonblocking(true)?;
         let addr = listener.local_addr()?;
@@ -177,9 +178,7 @@ impl TestEchoServer {
         } else {
             ServingStatus::NotServing
         };
-        self.health
-            .set_service_status("echo.v1.Echo", status)
-            .await;
+        self.health.set_service_status("echo.v1.Echo", status).await;
         self.health.set_service_status("", status).await;
     }
 
@@ -215,7 +214,9 @@ impl Drop for TestEchoServer {
 fn serve(
     listener: std::net::TcpListener,
     service: EchoService,
-    health: tonic_health::pb::health_server::HealthServer<impl tonic_health::pb::health_server::Health>,
+    health: tonic_health::pb::health_server::HealthServer<
+        impl tonic_health::pb::health_server::Health,
+    >,
     stop: oneshot::Receiver<Stop>,
 ) {
     let runtime = tokio::runtime::Builder::new_current_thread()
