@@ -51,8 +51,8 @@ impl Client {
     /// A configuration error (checked before anything is sent), or the agent's refusal
     /// of the registration or of the first check update.
     pub async fn register(&self, registration: Registration) -> Result<RegistrationHandle> {
-        let resolved = registration.resolve(&self.inner.base).await?;
-        RegistrationHandle::start(Arc::new(self.clone()), resolved, registration.health).await
+        let (resolved, health) = registration.resolve(&self.inner.base).await?;
+        RegistrationHandle::start(Arc::new(self.clone()), resolved, health).await
     }
 }
 

@@ -8,6 +8,7 @@ use bytes::Bytes;
 use reqwest::Url;
 use serde_json::{Map, Value, json};
 
+use super::health::HealthSource;
 use super::register::{ExtraCheck, Registration};
 use crate::error::{Error, Result};
 use crate::validate;
@@ -28,14 +29,15 @@ pub(crate) struct Resolved {
 impl Registration {
     /// Validates, picks the advertised address (looking at the route towards `agent`
     /// for a wildcard bind) and builds the payload.
-    pub(crate) async fn resolve(&self, agent: &Url) -> Result<Resolved> {
-        self.validate()?;
-        let ip = match self.advertise {
+    pub(crate) async fn resolve(self, agent: &Url) -> Result<(Resolved, HealthSource)> {
+        let reg = self.validate()?;
+        let ip = match reg.advertise {
             Some(ip) => ip,
-            None if !self.bind.ip().is_unspecified() => self.bind.ip(),
+            None if !reg.bind.ip().is_unspecified() => reg.bind.ip(),
             None => outbound_ip(agent).await?,
         };
-        Ok(self.resolve_with(SocketAddr::new(ip, self.bind.port())))
+        let resolved = reg.resolve_with(SocketAddr::new(ip, reg.bind.port()));
+        Ok((resolved, reg.health))
     }
 
     /// The payload for an instance advertised at `address`.

@@ -149,11 +149,11 @@ fn go_durations() {
 async fn wildcard_bind_advertises_the_route_towards_the_agent() {
     let reg = Registration::new("echo", "0.0.0.0:7001".parse().unwrap()).id("e1");
     let agent = Url::parse("http://127.0.0.1:8500").unwrap();
-    let resolved = reg.resolve(&agent).await.unwrap();
+    let (resolved, _) = reg.resolve(&agent).await.unwrap();
     assert_eq!(resolved.address, "127.0.0.1:7001".parse().unwrap());
 
     let reg = Registration::new("echo", "[::]:7001".parse().unwrap())
         .advertise("10.1.2.3".parse().unwrap());
-    let resolved = reg.resolve(&agent).await.unwrap();
+    let (resolved, _) = reg.resolve(&agent).await.unwrap();
     assert_eq!(resolved.address, "10.1.2.3:7001".parse().unwrap());
 }

@@ -214,15 +214,16 @@ impl Registration {
         self
     }
 
-    /// Checks everything that can be checked without the network.
+    /// Checks everything that can be checked without the network, and hands the
+    /// registration back when it is valid.
     ///
     /// # Errors
     ///
     /// The first configuration error a setter met, or a heartbeat interval that is not
     /// shorter than the TTL.
-    pub fn validate(&self) -> Result<()> {
-        if let Some(e) = &self.error {
-            return Err(Error::config(e.to_string()));
+    pub fn validate(mut self) -> Result<Self> {
+        if let Some(e) = self.error.take() {
+            return Err(e);
         }
         let interval = self.heartbeat_every();
         if interval.is_zero() || interval >= self.ttl {
@@ -231,7 +232,7 @@ impl Registration {
                 self.ttl
             )));
         }
-        Ok(())
+        Ok(self)
     }
 
     /// The heartbeat interval in effect.
