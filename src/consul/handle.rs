@@ -67,7 +67,11 @@ impl RegistrationHandle {
         let reg = Arc::new(reg);
         agent.register(reg.body.clone()).await?;
         let heartbeat = Heartbeat::new(agent.clone(), reg.clone(), health);
-        heartbeat.beat().await?;
+        if let Err(e) = heartbeat.beat().await {
+            // Leave nothing behind that no handle owns.
+            let _ = agent.deregister(&reg.service_id).await;
+            return Err(e);
+        }
         let (stop, stopped) = oneshot::channel();
         let span = tracing::info_span!("heartbeat", service_id = %reg.service_id);
         let task = tokio::spawn(
@@ -202,6 +206,16 @@ impl Drop for RegistrationHandle {
         });
     }
 }
+
+const _: () = {
+    fn assert_send_sync<T: Send + Sync>() {}
+    fn assert_all() {
+        assert_send_sync::<RegistrationHandle>();
+        assert_send_sync::<Registration>();
+        assert_send_sync::<HealthSource>();
+    }
+    let _ = assert_all;
+};
 
 impl fmt::Debug for RegistrationHandle {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -49,3 +49,38 @@ pub(crate) async fn follow(reporter: &HealthReporter, service: &str) -> Result<H
 fn is_serving(response: &HealthCheckResponse) -> bool {
     response.status == ServingStatus::Serving as i32
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use tonic_health::ServingStatus as Status;
+    use tonic_health::server::HealthReporter;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn follows_the_reporter() {
+        let reporter = HealthReporter::new();
+        reporter.set_service_status("echo", Status::Serving).await;
+        let mut source = follow(&reporter, "echo").await.unwrap();
+        assert!(source.healthy());
+
+        reporter
+            .set_service_status("echo", Status::NotServing)
+            .await;
+        let changed = tokio::time::timeout(Duration::from_secs(5), source.changed()).await;
+        assert!(changed.is_ok(), "no change seen");
+        assert!(!source.healthy());
+
+        reporter.set_service_status("echo", Status::Serving).await;
+        let changed = tokio::time::timeout(Duration::from_secs(5), source.changed()).await;
+        assert!(changed.is_ok() && source.healthy());
+    }
+
+    #[tokio::test]
+    async fn unknown_service_is_a_config_error() {
+        let e = follow(&HealthReporter::new(), "nope").await.unwrap_err();
+        assert!(e.is_config(), "{e}");
+    }
+}
