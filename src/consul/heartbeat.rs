@@ -3,9 +3,10 @@
 //!
 //! Every `interval` (TTL/3 by default) it sends `PUT /v1/agent/check/update/:id`. It
 //! never gives up:
-//! - a network error or timeout is retried with jittered backoff whose delays stay under
-//!   half an interval, and each attempt is cut off after one interval, so several
-//!   attempts land before the TTL runs out;
+//! - a network error or timeout is retried with jittered backoff, and each attempt is
+//!   cut off, with bounds taken from the slack between the interval and the TTL (for
+//!   the default TTL/3: attempts cut off after one interval, retries at most half an
+//!   interval apart), so several attempts land before the TTL runs out;
 //! - a 404 (unknown check) or 500 (no TTL for that check, older agents' answer for an
 //!   unknown check) means the agent forgot the service, typically after a restart: the
 //!   service is registered again and the update is sent right after;
@@ -27,23 +28,30 @@ pub(crate) struct Heartbeat {
     pub(crate) reg: Arc<Resolved>,
     pub(crate) health: HealthSource,
     pub(crate) backoff: BackoffState,
+    /// How long one agent call may take.
+    pub(crate) call_timeout: Duration,
 }
 
-/// Retry delays after a failed heartbeat: from a twentieth to a half of the interval.
-pub(crate) fn retry_backoff(interval: Duration) -> Backoff {
-    Backoff::new(interval / 20, interval / 2)
+/// The bounds that keep retries inside the TTL: an attempt due one interval after the
+/// last success is cut off within half the slack (`ttl - interval`), and retries follow
+/// at most a quarter of the slack (and half an interval) apart.
+pub(crate) fn retry_bounds(interval: Duration, ttl: Duration) -> (Backoff, Duration) {
+    let slack = ttl.saturating_sub(interval);
+    let max = (interval / 2).min(slack / 4);
+    (Backoff::new(max / 10, max), interval.min(slack / 2))
 }
 
 // === impl Heartbeat ===
 
 impl Heartbeat {
     pub(crate) fn new(agent: Arc<dyn Agent>, reg: Arc<Resolved>, health: HealthSource) -> Self {
-        let backoff = BackoffState::new(retry_backoff(reg.interval));
+        let (backoff, call_timeout) = retry_bounds(reg.interval, reg.ttl);
         Heartbeat {
             agent,
             reg,
             health,
-            backoff,
+            backoff: BackoffState::new(backoff),
+            call_timeout,
         }
     }
 
@@ -107,12 +115,12 @@ impl Heartbeat {
         self.bounded(update).await
     }
 
-    /// Cuts an agent call off after one interval, so a hung call cannot use up the TTL.
+    /// Cuts an agent call off, so a hung call cannot use up the TTL.
     async fn bounded(&self, call: impl Future<Output = Result<()>>) -> Result<()> {
-        timeout(self.reg.interval, call).await.unwrap_or_else(|_| {
+        timeout(self.call_timeout, call).await.unwrap_or_else(|_| {
             Err(Error::timeout(format!(
                 "heartbeat for {}: no answer within {:?}",
-                self.reg.service_id, self.reg.interval
+                self.reg.service_id, self.call_timeout
             )))
         })
     }

@@ -92,15 +92,26 @@ impl Agent for MockAgent {
 
 /// TTL 3 s, so the heartbeat interval is 1 s.
 fn resolved() -> Arc<Resolved> {
-    let reg = Registration::new("echo", "127.0.0.1:7001".parse().unwrap())
-        .id("echo-1")
-        .ttl(3 * SEC);
+    resolved_with(Registration::new("echo", "127.0.0.1:7001".parse().unwrap()))
+}
+
+fn resolved_with(reg: Registration) -> Arc<Resolved> {
+    let reg = reg.id("echo-1").ttl(3 * SEC).validate().unwrap();
     Arc::new(reg.resolve_with("127.0.0.1:7001".parse().unwrap()))
 }
 
 /// Runs the heartbeat for `span` of (paused) time.
 async fn run_for(agent: &Arc<MockAgent>, health: HealthSource, span: Duration) {
-    let hb = Heartbeat::new(agent.clone(), resolved(), health);
+    run_reg_for(agent, resolved(), health, span).await;
+}
+
+async fn run_reg_for(
+    agent: &Arc<MockAgent>,
+    reg: Arc<Resolved>,
+    health: HealthSource,
+    span: Duration,
+) {
+    let hb = Heartbeat::new(agent.clone(), reg, health);
     tokio::select! {
         () = hb.run() => unreachable!("the heartbeat never ends by itself"),
         () = sleep(span) => {}
@@ -153,6 +164,23 @@ async fn a_hung_call_is_cut_off_and_retried_inside_the_ttl() {
         times[1] > 2 * SEC && times[1] <= 2 * SEC + SEC / 2,
         "{times:?}"
     );
+}
+
+#[tokio::test(start_paused = true)]
+async fn retries_fit_the_ttl_when_the_interval_is_half_of_it() {
+    // TTL 3 s, interval 1.5 s: a hung call is cut off after 0.75 s and retried within
+    // 0.375 s, before the TTL (3 s after the last success) runs out.
+    let agent = MockAgent::new([Reply::Hang, Reply::Transport, Reply::Transport]);
+    let reg = Registration::new("echo", "127.0.0.1:7001".parse().unwrap());
+    let reg = resolved_with(reg.heartbeat_interval(SEC + SEC / 2));
+    run_reg_for(&agent, reg, HealthSource::always_passing(), 3 * SEC).await;
+    let times = agent.times_of(PASSING);
+    assert_eq!(times[0], SEC + SEC / 2);
+    assert!(times.len() >= 4, "{times:?}");
+    assert!(times[3] < 3 * SEC, "{times:?}");
+    let (backoff, call_timeout) = retry_bounds(SEC + SEC / 2, 3 * SEC);
+    assert_eq!(call_timeout, 3 * SEC / 4);
+    assert_eq!(backoff.max(), 3 * SEC / 8);
 }
 
 #[tokio::test(start_paused = true)]

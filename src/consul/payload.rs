@@ -20,6 +20,7 @@ pub(crate) struct Resolved {
     pub(crate) service_id: String,
     pub(crate) check_id: String,
     pub(crate) address: SocketAddr,
+    pub(crate) ttl: Duration,
     pub(crate) interval: Duration,
     pub(crate) body: Bytes,
 }
@@ -50,6 +51,7 @@ impl Registration {
             service_id,
             check_id,
             address,
+            ttl: self.ttl,
             interval: self.heartbeat_every(),
             body: Bytes::from(body.to_string()),
         }

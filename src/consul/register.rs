@@ -161,9 +161,9 @@ impl Registration {
         self
     }
 
-    /// How often the heartbeat reports. Must be shorter than the TTL. Default: TTL / 3,
-    /// so that a late or failed heartbeat still has two more chances before the TTL runs
-    /// out.
+    /// How often the heartbeat reports. At most half the TTL, so that a failed
+    /// heartbeat can still be retried before the TTL runs out (a heartbeat every 9 s for
+    /// a 10 s TTL turns the check critical on the first slow answer). Default: TTL / 3.
     pub fn heartbeat_interval(mut self, interval: Duration) -> Self {
         self.heartbeat = Some(interval);
         self
@@ -219,16 +219,17 @@ impl Registration {
     ///
     /// # Errors
     ///
-    /// The first configuration error a setter met, or a heartbeat interval that is not
-    /// shorter than the TTL.
+    /// The first configuration error a setter met, or a heartbeat interval that is zero
+    /// or above half the TTL.
     pub fn validate(mut self) -> Result<Self> {
         if let Some(e) = self.error.take() {
             return Err(e);
         }
         let interval = self.heartbeat_every();
-        if interval.is_zero() || interval >= self.ttl {
+        if interval.is_zero() || interval > self.ttl / 2 {
             return Err(Error::config(format!(
-                "heartbeat interval {interval:?} must be above zero and below the TTL {:?}",
+                "heartbeat interval {interval:?} must be above zero and at most half the TTL \
+                 {:?}, to leave room for retries",
                 self.ttl
             )));
         }
