@@ -7,6 +7,7 @@
 mod consul_dev;
 mod echo;
 
+pub use consul_dev::{ConsulDev, ConsulDevBuilder, Fault, FaultId, FaultRule, Faults};
 pub use echo::{EchoService, TestEchoServer};
 
 pub mod pb {

@@ -1,0 +1,241 @@
+//! Catalog endpoints: services, service/:s, nodes, node/:n, register, deregister.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde_json::{Map, Value, json};
+
+use super::decode::{DecodeResult, Fields, body_json, fields};
+use super::filter;
+use super::health::node_meta_ok;
+use super::http::{HResult, Reply, Req, bad_request, decode_failed};
+use super::model::{Check, CheckKind, CheckStatus, Node, Service};
+use super::query::{self, answer};
+use super::schema::{HEALTH_CHECK_FIELDS, NODE_SERVICE_FIELDS, REGISTER_FIELDS};
+use super::shared::Shared;
+
+const FILTER_ERR: &str = "Failed to create boolean expression evaluator";
+
+pub(super) async fn services(shared: &Shared, req: &Req) -> HResult {
+    let opts = query::parse(shared, req)?;
+    let meta = query::node_meta(req);
+    let (index, out) = query::block(shared, &opts, |s| {
+        let mut map: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        for svc in s
+            .services
+            .values()
+            .filter(|v| node_meta_ok(s, &v.node, &meta))
+        {
+            map.entry(svc.name.clone())
+                .or_default()
+                .extend(svc.tags.iter().cloned());
+        }
+        (s.index, json!(map))
+    })
+    .await;
+    answer(index, &opts, &out)
+}
+
+pub(super) async fn service(shared: &Shared, req: &Req, name: &str) -> HResult {
+    if name.is_empty() {
+        return Err(bad_request("Missing service name"));
+    }
+    let opts = query::parse(shared, req)?;
+    let tags: Vec<String> = req.params("tag").map(str::to_lowercase).collect();
+    let meta = query::node_meta(req);
+    let (index, list) = query::block(shared, &opts, |s| {
+        let list: Vec<Value> = s
+            .instances(name)
+            .filter(|v| {
+                tags.iter()
+                    .all(|t| v.tags.iter().any(|h| h.to_lowercase() == *t))
+            })
+            .filter(|v| node_meta_ok(s, &v.node, &meta))
+            .filter_map(|v| Some(v.to_catalog_json(s.nodes.get(&v.node)?)))
+            .collect();
+        (s.index_for_service(name), list)
+    })
+    .await;
+    let list = filter::apply(req.param("filter"), list, FILTER_ERR).map_err(bad_request)?;
+    answer(index, &opts, &Value::Array(list))
+}
+
+pub(super) async fn nodes(shared: &Shared, req: &Req) -> HResult {
+    let opts = query::parse(shared, req)?;
+    let meta = query::node_meta(req);
+    let (index, list) = query::block(shared, &opts, |s| {
+        let list: Vec<Value> = s
+            .nodes
+            .values()
+            .filter(|n| node_meta_ok(s, &n.name, &meta))
+            .map(Node::to_json)
+            .collect();
+        (s.index, list)
+    })
+    .await;
+    let list = filter::apply(req.param("filter"), list, FILTER_ERR).map_err(bad_request)?;
+    answer(index, &opts, &Value::Array(list))
+}
+
+pub(super) async fn node(shared: &Shared, req: &Req, name: &str) -> HResult {
+    if name.is_empty() {
+        return Err(bad_request("Missing node name"));
+    }
+    let opts = query::parse(shared, req)?;
+    let (index, out) = query::block(shared, &opts, |s| {
+        let Some(node) = s.nodes.get(name) else {
+            return (s.index, Value::Null);
+        };
+        let services: Map<String, Value> = s
+            .services
+            .values()
+            .filter(|v| v.node == name)
+            .map(|v| (v.id.clone(), v.to_json()))
+            .collect();
+        (
+            s.index,
+            json!({ "Node": node.to_json(), "Services": services }),
+        )
+    })
+    .await;
+    answer(index, &opts, &out)
+}
+
+fn decode_node_service(v: &Value, node: &str) -> DecodeResult<Service> {
+    let f = fields(v, "NodeService", NODE_SERVICE_FIELDS)?;
+    let weights = match f.raw("Weights") {
+        None => (1, 1),
+        Some(w) => {
+            let w = fields(w, "Weights", &["Passing", "Warning"])?;
+            (w.int("Passing")?, w.int("Warning")?)
+        }
+    };
+    let name = f.string("Service")?;
+    let id = Some(f.string("ID")?)
+        .filter(|i| !i.is_empty())
+        .unwrap_or_else(|| name.clone());
+    Ok(Service {
+        node: node.to_owned(),
+        kind: f.string("Kind")?,
+        id,
+        name,
+        tags: f.strings("Tags")?,
+        address: f.string("Address")?,
+        tagged_addresses: f
+            .raw("TaggedAddresses")
+            .and_then(|t| t.as_object().cloned())
+            .unwrap_or_default(),
+        meta: f.string_map("Meta")?,
+        port: f.int("Port")?.max(0) as u64,
+        weights,
+        enable_tag_override: f.boolean("EnableTagOverride")?,
+        proxy: f.raw("Proxy").cloned(),
+        connect: f.raw("Connect").cloned(),
+        ..Service::default()
+    })
+}
+
+fn decode_health_check(v: &Value, node: &str) -> DecodeResult<Check> {
+    let f = fields(v, "HealthCheck", HEALTH_CHECK_FIELDS)?;
+    let status = f.string("Status")?;
+    Ok(Check {
+        node: node.to_owned(),
+        id: f.string("CheckID")?,
+        name: f.string("Name")?,
+        status: CheckStatus::parse(&status).unwrap_or(CheckStatus::Critical),
+        notes: f.string("Notes")?,
+        output: f.string("Output")?,
+        service_id: f.string("ServiceID")?,
+        kind: CheckKind::Manual,
+        ..Check::default()
+    })
+}
+
+fn register_node(f: &Fields, dc: &str) -> DecodeResult<Node> {
+    Ok(Node {
+        id: f.string("ID")?,
+        name: f.string("Node")?,
+        address: f.string("Address")?,
+        datacenter: dc.to_owned(),
+        tagged_addresses: f.string_map("TaggedAddresses")?,
+        meta: f.string_map("NodeMeta")?,
+        ..Node::default()
+    })
+}
+
+pub(super) fn register(shared: &Shared, req: &Req) -> HResult {
+    query::check_dc(shared, req)?;
+    let body = body_json(&req.body).map_err(decode_failed)?;
+    let f = fields(&body, "RegisterRequest", REGISTER_FIELDS).map_err(decode_failed)?;
+    let node = register_node(&f, &shared.cfg.datacenter).map_err(decode_failed)?;
+    if node.name.is_empty() {
+        return Err(bad_request("Missing node name"));
+    }
+    if node.address.is_empty() && !f.boolean("SkipNodeUpdate").unwrap_or(false) {
+        return Err(bad_request("Missing node address"));
+    }
+    let svc = match f.raw("Service") {
+        Some(v) => Some(decode_node_service(v, &node.name).map_err(decode_failed)?),
+        None => None,
+    };
+    if svc.as_ref().is_some_and(|s| s.name.is_empty()) {
+        return Err(bad_request("Must provide service name with ID"));
+    }
+    let mut checks = Vec::new();
+    let raw_checks = f.raw("Check").into_iter().chain(
+        f.raw("Checks")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten(),
+    );
+    for c in raw_checks {
+        let mut check = decode_health_check(c, &node.name).map_err(decode_failed)?;
+        if check.id.is_empty() {
+            check.id = check.name.clone();
+        }
+        checks.push(check);
+    }
+    shared.write(|s| {
+        let skip = f.boolean("SkipNodeUpdate").unwrap_or(false) && s.nodes.contains_key(&node.name);
+        if !skip {
+            s.upsert_node(node);
+        }
+        if let Some(svc) = svc {
+            s.upsert_service(svc);
+        }
+        for mut c in checks {
+            if let Some(svc) = s.services.get(&(c.node.clone(), c.service_id.clone())) {
+                c.service_name = svc.name.clone();
+            }
+            s.upsert_check(c, false);
+        }
+    });
+    Ok(Reply::json(&json!(true)))
+}
+
+pub(super) fn deregister(shared: &Shared, req: &Req) -> HResult {
+    query::check_dc(shared, req)?;
+    let body = body_json(&req.body).map_err(decode_failed)?;
+    let names = [
+        "Node",
+        "Datacenter",
+        "ServiceID",
+        "CheckID",
+        "Token",
+        "Namespace",
+        "Partition",
+        "PeerName",
+    ];
+    let f = fields(&body, "DeregisterRequest", &names).map_err(decode_failed)?;
+    let node = f.string("Node").map_err(decode_failed)?;
+    if node.is_empty() {
+        return Err(bad_request("Missing node name"));
+    }
+    let sid = f.string("ServiceID").map_err(decode_failed)?;
+    let cid = f.string("CheckID").map_err(decode_failed)?;
+    shared.write(|s| match (sid.is_empty(), cid.is_empty()) {
+        (true, true) => drop(s.remove_node(&node)),
+        (false, _) => drop(s.remove_service(&node, &sid)),
+        (true, false) => drop(s.remove_check(&node, &cid)),
+    });
+    Ok(Reply::json(&json!(true)))
+}

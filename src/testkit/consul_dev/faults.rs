@@ -1,0 +1,202 @@
+//! Fault injection: rules that make the registry misbehave as a real Consul
+//! sometimes does, for all paths or a path prefix, forever or for the next N requests.
+
+use std::fmt;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use super::shared::Shared;
+
+/// One way to misbehave.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Fault {
+    /// Answer `500` with the body `No cluster leader`, as Consul without quorum does.
+    NoLeader,
+    /// Answer the raw `429 Too Many Requests` Consul sends when a client IP holds
+    /// too many connections, then close the connection. Without a path prefix it
+    /// is sent on new connections before any request is read, as Consul does.
+    TooManyConnections,
+    /// Hold each response back for the given time before answering.
+    Delay(Duration),
+    /// Send the JSON body cut in half (still `Content-Type: application/json`).
+    MalformedJson,
+    /// Send the body with `Content-Type: text/html`.
+    WrongContentType,
+    /// Send the headers and half the body, then drop the connection.
+    DropConnection,
+}
+
+/// A fault and where it applies. Built with [`FaultRule::new`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[must_use]
+pub struct FaultRule {
+    fault: Fault,
+    path_prefix: Option<String>,
+    times: Option<u64>,
+}
+
+/// Identifies an injected rule, to switch it off with [`Faults::remove`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct FaultId(u64);
+
+/// The fault-injection handle of a running registry, from
+/// [`ConsulDev::faults`](super::ConsulDev::faults).
+#[derive(Clone)]
+pub struct Faults {
+    pub(super) shared: Arc<Shared>,
+}
+
+/// The active rules.
+#[derive(Debug, Default)]
+pub(super) struct FaultSet {
+    rules: Mutex<Vec<(u64, FaultRule)>>,
+    next_id: Mutex<u64>,
+}
+
+// === impl FaultRule ===
+
+impl FaultRule {
+    /// A rule applying `fault` to every request until removed.
+    pub fn new(fault: Fault) -> Self {
+        FaultRule {
+            fault,
+            path_prefix: None,
+            times: None,
+        }
+    }
+
+    /// Applies the fault only to request paths starting with `prefix`
+    /// (e.g. `/v1/health/`). Default: every path.
+    pub fn path_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.path_prefix = Some(prefix.into());
+        self
+    }
+
+    /// Applies the fault to the next `n` matching requests only, then drops the rule.
+    /// Default: until removed.
+    pub fn times(mut self, n: u64) -> Self {
+        self.times = Some(n);
+        self
+    }
+
+    fn matches(&self, path: Option<&str>) -> bool {
+        match (&self.path_prefix, path) {
+            (None, _) => true,
+            (Some(p), Some(path)) => path.starts_with(p.as_str()),
+            (Some(_), None) => false,
+        }
+    }
+}
+
+// === impl FaultId ===
+
+impl FaultId {
+    pub(super) fn get(self) -> u64 {
+        self.0
+    }
+}
+
+// === impl FaultSet ===
+
+impl FaultSet {
+    pub(super) fn add(&self, rule: FaultRule) -> FaultId {
+        let mut next = self.next_id.lock().unwrap_or_else(|p| p.into_inner());
+        *next += 1;
+        let id = *next;
+        self.lock().push((id, rule));
+        FaultId(id)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<(u64, FaultRule)>> {
+        self.rules.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(super) fn remove(&self, id: u64) -> bool {
+        let mut rules = self.lock();
+        let before = rules.len();
+        rules.retain(|(i, _)| *i != id);
+        rules.len() != before
+    }
+
+    pub(super) fn clear(&self) {
+        self.lock().clear();
+    }
+
+    /// Takes the faults applying to one request on `path` (`None`: a new
+    /// connection, before any request is read), using up counted rules.
+    pub(super) fn take(&self, path: Option<&str>, filter: impl Fn(&Fault) -> bool) -> Vec<Fault> {
+        let mut rules = self.lock();
+        let mut out = Vec::new();
+        for (_, rule) in rules.iter_mut() {
+            if rule.matches(path) && filter(&rule.fault) && rule.times != Some(0) {
+                out.push(rule.fault.clone());
+                if let Some(n) = rule.times.as_mut() {
+                    *n -= 1;
+                }
+            }
+        }
+        rules.retain(|(_, r)| r.times != Some(0));
+        out
+    }
+}
+
+// === impl Faults ===
+
+impl Faults {
+    /// Switches a fault rule on; returns its id.
+    pub fn add(&self, rule: FaultRule) -> FaultId {
+        self.shared.faults.add(rule)
+    }
+
+    /// Switches a rule off; returns whether it was still active.
+    pub fn remove(&self, id: FaultId) -> bool {
+        self.shared.faults.remove(id.0)
+    }
+
+    /// Switches every rule off.
+    pub fn clear(&self) {
+        self.shared.faults.clear();
+    }
+
+    /// Sets the raft index to `to` (e.g. 0 or a value below the current one), as after
+    /// a restart from an older snapshot. Pending blocking queries return at once
+    /// with the lower index.
+    pub fn reset_index(&self, to: u64) {
+        self.shared.write(|s| s.reset_index(to));
+    }
+
+    /// Wakes every blocking query with unchanged data: all indexes move forward
+    /// without any change in content, as after an idempotent write.
+    pub fn spurious_wakeup(&self) {
+        super::admin::spurious_wakeup(&self.shared);
+    }
+}
+
+impl fmt::Debug for Faults {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Faults").finish_non_exhaustive()
+    }
+}
+
+/// The bytes Consul writes on a connection over the per-client limit (go-connlimit).
+pub(super) const TOO_MANY_CONNECTIONS: &[u8] = b"HTTP/1.1 429 Too Many Requests\r\n\
+Content-Type: text/plain\r\nConnection: close\r\n\r\n\
+Your IP is issuing too many concurrent connections, please rate limit your calls\n";
+
+/// The body of the 429 answer.
+pub(super) const TOO_MANY_CONNECTIONS_BODY: &str =
+    "Your IP is issuing too many concurrent connections, please rate limit your calls\n";
+
+/// Parses a fault name as the admin endpoint takes it.
+pub(super) fn parse_fault(name: &str, delay: Option<Duration>) -> Option<Fault> {
+    Some(match name {
+        "no-leader" => Fault::NoLeader,
+        "too-many-connections" => Fault::TooManyConnections,
+        "delay" => Fault::Delay(delay?),
+        "malformed-json" => Fault::MalformedJson,
+        "wrong-content-type" => Fault::WrongContentType,
+        "drop-connection" => Fault::DropConnection,
+        _ => return None,
+    })
+}

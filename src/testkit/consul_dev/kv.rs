@@ -1,0 +1,242 @@
+//! The KV store: `GET` (with `recurse`, `keys`, `separator`, `raw`, blocking),
+//! `PUT` (with `flags`, `cas`) and `DELETE` (with `recurse`, `cas`).
+
+use http::StatusCode;
+use serde_json::{Value, json};
+
+use super::http::{HResult, Reply, Req, bad_request};
+use super::query::{self, answer};
+use super::shared::Shared;
+use super::store::Store;
+
+/// One KV entry.
+#[derive(Debug, Clone, Default)]
+pub(super) struct Entry {
+    pub(super) value: Vec<u8>,
+    pub(super) flags: u64,
+    pub(super) lock_index: u64,
+    pub(super) session: Option<String>,
+    pub(super) create_index: u64,
+    pub(super) modify_index: u64,
+}
+
+pub(super) async fn handle(shared: &Shared, req: &Req, key: &str) -> HResult {
+    match req.method {
+        http::Method::GET => get(shared, req, key).await,
+        http::Method::PUT => put(shared, req, key),
+        _ => delete(shared, req, key),
+    }
+}
+
+fn entry_json(key: &str, e: &Entry) -> Value {
+    let mut v = json!({
+        "LockIndex": e.lock_index,
+        "Key": key,
+        "Flags": e.flags,
+        "Value": if e.value.is_empty() { Value::Null } else { json!(base64(&e.value)) },
+        "CreateIndex": e.create_index,
+        "ModifyIndex": e.modify_index,
+    });
+    if let (Some(session), Value::Object(m)) = (&e.session, &mut v) {
+        m.insert("Session".into(), json!(session));
+    }
+    v
+}
+
+fn list_keys(store: &Store, prefix: &str, sep: Option<&str>) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for k in store.kv.keys().filter(|k| k.starts_with(prefix)) {
+        let rest = &k[prefix.len()..];
+        let key = match sep
+            .filter(|s| !s.is_empty())
+            .and_then(|s| rest.find(s).map(|i| i + s.len()))
+        {
+            Some(end) => format!("{prefix}{}", &rest[..end]),
+            None => k.clone(),
+        };
+        if out.last() != Some(&key) {
+            out.push(key);
+        }
+    }
+    out
+}
+
+async fn get(shared: &Shared, req: &Req, key: &str) -> HResult {
+    let opts = query::parse(shared, req)?;
+    let keys = req.has("keys");
+    let recurse = req.has("recurse");
+    let sep = req.param("separator");
+    let (index, found) = query::block(shared, &opts, |s| {
+        let found: Vec<Value> = if keys {
+            list_keys(s, key, sep)
+                .into_iter()
+                .map(Value::String)
+                .collect()
+        } else if recurse {
+            s.kv.iter()
+                .filter(|(k, _)| k.starts_with(key))
+                .map(|(k, e)| entry_json(k, e))
+                .collect()
+        } else {
+            s.kv.get(key)
+                .map(|e| entry_json(key, e))
+                .into_iter()
+                .collect()
+        };
+        (s.kv_index, found)
+    })
+    .await;
+    if found.is_empty() {
+        return Err(Reply::new(StatusCode::NOT_FOUND, "").meta(index, opts.consistency));
+    }
+    if req.has("raw") && !keys && !recurse {
+        let value = shared
+            .store()
+            .kv
+            .get(key)
+            .map(|e| e.value.clone())
+            .unwrap_or_default();
+        let mut r = Reply::new(StatusCode::OK, value).meta(index, opts.consistency);
+        r.content_type = Some("text/plain; charset=utf-8");
+        return Ok(r);
+    }
+    answer(index, &opts, &Value::Array(found))
+}
+
+fn uint_param(req: &Req, name: &str) -> Result<Option<u64>, Reply> {
+    match req.nonempty(name) {
+        None => Ok(None),
+        Some(v) => v
+            .parse()
+            .map(Some)
+            .map_err(|_| bad_request(format!("Invalid {name} index"))),
+    }
+}
+
+/// What a `PUT` does besides writing the value.
+enum Lock<'a> {
+    None,
+    Acquire(&'a str),
+    Release(&'a str),
+}
+
+fn put(shared: &Shared, req: &Req, key: &str) -> HResult {
+    query::check_dc(shared, req)?;
+    if key.is_empty() {
+        return Err(bad_request("Missing key name"));
+    }
+    let flags = match req.nonempty("flags") {
+        None => 0,
+        Some(v) => v.parse().map_err(|_| bad_request("Invalid flags"))?,
+    };
+    let cas = uint_param(req, "cas")?;
+    let lock = match (req.nonempty("acquire"), req.nonempty("release")) {
+        (Some(id), _) => Lock::Acquire(id),
+        (None, Some(id)) => Lock::Release(id),
+        (None, None) => Lock::None,
+    };
+    let ok = shared.write(|s| write_entry(s, key, req.body.to_vec(), flags, cas, &lock))?;
+    Ok(Reply::json(&json!(ok)))
+}
+
+/// One KV write with Consul's CAS and lock rules; `Ok(false)` when refused.
+fn write_entry(
+    s: &mut Store,
+    key: &str,
+    value: Vec<u8>,
+    flags: u64,
+    cas: Option<u64>,
+    lock: &Lock<'_>,
+) -> Result<bool, Reply> {
+    let old = s.kv.get(key).cloned();
+    if cas.is_some_and(|c| c != old.as_ref().map_or(0, |e| e.modify_index)) {
+        return Ok(false);
+    }
+    let held_by = old.as_ref().and_then(|e| e.session.clone());
+    let (session, lock_index) = match lock {
+        Lock::None => (held_by, old.as_ref().map_or(0, |e| e.lock_index)),
+        Lock::Acquire(id) => {
+            if !s.sessions.contains_key(*id) {
+                return Err(super::http::server_error(format!("invalid session {id:?}")));
+            }
+            match held_by.as_deref() {
+                Some(h) if h == *id => (held_by.clone(), old.as_ref().map_or(0, |e| e.lock_index)),
+                Some(_) => return Ok(false),
+                None => (
+                    Some((*id).to_owned()),
+                    old.as_ref().map_or(0, |e| e.lock_index) + 1,
+                ),
+            }
+        }
+        Lock::Release(id) => match held_by.as_deref() {
+            Some(h) if h == *id => (None, old.as_ref().map_or(0, |e| e.lock_index)),
+            _ => return Ok(false),
+        },
+    };
+    let idx = s.bump();
+    let create_index = old.as_ref().map_or(idx, |e| e.create_index);
+    let entry = Entry {
+        value,
+        flags,
+        lock_index,
+        session,
+        create_index,
+        modify_index: idx,
+    };
+    s.kv.insert(key.to_owned(), entry);
+    s.kv_index = idx;
+    Ok(true)
+}
+
+fn delete(shared: &Shared, req: &Req, key: &str) -> HResult {
+    query::check_dc(shared, req)?;
+    let cas = uint_param(req, "cas")?;
+    let recurse = req.has("recurse");
+    let ok = shared.write(|s| {
+        let current = s.kv.get(key).map_or(0, |e| e.modify_index);
+        if cas.is_some_and(|c| c != current) {
+            return false;
+        }
+        let idx = s.bump();
+        if recurse {
+            s.kv.retain(|k, _| !k.starts_with(key));
+        } else {
+            s.kv.remove(key);
+        }
+        s.kv_index = idx;
+        true
+    });
+    Ok(Reply::json(&json!(ok)))
+}
+
+/// Standard base64 with padding, as Go's `[]byte` JSON encoding.
+fn base64(data: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
+    for chunk in data.chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn encodes_base64() {
+        assert_eq!(super::base64(b"hello"), "aGVsbG8=");
+        assert_eq!(super::base64(b"hi"), "aGk=");
+        assert_eq!(super::base64(b"abc"), "YWJj");
+    }
+}

@@ -1,0 +1,237 @@
+//! Routing: Consul's path table with its methods (405 + `Allow` otherwise), the
+//! ACL gate, and dispatch to the endpoint modules.
+
+use std::sync::Arc;
+
+use http::{Method, StatusCode};
+
+use super::http::{HResult, Reply, Req};
+use super::shared::Shared;
+use super::{admin, agent, agent_health, catalog, checks_api, health, kv, session};
+
+/// A matched endpoint with the rest of its path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Ep {
+    AgentSelf,
+    AgentMembers,
+    AgentServices,
+    AgentService,
+    AgentRegister,
+    AgentDeregister,
+    AgentMaintenance,
+    AgentHealthId,
+    AgentHealthName,
+    NodeMaintenance,
+    AgentChecks,
+    CheckRegister,
+    CheckDeregister,
+    CheckPass,
+    CheckWarn,
+    CheckFail,
+    CheckUpdate,
+    HealthService,
+    HealthChecks,
+    HealthNode,
+    HealthState,
+    CatalogServices,
+    CatalogService,
+    CatalogNodes,
+    CatalogNode,
+    CatalogRegister,
+    CatalogDeregister,
+    CatalogDatacenters,
+    StatusLeader,
+    StatusPeers,
+    Kv,
+    SessionCreate,
+    SessionDestroy,
+    SessionInfo,
+    SessionNode,
+    SessionList,
+    SessionRenew,
+}
+
+const GET: &[Method] = &[Method::GET];
+const PUT: &[Method] = &[Method::PUT];
+
+/// (path, is prefix, methods, endpoint); exact paths before the prefixes they share.
+const ROUTES: &[(&str, bool, &[Method], Ep)] = &[
+    ("/v1/agent/self", false, GET, Ep::AgentSelf),
+    ("/v1/agent/members", false, GET, Ep::AgentMembers),
+    ("/v1/agent/services", false, GET, Ep::AgentServices),
+    ("/v1/agent/service/register", false, PUT, Ep::AgentRegister),
+    (
+        "/v1/agent/service/deregister/",
+        true,
+        PUT,
+        Ep::AgentDeregister,
+    ),
+    (
+        "/v1/agent/service/maintenance/",
+        true,
+        PUT,
+        Ep::AgentMaintenance,
+    ),
+    ("/v1/agent/service/", true, GET, Ep::AgentService),
+    ("/v1/agent/health/service/id/", true, GET, Ep::AgentHealthId),
+    (
+        "/v1/agent/health/service/name/",
+        true,
+        GET,
+        Ep::AgentHealthName,
+    ),
+    ("/v1/agent/maintenance", false, PUT, Ep::NodeMaintenance),
+    ("/v1/agent/checks", false, GET, Ep::AgentChecks),
+    ("/v1/agent/check/register", false, PUT, Ep::CheckRegister),
+    (
+        "/v1/agent/check/deregister/",
+        true,
+        PUT,
+        Ep::CheckDeregister,
+    ),
+    ("/v1/agent/check/pass/", true, PUT, Ep::CheckPass),
+    ("/v1/agent/check/warn/", true, PUT, Ep::CheckWarn),
+    ("/v1/agent/check/fail/", true, PUT, Ep::CheckFail),
+    ("/v1/agent/check/update/", true, PUT, Ep::CheckUpdate),
+    ("/v1/health/service/", true, GET, Ep::HealthService),
+    ("/v1/health/checks/", true, GET, Ep::HealthChecks),
+    ("/v1/health/node/", true, GET, Ep::HealthNode),
+    ("/v1/health/state/", true, GET, Ep::HealthState),
+    ("/v1/catalog/services", false, GET, Ep::CatalogServices),
+    ("/v1/catalog/service/", true, GET, Ep::CatalogService),
+    ("/v1/catalog/nodes", false, GET, Ep::CatalogNodes),
+    ("/v1/catalog/node/", true, GET, Ep::CatalogNode),
+    ("/v1/catalog/register", false, PUT, Ep::CatalogRegister),
+    ("/v1/catalog/deregister", false, PUT, Ep::CatalogDeregister),
+    (
+        "/v1/catalog/datacenters",
+        false,
+        GET,
+        Ep::CatalogDatacenters,
+    ),
+    ("/v1/status/leader", false, GET, Ep::StatusLeader),
+    ("/v1/status/peers", false, GET, Ep::StatusPeers),
+    ("/v1/session/create", false, PUT, Ep::SessionCreate),
+    ("/v1/session/destroy/", true, PUT, Ep::SessionDestroy),
+    ("/v1/session/info/", true, GET, Ep::SessionInfo),
+    ("/v1/session/node/", true, GET, Ep::SessionNode),
+    ("/v1/session/list", false, GET, Ep::SessionList),
+    ("/v1/session/renew/", true, PUT, Ep::SessionRenew),
+    (
+        "/v1/kv/",
+        true,
+        &[Method::GET, Method::PUT, Method::DELETE],
+        Ep::Kv,
+    ),
+];
+
+/// Routes one request to its handler and turns its result into a reply.
+pub(super) async fn route(shared: &Arc<Shared>, req: Req) -> Reply {
+    if req.path.starts_with(admin::PREFIX) {
+        return admin::handle(shared, &req).unwrap_or_else(|e| e);
+    }
+    let Some((prefix, methods, ep)) = lookup(&req.path) else {
+        return Reply::text(
+            StatusCode::NOT_FOUND,
+            "Invalid URL path: not a recognized HTTP API endpoint",
+        );
+    };
+    let allow = allow_header(methods);
+    if req.method == Method::OPTIONS {
+        return Reply::empty().header("Allow", allow);
+    }
+    if !methods.contains(&req.method) {
+        let msg = format!("method {} not allowed", req.method);
+        return Reply::text(StatusCode::METHOD_NOT_ALLOWED, msg).header("Allow", allow);
+    }
+    if let Err(denied) = acl(shared, &req, ep) {
+        return denied;
+    }
+    let rest = req.path[prefix.len()..].to_owned();
+    let reply = dispatch(shared, &req, ep, &rest)
+        .await
+        .unwrap_or_else(|e| e);
+    if req.has("pretty") {
+        reply.pretty()
+    } else {
+        reply
+    }
+}
+
+fn lookup(path: &str) -> Option<(&'static str, &'static [Method], Ep)> {
+    ROUTES.iter().find_map(|(p, prefix, methods, ep)| {
+        let hit = if *prefix {
+            path.starts_with(p)
+        } else {
+            path == *p
+        };
+        hit.then_some((*p, *methods, *ep))
+    })
+}
+
+fn allow_header(methods: &[Method]) -> String {
+    let mut out = String::from("OPTIONS");
+    for m in methods {
+        out.push(',');
+        out.push_str(m.as_str());
+    }
+    out
+}
+
+/// The required token, if any: a missing one is the anonymous token (denied), a
+/// wrong one is not found. Status endpoints need no ACL.
+fn acl(shared: &Shared, req: &Req, ep: Ep) -> Result<(), Reply> {
+    let Some(required) = &shared.cfg.acl_token else {
+        return Ok(());
+    };
+    if matches!(ep, Ep::StatusLeader | Ep::StatusPeers) {
+        return Ok(());
+    }
+    match req.token() {
+        Some(t) if t == *required => Ok(()),
+        Some(_) => Err(Reply::text(StatusCode::FORBIDDEN, "ACL not found")),
+        None => Err(Reply::text(StatusCode::FORBIDDEN, "Permission denied")),
+    }
+}
+
+async fn dispatch(shared: &Arc<Shared>, req: &Req, ep: Ep, rest: &str) -> HResult {
+    match ep {
+        Ep::AgentSelf => agent::agent_self(shared),
+        Ep::AgentMembers => agent::members(shared),
+        Ep::AgentServices => agent::services(shared, req),
+        Ep::AgentService => agent::service(shared, req, rest).await,
+        Ep::AgentRegister => agent::register(shared, req),
+        Ep::AgentDeregister => agent::deregister(shared, rest),
+        Ep::AgentMaintenance => agent::maintenance(shared, req, rest),
+        Ep::AgentHealthId => agent_health::by_id(shared, req, rest),
+        Ep::AgentHealthName => agent_health::by_name(shared, req, rest),
+        Ep::NodeMaintenance => agent::node_maintenance(shared, req),
+        Ep::AgentChecks => checks_api::list(shared, req),
+        Ep::CheckRegister => checks_api::register(shared, req),
+        Ep::CheckDeregister => checks_api::deregister(shared, rest),
+        Ep::CheckPass => checks_api::ttl(shared, req, rest, "passing"),
+        Ep::CheckWarn => checks_api::ttl(shared, req, rest, "warning"),
+        Ep::CheckFail => checks_api::ttl(shared, req, rest, "critical"),
+        Ep::CheckUpdate => checks_api::update(shared, req, rest),
+        Ep::HealthService => health::service(shared, req, rest).await,
+        Ep::HealthChecks => health::checks(shared, req, rest).await,
+        Ep::HealthNode => health::node(shared, req, rest).await,
+        Ep::HealthState => health::state(shared, req, rest).await,
+        Ep::CatalogServices => catalog::services(shared, req).await,
+        Ep::CatalogService => catalog::service(shared, req, rest).await,
+        Ep::CatalogNodes => catalog::nodes(shared, req).await,
+        Ep::CatalogNode => catalog::node(shared, req, rest).await,
+        Ep::CatalogRegister => catalog::register(shared, req),
+        Ep::CatalogDeregister => catalog::deregister(shared, req),
+        Ep::CatalogDatacenters => Ok(Reply::json(&serde_json::json!([shared.cfg.datacenter]))),
+        Ep::StatusLeader => Ok(Reply::json(&serde_json::json!("127.0.0.1:8300"))),
+        Ep::StatusPeers => Ok(Reply::json(&serde_json::json!(["127.0.0.1:8300"]))),
+        Ep::Kv => kv::handle(shared, req, rest).await,
+        Ep::SessionCreate => session::create(shared, req),
+        Ep::SessionDestroy => session::destroy(shared, req, rest),
+        Ep::SessionInfo => session::info(shared, req, rest).await,
+        Ep::SessionNode => session::node(shared, req, rest).await,
+        Ep::SessionList => session::list(shared, req).await,
+        Ep::SessionRenew => session::renew(shared, req, rest),
+    }
+}

@@ -1,0 +1,164 @@
+//! The accept loop and the per-request pipeline: count, faults, ACL, route,
+//! common headers, body faults.
+//!
+//! Connections are served from any `AsyncRead + AsyncWrite` stream, so a TLS
+//! acceptor can wrap the accepted TCP streams later.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{HeaderValue, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full, StreamBody, combinators::BoxBody};
+use hyper::body::{Frame, Incoming};
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpListener;
+use tokio::task::JoinSet;
+
+use super::faults::{Fault, TOO_MANY_CONNECTIONS, TOO_MANY_CONNECTIONS_BODY};
+use super::http::{Reply, Req, decode_path, parse_query};
+use super::router;
+use super::shared::Shared;
+use crate::BoxError;
+
+type Body = BoxBody<Bytes, BoxError>;
+
+/// Accepts connections until the task is aborted; dropping the task drops every
+/// connection (the `JoinSet` aborts them).
+pub(super) async fn serve(listener: TcpListener, shared: Arc<Shared>) {
+    let mut conns = JoinSet::new();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _peer)) => {
+                    let _ = stream.set_nodelay(true);
+                    conns.spawn(serve_conn(stream, shared.clone()));
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, "consul-dev accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                }
+            },
+            Some(_) = conns.join_next(), if !conns.is_empty() => {}
+        }
+    }
+}
+
+/// Serves one connection (plain TCP today; any stream works).
+pub(super) async fn serve_conn<S>(mut stream: S, shared: Arc<Shared>)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let limited = shared
+        .faults
+        .take(None, |f| *f == Fault::TooManyConnections);
+    if !limited.is_empty() {
+        // go-connlimit answers before reading the request, then closes.
+        let _ = stream.write_all(TOO_MANY_CONNECTIONS).await;
+        let _ = stream.shutdown().await;
+        return;
+    }
+    let svc = service_fn(move |req| {
+        let shared = shared.clone();
+        async move { Ok::<_, Infallible>(handle(shared, req).await) }
+    });
+    let conn = hyper::server::conn::http1::Builder::new()
+        .keep_alive(true)
+        .serve_connection(TokioIo::new(stream), svc);
+    if let Err(e) = conn.await {
+        tracing::trace!(error = %e, "consul-dev connection ended");
+    }
+}
+
+async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
+    let (parts, body) = req.into_parts();
+    let path = decode_path(parts.uri.path());
+    shared.count(&path);
+    let faults = shared.faults.take(Some(&path), |_| true);
+    for f in &faults {
+        if let Fault::Delay(d) = f {
+            tokio::time::sleep(*d).await;
+        }
+    }
+    if faults.contains(&Fault::TooManyConnections) {
+        let reply = Reply::text(StatusCode::TOO_MANY_REQUESTS, TOO_MANY_CONNECTIONS_BODY);
+        let mut resp = finish(&shared, reply, &[]);
+        resp.headers_mut()
+            .insert("connection", HeaderValue::from_static("close"));
+        return resp;
+    }
+    if faults.contains(&Fault::NoLeader) {
+        return finish(&shared, super::http::server_error("No cluster leader"), &[]);
+    }
+    let body = match body.collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(e) => return finish(&shared, super::http::bad_request(e.to_string()), &[]),
+    };
+    let req = Req {
+        method: parts.method,
+        path,
+        query: parse_query(parts.uri.query()),
+        headers: parts.headers,
+        body,
+    };
+    let reply = router::route(&shared, req).await;
+    finish(&shared, reply, &faults)
+}
+
+/// Builds the response: common headers, then the body faults.
+fn finish(shared: &Shared, mut reply: Reply, faults: &[Fault]) -> Response<Body> {
+    let policy = if shared.cfg.acl_token.is_some() {
+        "deny"
+    } else {
+        "allow"
+    };
+    reply
+        .headers
+        .push(("X-Consul-Default-ACL-Policy", policy.to_owned()));
+    let mut content_type = reply.content_type;
+    let mut body = reply.body;
+    if faults.contains(&Fault::WrongContentType) {
+        content_type = Some("text/html");
+    }
+    if faults.contains(&Fault::MalformedJson) {
+        body = body.slice(..body.len() / 2);
+    }
+    let mut builder = Response::builder().status(reply.status);
+    if let Some(ct) = content_type {
+        builder = builder.header("content-type", ct);
+    }
+    for (name, value) in &reply.headers {
+        builder = builder.header(*name, value.as_str());
+    }
+    let out = if faults.contains(&Fault::DropConnection) {
+        builder = builder.header("content-length", body.len().to_string());
+        builder.body(truncated_stream(body))
+    } else {
+        builder.body(Full::new(body).map_err(|never| match never {}).boxed())
+    };
+    out.unwrap_or_else(|e| {
+        let msg = Bytes::from(e.to_string());
+        let mut resp = Response::new(Full::new(msg).map_err(|never| match never {}).boxed());
+        *resp.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
+        resp
+    })
+}
+
+/// Half the body, then an error: hyper closes the connection mid-body. The pause
+/// between the two lets hyper flush the headers and the first half.
+fn truncated_stream(body: Bytes) -> Body {
+    let half = body.slice(..body.len() / 2);
+    let steps = futures_util::stream::unfold(Some(half), |state| async move {
+        match state {
+            Some(half) => Some((Ok(Frame::data(half)), None)),
+            None => {
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                let err: BoxError = "consul-dev: connection dropped by fault injection".into();
+                Some((Err(err), None))
+            }
+        }
+    });
+    BodyExt::boxed(StreamBody::new(steps))
+}

@@ -1,0 +1,265 @@
+//! The state store: nodes, services and checks of the catalog (the agent's own
+//! node included), the raft-like index, the per-service indexes and the
+//! "last extinction" index that Consul keeps for blocking queries.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde_json::Value;
+use tokio::time::Instant;
+
+use super::model::{Check, CheckStatus, Node, Service};
+
+/// Everything the registry knows. Always used behind the `Shared` mutex.
+#[derive(Debug, Default)]
+pub(super) struct Store {
+    /// The raft-like index: bumped on every write.
+    pub(super) index: u64,
+    /// Bumped when the index is reset, as a snapshot restore: ends blocking waits.
+    pub(super) epoch: u64,
+    pub(super) nodes: BTreeMap<String, Node>,
+    /// Keyed by (node, service ID).
+    pub(super) services: BTreeMap<(String, String), Service>,
+    /// Keyed by (node, check ID).
+    pub(super) checks: BTreeMap<(String, String), Check>,
+    /// Index of the last write touching each service name.
+    pub(super) service_index: BTreeMap<String, u64>,
+    /// Index of the last time a service name lost its last instance.
+    pub(super) extinction: u64,
+    /// KV entries keyed by key.
+    pub(super) kv: BTreeMap<String, super::kv::Entry>,
+    /// Index of the last KV write (deletes included).
+    pub(super) kv_index: u64,
+    /// Sessions keyed by ID.
+    pub(super) sessions: BTreeMap<String, super::session::Session>,
+    /// Index of the last session write.
+    pub(super) session_index: u64,
+}
+
+// === impl Store ===
+
+impl Store {
+    /// Starts a write: bumps and returns the new index.
+    pub(super) fn bump(&mut self) -> u64 {
+        self.index += 1;
+        self.index
+    }
+
+    /// Records a write touching `service` at the current index.
+    pub(super) fn touch_service(&mut self, service: &str) {
+        self.service_index.insert(service.to_owned(), self.index);
+        if !self.services.values().any(|s| s.name == service) {
+            self.extinction = self.index;
+        }
+    }
+
+    /// Records a write touching every service on `node` (node checks, node updates).
+    pub(super) fn touch_node(&mut self, node: &str) {
+        let names: BTreeSet<String> = self
+            .services
+            .values()
+            .filter(|s| s.node == node)
+            .map(|s| s.name.clone())
+            .collect();
+        for name in names {
+            self.service_index.insert(name, self.index);
+        }
+    }
+
+    /// The index a blocking query on `service` reports (Consul's `maxIndexForService`).
+    pub(super) fn index_for_service(&self, service: &str) -> u64 {
+        if !self.services.values().any(|s| s.name == service) {
+            return self.extinction.max(1);
+        }
+        self.service_index
+            .get(service)
+            .copied()
+            .unwrap_or(self.index)
+            .max(1)
+    }
+
+    /// Inserts or replaces a node; a changed node touches its services.
+    pub(super) fn upsert_node(&mut self, mut node: Node) {
+        let idx = self.bump();
+        node.modify_index = idx;
+        node.create_index = self.nodes.get(&node.name).map_or(idx, |n| n.create_index);
+        let name = node.name.clone();
+        self.nodes.insert(name.clone(), node);
+        self.touch_node(&name);
+    }
+
+    /// Inserts or replaces a service (keeping its create index).
+    pub(super) fn upsert_service(&mut self, mut svc: Service) {
+        let idx = self.bump();
+        let key = (svc.node.clone(), svc.id.clone());
+        let old_name = self.services.get(&key).map(|s| s.name.clone());
+        svc.create_index = self.services.get(&key).map_or(idx, |s| s.create_index);
+        svc.modify_index = idx;
+        let name = svc.name.clone();
+        self.services.insert(key, svc);
+        if let Some(old) = old_name.filter(|o| *o != name) {
+            self.touch_service(&old);
+        }
+        self.touch_service(&name);
+    }
+
+    /// Inserts or replaces a check. Keeps status and output of an existing check of
+    /// the same ID unless `keep_status` is false.
+    pub(super) fn upsert_check(&mut self, mut check: Check, keep_status: bool) {
+        let idx = self.bump();
+        let key = (check.node.clone(), check.id.clone());
+        if let Some(old) = self.checks.get(&key) {
+            check.create_index = old.create_index;
+            if keep_status {
+                check.status = old.status;
+                check.output = old.output.clone();
+                check.critical_since = old.critical_since;
+            }
+        } else {
+            check.create_index = idx;
+        }
+        check.modify_index = idx;
+        if check.status != CheckStatus::Critical {
+            check.critical_since = None;
+        } else if check.critical_since.is_none() {
+            check.critical_since = Some(Instant::now());
+        }
+        self.touch_check_target(&check.node, &check.service_id);
+        self.checks.insert(key, check);
+    }
+
+    fn touch_check_target(&mut self, node: &str, service_id: &str) {
+        if service_id.is_empty() {
+            self.touch_node(node);
+        } else if let Some(s) = self.services.get(&(node.to_owned(), service_id.to_owned())) {
+            let name = s.name.clone();
+            self.touch_service(&name);
+        }
+    }
+
+    /// Sets a check's status and output; a no-op write (same values) still bumps
+    /// nothing, as Consul skips unchanged check updates.
+    pub(super) fn set_check_status(
+        &mut self,
+        node: &str,
+        id: &str,
+        status: CheckStatus,
+        output: &str,
+    ) -> bool {
+        let key = (node.to_owned(), id.to_owned());
+        let Some(check) = self.checks.get(&key) else {
+            return false;
+        };
+        if check.status == status && check.output == output {
+            return true;
+        }
+        let idx = self.bump();
+        let Some(check) = self.checks.get_mut(&key) else {
+            return false;
+        };
+        if status == CheckStatus::Critical && check.status != CheckStatus::Critical {
+            check.critical_since = Some(Instant::now());
+        } else if status != CheckStatus::Critical {
+            check.critical_since = None;
+        }
+        check.status = status;
+        check.output = output.to_owned();
+        check.modify_index = idx;
+        let service_id = check.service_id.clone();
+        self.touch_check_target(node, &service_id);
+        true
+    }
+
+    /// Removes a check; returns whether it existed.
+    pub(super) fn remove_check(&mut self, node: &str, id: &str) -> Option<Check> {
+        let check = self.checks.remove(&(node.to_owned(), id.to_owned()))?;
+        self.bump();
+        self.touch_check_target(node, &check.service_id);
+        Some(check)
+    }
+
+    /// Removes a service and its checks; returns the removed checks' IDs.
+    pub(super) fn remove_service(&mut self, node: &str, id: &str) -> Option<Vec<String>> {
+        let svc = self.services.remove(&(node.to_owned(), id.to_owned()))?;
+        self.bump();
+        let ids: Vec<String> = self
+            .checks
+            .values()
+            .filter(|c| c.node == node && c.service_id == id)
+            .map(|c| c.id.clone())
+            .collect();
+        for cid in &ids {
+            self.checks.remove(&(node.to_owned(), cid.clone()));
+        }
+        self.touch_service(&svc.name);
+        Some(ids)
+    }
+
+    /// Removes a node with its services and checks.
+    pub(super) fn remove_node(&mut self, node: &str) -> bool {
+        if self.nodes.remove(node).is_none() {
+            return false;
+        }
+        let ids: Vec<String> = self
+            .services
+            .keys()
+            .filter(|(n, _)| n == node)
+            .map(|(_, id)| id.clone())
+            .collect();
+        for id in ids {
+            self.remove_service(node, &id);
+        }
+        self.checks.retain(|(n, _), _| n != node);
+        self.bump();
+        true
+    }
+
+    /// Instances of service `name` on every node, in (node, ID) order.
+    pub(super) fn instances<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a Service> {
+        self.services.values().filter(move |s| s.name == name)
+    }
+
+    /// The node's checks followed by the instance's own, as Consul's
+    /// `parseCheckServiceNodes` lists them.
+    pub(super) fn checks_for(&self, svc: &Service) -> Vec<&Check> {
+        let mut out: Vec<&Check> = self
+            .checks
+            .values()
+            .filter(|c| c.node == svc.node && c.service_id.is_empty())
+            .collect();
+        out.extend(
+            self.checks
+                .values()
+                .filter(|c| c.node == svc.node && c.service_id == svc.id),
+        );
+        out
+    }
+
+    /// Resets the index to `to` as after a restart with older data; ends blocking waits.
+    pub(super) fn reset_index(&mut self, to: u64) {
+        self.index = to;
+        self.epoch += 1;
+        self.extinction = self.extinction.min(to);
+        for v in self.service_index.values_mut() {
+            *v = (*v).min(to);
+        }
+        self.kv_index = self.kv_index.min(to);
+    }
+
+    /// Tags of a service, for `ServiceTags` on its checks.
+    pub(super) fn service_tags(&self, node: &str, service_id: &str) -> Vec<String> {
+        self.services
+            .get(&(node.to_owned(), service_id.to_owned()))
+            .map(|s| s.tags.clone())
+            .unwrap_or_default()
+    }
+
+    /// Renders a service's check list for responses.
+    pub(super) fn render_checks(&self, checks: &[&Check]) -> Value {
+        Value::Array(
+            checks
+                .iter()
+                .map(|c| c.to_json(&self.service_tags(&c.node, &c.service_id)))
+                .collect(),
+        )
+    }
+}

@@ -1,0 +1,226 @@
+//! Agent service and check endpoints of `ConsulDev`, over real HTTP.
+
+mod consul_dev_common;
+mod support;
+
+use std::time::Duration;
+
+use consul_dev_common::{Api, fixture};
+use reqwest::Method;
+use serde_json::json;
+use tonic_discovery::testkit::ConsulDev;
+
+#[tokio::test]
+async fn accepts_the_documented_register_payload() {
+    support::trace_init();
+    let dev = ConsulDev::start().await.unwrap();
+    let api = Api::new(&dev);
+    api.register(fixture("agent-service-register.json")).await;
+
+    let (services, _) = api.get_json("/v1/agent/services").await;
+    let redis = &services["redis1"];
+    assert_eq!(redis["Service"], "redis");
+    assert_eq!(redis["Tags"], json!(["primary", "v1"]));
+    assert_eq!(redis["Port"], 8000);
+    assert_eq!(redis["Weights"], json!({"Passing": 10, "Warning": 1}));
+    assert_eq!(redis["Meta"], json!({"redis_version": "4.0"}));
+    // The agent adds lan_ipv4/wan_ipv4 for IPv4 literal addresses.
+    assert_eq!(
+        redis["TaggedAddresses"]["lan_ipv4"],
+        json!({"Address": "127.0.0.1", "Port": 8000})
+    );
+
+    let (checks, _) = api.get_json("/v1/agent/checks").await;
+    let check = &checks["service:redis1"];
+    assert_eq!(check["Name"], "Service 'redis' check");
+    assert_eq!(check["Status"], "critical");
+    assert_eq!(check["ServiceTags"], json!(["primary", "v1"]));
+}
+
+#[tokio::test]
+async fn rejects_unknown_fields_and_accepts_snake_case() {
+    support::trace_init();
+    let dev = ConsulDev::start().await.unwrap();
+    let api = Api::new(&dev);
+    let (code, text) = api
+        .error(
+            Method::PUT,
+            "/v1/agent/service/register",
+            Some(json!({"Name": "a", "Bogus": 1})),
+        )
+        .await;
+    assert_eq!(
+        (code, text.as_str()),
+        (400, "Request decode failed: json: unknown field \"Bogus\"")
+    );
+
+    let body = json!({
+        "name": "web", "id": "web-1", "port": 80, "enable_tag_override": true,
+        "check": {"ttl": "10s", "deregister_critical_service_after": 90_000_000_000u64},
+    });
+    api.register(body).await;
+    let (svc, _) = api.get_json("/v1/agent/service/web-1").await;
+    assert_eq!(svc["EnableTagOverride"], true);
+    let (checks, _) = api.get_json("/v1/agent/checks").await;
+    assert_eq!(checks["service:web-1"]["Type"], "ttl");
+    assert_eq!(
+        checks["service:web-1"]["Definition"]["DeregisterCriticalServiceAfter"],
+        "1m30s"
+    );
+}
+
+#[tokio::test]
+async fn answers_consuls_400_texts() {
+    let dev = ConsulDev::start().await.unwrap();
+    let api = Api::new(&dev);
+    let cases = [
+        (json!({"ID": "x"}), "Missing service name"),
+        (
+            json!({"Name": "a", "Address": "0.0.0.0"}),
+            "Invalid service address",
+        ),
+        (
+            json!({"Name": "a", "Weights": {"Passing": 0, "Warning": 1}}),
+            "Invalid Weights: Passing must be greater than 0",
+        ),
+        (
+            json!({"Name": "a", "Check": {"TTL": "1s", "Interval": "1s"}}),
+            "Invalid check: Interval and TTL cannot both be specified",
+        ),
+        (
+            json!({"Name": "a", "Check": {"HTTP": "http://x"}}),
+            "Invalid check: Interval must be > 0 for Script, HTTP, H2PING, TCP, UDP or OSService checks",
+        ),
+        (
+            json!({"Name": "a", "Check": {"Notes": "n"}}),
+            "Invalid check: TTL must be > 0 for TTL checks",
+        ),
+        (
+            json!({"Name": "a", "Check": {"TTL": "1s", "Status": "ok"}}),
+            "Status for checks must 'passing', 'warning', 'critical'",
+        ),
+        (
+            json!({"Name": "a", "Port": "80"}),
+            "Request decode failed: json: cannot unmarshal string into Go struct field ServiceDefinition.Port of type int",
+        ),
+    ];
+    for (body, want) in cases {
+        let (code, text) = api
+            .error(
+                Method::PUT,
+                "/v1/agent/service/register",
+                Some(body.clone()),
+            )
+            .await;
+        assert_eq!((code, text.as_str()), (400, want), "body {body}");
+    }
+}
+
+#[tokio::test]
+async fn names_checks_by_position_and_keeps_status_on_reregister() {
+    let dev = ConsulDev::start().await.unwrap();
+    let api = Api::new(&dev);
+    let body =
+        json!({"Name": "svc", "Checks": [{"TTL": "30s"}, {"TTL": "30s", "Status": "passing"}]});
+    api.register(body.clone()).await;
+    api.put_ok("/v1/agent/check/pass/service:svc:1?note=ok", None)
+        .await;
+    let (checks, _) = api.get_json("/v1/agent/checks").await;
+    assert_eq!(checks["service:svc:1"]["Status"], "passing");
+    assert_eq!(checks["service:svc:1"]["Output"], "ok");
+    assert_eq!(checks["service:svc:2"]["Status"], "passing");
+
+    // Re-registering with one check keeps its status and leaves the other in place…
+    api.register(
+        json!({"Name": "svc", "Tags": ["b"], "Check": {"CheckID": "service:svc:1", "TTL": "30s"}}),
+    )
+    .await;
+    let (checks, _) = api.get_json("/v1/agent/checks").await;
+    assert_eq!(checks["service:svc:1"]["Status"], "passing");
+    assert!(checks.get("service:svc:2").is_some());
+    let (svc, _) = api.get_json("/v1/agent/service/svc").await;
+    assert_eq!(svc["Tags"], json!(["b"]));
+    // …unless replace-existing-checks is set.
+    api.put_ok(
+        "/v1/agent/service/register?replace-existing-checks",
+        Some(json!({"Name": "svc", "Check": {"CheckID": "service:svc:1", "TTL": "30s"}})),
+    )
+    .await;
+    let (checks, _) = api.get_json("/v1/agent/checks").await;
+    assert!(checks.get("service:svc:2").is_none());
+}
+
+#[tokio::test]
+async fn deregisters_and_reports_unknown_ids() {
+    let dev = ConsulDev::start().await.unwrap();
+    let api = Api::new(&dev);
+    api.register(json!({"Name": "svc", "Check": {"TTL": "30s"}}))
+        .await;
+    api.put_ok("/v1/agent/service/deregister/svc", None).await;
+    let (services, _) = api.get_json("/v1/agent/services").await;
+    assert_eq!(services, json!({}));
+    let (checks, _) = api.get_json("/v1/agent/checks").await;
+    assert_eq!(checks, json!({}));
+    let (code, text) = api
+        .error(Method::PUT, "/v1/agent/service/deregister/svc", None)
+        .await;
+    assert_eq!(code, 404);
+    assert_eq!(
+        text,
+        "Unknown service ID \"svc\". Ensure that the service ID is passed, not the service name."
+    );
+}
+
+#[tokio::test]
+async fn agent_service_blocks_on_its_content_hash() {
+    let dev = ConsulDev::start().await.unwrap();
+    let api = Api::new(&dev);
+    api.register(json!({"Name": "svc", "Port": 1})).await;
+    let resp = api.get("/v1/agent/service/svc").await;
+    let hash = resp.headers()["x-consul-contenthash"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let body: serde_json::Value = serde_json::from_slice(&resp.bytes().await.unwrap()).unwrap();
+    assert_eq!(body["ContentHash"], hash.as_str());
+
+    // Unchanged: returns after the wait with the same hash.
+    let (same, _) = api
+        .get_json(&format!("/v1/agent/service/svc?hash={hash}&wait=100ms"))
+        .await;
+    assert_eq!(same["ContentHash"], hash.as_str());
+
+    let waiter = {
+        let url = format!("/v1/agent/service/svc?hash={hash}&wait=30s");
+        let api = Api {
+            http: api.http.clone(),
+            base: api.base.clone(),
+        };
+        tokio::spawn(async move { api.get_json(&url).await.0 })
+    };
+    support::eventually(
+        Duration::from_secs(5),
+        "the blocking query arrives",
+        || async { dev.request_count("/v1/agent/service/svc") >= 3 },
+    )
+    .await;
+    api.register(json!({"Name": "svc", "Port": 2})).await;
+    let changed = waiter.await.unwrap();
+    assert_eq!(changed["Port"], 2);
+    assert_ne!(changed["ContentHash"], hash.as_str());
+    let (code, text) = api.error(Method::GET, "/v1/agent/service/nope", None).await;
+    assert_eq!((code, text.as_str()), (404, "unknown service ID: nope"));
+}
+
+#[tokio::test]
+async fn pretty_indents_json() {
+    let dev = ConsulDev::start().await.unwrap();
+    let api = Api::new(&dev);
+    let text = api
+        .get("/v1/catalog/datacenters?pretty")
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(text, "[\n    \"dc1\"\n]\n");
+}
