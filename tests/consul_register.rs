@@ -1,10 +1,9 @@
 //! Registration with the Consul agent API: input rules, and (against the in-process
-//! registry) the heartbeat, re-registration and drain.
-#![cfg(feature = "consul")]
+//! registry `ConsulDev`) the heartbeat, re-registration, health following and drain.
+#![cfg(feature = "testkit")]
 
 mod support;
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use tonic_discovery::consul::{Client, Registration};
@@ -167,169 +166,223 @@ fn port_ttl_and_check_rules() {
     }
 }
 
-/// What we want to test: an invalid registration fails before anything is sent, so
-/// the agent never sees a connection.
-#[tokio::test]
-async fn invalid_registration_sends_nothing() {
-    support::trace_init();
-    install_crypto_provider();
-    let agent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    agent.set_nonblocking(true).unwrap();
-    let address: SocketAddr = agent.local_addr().unwrap();
-    let client = Client::builder(address.to_string()).build().unwrap();
+// === against the in-process registry ===
 
-    let e = client.register(reg("user_service")).await.unwrap_err();
-    assert!(e.is_config(), "{e}");
-    let e = client
-        .register(reg("echo").ttl(Duration::from_millis(10)))
-        .await
-        .unwrap_err();
-    assert!(e.is_config(), "{e}");
+use serde_json::Value;
+use tokio::sync::watch;
+use tonic_discovery::consul::{HealthSource, RegistrationHandle};
+use tonic_discovery::testkit::{ConsulDev, TestEchoServer};
 
-    let accept = agent.accept().map(|_| ()).unwrap_err();
-    assert_eq!(
-        accept.kind(),
-        std::io::ErrorKind::WouldBlock,
-        "a connection reached the agent"
-    );
+const WAIT: Duration = Duration::from_secs(5);
+
+struct Dev {
+    consul: ConsulDev,
+    client: Client,
+    http: reqwest::Client,
 }
 
-// === the wire, against a recording stand-in for the agent ===
-
-#[path = "consul_register/fake_agent.rs"]
-mod fake_agent;
-
-use fake_agent::{FakeAgent, Seen};
-
-const TOKEN: &str = "s3cret-token";
-
-async fn agent_and_client() -> (FakeAgent, Client) {
-    support::trace_init();
-    install_crypto_provider();
-    let agent = FakeAgent::start().await;
-    let client = Client::builder(agent.addr().to_string())
-        .token(TOKEN)
-        .build()
-        .unwrap();
-    (agent, client)
-}
-
-fn count(agent: &FakeAgent, pred: impl Fn(&Seen) -> bool) -> usize {
-    agent.seen().iter().filter(|s| pred(s)).count()
-}
-
-fn is_update(s: &Seen) -> bool {
-    s.method == "PUT" && s.uri == "/v1/agent/check/update/service:echo-1"
-}
-
-fn is_register(s: &Seen) -> bool {
-    s.method == "PUT" && s.uri == "/v1/agent/service/register"
-}
-
-fn status_of(s: &Seen) -> String {
-    let body: serde_json::Value = serde_json::from_str(&s.body).unwrap();
-    body["Status"].as_str().unwrap_or_default().to_owned()
-}
-
-#[tokio::test]
-async fn registers_beats_and_deregisters_over_http() {
-    let (agent, client) = agent_and_client().await;
-    let registration = reg("echo")
-        .id("echo-1")
-        .tag("blue")
-        .ttl(Duration::from_secs(1));
-    let handle = client.register(registration).await.unwrap();
-    assert_eq!(handle.check_id(), "service:echo-1");
-    assert_eq!(handle.address(), ADDR.parse().unwrap());
-
-    let seen = agent.seen();
-    assert!(is_register(&seen[0]), "{seen:?}");
-    let body: serde_json::Value = serde_json::from_str(&seen[0].body).unwrap();
-    assert_eq!(body["ID"], "echo-1");
-    assert_eq!(body["Name"], "echo");
-    assert_eq!(body["Tags"], serde_json::json!(["blue"]));
-    assert_eq!(body["Check"]["CheckID"], "service:echo-1");
-    assert_eq!(body["Check"]["TTL"], "1s");
-    assert!(is_update(&seen[1]), "{seen:?}");
-    assert_eq!(status_of(&seen[1]), "passing");
-
-    // The heartbeat keeps going on its own (interval TTL/3).
-    let wait = Duration::from_secs(5);
-    support::eventually(wait, "three more heartbeats", || async {
-        count(&agent, is_update) >= 4
-    })
-    .await;
-
-    handle.deregister().await.unwrap();
-    let seen = agent.seen();
-    let last = seen.last().unwrap();
-    assert_eq!(
-        (last.method.as_str(), last.uri.as_str()),
-        ("PUT", "/v1/agent/service/deregister/echo-1")
-    );
-    for s in &seen {
-        assert_eq!(s.token.as_deref(), Some(TOKEN), "token header on {}", s.uri);
-        assert!(!s.uri.contains(TOKEN), "token in the URL {}", s.uri);
-    }
-    assert!(!format!("{client:?}").contains(TOKEN));
-}
-
-#[tokio::test]
-async fn registers_again_when_the_agent_forgot_the_check() {
-    let (agent, client) = agent_and_client().await;
-    let handle = client
-        .register(reg("echo").id("echo-1").ttl(Duration::from_secs(1)))
-        .await
-        .unwrap();
-    agent.refuse_next_update(404, "Unknown check ID \"service:echo-1\". Ensure that the check ID is passed, not the check name.");
-    let wait = Duration::from_secs(5);
-    support::eventually(wait, "a second registration", || async {
-        count(&agent, is_register) == 2
-    })
-    .await;
-    agent.refuse_next_update(
-        500,
-        "CheckID \"service:echo-1\" does not have associated TTL",
-    );
-    support::eventually(wait, "a third registration", || async {
-        count(&agent, is_register) == 3
-    })
-    .await;
-    // Each re-registration is followed at once by a passing update.
-    let seen = agent.seen();
-    for (i, s) in seen.iter().enumerate().skip(1) {
-        if is_register(s) {
-            let next = seen.get(i + 1).expect("an update after re-registering");
-            assert!(is_update(next) && status_of(next) == "passing", "{seen:?}");
+impl Dev {
+    async fn start() -> Dev {
+        support::trace_init();
+        install_crypto_provider();
+        let consul = ConsulDev::start().await.unwrap();
+        let client = Client::builder(consul.url()).build().unwrap();
+        Dev {
+            consul,
+            client,
+            http: reqwest::Client::new(),
         }
     }
-    drop(handle);
+
+    async fn register(&self, registration: Registration) -> RegistrationHandle {
+        self.client.register(registration).await.unwrap()
+    }
+
+    async fn get(&self, path: &str) -> Value {
+        let url = format!("{}{path}", self.consul.url());
+        let body = self
+            .http
+            .get(url)
+            .send()
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap();
+        serde_json::from_slice(&body).unwrap()
+    }
+
+    /// The status of an agent check, `None` when the agent does not know it.
+    async fn status(&self, check_id: &str) -> Option<String> {
+        let checks = self.get("/v1/agent/checks").await;
+        checks[check_id]["Status"].as_str().map(str::to_owned)
+    }
+
+    /// The agent's view of a service, `None` when not registered.
+    async fn service(&self, id: &str) -> Option<Value> {
+        let services = self.get("/v1/agent/services").await;
+        services.get(id).cloned()
+    }
+
+    async fn wait_status(&self, check_id: &str, status: &str) {
+        let what = format!("check {check_id} {status}");
+        support::eventually(WAIT, &what, || async {
+            self.status(check_id).await.as_deref() == Some(status)
+        })
+        .await;
+    }
+}
+
+fn local(name: &str) -> Registration {
+    // A free port is not needed: nothing connects to it for TTL checks.
+    Registration::new(name, ADDR.parse().unwrap())
 }
 
 #[tokio::test]
-async fn drain_reports_critical_then_deregisters() {
-    let (agent, client) = agent_and_client().await;
-    let handle = client
-        .register(reg("echo").id("echo-1").ttl(Duration::from_secs(1)))
+async fn check_is_passing_on_return_and_stays_passing_across_ten_ttls() {
+    let dev = Dev::start().await;
+    let ttl = Duration::from_secs(1);
+    let handle = dev.register(local("echo").id("echo-1").ttl(ttl)).await;
+    let check = handle.check_id().to_owned();
+    assert_eq!(dev.status(&check).await.as_deref(), Some("passing"));
+
+    let mut samples = 0;
+    let end = tokio::time::Instant::now() + 10 * ttl;
+    let mut tick = tokio::time::interval(Duration::from_millis(50));
+    while tokio::time::Instant::now() < end {
+        tick.tick().await;
+        let status = dev.status(&check).await;
+        assert_eq!(
+            status.as_deref(),
+            Some("passing"),
+            "after {samples} samples"
+        );
+        samples += 1;
+    }
+    assert!(samples > 50, "only {samples} samples");
+    handle.deregister().await.unwrap();
+    assert!(dev.service("echo-1").await.is_none());
+    assert_eq!(dev.status(&check).await, None);
+}
+
+#[tokio::test]
+async fn registers_again_within_a_heartbeat_after_the_registry_forgets() {
+    let dev = Dev::start().await;
+    // TTL 3 s: a heartbeat every second.
+    let reg = local("echo").id("echo-1").ttl(Duration::from_secs(3));
+    let handle = dev.register(reg).await;
+    dev.consul.forget_all();
+    assert!(dev.service("echo-1").await.is_none());
+
+    let within = Duration::from_secs(1) + Duration::from_millis(500);
+    support::eventually(within, "service registered again", || async {
+        dev.service("echo-1").await.is_some()
+    })
+    .await;
+    dev.wait_status(handle.check_id(), "passing").await;
+    assert_eq!(dev.consul.request_count("/v1/agent/service/register"), 2);
+    let service = dev.service("echo-1").await.unwrap();
+    assert_eq!(service["Service"], "echo");
+    assert_eq!(service["Port"], 7001);
+}
+
+#[tokio::test]
+async fn status_follows_a_watch_channel() {
+    let dev = Dev::start().await;
+    let (tx, rx) = watch::channel(true);
+    let reg = local("echo").id("echo-1").health(HealthSource::watch(rx));
+    let handle = dev.register(reg).await;
+    let check = handle.check_id();
+    assert_eq!(dev.status(check).await.as_deref(), Some("passing"));
+    // The TTL is 10 s and the interval 3.3 s: a change within WAIT is reported by the
+    // change itself, not by the schedule alone.
+    tx.send(false).unwrap();
+    dev.wait_status(check, "critical").await;
+    tx.send(true).unwrap();
+    dev.wait_status(check, "passing").await;
+}
+
+#[tokio::test]
+async fn status_follows_tonic_health() {
+    let dev = Dev::start().await;
+    let reporter = tonic_health::server::HealthReporter::new();
+    let serving = tonic_health::ServingStatus::Serving;
+    reporter.set_service_status("echo.v1.Echo", serving).await;
+    let health = HealthSource::tonic_health(&reporter, "echo.v1.Echo")
         .await
         .unwrap();
-    handle.drain(Duration::from_millis(200)).await.unwrap();
-    let seen = agent.seen();
-    let n = seen.len();
+    let handle = dev
+        .register(local("echo").id("echo-1").health(health))
+        .await;
+    let check = handle.check_id();
+    assert_eq!(dev.status(check).await.as_deref(), Some("passing"));
+
+    let not_serving = tonic_health::ServingStatus::NotServing;
+    reporter
+        .set_service_status("echo.v1.Echo", not_serving)
+        .await;
+    dev.wait_status(check, "critical").await;
+    reporter.set_service_status("echo.v1.Echo", serving).await;
+    dev.wait_status(check, "passing").await;
+}
+
+#[tokio::test]
+async fn drain_turns_the_check_critical_then_deregisters() {
+    let dev = Dev::start().await;
+    let handle = dev.register(local("echo").id("echo-1")).await;
+    let check = handle.check_id().to_owned();
+    let (signal_tx, signal_rx) = tokio::sync::oneshot::channel::<()>();
+    let drained = tokio::spawn(handle.drain_on(
+        async {
+            let _ = signal_rx.await;
+        },
+        Duration::from_secs(1),
+    ));
+    assert_eq!(dev.status(&check).await.as_deref(), Some("passing"));
+    signal_tx.send(()).unwrap();
+    dev.wait_status(&check, "critical").await;
     assert!(
-        is_update(&seen[n - 2]) && status_of(&seen[n - 2]) == "critical",
-        "{seen:?}"
+        dev.service("echo-1").await.is_some(),
+        "still registered during grace"
     );
-    assert_eq!(seen[n - 1].uri, "/v1/agent/service/deregister/echo-1");
+    drained.await.unwrap();
+    assert!(dev.service("echo-1").await.is_none());
 }
 
 #[tokio::test]
 async fn dropping_the_handle_deregisters() {
-    let (agent, client) = agent_and_client().await;
-    let handle = client.register(reg("echo").id("echo-1")).await.unwrap();
-    drop(handle);
-    support::eventually(Duration::from_secs(5), "a deregistration", || async {
-        count(&agent, |s| s.uri == "/v1/agent/service/deregister/echo-1") == 1
+    let dev = Dev::start().await;
+    drop(dev.register(local("echo").id("echo-1")).await);
+    support::eventually(WAIT, "service deregistered", || async {
+        dev.service("echo-1").await.is_none()
     })
     .await;
+}
+
+#[tokio::test]
+async fn wildcard_bind_advertises_the_interface_towards_the_agent() {
+    let dev = Dev::start().await;
+    let reg = Registration::new("echo", "0.0.0.0:7002".parse().unwrap());
+    let handle = dev.register(reg).await;
+    let service = dev.service(handle.id()).await.unwrap();
+    assert_eq!(service["Address"], "127.0.0.1");
+    assert_eq!(service["Port"], 7002);
+    assert!(handle.id().starts_with("echo-") && handle.id().ends_with("-7002"));
+}
+
+#[tokio::test]
+async fn agent_runs_the_grpc_health_check() {
+    let dev = Dev::start().await;
+    let server = TestEchoServer::start("e1").await.unwrap();
+    let reg = Registration::new("echo", server.addr())
+        .id("echo-1")
+        .grpc_check("echo.v1.Echo", Duration::from_secs(1));
+    let _handle = dev.register(reg).await;
+    dev.wait_status("service:echo-1:grpc", "passing").await;
+    server.set_serving(false).await;
+    dev.wait_status("service:echo-1:grpc", "critical").await;
+    assert_eq!(
+        dev.status("service:echo-1").await.as_deref(),
+        Some("passing")
+    );
 }
