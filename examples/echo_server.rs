@@ -45,7 +45,11 @@ async fn main() -> ExitCode {
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
+    // reqwest is built without a default crypto provider when `tls-ring` is on.
+    #[cfg(feature = "tls-ring")]
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let args = match parse_args(std::env::args().skip(1)) {
         Ok(args) => args,
         Err(e) => {
