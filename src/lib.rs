@@ -1,16 +1,55 @@
-//! placeholder
-#![allow(missing_docs)]
+//! Service discovery, load balancing and self-registration for [tonic] gRPC services,
+//! backed by Consul.
+//!
+//! A client builds one [`balance::BalancedChannel`] for a service name and hands it to
+//! any tonic-generated client; requests then go only to instances whose health checks
+//! pass, and the set follows the registry within milliseconds. A server registers
+//! itself with [`consul::Registration`]: a valid name, a unique ID, and a TTL check kept
+//! passing by a background task until the server drains.
+//!
+//! # Features
+//!
+//! | feature | default | what |
+//! |---|---|---|
+//! | `consul` | yes | [`consul`]: discovery through blocking health queries, registration with a TTL heartbeat |
+//! | `health` | no | `consul::HealthSource::tonic_health`: a registration's check follows a `tonic_health` reporter |
+//! | `testkit` | no | `testkit`: an in-process Consul-compatible registry, the Echo test service, test helpers |
+//! | `tls-ring` | no | TLS towards Consul and towards gRPC endpoints (rustls with ring) |
+//!
+//! # Internals
+//!
+//! A registry watch (Consul blocking queries) publishes full snapshots of a service; one
+//! watch serves every discovery of the same service and options. Each discovery diffs
+//! snapshots against what it already emitted and yields `tower::discover::Change`s:
+//! `Insert` for a new or changed instance, `Remove` for one that is gone, nothing for an
+//! unchanged snapshot, and never an error: during a registry outage the last known set
+//! stays. The balanced channel's worker task owns the discovery and a power-of-two-choices
+//! balancer over one HTTP/2 connection per instance. It applies changes while idle, treats
+//! an instance as ready only while its connection is up, and fails a request with
+//! `Unavailable` when no instance becomes ready in time.
+//!
+//! [tonic]: https://docs.rs/tonic
+#![cfg_attr(docsrs, feature(doc_cfg))]
+#![doc(test(
+    no_crate_inject,
+    attr(deny(warnings, rust_2018_idioms), allow(dead_code, unused_variables))
+))]
+
 mod backoff;
-pub mod balance;
 mod change;
-#[cfg(feature = "consul")]
-pub mod consul;
 mod error;
 mod instance;
 #[cfg_attr(not(feature = "consul"), allow(dead_code))]
 mod validate;
+
+pub mod balance;
+#[cfg(feature = "consul")]
+#[cfg_attr(docsrs, doc(cfg(feature = "consul")))]
+pub mod consul;
+#[cfg(feature = "testkit")]
+#[cfg_attr(docsrs, doc(cfg(feature = "testkit")))]
+pub mod testkit;
+
 pub use backoff::Backoff;
 pub use error::{BoxError, Error, Result};
 pub use instance::{Instance, InstanceKey};
-#[cfg(feature = "testkit")]
-pub mod testkit;

@@ -1,1 +1,78 @@
 //! Load balancing over discovered instances.
+//!
+//! [`BalancedChannel`] is a tonic-compatible channel over the instances a discovery
+//! stream reports (any `Stream<Item = Result<tower::discover::Change<InstanceKey,
+//! Instance>, E>>`, such as the Consul discovery of this crate).
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use futures_util::stream;
+//! use tonic_discovery::balance::BalancedChannel;
+//! use tonic_discovery::{Instance, InstanceKey};
+//! use tower::discover::Change;
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! // Any discovery stream; Consul's `Discovery` has this shape.
+//! let key = InstanceKey::new("node-1", "echo-1");
+//! let instance = Instance::new(key.clone(), "127.0.0.1", 50051);
+//! let discovery = stream::iter([Ok::<_, std::convert::Infallible>(Change::Insert(key, instance))]);
+//!
+//! let channel = BalancedChannel::builder("echo")
+//!     .connect_timeout(Duration::from_secs(1))
+//!     .timeout(Duration::from_secs(5))
+//!     .failfast_timeout(Duration::from_secs(3))
+//!     .build(discovery);
+//! // let client = EchoClient::new(channel.clone());
+//! for endpoint in channel.endpoints() {
+//!     println!("{} {} {:?}", endpoint.key(), endpoint.address(), endpoint.state());
+//! }
+//! # }
+//! ```
+//!
+//! # Internals
+//!
+//! One worker task owns the discovery stream, the endpoints and the bounded request
+//! queue, and polls all three on every wake-up, so discovery changes apply while no
+//! request is in flight: an inserted instance connects at once, a removed one's
+//! connection closes once its requests in flight finish.
+//!
+//! Each endpoint is one HTTP/2 connection with truthful readiness: it is ready only
+//! while its connection is up. A failed connect or a broken connection sends it to
+//! reconnect with jittered backoff, out of the ready set; when a connection closes
+//! the worker learns of it at once, even while idle. Endpoints never fail, so a dead
+//! instance cannot poison the balancer.
+//!
+//! Requests go to the less loaded of two ready endpoints picked at random (power of
+//! two choices) under Peak-EWMA load, so slow instances get less traffic. With no
+//! ready endpoint a request waits at most the fail-fast timeout, then fails with
+//! `Unavailable` naming the service. A request stops counting towards its
+//! endpoint's load when the response headers arrive, so long streaming responses
+//! are not counted while they stream.
+//!
+//! Discovery errors are logged and ignored; when discovery ends the set is frozen.
+//!
+//! [`tonic::balance_channel`] feeds the same discovery
+//! into tonic's own balancer instead, for users who want that.
+
+mod builder;
+mod channel;
+mod config;
+mod connect;
+mod endpoint;
+mod failfast;
+mod future;
+mod info;
+#[cfg(feature = "tls-ring")]
+mod tls;
+pub mod tonic;
+mod worker;
+
+pub use builder::BalancedChannelBuilder;
+pub use channel::BalancedChannel;
+pub use config::LoadMetric;
+pub use future::ResponseFuture;
+pub use info::{EndpointInfo, EndpointState};
+#[cfg(feature = "tls-ring")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tls-ring")))]
+pub use tls::TlsConfig;

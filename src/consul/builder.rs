@@ -1,21 +1,27 @@
 //! Configuration of a [`Client`].
 
 use std::fmt;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use reqwest::Url;
 
 use super::client::{Client, ClientInner, DEFAULT_ADDR, Token};
+use super::tls::{Pem, TlsOptions};
 use crate::error::{Error, Result};
 
-/// Builds a [`Client`]. Created by [`Client::builder`].
+/// Builds a [`Client`]. Created by [`Client::builder`] or [`ClientBuilder::from_env`].
 #[must_use]
 pub struct ClientBuilder {
     address: String,
+    https: bool,
     token: Option<Token>,
+    token_file: Option<PathBuf>,
+    tls: TlsOptions,
     request_timeout: Duration,
     connect_timeout: Duration,
+    pool_max_idle_per_host: usize,
     error: Option<Error>,
 }
 
@@ -27,9 +33,13 @@ impl Client {
     pub fn builder(address: impl Into<String>) -> ClientBuilder {
         ClientBuilder {
             address: address.into(),
+            https: false,
             token: None,
+            token_file: None,
+            tls: TlsOptions::default(),
             request_timeout: Duration::from_secs(10),
             connect_timeout: Duration::from_secs(5),
+            pool_max_idle_per_host: 32,
             error: None,
         }
     }
@@ -43,6 +53,13 @@ impl Client {
 // === impl ClientBuilder ===
 
 impl ClientBuilder {
+    /// The agent's address (`host:port`, `http://…` or `https://…`), replacing the
+    /// one given to [`Client::builder`] or read from `CONSUL_HTTP_ADDR`.
+    pub fn address(mut self, address: impl Into<String>) -> Self {
+        self.address = address.into();
+        self
+    }
+
     /// The ACL token, sent in the `X-Consul-Token` header (never in a URL). An empty
     /// string means no token. Default: none.
     pub fn token(mut self, token: impl AsRef<str>) -> Self {
@@ -50,8 +67,75 @@ impl ClientBuilder {
         self
     }
 
+    /// A file holding the ACL token, read by [`build`](Self::build). It wins over
+    /// [`token`](Self::token), as `CONSUL_HTTP_TOKEN_FILE` wins over
+    /// `CONSUL_HTTP_TOKEN`. Default: none.
+    pub fn token_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.token_file = Some(path.into());
+        self
+    }
+
+    /// Talk HTTPS even if the address says `http://` or has no scheme
+    /// (`CONSUL_HTTP_SSL`). Needs the `tls-ring` feature. Default: false (the
+    /// address's scheme decides).
+    pub fn https(mut self, https: bool) -> Self {
+        self.https = https;
+        self
+    }
+
+    /// Trust the CA certificates in this PEM text instead of the system's roots.
+    /// Repeatable. Default: the system's roots.
+    pub fn ca_cert_pem(mut self, pem: impl Into<Vec<u8>>) -> Self {
+        self.tls.ca.push(Pem::Text(pem.into()));
+        self
+    }
+
+    /// Trust the CA certificates in this PEM file (`CONSUL_CACERT`), read by
+    /// [`build`](Self::build). Repeatable. Default: the system's roots.
+    pub fn ca_cert_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.tls.ca.push(Pem::File(path.into()));
+        self
+    }
+
+    /// Present this client certificate chain and private key, both PEM text
+    /// (mutual TLS). Default: none.
+    pub fn client_identity(
+        mut self,
+        cert_pem: impl Into<Vec<u8>>,
+        key_pem: impl Into<Vec<u8>>,
+    ) -> Self {
+        self.tls.identity = Some((Pem::Text(cert_pem.into()), Pem::Text(key_pem.into())));
+        self
+    }
+
+    /// Present the client certificate and key in these PEM files
+    /// (`CONSUL_CLIENT_CERT`, `CONSUL_CLIENT_KEY`), read by [`build`](Self::build).
+    /// Default: none.
+    pub fn client_identity_files(
+        mut self,
+        cert: impl Into<PathBuf>,
+        key: impl Into<PathBuf>,
+    ) -> Self {
+        self.tls.identity = Some((Pem::File(cert.into()), Pem::File(key.into())));
+        self
+    }
+
+    /// Verify the agent's certificate against this name instead of the address's
+    /// host (`CONSUL_TLS_SERVER_NAME`). Default: the address's host.
+    pub fn tls_server_name(mut self, name: impl Into<String>) -> Self {
+        self.tls.server_name = Some(name.into());
+        self
+    }
+
+    /// Accept any certificate from the agent (`CONSUL_HTTP_SSL_VERIFY=false`).
+    /// Dangerous: anyone on the path can read the token. Default: false.
+    pub fn danger_accept_invalid_certs(mut self, accept: bool) -> Self {
+        self.tls.accept_invalid_certs = accept;
+        self
+    }
+
     /// Timeout of requests that do not block (registration, check updates). Blocking
-    /// queries get `wait + wait/16` plus a margin instead. Default: 10 s.
+    /// queries get `wait + wait/16` plus this as a margin. Default: 10 s.
     pub fn request_timeout(mut self, timeout: Duration) -> Self {
         self.request_timeout = timeout;
         self
@@ -63,45 +147,80 @@ impl ClientBuilder {
         self
     }
 
-    /// Builds the client.
+    /// How many idle connections to the agent the pool keeps. Every live watch holds
+    /// one connection while it blocks; Consul allows 200 per client address.
+    /// Default: 32.
+    pub fn pool_max_idle_per_host(mut self, max: usize) -> Self {
+        self.pool_max_idle_per_host = max;
+        self
+    }
+
+    /// Records the first configuration error, returned by `build`.
+    pub(crate) fn fail(mut self, error: Error) -> Self {
+        self.error.get_or_insert(error);
+        self
+    }
+
+    /// Builds the client. Reads the token and certificate files.
     ///
     /// # Errors
     ///
-    /// A configuration error for an address that is not `host:port` or an HTTP(S) URL.
+    /// A configuration error for an address that is not `host:port` or an HTTP(S)
+    /// URL, an HTTPS address without the `tls-ring` feature, an unreadable token or
+    /// certificate file (named, never its content), or invalid PEM.
     pub fn build(self) -> Result<Client> {
         if let Some(e) = self.error {
             return Err(e);
         }
-        let base = parse_address(&self.address)?;
+        let base = parse_address(&self.address, self.https)?;
+        let token = match &self.token_file {
+            Some(path) => Token::new(&read_token_file(path)?),
+            None => self.token,
+        };
         let http = reqwest::Client::builder()
             .no_proxy()
             .tcp_nodelay(true)
             .connect_timeout(self.connect_timeout)
             .pool_idle_timeout(Duration::from_secs(90))
+            .pool_max_idle_per_host(self.pool_max_idle_per_host);
+        let http = self.tls.apply(http, base.scheme() == "https")?;
+        let http = http
             .build()
             .map_err(|e| Error::config("building the HTTP client failed").with_source(e))?;
         Ok(Client {
             inner: Arc::new(ClientInner {
                 http,
                 base,
-                token: self.token,
+                token,
                 request_timeout: self.request_timeout,
+                watches: Default::default(),
             }),
         })
     }
 }
 
+fn read_token_file(path: &std::path::Path) -> Result<String> {
+    std::fs::read_to_string(path).map_err(|e| {
+        Error::config(format!(
+            "reading the Consul token file `{}` failed",
+            path.display()
+        ))
+        .with_source(e)
+    })
+}
+
 /// Parses `host:port`, `http://…` or `https://…` the way the official clients read
-/// `CONSUL_HTTP_ADDR`.
-pub(crate) fn parse_address(address: &str) -> Result<Url> {
+/// `CONSUL_HTTP_ADDR`; `https` forces the HTTPS scheme as `CONSUL_HTTP_SSL=true` does.
+pub(crate) fn parse_address(address: &str, https: bool) -> Result<Url> {
     let address = address.trim();
     if address.is_empty() {
         return Err(Error::config("Consul address is empty"));
     }
-    let with_scheme = if address.contains("://") {
-        address.to_owned()
-    } else {
-        format!("http://{address}")
+    let with_scheme = match address.split_once("://") {
+        Some(("http", rest)) if https => format!("https://{rest}"),
+        Some(_) => address.to_owned(),
+        None if https => format!("https://{address}"),
+        None => format!("http://{address}"),
     };
     let url = Url::parse(&with_scheme).map_err(|e| {
         Error::config(format!("Consul address `{address}` is not a URL")).with_source(e)
@@ -126,8 +245,13 @@ impl fmt::Debug for ClientBuilder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("consul::ClientBuilder")
             .field("address", &self.address)
+            .field("https", &self.https)
             .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("token_file", &self.token_file)
+            .field("tls", &self.tls)
             .field("request_timeout", &self.request_timeout)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("pool_max_idle_per_host", &self.pool_max_idle_per_host)
             .finish()
     }
 }
@@ -138,16 +262,27 @@ mod tests {
 
     #[test]
     fn addresses_like_consul_http_addr() {
+        let p = |a| parse_address(a, false);
         assert_eq!(
-            parse_address("127.0.0.1:8500").unwrap().as_str(),
+            p("127.0.0.1:8500").unwrap().as_str(),
             "http://127.0.0.1:8500/"
         );
+        assert_eq!(p("https://c.example:8501").unwrap().scheme(), "https");
+        assert_eq!(p("[::1]:8500").unwrap().as_str(), "http://[::1]:8500/");
+        assert!(p("ftp://x:1").unwrap_err().is_config());
+        assert!(p("").unwrap_err().is_config());
+        assert!(p("http://").unwrap_err().is_config());
+    }
+
+    #[test]
+    fn https_flag_forces_the_scheme() {
         assert_eq!(
-            parse_address("https://c.example:8501").unwrap().scheme(),
+            parse_address("c:8501", true).unwrap().as_str(),
+            "https://c:8501/"
+        );
+        assert_eq!(
+            parse_address("http://c:8501", true).unwrap().scheme(),
             "https"
         );
-        assert!(parse_address("ftp://x:1").unwrap_err().is_config());
-        assert!(parse_address("").unwrap_err().is_config());
-        assert!(parse_address("http://").unwrap_err().is_config());
     }
 }

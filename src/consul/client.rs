@@ -29,6 +29,8 @@ pub(crate) struct ClientInner {
     pub(crate) token: Option<Token>,
     /// Timeout of requests that do not block (everything but watches).
     pub(crate) request_timeout: Duration,
+    /// The live discovery watches, shared by equal queries.
+    pub(crate) watches: super::shared::Watches,
 }
 
 /// An ACL token. Its `Debug` never shows the secret.

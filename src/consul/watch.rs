@@ -1,1 +1,299 @@
+//! The blocking-query loop behind every discovery: one task per (service, options)
+//! reads `/v1/health/service/:name` with `index` + `wait` and publishes each snapshot
+//! through a `tokio::sync::watch` channel.
+//!
+//! It follows Consul's client rules ("Blocking Queries → Implementation Details"):
+//! the first read has no index; an index that goes backwards is reset; a missing or
+//! zero index means the next read is a fresh non-blocking one (index 0 is never sent
+//! as a wait); re-queries whose index did not move are rate limited by a token
+//! bucket (burst 2); the HTTP timeout is `wait + wait/16 + margin`; errors back off
+//! with jitter and retry without an index.
 
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio::time::Instant;
+use tower::{Service, ServiceExt};
+use tracing::{debug, info, warn};
+
+use super::query::{QueryOptions, WatchRequest, WatchResponse};
+use super::types::decode_health;
+use crate::backoff::{Backoff, BackoffState};
+use crate::error::{BoxError, Error};
+use crate::instance::Instance;
+
+/// What a watch knows: the last snapshot and how the loop is doing. For health pages
+/// and tests; read it with [`Discovery::state`](super::Discovery::state).
+#[derive(Debug, Clone, Default)]
+pub struct WatchState {
+    index: u64,
+    instances: Arc<[Instance]>,
+    version: u64,
+    answers: u64,
+    synced: bool,
+    last_error: Option<String>,
+    consecutive_failures: u32,
+}
+
+// === impl WatchState ===
+
+impl WatchState {
+    /// The `X-Consul-Index` the next blocking read will wait on; 0 before the first
+    /// answer, after an error, or after the index went backwards.
+    pub fn index(&self) -> u64 {
+        self.index
+    }
+
+    /// The last known instances, sorted by key. Kept through registry outages.
+    pub fn instances(&self) -> &[Instance] {
+        &self.instances
+    }
+
+    /// How many successful answers Consul has given this watch. Growing much faster
+    /// than the instance list changes means spurious wake-ups.
+    pub fn answers(&self) -> u64 {
+        self.answers
+    }
+
+    /// Whether Consul has answered at least once. Until then the instance list is
+    /// unknown rather than empty.
+    pub fn is_synced(&self) -> bool {
+        self.synced
+    }
+
+    /// The last error, cleared by the next successful read.
+    pub fn last_error(&self) -> Option<&str> {
+        self.last_error.as_deref()
+    }
+
+    /// How many reads failed in a row.
+    pub fn consecutive_failures(&self) -> u32 {
+        self.consecutive_failures
+    }
+
+    /// Grows by one each time the instance list changes.
+    pub(crate) fn version(&self) -> u64 {
+        self.version
+    }
+}
+
+/// How the loop paces itself.
+#[derive(Debug, Clone)]
+pub(crate) struct WatchConfig {
+    pub(crate) backoff: Backoff,
+    /// The token bucket's refill interval for re-queries that did not move the index.
+    pub(crate) requery_interval: Duration,
+    /// Added to `wait + wait/16` for the HTTP timeout; the whole timeout of a fresh read.
+    pub(crate) margin: Duration,
+}
+
+impl Default for WatchConfig {
+    fn default() -> Self {
+        WatchConfig {
+            backoff: Backoff::new(Duration::from_millis(250), Duration::from_secs(30)),
+            requery_interval: Duration::from_secs(1),
+            margin: Duration::from_secs(10),
+        }
+    }
+}
+
+/// The HTTP timeout of a read: `wait + wait/16` (Consul's maximum jitter) plus the
+/// margin for a blocking read, the margin alone for a fresh one.
+pub(crate) fn read_timeout(wait: Duration, margin: Duration, blocking: bool) -> Duration {
+    if blocking {
+        wait + wait / 16 + margin
+    } else {
+        margin
+    }
+}
+
+/// A token bucket: `capacity` re-queries at once, then one per `interval`.
+#[derive(Debug)]
+pub(crate) struct TokenBucket {
+    capacity: u32,
+    tokens: u32,
+    interval: Duration,
+    last: Instant,
+}
+
+impl TokenBucket {
+    pub(crate) fn new(capacity: u32, interval: Duration) -> Self {
+        TokenBucket {
+            capacity,
+            tokens: capacity,
+            interval,
+            last: Instant::now(),
+        }
+    }
+
+    /// Takes a token; returns how long to wait for it (zero when one was available).
+    pub(crate) fn take(&mut self, now: Instant) -> Duration {
+        self.refill(now);
+        if self.tokens > 0 {
+            self.tokens -= 1;
+            return Duration::ZERO;
+        }
+        // Reserve the next token: it is consumed when it appears.
+        self.last += self.interval;
+        self.last.saturating_duration_since(now)
+    }
+
+    fn refill(&mut self, now: Instant) {
+        let elapsed = now.saturating_duration_since(self.last);
+        let n = if self.interval.is_zero() {
+            u128::from(self.capacity)
+        } else {
+            elapsed.as_nanos() / self.interval.as_nanos()
+        };
+        if n == 0 {
+            return;
+        }
+        let n = u32::try_from(n).unwrap_or(u32::MAX);
+        self.tokens = self.tokens.saturating_add(n).min(self.capacity);
+        self.last = if self.tokens == self.capacity {
+            now
+        } else {
+            self.last + self.interval * n
+        };
+    }
+}
+
+/// The loop's bookkeeping between reads.
+struct Loop {
+    query: Arc<QueryOptions>,
+    config: WatchConfig,
+    index: u64,
+    backoff: BackoffState,
+    bucket: TokenBucket,
+}
+
+impl Loop {
+    fn request(&self) -> WatchRequest {
+        let index = (self.index > 0).then_some(self.index);
+        WatchRequest {
+            query: self.query.clone(),
+            index,
+            timeout: read_timeout(self.query.wait, self.config.margin, index.is_some()),
+        }
+    }
+
+    /// Applies an answer; returns how long to pause before the next read.
+    fn on_response(&mut self, resp: WatchResponse, tx: &watch::Sender<WatchState>) -> Duration {
+        let q = &self.query;
+        let mut instances = match decode_health(&resp.body, &q.address, q.passing_only) {
+            Ok(instances) => instances,
+            Err(e) => return self.on_error(e, tx),
+        };
+        instances.sort_by(|a, b| a.key().cmp(b.key()));
+        self.backoff.reset();
+        let prev = self.index;
+        let new = resp.index.unwrap_or(0);
+        self.index = if new < prev {
+            info!(prev, new, "Consul index went backwards; resetting it");
+            0
+        } else {
+            new
+        };
+        debug!(index = new, instances = instances.len(), "Consul snapshot");
+        publish(tx, self.index, instances);
+        if new > prev {
+            Duration::ZERO
+        } else {
+            self.bucket.take(Instant::now())
+        }
+    }
+
+    fn on_error(&mut self, e: Error, tx: &watch::Sender<WatchState>) -> Duration {
+        let delay = self.backoff.next_delay();
+        let failures = self.backoff.failures();
+        self.index = 0;
+        let mut kept = 0;
+        tx.send_modify(|s| {
+            s.index = 0;
+            s.last_error = Some(e.to_string());
+            s.consecutive_failures = failures;
+            kept = s.instances.len();
+        });
+        warn!(
+            error = %e,
+            failures,
+            retry_in = ?delay,
+            kept_instances = kept,
+            "Consul watch failed; keeping the last known instances"
+        );
+        delay
+    }
+}
+
+fn publish(tx: &watch::Sender<WatchState>, index: u64, instances: Vec<Instance>) {
+    tx.send_modify(|s| {
+        if !s.synced || *s.instances != *instances {
+            s.instances = instances.into();
+            s.version += 1;
+        }
+        s.synced = true;
+        s.answers += 1;
+        s.index = index;
+        s.last_error = None;
+        s.consecutive_failures = 0;
+    });
+}
+
+/// Runs the watch until the task is aborted (when its last subscriber drops).
+pub(crate) async fn run<S>(
+    mut transport: S,
+    query: Arc<QueryOptions>,
+    config: WatchConfig,
+    tx: watch::Sender<WatchState>,
+) where
+    S: Service<WatchRequest, Response = WatchResponse>,
+    S::Error: Into<BoxError>,
+{
+    info!(service = %query.service, tags = ?query.tags, wait = ?query.wait, "Consul watch started");
+    let mut lp = Loop {
+        bucket: TokenBucket::new(2, config.requery_interval),
+        backoff: BackoffState::new(config.backoff),
+        query,
+        config,
+        index: 0,
+    };
+    loop {
+        let req = lp.request();
+        let result = read(&mut transport, req).await;
+        let pause = match result {
+            Ok(resp) => lp.on_response(resp, &tx),
+            Err(e) => lp.on_error(e, &tx),
+        };
+        if !pause.is_zero() {
+            debug!(?pause, "pausing before the next Consul read");
+            tokio::time::sleep(pause).await;
+        }
+    }
+}
+
+async fn read<S>(transport: &mut S, req: WatchRequest) -> Result<WatchResponse, Error>
+where
+    S: Service<WatchRequest, Response = WatchResponse>,
+    S::Error: Into<BoxError>,
+{
+    let timeout = req.timeout;
+    let call = async { transport.ready().await?.call(req).await };
+    match tokio::time::timeout(timeout, call).await {
+        Ok(Ok(resp)) => Ok(resp),
+        Ok(Err(e)) => Err(into_error(e.into())),
+        Err(_) => Err(Error::timeout(format!(
+            "Consul read: no answer within {timeout:?}"
+        ))),
+    }
+}
+
+fn into_error(e: BoxError) -> Error {
+    match e.downcast::<Error>() {
+        Ok(e) => *e,
+        Err(e) => Error::transport("Consul read failed", e),
+    }
+}
+
+#[cfg(test)]
+mod tests;

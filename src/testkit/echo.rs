@@ -26,6 +26,7 @@ pub struct EchoService {
 struct EchoState {
     id: String,
     delay_us: AtomicU64,
+    received: AtomicU64,
     served: AtomicU64,
 }
 
@@ -38,6 +39,7 @@ impl EchoService {
             state: Arc::new(EchoState {
                 id: id.into(),
                 delay_us: AtomicU64::new(0),
+                received: AtomicU64::new(0),
                 served: AtomicU64::new(0),
             }),
         }
@@ -52,6 +54,11 @@ impl EchoService {
     pub fn set_delay(&self, delay: Duration) {
         let us = u64::try_from(delay.as_micros()).unwrap_or(u64::MAX);
         self.state.delay_us.store(us, Ordering::Relaxed);
+    }
+
+    /// How many unary requests it has received, answered or not yet.
+    pub fn received(&self) -> u64 {
+        self.state.received.load(Ordering::Relaxed)
     }
 
     /// How many unary requests it has answered.
@@ -72,6 +79,7 @@ type EchoStream = Pin<Box<dyn Stream<Item = Result<EchoResponse, Status>> + Send
 #[tonic::async_trait]
 impl Echo for EchoService {
     async fn echo(&self, request: Request<EchoRequest>) -> Result<Response<EchoResponse>, Status> {
+        self.state.received.fetch_add(1, Ordering::Relaxed);
         self.pause().await;
         self.state.served.fetch_add(1, Ordering::Relaxed);
         Ok(Response::new(EchoResponse {
@@ -120,6 +128,14 @@ pub struct TestEchoServer {
     health: HealthReporter,
     control: Option<oneshot::Sender<Stop>>,
     thread: Option<std::thread::JoinHandle<()>>,
+    connections: Arc<ConnCounter>,
+}
+
+/// Counts the connections a server accepted and how many are still open.
+#[derive(Debug, Default)]
+struct ConnCounter {
+    accepted: AtomicU64,
+    open: AtomicU64,
 }
 
 #[derive(Debug)]
@@ -149,16 +165,30 @@ impl TestEchoServer {
         let addr = listener.local_addr()?;
         let (control, stop) = oneshot::channel::<Stop>();
         let svc = service.clone();
+        let connections = Arc::new(ConnCounter::default());
+        let counter = connections.clone();
         let thread = std::thread::Builder::new()
             .name(format!("echo-{}", service.id()))
-            .spawn(move || serve(listener, svc, health_service, stop))?;
+            .spawn(move || serve(listener, svc, health_service, stop, counter))?;
         Ok(TestEchoServer {
             addr,
             service,
             health,
             control: Some(control),
             thread: Some(thread),
+            connections,
         })
+    }
+
+    /// How many connections the server has accepted since it started.
+    pub fn accepted_connections(&self) -> u64 {
+        self.connections.accepted.load(Ordering::Relaxed)
+    }
+
+    /// How many accepted connections are still open (closed by either side ends
+    /// the count once the server has dropped the socket).
+    pub fn open_connections(&self) -> u64 {
+        self.connections.open.load(Ordering::Relaxed)
     }
 
     /// The address it listens on.
@@ -218,6 +248,7 @@ fn serve(
         impl tonic_health::pb::health_server::Health,
     >,
     stop: oneshot::Receiver<Stop>,
+    counter: Arc<ConnCounter>,
 ) {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -226,7 +257,7 @@ fn serve(
     let (graceful_tx, graceful_rx) = oneshot::channel::<()>();
     let kill = runtime.block_on(async move {
         let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
-        let incoming = tokio_stream_incoming(listener);
+        let incoming = tokio_stream_incoming(listener, counter);
         let server = tonic::transport::Server::builder()
             .add_service(health)
             .add_service(EchoGrpcServer::new(service))
@@ -259,12 +290,93 @@ fn serve(
 
 fn tokio_stream_incoming(
     listener: tokio::net::TcpListener,
-) -> impl Stream<Item = std::io::Result<tokio::net::TcpStream>> {
-    futures_util::stream::unfold(listener, |listener| async move {
-        let item = listener.accept().await.map(|(stream, _)| {
-            let _ = stream.set_nodelay(true);
-            stream
-        });
-        Some((item, listener))
+    counter: Arc<ConnCounter>,
+) -> impl Stream<Item = std::io::Result<CountedStream>> {
+    futures_util::stream::unfold(listener, move |listener| {
+        let counter = counter.clone();
+        async move {
+            let item = listener.accept().await.map(|(stream, _)| {
+                let _ = stream.set_nodelay(true);
+                CountedStream::new(stream, counter)
+            });
+            Some((item, listener))
+        }
     })
+}
+
+pin_project_lite::pin_project! {
+    /// An accepted connection that keeps [`ConnCounter::open`] up to date.
+    struct CountedStream {
+        #[pin]
+        inner: tokio::net::TcpStream,
+        counter: Arc<ConnCounter>,
+    }
+
+    impl PinnedDrop for CountedStream {
+        fn drop(this: Pin<&mut Self>) {
+            this.counter.open.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+}
+
+impl CountedStream {
+    fn new(inner: tokio::net::TcpStream, counter: Arc<ConnCounter>) -> Self {
+        counter.accepted.fetch_add(1, Ordering::Relaxed);
+        counter.open.fetch_add(1, Ordering::Relaxed);
+        CountedStream { inner, counter }
+    }
+}
+
+impl tonic::transport::server::Connected for CountedStream {
+    type ConnectInfo = tonic::transport::server::TcpConnectInfo;
+
+    fn connect_info(&self) -> Self::ConnectInfo {
+        self.inner.connect_info()
+    }
+}
+
+impl tokio::io::AsyncRead for CountedStream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        self.project().inner.poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for CountedStream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        self.project().inner.poll_write(cx, buf)
+    }
+
+    fn poll_flush(
+        self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        self.project().inner.poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        self.project().inner.poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        self.project().inner.poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
 }

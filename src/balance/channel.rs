@@ -1,0 +1,139 @@
+//! `BalancedChannel`: the handle callers clone and send requests through.
+
+use std::fmt;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use tokio::sync::oneshot;
+use tokio_util::sync::PollSender;
+use tonic::body::Body;
+
+use super::builder::BalancedChannelBuilder;
+use super::future::{ResponseFuture, call_timeout};
+use super::info::{EndpointInfo, Registry};
+use super::worker::Message;
+use crate::BoxError;
+
+/// A gRPC channel that balances requests over the discovered instances of one service.
+///
+/// Clone it freely: every clone feeds the same worker task. Hand it to any
+/// tonic-generated client (`EchoClient::new(channel)`).
+///
+/// `poll_ready` waits for a slot in the bounded queue (see
+/// [`BalancedChannelBuilder::buffer_size`]); it does not wait for an instance and
+/// never fails. A
+/// request that finds no ready instance waits at most the fail-fast timeout and then
+/// fails with `Unavailable`; the error is a boxed [`tonic::Status`], so generated
+/// clients report its code. When the worker has ended, calls fail with `Unavailable`
+/// saying so.
+///
+/// # Drop
+///
+/// The worker ends when the last clone is dropped; it closes every connection once
+/// the requests in flight on it are done.
+pub struct BalancedChannel {
+    tx: PollSender<Message>,
+    reserved: bool,
+    shared: Arc<Shared>,
+}
+
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub(crate) name: Arc<str>,
+    pub(crate) registry: Registry,
+    pub(crate) timeout: Option<Duration>,
+}
+
+// === impl BalancedChannel ===
+
+impl BalancedChannel {
+    /// A builder for a channel to the instances of `service`, named in errors and logs.
+    pub fn builder(service: impl Into<String>) -> BalancedChannelBuilder {
+        BalancedChannelBuilder::new(service.into())
+    }
+
+    pub(crate) fn new(tx: PollSender<Message>, shared: Arc<Shared>) -> Self {
+        BalancedChannel {
+            tx,
+            reserved: false,
+            shared,
+        }
+    }
+
+    /// The service name the channel was built for.
+    pub fn service(&self) -> &str {
+        &self.shared.name
+    }
+
+    /// The current endpoints with their connection state, sorted by key.
+    ///
+    /// Reads a table the worker updates on discovery changes; cheap enough for a
+    /// health page, not meant for every request.
+    pub fn endpoints(&self) -> Vec<EndpointInfo> {
+        self.shared.registry.snapshot()
+    }
+
+    fn closed(&self) -> BoxError {
+        let msg = format!("the balancing worker of `{}` has ended", self.shared.name);
+        Box::new(tonic::Status::unavailable(msg))
+    }
+}
+
+impl Clone for BalancedChannel {
+    fn clone(&self) -> Self {
+        BalancedChannel::new(self.tx.clone(), self.shared.clone())
+    }
+}
+
+impl tower::Service<http::Request<Body>> for BalancedChannel {
+    type Response = http::Response<Body>;
+    type Error = BoxError;
+    type Future = ResponseFuture;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        if self.reserved {
+            return Poll::Ready(Ok(()));
+        }
+        match self.tx.poll_reserve(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Ok(())) => {
+                self.reserved = true;
+                Poll::Ready(Ok(()))
+            }
+            // Report the ended worker from `call`, as a `Status` the generated
+            // clients pass through (they turn `poll_ready` errors into `Unknown`).
+            Poll::Ready(Err(_)) => Poll::Ready(Ok(())),
+        }
+    }
+
+    fn call(&mut self, request: http::Request<Body>) -> ResponseFuture {
+        if self.tx.is_closed() {
+            self.reserved = false;
+            return ResponseFuture::failed(self.closed());
+        }
+        if !std::mem::replace(&mut self.reserved, false) {
+            let msg = "BalancedChannel called before poll_ready returned Ready";
+            return ResponseFuture::failed(msg.into());
+        }
+        let timeout = call_timeout(self.shared.timeout, request.headers());
+        let (tx, rx) = oneshot::channel();
+        if self.tx.send_item(Message { request, tx }).is_err() {
+            return ResponseFuture::failed(self.closed());
+        }
+        ResponseFuture::new(rx, self.shared.clone(), timeout)
+    }
+}
+
+impl fmt::Debug for BalancedChannel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BalancedChannel")
+            .field("service", &self.shared.name)
+            .finish_non_exhaustive()
+    }
+}
+
+const _: () = {
+    const fn assert_send_sync_clone<T: Send + Sync + Clone>() {}
+    assert_send_sync_clone::<BalancedChannel>();
+};

@@ -1,0 +1,96 @@
+//! Settings applied to every endpoint, and the load metric.
+
+use std::time::Duration;
+
+use crate::Backoff;
+
+/// The settings of every endpoint's connection (the "endpoint template").
+#[derive(Debug, Clone)]
+pub(crate) struct EndpointConfig {
+    pub(crate) connect_timeout: Duration,
+    pub(crate) tcp_nodelay: bool,
+    pub(crate) keep_alive_interval: Option<Duration>,
+    pub(crate) keep_alive_timeout: Duration,
+    pub(crate) keep_alive_while_idle: bool,
+    pub(crate) initial_stream_window_size: Option<u32>,
+    pub(crate) initial_connection_window_size: Option<u32>,
+    pub(crate) concurrency_limit: Option<usize>,
+    pub(crate) reconnect_backoff: Backoff,
+    #[cfg(feature = "tls-ring")]
+    pub(crate) tls: Option<super::tls::TlsConfig>,
+}
+
+impl EndpointConfig {
+    pub(crate) fn scheme(&self) -> http::uri::Scheme {
+        #[cfg(feature = "tls-ring")]
+        if self.tls.is_some() {
+            return http::uri::Scheme::HTTPS;
+        }
+        http::uri::Scheme::HTTP
+    }
+}
+
+impl Default for EndpointConfig {
+    fn default() -> Self {
+        EndpointConfig {
+            connect_timeout: Duration::from_secs(5),
+            tcp_nodelay: true,
+            keep_alive_interval: None,
+            keep_alive_timeout: Duration::from_secs(20),
+            keep_alive_while_idle: false,
+            initial_stream_window_size: None,
+            initial_connection_window_size: None,
+            concurrency_limit: None,
+            reconnect_backoff: Backoff::default(),
+            #[cfg(feature = "tls-ring")]
+            tls: None,
+        }
+    }
+}
+
+/// How the balancer estimates the load of an endpoint when it compares two.
+///
+/// Only Peak-EWMA is offered for now: the cost of an endpoint is its peak-sensitive
+/// moving average of response latency times its number of requests in flight, so a
+/// slow or busy instance gets a small share of the traffic.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LoadMetric {
+    default_rtt: Duration,
+    decay: Duration,
+}
+
+// === impl LoadMetric ===
+
+impl LoadMetric {
+    /// Peak-EWMA with `default_rtt` as the latency assumed for an endpoint before it
+    /// answered (floored at 1 ms) and `decay` as the time over which old latencies
+    /// fade (floored at 1 ms).
+    pub fn peak_ewma(default_rtt: Duration, decay: Duration) -> Self {
+        const FLOOR: Duration = Duration::from_millis(1);
+        LoadMetric {
+            default_rtt: default_rtt.max(FLOOR),
+            decay: decay.max(FLOOR),
+        }
+    }
+
+    /// The latency assumed for an endpoint that has not answered yet.
+    pub fn default_rtt(&self) -> Duration {
+        self.default_rtt
+    }
+
+    /// The time over which latencies fade.
+    pub fn decay(&self) -> Duration {
+        self.decay
+    }
+
+    pub(crate) fn decay_ns(&self) -> f64 {
+        self.decay.as_nanos() as f64
+    }
+}
+
+impl Default for LoadMetric {
+    /// Peak-EWMA with a default RTT of 30 ms and a decay of 10 s.
+    fn default() -> Self {
+        LoadMetric::peak_ewma(Duration::from_millis(30), Duration::from_secs(10))
+    }
+}

@@ -1,0 +1,78 @@
+//! Opening one instance's connection: TCP, optional TLS, HTTP/2.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use hyper::client::conn::http2::{self, SendRequest};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+use tonic::body::Body;
+use tracing::{Instrument, debug};
+
+use super::config::EndpointConfig;
+use crate::{BoxError, InstanceKey};
+
+/// Opens a TCP connection (and TLS session, if configured) and an HTTP/2 session
+/// within the connect timeout, and spawns the connection's driver. The driver ends
+/// when the connection closes: when the server goes away, or after the endpoint (the
+/// last `SendRequest`) is dropped and in-flight streams finish. It then tells the
+/// worker, which re-checks the endpoint at once so a broken connection leaves the
+/// ready set while idle.
+pub(super) async fn connect(
+    target: Arc<str>,
+    host: Arc<str>,
+    key: InstanceKey,
+    config: Arc<EndpointConfig>,
+    closed_tx: mpsc::UnboundedSender<InstanceKey>,
+) -> Result<SendRequest<Body>, BoxError> {
+    let _ = &host; // Used for TLS only.
+    let open = async {
+        let tcp = TcpStream::connect(&*target).await?;
+        tcp.set_nodelay(config.tcp_nodelay)?;
+        #[cfg(feature = "tls-ring")]
+        if let Some(tls) = &config.tls {
+            let io = tls.connect(&host, tcp).await?;
+            return handshake(io, &config).await;
+        }
+        handshake(tcp, &config).await
+    };
+    let (send, conn) = tokio::time::timeout(config.connect_timeout, open)
+        .await
+        .map_err(|_| format!("connect timed out after {:?}", config.connect_timeout))??;
+    let driver = async move {
+        if let Err(error) = conn.await {
+            debug!(%error, "connection ended with an error");
+        }
+        let _ = closed_tx.send(key);
+    };
+    tokio::spawn(driver.in_current_span());
+    Ok(send)
+}
+
+type Driver = Pin<Box<dyn Future<Output = hyper::Result<()>> + Send>>;
+
+async fn handshake<T>(
+    io: T,
+    config: &EndpointConfig,
+) -> Result<(SendRequest<Body>, Driver), BoxError>
+where
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (send, conn) = h2_builder(config).handshake(TokioIo::new(io)).await?;
+    Ok((send, Box::pin(conn)))
+}
+
+fn h2_builder(config: &EndpointConfig) -> http2::Builder<TokioExecutor> {
+    let mut b = http2::Builder::new(TokioExecutor::new());
+    b.timer(TokioTimer::new());
+    b.initial_stream_window_size(config.initial_stream_window_size);
+    b.initial_connection_window_size(config.initial_connection_window_size);
+    if let Some(interval) = config.keep_alive_interval {
+        b.keep_alive_interval(interval)
+            .keep_alive_timeout(config.keep_alive_timeout)
+            .keep_alive_while_idle(config.keep_alive_while_idle);
+    }
+    b
+}

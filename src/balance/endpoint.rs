@@ -1,0 +1,261 @@
+//! One instance's HTTP/2 connection, with readiness that tells the truth.
+//!
+//! `poll_ready` is `Pending` while connecting or backing off and `Ready` only while
+//! the connection is up. It never returns an error: the ready cache drops an
+//! endpoint for good when it does, so failures turn into reconnects with backoff.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
+
+use http::header::{HeaderValue, USER_AGENT};
+use http::uri::{Authority, PathAndQuery, Scheme, Uri};
+use hyper::client::conn::http2::SendRequest;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio::time::{Instant, Sleep};
+use tokio_util::sync::PollSemaphore;
+use tonic::body::Body;
+use tracing::{Instrument, debug, info, warn};
+
+use super::config::EndpointConfig;
+use super::connect::connect;
+use super::info::{EndpointShared, EndpointState};
+use crate::backoff::BackoffState;
+use crate::{BoxError, Instance, InstanceKey};
+
+/// A connection that closes sooner than this after opening counts as a failed
+/// connect, so a server that accepts and drops connections is retried with backoff.
+const MIN_HEALTHY: Duration = Duration::from_secs(1);
+
+const DEFAULT_USER_AGENT: HeaderValue =
+    HeaderValue::from_static(concat!("tonic-discovery/", env!("CARGO_PKG_VERSION")));
+
+/// The future of one call on an endpoint.
+pub(crate) type EndpointFuture =
+    Pin<Box<dyn Future<Output = Result<http::Response<Body>, BoxError>> + Send>>;
+
+pub(crate) type ConnectFuture =
+    Pin<Box<dyn Future<Output = Result<SendRequest<Body>, BoxError>> + Send>>;
+
+pub(crate) struct Endpoint {
+    key: InstanceKey,
+    target: Arc<str>,
+    host: Arc<str>,
+    scheme: Scheme,
+    authority: Authority,
+    config: Arc<EndpointConfig>,
+    shared: Arc<EndpointShared>,
+    closed_tx: mpsc::UnboundedSender<InstanceKey>,
+    backoff: BackoffState,
+    limit: Option<PollSemaphore>,
+    permit: Option<OwnedSemaphorePermit>,
+    state: State,
+    #[cfg(test)]
+    mock_connect: Option<Arc<dyn Fn() -> ConnectFuture + Send + Sync>>,
+}
+
+enum State {
+    Idle,
+    Connecting(ConnectFuture),
+    Connected {
+        send: SendRequest<Body>,
+        since: Instant,
+    },
+    Backoff(Pin<Box<Sleep>>),
+}
+
+// === impl Endpoint ===
+
+impl Endpoint {
+    /// An endpoint for `instance`; it starts connecting when first polled.
+    pub(crate) fn new(
+        instance: &Instance,
+        config: Arc<EndpointConfig>,
+        closed_tx: mpsc::UnboundedSender<InstanceKey>,
+    ) -> Result<Self, http::uri::InvalidUri> {
+        let target = instance.authority();
+        let authority: Authority = target.parse()?;
+        let limit = config
+            .concurrency_limit
+            .map(|n| PollSemaphore::new(Arc::new(Semaphore::new(n.max(1)))));
+        Ok(Endpoint {
+            key: instance.key().clone(),
+            shared: EndpointShared::new(target.clone()),
+            target: target.into(),
+            host: instance.host().into(),
+            scheme: config.scheme(),
+            authority,
+            backoff: BackoffState::new(config.reconnect_backoff),
+            config,
+            closed_tx,
+            limit,
+            permit: None,
+            state: State::Idle,
+            #[cfg(test)]
+            mock_connect: None,
+        })
+    }
+
+    pub(crate) fn shared(&self) -> Arc<EndpointShared> {
+        self.shared.clone()
+    }
+
+    fn set_state(&mut self, state: State) {
+        let public = match &state {
+            State::Idle | State::Connecting(_) => EndpointState::Connecting,
+            State::Connected { .. } => EndpointState::Ready,
+            State::Backoff(_) => EndpointState::Backoff,
+        };
+        self.shared.set(public);
+        self.state = state;
+    }
+
+    fn back_off(&mut self) {
+        let delay = self.backoff.next_delay();
+        warn!(
+            instance = %self.key,
+            addr = %self.target,
+            failures = self.backoff.failures(),
+            ?delay,
+            "endpoint backing off before reconnecting"
+        );
+        self.set_state(State::Backoff(Box::pin(tokio::time::sleep(delay))));
+    }
+
+    fn start_connect(&mut self) {
+        debug!(instance = %self.key, addr = %self.target, "connecting");
+        #[cfg(test)]
+        if let Some(mock) = &self.mock_connect {
+            let fut = mock();
+            self.set_state(State::Connecting(fut));
+            return;
+        }
+        let fut = connect(
+            self.target.clone(),
+            self.host.clone(),
+            self.key.clone(),
+            self.config.clone(),
+            self.closed_tx.clone(),
+        );
+        self.set_state(State::Connecting(Box::pin(fut.in_current_span())));
+    }
+
+    /// Drives the connection state machine until the connection is up or a timer or
+    /// connect is pending.
+    fn poll_connection(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        loop {
+            match &mut self.state {
+                State::Idle => self.start_connect(),
+                State::Backoff(sleep) => {
+                    ready!(sleep.as_mut().poll(cx));
+                    self.start_connect();
+                }
+                State::Connecting(fut) => match ready!(fut.as_mut().poll(cx)) {
+                    Ok(send) => {
+                        info!(instance = %self.key, addr = %self.target, "endpoint connected");
+                        // The failure count is reset only once the connection has
+                        // proved healthy (see below), so a server that accepts and
+                        // drops connections is retried with growing delays.
+                        let since = Instant::now();
+                        self.set_state(State::Connected { send, since });
+                    }
+                    Err(error) => {
+                        warn!(instance = %self.key, addr = %self.target, %error, "connect failed");
+                        self.back_off();
+                    }
+                },
+                State::Connected { send, since } => {
+                    if send.poll_ready(cx).is_ready_and_ok() {
+                        return Poll::Ready(());
+                    }
+                    let short_lived = since.elapsed() < MIN_HEALTHY;
+                    info!(instance = %self.key, addr = %self.target, "connection closed");
+                    self.permit = None;
+                    if short_lived {
+                        self.back_off();
+                    } else {
+                        self.backoff.reset();
+                        self.set_state(State::Idle);
+                    }
+                }
+            }
+        }
+    }
+
+    fn poll_permit(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        if let (Some(limit), None) = (&mut self.limit, &self.permit) {
+            // The semaphore is never closed, so `None` cannot happen.
+            self.permit = ready!(limit.poll_acquire(cx));
+        }
+        Poll::Ready(())
+    }
+}
+
+trait PollExt {
+    fn is_ready_and_ok(&self) -> bool;
+}
+
+impl<E> PollExt for Poll<Result<(), E>> {
+    fn is_ready_and_ok(&self) -> bool {
+        matches!(self, Poll::Ready(Ok(())))
+    }
+}
+
+impl tower::Service<http::Request<Body>> for Endpoint {
+    type Response = http::Response<Body>;
+    type Error = BoxError;
+    type Future = EndpointFuture;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        ready!(self.poll_connection(cx));
+        ready!(self.poll_permit(cx));
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, mut req: http::Request<Body>) -> EndpointFuture {
+        set_origin(req.uri_mut(), &self.scheme, &self.authority);
+        if !req.headers().contains_key(USER_AGENT) {
+            req.headers_mut().insert(USER_AGENT, DEFAULT_USER_AGENT);
+        }
+        let permit = self.permit.take();
+        let State::Connected { send, .. } = &mut self.state else {
+            let msg = format!("endpoint {} called while not connected", self.target);
+            return Box::pin(async move { Err(msg.into()) });
+        };
+        let fut = send.send_request(req);
+        Box::pin(async move {
+            let res = fut.await;
+            drop(permit);
+            Ok(res?.map(Body::new))
+        })
+    }
+}
+
+impl std::fmt::Debug for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Endpoint")
+            .field("key", &self.key)
+            .field("addr", &self.target)
+            .field("state", &self.shared.get())
+            .finish()
+    }
+}
+
+/// Points `uri` at the instance, keeping its path and query.
+fn set_origin(uri: &mut Uri, scheme: &Scheme, authority: &Authority) {
+    let mut parts = std::mem::take(uri).into_parts();
+    parts.scheme = Some(scheme.clone());
+    parts.authority = Some(authority.clone());
+    if parts.path_and_query.is_none() {
+        parts.path_and_query = Some(PathAndQuery::from_static("/"));
+    }
+    if let Ok(new) = Uri::from_parts(parts) {
+        *uri = new;
+    }
+}
+
+#[cfg(test)]
+#[path = "endpoint_tests.rs"]
+mod tests;

@@ -1,0 +1,187 @@
+//! The response future of [`BalancedChannel`](super::BalancedChannel).
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
+
+use pin_project_lite::pin_project;
+use tokio::sync::oneshot;
+use tokio::time::Sleep;
+use tonic::body::Body;
+
+use super::channel::Shared;
+use super::worker::CallFuture;
+use crate::BoxError;
+
+pin_project! {
+    /// The response of one request through a
+    /// [`BalancedChannel`](super::BalancedChannel): waits for the worker to hand the
+    /// request to an instance, then for the instance's answer, all within the
+    /// request timeout if one is set.
+    pub struct ResponseFuture {
+        #[pin]
+        state: State,
+        #[pin]
+        deadline: Option<Sleep>,
+        timeout: Option<Duration>,
+        shared: Option<Arc<Shared>>,
+    }
+}
+
+pin_project! {
+    #[project = StateProj]
+    enum State {
+        Queued { #[pin] rx: oneshot::Receiver<Result<CallFuture, BoxError>> },
+        Called { #[pin] fut: CallFuture },
+        Failed { error: Option<BoxError> },
+    }
+}
+
+// === impl ResponseFuture ===
+
+impl ResponseFuture {
+    pub(crate) fn new(
+        rx: oneshot::Receiver<Result<CallFuture, BoxError>>,
+        shared: Arc<Shared>,
+        timeout: Option<Duration>,
+    ) -> Self {
+        ResponseFuture {
+            state: State::Queued { rx },
+            deadline: timeout.map(tokio::time::sleep),
+            timeout,
+            shared: Some(shared),
+        }
+    }
+
+    pub(crate) fn failed(error: BoxError) -> Self {
+        ResponseFuture {
+            state: State::Failed { error: Some(error) },
+            deadline: None,
+            timeout: None,
+            shared: None,
+        }
+    }
+}
+
+impl Future for ResponseFuture {
+    type Output = Result<http::Response<Body>, BoxError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        if let Some(deadline) = this.deadline.as_mut().as_pin_mut()
+            && deadline.poll(cx).is_ready()
+        {
+            return Poll::Ready(Err(timed_out(this.shared.as_deref(), *this.timeout)));
+        }
+        loop {
+            match this.state.as_mut().project() {
+                StateProj::Queued { rx } => match ready!(rx.poll(cx)) {
+                    Ok(Ok(fut)) => this.state.set(State::Called { fut }),
+                    Ok(Err(error)) => return Poll::Ready(Err(error)),
+                    Err(_) => return Poll::Ready(Err(worker_gone(this.shared.as_deref()))),
+                },
+                StateProj::Called { fut } => return fut.poll(cx),
+                StateProj::Failed { error } => {
+                    let error = error
+                        .take()
+                        .unwrap_or_else(|| "polled after completion".into());
+                    return Poll::Ready(Err(error));
+                }
+            }
+        }
+    }
+}
+
+fn name(shared: Option<&Shared>) -> &str {
+    shared.map_or("?", |s| &s.name)
+}
+
+fn timed_out(shared: Option<&Shared>, timeout: Option<Duration>) -> BoxError {
+    let timeout = timeout.unwrap_or_default();
+    let msg = format!("request to `{}` timed out after {timeout:?}", name(shared));
+    Box::new(tonic::Status::deadline_exceeded(msg))
+}
+
+fn worker_gone(shared: Option<&Shared>) -> BoxError {
+    let msg = format!("the balancing worker of `{}` has ended", name(shared));
+    Box::new(tonic::Status::unavailable(msg))
+}
+
+impl fmt::Debug for ResponseFuture {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ResponseFuture").finish_non_exhaustive()
+    }
+}
+
+/// The call's timeout: the shorter of the channel's and the request's
+/// `grpc-timeout` header (set by `tonic::Request::set_timeout`), as tonic's own
+/// channel does. An unparsable header is ignored.
+pub(crate) fn call_timeout(
+    channel: Option<Duration>,
+    headers: &http::HeaderMap,
+) -> Option<Duration> {
+    let header = headers
+        .get("grpc-timeout")
+        .and_then(|v| v.to_str().ok())
+        .and_then(parse_grpc_timeout);
+    match (channel, header) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+/// Parses a `grpc-timeout` value: at most 8 digits and a unit (gRPC over HTTP/2).
+fn parse_grpc_timeout(s: &str) -> Option<Duration> {
+    let unit_at = s.len().checked_sub(1)?;
+    let (value, unit) = (s.get(..unit_at)?, s.get(unit_at..)?);
+    if value.is_empty() || value.len() > 8 {
+        return None;
+    }
+    let n: u64 = value.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(n * 3600),
+        "M" => Duration::from_secs(n * 60),
+        "S" => Duration::from_secs(n),
+        "m" => Duration::from_millis(n),
+        "u" => Duration::from_micros(n),
+        "n" => Duration::from_nanos(n),
+        _ => return None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grpc_timeout_values_parse() {
+        assert_eq!(parse_grpc_timeout("3S"), Some(Duration::from_secs(3)));
+        assert_eq!(parse_grpc_timeout("250m"), Some(Duration::from_millis(250)));
+        assert_eq!(parse_grpc_timeout("2H"), Some(Duration::from_secs(7200)));
+        assert_eq!(parse_grpc_timeout("7n"), Some(Duration::from_nanos(7)));
+        for bad in ["", "S", "123456789S", "12x", "-1S", "1é"] {
+            assert_eq!(parse_grpc_timeout(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn the_shorter_timeout_wins() {
+        let mut headers = http::HeaderMap::new();
+        let s = Duration::from_secs(1);
+        assert_eq!(call_timeout(Some(s), &headers), Some(s));
+        headers.insert("grpc-timeout", http::HeaderValue::from_static("100m"));
+        assert_eq!(
+            call_timeout(Some(s), &headers),
+            Some(Duration::from_millis(100))
+        );
+        assert_eq!(
+            call_timeout(None, &headers),
+            Some(Duration::from_millis(100))
+        );
+        headers.insert("grpc-timeout", http::HeaderValue::from_static("5S"));
+        assert_eq!(call_timeout(Some(s), &headers), Some(s));
+    }
+}

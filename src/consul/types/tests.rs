@@ -1,0 +1,120 @@
+//! Decoding tests on the documented sample (tests/fixtures/consul, copied from
+//! Consul's API docs) and on the shapes live agents produce.
+
+use super::*;
+
+const DOC_SAMPLE: &str = include_str!("../../../tests/fixtures/consul/health-service.json");
+
+fn one(body: &str, kind: &AddressKind) -> Instance {
+    let mut v = decode_health(body.as_bytes(), kind, true).expect("decodes");
+    assert_eq!(v.len(), 1, "{v:?}");
+    v.remove(0)
+}
+
+#[test]
+fn decodes_the_documented_sample() {
+    let i = one(DOC_SAMPLE, &AddressKind::Service);
+    assert_eq!(i.key(), &InstanceKey::new("foobar", "redis"));
+    assert_eq!(i.authority(), "10.1.10.12:8000");
+    assert_eq!(i.tags(), ["primary"]);
+    assert_eq!(
+        i.meta().get("redis_version").map(String::as_str),
+        Some("4.0")
+    );
+    assert_eq!(i.weight(), 10);
+}
+
+#[test]
+fn selects_tagged_addresses_with_lowercase_keys() {
+    let i = one(DOC_SAMPLE, &AddressKind::wan());
+    assert_eq!(i.authority(), "198.18.1.2:80");
+    let i = one(DOC_SAMPLE, &AddressKind::lan());
+    assert_eq!(i.authority(), "10.1.10.12:8000");
+}
+
+#[test]
+fn tagged_address_falls_back_to_node_then_default() {
+    let body = r#"[{"Node":{"Node":"n1","Address":"10.0.0.1","TaggedAddresses":{"wan":"203.0.113.9"}},
+        "Service":{"ID":"a","Port":9000,"TaggedAddresses":{"lan_ipv4":{"Address":"10.0.0.7","Port":0}}},
+        "Checks":[]}]"#;
+    assert_eq!(
+        one(body, &AddressKind::wan()).authority(),
+        "203.0.113.9:9000"
+    );
+    assert_eq!(
+        one(body, &AddressKind::tagged("lan_ipv4")).authority(),
+        "10.0.0.7:9000"
+    );
+    assert_eq!(
+        one(body, &AddressKind::tagged("nope")).authority(),
+        "10.0.0.1:9000"
+    );
+}
+
+#[test]
+fn empty_service_address_uses_node_address() {
+    let body = r#"[{"Node":{"Node":"n1","Address":"10.0.0.1"},"Service":{"ID":"a","Address":"","Port":1}}]"#;
+    assert_eq!(one(body, &AddressKind::Service).authority(), "10.0.0.1:1");
+}
+
+#[test]
+fn ipv6_is_kept_unbracketed() {
+    let body = r#"[{"Node":{"Node":"n1"},"Service":{"ID":"a","Address":"::1","Port":50051}}]"#;
+    let i = one(body, &AddressKind::Service);
+    assert_eq!(i.host(), "::1");
+    assert_eq!(i.authority(), "[::1]:50051");
+}
+
+#[test]
+fn tolerates_nulls_and_missing_fields() {
+    let body = r#"[{"Node":{"Node":"n1","Address":"10.0.0.1","TaggedAddresses":null,"Meta":null},
+        "Service":{"ID":"a","Tags":null,"Meta":null,"TaggedAddresses":null,"Weights":null},
+        "Checks":null,"Extra":{"x":1}}]"#;
+    let i = one(body, &AddressKind::Service);
+    assert_eq!(i.port(), 0, "absent Port is 0");
+    assert!(i.tags().is_empty() && i.meta().is_empty());
+    assert_eq!(i.weight(), 1, "absent weight counts as 1");
+    assert!(
+        decode_health(b"null", &AddressKind::Service, true)
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        decode_health(b"[]", &AddressKind::Service, true)
+            .unwrap()
+            .is_empty()
+    );
+}
+
+#[test]
+fn drops_non_passing_and_undialable_entries() {
+    let body = r#"[
+        {"Node":{"Node":"n1","Address":"10.0.0.1"},"Service":{"ID":"ok","Port":1},"Checks":[{"Status":"passing"}]},
+        {"Node":{"Node":"n1","Address":"10.0.0.1"},"Service":{"ID":"warn","Port":1},"Checks":[{"Status":"warning"}]},
+        {"Node":{"Node":"n1","Address":"10.0.0.1"},"Service":{"ID":"bigport","Port":70000}},
+        {"Node":{"Node":"n1"},"Service":{"ID":"noaddr","Port":1}}]"#;
+    let ids = |v: Vec<Instance>| v.iter().map(|i| i.id().to_owned()).collect::<Vec<_>>();
+    let k = AddressKind::Service;
+    assert_eq!(
+        ids(decode_health(body.as_bytes(), &k, true).unwrap()),
+        ["ok"]
+    );
+    assert_eq!(
+        ids(decode_health(body.as_bytes(), &k, false).unwrap()),
+        ["ok", "warn"]
+    );
+}
+
+#[test]
+fn garbage_is_a_typed_decode_error() {
+    for body in [
+        &b"\xff\x00garbage"[..],
+        b"{\"Node\":1}",
+        b"[1,2]",
+        b"",
+        b"[{\"Service\":{\"Port\":\"x\"}}]",
+    ] {
+        let err = decode_health(body, &AddressKind::Service, true).unwrap_err();
+        assert!(err.is_decode(), "{err:?}");
+    }
+}

@@ -1,0 +1,268 @@
+//! The loop's rules, under tokio's paused clock with a mock transport.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::time::{Instant, timeout};
+use tower_test::mock;
+
+use super::*;
+use crate::consul::shared::{WatchHandle, Watches};
+
+type Handle = mock::Handle<WatchRequest, WatchResponse>;
+
+const WAIT: Duration = Duration::from_secs(60);
+const MARGIN: Duration = Duration::from_secs(10);
+const REQUERY: Duration = Duration::from_secs(1);
+
+fn config(backoff: Backoff) -> WatchConfig {
+    WatchConfig {
+        backoff,
+        requery_interval: REQUERY,
+        margin: MARGIN,
+    }
+}
+
+fn query() -> QueryOptions {
+    let mut q = QueryOptions::new("echo");
+    q.wait = WAIT;
+    q
+}
+
+/// Starts a watch over a mock transport.
+fn start(backoff: Backoff) -> (Arc<WatchHandle>, Handle) {
+    let (svc, handle) = mock::pair::<WatchRequest, WatchResponse>();
+    let watches = Watches::default();
+    (watches.subscribe(query(), config(backoff), || svc), handle)
+}
+
+fn body(ids: &[&str]) -> Bytes {
+    let entries: Vec<String> = ids
+        .iter()
+        .map(|id| {
+            format!(r#"{{"Node":{{"Node":"n1","Address":"127.0.0.1"}},"Service":{{"ID":"{id}","Port":7000}},"Checks":[]}}"#)
+        })
+        .collect();
+    Bytes::from(format!("[{}]", entries.join(",")))
+}
+
+fn resp(index: Option<u64>, ids: &[&str]) -> WatchResponse {
+    WatchResponse {
+        index,
+        body: body(ids),
+    }
+}
+
+/// Answers the next request and returns the index it carried.
+async fn answer(handle: &mut Handle, r: WatchResponse) -> Option<u64> {
+    let (req, send) = handle.next_request().await.expect("a request");
+    send.send_response(r);
+    req.index
+}
+
+/// The index of the next request, which is left unanswered.
+async fn next_index(handle: &mut Handle) -> Option<u64> {
+    let (req, _send) = handle.next_request().await.expect("a request");
+    req.index
+}
+
+fn ids(state: &WatchState) -> Vec<&str> {
+    state.instances().iter().map(Instance::id).collect()
+}
+
+#[test]
+fn timeout_covers_wait_jitter_and_margin() {
+    let t = read_timeout(Duration::from_secs(320), MARGIN, true);
+    assert_eq!(t, Duration::from_secs(320 + 20 + 10));
+    assert_eq!(
+        read_timeout(Duration::from_secs(320), MARGIN, false),
+        MARGIN
+    );
+}
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn first_read_is_fresh_then_blocks_on_the_returned_index() {
+    let (watch, mut h) = start(Backoff::default());
+    let (req, send) = h.next_request().await.unwrap();
+    assert_eq!(req.index, None);
+    assert_eq!(req.timeout, MARGIN);
+    send.send_response(resp(Some(7), &["a"]));
+    let (req, _send) = h.next_request().await.unwrap();
+    assert_eq!(req.index, Some(7));
+    assert_eq!(req.timeout, WAIT + WAIT / 16 + MARGIN);
+    let state = watch.receiver().borrow().clone();
+    assert_eq!((state.index(), ids(&state)), (7, vec!["a"]));
+    assert!(state.is_synced());
+}
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn index_going_backwards_resets_to_a_fresh_read() {
+    let (_watch, mut h) = start(Backoff::default());
+    assert_eq!(answer(&mut h, resp(Some(10), &["a"])).await, None);
+    assert_eq!(answer(&mut h, resp(Some(3), &["a"])).await, Some(10));
+    assert_eq!(
+        answer(&mut h, resp(Some(4), &["a"])).await,
+        None,
+        "reset after 10 -> 3"
+    );
+    assert_eq!(next_index(&mut h).await, Some(4));
+}
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn zero_or_missing_index_is_never_sent_as_a_wait() {
+    let (_watch, mut h) = start(Backoff::default());
+    assert_eq!(answer(&mut h, resp(Some(0), &["a"])).await, None);
+    assert_eq!(answer(&mut h, resp(None, &["a"])).await, None);
+    assert_eq!(answer(&mut h, resp(Some(5), &["a"])).await, None);
+    assert_eq!(next_index(&mut h).await, Some(5));
+}
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn unmoved_index_is_rate_limited_after_a_burst_of_two() {
+    let (_watch, mut h) = start(Backoff::default());
+    answer(&mut h, resp(Some(5), &["a"])).await; // moved 0 -> 5: free
+    // Two re-queries with the same index pass at once (the burst)…
+    let start = Instant::now();
+    answer(&mut h, resp(Some(5), &["a"])).await;
+    answer(&mut h, resp(Some(5), &["a"])).await;
+    answer(&mut h, resp(Some(5), &["a"])).await;
+    assert_eq!(Instant::now(), start, "burst of two is not delayed");
+    // …then each waits one refill interval.
+    for _ in 0..3 {
+        let before = Instant::now();
+        let early = timeout(REQUERY - Duration::from_millis(1), h.next_request()).await;
+        assert!(early.is_err(), "re-query before the bucket refilled");
+        let (req, send) = h.next_request().await.unwrap();
+        assert_eq!(req.index, Some(5));
+        assert_eq!(Instant::now() - before, REQUERY);
+        send.send_response(resp(Some(5), &["a"]));
+    }
+    // A moving index is never delayed.
+    answer(&mut h, resp(Some(6), &["a"])).await;
+    let before = Instant::now();
+    answer(&mut h, resp(Some(7), &["a"])).await;
+    assert_eq!(next_index(&mut h).await, Some(7));
+    assert_eq!(Instant::now(), before);
+}
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn errors_back_off_within_bounds_keep_instances_and_drop_the_index() {
+    let min = Duration::from_millis(100);
+    let (watch, mut h) = start(Backoff::new(min, 4 * min).jitter(0.5));
+    answer(&mut h, resp(Some(9), &["a", "b"])).await;
+    let (mut req, mut send) = h.next_request().await.unwrap();
+    assert_eq!(req.index, Some(9));
+    for failures in 1..=5u32 {
+        send.send_error(Error::http_status(500, "No cluster leader"));
+        let sent = Instant::now();
+        (req, send) = h.next_request().await.unwrap();
+        let waited = Instant::now() - sent;
+        let base = (min * 2u32.pow(failures - 1)).min(4 * min);
+        assert!(
+            waited >= base / 2 && waited <= base,
+            "{failures}: {waited:?} vs {base:?}"
+        );
+        assert_eq!(req.index, None, "retries without index");
+        let state = watch.receiver().borrow().clone();
+        assert_eq!(state.consecutive_failures(), failures);
+        assert!(state.last_error().unwrap().contains("No cluster leader"));
+        assert_eq!(ids(&state), ["a", "b"], "keeps the last known set");
+    }
+    send.send_response(resp(Some(9), &["a", "b"]));
+    let _ = next_index(&mut h).await;
+    let state = watch.receiver().borrow().clone();
+    assert_eq!(state.consecutive_failures(), 0);
+    assert!(state.last_error().is_none());
+}
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn a_hung_read_times_out_and_retries_fresh() {
+    let (watch, mut h) = start(Backoff::new(
+        Duration::from_millis(100),
+        Duration::from_secs(1),
+    ));
+    answer(&mut h, resp(Some(3), &["a"])).await;
+    let (req, _never_answered) = h.next_request().await.unwrap();
+    let sent = Instant::now();
+    let (retry, _send) = h.next_request().await.unwrap();
+    assert!(Instant::now() - sent >= req.timeout);
+    assert_eq!(retry.index, None);
+    let state = watch.receiver().borrow().clone();
+    assert!(
+        state.last_error().unwrap().contains("no answer"),
+        "{state:?}"
+    );
+    assert_eq!(ids(&state), ["a"]);
+}
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn garbage_body_counts_as_a_failure_not_a_panic() {
+    let (watch, mut h) = start(Backoff::new(
+        Duration::from_millis(100),
+        Duration::from_secs(1),
+    ));
+    answer(&mut h, resp(Some(3), &["a"])).await;
+    let garbage = WatchResponse {
+        index: Some(4),
+        body: Bytes::from_static(b"\x00\xffnot json"),
+    };
+    assert_eq!(answer(&mut h, garbage).await, Some(3));
+    assert_eq!(next_index(&mut h).await, None);
+    let state = watch.receiver().borrow().clone();
+    assert!(
+        state.last_error().unwrap().contains("undecodable"),
+        "{state:?}"
+    );
+    assert_eq!(ids(&state), ["a"]);
+}
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn one_watch_per_query_ends_with_its_last_subscriber() {
+    let watches = Watches::default();
+    let (svc, mut h) = mock::pair::<WatchRequest, WatchResponse>();
+    let mut svc = Some(svc);
+    let mut transport = || svc.take().expect("one transport per watch");
+    let first = watches.subscribe(query(), config(Backoff::default()), &mut transport);
+    let second = watches.subscribe(query(), config(Backoff::default()), &mut transport);
+    assert!(Arc::ptr_eq(&first, &second));
+    assert_eq!(watches.len(), 1);
+
+    let (other_svc, _other) = mock::pair::<WatchRequest, WatchResponse>();
+    let mut tagged = query();
+    tagged.tags.push("v2".into());
+    let third = watches.subscribe(tagged, config(Backoff::default()), || other_svc);
+    assert_eq!(watches.len(), 2);
+    drop(third);
+    assert_eq!(watches.len(), 1);
+
+    answer(&mut h, resp(Some(1), &["a"])).await;
+    drop(first);
+    assert!(
+        h.next_request().await.is_some(),
+        "still running for the second"
+    );
+    drop(second);
+    assert_eq!(watches.len(), 0);
+    // The task was aborted and dropped its transport: the request stream ends.
+    assert!(h.next_request().await.is_none());
+}
+
+#[test]
+fn a_watch_whose_runtime_ended_is_replaced() {
+    let watches = Watches::default();
+    let runtime = || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+    };
+    let (svc, _h1) = mock::pair::<WatchRequest, WatchResponse>();
+    let first = runtime()
+        .block_on(async { watches.subscribe(query(), config(Backoff::default()), || svc) });
+    // That runtime is gone, and its task with it.
+    let (svc, _h2) = mock::pair::<WatchRequest, WatchResponse>();
+    let second = runtime()
+        .block_on(async { watches.subscribe(query(), config(Backoff::default()), || svc) });
+    assert!(!Arc::ptr_eq(&first, &second));
+}

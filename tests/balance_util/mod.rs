@@ -1,0 +1,93 @@
+//! Helpers for the balanced-channel tests: a hand-fed discovery stream and calls.
+#![allow(dead_code, unreachable_pub)]
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use futures_core::Stream;
+use tokio::sync::mpsc;
+use tonic_discovery::balance::{BalancedChannel, EndpointState};
+use tonic_discovery::testkit::TestEchoServer;
+use tonic_discovery::testkit::pb::EchoRequest;
+use tonic_discovery::testkit::pb::echo_client::EchoClient;
+use tonic_discovery::{BoxError, Instance, InstanceKey};
+use tower::discover::Change;
+
+pub type Item = Result<Change<InstanceKey, Instance>, BoxError>;
+
+/// A discovery stream the test feeds by hand; it ends when the feeder is dropped.
+#[derive(Debug)]
+pub struct HandDiscovery(mpsc::UnboundedReceiver<Item>);
+
+impl Stream for HandDiscovery {
+    type Item = Item;
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Item>> {
+        self.0.poll_recv(cx)
+    }
+}
+
+/// Feeds a [`HandDiscovery`].
+#[derive(Debug, Clone)]
+pub struct Feeder(mpsc::UnboundedSender<Item>);
+
+pub fn discovery() -> (Feeder, HandDiscovery) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    (Feeder(tx), HandDiscovery(rx))
+}
+
+pub fn key(id: &str) -> InstanceKey {
+    InstanceKey::new("node", id)
+}
+
+impl Feeder {
+    pub fn insert(&self, server: &TestEchoServer) {
+        let id = server.service().id().to_owned();
+        let addr = server.addr();
+        let instance = Instance::new(key(&id), addr.ip().to_string(), addr.port());
+        self.0
+            .send(Ok(Change::Insert(key(&id), instance)))
+            .expect("worker alive");
+    }
+
+    pub fn insert_at(&self, id: &str, addr: std::net::SocketAddr) {
+        let instance = Instance::new(key(id), addr.ip().to_string(), addr.port());
+        self.0
+            .send(Ok(Change::Insert(key(id), instance)))
+            .expect("worker alive");
+    }
+
+    pub fn remove(&self, id: &str) {
+        self.0
+            .send(Ok(Change::Remove(key(id))))
+            .expect("worker alive");
+    }
+
+    pub fn error(&self, msg: &str) {
+        self.0.send(Err(msg.into())).expect("worker alive");
+    }
+}
+
+/// One Echo call; returns the serving instance id.
+pub async fn call(channel: &BalancedChannel) -> Result<String, tonic::Status> {
+    let mut client = EchoClient::new(channel.clone());
+    let reply = client
+        .echo(EchoRequest {
+            message: b"hi".to_vec(),
+        })
+        .await?;
+    Ok(reply.into_inner().instance_id)
+}
+
+/// The state of endpoint `id`, if the channel has it.
+pub fn state(channel: &BalancedChannel, id: &str) -> Option<EndpointState> {
+    channel
+        .endpoints()
+        .into_iter()
+        .find(|e| e.key().id() == id)
+        .map(|e| e.state())
+}
+
+pub fn all_ready(channel: &BalancedChannel, n: usize) -> bool {
+    let eps = channel.endpoints();
+    eps.len() == n && eps.iter().all(|e| e.state() == EndpointState::Ready)
+}
