@@ -169,6 +169,18 @@ impl RegistrationHandle {
         }
     }
 
+    /// Stops the heartbeat and leaves the registration behind, as a crashed process
+    /// would: the check turns critical one TTL later, and the agent removes the
+    /// service after `DeregisterCriticalServiceAfter`. For tests and demonstrations;
+    /// a server going away should [`drain`](Self::drain) or
+    /// [`deregister`](Self::deregister).
+    pub fn abandon(mut self) {
+        self.stop.take();
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+
     async fn stop_heartbeat(&mut self) {
         self.stop.take();
         if let Some(task) = self.task.take() {

@@ -92,6 +92,13 @@ impl HealthSource {
     }
 }
 
+impl From<watch::Receiver<bool>> for HealthSource {
+    /// Same as [`HealthSource::watch`].
+    fn from(receiver: watch::Receiver<bool>) -> Self {
+        HealthSource::watch(receiver)
+    }
+}
+
 impl fmt::Debug for HealthSource {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let kind = match self.kind {

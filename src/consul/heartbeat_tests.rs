@@ -261,3 +261,13 @@ async fn dropping_the_handle_stops_beats_and_deregisters() {
     let calls: Vec<_> = agent.calls().into_iter().map(|(_, c)| c).collect();
     assert_eq!(calls, [Call::Register, PASSING, Call::Deregister]);
 }
+
+#[tokio::test(start_paused = true)]
+async fn abandoning_the_handle_stops_beats_and_leaves_the_registration() {
+    let agent = MockAgent::new([]);
+    let handle = start(&agent).await;
+    handle.abandon();
+    sleep(10 * SEC).await;
+    let calls: Vec<_> = agent.calls().into_iter().map(|(_, c)| c).collect();
+    assert_eq!(calls, [Call::Register, PASSING]);
+}

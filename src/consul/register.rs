@@ -207,10 +207,10 @@ impl Registration {
         self
     }
 
-    /// Where the heartbeat takes the status it reports (passing or critical).
-    /// Default: [`HealthSource::always_passing`].
-    pub fn health(mut self, source: HealthSource) -> Self {
-        self.health = source;
+    /// Where the heartbeat takes the status it reports (passing or critical); a
+    /// `watch::Receiver<bool>` converts into one. Default: [`HealthSource::always_passing`].
+    pub fn health(mut self, source: impl Into<HealthSource>) -> Self {
+        self.health = source.into();
         self
     }
 
