@@ -13,6 +13,7 @@
 //! |---|---|---|
 //! | `consul` | yes | [`consul`]: discovery through blocking health queries, registration with a TTL heartbeat |
 //! | `etcd` | no | [`etcd`]: discovery through a prefix watch, registration with a kept-alive lease (needs `protoc` to build) |
+//! | `health` | no | `consul::HealthSource::tonic_health`: a registration's check follows a `tonic_health` reporter |
 //! | `testkit` | no | `testkit`: an in-process Consul-compatible registry, the Echo test service, test helpers |
 //! | `tls-ring` | no | TLS towards Consul and towards gRPC endpoints (rustls with ring) |
 //!
@@ -39,6 +40,8 @@ mod backoff;
 mod change;
 mod error;
 mod instance;
+#[cfg_attr(not(feature = "consul"), allow(dead_code))]
+mod validate;
 
 pub mod balance;
 #[cfg(feature = "consul")]

@@ -126,6 +126,7 @@ pub struct TestEchoServer {
     addr: SocketAddr,
     service: EchoService,
     health: HealthReporter,
+    serving: tokio::sync::watch::Sender<bool>,
     control: Option<oneshot::Sender<Stop>>,
     thread: Option<std::thread::JoinHandle<()>>,
     connections: Arc<ConnCounter>,
@@ -174,6 +175,7 @@ impl TestEchoServer {
             addr,
             service,
             health,
+            serving: tokio::sync::watch::Sender::new(true),
             control: Some(control),
             thread: Some(thread),
             connections,
@@ -210,6 +212,13 @@ impl TestEchoServer {
         };
         self.health.set_service_status("echo.v1.Echo", status).await;
         self.health.set_service_status("", status).await;
+        self.serving.send_replace(serving);
+    }
+
+    /// Follows [`set_serving`](Self::set_serving): `true` while serving. Hand it to a
+    /// registration (`consul::Registration::health`) so its TTL check follows.
+    pub fn health_watch(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.serving.subscribe()
     }
 
     /// Stops accepting, finishes in-flight requests, then returns.

@@ -1,0 +1,188 @@
+//! Registration over the wire, against a recording stand-in for the agent: the exact
+//! requests, the token header, and what happens before anything is sent.
+#![cfg(feature = "consul")]
+
+mod support;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use tonic_discovery::consul::{Client, Registration};
+
+const ADDR: &str = "127.0.0.1:7001";
+
+fn reg(name: &str) -> Registration {
+    Registration::new(name, ADDR.parse().unwrap())
+}
+
+/// With `tls-ring`, reqwest is built without a default crypto provider and its client
+/// builder panics unless one is installed (the client builder does not install one yet).
+fn install_crypto_provider() {
+    #[cfg(feature = "tls-ring")]
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+/// What we want to test: an invalid registration fails before anything is sent, so
+/// the agent never sees a connection.
+#[tokio::test]
+async fn invalid_registration_sends_nothing() {
+    support::trace_init();
+    install_crypto_provider();
+    let agent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    agent.set_nonblocking(true).unwrap();
+    let address: SocketAddr = agent.local_addr().unwrap();
+    let client = Client::builder(address.to_string()).build().unwrap();
+
+    let e = client.register(reg("user_service")).await.unwrap_err();
+    assert!(e.is_config(), "{e}");
+    let e = client
+        .register(reg("echo").ttl(Duration::from_millis(10)))
+        .await
+        .unwrap_err();
+    assert!(e.is_config(), "{e}");
+
+    let accept = agent.accept().map(|_| ()).unwrap_err();
+    assert_eq!(
+        accept.kind(),
+        std::io::ErrorKind::WouldBlock,
+        "a connection reached the agent"
+    );
+}
+
+#[path = "consul_register/fake_agent.rs"]
+mod fake_agent;
+
+use fake_agent::{FakeAgent, Seen};
+
+const TOKEN: &str = "s3cret-token";
+
+async fn agent_and_client() -> (FakeAgent, Client) {
+    support::trace_init();
+    install_crypto_provider();
+    let agent = FakeAgent::start().await;
+    let client = Client::builder(agent.addr().to_string())
+        .token(TOKEN)
+        .build()
+        .unwrap();
+    (agent, client)
+}
+
+fn count(agent: &FakeAgent, pred: impl Fn(&Seen) -> bool) -> usize {
+    agent.seen().iter().filter(|s| pred(s)).count()
+}
+
+fn is_update(s: &Seen) -> bool {
+    s.method == "PUT" && s.uri == "/v1/agent/check/update/service:echo-1"
+}
+
+fn is_register(s: &Seen) -> bool {
+    s.method == "PUT" && s.uri == "/v1/agent/service/register"
+}
+
+fn status_of(s: &Seen) -> String {
+    let body: serde_json::Value = serde_json::from_str(&s.body).unwrap();
+    body["Status"].as_str().unwrap_or_default().to_owned()
+}
+
+#[tokio::test]
+async fn registers_beats_and_deregisters_over_http() {
+    let (agent, client) = agent_and_client().await;
+    let registration = reg("echo")
+        .id("echo-1")
+        .tag("blue")
+        .ttl(Duration::from_secs(1));
+    let handle = client.register(registration).await.unwrap();
+    assert_eq!(handle.check_id(), "service:echo-1");
+    assert_eq!(handle.address(), ADDR.parse().unwrap());
+
+    let seen = agent.seen();
+    assert!(is_register(&seen[0]), "{seen:?}");
+    let body: serde_json::Value = serde_json::from_str(&seen[0].body).unwrap();
+    assert_eq!(body["ID"], "echo-1");
+    assert_eq!(body["Name"], "echo");
+    assert_eq!(body["Tags"], serde_json::json!(["blue"]));
+    assert_eq!(body["Check"]["CheckID"], "service:echo-1");
+    assert_eq!(body["Check"]["TTL"], "1s");
+    assert!(is_update(&seen[1]), "{seen:?}");
+    assert_eq!(status_of(&seen[1]), "passing");
+
+    // The heartbeat keeps going on its own (interval TTL/3).
+    let wait = Duration::from_secs(5);
+    support::eventually(wait, "three more heartbeats", || async {
+        count(&agent, is_update) >= 4
+    })
+    .await;
+
+    handle.deregister().await.unwrap();
+    let seen = agent.seen();
+    let last = seen.last().unwrap();
+    assert_eq!(
+        (last.method.as_str(), last.uri.as_str()),
+        ("PUT", "/v1/agent/service/deregister/echo-1")
+    );
+    for s in &seen {
+        assert_eq!(s.token.as_deref(), Some(TOKEN), "token header on {}", s.uri);
+        assert!(!s.uri.contains(TOKEN), "token in the URL {}", s.uri);
+    }
+    assert!(!format!("{client:?}").contains(TOKEN));
+}
+
+#[tokio::test]
+async fn registers_again_when_the_agent_forgot_the_check() {
+    let (agent, client) = agent_and_client().await;
+    let handle = client
+        .register(reg("echo").id("echo-1").ttl(Duration::from_secs(1)))
+        .await
+        .unwrap();
+    agent.refuse_next_update(404, "Unknown check ID \"service:echo-1\". Ensure that the check ID is passed, not the check name.");
+    let wait = Duration::from_secs(5);
+    support::eventually(wait, "a second registration", || async {
+        count(&agent, is_register) == 2
+    })
+    .await;
+    agent.refuse_next_update(
+        500,
+        "CheckID \"service:echo-1\" does not have associated TTL",
+    );
+    support::eventually(wait, "a third registration", || async {
+        count(&agent, is_register) == 3
+    })
+    .await;
+    // Each re-registration is followed at once by a passing update.
+    let seen = agent.seen();
+    for (i, s) in seen.iter().enumerate().skip(1) {
+        if is_register(s) {
+            let next = seen.get(i + 1).expect("an update after re-registering");
+            assert!(is_update(next) && status_of(next) == "passing", "{seen:?}");
+        }
+    }
+    drop(handle);
+}
+
+#[tokio::test]
+async fn drain_reports_critical_then_deregisters() {
+    let (agent, client) = agent_and_client().await;
+    let handle = client
+        .register(reg("echo").id("echo-1").ttl(Duration::from_secs(1)))
+        .await
+        .unwrap();
+    handle.drain(Duration::from_millis(200)).await.unwrap();
+    let seen = agent.seen();
+    let n = seen.len();
+    assert!(
+        is_update(&seen[n - 2]) && status_of(&seen[n - 2]) == "critical",
+        "{seen:?}"
+    );
+    assert_eq!(seen[n - 1].uri, "/v1/agent/service/deregister/echo-1");
+}
+
+#[tokio::test]
+async fn dropping_the_handle_deregisters() {
+    let (agent, client) = agent_and_client().await;
+    let handle = client.register(reg("echo").id("echo-1")).await.unwrap();
+    drop(handle);
+    support::eventually(Duration::from_secs(5), "a deregistration", || async {
+        count(&agent, |s| s.uri == "/v1/agent/service/deregister/echo-1") == 1
+    })
+    .await;
+}
