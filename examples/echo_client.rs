@@ -88,15 +88,18 @@ async fn main() {
         Ok(o) => o,
         Err(e) => common::usage_error(&e, USAGE),
     };
-    let discovery = match options.registry.discovery(&options.service, &options.tags) {
-        Ok(d) => d,
+    let channel = match options
+        .registry
+        .channel(&options.service, &options.tags)
+        .await
+    {
+        Ok(channel) => channel,
         Err(e) => common::fail(&format!("registry: {e}")),
     };
-    let channel = BalancedChannel::builder(options.service.clone()).build(discovery);
     run(channel, &options).await;
 }
 
-const USAGE: &str = "echo_client --registry consul://HOST:PORT|etcd://HOST:PORT --service NAME \
+const USAGE: &str = "echo_client --registry consul://HOST:PORT|etcd://HOST:PORT[,…] --service NAME \
 [--tag T]... [--rps 200] [--concurrency 8] [--duration 10s]";
 
 async fn run(channel: BalancedChannel, options: &Options) {

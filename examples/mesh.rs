@@ -82,6 +82,7 @@ async fn main() {
                 println!("  >> d starts and registers");
             }
             14 => {
+                events.b_last_while_failing = tally.lock().unwrap().last_seen.get("b").copied();
                 instances["b"].server.set_serving(true).await;
                 println!("  >> b is SERVING again");
             }
@@ -106,6 +107,7 @@ async fn main() {
 #[derive(Default)]
 struct Events {
     b_failed: Option<Instant>,
+    b_last_while_failing: Option<Instant>,
     d_joined: Option<Instant>,
     c_killed: Option<Instant>,
 }
@@ -191,7 +193,7 @@ fn print_second(second: u64, tally: &Mutex<Tally>) {
     let mut line = format!("{second:>3}s ");
     for id in ["a", "b", "c", "d"] {
         let n = t.second.get(id).copied().unwrap_or(0);
-        let bar = "#".repeat(((n as usize) + 9) / 10);
+        let bar = "#".repeat((n as usize).div_ceil(10));
         line.push_str(&format!("| {id} {n:>4} {bar:<14}"));
     }
     line.push_str(&format!("| errors {}", t.errors_second));

@@ -46,11 +46,6 @@ impl Applied {
         changes
     }
 
-    /// The applied instances.
-    pub(crate) fn instances(&self) -> impl Iterator<Item = &Instance> {
-        self.set.values()
-    }
-
     pub(crate) fn len(&self) -> usize {
         self.set.len()
     }

@@ -2,23 +2,26 @@
 //! `--registry` URL.
 #![allow(dead_code)]
 
+use std::net::SocketAddr;
 use std::str::FromStr;
 use std::time::Duration;
 
+use tonic_discovery::balance::BalancedChannel;
+
 /// The arguments after the program name, consumed option by option.
-pub struct Args {
+pub(crate) struct Args {
     rest: Vec<String>,
 }
 
 impl Args {
-    pub fn from_env() -> Self {
+    pub(crate) fn from_env() -> Self {
         Args {
             rest: std::env::args().skip(1).collect(),
         }
     }
 
     /// Removes `--name VALUE` (or `--name=VALUE`) and returns the value, if present.
-    pub fn optional(&mut self, name: &str) -> Result<Option<String>, String> {
+    pub(crate) fn optional(&mut self, name: &str) -> Result<Option<String>, String> {
         let prefix = format!("{name}=");
         let Some(i) = self
             .rest
@@ -38,13 +41,13 @@ impl Args {
         }
     }
 
-    pub fn required(&mut self, name: &str) -> Result<String, String> {
+    pub(crate) fn required(&mut self, name: &str) -> Result<String, String> {
         self.optional(name)?
             .ok_or_else(|| format!("{name} is required"))
     }
 
     /// Every value of a repeatable option.
-    pub fn all(&mut self, name: &str) -> Vec<String> {
+    pub(crate) fn all(&mut self, name: &str) -> Vec<String> {
         let mut out = Vec::new();
         while let Ok(Some(v)) = self.optional(name) {
             out.push(v);
@@ -52,7 +55,7 @@ impl Args {
         out
     }
 
-    pub fn parsed<T: FromStr>(&mut self, name: &str, default: T) -> Result<T, String> {
+    pub(crate) fn parsed<T: FromStr>(&mut self, name: &str, default: T) -> Result<T, String> {
         match self.optional(name)? {
             None => Ok(default),
             Some(v) => v
@@ -61,7 +64,7 @@ impl Args {
         }
     }
 
-    pub fn duration(&mut self, name: &str, default: Duration) -> Result<Duration, String> {
+    pub(crate) fn duration(&mut self, name: &str, default: Duration) -> Result<Duration, String> {
         match self.optional(name)? {
             None => Ok(default),
             Some(v) => parse_duration(&v).map_err(|e| format!("{name}: {e}")),
@@ -69,7 +72,7 @@ impl Args {
     }
 
     /// Removes a flag without value; true if it was given.
-    pub fn flag(&mut self, name: &str) -> bool {
+    pub(crate) fn flag(&mut self, name: &str) -> bool {
         match self.rest.iter().position(|a| a == name) {
             Some(i) => {
                 self.rest.remove(i);
@@ -80,7 +83,7 @@ impl Args {
     }
 
     /// Fails on anything left over.
-    pub fn finish(self) -> Result<(), String> {
+    pub(crate) fn finish(self) -> Result<(), String> {
         match self.rest.first() {
             None => Ok(()),
             Some(a) => Err(format!("unexpected argument `{a}`")),
@@ -89,7 +92,7 @@ impl Args {
 }
 
 /// `1500ms`, `2s`, `1.5s`, `1m`, `1m30s`.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
+pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
     let bad = || format!("`{s}` is not a duration (examples: 500ms, 2s, 1m30s)");
     let mut total = Duration::ZERO;
     let mut rest = s.trim();
@@ -106,6 +109,7 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
             .find(|c: char| c.is_ascii_digit() || c == '.')
             .unwrap_or(rest.len());
         let unit = match &rest[..unit_end] {
+            "us" | "µs" => 0.000_001,
             "ms" => 0.001,
             "s" => 1.0,
             "m" => 60.0,
@@ -118,12 +122,16 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     Ok(total)
 }
 
-/// Where instances are registered and discovered.
-pub enum Registry {
+/// Where instances are registered and discovered: `consul://HOST:PORT`,
+/// `etcd://HOST:PORT[,HOST:PORT…]`, or `none`.
+pub(crate) enum Registry {
     /// No registry: serve only.
     None,
-    /// A Consul agent's HTTP address.
+    /// A Consul agent's HTTP address (`http://…`).
     Consul(String),
+    /// etcd endpoints, comma-separated (needs the `etcd` feature).
+    #[cfg(feature = "etcd")]
+    Etcd(String),
 }
 
 impl FromStr for Registry {
@@ -136,42 +144,147 @@ impl FromStr for Registry {
         if let Some(addr) = s.strip_prefix("consul://") {
             return Ok(Registry::Consul(format!("http://{addr}")));
         }
-        if let Some(addr) = s.strip_prefix("consuls://") {
-            return Ok(Registry::Consul(format!("https://{addr}")));
+        if s.starts_with("http://") || s.starts_with("https://") {
+            return Ok(Registry::Consul(s.to_owned()));
+        }
+        if s.starts_with("etcd://") {
+            #[cfg(feature = "etcd")]
+            return Ok(Registry::Etcd(s.to_owned()));
+            #[cfg(not(feature = "etcd"))]
+            return Err(
+                "--registry etcd://… needs the etcd feature: cargo run --features etcd …".into(),
+            );
         }
         Err(format!(
-            "--registry `{s}`: expected consul://HOST:PORT, consuls://HOST:PORT or none"
+            "--registry `{s}`: expected consul://HOST:PORT, etcd://HOST:PORT[,HOST:PORT] or none"
         ))
     }
 }
 
-impl Registry {
-    /// A Consul client for this registry, with the token and TLS settings of the
-    /// `CONSUL_*` environment variables.
-    pub fn consul_client(&self) -> Result<tonic_discovery::consul::Client, String> {
-        match self {
-            Registry::Consul(addr) => tonic_discovery::consul::Client::builder(addr.clone())
-                .build()
-                .map_err(|e| e.to_string()),
-            Registry::None => Err("no registry given".into()),
-        }
-    }
+/// A registration kept alive in the registry until drained.
+pub(crate) enum Registered {
+    None,
+    Consul(tonic_discovery::consul::RegistrationHandle),
+    #[cfg(feature = "etcd")]
+    Etcd(Box<tonic_discovery::etcd::RegistrationHandle>),
+}
 
-    pub fn discovery(
-        &self,
-        service: &str,
-        tags: &[String],
-    ) -> Result<tonic_discovery::consul::Discovery, String> {
-        let client = self.consul_client()?;
-        let mut builder = client.discovery(service);
-        for tag in tags {
-            builder = builder.tag(tag.clone());
+impl Registered {
+    /// Takes the instance out of the registry, waits `grace` for clients to drop it,
+    /// then removes it.
+    pub(crate) async fn drain(self, grace: Duration) -> Result<(), String> {
+        match self {
+            Registered::None => Ok(()),
+            Registered::Consul(h) => h.drain(grace).await.map_err(|e| e.to_string()),
+            #[cfg(feature = "etcd")]
+            Registered::Etcd(h) => h.drain(grace).await.map_err(|e| e.to_string()),
         }
-        Ok(builder.build())
     }
 }
 
-pub fn init_tracing() {
+impl Registry {
+    /// A Consul client for `addr`, with the token and TLS settings of the
+    /// `CONSUL_*` environment variables.
+    fn consul(addr: &str) -> Result<tonic_discovery::consul::Client, String> {
+        tonic_discovery::consul::ClientBuilder::from_env()
+            .address(addr)
+            .build()
+            .map_err(|e| e.to_string())
+    }
+
+    #[cfg(feature = "etcd")]
+    async fn etcd(endpoints: &str) -> Result<tonic_discovery::etcd::Client, String> {
+        tonic_discovery::etcd::Client::connect(endpoints)
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    /// A balanced channel over the instances of `service` that carry every tag
+    /// (tags are a Consul notion; etcd ignores them).
+    pub(crate) async fn channel(
+        &self,
+        service: &str,
+        tags: &[String],
+    ) -> Result<BalancedChannel, String> {
+        let builder = BalancedChannel::builder(service);
+        match self {
+            Registry::None => Err("a client needs a registry".into()),
+            Registry::Consul(addr) => {
+                let mut discovery = Self::consul(addr)?.discovery(service);
+                for tag in tags {
+                    discovery = discovery.tag(tag.clone());
+                }
+                Ok(builder.build(discovery.build()))
+            }
+            #[cfg(feature = "etcd")]
+            Registry::Etcd(endpoints) => {
+                if !tags.is_empty() {
+                    return Err("--tag needs a Consul registry".into());
+                }
+                let client = Self::etcd(endpoints).await?;
+                Ok(builder.build(client.discovery(service).build()))
+            }
+        }
+    }
+
+    /// Registers `service` at `addr`; with Consul the TTL check follows `health`.
+    pub(crate) async fn register(
+        &self,
+        service: &str,
+        addr: SocketAddr,
+        id: Option<&str>,
+        tags: &[String],
+        ttl: Option<Duration>,
+        health: tonic_discovery::consul::HealthSource,
+    ) -> Result<(String, Registered), String> {
+        match self {
+            Registry::None => {
+                let id = id.map_or_else(|| format!("{service}-{}", addr.port()), str::to_owned);
+                Ok((id, Registered::None))
+            }
+            Registry::Consul(url) => {
+                let mut reg =
+                    tonic_discovery::consul::Registration::new(service, addr).health(health);
+                if let Some(id) = id {
+                    reg = reg.id(id);
+                }
+                for tag in tags {
+                    reg = reg.tag(tag.clone());
+                }
+                if let Some(ttl) = ttl {
+                    reg = reg.ttl(ttl);
+                }
+                let handle = Self::consul(url)?
+                    .register(reg)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                Ok((handle.id().to_owned(), Registered::Consul(handle)))
+            }
+            #[cfg(feature = "etcd")]
+            Registry::Etcd(endpoints) => {
+                if !tags.is_empty() {
+                    return Err("--tag needs a Consul registry".into());
+                }
+                let mut reg = tonic_discovery::etcd::Registration::new(service, addr);
+                if let Some(id) = id {
+                    reg = reg.id(id);
+                }
+                if let Some(ttl) = ttl {
+                    reg = reg.ttl(ttl);
+                }
+                let handle = Self::etcd(endpoints)
+                    .await?
+                    .register(reg)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let id = id.map_or_else(|| handle.key().to_owned(), str::to_owned);
+                Ok((id, Registered::Etcd(Box::new(handle))))
+            }
+        }
+    }
+}
+
+pub(crate) fn init_tracing() {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn"));
     let _ = tracing_subscriber::fmt()
@@ -180,12 +293,12 @@ pub fn init_tracing() {
         .try_init();
 }
 
-pub fn usage_error(message: &str, usage: &str) -> ! {
+pub(crate) fn usage_error(message: &str, usage: &str) -> ! {
     eprintln!("error: {message}\nusage: {usage}");
     std::process::exit(2)
 }
 
-pub fn fail(message: &str) -> ! {
+pub(crate) fn fail(message: &str) -> ! {
     eprintln!("error: {message}");
     std::process::exit(1)
 }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{HeaderMap, Method, StatusCode};
+use http::{HeaderMap, Method};
 use reqwest::Url;
 
 use crate::error::{Error, Result};
@@ -97,7 +97,6 @@ impl ApiRequest {
 /// A successful (2xx) answer.
 #[derive(Debug)]
 pub(crate) struct ApiResponse {
-    pub(crate) status: StatusCode,
     pub(crate) headers: HeaderMap,
     pub(crate) body: Bytes,
 }
@@ -112,12 +111,6 @@ impl ApiResponse {
             .trim()
             .parse()
             .ok()
-    }
-
-    /// Decodes the JSON body.
-    pub(crate) fn json<T: serde::de::DeserializeOwned>(&self, what: &str) -> Result<T> {
-        serde_json::from_slice(&self.body)
-            .map_err(|e| Error::decode(format!("{what}: invalid JSON body"), e))
     }
 }
 
@@ -153,11 +146,7 @@ impl Client {
                 format!("{what}: {reason}"),
             ));
         }
-        Ok(ApiResponse {
-            status,
-            headers,
-            body,
-        })
+        Ok(ApiResponse { headers, body })
     }
 
     fn url(&self, req: &ApiRequest) -> Result<Url> {

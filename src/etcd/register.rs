@@ -207,7 +207,7 @@ mod tests {
     #[test]
     fn names_follow_key_rules() {
         for ok in ["echo", "greet.rpc", "foo/bar/my-service", "a_b"] {
-            check(Registration::new(ok, addr())).unwrap();
+            let _ = check(Registration::new(ok, addr())).unwrap();
         }
         for bad in ["", "/echo", "echo/", "a//b", "é", "a b", "a\n"] {
             let e = check(Registration::new(bad, addr())).unwrap_err();
