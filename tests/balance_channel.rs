@@ -104,7 +104,7 @@ async fn remove_while_idle_closes_the_connection_and_stops_requests() {
 async fn remove_lets_in_flight_requests_finish() {
     support::trace_init();
     let s = servers(&["a"]).await;
-    s[0].service().set_delay(Duration::from_millis(300));
+    let hold = s[0].service().hold();
     let (feed, disc) = discovery();
     let channel = BalancedChannel::builder("echo").build(disc);
     feed.insert(&s[0]);
@@ -117,8 +117,13 @@ async fn remove_lets_in_flight_requests_finish() {
         s[0].service().received() == 1
     })
     .await;
-    assert!(!in_flight.is_finished());
     feed.remove("a");
+    eventually(WAIT, "a removed", || async {
+        state(&channel, "a").is_none()
+    })
+    .await;
+    assert!(!in_flight.is_finished(), "answered while held");
+    drop(hold);
     assert_eq!(in_flight.await.expect("join").expect("in-flight call"), "a");
     eventually(WAIT, "connection closed after the call", || async {
         s[0].open_connections() == 0
@@ -162,35 +167,43 @@ async fn slow_instance_gets_a_small_share() {
     assert!(slow < 320, "slow instance got {slow} of 1600 requests");
 }
 
+/// What we want to test: an instance at its concurrency limit gets no more requests;
+/// they wait for it (here until the fail-fast timeout), and it takes them again once
+/// its request in flight is answered.
 #[tokio::test]
 async fn concurrency_limit_holds_requests_back() {
     support::trace_init();
     let s = servers(&["a"]).await;
-    s[0].service().set_delay(Duration::from_millis(300));
+    let hold = s[0].service().hold();
     let (feed, disc) = discovery();
     let channel = BalancedChannel::builder("echo")
         .concurrency_limit(1)
+        .failfast_timeout(Duration::from_millis(300))
         .build(disc);
     feed.insert(&s[0]);
     eventually(WAIT, "a ready", || async { all_ready(&channel, 1) }).await;
-    let calls: Vec<_> = (0..2)
-        .map(|_| {
-            let channel = channel.clone();
-            tokio::spawn(async move { call(&channel).await })
-        })
-        .collect();
-    // With the limit, the second request reaches a only after the first was
-    // answered; without it, both would arrive while none was answered.
-    eventually(WAIT, "both requests at a", || async {
-        s[0].service().received() == 2
+    let first = tokio::spawn({
+        let channel = channel.clone();
+        async move { call(&channel).await }
+    });
+    eventually(WAIT, "first request at a", || async {
+        s[0].service().received() == 1
     })
     .await;
-    assert!(
-        s[0].service().served() >= 1,
-        "second request sent before the first finished"
-    );
-    for c in calls {
-        assert_eq!(c.await.expect("join").expect("call"), "a");
-    }
-    assert_eq!(s[0].service().received(), 2);
+    // Without the limit the second request would reach a and stay held there.
+    let second = tokio::time::timeout(WAIT, call(&channel))
+        .await
+        .expect("the second request was sent to a held instance");
+    let status = second.expect_err("a is at its limit");
+    assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+    assert_eq!(s[0].service().received(), 1, "second request reached a");
+    assert!(!first.is_finished(), "answered while held");
+
+    drop(hold);
+    assert_eq!(first.await.expect("join").expect("first call"), "a");
+    eventually(WAIT, "a takes requests again", || async {
+        call(&channel).await.is_ok()
+    })
+    .await;
+    assert_eq!(s[0].service().served(), 2);
 }

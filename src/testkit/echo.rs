@@ -16,7 +16,7 @@ use super::pb::echo_server::{Echo, EchoServer as EchoGrpcServer};
 use super::pb::{EchoRequest, EchoResponse, EchoStreamRequest};
 
 /// The Echo service: answers with the message and its instance id, after an optional
-/// delay, and counts what it served.
+/// delay and while no [`HoldGuard`] is alive, and counts what it served.
 #[derive(Debug, Clone)]
 pub struct EchoService {
     state: Arc<EchoState>,
@@ -26,8 +26,18 @@ pub struct EchoService {
 struct EchoState {
     id: String,
     delay_us: AtomicU64,
+    /// How many [`HoldGuard`]s are alive; unary replies wait while it is above 0.
+    holds: tokio::sync::watch::Sender<usize>,
     received: AtomicU64,
     served: AtomicU64,
+}
+
+/// Keeps every unary request to an [`EchoService`] in flight until dropped, so that a
+/// test can decide when they are answered. Returned by [`EchoService::hold`].
+#[derive(Debug)]
+#[must_use = "requests are held only while the guard lives"]
+pub struct HoldGuard {
+    state: Arc<EchoState>,
 }
 
 // === impl EchoService ===
@@ -39,6 +49,7 @@ impl EchoService {
             state: Arc::new(EchoState {
                 id: id.into(),
                 delay_us: AtomicU64::new(0),
+                holds: tokio::sync::watch::Sender::new(0),
                 received: AtomicU64::new(0),
                 served: AtomicU64::new(0),
             }),
@@ -56,6 +67,16 @@ impl EchoService {
         self.state.delay_us.store(us, Ordering::Relaxed);
     }
 
+    /// Holds every unary request, received now or later, until the returned guard
+    /// (and every other guard) is dropped. Count arrivals with
+    /// [`received`](Self::received).
+    pub fn hold(&self) -> HoldGuard {
+        self.state.holds.send_modify(|n| *n += 1);
+        HoldGuard {
+            state: self.state.clone(),
+        }
+    }
+
     /// How many unary requests it has received, answered or not yet.
     pub fn received(&self) -> u64 {
         self.state.received.load(Ordering::Relaxed)
@@ -71,6 +92,17 @@ impl EchoService {
         if us > 0 {
             tokio::time::sleep(Duration::from_micros(us)).await;
         }
+        let mut holds = self.state.holds.subscribe();
+        // The sender lives in `self.state`, so the wait cannot fail.
+        let _ = holds.wait_for(|n| *n == 0).await;
+    }
+}
+
+// === impl HoldGuard ===
+
+impl Drop for HoldGuard {
+    fn drop(&mut self) {
+        self.state.holds.send_modify(|n| *n -= 1);
     }
 }
 

@@ -10,7 +10,7 @@ mod etcd;
 mod etcd_cluster;
 
 pub use consul_dev::{ConsulDev, ConsulDevBuilder, Fault, FaultId, FaultRule, Faults};
-pub use echo::{EchoService, TestEchoServer};
+pub use echo::{EchoService, HoldGuard, TestEchoServer};
 pub use etcd::EtcdServer;
 pub use etcd_cluster::EtcdCluster;
 
