@@ -103,17 +103,23 @@ async fn follows_check_status_and_routes_around_a_killed_server() {
     assert!(dev.set_check_status("ttl-b", "passing", ""));
     eventually(WAIT, "b back", || async { ready_ids(&channel).len() == 3 }).await;
 
-    // c dies without deregistering: out of the ready set within a second.
+    // c dies without deregistering: its closed connection takes it out of the ready
+    // set, long before its 60 s TTL could.
     s.remove(2).kill().await;
-    eventually(Duration::from_secs(1), "c out of the ready set", || async {
+    let killed = Instant::now();
+    eventually(WAIT, "c out of the ready set", || async {
         !ready_ids(&channel).contains(&"c".to_owned())
     })
     .await;
+    let c_out_after = killed.elapsed();
     for _ in 0..60 {
         let id = call(&channel).await.expect("no error once c is out");
         assert_ne!(id, "c");
     }
-    println!("check critical -> instance removed from the channel: {removed_after:?}");
+    eprintln!(
+        "check critical -> instance removed from the channel: {removed_after:?}; \
+         kill -> out of the ready set: {c_out_after:?}"
+    );
 }
 
 #[tokio::test]
@@ -128,52 +134,4 @@ async fn an_unknown_service_fails_fast_with_unavailable() {
         "{}",
         status.message()
     );
-}
-
-/// Measurement, not a check: under steady load, how long after a check turns
-/// critical the last request reaches that instance. Measured 2026-11-26 on the
-/// 2-core build machine, 8 closed-loop callers: 0.5 / 0.8 / 1.5 ms, no errors.
-/// Run in release:
-/// `cargo test --release --all-features --test balance_consul -- --ignored --nocapture`
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "measurement; run in release with --ignored --nocapture"]
-async fn propagation_from_check_to_last_request() {
-    use std::sync::{Arc, Mutex};
-    let dev = ConsulDev::start().await.expect("registry");
-    let s = echo_servers(&["a", "b", "c"]).await;
-    for server in &s {
-        register(&dev, server).await;
-    }
-    let channel = channel(&dev, "echo");
-    eventually(WAIT, "three ready", || async {
-        ready_ids(&channel).len() == 3
-    })
-    .await;
-    let last_b = Arc::new(Mutex::new(None::<Instant>));
-    let mut tasks = Vec::new();
-    let stop_at = Instant::now() + Duration::from_secs(3);
-    for _ in 0..8 {
-        let (channel, last_b) = (channel.clone(), last_b.clone());
-        tasks.push(tokio::spawn(async move {
-            let mut errors = 0;
-            while Instant::now() < stop_at {
-                match call(&channel).await {
-                    Ok(id) if id == "b" => *last_b.lock().unwrap() = Some(Instant::now()),
-                    Ok(_) => {}
-                    Err(_) => errors += 1,
-                }
-            }
-            errors
-        }));
-    }
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    let flipped = Instant::now();
-    assert!(dev.set_check_status("ttl-b", "critical", "down"));
-    let mut errors = 0;
-    for t in tasks {
-        errors += t.await.expect("task");
-    }
-    let last = last_b.lock().unwrap().expect("b served before the flip");
-    let after = last.saturating_duration_since(flipped);
-    println!("check critical -> last request served by b: {after:?} (errors: {errors})");
 }

@@ -68,6 +68,11 @@ impl Load {
     }
 }
 
+/// When a request answered by b was sent.
+fn sent_to_b((sent, outcome): &(Instant, Result<String, tonic::Code>)) -> Option<Instant> {
+    (outcome.as_deref() == Ok("b")).then_some(*sent)
+}
+
 async fn register(client: &Client, server: &TestEchoServer) -> RegistrationHandle {
     let id = server.service().id().to_owned();
     let reg = Registration::new("echo", server.addr())
@@ -114,7 +119,8 @@ async fn draining_instance_loses_no_request_under_load() {
         channel.endpoints().iter().all(|e| e.key().id() != "b")
     })
     .await;
-    let removed_after = drain_start.elapsed();
+    // Recorded after the removal: every request sent from here on must miss b.
+    let removed_at = Instant::now();
     drain.await.unwrap().unwrap();
     let b = servers.remove(1);
     b.shutdown().await;
@@ -132,25 +138,26 @@ async fn draining_instance_loses_no_request_under_load() {
         errors.len(),
         log.len()
     );
-    let last_to_b = log
+    let late: Vec<_> = log
         .iter()
-        .filter(|(_, r)| r.as_deref() == Ok("b"))
-        .map(|(sent, _)| *sent)
-        .max()
-        .unwrap();
-    let drained_after = last_to_b.checked_duration_since(drain_start);
+        .filter_map(sent_to_b)
+        .filter(|sent| *sent > removed_at)
+        .collect();
     assert!(
-        drained_after.is_none_or(|d| d < GRACE),
-        "b still got requests {drained_after:?} after drain start"
+        late.is_empty(),
+        "{} requests sent after b left the channel reached b",
+        late.len()
     );
-    let last = match drained_after {
+    let last_to_b = log.iter().filter_map(sent_to_b).max().unwrap();
+    let last = match last_to_b.checked_duration_since(drain_start) {
         Some(d) => format!("{d:?} after drain start"),
         None => format!("{:?} before drain start", drain_start - last_to_b),
     };
-    println!(
-        "{} requests, 0 failed; drain start -> b out of the channel: {removed_after:?}; \
+    eprintln!(
+        "{} requests, 0 failed; drain start -> b out of the channel: {:?}; \
          last request sent to b: {last} (grace {GRACE:?})",
-        log.len()
+        log.len(),
+        removed_at - drain_start,
     );
     drop(handles);
 }
