@@ -5,8 +5,8 @@ use std::sync::Mutex;
 
 use bytes::Bytes;
 use futures_util::future::BoxFuture;
-use tokio::sync::watch;
-use tokio::time::sleep;
+use tokio::sync::{Notify, watch};
+use tokio::time::{sleep, timeout};
 
 use super::*;
 use crate::consul::handle::RegistrationHandle;
@@ -34,6 +34,10 @@ struct MockAgent {
     start: Instant,
     calls: Mutex<Vec<(Duration, Call)>>,
     script: Mutex<VecDeque<Reply>>,
+    /// Wakes every waiter at each call.
+    called: Notify,
+    /// Signalled at each deregistration (kept for a later waiter).
+    deregistered: Notify,
 }
 
 impl MockAgent {
@@ -42,12 +46,15 @@ impl MockAgent {
             start: Instant::now(),
             calls: Mutex::new(Vec::new()),
             script: Mutex::new(script.into_iter().collect()),
+            called: Notify::new(),
+            deregistered: Notify::new(),
         })
     }
 
     fn record(&self, call: Call) {
         let at = self.start.elapsed();
         self.calls.lock().unwrap().push((at, call));
+        self.called.notify_waiters();
     }
 
     fn calls(&self) -> Vec<(Duration, Call)> {
@@ -86,6 +93,7 @@ impl Agent for MockAgent {
 
     fn deregister<'a>(&'a self, _service_id: &'a str) -> BoxFuture<'a, Result<()>> {
         self.record(Call::Deregister);
+        self.deregistered.notify_one();
         Box::pin(async { Ok(()) })
     }
 }
@@ -252,12 +260,26 @@ async fn drain_turns_critical_waits_then_deregisters() {
     );
 }
 
+/// Whether the agent is asked to deregister within `within` of (paused) time.
+async fn deregistered_within(agent: &MockAgent, within: Duration) -> bool {
+    timeout(within, agent.deregistered.notified()).await.is_ok()
+}
+
+/// Whether the agent gets no call at all for `span` of (paused) time.
+async fn quiet_for(agent: &MockAgent, span: Duration) -> bool {
+    timeout(span, agent.called.notified()).await.is_err()
+}
+
 #[tokio::test(start_paused = true)]
 async fn dropping_the_handle_stops_beats_and_deregisters() {
     let agent = MockAgent::new([]);
     let handle = start(&agent).await;
     drop(handle);
-    sleep(10 * SEC).await;
+    assert!(
+        deregistered_within(&agent, 10 * SEC).await,
+        "no deregistration after the drop"
+    );
+    assert!(quiet_for(&agent, 9 * SEC).await, "a call after the drop");
     let calls: Vec<_> = agent.calls().into_iter().map(|(_, c)| c).collect();
     assert_eq!(calls, [Call::Register, PASSING, Call::Deregister]);
 }
@@ -267,7 +289,7 @@ async fn abandoning_the_handle_stops_beats_and_leaves_the_registration() {
     let agent = MockAgent::new([]);
     let handle = start(&agent).await;
     handle.abandon();
-    sleep(10 * SEC).await;
+    assert!(quiet_for(&agent, 9 * SEC).await, "a call after abandon");
     let calls: Vec<_> = agent.calls().into_iter().map(|(_, c)| c).collect();
     assert_eq!(calls, [Call::Register, PASSING]);
 }
