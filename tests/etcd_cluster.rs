@@ -30,7 +30,7 @@ async fn killing_the_leader_loses_no_update() {
     for n in 0..40u16 {
         if n == 10 {
             let leader = cluster.leader().await.unwrap();
-            cluster.member(leader).kill();
+            cluster.member(leader).kill().await;
         }
         let key = format!("svc/k{}", n % 15);
         let value = go_value(&format!("10.0.0.1:{}", 1000 + n));

@@ -139,7 +139,7 @@ async fn broken_and_compacted_watches_end_with_the_keys_in_etcd() {
         })
         .await;
 
-        etcd.kill();
+        etcd.kill().await;
         etcd.restart().await.unwrap();
         etcd.etcdctl(&["del", "svc/a"]).await.unwrap();
         etcd.etcdctl(&["put", "svc/b", &go_value("10.0.0.2:2")])
@@ -194,7 +194,7 @@ async fn partition_keeps_the_last_known_set_and_recovers() {
     })
     .await;
 
-    etcd.stop().unwrap();
+    etcd.stop().await.unwrap();
     eventually(WAIT, "the registration to notice the partition", || async {
         handle.lease_id().is_none()
     })
@@ -216,7 +216,7 @@ async fn partition_keeps_the_last_known_set_and_recovers() {
     .await;
     assert_eq!(seen.keys(), ["svc/127.0.0.1:7001"]);
 
-    etcd.cont().unwrap();
+    etcd.cont().await.unwrap();
     etcd.etcdctl(&["put", "svc/after", &go_value("10.0.0.1:9")])
         .await
         .unwrap();

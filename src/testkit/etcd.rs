@@ -4,18 +4,20 @@ use std::fmt;
 use std::io;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Stdio;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::process::{Child, Command};
 
 use crate::error::{Error, Result};
 
 const INSTALL_HINT: &str = "install it (Debian: apt-get install etcd-server etcd-client)";
 
 /// One `etcd` member started from `PATH` on free loopback ports with a temporary data
-/// directory. Stopped (SIGKILL) by PID and its directory removed on drop.
+/// directory. On drop, SIGKILL is sent to its PID (without waiting for the exit, which
+/// tokio reaps in the background) and its directory is removed.
 ///
 /// Elections are fast (heartbeat 25 ms, election timeout 250 ms), so etcd's minimum
 /// lease TTL is 1 s.
@@ -84,27 +86,35 @@ impl EtcdServer {
 
     /// The process id, while running.
     pub fn pid(&self) -> Option<u32> {
-        self.child.as_ref().map(Child::id)
+        self.child.as_ref().and_then(Child::id)
     }
 
     /// Kills the process with SIGKILL and waits for it to exit. Data stays for
     /// [`restart`](Self::restart).
-    pub fn kill(&mut self) {
+    pub async fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
+            let _ = child.start_kill();
+            let _ = child.wait().await;
         }
     }
 
     /// Freezes the process (SIGSTOP): connections stay open and nothing answers, as in
     /// a network partition.
-    pub fn stop(&self) -> Result<()> {
-        self.signal("-STOP")
+    ///
+    /// # Errors
+    ///
+    /// A closed error when etcd is not running or `kill` fails.
+    pub async fn stop(&self) -> Result<()> {
+        self.signal("-STOP").await
     }
 
     /// Resumes a frozen process (SIGCONT).
-    pub fn cont(&self) -> Result<()> {
-        self.signal("-CONT")
+    ///
+    /// # Errors
+    ///
+    /// As [`stop`](Self::stop).
+    pub async fn cont(&self) -> Result<()> {
+        self.signal("-CONT").await
     }
 
     /// Starts the process again on the same ports and data directory (after
@@ -114,7 +124,7 @@ impl EtcdServer {
     ///
     /// As [`start`](Self::start).
     pub async fn restart(&mut self) -> Result<()> {
-        self.kill();
+        self.kill().await;
         self.spawn()?;
         self.wait_healthy().await
     }
@@ -140,6 +150,7 @@ impl EtcdServer {
         let client = self.endpoint();
         let peer = self.peer_url();
         let child = Command::new("etcd")
+            .kill_on_drop(true)
             .args(["--name", &self.name, "--data-dir"])
             .arg(self.dir.join("data"))
             .args([
@@ -190,13 +201,14 @@ impl EtcdServer {
         }
     }
 
-    fn signal(&self, signal: &str) -> Result<()> {
+    async fn signal(&self, signal: &str) -> Result<()> {
         let pid = self
             .pid()
             .ok_or_else(|| Error::closed("etcd is not running"))?;
         let status = Command::new("kill")
             .args([signal, &pid.to_string()])
             .status()
+            .await
             .map_err(|e| Error::config("running kill failed").with_source(e))?;
         if status.success() {
             Ok(())
@@ -208,7 +220,10 @@ impl EtcdServer {
 
 impl Drop for EtcdServer {
     fn drop(&mut self) {
-        self.kill();
+        // Never blocks: the signal is sent now and the exit reaped by tokio later.
+        if let Some(child) = self.child.as_mut() {
+            let _ = child.start_kill();
+        }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
