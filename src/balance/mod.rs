@@ -63,6 +63,7 @@ mod endpoint;
 mod failfast;
 mod future;
 mod info;
+mod load;
 #[cfg(feature = "tls-ring")]
 mod tls;
 pub mod tonic;
