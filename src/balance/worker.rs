@@ -143,6 +143,9 @@ where
             Ok(endpoint) => endpoint,
             Err(error) => {
                 warn!(service = %self.name, instance = %key, %addr, %error, "instance skipped: bad address");
+                // An instance that moved to an address we cannot dial must not keep
+                // its old endpoint under the same key.
+                self.remove(&key);
                 return;
             }
         };
