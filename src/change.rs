@@ -46,6 +46,30 @@ impl Applied {
         changes
     }
 
+    /// Applies one new or changed instance; `None` when it is already applied as is.
+    pub(crate) fn insert(&mut self, instance: Instance) -> Option<Change<InstanceKey, Instance>> {
+        if self.set.get(instance.key()) == Some(&instance) {
+            return None;
+        }
+        let key = instance.key().clone();
+        self.set.insert(key.clone(), instance.clone());
+        Some(Change::Insert(key, instance))
+    }
+
+    /// Removes one instance; `None` when it is not applied.
+    pub(crate) fn remove(&mut self, key: &InstanceKey) -> Option<Change<InstanceKey, Instance>> {
+        self.set.remove(key)?;
+        Some(Change::Remove(key.clone()))
+    }
+
+    /// The applied keys, sorted.
+    #[cfg(test)]
+    pub(crate) fn keys(&self) -> Vec<&InstanceKey> {
+        let mut keys: Vec<_> = self.set.keys().collect();
+        keys.sort();
+        keys
+    }
+
     pub(crate) fn len(&self) -> usize {
         self.set.len()
     }

@@ -51,8 +51,18 @@ impl Default for EndpointConfig {
 /// How the balancer estimates the load of an endpoint when it compares two.
 ///
 /// Only Peak-EWMA is offered for now: the cost of an endpoint is its peak-sensitive
-/// moving average of response latency times its number of requests in flight, so a
-/// slow or busy instance gets a small share of the traffic.
+/// moving average of response latency (measured to the response headers) times its
+/// number of requests in flight plus one, so a slow or busy instance gets a small
+/// share of the traffic.
+///
+/// # Cold start
+///
+/// A newly inserted instance (a new one, or one back after a removal) starts from
+/// the median of the current latency estimates of the ready instances, and from the
+/// default RTT only when there is none. It thus competes at once on equal terms;
+/// its first responses then set its own estimate (a slower one raises it at once).
+/// Starting every newcomer from a fixed default instead would starve it whenever
+/// the others answer much faster than that default.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct LoadMetric {
     default_rtt: Duration,
@@ -62,9 +72,10 @@ pub struct LoadMetric {
 // === impl LoadMetric ===
 
 impl LoadMetric {
-    /// Peak-EWMA with `default_rtt` as the latency assumed for an endpoint before it
-    /// answered (floored at 1 ms) and `decay` as the time over which old latencies
-    /// fade (floored at 1 ms).
+    /// Peak-EWMA with `default_rtt` as the latency assumed for an instance inserted
+    /// while no other is ready (floored at 1 ms; otherwise a newcomer starts from its
+    /// peers' median, see [Cold start](Self#cold-start)) and `decay` as the time
+    /// constant over which old latencies fade (floored at 1 ms).
     pub fn peak_ewma(default_rtt: Duration, decay: Duration) -> Self {
         const FLOOR: Duration = Duration::from_millis(1);
         LoadMetric {
@@ -73,7 +84,7 @@ impl LoadMetric {
         }
     }
 
-    /// The latency assumed for an endpoint that has not answered yet.
+    /// The latency assumed for an instance inserted while no other is ready.
     pub fn default_rtt(&self) -> Duration {
         self.default_rtt
     }
@@ -81,10 +92,6 @@ impl LoadMetric {
     /// The time over which latencies fade.
     pub fn decay(&self) -> Duration {
         self.decay
-    }
-
-    pub(crate) fn decay_ns(&self) -> f64 {
-        self.decay.as_nanos() as f64
     }
 }
 

@@ -74,7 +74,11 @@ impl Endpoint {
         instance: &Instance,
         config: Arc<EndpointConfig>,
         closed_tx: mpsc::UnboundedSender<InstanceKey>,
-    ) -> Result<Self, http::uri::InvalidUri> {
+    ) -> Result<Self, BoxError> {
+        if instance.port() == 0 {
+            // Consul lists services registered without a port with port 0.
+            return Err("port 0 cannot be dialled".into());
+        }
         let target = instance.authority();
         let authority: Authority = target.parse()?;
         let limit = config

@@ -14,7 +14,9 @@ use tokio::time::{Instant, Sleep};
 #[derive(Debug)]
 pub(crate) struct FailFast {
     timeout: Duration,
-    sleep: Pin<Box<Sleep>>,
+    /// Created on first use, so a channel can be built outside a runtime
+    /// (`build_with_worker` for custom executors).
+    sleep: Option<Pin<Box<Sleep>>>,
     armed: bool,
     active: bool,
 }
@@ -25,7 +27,7 @@ impl FailFast {
     pub(crate) fn new(timeout: Duration) -> Self {
         FailFast {
             timeout,
-            sleep: Box::pin(tokio::time::sleep(timeout)),
+            sleep: None,
             armed: false,
             active: false,
         }
@@ -46,11 +48,15 @@ impl FailFast {
         if self.active {
             return true;
         }
+        let deadline = Instant::now() + self.timeout;
+        let sleep = self
+            .sleep
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
         if !self.armed {
             self.armed = true;
-            self.sleep.as_mut().reset(Instant::now() + self.timeout);
+            sleep.as_mut().reset(deadline);
         }
-        if self.sleep.as_mut().poll(cx).is_pending() {
+        if sleep.as_mut().poll(cx).is_pending() {
             return false;
         }
         self.armed = false;

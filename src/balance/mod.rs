@@ -44,7 +44,9 @@
 //! instance cannot poison the balancer.
 //!
 //! Requests go to the less loaded of two ready endpoints picked at random (power of
-//! two choices) under Peak-EWMA load, so slow instances get less traffic. With no
+//! two choices) under Peak-EWMA load, so slow instances get less traffic. A newly
+//! inserted instance starts from the median estimate of the ready ones, so it
+//! competes at once (see [`LoadMetric`]). With no
 //! ready endpoint a request waits at most the fail-fast timeout, then fails with
 //! `Unavailable` naming the service. A request stops counting towards its
 //! endpoint's load when the response headers arrive, so long streaming responses
@@ -63,6 +65,7 @@ mod endpoint;
 mod failfast;
 mod future;
 mod info;
+mod load;
 #[cfg(feature = "tls-ring")]
 mod tls;
 pub mod tonic;

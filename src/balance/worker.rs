@@ -17,9 +17,8 @@ use rand::{Rng, SeedableRng};
 use tokio::sync::{mpsc, oneshot};
 use tonic::body::Body;
 use tower::discover::Change;
+use tower::load::CompleteOnResponse;
 use tower::load::completion::TrackCompletionFuture;
-use tower::load::peak_ewma::Handle;
-use tower::load::{CompleteOnResponse, Load, PeakEwma};
 use tower::ready_cache::ReadyCache;
 use tracing::{debug, info, warn};
 
@@ -27,9 +26,10 @@ use super::config::{EndpointConfig, LoadMetric};
 use super::endpoint::{Endpoint, EndpointFuture};
 use super::failfast::FailFast;
 use super::info::Registry;
+use super::load::{Handle, PeakEwma, cold_start_rtt};
 use crate::{BoxError, Instance, InstanceKey};
 
-type Balanced = PeakEwma<Endpoint, CompleteOnResponse>;
+type Balanced = PeakEwma<Endpoint>;
 
 /// What the worker hands back for one request: the endpoint's response future.
 pub(crate) type CallFuture = TrackCompletionFuture<EndpointFuture, CompleteOnResponse, Handle>;
@@ -143,19 +143,24 @@ where
             Ok(endpoint) => endpoint,
             Err(error) => {
                 warn!(service = %self.name, instance = %key, %addr, %error, "instance skipped: bad address");
+                // An instance that moved to an address we cannot dial must not keep
+                // its old endpoint under the same key.
+                self.remove(&key);
                 return;
             }
         };
         info!(service = %self.name, instance = %key, %addr, "instance inserted");
         self.registry.insert(key.clone(), endpoint.shared());
-        let load = self.load;
-        let svc = PeakEwma::new(
-            endpoint,
-            load.default_rtt(),
-            load.decay_ns(),
-            CompleteOnResponse::default(),
-        );
+        let svc = PeakEwma::new(endpoint, self.initial_rtt(), self.load.decay());
         self.cache.push(key, svc);
+    }
+
+    /// A newcomer's first estimate: its ready peers' median (see [`cold_start_rtt`]).
+    fn initial_rtt(&self) -> std::time::Duration {
+        let peers = self.cache.iter_ready().map(|(_, s)| s.rtt_ns()).collect();
+        let rtt = cold_start_rtt(peers, self.load.default_rtt());
+        debug!(service = %self.name, ?rtt, "initial latency estimate");
+        rtt
     }
 
     fn remove(&mut self, key: &InstanceKey) {
@@ -255,7 +260,7 @@ where
                 if b >= a {
                     b += 1;
                 }
-                let load = |i| self.cache.get_ready_index(i).map(|(_, s)| s.load());
+                let load = |i| self.cache.get_ready_index(i).map(|(_, s)| s.cost());
                 Some(if load(a) <= load(b) { a } else { b })
             }
         }

@@ -63,7 +63,10 @@ impl ClientBuilder {
     /// The ACL token, sent in the `X-Consul-Token` header (never in a URL). An empty
     /// string means no token. Default: none.
     pub fn token(mut self, token: impl AsRef<str>) -> Self {
-        self.token = Token::new(token.as_ref());
+        match Token::new(token.as_ref()) {
+            Ok(token) => self.token = token,
+            Err(e) => self.error = Some(e),
+        }
         self
     }
 
@@ -174,7 +177,7 @@ impl ClientBuilder {
         }
         let base = parse_address(&self.address, self.https)?;
         let token = match &self.token_file {
-            Some(path) => Token::new(&read_token_file(path)?),
+            Some(path) => Token::new(&read_token_file(path)?)?,
             None => self.token,
         };
         let http = reqwest::Client::builder()
@@ -215,6 +218,13 @@ pub(crate) fn parse_address(address: &str, https: bool) -> Result<Url> {
     let address = address.trim();
     if address.is_empty() {
         return Err(Error::config("Consul address is empty"));
+    }
+    // Never echo credentials: `user:pass@host` would end up in errors and logs.
+    let authority = address.split_once("://").map_or(address, |(_, rest)| rest);
+    if authority.split('/').next().is_some_and(|a| a.contains('@')) {
+        return Err(Error::config(
+            "Consul address carries user:password@ credentials; use an ACL token instead",
+        ));
     }
     let with_scheme = match address.split_once("://") {
         Some(("http", rest)) if https => format!("https://{rest}"),
@@ -259,6 +269,13 @@ impl fmt::Debug for ClientBuilder {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn credentials_in_the_address_are_refused_without_echo() {
+        let e = parse_address("http://user:s3cret@127.0.0.1:8500", false).unwrap_err();
+        assert!(e.is_config());
+        assert!(!e.to_string().contains("s3cret"), "{e}");
+    }
 
     #[test]
     fn addresses_like_consul_http_addr() {

@@ -33,18 +33,33 @@ pub(crate) struct ClientInner {
     pub(crate) watches: super::shared::Watches,
 }
 
-/// An ACL token. Its `Debug` never shows the secret.
+/// An ACL token, kept as the ready `X-Consul-Token` header value (marked sensitive,
+/// so HTTP layers never log it). Its `Debug` never shows the secret.
 #[derive(Clone, PartialEq, Eq)]
-pub(crate) struct Token(Arc<str>);
+pub(crate) struct Token(http::HeaderValue);
 
 impl Token {
-    pub(crate) fn new(secret: &str) -> Option<Self> {
+    /// `None` for an empty token; a configuration error (that does not echo the
+    /// token) for one that cannot travel in a header.
+    pub(crate) fn new(secret: &str) -> Result<Option<Self>> {
         let secret = secret.trim();
-        (!secret.is_empty()).then(|| Token(secret.into()))
+        if secret.is_empty() {
+            return Ok(None);
+        }
+        let mut value = http::HeaderValue::from_str(secret).map_err(|_| {
+            Error::config("the ACL token has characters an HTTP header cannot carry")
+        })?;
+        value.set_sensitive(true);
+        Ok(Some(Token(value)))
     }
 
-    pub(crate) fn expose(&self) -> &str {
+    pub(crate) fn header(&self) -> &http::HeaderValue {
         &self.0
+    }
+
+    #[cfg(test)]
+    pub(crate) fn expose(&self) -> &str {
+        self.0.to_str().unwrap_or_default()
     }
 }
 
@@ -127,7 +142,7 @@ impl Client {
             .request(req.method.clone(), url)
             .timeout(req.timeout.unwrap_or(inner.request_timeout));
         if let Some(token) = &inner.token {
-            builder = builder.header("X-Consul-Token", token.expose());
+            builder = builder.header("X-Consul-Token", token.header().clone());
         }
         if let Some(body) = req.body {
             builder = builder
@@ -138,9 +153,9 @@ impl Client {
         let response = builder.send().await.map_err(|e| send_error(&what, e))?;
         let status = response.status();
         let headers = response.headers().clone();
-        let body = response.bytes().await.map_err(|e| send_error(&what, e))?;
+        let body = read_limited(response, MAX_BODY, &what).await?;
         if !status.is_success() {
-            let reason = String::from_utf8_lossy(&body).trim().to_owned();
+            let reason = reason(&body);
             return Err(Error::http_status(
                 status.as_u16(),
                 format!("{what}: {reason}"),
@@ -177,6 +192,41 @@ impl Client {
     }
 }
 
+/// The largest answer body read: a health answer for thousands of instances is a few
+/// MiB; anything past this is a misbehaving agent or proxy, not data.
+const MAX_BODY: usize = 64 << 20;
+
+/// How much of an error body goes into an error message (and so into logs).
+const MAX_REASON: usize = 512;
+
+async fn read_limited(mut response: reqwest::Response, limit: usize, what: &str) -> Result<Bytes> {
+    let mut body = bytes::BytesMut::new();
+    while let Some(chunk) = response.chunk().await.map_err(|e| send_error(what, e))? {
+        if body.len() + chunk.len() > limit {
+            return Err(Error::decode(
+                format!("{what}: answer larger than {limit} bytes"),
+                "body too large",
+            ));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body.freeze())
+}
+
+/// Consul's plain-text error reason, cut to [`MAX_REASON`] bytes.
+fn reason(body: &[u8]) -> String {
+    let text = String::from_utf8_lossy(body);
+    let text = text.trim();
+    if text.len() <= MAX_REASON {
+        return text.to_owned();
+    }
+    let mut end = MAX_REASON;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}… ({} bytes)", &text[..end], text.len())
+}
+
 fn describe(method: &Method, segments: &[String]) -> String {
     format!("{method} /{}", segments.join("/"))
 }
@@ -200,5 +250,19 @@ impl fmt::Debug for Client {
             .field("address", &self.inner.base.as_str())
             .field("token", &self.inner.token.as_ref().map(|_| "<redacted>"))
             .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_error_reasons_are_cut_on_a_char_boundary() {
+        let body = "é".repeat(1000);
+        let cut = reason(body.as_bytes());
+        assert!(cut.len() < MAX_REASON + 32, "{}", cut.len());
+        assert!(cut.ends_with("… (2000 bytes)"), "{cut}");
+        assert_eq!(reason(b"  No cluster leader\n"), "No cluster leader");
     }
 }

@@ -208,7 +208,13 @@ impl Drop for RegistrationHandle {
             return;
         };
         let (agent, reg) = (self.agent.clone(), self.reg.clone());
+        let task = self.task.take();
         runtime.spawn(async move {
+            // Wait for the heartbeat to end first: a re-registration it has in flight
+            // must not land after the deregistration.
+            if let Some(task) = task {
+                let _ = task.await;
+            }
             let call = agent.deregister(&reg.service_id);
             match tokio::time::timeout(DROP_DEREGISTER_TIMEOUT, call).await {
                 Ok(Ok(())) => tracing::info!(service_id = %reg.service_id, "deregistered on drop"),

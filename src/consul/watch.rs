@@ -102,7 +102,7 @@ impl Default for WatchConfig {
 /// margin for a blocking read, the margin alone for a fresh one.
 pub(crate) fn read_timeout(wait: Duration, margin: Duration, blocking: bool) -> Duration {
     if blocking {
-        wait + wait / 16 + margin
+        wait.saturating_add(wait / 16).saturating_add(margin)
     } else {
         margin
     }
@@ -135,7 +135,10 @@ impl TokenBucket {
             return Duration::ZERO;
         }
         // Reserve the next token: it is consumed when it appears.
-        self.last += self.interval;
+        self.last = self
+            .last
+            .checked_add(self.interval)
+            .unwrap_or_else(|| now + Duration::from_secs(365 * 24 * 3600));
         self.last.saturating_duration_since(now)
     }
 

@@ -145,17 +145,26 @@ impl Drop for RegistrationHandle {
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return;
         };
-        let (client, key, lease) = (self.client.clone(), self.key.clone(), self.lease_id());
+        let (client, key, lease_rx) = (self.client.clone(), self.key.clone(), self.lease.clone());
+        let task = self.task.take();
         runtime.spawn(async move {
+            // Wait for the keep-alive task to end first: a lease it is granting or a key
+            // it is putting must not land after the revoke. Then read the lease it left.
+            if let Some(task) = task {
+                let _ = task.await;
+            }
+            let lease = *lease_rx.borrow();
             let mut etcd = client.etcd();
             let revoke = async {
                 match lease {
                     Some(id) => etcd.lease_revoke(id).await.map(drop),
-                    None => etcd.delete(key, None).await.map(drop),
+                    None => etcd.delete(key.clone(), None).await.map(drop),
                 }
             };
-            if let Err(e) = tokio::time::timeout(DROP_TIMEOUT, revoke).await {
-                tracing::debug!(error = %e, "best-effort deregistration on drop timed out");
+            match tokio::time::timeout(DROP_TIMEOUT, revoke).await {
+                Ok(Ok(())) => tracing::info!(%key, "deregistered on drop"),
+                Ok(Err(e)) => tracing::warn!(%key, error = %e, "deregister on drop failed"),
+                Err(_) => tracing::warn!(%key, "deregister on drop timed out"),
             }
         });
     }

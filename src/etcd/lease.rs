@@ -72,9 +72,17 @@ impl Keeper {
             .unwrap_or_else(|| Backoff::new(Duration::from_millis(100), interval));
         let mut retry = BackoffState::new(backoff);
         loop {
+            let held = tokio::time::Instant::now();
             let lost = self.keep_alive(lease).await;
             tracing::warn!(error = %lost, lease = lease.id, "etcd lease lost; registering again");
             self.lease_tx.send_replace(None);
+            if held.elapsed() >= interval {
+                retry.reset();
+            } else {
+                // Lost before its first renewal: something refuses the keep-alive
+                // itself, so granting and putting again at once would spin.
+                tokio::time::sleep(retry.next_delay()).await;
+            }
             lease = loop {
                 match establish(&self.client, &self.registration, Some(lease.id)).await {
                     Ok(new) => break new,
@@ -85,7 +93,6 @@ impl Keeper {
                     }
                 }
             };
-            retry.reset();
             tracing::info!(lease = lease.id, "etcd registration restored");
             self.lease_tx.send_replace(Some(lease.id));
         }

@@ -54,8 +54,10 @@
 //! # Drop
 //!
 //! Dropping a [`Discovery`] ends its watch task. Dropping a [`RegistrationHandle`] ends
-//! the keep-alive task only: the key stays until its lease expires (one TTL). Use
-//! [`RegistrationHandle::deregister`] or [`RegistrationHandle::drain`] to leave at once.
+//! the keep-alive task and then revokes the lease best-effort on a spawned task (the
+//! key goes with it; if etcd cannot be reached, the key goes when the lease expires,
+//! one TTL later). [`RegistrationHandle::deregister`] and
+//! [`RegistrationHandle::drain`] do the same and report errors.
 mod client;
 mod discovery;
 mod handle;

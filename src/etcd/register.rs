@@ -89,7 +89,9 @@ impl Registration {
     /// seconds, at least 2 s (etcd's minimum). The lease is renewed every TTL/3.
     /// Default: 10 s.
     pub fn ttl(mut self, ttl: Duration) -> Self {
-        let secs = ttl.as_secs() + u64::from(ttl.subsec_nanos() > 0);
+        let secs = ttl
+            .as_secs()
+            .saturating_add(u64::from(ttl.subsec_nanos() > 0));
         self.ttl = Duration::from_secs(secs).max(MIN_TTL);
         self
     }

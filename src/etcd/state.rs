@@ -2,11 +2,10 @@
 //!
 //! Pure logic, kept apart from the watch loop so the revision rules are tested alone.
 
-use std::collections::HashMap;
-
 use tower::discover::Change;
 
 use super::keys::KeyLayout;
+use crate::change::Applied;
 use crate::instance::{Instance, InstanceKey};
 
 /// One watch event, reduced to what discovery needs.
@@ -31,12 +30,13 @@ impl Event {
     }
 }
 
-/// The applied set of one service, keyed by etcd key, and the last applied revision.
+/// The applied set of one service (an instance's key is its etcd key), and the last
+/// applied revision.
 #[derive(Debug)]
 pub(crate) struct WatchState {
     layout: KeyLayout,
     service: String,
-    set: HashMap<String, Instance>,
+    applied: Applied,
     revision: i64,
 }
 
@@ -45,7 +45,7 @@ impl WatchState {
         WatchState {
             layout,
             service,
-            set: HashMap::new(),
+            applied: Applied::default(),
             revision: 0,
         }
     }
@@ -62,24 +62,11 @@ impl WatchState {
         revision: i64,
         kvs: impl IntoIterator<Item = (String, Vec<u8>)>,
     ) -> Vec<Change<InstanceKey, Instance>> {
-        let mut next = HashMap::new();
-        for (key, value) in kvs {
-            if let Some(instance) = self.decode(&key, &value) {
-                next.insert(key, instance);
-            }
-        }
-        let mut changes = Vec::new();
-        for (key, instance) in &next {
-            if self.set.get(key) != Some(instance) {
-                changes.push(Change::Insert(instance.key().clone(), instance.clone()));
-            }
-        }
-        for (key, instance) in &self.set {
-            if !next.contains_key(key) {
-                changes.push(Change::Remove(instance.key().clone()));
-            }
-        }
-        self.set = next;
+        let next: Vec<Instance> = kvs
+            .into_iter()
+            .filter_map(|(key, value)| self.decode(&key, &value))
+            .collect();
+        let changes = self.applied.apply(next);
         self.revision = revision;
         changes
     }
@@ -99,10 +86,12 @@ impl WatchState {
             self.revision = self.revision.max(revision);
             match event {
                 Event::Put { key, value, .. } => match self.decode(&key, &value) {
-                    Some(instance) => changes.extend(self.insert(key, instance)),
-                    None => changes.extend(self.remove(&key)),
+                    Some(instance) => changes.extend(self.applied.insert(instance)),
+                    None => changes.extend(self.applied.remove(&InstanceKey::new("", key))),
                 },
-                Event::Delete { key, .. } => changes.extend(self.remove(&key)),
+                Event::Delete { key, .. } => {
+                    changes.extend(self.applied.remove(&InstanceKey::new("", key)));
+                }
             }
         }
         changes
@@ -111,19 +100,6 @@ impl WatchState {
     /// A progress notification: nothing changed up to `revision`.
     pub(crate) fn progress(&mut self, revision: i64) {
         self.revision = self.revision.max(revision);
-    }
-
-    fn insert(&mut self, key: String, instance: Instance) -> Option<Change<InstanceKey, Instance>> {
-        if self.set.get(&key) == Some(&instance) {
-            return None;
-        }
-        self.set.insert(key, instance.clone());
-        Some(Change::Insert(instance.key().clone(), instance))
-    }
-
-    fn remove(&mut self, key: &str) -> Option<Change<InstanceKey, Instance>> {
-        let instance = self.set.remove(key)?;
-        Some(Change::Remove(instance.key().clone()))
     }
 
     fn decode(&self, key: &str, value: &[u8]) -> Option<Instance> {
@@ -138,9 +114,11 @@ impl WatchState {
 
     #[cfg(test)]
     pub(crate) fn keys(&self) -> Vec<String> {
-        let mut keys: Vec<String> = self.set.keys().cloned().collect();
-        keys.sort();
-        keys
+        self.applied
+            .keys()
+            .into_iter()
+            .map(|k| k.id().to_owned())
+            .collect()
     }
 }
 

@@ -1,0 +1,214 @@
+//! Peak-EWMA load with a fair cold start.
+//!
+//! The algorithm of `tower::load::PeakEwma` (after Finagle's): an endpoint's cost is
+//! its peak-sensitive moving average of response latency times its requests in
+//! flight plus one. A latency above the estimate replaces it at once; a lower one
+//! pulls it down with the configured time constant, and the estimate decays towards
+//! zero while nothing is measured. A request is measured up to its response headers.
+//!
+//! Two differences. An endpoint's first estimate is given by the worker (taken from
+//! its peers, see [`cold_start_rtt`]), where tower always starts from the default RTT
+//! and a newcomer among fast endpoints would lose every comparison until its
+//! estimate decayed. And reading the cost writes nothing: the decay since the last
+//! measurement is computed on read, so the estimate does not depend on how often the
+//! balancer looks, and the worker reads it with atomics, no lock. A response takes
+//! one uncontended lock, to serialise writers.
+
+use std::sync::atomic::{AtomicU64, Ordering, fence};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use tokio::time::Instant;
+use tower::load::CompleteOnResponse;
+use tower::load::completion::TrackCompletionFuture;
+
+/// An endpoint with its load estimate.
+#[derive(Debug)]
+pub(crate) struct PeakEwma<S> {
+    service: S,
+    rtt: Arc<RttEstimate>,
+}
+
+/// Measures one request; updates the estimate when dropped (at the response headers).
+#[derive(Debug)]
+pub(crate) struct Handle {
+    sent_at: Instant,
+    rtt: Arc<RttEstimate>,
+}
+
+/// The latency estimate, published through a sequence lock so that reads never block.
+#[derive(Debug)]
+pub(crate) struct RttEstimate {
+    decay_ns: f64,
+    epoch: Instant,
+    /// Serialises writers; readers only retry while `seq` is odd or changed.
+    write: Mutex<()>,
+    seq: AtomicU64,
+    /// `f64` bits of the estimate at `at_ns`, in nanoseconds.
+    rtt_ns: AtomicU64,
+    /// When the estimate was last measured, in nanoseconds since `epoch`.
+    at_ns: AtomicU64,
+}
+
+/// Optimistic reads before a reader falls back to taking the writers' lock.
+const READ_ATTEMPTS: usize = 4;
+
+// === impl PeakEwma ===
+
+impl<S> PeakEwma<S> {
+    /// Wraps `service`, starting from an estimate of `initial_rtt`.
+    pub(crate) fn new(service: S, initial_rtt: Duration, decay: Duration) -> Self {
+        PeakEwma {
+            service,
+            rtt: Arc::new(RttEstimate::new(initial_rtt, decay)),
+        }
+    }
+
+    /// The latency estimate now, in nanoseconds.
+    pub(crate) fn rtt_ns(&self) -> f64 {
+        self.rtt.get(Instant::now())
+    }
+
+    /// The cost the balancer compares: estimate × (requests in flight + 1).
+    pub(crate) fn cost(&self) -> f64 {
+        // The service holds one reference and each request in flight one more.
+        let pending = Arc::strong_count(&self.rtt) - 1;
+        self.rtt_ns() * (pending + 1) as f64
+    }
+}
+
+impl<S, Req> tower::Service<Req> for PeakEwma<S>
+where
+    S: tower::Service<Req>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = TrackCompletionFuture<S::Future, CompleteOnResponse, Handle>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.service.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Req) -> Self::Future {
+        let handle = Handle {
+            sent_at: Instant::now(),
+            rtt: self.rtt.clone(),
+        };
+        TrackCompletionFuture::new(
+            CompleteOnResponse::default(),
+            handle,
+            self.service.call(req),
+        )
+    }
+}
+
+// === impl Handle ===
+
+impl Drop for Handle {
+    fn drop(&mut self) {
+        self.rtt.observe(self.sent_at.elapsed());
+    }
+}
+
+// === impl RttEstimate ===
+
+impl RttEstimate {
+    pub(crate) fn new(initial: Duration, decay: Duration) -> Self {
+        RttEstimate {
+            decay_ns: nanos(decay).max(1.0),
+            epoch: Instant::now(),
+            write: Mutex::new(()),
+            seq: AtomicU64::new(0),
+            rtt_ns: AtomicU64::new(nanos(initial).to_bits()),
+            at_ns: AtomicU64::new(0),
+        }
+    }
+
+    /// The estimate at `now`: the last one decayed towards zero since it was set.
+    pub(crate) fn get(&self, now: Instant) -> f64 {
+        let (rtt, at) = self.read();
+        rtt * self.decay_factor(at, now)
+    }
+
+    /// Folds in one measured latency.
+    pub(crate) fn observe(&self, sample: Duration) {
+        let _guard = self.write.lock().unwrap_or_else(PoisonError::into_inner);
+        let now = Instant::now();
+        let (prior, at) = self.load_relaxed();
+        let decay = self.decay_factor(at, now);
+        let sample = nanos(sample);
+        let next = if sample > prior * decay {
+            // Peak: the worst recent latency is the estimate at once.
+            sample
+        } else {
+            prior * decay + sample * (1.0 - decay)
+        };
+        let s = self.seq.load(Ordering::Relaxed);
+        self.seq.store(s.wrapping_add(1), Ordering::Relaxed);
+        fence(Ordering::Release);
+        self.rtt_ns.store(next.to_bits(), Ordering::Relaxed);
+        self.at_ns.store(self.since_epoch(now), Ordering::Relaxed);
+        self.seq.store(s.wrapping_add(2), Ordering::Release);
+    }
+
+    /// A consistent `(estimate, measured at)` pair.
+    fn read(&self) -> (f64, u64) {
+        for _ in 0..READ_ATTEMPTS {
+            let before = self.seq.load(Ordering::Acquire);
+            if before.is_multiple_of(2) {
+                let pair = self.load_relaxed();
+                fence(Ordering::Acquire);
+                if self.seq.load(Ordering::Relaxed) == before {
+                    return pair;
+                }
+            }
+            std::hint::spin_loop();
+        }
+        // A writer was preempted mid-update: wait for it rather than spin.
+        let _guard = self.write.lock().unwrap_or_else(PoisonError::into_inner);
+        self.load_relaxed()
+    }
+
+    fn load_relaxed(&self) -> (f64, u64) {
+        let rtt = f64::from_bits(self.rtt_ns.load(Ordering::Relaxed));
+        (rtt, self.at_ns.load(Ordering::Relaxed))
+    }
+
+    fn decay_factor(&self, at_ns: u64, now: Instant) -> f64 {
+        let elapsed = self.since_epoch(now).saturating_sub(at_ns) as f64;
+        (-elapsed / self.decay_ns).exp()
+    }
+
+    fn since_epoch(&self, now: Instant) -> u64 {
+        u64::try_from(now.saturating_duration_since(self.epoch).as_nanos()).unwrap_or(u64::MAX)
+    }
+}
+
+/// The first estimate of a newly inserted endpoint: the median of its peers' current
+/// estimates (in nanoseconds), or `default_rtt` when it has none. Starting from the
+/// peers' level lets a newcomer compete at once; starting from a fixed default well
+/// above them would starve it until its estimate decayed.
+pub(crate) fn cold_start_rtt(mut peers: Vec<f64>, default_rtt: Duration) -> Duration {
+    peers.retain(|rtt| rtt.is_finite() && *rtt >= 0.0);
+    if peers.is_empty() {
+        return default_rtt;
+    }
+    peers.sort_by(f64::total_cmp);
+    let mid = peers.len() / 2;
+    let median = if peers.len().is_multiple_of(2) {
+        (peers[mid - 1] + peers[mid]) / 2.0
+    } else {
+        peers[mid]
+    };
+    Duration::from_nanos(median as u64)
+}
+
+/// Nanoseconds as `f64` (lossy only beyond ~285 years).
+fn nanos(d: Duration) -> f64 {
+    d.as_nanos() as f64
+}
+
+#[cfg(test)]
+#[path = "load_tests.rs"]
+mod tests;

@@ -1,0 +1,99 @@
+use std::time::Duration;
+
+use tokio::time::{self, Instant};
+use tokio_test::{assert_pending, assert_ready_ok, task};
+use tower::Service;
+
+use super::*;
+
+const MS: f64 = 1_000_000.0;
+const DECAY: Duration = Duration::from_secs(10);
+
+fn ms(rtt_ns: f64) -> f64 {
+    rtt_ns / MS
+}
+
+fn close(a: f64, b: f64) -> bool {
+    (a - b).abs() < 0.01
+}
+
+#[tokio::test(start_paused = true)]
+async fn estimate_decays_towards_zero_with_the_time_constant() {
+    let rtt = RttEstimate::new(Duration::from_millis(30), DECAY);
+    assert!(close(ms(rtt.get(Instant::now())), 30.0));
+    time::advance(DECAY).await;
+    let after = ms(rtt.get(Instant::now()));
+    assert!(close(after, 30.0 * (-1.0f64).exp()), "{after}");
+    // Reading wrote nothing: the same instant reads the same value.
+    assert!(close(ms(rtt.get(Instant::now())), after));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_slower_sample_is_the_estimate_at_once() {
+    let rtt = RttEstimate::new(Duration::from_millis(1), DECAY);
+    rtt.observe(Duration::from_millis(50));
+    assert!(close(ms(rtt.get(Instant::now())), 50.0));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_faster_sample_pulls_the_estimate_down_gradually() {
+    let rtt = RttEstimate::new(Duration::from_millis(50), DECAY);
+    time::advance(DECAY).await;
+    rtt.observe(Duration::from_millis(10));
+    let d = (-1.0f64).exp();
+    let expected = 50.0 * d + 10.0 * (1.0 - d);
+    let got = ms(rtt.get(Instant::now()));
+    assert!(close(got, expected), "{got} != {expected}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn cost_counts_requests_in_flight_until_the_response() {
+    let (mock, mut handle) = tower_test::mock::pair::<(), ()>();
+    let mut svc = PeakEwma::new(mock, Duration::from_millis(10), DECAY);
+    handle.allow(2);
+    let mut call = || {
+        assert_ready_ok!(task::spawn(()).enter(|cx, _| svc.poll_ready(cx)));
+        svc.call(())
+    };
+    let (first, second) = (call(), call());
+    assert!(close(ms(svc.cost()), 30.0), "{}", ms(svc.cost()));
+
+    let mut first = task::spawn(first);
+    assert_pending!(first.poll());
+    time::advance(Duration::from_millis(40)).await;
+    let (_, send) = handle.next_request().await.expect("first request");
+    send.send_response(());
+    assert_ready_ok!(first.poll());
+    // One request left in flight, and the 40 ms answer is the new peak.
+    assert!(close(ms(svc.cost()), 80.0), "{}", ms(svc.cost()));
+    drop(second);
+    assert!(close(ms(svc.rtt_ns()), 40.0));
+}
+
+#[test]
+fn cold_start_takes_the_median_of_the_peers() {
+    let default = Duration::from_millis(30);
+    assert_eq!(cold_start_rtt(vec![], default), default);
+    let odd = vec![0.3 * MS, 0.1 * MS, 9.0 * MS];
+    assert_eq!(cold_start_rtt(odd, default), Duration::from_micros(300));
+    let even = vec![0.4 * MS, 0.2 * MS, 9.0 * MS, 0.1 * MS];
+    assert_eq!(cold_start_rtt(even, default), Duration::from_micros(300));
+    let junk = vec![f64::NAN, -1.0, 0.2 * MS];
+    assert_eq!(cold_start_rtt(junk, default), Duration::from_micros(200));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_newcomer_seeded_from_warm_peers_costs_as_much_as_they_do() {
+    let peers: Vec<_> = [0.1, 0.12, 0.2]
+        .iter()
+        .map(|ms| RttEstimate::new(Duration::from_secs_f64(ms / 1000.0), DECAY))
+        .collect();
+    time::advance(Duration::from_secs(1)).await;
+    let now = Instant::now();
+    let seed = cold_start_rtt(peers.iter().map(|p| p.get(now)).collect(), DECAY);
+    let newcomer = PeakEwma::new((), seed, DECAY);
+    let median = peers[1].get(now);
+    assert!((newcomer.cost() - median).abs() < 2.0, "{seed:?}");
+    // With the 30 ms default instead it would cost hundreds of times more.
+    assert!(newcomer.cost() < peers[2].get(now));
+}
