@@ -46,7 +46,8 @@ impl Applied {
         changes
     }
 
-    /// Applies one new or changed instance; `None` when it is already applied as is.
+    /// Applies one new or changed instance (etcd applies watch events one by one); `None` when it is already applied as is.
+    #[cfg_attr(not(feature = "etcd"), allow(dead_code))]
     pub(crate) fn insert(&mut self, instance: Instance) -> Option<Change<InstanceKey, Instance>> {
         if self.set.get(instance.key()) == Some(&instance) {
             return None;
@@ -57,6 +58,7 @@ impl Applied {
     }
 
     /// Removes one instance; `None` when it is not applied.
+    #[cfg_attr(not(feature = "etcd"), allow(dead_code))]
     pub(crate) fn remove(&mut self, key: &InstanceKey) -> Option<Change<InstanceKey, Instance>> {
         self.set.remove(key)?;
         Some(Change::Remove(key.clone()))

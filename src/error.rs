@@ -78,6 +78,7 @@ impl Error {
         Error::new(Kind::Timeout, message)
     }
 
+    #[cfg_attr(not(feature = "etcd"), allow(dead_code))]
     pub(crate) fn unavailable(message: impl Into<String>) -> Self {
         Error::new(Kind::Unavailable, message)
     }
