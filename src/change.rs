@@ -4,6 +4,9 @@
 //! a change (Consul wakes blocking queries for unrelated writes). [`Applied`] keeps
 //! the set the consumer has seen and emits only real differences.
 
+// Used by the registries; a build with neither (e.g. `tls-ring` alone) has no caller.
+#![cfg_attr(not(any(feature = "consul", feature = "etcd")), allow(dead_code))]
+
 use std::collections::HashMap;
 
 use tower::discover::Change;
@@ -72,6 +75,7 @@ impl Applied {
         keys
     }
 
+    #[cfg_attr(not(feature = "consul"), allow(dead_code))]
     pub(crate) fn len(&self) -> usize {
         self.set.len()
     }
