@@ -8,7 +8,9 @@
 //! SCENARIO is a number or a name: 1 overhead, 2 propagation, 3 dead, 4 slow,
 //! 5 rolling, 6 scale; none runs all. A full run writes `benches/results/*.{json,md,svg}`
 //! and regenerates `BENCHMARKS.md`; `--quick` runs every scenario small (well under
-//! two minutes) and writes only under `target/bench/quick/`.
+//! two minutes) and writes only under `target/bench/quick/`. `--report-only` runs
+//! nothing and reassembles `BENCHMARKS.md` from the saved sections and
+//! `benches/results/notes.md`.
 #![allow(missing_docs, unreachable_pub, missing_debug_implementations)]
 
 #[path = "mesh/chart.rs"]
@@ -55,22 +57,27 @@ const NAMES: [(&str, &str); 6] = [
 const COMMAND: &str = "cargo bench --all-features --bench mesh";
 
 fn main() -> ExitCode {
-    let mut quick = false;
+    let (mut quick, mut report_only) = (false, false);
     let mut picked = Vec::new();
     for arg in std::env::args().skip(1) {
         match arg.as_str() {
             "--quick" => quick = true,
+            "--report-only" => report_only = true,
             "--bench" => {} // added by `cargo bench`
             a => match NAMES.iter().position(|(n, name)| a == *n || a == *name) {
                 Some(i) => picked.push(i),
                 None => {
-                    eprintln!("unknown argument {a:?}; scenarios: {NAMES:?}, flag --quick");
+                    eprintln!(
+                        "unknown argument {a:?}; scenarios: {NAMES:?}, flags --quick, --report-only"
+                    );
                     return ExitCode::FAILURE;
                 }
             },
         }
     }
-    if picked.is_empty() {
+    if report_only {
+        picked.clear();
+    } else if picked.is_empty() {
         picked = (0..NAMES.len()).collect();
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()

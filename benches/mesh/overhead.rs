@@ -73,7 +73,7 @@ fn section(cfg: &Config, runs: &[Runs], dur: Duration) -> Section {
         "Closed loop, {} run(s) interleaved (order rotated per run), {:.1} s per cell after warm-up; \
          plain → server 0, tonic-balance = `Channel::balance_list` over the 3 servers, ours = \
          `BalancedChannel` over `consul::Discovery` (3 registered instances). Cells: min / median / max over runs. \
-         Each server is one current-thread runtime, so plain's c=64 throughput is bounded by its single \
+         Each server is one current-thread runtime, so plain's c=64 throughput can be bounded by its single \
          server; compare c=64 between the two balanced contenders.\n",
         cfg.runs(),
         dur.as_secs_f64()

@@ -44,7 +44,8 @@ pub async fn run(trials: usize) -> Res<(Results, Vec<(String, usize, usize)>)> {
         OpenLoad::start(boxed(ours.clone()), RATE, timeout),
         OpenLoad::start(fed, RATE, timeout),
     ];
-    sleep(Duration::from_millis(500)).await;
+    // Steady state first: the watches' start-up queries used their re-query budget.
+    sleep(Duration::from_secs(2)).await;
     let mut markers = Vec::new();
     let mut pace = Pacer::new(GAP);
     for i in 0..trials {

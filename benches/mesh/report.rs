@@ -59,6 +59,10 @@ pub fn assemble(out: &Path, target: &Path, machine: &str, command: &str) -> Res<
             }
         }
     }
+    if let Ok(notes) = std::fs::read_to_string(out.join("notes.md")) {
+        md.push('\n');
+        md.push_str(&notes);
+    }
     std::fs::write(target, md)?;
     Ok(())
 }
