@@ -32,6 +32,7 @@ pub type Results = Vec<(String, &'static str, Vec<f64>)>;
 
 pub async fn run(cfg: &Config) -> Res<Section> {
     let trials = cfg.pick(50, 3);
+    #[cfg_attr(not(feature = "etcd"), allow(unused_mut))]
     let (mut results, mut errors) = consul(trials).await?;
     #[cfg(feature = "etcd")]
     {
