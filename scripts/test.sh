@@ -27,4 +27,6 @@ for f in consul etcd health testkit tls-ring; do
   cargo check --no-default-features --features "$f"
 done
 echo "== cargo test";   cargo test --all-features
+echo "== cargo bench --quick (the benchmark harness runs; timings are not checked)"
+cargo bench --all-features --bench mesh -- --quick
 echo "== cargo doc";    RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --all-features

@@ -1,0 +1,125 @@
+//! Scenario 1, overhead: unary Echo, 64-byte payload, 3 servers; latency at
+//! concurrency 1 and throughput at concurrency 64, contenders interleaved per run.
+
+use std::fmt::Write;
+use std::time::Duration;
+
+use serde_json::json;
+
+use crate::common::{self, Config, Registry, Res, Section};
+use crate::load::{Chan, boxed, closed_loop};
+use crate::stats::{Spread, q_us, ratio};
+
+const NAMES: [&str; 3] = ["plain", "tonic-balance", "ours"];
+
+#[derive(Debug, Default, Clone, serde::Serialize)]
+struct Runs {
+    c1_p50_us: Vec<f64>,
+    c1_p99_us: Vec<f64>,
+    c64_rps: Vec<f64>,
+    c64_p99_ms: Vec<f64>,
+    errors: Vec<f64>,
+}
+
+pub async fn run(cfg: &Config) -> Res<Section> {
+    let servers = common::servers("o", 3).await?;
+    let registry = Registry::start().await?;
+    let mut handles = Vec::new();
+    for s in &servers {
+        handles.push(registry.register("overhead", s).await?);
+    }
+    let ours = registry.ours("overhead");
+    common::wait_for(Duration::from_secs(10), "3 ready", || async {
+        common::ready(&ours) == 3
+    })
+    .await?;
+    let chans: [Chan; 3] = [
+        common::plain(&servers[0]).await?,
+        common::tonic_list(&servers)?,
+        boxed(ours),
+    ];
+    let (warm, dur) = (
+        Duration::from_millis(cfg.pick(500, 200)),
+        Duration::from_millis(cfg.pick(3000, 500)),
+    );
+    let mut runs = vec![Runs::default(); 3];
+    for run in 0..cfg.runs() {
+        for k in 0..3 {
+            let i = (run + k) % 3; // rotate the order between runs
+            let c1 = closed_loop(&chans[i], 1, warm, dur).await;
+            let c64 = closed_loop(&chans[i], 64, warm, dur).await;
+            let r = &mut runs[i];
+            r.c1_p50_us.push(q_us(&c1.hist, 0.5));
+            r.c1_p99_us.push(q_us(&c1.hist, 0.99));
+            r.c64_rps.push(c64.rate);
+            r.c64_p99_ms.push(q_us(&c64.hist, 0.99) / 1e3);
+            r.errors.push((c1.errors + c64.errors) as f64);
+            eprintln!(
+                "  run {run} {:<14} c=1 p50 {:.0} µs | c=64 {:.0} req/s",
+                NAMES[i],
+                q_us(&c1.hist, 0.5),
+                c64.rate
+            );
+        }
+    }
+    drop(handles);
+    Ok(section(cfg, &runs, dur))
+}
+
+fn section(cfg: &Config, runs: &[Runs], dur: Duration) -> Section {
+    let mut md = String::new();
+    let _ = writeln!(
+        md,
+        "Closed loop, {} run(s) interleaved (order rotated per run), {:.1} s per cell after warm-up; \
+         plain → server 0, tonic-balance = `Channel::balance_list` over the 3 servers, ours = \
+         `BalancedChannel` over `consul::Discovery` (3 registered instances). Cells: min / median / max over runs. \
+         Each server is one current-thread runtime, so plain's c=64 throughput can be bounded by its single \
+         server; compare c=64 between the two balanced contenders.\n",
+        cfg.runs(),
+        dur.as_secs_f64()
+    );
+    md.push_str("| contender | c=1 p50 µs | c=1 p99 µs | c=64 req/s | c=64 p99 ms | errors |\n");
+    md.push_str("|---|---|---|---|---|---|\n");
+    for (name, r) in NAMES.iter().zip(runs) {
+        let _ = writeln!(
+            md,
+            "| {name} | {} | {} | {} | {} | {} |",
+            Spread::of(&r.c1_p50_us).show(0),
+            Spread::of(&r.c1_p99_us).show(0),
+            Spread::of(&r.c64_rps).show(0),
+            Spread::of(&r.c64_p99_ms).show(2),
+            Spread::of(&r.errors).show(0),
+        );
+    }
+    let med = |v: &[f64]| Spread::of(v).median;
+    let (p, t, o) = (&runs[0], &runs[1], &runs[2]);
+    let p50_vs_plain = med(&o.c1_p50_us) / med(&p.c1_p50_us);
+    let rps_vs_tonic = med(&o.c64_rps) / med(&t.c64_rps);
+    let _ = writeln!(
+        md,
+        "\nRatios (of medians): ours / plain c=1 p50 **{}** (target ≤ 1.05: {}); ours / tonic-balance c=1 p50 {}; \
+         ours / tonic-balance c=64 throughput **{}** (target ≥ 1.00: {}); ours / plain c=64 throughput {}.",
+        ratio(med(&o.c1_p50_us), med(&p.c1_p50_us)),
+        verdict(p50_vs_plain <= 1.05),
+        ratio(med(&o.c1_p50_us), med(&t.c1_p50_us)),
+        ratio(med(&o.c64_rps), med(&t.c64_rps)),
+        verdict(rps_vs_tonic >= 1.0),
+        ratio(med(&o.c64_rps), med(&p.c64_rps)),
+    );
+    let json = json!({
+        "runs": cfg.runs(),
+        "seconds_per_cell": dur.as_secs_f64(),
+        "contenders": NAMES.iter().zip(runs).map(|(n, r)| json!({"name": n, "runs": r})).collect::<Vec<_>>(),
+        "ratio_p50_ours_over_plain": p50_vs_plain,
+        "ratio_c64_ours_over_tonic_balance": rps_vs_tonic,
+    });
+    Section {
+        key: "1-overhead",
+        json,
+        markdown: md,
+    }
+}
+
+pub fn verdict(met: bool) -> &'static str {
+    if met { "met" } else { "**missed**" }
+}

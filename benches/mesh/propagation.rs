@@ -1,0 +1,218 @@
+//! Scenario 2, propagation: under 1,000 requests/s per contender, fail one instance's
+//! check, and separately deregister it; time from the registry change to the last
+//! response that instance served, and from registration to its first response.
+
+use std::fmt::Write;
+use std::time::Duration;
+
+use serde_json::json;
+use tokio::time::{Instant, sleep};
+
+use crate::common::{self, Config, Pacer, Registry, Res, Section, ms_between};
+use crate::load::{Event, OpenLoad, boxed};
+use crate::stats::quantile;
+
+pub const RATE: u32 = 1000;
+pub const SETTLE: Duration = Duration::from_millis(200);
+const WAIT: Duration = Duration::from_secs(10);
+/// The least time between two registry changes (see [`Pacer`]).
+pub const GAP: Duration = Duration::from_millis(1050);
+
+/// A registry change made during the load.
+#[derive(Debug, Clone)]
+pub struct Marker {
+    pub kind: &'static str,
+    pub victim: String,
+    pub at: Instant,
+    pub until: Instant,
+}
+
+/// Latencies (ms) per (contender, kind).
+pub type Results = Vec<(String, &'static str, Vec<f64>)>;
+
+pub async fn run(cfg: &Config) -> Res<Section> {
+    let trials = cfg.pick(50, 3);
+    #[cfg_attr(not(feature = "etcd"), allow(unused_mut))]
+    let (mut results, mut errors) = consul(trials).await?;
+    #[cfg(feature = "etcd")]
+    {
+        match crate::propagation_etcd::run(trials).await {
+            Ok((r, e)) => {
+                results.extend(r);
+                errors.extend(e);
+            }
+            Err(e) => {
+                eprintln!("  etcd propagation failed: {e}");
+                errors.push((format!("etcd run aborted: {e}"), 0, 0));
+            }
+        }
+    }
+    let chart = cfg.out.join("propagation.svg");
+    crate::chart::cdf(&chart, &results)?;
+    Ok(section(trials, &results, &errors))
+}
+
+async fn consul(trials: usize) -> Res<(Results, Vec<(String, usize, usize)>)> {
+    let registry = Registry::start().await?;
+    let servers = common::servers("p", 3).await?;
+    let mut handles = Vec::new();
+    for s in &servers {
+        handles.push(Some(registry.register("prop", s).await?));
+    }
+    let ours = registry.ours("prop");
+    let fed = registry.tonic_fed("prop");
+    let ids: Vec<String> = servers
+        .iter()
+        .map(|s| s.service().id().to_owned())
+        .collect();
+    common::wait_for(WAIT, "3 ready", || async { common::ready(&ours) == 3 }).await?;
+    common::until_all_answer(&fed, &ids).await?;
+    let timeout = Duration::from_secs(2);
+    let loads = [
+        OpenLoad::start(boxed(ours.clone()), RATE, timeout),
+        OpenLoad::start(fed, RATE, timeout),
+    ];
+    // Steady state first: the watches' start-up queries used their re-query budget.
+    sleep(Duration::from_secs(2)).await;
+    let mut markers = Vec::new();
+    let mut pace = Pacer::new(GAP);
+    for i in 0..trials {
+        let (v, id) = (i % 3, ids[i % 3].as_str());
+        let check = handles[v].as_ref().ok_or("handle")?.check_id().to_owned();
+        let at = pace.next().await;
+        if !registry.dev.set_check_status(&check, "critical", "bench") {
+            return Err(format!("no check {check}").into());
+        }
+        let until = removed(&ours, id).await?;
+        markers.push(marker("check", id, at, until));
+        pace.next().await;
+        if !registry.dev.set_check_status(&check, "passing", "") {
+            return Err(format!("no check {check}").into());
+        }
+        added(&ours, id).await?;
+
+        let at = pace.next().await;
+        handles[v].take().ok_or("handle")?.deregister().await?;
+        let until = removed(&ours, id).await?;
+        markers.push(marker("deregister", id, at, until));
+        let at = pace.next().await;
+        handles[v] = Some(registry.register("prop", &servers[v]).await?);
+        let until = added(&ours, id).await?;
+        markers.push(marker("register", id, at, until));
+    }
+    let mut out = Vec::new();
+    let mut errors = Vec::new();
+    for (name, load) in ["ours (consul)", "tonic-balance (consul-fed)"]
+        .iter()
+        .zip(loads)
+    {
+        let events = load.finish().await;
+        errors.push((name.to_string(), events.len(), failed(&events)));
+        for kind in ["check", "deregister", "register"] {
+            out.push((name.to_string(), kind, analyse(&events, &markers, kind)));
+        }
+    }
+    drop(handles);
+    Ok((out, errors))
+}
+
+pub fn marker(kind: &'static str, victim: &str, at: Instant, until: Instant) -> Marker {
+    Marker {
+        kind,
+        victim: victim.to_owned(),
+        at,
+        until,
+    }
+}
+
+/// Waits until `ours` dropped `id`, then lets the other contender settle.
+pub async fn removed(ours: &tonic_discovery::balance::BalancedChannel, id: &str) -> Res<Instant> {
+    common::wait_for(WAIT, &format!("{id} removed"), || async {
+        !common::holds(ours, id)
+    })
+    .await?;
+    sleep(SETTLE).await;
+    Ok(Instant::now())
+}
+
+/// Waits until `ours` holds `id` ready, then lets the other contender settle.
+pub async fn added(ours: &tonic_discovery::balance::BalancedChannel, id: &str) -> Res<Instant> {
+    common::wait_for(WAIT, &format!("{id} ready"), || async {
+        common::holds_ready(ours, id)
+    })
+    .await?;
+    sleep(SETTLE).await;
+    Ok(Instant::now())
+}
+
+pub fn failed(events: &[Event]) -> usize {
+    events.iter().filter(|e| e.outcome.is_err()).count()
+}
+
+/// Per marker of `kind`: removal = change → last response from the victim (0 when
+/// none came after the change); registration = start → first response from it.
+pub fn analyse(events: &[Event], markers: &[Marker], kind: &str) -> Vec<f64> {
+    let mut out = Vec::new();
+    for m in markers.iter().filter(|m| m.kind == kind) {
+        let from_victim = events.iter().filter(|e| {
+            e.outcome.as_deref() == Ok(m.victim.as_str()) && e.sent >= m.at - Duration::from_secs(1)
+        });
+        if kind == "register" {
+            let first = from_victim
+                .filter(|e| e.sent >= m.at && e.sent < m.until)
+                .map(|e| e.done)
+                .min();
+            if let Some(first) = first {
+                out.push(ms_between(m.at, first));
+            }
+        } else {
+            let last = from_victim
+                .filter(|e| e.sent < m.until)
+                .map(|e| e.done)
+                .max();
+            out.push(last.map_or(0.0, |l| ms_between(m.at, l).max(0.0)));
+        }
+    }
+    out
+}
+
+fn section(trials: usize, results: &Results, errors: &[(String, usize, usize)]) -> Section {
+    let mut md = String::new();
+    let _ = writeln!(
+        md,
+        "{trials} trials per kind; open-loop load of {RATE} requests/s on each contender at the same time \
+         (both see the same registry change). Removal: registry change → last response served by that \
+         instance (0 when none came after the change; resolution ≈ 3 ms, the interval between requests to \
+         one instance). Changes are at least 1.05 s apart, so that the discovery's re-query limit (2 queries, \
+         refilled once per second, the default) never delays a measured change. Registration: register call → first response from the new instance. \
+         tonic-balance is tonic's `balance_channel` fed by the same `consul::Discovery` \
+         (`balance::tonic::balance_channel`). Chart: [propagation.svg](benches/results/propagation.svg).\n"
+    );
+    md.push_str("| contender | change | trials | p50 ms | p90 ms | p99 ms | max ms |\n|---|---|---|---|---|---|---|\n");
+    let mut rows = Vec::new();
+    for (name, kind, lat) in results {
+        let mut v = lat.clone();
+        v.sort_by(f64::total_cmp);
+        let q = |x| quantile(&v, x);
+        let _ = writeln!(
+            md,
+            "| {name} | {kind} | {} | {:.1} | {:.1} | {:.1} | {:.1} |",
+            v.len(),
+            q(0.5),
+            q(0.9),
+            q(0.99),
+            q(1.0)
+        );
+        rows.push(json!({"contender": name, "kind": kind, "latencies_ms_in_trial_order": lat}));
+    }
+    md.push_str("\nFailed requests during the whole run (target for removal: p99 < 50 ms):\n\n");
+    for (name, total, failed) in errors {
+        let _ = writeln!(md, "- {name}: {failed} of {total}");
+    }
+    Section {
+        key: "2-propagation",
+        json: json!({"trials": trials, "rate": RATE, "results": rows,
+            "errors": errors.iter().map(|(n, t, f)| json!({"contender": n, "requests": t, "failed": f})).collect::<Vec<_>>()}),
+        markdown: md,
+    }
+}
