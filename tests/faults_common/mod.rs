@@ -19,7 +19,7 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tonic_discovery::Backoff;
 use tonic_discovery::balance::{BalancedChannel, EndpointState};
-use tonic_discovery::consul::{Client, Discovery};
+use tonic_discovery::consul::{Client, WatchObserver};
 use tonic_discovery::testkit::pb::EchoRequest;
 use tonic_discovery::testkit::pb::echo_client::EchoClient;
 use tonic_discovery::testkit::{ConsulDev, TestEchoServer};
@@ -123,8 +123,8 @@ pub struct Mesh {
     pub dev: ConsulDev,
     pub servers: Vec<TestEchoServer>,
     pub channel: BalancedChannel,
-    /// Shares the channel's watch: read its state.
-    pub probe: Discovery,
+    /// Observes the channel's discovery: read its watch state.
+    pub probe: WatchObserver,
     pub pace: Pace,
     discovery_errors: Arc<AtomicU64>,
     pub load: Load,
@@ -143,17 +143,15 @@ impl Mesh {
             .request_timeout(pace.request_timeout)
             .build()
             .expect("client");
-        let discovery = || {
-            client
-                .discovery("echo")
-                .wait(pace.wait)
-                .backoff(pace.backoff)
-                .requery_interval(pace.requery)
-                .build()
-        };
+        let discovery = (client.discovery("echo"))
+            .wait(pace.wait)
+            .backoff(pace.backoff)
+            .requery_interval(pace.requery)
+            .build();
+        let probe = discovery.observer();
         let discovery_errors = Arc::new(AtomicU64::new(0));
         let errors = discovery_errors.clone();
-        let counted = discovery().inspect(move |item| {
+        let counted = discovery.inspect(move |item| {
             if item.is_err() {
                 errors.fetch_add(1, Ordering::Relaxed);
             }
@@ -162,7 +160,7 @@ impl Mesh {
             .failfast_timeout(Duration::from_secs(2))
             .build(counted);
         let mesh = Mesh {
-            probe: discovery(),
+            probe,
             load: Load::start(&channel, 4),
             dev,
             servers,

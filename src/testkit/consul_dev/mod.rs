@@ -80,7 +80,8 @@ use shared::Shared;
 /// # Test controls
 ///
 /// In process: [`ConsulDev::faults`], [`ConsulDev::set_check_status`],
-/// [`ConsulDev::forget_all`], [`ConsulDev::request_count`]. Over HTTP, under
+/// [`ConsulDev::forget_all`], [`ConsulDev::request_count`],
+/// [`ConsulDev::request_uris`]. Over HTTP, under
 /// `/_consul_dev/` (a path Consul does not use), for the `consul-dev` binary:
 ///
 /// | Request | Effect |
@@ -175,6 +176,12 @@ impl ConsulDev {
     /// answers included.
     pub fn request_count(&self, path: &str) -> u64 {
         self.shared.counts().get(path).copied().unwrap_or(0)
+    }
+
+    /// The request targets (path and query string, as sent) of the last 4096
+    /// requests, oldest first: to check what clients put in URLs.
+    pub fn request_uris(&self) -> Vec<String> {
+        self.shared.uris()
     }
 
     /// The request counts of every path served so far.

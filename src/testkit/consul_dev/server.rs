@@ -76,6 +76,7 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
     let (parts, body) = req.into_parts();
     let path = decode_path(parts.uri.path());
     shared.count(&path);
+    shared.record_uri(&parts.uri.to_string());
     let faults = shared.faults.take(Some(&path), |_| true);
     for f in &faults {
         if let Fault::Delay(d) = f {
