@@ -94,6 +94,12 @@ use shared::Shared;
 /// | `PUT /_consul_dev/forget` | forgets the agent's services and checks |
 /// | `GET /_consul_dev/requests` | request counts per path |
 ///
+/// # TLS
+///
+/// With the `tls-ring` feature, [`ConsulDevBuilder::tls`] serves HTTPS with a rustls
+/// server configuration (client certificates required when its verifier says so);
+/// [`ConsulDev::url`] then starts with `https://`.
+///
 /// # Drop
 /// Dropping a `ConsulDev` stops its server, closes its connections (pending
 /// blocking queries end with them) and ends every check runner and timer.
@@ -111,6 +117,7 @@ use shared::Shared;
 pub struct ConsulDev {
     shared: Arc<Shared>,
     addr: SocketAddr,
+    https: bool,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -143,9 +150,11 @@ impl ConsulDev {
         self.addr
     }
 
-    /// The base URL of the HTTP API, `http://127.0.0.1:PORT`.
+    /// The base URL of the HTTP API, `http://127.0.0.1:PORT` (`https://` when
+    /// serving TLS).
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        let scheme = if self.https { "https" } else { "http" };
+        format!("{scheme}://{}", self.addr)
     }
 
     /// The fault-injection handle.
@@ -208,6 +217,7 @@ impl fmt::Debug for ConsulDev {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ConsulDev")
             .field("addr", &self.addr)
+            .field("https", &self.https)
             .field("node_name", &self.shared.cfg.node_name)
             .field("datacenter", &self.shared.cfg.datacenter)
             .field(
