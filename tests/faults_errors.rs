@@ -1,8 +1,9 @@
 //! Registry faults that make reads fail, under load through the balanced channel:
 //! `500 No cluster leader`, `429` connection limit, answers delayed past the client
-//! timeout, truncated JSON, connections dropped mid-body, and a registry down for a
-//! while (5 s of real time stand for the minute; no paused clock here, the
-//! transport is real sockets).
+//! timeout, truncated JSON, HTML instead of JSON, connections dropped mid-body, and
+//! a registry down for a while (5 s of real time stand for the minute; no paused
+//! clock here, the transport is real sockets; the watch's own backoff under a
+//! paused clock is tested in `src/consul/watch/tests.rs`).
 //!
 //! What we want to test: while reads fail, the channel keeps routing to the last
 //! known instances (`b` keeps serving though Consul turned it critical), no call
@@ -79,6 +80,11 @@ async fn too_many_connections() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn truncated_json() {
     survives("truncated JSON", Fault::MalformedJson, Pace::default()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn not_json() {
+    survives("HTML instead of JSON", Fault::NotJson, Pace::default()).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -86,7 +86,7 @@ use shared::Shared;
 ///
 /// | Request | Effect |
 /// | --- | --- |
-/// | `PUT /_consul_dev/faults` `{"Fault": "no-leader"\|"too-many-connections"\|"delay"\|"malformed-json"\|"wrong-content-type"\|"drop-connection"\|"zero-index", "PathPrefix": "/v1/health/", "Times": 2, "Delay": "200ms"}` | adds a fault rule, answers `{"ID": n}` |
+/// | `PUT /_consul_dev/faults` `{"Fault": "no-leader"\|"too-many-connections"\|"delay"\|"malformed-json"\|"not-json"\|"wrong-content-type"\|"drop-connection"\|"zero-index", "PathPrefix": "/v1/health/", "Times": 2, "Delay": "200ms"}` | adds a fault rule, answers `{"ID": n}` |
 /// | `DELETE /_consul_dev/faults[/ID]` | removes all rules (or one) |
 /// | `PUT /_consul_dev/index?reset=N` | sets the index to N, as a restart from an older snapshot |
 /// | `PUT /_consul_dev/wakeup` | wakes blocking queries with unchanged data |

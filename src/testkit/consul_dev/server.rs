@@ -144,6 +144,9 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
     finish(&shared, reply, &faults)
 }
 
+/// The page [`Fault::NotJson`] sends.
+const NOT_JSON: &[u8] = b"<html><body><h1>502 Bad Gateway</h1></body></html>\n";
+
 /// Builds the response: common headers, then the body faults.
 fn finish(shared: &Shared, mut reply: Reply, faults: &[Fault]) -> Response<Body> {
     let policy = if shared.cfg.acl_token.is_some() {
@@ -161,6 +164,9 @@ fn finish(shared: &Shared, mut reply: Reply, faults: &[Fault]) -> Response<Body>
     }
     if faults.contains(&Fault::MalformedJson) {
         body = body.slice(..body.len() / 2);
+    }
+    if faults.contains(&Fault::NotJson) {
+        body = Bytes::from_static(NOT_JSON);
     }
     let mut builder = Response::builder().status(reply.status);
     if let Some(ct) = content_type {
