@@ -15,16 +15,16 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use serde_json::json;
-use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tonic_discovery::Backoff;
 use tonic_discovery::balance::{BalancedChannel, EndpointState};
 use tonic_discovery::consul::{Client, WatchObserver};
-use tonic_discovery::testkit::pb::EchoRequest;
-use tonic_discovery::testkit::pb::echo_client::EchoClient;
 use tonic_discovery::testkit::{ConsulDev, TestEchoServer};
 
 use crate::support::eventually;
+
+mod load;
+pub use load::Load;
 
 /// How long to wait for a condition before the test fails.
 pub const T: Duration = Duration::from_secs(10);
@@ -250,83 +250,6 @@ impl Mesh {
         assert_eq!(self.discovery_errors.load(Ordering::Relaxed), 0);
         assert!(self.probe.state().last_error().is_none());
         ok
-    }
-}
-
-/// Callers in a loop, a short pause between calls, counting answers per instance.
-pub struct Load {
-    ok: Arc<AtomicU64>,
-    /// Calls finished, per caller.
-    done: Arc<[AtomicU64]>,
-    failures: Arc<std::sync::Mutex<Vec<String>>>,
-    tasks: JoinSet<()>,
-}
-
-impl Load {
-    pub fn start(channel: &BalancedChannel, callers: usize) -> Load {
-        let ok = Arc::new(AtomicU64::new(0));
-        let failures = Arc::new(std::sync::Mutex::new(Vec::new()));
-        let done: Arc<[AtomicU64]> = (0..callers).map(|_| AtomicU64::new(0)).collect();
-        let mut tasks = JoinSet::new();
-        for caller in 0..callers {
-            let mut client = EchoClient::new(channel.clone());
-            let (ok, failures, done) = (ok.clone(), failures.clone(), done.clone());
-            tasks.spawn(async move {
-                loop {
-                    match client.echo(EchoRequest::default()).await {
-                        Ok(_) => ok.fetch_add(1, Ordering::Relaxed),
-                        Err(status) => {
-                            failures.lock().unwrap().push(status.to_string());
-                            0
-                        }
-                    };
-                    done[caller].fetch_add(1, Ordering::Relaxed);
-                    // Pacing the load, not waiting for a state.
-                    tokio::time::sleep(Duration::from_millis(3)).await;
-                }
-            });
-        }
-        Load {
-            ok,
-            done,
-            failures,
-            tasks,
-        }
-    }
-
-    /// Waits until every caller has finished a call it started after this point.
-    pub async fn settle(&self) {
-        let snapshot: Vec<u64> = self
-            .done
-            .iter()
-            .map(|d| d.load(Ordering::Relaxed))
-            .collect();
-        eventually(T, "every caller finishes a call", || async {
-            (self.done.iter().zip(&snapshot)).all(|(d, s)| d.load(Ordering::Relaxed) >= s + 2)
-        })
-        .await;
-    }
-
-    /// Successful calls so far.
-    pub fn ok(&self) -> u64 {
-        self.ok.load(Ordering::Relaxed)
-    }
-
-    /// Waits until `n` more calls have succeeded.
-    pub async fn wait_for_more(&self, n: u64) {
-        let target = self.ok() + n;
-        eventually(T, "calls keep succeeding", || async { self.ok() >= target }).await;
-    }
-
-    /// Stops the callers; returns the successes and the failures.
-    pub async fn stop(&mut self) -> (u64, Vec<String>) {
-        self.tasks.abort_all();
-        while let Some(joined) = self.tasks.join_next().await {
-            if let Err(e) = joined {
-                assert!(e.is_cancelled(), "a caller panicked: {e}");
-            }
-        }
-        (self.ok(), self.failures.lock().unwrap().clone())
     }
 }
 
