@@ -192,10 +192,19 @@ async fn main() {
         // Start-up only: wait for the first instances before measuring.
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    run(config, churn, channel).await;
+    let churn = run(config, churn, channel).await;
+    for member in churn.live {
+        let _ = member.handle.deregister().await;
+    }
+    // The registry is part of the process: its per-path request counters grow with
+    // every new instance ID, by design, and weigh in the RSS.
+    println!(
+        "registry: {} request paths counted",
+        dev.request_counts().len()
+    );
 }
 
-async fn run(config: Config, mut churn: Churn, channel: BalancedChannel) {
+async fn run(config: Config, mut churn: Churn, channel: BalancedChannel) -> Churn {
     let start = Instant::now();
     let until = start + config.duration;
     let rss_start = rss_kb();
@@ -242,4 +251,5 @@ async fn run(config: Config, mut churn: Churn, channel: BalancedChannel) {
     if failed > 0 {
         std::process::exit(1);
     }
+    churn
 }
