@@ -170,7 +170,8 @@ impl ClientBuilder {
     ///
     /// A configuration error for an address that is not `host:port` or an HTTP(S)
     /// URL, an HTTPS address without the `tls-ring` feature, an unreadable token or
-    /// certificate file (named, never its content), or invalid PEM.
+    /// certificate file (named, never its content), a token with characters an HTTP
+    /// header cannot carry, or invalid PEM.
     pub fn build(self) -> Result<Client> {
         if let Some(e) = self.error {
             return Err(e);
@@ -180,6 +181,7 @@ impl ClientBuilder {
             Some(path) => Token::new(&read_token_file(path)?)?,
             None => self.token,
         };
+        check_token(token.as_ref(), self.token_file.as_deref())?;
         let http = reqwest::Client::builder()
             .no_proxy()
             .tcp_nodelay(true)
@@ -210,6 +212,24 @@ fn read_token_file(path: &std::path::Path) -> Result<String> {
         ))
         .with_source(e)
     })
+}
+
+/// Refuses a token no HTTP header can carry (control characters, e.g. a token file
+/// of several lines) now rather than on the first request. The message names the
+/// file, never the token.
+fn check_token(token: Option<&Token>, file: Option<&std::path::Path>) -> Result<()> {
+    let Some(token) = token else { return Ok(()) };
+    if http::HeaderValue::from_str(token.expose()).is_ok() {
+        return Ok(());
+    }
+    let from = match file {
+        Some(path) => format!(" (from `{}`)", path.display()),
+        None => String::new(),
+    };
+    Err(Error::config(format!(
+        "the Consul ACL token{from} holds characters an HTTP header cannot carry \
+         (control characters or a line break)"
+    )))
 }
 
 /// Parses `host:port`, `http://…` or `https://…` the way the official clients read

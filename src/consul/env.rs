@@ -209,3 +209,7 @@ mod tests {
         );
     }
 }
+
+#[cfg(all(test, feature = "testkit", feature = "tls-ring"))]
+#[path = "tls_env_tests.rs"]
+mod tls_env_tests;

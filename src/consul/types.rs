@@ -142,6 +142,14 @@ impl ServiceEntry {
         if host.is_empty() {
             return Err("no service or node address".to_owned());
         }
+        // Consul accepts services without a port (0); nothing can dial them.
+        if port == 0 {
+            return Err("no port".to_owned());
+        }
+        // Consul always sets an ID; without one, entries would share a key.
+        if self.service.id.is_empty() {
+            return Err("no service ID".to_owned());
+        }
         let key = InstanceKey::new(self.node.node.as_str(), self.service.id.as_str());
         let weight = u32::try_from(self.service.weights.passing.max(1)).unwrap_or(u32::MAX);
         Ok(Instance::new(key, host, port)

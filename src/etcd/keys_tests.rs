@@ -97,8 +97,24 @@ fn prefixes_end_with_a_slash() {
 proptest! {
     #[test]
     fn arbitrary_bytes_never_panic(value in prop::collection::vec(any::<u8>(), 0..256)) {
-        let _ = KeyLayout::Endpoints.decode("s", "s/k", &value);
-        let _ = KeyLayout::Kratos.decode("s", "s/k", &value);
+        for layout in [KeyLayout::Endpoints, KeyLayout::Kratos] {
+            match layout.decode("s", "s/k", &value) {
+                Err(e) => prop_assert!(e.is_decode(), "{e:?}"),
+                Ok(i) => prop_assert!(i.port() != 0 && !i.host().is_empty(), "{i:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn a_truncated_value_is_a_decode_error(cut in 0usize..40) {
+        let endpoint = br#"{"Op":0,"Addr":"10.0.0.1:9000","Metadata":{"zone":"a"}}"#;
+        let kratos = br#"{"id":"a","name":"s","endpoints":["grpc://10.0.0.1:9000"]}"#;
+        for (layout, value) in [(KeyLayout::Endpoints, &endpoint[..]), (KeyLayout::Kratos, &kratos[..])] {
+            prop_assert!(layout.decode("s", "s/k", value).is_ok());
+            let cut = cut.min(value.len() - 1);
+            let err = layout.decode("s", "s/k", &value[..cut]).unwrap_err();
+            prop_assert!(err.is_decode(), "{err:?}");
+        }
     }
 
     #[test]

@@ -68,10 +68,10 @@ fn ipv6_is_kept_unbracketed() {
 #[test]
 fn tolerates_nulls_and_missing_fields() {
     let body = r#"[{"Node":{"Node":"n1","Address":"10.0.0.1","TaggedAddresses":null,"Meta":null},
-        "Service":{"ID":"a","Tags":null,"Meta":null,"TaggedAddresses":null,"Weights":null},
+        "Service":{"ID":"a","Port":1,"Tags":null,"Meta":null,"TaggedAddresses":null,"Weights":null},
         "Checks":null,"Extra":{"x":1}}]"#;
     let i = one(body, &AddressKind::Service);
-    assert_eq!(i.port(), 0, "absent Port is 0");
+    assert_eq!(i.port(), 1);
     assert!(i.tags().is_empty() && i.meta().is_empty());
     assert_eq!(i.weight(), 1, "absent weight counts as 1");
     assert!(
@@ -92,7 +92,9 @@ fn drops_non_passing_and_undialable_entries() {
         {"Node":{"Node":"n1","Address":"10.0.0.1"},"Service":{"ID":"ok","Port":1},"Checks":[{"Status":"passing"}]},
         {"Node":{"Node":"n1","Address":"10.0.0.1"},"Service":{"ID":"warn","Port":1},"Checks":[{"Status":"warning"}]},
         {"Node":{"Node":"n1","Address":"10.0.0.1"},"Service":{"ID":"bigport","Port":70000}},
-        {"Node":{"Node":"n1"},"Service":{"ID":"noaddr","Port":1}}]"#;
+        {"Node":{"Node":"n1"},"Service":{"ID":"noaddr","Port":1}},
+        {"Node":{"Node":"n1","Address":"10.0.0.1"},"Service":{"ID":"noport"}},
+        {"Node":{"Node":"n1","Address":"10.0.0.1"},"Service":{"ID":"","Port":1}}]"#;
     let ids = |v: Vec<Instance>| v.iter().map(|i| i.id().to_owned()).collect::<Vec<_>>();
     let k = AddressKind::Service;
     assert_eq!(
@@ -116,5 +118,94 @@ fn garbage_is_a_typed_decode_error() {
     ] {
         let err = decode_health(body, &AddressKind::Service, true).unwrap_err();
         assert!(err.is_decode(), "{err:?}");
+    }
+}
+
+mod properties {
+    use proptest::prelude::*;
+    use serde_json::Value;
+
+    use super::*;
+
+    /// Arbitrary JSON, nested up to 3 levels, with Consul's field names as likely keys.
+    fn arb_json() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(Value::from),
+            any::<f64>().prop_map(Value::from),
+            ".{0,12}".prop_map(Value::String),
+        ];
+        let key = prop_oneof![
+            Just("Node".to_owned()),
+            Just("Service".to_owned()),
+            Just("Checks".to_owned()),
+            Just("Address".to_owned()),
+            Just("Port".to_owned()),
+            Just("ID".to_owned()),
+            Just("Status".to_owned()),
+            Just("TaggedAddresses".to_owned()),
+            Just("Tags".to_owned()),
+            Just("Meta".to_owned()),
+            Just("Weights".to_owned()),
+            "[a-z]{1,6}",
+        ];
+        leaf.prop_recursive(3, 24, 6, move |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                prop::collection::btree_map(key.clone(), inner, 0..5)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    /// Decodes with every address kind and checks each answer: an error is a decode
+    /// error, a success came from a JSON array (or `null`) and holds only dialable
+    /// instances.
+    fn decodes_consistently(body: &[u8]) -> Result<(), TestCaseError> {
+        for kind in [AddressKind::Service, AddressKind::lan(), AddressKind::wan()] {
+            for passing_only in [true, false] {
+                match decode_health(body, &kind, passing_only) {
+                    Err(e) => prop_assert!(e.is_decode(), "{e:?}"),
+                    Ok(instances) => {
+                        // Skipped fields are not checked for UTF-8 (serde_json ignores
+                        // them unparsed), so only the outer shape is asserted.
+                        let start = body.trim_ascii_start();
+                        prop_assert!(start.starts_with(b"[") || start.starts_with(b"null"));
+                        for i in instances {
+                            prop_assert!(i.port() != 0 && !i.host().is_empty(), "{i:?}");
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    proptest! {
+        #[test]
+        fn arbitrary_bytes_never_panic(body in prop::collection::vec(any::<u8>(), 0..512)) {
+            decodes_consistently(&body)?;
+        }
+
+        #[test]
+        fn arbitrary_json_never_panics(entries in prop::collection::vec(arb_json(), 0..4)) {
+            decodes_consistently(&serde_json::to_vec(&entries).unwrap())?;
+            decodes_consistently(&serde_json::to_vec(&entries.first()).unwrap())?;
+        }
+
+        #[test]
+        fn a_truncated_answer_is_a_decode_error(cut in 0..DOC_SAMPLE.trim_end().len()) {
+            let body = &DOC_SAMPLE.as_bytes()[..cut];
+            let err = decode_health(body, &AddressKind::Service, true).unwrap_err();
+            prop_assert!(err.is_decode(), "{err:?}");
+        }
+
+        #[test]
+        fn a_corrupted_answer_never_panics(at in 0..DOC_SAMPLE.len(), byte in any::<u8>()) {
+            let mut body = DOC_SAMPLE.as_bytes().to_vec();
+            body[at] = byte;
+            decodes_consistently(&body)?;
+        }
     }
 }

@@ -176,6 +176,42 @@ async fn errors_back_off_within_bounds_keep_instances_and_drop_the_index() {
     assert!(state.last_error().is_none());
 }
 
+/// A registry down for ten minutes (the paused clock makes them instant), with the
+/// default backoff (250 ms to 30 s, jitter 0.2): the reads stay under what the
+/// shortest jittered delays allow, the watch never gives up, and it keeps the set.
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn a_registry_down_for_ten_minutes_is_read_a_bounded_number_of_times() {
+    let backoff = WatchConfig::default().backoff;
+    let (watch, mut h) = start(backoff);
+    answer(&mut h, resp(Some(9), &["a", "b"])).await;
+    let down = Instant::now();
+    let (mut reads, mut first_minute) = (0u32, 0u32);
+    let (_, mut send) = h.next_request().await.unwrap();
+    while down.elapsed() < Duration::from_secs(600) {
+        send.send_error(Error::http_status(500, "No cluster leader"));
+        (_, send) = h.next_request().await.unwrap();
+        reads += 1;
+        if down.elapsed() < Duration::from_secs(60) {
+            first_minute += 1;
+        }
+    }
+    // Shortest delays: 0.2, 0.4, 0.8, 1.6, 3.2, 6.4, 12.8 s, then 24 s each.
+    assert!(
+        first_minute <= 7 + 2,
+        "{first_minute} reads in the first minute"
+    );
+    assert!(
+        (20..=7 + 24 + 2).contains(&reads),
+        "{reads} reads in ten minutes"
+    );
+    let state = watch.receiver().borrow().clone();
+    assert_eq!(ids(&state), ["a", "b"], "keeps the last known set");
+    assert_eq!(state.consecutive_failures(), reads);
+    send.send_response(resp(Some(2), &["a"]));
+    let _ = next_index(&mut h).await;
+    assert_eq!(ids(&watch.receiver().borrow()), ["a"], "recovers at once");
+}
+
 #[tokio::test(flavor = "current_thread", start_paused = true)]
 async fn a_hung_read_times_out_and_retries_fresh() {
     let (watch, mut h) = start(Backoff::new(

@@ -16,6 +16,8 @@ use super::{ConsulDev, checks, server};
 pub struct ConsulDevBuilder {
     http_addr: SocketAddr,
     cfg: Config,
+    #[cfg(feature = "tls-ring")]
+    tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 // === impl ConsulDevBuilder ===
@@ -32,7 +34,21 @@ impl ConsulDevBuilder {
                 reap_interval: Duration::from_secs(30),
                 min_deregister_after: Duration::from_secs(60),
             },
+            #[cfg(feature = "tls-ring")]
+            tls: None,
         }
+    }
+
+    /// Serves HTTPS with this rustls configuration: its certificate chain, and client
+    /// authentication when its verifier requires it. The ALPN protocols are replaced
+    /// by `http/1.1`. Default: plain HTTP.
+    #[cfg(feature = "tls-ring")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "tls-ring")))]
+    pub fn tls(mut self, config: Arc<rustls::ServerConfig>) -> Self {
+        let mut config = Arc::unwrap_or_clone(config);
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        self.tls = Some(Arc::new(config));
+        self
     }
 
     /// The address to listen on. Default: `127.0.0.1:0` (a free port).
@@ -83,16 +99,31 @@ impl ConsulDevBuilder {
         let addr = listener.local_addr()?;
         let shared = Arc::new(Shared::new(self.cfg));
         shared::seed(&shared, addr);
+        #[cfg(feature = "tls-ring")]
+        let tls = self.tls.map(tokio_rustls::TlsAcceptor::from);
+        #[cfg(not(feature = "tls-ring"))]
+        let tls = server::NoTls;
+        let https = server::is_tls(&tls);
         let tasks = vec![
-            tokio::spawn(server::serve(listener, shared.clone())),
+            tokio::spawn(server::serve(listener, shared.clone(), tls)),
             tokio::spawn(checks::ttl_loop(shared.clone())),
             tokio::spawn(checks::reap_loop(shared.clone())),
         ];
         Ok(ConsulDev {
             shared,
             addr,
+            https,
             tasks,
         })
+    }
+}
+
+impl ConsulDevBuilder {
+    fn tls_enabled(&self) -> bool {
+        #[cfg(feature = "tls-ring")]
+        return self.tls.is_some();
+        #[cfg(not(feature = "tls-ring"))]
+        false
     }
 }
 
@@ -101,6 +132,7 @@ impl fmt::Debug for ConsulDevBuilder {
         f.debug_struct("ConsulDevBuilder")
             .field("http_addr", &self.http_addr)
             .field("cfg", &self.cfg)
+            .field("tls", &self.tls_enabled())
             .finish()
     }
 }

@@ -23,6 +23,9 @@ pub enum Fault {
     MalformedJson,
     /// Send the body with `Content-Type: text/html`.
     WrongContentType,
+    /// Replace a successful body with an HTML page (headers unchanged), as a proxy
+    /// in front of Consul might answer: not JSON at all.
+    NotJson,
     /// Send the headers and half the body, then drop the connection.
     DropConnection,
     /// Send `X-Consul-Index: 0`, which real Consul never does but clients must
@@ -199,6 +202,7 @@ pub(super) fn parse_fault(name: &str, delay: Option<Duration>) -> Option<Fault> 
         "delay" => Fault::Delay(delay?),
         "malformed-json" => Fault::MalformedJson,
         "wrong-content-type" => Fault::WrongContentType,
+        "not-json" => Fault::NotJson,
         "drop-connection" => Fault::DropConnection,
         "zero-index" => Fault::ZeroIndex,
         _ => return None,

@@ -80,18 +80,25 @@ use shared::Shared;
 /// # Test controls
 ///
 /// In process: [`ConsulDev::faults`], [`ConsulDev::set_check_status`],
-/// [`ConsulDev::forget_all`], [`ConsulDev::request_count`]. Over HTTP, under
+/// [`ConsulDev::forget_all`], [`ConsulDev::request_count`],
+/// [`ConsulDev::request_uris`]. Over HTTP, under
 /// `/_consul_dev/` (a path Consul does not use), for the `consul-dev` binary:
 ///
 /// | Request | Effect |
 /// | --- | --- |
-/// | `PUT /_consul_dev/faults` `{"Fault": "no-leader"\|"too-many-connections"\|"delay"\|"malformed-json"\|"wrong-content-type"\|"drop-connection"\|"zero-index", "PathPrefix": "/v1/health/", "Times": 2, "Delay": "200ms"}` | adds a fault rule, answers `{"ID": n}` |
+/// | `PUT /_consul_dev/faults` `{"Fault": "no-leader"\|"too-many-connections"\|"delay"\|"malformed-json"\|"not-json"\|"wrong-content-type"\|"drop-connection"\|"zero-index", "PathPrefix": "/v1/health/", "Times": 2, "Delay": "200ms"}` | adds a fault rule, answers `{"ID": n}` |
 /// | `DELETE /_consul_dev/faults[/ID]` | removes all rules (or one) |
 /// | `PUT /_consul_dev/index?reset=N` | sets the index to N, as a restart from an older snapshot |
 /// | `PUT /_consul_dev/wakeup` | wakes blocking queries with unchanged data |
 /// | `PUT /_consul_dev/check/ID?status=S&output=O` | sets a check's status |
 /// | `PUT /_consul_dev/forget` | forgets the agent's services and checks |
 /// | `GET /_consul_dev/requests` | request counts per path |
+///
+/// # TLS
+///
+/// With the `tls-ring` feature, [`ConsulDevBuilder::tls`] serves HTTPS with a rustls
+/// server configuration (client certificates required when its verifier says so);
+/// [`ConsulDev::url`] then starts with `https://`.
 ///
 /// # Drop
 /// Dropping a `ConsulDev` stops its server, closes its connections (pending
@@ -110,6 +117,7 @@ use shared::Shared;
 pub struct ConsulDev {
     shared: Arc<Shared>,
     addr: SocketAddr,
+    https: bool,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -142,9 +150,11 @@ impl ConsulDev {
         self.addr
     }
 
-    /// The base URL of the HTTP API, `http://127.0.0.1:PORT`.
+    /// The base URL of the HTTP API, `http://127.0.0.1:PORT` (`https://` when
+    /// serving TLS).
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        let scheme = if self.https { "https" } else { "http" };
+        format!("{scheme}://{}", self.addr)
     }
 
     /// The fault-injection handle.
@@ -177,6 +187,12 @@ impl ConsulDev {
         self.shared.counts().get(path).copied().unwrap_or(0)
     }
 
+    /// The request targets (path and query string, as sent) of the last 4096
+    /// requests, oldest first: to check what clients put in URLs.
+    pub fn request_uris(&self) -> Vec<String> {
+        self.shared.uris()
+    }
+
     /// The request counts of every path served so far.
     pub fn request_counts(&self) -> BTreeMap<String, u64> {
         self.shared.counts()
@@ -201,6 +217,7 @@ impl fmt::Debug for ConsulDev {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ConsulDev")
             .field("addr", &self.addr)
+            .field("https", &self.https)
             .field("node_name", &self.shared.cfg.node_name)
             .field("datacenter", &self.shared.cfg.datacenter)
             .field(

@@ -1,8 +1,8 @@
 //! The accept loop and the per-request pipeline: count, faults, ACL, route,
 //! common headers, body faults.
 //!
-//! Connections are served from any `AsyncRead + AsyncWrite` stream, so a TLS
-//! acceptor can wrap the accepted TCP streams later.
+//! Connections are served from any `AsyncRead + AsyncWrite` stream: plain TCP, or
+//! TLS when the builder has a server configuration (`tls-ring`).
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -25,16 +25,38 @@ use crate::BoxError;
 
 type Body = BoxBody<Bytes, BoxError>;
 
+/// How accepted connections are wrapped: a TLS acceptor, or nothing.
+#[cfg(feature = "tls-ring")]
+pub(super) type Tls = Option<tokio_rustls::TlsAcceptor>;
+/// How accepted connections are wrapped: nothing without the `tls-ring` feature.
+#[cfg(not(feature = "tls-ring"))]
+pub(super) type Tls = NoTls;
+
+/// Plain TCP.
+#[cfg(not(feature = "tls-ring"))]
+#[derive(Debug, Clone, Copy)]
+pub(super) struct NoTls;
+
+pub(super) fn is_tls(tls: &Tls) -> bool {
+    #[cfg(feature = "tls-ring")]
+    return tls.is_some();
+    #[cfg(not(feature = "tls-ring"))]
+    {
+        let NoTls = tls;
+        false
+    }
+}
+
 /// Accepts connections until the task is aborted; dropping the task drops every
 /// connection (the `JoinSet` aborts them).
-pub(super) async fn serve(listener: TcpListener, shared: Arc<Shared>) {
+pub(super) async fn serve(listener: TcpListener, shared: Arc<Shared>, tls: Tls) {
     let mut conns = JoinSet::new();
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, _peer)) => {
                     let _ = stream.set_nodelay(true);
-                    conns.spawn(serve_conn(stream, shared.clone()));
+                    conns.spawn(accept_conn(stream, shared.clone(), tls.clone()));
                 }
                 Err(e) => {
                     tracing::debug!(error = %e, "consul-dev accept failed");
@@ -46,7 +68,21 @@ pub(super) async fn serve(listener: TcpListener, shared: Arc<Shared>) {
     }
 }
 
-/// Serves one connection (plain TCP today; any stream works).
+/// Runs the TLS handshake when configured, then serves the connection.
+async fn accept_conn(stream: tokio::net::TcpStream, shared: Arc<Shared>, tls: Tls) {
+    #[cfg(feature = "tls-ring")]
+    if let Some(acceptor) = tls {
+        match acceptor.accept(stream).await {
+            Ok(stream) => serve_conn(stream, shared).await,
+            Err(e) => tracing::debug!(error = %e, "consul-dev TLS handshake failed"),
+        }
+        return;
+    }
+    let _ = tls;
+    serve_conn(stream, shared).await;
+}
+
+/// Serves one connection over any stream (TCP or TLS).
 pub(super) async fn serve_conn<S>(mut stream: S, shared: Arc<Shared>)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -76,6 +112,7 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
     let (parts, body) = req.into_parts();
     let path = decode_path(parts.uri.path());
     shared.count(&path);
+    shared.record_uri(&parts.uri.to_string());
     let faults = shared.faults.take(Some(&path), |_| true);
     for f in &faults {
         if let Fault::Delay(d) = f {
@@ -107,6 +144,9 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
     finish(&shared, reply, &faults)
 }
 
+/// The page [`Fault::NotJson`] sends.
+const NOT_JSON: &[u8] = b"<html><body><h1>502 Bad Gateway</h1></body></html>\n";
+
 /// Builds the response: common headers, then the body faults.
 fn finish(shared: &Shared, mut reply: Reply, faults: &[Fault]) -> Response<Body> {
     let policy = if shared.cfg.acl_token.is_some() {
@@ -124,6 +164,9 @@ fn finish(shared: &Shared, mut reply: Reply, faults: &[Fault]) -> Response<Body>
     }
     if faults.contains(&Fault::MalformedJson) {
         body = body.slice(..body.len() / 2);
+    }
+    if faults.contains(&Fault::NotJson) {
+        body = Bytes::from_static(NOT_JSON);
     }
     let mut builder = Response::builder().status(reply.status);
     if let Some(ct) = content_type {

@@ -1,6 +1,6 @@
 //! State shared by the server, the request handlers and the background tasks.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fmt;
 use std::net::SocketAddr;
 use std::sync::{Mutex, MutexGuard};
@@ -13,6 +13,9 @@ use super::agent::CONSUL_SERVICE;
 use super::faults::FaultSet;
 use super::model::{Check, CheckKind, CheckStatus, Node, Service};
 use super::store::Store;
+
+/// How many request targets [`Shared::record_uri`] keeps.
+pub(super) const RECORDED_URIS: usize = 4096;
 
 /// Fixed configuration of one registry.
 #[derive(Clone)]
@@ -48,6 +51,8 @@ pub(super) struct Shared {
     pub(super) timers: Notify,
     pub(super) faults: FaultSet,
     pub(super) counts: Mutex<BTreeMap<String, u64>>,
+    /// The request targets (path and query) of the last [`RECORDED_URIS`] requests.
+    pub(super) uris: Mutex<VecDeque<String>>,
     /// Runner tasks of HTTP/gRPC/TCP checks, keyed by (node, check ID).
     pub(super) runners: Mutex<HashMap<(String, String), AbortHandle>>,
 }
@@ -63,6 +68,7 @@ impl Shared {
             timers: Notify::new(),
             faults: FaultSet::default(),
             counts: Mutex::new(BTreeMap::new()),
+            uris: Mutex::new(VecDeque::new()),
             runners: Mutex::new(HashMap::new()),
         }
     }
@@ -89,6 +95,20 @@ impl Shared {
     pub(super) fn count(&self, path: &str) {
         let mut counts = self.counts.lock().unwrap_or_else(|p| p.into_inner());
         *counts.entry(path.to_owned()).or_default() += 1;
+    }
+
+    /// Records a request target, keeping the last [`RECORDED_URIS`].
+    pub(super) fn record_uri(&self, uri: &str) {
+        let mut uris = self.uris.lock().unwrap_or_else(|p| p.into_inner());
+        if uris.len() == RECORDED_URIS {
+            uris.pop_front();
+        }
+        uris.push_back(uri.to_owned());
+    }
+
+    pub(super) fn uris(&self) -> Vec<String> {
+        let uris = self.uris.lock().unwrap_or_else(|p| p.into_inner());
+        uris.iter().cloned().collect()
     }
 
     pub(super) fn counts(&self) -> BTreeMap<String, u64> {

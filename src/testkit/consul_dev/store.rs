@@ -262,6 +262,12 @@ impl Store {
 
     /// Resets the index to `to` as after a restart with older data; ends blocking waits.
     pub(super) fn reset_index(&mut self, to: u64) {
+        // Consul reports index 0 as 1; storing 1 keeps the next write's index (2)
+        // distinct from the state answered right after the reset, as in Consul,
+        // where one index never stands for two states. Storing 0 would answer the
+        // reset state and the next write both with index 1, and a client blocked on
+        // 1 would never wake.
+        let to = to.max(1);
         self.index = to;
         self.epoch += 1;
         self.extinction = self.extinction.min(to);
