@@ -178,10 +178,16 @@ impl ClientBuilder {
         }
         let base = parse_address(&self.address, self.https)?;
         let token = match &self.token_file {
-            Some(path) => Token::new(&read_token_file(path)?)?,
+            // The message names the file, never the token.
+            Some(path) => Token::new(&read_token_file(path)?).map_err(|_| {
+                Error::config(format!(
+                    "the Consul ACL token from `{}` holds characters an HTTP header cannot \
+                     carry (control characters or a line break)",
+                    path.display()
+                ))
+            })?,
             None => self.token,
         };
-        check_token(token.as_ref(), self.token_file.as_deref())?;
         let http = reqwest::Client::builder()
             .no_proxy()
             .tcp_nodelay(true)
@@ -212,24 +218,6 @@ fn read_token_file(path: &std::path::Path) -> Result<String> {
         ))
         .with_source(e)
     })
-}
-
-/// Refuses a token no HTTP header can carry (control characters, e.g. a token file
-/// of several lines) now rather than on the first request. The message names the
-/// file, never the token.
-fn check_token(token: Option<&Token>, file: Option<&std::path::Path>) -> Result<()> {
-    let Some(token) = token else { return Ok(()) };
-    if http::HeaderValue::from_str(token.expose()).is_ok() {
-        return Ok(());
-    }
-    let from = match file {
-        Some(path) => format!(" (from `{}`)", path.display()),
-        None => String::new(),
-    };
-    Err(Error::config(format!(
-        "the Consul ACL token{from} holds characters an HTTP header cannot carry \
-         (control characters or a line break)"
-    )))
 }
 
 /// Parses `host:port`, `http://…` or `https://…` the way the official clients read

@@ -47,7 +47,10 @@ impl Token {
             return Ok(None);
         }
         let mut value = http::HeaderValue::from_str(secret).map_err(|_| {
-            Error::config("the ACL token has characters an HTTP header cannot carry")
+            Error::config(
+                "the Consul ACL token holds characters an HTTP header cannot carry \
+                 (control characters or a line break)",
+            )
         })?;
         value.set_sensitive(true);
         Ok(Some(Token(value)))
