@@ -74,9 +74,9 @@ impl BalancedChannelBuilder {
     /// once without this. PINGs are for the silent failures: a partition or a frozen
     /// host that sends no FIN or RST, where an instance would otherwise stay ready
     /// until requests time out (set [`Self::timeout`] too). Off by default because
-    /// servers police PINGs (grpc-go answers PINGs more often than its enforcement
-    /// policy allows, 5 min by default, with `GOAWAY too_many_pings`); 20–60 s with
-    /// [`Self::keep_alive_while_idle`] off is a reasonable setting.
+    /// servers police PINGs: grpc-go answers PINGs sent more often than its enforcement
+    /// policy allows (5 min by default) with `GOAWAY too_many_pings`. 20–60 s with
+    /// [`Self::keep_alive_while_idle`] off suits most servers.
     pub fn http2_keep_alive_interval(mut self, interval: Duration) -> Self {
         self.endpoint.keep_alive_interval = Some(interval);
         self
