@@ -3,8 +3,6 @@
 mod consul_dev_common;
 mod support;
 
-use std::time::Duration;
-
 use consul_dev_common::{Api, fixture};
 use reqwest::Method;
 use serde_json::json;
@@ -190,22 +188,15 @@ async fn agent_service_blocks_on_its_content_hash() {
         .await;
     assert_eq!(same["ContentHash"], hash.as_str());
 
-    let waiter = {
-        let url = format!("/v1/agent/service/svc?hash={hash}&wait=30s");
-        let api = Api {
-            http: api.http.clone(),
-            base: api.base.clone(),
-        };
-        tokio::spawn(async move { api.get_json(&url).await.0 })
-    };
-    support::eventually(
-        Duration::from_secs(5),
-        "the blocking query arrives",
-        || async { dev.request_count("/v1/agent/service/svc") >= 3 },
-    )
-    .await;
+    let waiter = api
+        .spawn_blocking_get(
+            &dev,
+            &format!("/v1/agent/service/svc?hash={hash}&wait=30s"),
+            3,
+        )
+        .await;
     api.register(json!({"Name": "svc", "Port": 2})).await;
-    let changed = waiter.await.unwrap();
+    let changed = waiter.await.unwrap().0;
     assert_eq!(changed["Port"], 2);
     assert_ne!(changed["ContentHash"], hash.as_str());
     let (code, text) = api.error(Method::GET, "/v1/agent/service/nope", None).await;

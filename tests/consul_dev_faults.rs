@@ -141,20 +141,13 @@ async fn index_reset_ends_blocking_queries_with_the_lower_index() {
     let api = Api::new(&dev);
     api.register(json!({"Name": "echo"})).await;
     let (_, index) = api.get_json("/v1/health/service/echo").await;
-    let waiter = {
-        let url = format!("/v1/health/service/echo?index={index}&wait=30s");
-        let api = Api {
-            http: api.http.clone(),
-            base: api.base.clone(),
-        };
-        tokio::spawn(async move { api.get_json(&url).await })
-    };
-    support::eventually(
-        Duration::from_secs(5),
-        "the blocking query arrives",
-        || async { dev.request_count("/v1/health/service/echo") >= 2 },
-    )
-    .await;
+    let waiter = api
+        .spawn_blocking_get(
+            &dev,
+            &format!("/v1/health/service/echo?index={index}&wait=30s"),
+            2,
+        )
+        .await;
     dev.faults().reset_index(2);
     let (_, after) = waiter.await.unwrap();
     assert_eq!(after, 2);
@@ -173,20 +166,13 @@ async fn spurious_wakeup_returns_unchanged_data_with_a_new_index() {
     let api = Api::new(&dev);
     api.register(json!({"Name": "echo"})).await;
     let (before, index) = api.get_json("/v1/health/service/echo").await;
-    let waiter = {
-        let url = format!("/v1/health/service/echo?index={index}&wait=30s");
-        let api = Api {
-            http: api.http.clone(),
-            base: api.base.clone(),
-        };
-        tokio::spawn(async move { api.get_json(&url).await })
-    };
-    support::eventually(
-        Duration::from_secs(5),
-        "the blocking query arrives",
-        || async { dev.request_count("/v1/health/service/echo") >= 2 },
-    )
-    .await;
+    let waiter = api
+        .spawn_blocking_get(
+            &dev,
+            &format!("/v1/health/service/echo?index={index}&wait=30s"),
+            2,
+        )
+        .await;
     dev.faults().spurious_wakeup();
     let (after, new_index) = waiter.await.unwrap();
     assert!(new_index > index);

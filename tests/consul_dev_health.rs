@@ -3,8 +3,6 @@
 mod consul_dev_common;
 mod support;
 
-use std::time::Duration;
-
 use consul_dev_common::{Api, ids, index_of};
 use reqwest::Method;
 use serde_json::json;
@@ -129,19 +127,7 @@ async fn blocking_query_wakes_on_change_and_times_out_otherwise() {
 
     // A write to another service does not wake this one.
     let url = format!("/v1/health/service/echo?index={index}&wait=30s");
-    let waiter = {
-        let api = Api {
-            http: api.http.clone(),
-            base: api.base.clone(),
-        };
-        tokio::spawn(async move { api.get_json(&url).await })
-    };
-    support::eventually(
-        Duration::from_secs(5),
-        "the blocking query arrives",
-        || async { dev.request_count("/v1/health/service/echo") >= 3 },
-    )
-    .await;
+    let waiter = api.spawn_blocking_get(&dev, &url, 3).await;
     api.register(json!({"Name": "other"})).await;
     tokio::task::yield_now().await;
     assert!(!waiter.is_finished(), "woke on an unrelated write");
@@ -159,20 +145,13 @@ async fn absent_service_blocks_on_the_last_extinction() {
     api.register(json!({"Name": "gone"})).await;
     api.put_ok("/v1/agent/service/deregister/gone", None).await;
     let (_, index) = api.get_json("/v1/health/service/echo").await;
-    let waiter = {
-        let url = format!("/v1/health/service/echo?index={index}&wait=30s");
-        let api = Api {
-            http: api.http.clone(),
-            base: api.base.clone(),
-        };
-        tokio::spawn(async move { api.get_json(&url).await })
-    };
-    support::eventually(
-        Duration::from_secs(5),
-        "the blocking query arrives",
-        || async { dev.request_count("/v1/health/service/echo") >= 2 },
-    )
-    .await;
+    let waiter = api
+        .spawn_blocking_get(
+            &dev,
+            &format!("/v1/health/service/echo?index={index}&wait=30s"),
+            2,
+        )
+        .await;
     api.register(json!({"Name": "echo"})).await;
     let (body, new_index) = waiter.await.unwrap();
     assert!(new_index > index);

@@ -25,6 +25,7 @@ pub fn client() -> Client {
 }
 
 /// A client bound to one registry.
+#[derive(Clone)]
 pub struct Api {
     pub http: Client,
     pub base: String,
@@ -36,6 +37,27 @@ impl Api {
             http: client(),
             base: dev.url(),
         }
+    }
+
+    /// Starts a blocking GET of `path` (e.g. `…?index=N&wait=30s`) on a task and
+    /// returns once the registry has received it: the `nth` request to `path` without
+    /// its query.
+    pub async fn spawn_blocking_get(
+        &self,
+        dev: &ConsulDev,
+        path: &str,
+        nth: u64,
+    ) -> tokio::task::JoinHandle<(Value, u64)> {
+        let (api, url) = (self.clone(), path.to_owned());
+        let waiter = tokio::spawn(async move { api.get_json(&url).await });
+        let plain = path.split('?').next().unwrap_or(path);
+        crate::support::eventually(
+            std::time::Duration::from_secs(5),
+            "the blocking query arrives",
+            || async { dev.request_count(plain) >= nth },
+        )
+        .await;
+        waiter
     }
 
     pub async fn send(&self, method: Method, path: &str, body: Option<Value>) -> Response {
