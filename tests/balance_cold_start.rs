@@ -1,5 +1,5 @@
 //! Peak-EWMA cold start over real Echo servers: an instance inserted after the
-//! others have warmed up competes at once, yet a slow newcomer still gets little.
+//! others have warmed up is tried at once, yet a slow newcomer still gets little.
 
 mod balance_util;
 mod support;
@@ -69,20 +69,33 @@ async fn warm_then_insert(last: &TestEchoServer, warm: &[TestEchoServer]) -> Bal
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_instance_inserted_after_warm_up_gets_a_fair_share_at_once() {
+async fn an_instance_inserted_after_warm_up_is_tried_at_once() {
     support::trace_init();
     let s = servers(&["a", "b", "c", "d"]).await;
     let channel = warm_then_insert(&s[3], &s[..3]).await;
 
-    let counts = spread(&channel, 1, 800).await;
-    // A fair share is 200 of 800. Started from the default RTT, d would get
-    // nothing until its estimate decayed to its peers' level (8 time constants,
-    // longer than this test), and did get 0 in every run. Seeded from its peers it
-    // got 114 to 259 in eight runs. The bound is below half a fair share because,
-    // one caller at a time, Peak-EWMA shares swing widely even among the warm
-    // instances (1 to 406 of 800 seen): a hiccup's peak holds for a while.
-    let d = counts.get("d").copied().unwrap_or(0);
-    assert!(d >= 80, "d got {d} of 800: {counts:?}");
+    let mut order = Vec::new();
+    for _ in 0..800 {
+        order.push(call(&channel).await.expect("call"));
+    }
+    // Started from the default RTT (1 s, far above its peers' sub-millisecond
+    // estimates), d would lose every comparison until that decayed (8 time
+    // constants, longer than this test) and got 0 of 800 in every run. Seeded from
+    // its peers' median it beats at least the slowest peer, and p2c samples that pair
+    // for one request in six, so it is tried within the first requests (the chance it
+    // is not within 100 is about 1e-8). How much it gets afterwards swings widely one
+    // caller at a time (Peak-EWMA holds a hiccup's peak for a while; 5 to 259 of 800
+    // seen), so the share is printed, not asserted.
+    let first = order.iter().position(|id| id == "d");
+    let mut counts: HashMap<&str, usize> = HashMap::new();
+    for id in &order {
+        *counts.entry(id.as_str()).or_default() += 1;
+    }
+    eprintln!("first request to d: {first:?}; shares of 800: {counts:?}");
+    assert!(
+        first.is_some_and(|i| i < 100),
+        "d not tried within the first 100 requests: first {first:?}, {counts:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
