@@ -148,7 +148,15 @@ async fn registers_again_when_the_agent_forgot_the_check() {
         count(&agent, is_register) == 3
     })
     .await;
-    // Each re-registration is followed at once by a passing update.
+    // Each re-registration is followed at once by a passing update (wait for the
+    // last one's to arrive before reading the log).
+    support::eventually(wait, "an update after the third registration", || async {
+        let seen = agent.seen();
+        seen.iter()
+            .rposition(is_register)
+            .is_some_and(|i| i + 1 < seen.len())
+    })
+    .await;
     let seen = agent.seen();
     for (i, s) in seen.iter().enumerate().skip(1) {
         if is_register(s) {
