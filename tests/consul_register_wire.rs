@@ -143,6 +143,14 @@ async fn registers_again_when_the_agent_forgot_the_check() {
         count(&agent, is_register) > before
     })
     .await;
+    // The update that follows that registration must not meet the next refusal.
+    support::eventually(wait, "an update after the registration", || async {
+        let seen = agent.seen();
+        seen.iter()
+            .rposition(is_register)
+            .is_some_and(|i| i + 1 < seen.len())
+    })
+    .await;
     let before = count(&agent, is_register);
     agent.refuse_next_update(
         500,
