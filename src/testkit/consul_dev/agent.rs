@@ -4,7 +4,7 @@
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 
 use super::decode::body_json;
 use super::filter;
@@ -74,19 +74,8 @@ fn local_services(shared: &Shared, store: &Store) -> Vec<(String, Value)> {
 
 pub(super) fn services(shared: &Shared, req: &Req) -> HResult {
     let list = local_services(shared, &shared.store());
-    let (ids, values): (Vec<String>, Vec<Value>) = list.into_iter().unzip();
-    let keep = filter::apply(
-        req.param("filter"),
-        values.clone(),
-        "Failed to create filter",
-    )
-    .map_err(bad_request)?;
-    let out: Map<String, Value> = ids
-        .into_iter()
-        .zip(values)
-        .filter(|(_, v)| keep.contains(v))
-        .collect();
-    Ok(Reply::json(&Value::Object(out)))
+    let out = filter::apply_keyed(req.param("filter"), list).map_err(bad_request)?;
+    Ok(Reply::json(&out))
 }
 
 /// `GET /v1/agent/service/:id`, with hash-based blocking.

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use http::StatusCode;
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use super::checks;
 use super::decode::{body_json, fields};
@@ -32,19 +32,8 @@ pub(super) fn list(shared: &Shared, req: &Req) -> HResult {
             })
             .collect()
     };
-    let (ids, values): (Vec<String>, Vec<Value>) = items.into_iter().unzip();
-    let keep = filter::apply(
-        req.param("filter"),
-        values.clone(),
-        "Failed to create filter",
-    )
-    .map_err(bad_request)?;
-    let out: Map<String, Value> = ids
-        .into_iter()
-        .zip(values)
-        .filter(|(_, v)| keep.contains(v))
-        .collect();
-    Ok(Reply::json(&Value::Object(out)))
+    let out = filter::apply_keyed(req.param("filter"), items).map_err(bad_request)?;
+    Ok(Reply::json(&out))
 }
 
 pub(super) fn register(shared: &Arc<Shared>, req: &Req) -> HResult {

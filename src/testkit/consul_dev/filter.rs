@@ -123,6 +123,23 @@ pub(super) fn apply(
     Ok(items.into_iter().filter(|i| expr.eval(i)).collect())
 }
 
+/// Applies `?filter` to the values of an object keyed by id (`/v1/agent/services`,
+/// `/v1/agent/checks`) and returns the object of the entries kept.
+pub(super) fn apply_keyed(
+    filter: Option<&str>,
+    items: Vec<(String, Value)>,
+) -> Result<Value, String> {
+    let expr = match filter.filter(|f| !f.trim().is_empty()) {
+        Some(src) => Some(parse(src).map_err(|e| format!("Failed to create filter: {e}"))?),
+        None => None,
+    };
+    let kept = items
+        .into_iter()
+        .filter(|(_, v)| expr.as_ref().is_none_or(|e| e.eval(v)))
+        .collect::<serde_json::Map<String, Value>>();
+    Ok(Value::Object(kept))
+}
+
 mod parse;
 
 pub(super) use parse::parse;
