@@ -215,3 +215,29 @@ async fn pretty_indents_json() {
         .unwrap();
     assert_eq!(text, "[\n    \"dc1\"\n]\n");
 }
+
+#[tokio::test]
+async fn agent_services_and_checks_take_a_filter() {
+    let dev = ConsulDev::start().await.unwrap();
+    let api = Api::new(&dev);
+    api.register(json!({"Name": "web", "Tags": ["v1"], "Check": {"TTL": "1h"}}))
+        .await;
+    api.register(json!({"Name": "db", "Check": {"TTL": "1h"}}))
+        .await;
+    let (all, _) = api.get_json("/v1/agent/services").await;
+    assert_eq!(all.as_object().unwrap().len(), 2);
+    let (some, _) = api
+        .get_json("/v1/agent/services?filter=%22v1%22%20in%20Tags")
+        .await;
+    let ids: Vec<&String> = some.as_object().unwrap().keys().collect();
+    assert_eq!(ids, ["web"]);
+    let (checks, _) = api
+        .get_json("/v1/agent/checks?filter=ServiceName%20%3D%3D%20%22db%22")
+        .await;
+    let ids: Vec<&String> = checks.as_object().unwrap().keys().collect();
+    assert_eq!(ids, ["service:db"]);
+    let (code, _) = api
+        .error(Method::GET, "/v1/agent/services?filter=%3D%3D", None)
+        .await;
+    assert_eq!(code, 400);
+}
