@@ -5,7 +5,10 @@
 //! the set the consumer has seen and emits only real differences.
 
 // Used by the registries; a build with neither (e.g. `tls-ring` alone) has no caller.
-#![cfg_attr(not(any(feature = "consul", feature = "etcd")), allow(dead_code))]
+#![cfg_attr(
+    not(any(feature = "consul", feature = "etcd", feature = "nacos")),
+    allow(dead_code)
+)]
 
 use std::collections::HashMap;
 
@@ -75,7 +78,7 @@ impl Applied {
         keys
     }
 
-    #[cfg_attr(not(feature = "consul"), allow(dead_code))]
+    #[cfg_attr(not(any(feature = "consul", feature = "nacos")), allow(dead_code))]
     pub(crate) fn len(&self) -> usize {
         self.set.len()
     }

@@ -13,6 +13,7 @@
 //! |---|---|---|
 //! | `consul` | yes | [`consul`]: discovery through blocking health queries, registration with a TTL heartbeat |
 //! | `etcd` | no | [`etcd`]: discovery through a prefix watch, registration with a kept-alive lease (needs `protoc` to build) |
+//! | `nacos` | no | [`nacos`]: discovery through server pushes, registration of ephemeral instances (the official `nacos-sdk`) |
 //! | `health` | no | `consul::HealthSource::tonic_health`: a registration's check follows a `tonic_health` reporter |
 //! | `testkit` | no | `testkit`: an in-process Consul-compatible registry, the Echo test service, test helpers |
 //! | `tls-ring` | no | TLS towards Consul and towards gRPC endpoints (rustls with ring) |
@@ -50,6 +51,9 @@ pub mod consul;
 #[cfg(feature = "etcd")]
 #[cfg_attr(docsrs, doc(cfg(feature = "etcd")))]
 pub mod etcd;
+#[cfg(feature = "nacos")]
+#[cfg_attr(docsrs, doc(cfg(feature = "nacos")))]
+pub mod nacos;
 #[cfg(feature = "testkit")]
 #[cfg_attr(docsrs, doc(cfg(feature = "testkit")))]
 pub mod testkit;

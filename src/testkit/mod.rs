@@ -8,11 +8,13 @@ mod consul_dev;
 mod echo;
 mod etcd;
 mod etcd_cluster;
+mod nacos;
 
 pub use consul_dev::{ConsulDev, ConsulDevBuilder, Fault, FaultId, FaultRule, Faults};
 pub use echo::{EchoService, HoldGuard, TestEchoServer};
 pub use etcd::EtcdServer;
 pub use etcd_cluster::EtcdCluster;
+pub use nacos::NacosServer;
 
 pub mod pb {
     //! Code generated from `proto/echo.proto` (package `echo.v1`).

@@ -1,0 +1,387 @@
+//! Connection to a Nacos server (or cluster) through `nacos-sdk`'s naming client.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use nacos_sdk::api::naming::{NamingService, NamingServiceBuilder};
+use nacos_sdk::api::props::ClientProps;
+
+use super::discovery::DiscoveryBuilder;
+use super::handle::RegistrationHandle;
+use super::register::Registration;
+use super::subscription::Subscriptions;
+use crate::error::{Error, Result};
+
+/// Nacos's default namespace (its id is `public`, also spelled as empty).
+pub(crate) const DEFAULT_NAMESPACE: &str = "public";
+/// Nacos's default group.
+pub(crate) const DEFAULT_GROUP: &str = "DEFAULT_GROUP";
+
+/// A client of a Nacos server: the naming half, shared by discoveries.
+///
+/// Cheap to clone. Holds one `nacos-sdk` naming connection (gRPC, to the server's HTTP
+/// port + 1000 unless [`ClientBuilder::grpc_port`] says otherwise), which the SDK
+/// reconnects by itself; subscriptions and registrations made through it are redone
+/// by the SDK after a reconnection. Every registration gets a connection of its own
+/// (see [`Client::register`]).
+#[derive(Clone)]
+pub struct Client {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    naming: NamingService,
+    config: Config,
+    subscriptions: Subscriptions,
+}
+
+/// Builds a [`Client`]. Created by [`Client::builder`].
+#[must_use]
+pub struct ClientBuilder {
+    config: Config,
+    error: Option<Error>,
+}
+
+/// What a client connects with; kept to open one connection per registration.
+#[derive(Clone)]
+pub(crate) struct Config {
+    servers: Vec<String>,
+    pub(crate) namespace: String,
+    pub(crate) group: String,
+    credentials: Option<(String, Secret)>,
+    cache_dir: Option<PathBuf>,
+    grpc_port: Option<u16>,
+    app_name: Option<String>,
+    pub(crate) request_timeout: Duration,
+    connect_timeout: Duration,
+}
+
+/// A password that never shows in `Debug` output or logs.
+#[derive(Clone)]
+struct Secret(String);
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+// === impl Client ===
+
+impl Client {
+    /// A builder for a client of the Nacos server(s) at `url`:
+    /// `nacos://HOST:PORT[,HOST:PORT…][?namespace=NS&group=GROUP]`, or the bare
+    /// `HOST:PORT[,HOST:PORT…]`. `PORT` is the HTTP port (8848 by default in Nacos); the
+    /// SDK talks gRPC to `PORT + 1000`.
+    pub fn builder(url: impl AsRef<str>) -> ClientBuilder {
+        let mut config = Config {
+            servers: Vec::new(),
+            namespace: String::new(),
+            group: DEFAULT_GROUP.to_owned(),
+            credentials: None,
+            cache_dir: None,
+            grpc_port: None,
+            app_name: None,
+            request_timeout: Duration::from_secs(5),
+            connect_timeout: Duration::from_secs(5),
+        };
+        let error = parse_url(url.as_ref(), &mut config).err();
+        ClientBuilder { config, error }
+    }
+
+    /// A client with default options; see [`Client::builder`] for the URL syntax.
+    ///
+    /// # Errors
+    ///
+    /// As [`ClientBuilder::connect`].
+    pub async fn connect(url: impl AsRef<str>) -> Result<Client> {
+        Client::builder(url).connect().await
+    }
+
+    /// A builder for the discovery of `service` in the client's namespace and group.
+    pub fn discovery(&self, service: impl Into<String>) -> DiscoveryBuilder {
+        DiscoveryBuilder::new(self.clone(), service.into())
+    }
+
+    /// Registers an ephemeral instance on a connection of its own and keeps it there
+    /// until the returned handle is dropped, deregistered or drained.
+    ///
+    /// Nacos ties an ephemeral instance to the gRPC connection that registered it (and
+    /// one connection holds one instance per service), so each registration opens its
+    /// own connection. When the connection or the server is lost, the SDK reconnects
+    /// and registers the instance again by itself (it retries every 3 s).
+    ///
+    /// # Errors
+    ///
+    /// A configuration error for an invalid registration (checked before anything is
+    /// sent); a transport or timeout error when the server cannot be reached or refuses
+    /// the instance.
+    pub async fn register(&self, registration: Registration) -> Result<RegistrationHandle> {
+        let registration = registration.validate()?;
+        RegistrationHandle::start(self.clone(), registration).await
+    }
+
+    /// The server addresses (`host:port`, HTTP ports).
+    pub fn servers(&self) -> &[String] {
+        &self.inner.config.servers
+    }
+
+    /// The namespace id (empty for Nacos's default `public` namespace).
+    pub fn namespace(&self) -> &str {
+        &self.inner.config.namespace
+    }
+
+    /// The group used when a discovery or registration names none.
+    pub fn group(&self) -> &str {
+        &self.inner.config.group
+    }
+
+    pub(crate) fn naming(&self) -> &NamingService {
+        &self.inner.naming
+    }
+
+    pub(crate) fn config(&self) -> &Config {
+        &self.inner.config
+    }
+
+    pub(crate) fn subscriptions(&self) -> &Subscriptions {
+        &self.inner.subscriptions
+    }
+}
+
+/// Runs one SDK call under `timeout`, mapping its error to ours.
+pub(crate) async fn call<T, F>(timeout: Duration, what: &str, fut: F) -> Result<T>
+where
+    F: Future<Output = nacos_sdk::api::error::Result<T>>,
+{
+    match tokio::time::timeout(timeout, fut).await {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(e)) => Err(Error::transport(format!("nacos {what}"), e)),
+        Err(_) => Err(Error::timeout(format!("nacos {what} after {timeout:?}"))),
+    }
+}
+
+impl fmt::Debug for Client {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("nacos::Client")
+            .field("servers", &self.inner.config.servers)
+            .field("namespace", &self.inner.config.namespace)
+            .field("group", &self.inner.config.group)
+            .finish()
+    }
+}
+
+// === impl ClientBuilder ===
+
+impl ClientBuilder {
+    /// The namespace id. Default: the URL's `namespace`, else Nacos's `public`.
+    pub fn namespace(mut self, namespace: impl Into<String>) -> Self {
+        self.config.namespace = namespace.into();
+        self
+    }
+
+    /// The group used when a discovery or registration names none. Default: the URL's
+    /// `group`, else `DEFAULT_GROUP`.
+    pub fn group(mut self, group: impl Into<String>) -> Self {
+        self.config.group = group.into();
+        self
+    }
+
+    /// Logs in with a user name and password (a server with auth enabled). The password
+    /// never appears in `Debug` output or logs of this crate.
+    pub fn credentials(mut self, username: impl Into<String>, password: impl Into<String>) -> Self {
+        self.config.credentials = Some((username.into(), Secret(password.into())));
+        self
+    }
+
+    /// Where the SDK keeps its on-disk copy of service lists. Default: the SDK's,
+    /// `$HOME/nacos`.
+    pub fn cache_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.config.cache_dir = Some(dir.into());
+        self
+    }
+
+    /// The server's gRPC port, when it is not the HTTP port + 1000.
+    pub fn grpc_port(mut self, port: u16) -> Self {
+        self.config.grpc_port = Some(port);
+        self
+    }
+
+    /// The application name the SDK reports to the server.
+    pub fn app_name(mut self, name: impl Into<String>) -> Self {
+        self.config.app_name = Some(name.into());
+        self
+    }
+
+    /// The bound on each request to the server (queries, registration,
+    /// deregistration). Default: 5 s.
+    pub fn request_timeout(mut self, timeout: Duration) -> Self {
+        self.config.request_timeout = timeout;
+        self
+    }
+
+    /// The bound on connecting (the SDK's first health check). Default: 5 s.
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.config.connect_timeout = timeout;
+        self
+    }
+
+    /// Connects to the server.
+    ///
+    /// The SDK's settings come from this builder only: its `NACOS_CLIENT_*`
+    /// environment variables are not read, and it keeps the instance lists the server
+    /// sends as they are (empty ones included: see
+    /// [`DiscoveryBuilder::keep_last_on_empty`]).
+    ///
+    /// # Errors
+    ///
+    /// A configuration error for a bad URL; a transport or timeout error when the
+    /// server does not answer.
+    pub async fn connect(self) -> Result<Client> {
+        if let Some(e) = self.error {
+            return Err(e);
+        }
+        let naming = self.config.naming_service().await?;
+        Ok(Client {
+            inner: Arc::new(Inner {
+                naming,
+                config: self.config,
+                subscriptions: Subscriptions::default(),
+            }),
+        })
+    }
+}
+
+impl fmt::Debug for ClientBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("nacos::ClientBuilder")
+            .field("servers", &self.config.servers)
+            .field("namespace", &self.config.namespace)
+            .field("group", &self.config.group)
+            .field("user", &self.config.credentials.as_ref().map(|c| &c.0))
+            .finish()
+    }
+}
+
+// === impl Config ===
+
+impl Config {
+    /// Opens a naming connection.
+    pub(crate) async fn naming_service(&self) -> Result<NamingService> {
+        let mut props = ClientProps::new()
+            .env_first(false)
+            .server_addr(self.servers.join(","))
+            .namespace(self.namespace.clone())
+            .naming_push_empty_protection(false)
+            .naming_load_cache_at_start(false);
+        if let Some(port) = self.grpc_port {
+            props = props.remote_grpc_port(port);
+        }
+        if let Some(dir) = &self.cache_dir {
+            props = props.cache_dir(dir.clone());
+        }
+        if let Some(name) = &self.app_name {
+            props = props.app_name(name.clone());
+        }
+        let mut builder = NamingServiceBuilder::new(match &self.credentials {
+            Some((user, password)) => props
+                .auth_username(user.clone())
+                .auth_password(password.0.clone()),
+            None => props,
+        });
+        if self.credentials.is_some() {
+            builder = builder.enable_auth_plugin_http();
+        }
+        let what = format!("connect to {}", self.servers.join(","));
+        call(self.connect_timeout, &what, builder.build()).await
+    }
+}
+
+/// Reads `nacos://HOST:PORT[,…][?namespace=…&group=…]` or `HOST:PORT[,…]` into `config`.
+fn parse_url(url: &str, config: &mut Config) -> Result<()> {
+    let bad = |why: &str| Err(Error::config(format!("nacos URL `{url}`: {why}")));
+    let rest = url.strip_prefix("nacos://").unwrap_or(url);
+    if rest.contains("://") {
+        return bad("expected nacos://HOST:PORT[,HOST:PORT][?namespace=NS&group=GROUP]");
+    }
+    let (hosts, query) = match rest.split_once('?') {
+        Some((hosts, query)) => (hosts, Some(query)),
+        None => (rest, None),
+    };
+    let hosts = hosts.trim_end_matches('/');
+    for host in hosts.split(',') {
+        let Some((name, port)) = host.rsplit_once(':') else {
+            return bad(&format!("`{host}` has no port"));
+        };
+        if name.is_empty() || port.parse::<u16>().map_or(true, |p| p == 0) {
+            return bad(&format!("`{host}` is not HOST:PORT"));
+        }
+        config.servers.push(host.to_owned());
+    }
+    for pair in query.into_iter().flat_map(|q| q.split('&')) {
+        if pair.is_empty() {
+            continue;
+        }
+        match pair.split_once('=') {
+            Some(("namespace", v)) => config.namespace = v.to_owned(),
+            Some(("group", v)) if !v.is_empty() => config.group = v.to_owned(),
+            _ => return bad(&format!("unknown parameter `{pair}` (namespace and group are known)")),
+        }
+    }
+    if config.namespace == DEFAULT_NAMESPACE {
+        config.namespace.clear();
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parsed(url: &str) -> Result<Config> {
+        let b = Client::builder(url);
+        match b.error {
+            Some(e) => Err(e),
+            None => Ok(b.config),
+        }
+    }
+
+    #[test]
+    fn urls() {
+        let c = parsed("nacos://127.0.0.1:8848").unwrap();
+        assert_eq!(c.servers, ["127.0.0.1:8848"]);
+        assert_eq!((c.namespace.as_str(), c.group.as_str()), ("", DEFAULT_GROUP));
+
+        let c = parsed("nacos://a:1,b:2/?namespace=dev&group=RPC").unwrap();
+        assert_eq!(c.servers, ["a:1", "b:2"]);
+        assert_eq!((c.namespace.as_str(), c.group.as_str()), ("dev", "RPC"));
+
+        let c = parsed("[::1]:8848?namespace=public").unwrap();
+        assert_eq!(c.servers, ["[::1]:8848"]);
+        assert_eq!(c.namespace, "");
+
+        for bad in [
+            "nacos://",
+            "nacos://host",
+            "nacos://host:0",
+            "nacos://host:http",
+            "http://host:8848",
+            "nacos://h:1?cluster=x",
+            "nacos://h:1,",
+        ] {
+            let e = parsed(bad).err().unwrap_or_else(|| panic!("{bad} parsed"));
+            assert!(e.is_config(), "{bad}: {e}");
+            assert!(e.to_string().contains(bad), "{e}");
+        }
+    }
+
+    #[test]
+    fn password_stays_out_of_debug() {
+        let b = Client::builder("nacos://h:1").credentials("nacos", "hunter2-secret");
+        let shown = format!("{b:?} {:?}", b.config.credentials);
+        assert!(!shown.contains("hunter2-secret"), "{shown}");
+        assert!(shown.contains("nacos"), "{shown}");
+    }
+}

@@ -1,0 +1,271 @@
+//! What a service registers in Nacos, checked before anything is sent.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+
+use nacos_sdk::api::naming::ServiceInstance;
+
+use crate::error::{Error, Result};
+use crate::validate::{self, MAX_META_KEY_LEN, MAX_META_PAIRS, MAX_META_VALUE_LEN};
+
+/// Nacos's largest instance weight.
+const MAX_WEIGHT: f64 = 10_000.0;
+
+/// One ephemeral instance to register with [`Client::register`](super::Client::register):
+/// service `name` at an address.
+///
+/// Nacos identifies the instance by address, port and cluster: its id is
+/// `ip#port#cluster#group@@service` ([`instance_id`](Self::instance_id)). Setters only
+/// record; [`validate`](Self::validate) (called by `register`) checks everything
+/// before anything is sent.
+#[must_use]
+#[derive(Clone)]
+pub struct Registration {
+    pub(super) service: String,
+    pub(super) group: Option<String>,
+    cluster: String,
+    bind: SocketAddr,
+    advertise: Option<IpAddr>,
+    weight: f64,
+    meta: BTreeMap<String, String>,
+}
+
+// === impl Registration ===
+
+impl Registration {
+    /// An instance of service `name` listening on `addr`.
+    ///
+    /// `name` follows the same rules as everywhere in this crate: ASCII letters, digits
+    /// and dashes, 1 to 63 bytes (a DNS label; no underscores). `addr`'s port must not
+    /// be 0, and a wildcard IP (`0.0.0.0`, `[::]`) needs [`advertise`](Self::advertise).
+    pub fn new(name: impl Into<String>, addr: SocketAddr) -> Self {
+        Registration {
+            service: name.into(),
+            group: None,
+            cluster: "DEFAULT".to_owned(),
+            bind: addr,
+            advertise: None,
+            weight: 1.0,
+            meta: BTreeMap::new(),
+        }
+    }
+
+    /// The group. Default: the client's.
+    pub fn group(mut self, group: impl Into<String>) -> Self {
+        self.group = Some(group.into());
+        self
+    }
+
+    /// The cluster. Default: `DEFAULT`.
+    pub fn cluster(mut self, cluster: impl Into<String>) -> Self {
+        self.cluster = cluster.into();
+        self
+    }
+
+    /// The IP address other hosts reach this instance at; the port stays the bound one.
+    /// Default: the bound address.
+    pub fn advertise(mut self, ip: IpAddr) -> Self {
+        self.advertise = Some(ip);
+        self
+    }
+
+    /// The weight, above 0 and at most 10,000. Default: 1.
+    pub fn weight(mut self, weight: f64) -> Self {
+        self.weight = weight;
+        self
+    }
+
+    /// Adds a metadata entry. Default: none.
+    pub fn meta(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.meta.insert(key.into(), value.into());
+        self
+    }
+
+    /// The address other instances reach this one at.
+    pub fn address(&self) -> SocketAddr {
+        SocketAddr::new(self.advertise.unwrap_or(self.bind.ip()), self.bind.port())
+    }
+
+    /// Nacos's id for the instance, `ip#port#cluster#group@@service`, with `group` the
+    /// registration's or, when it names none, the given default.
+    pub fn instance_id(&self, default_group: &str) -> String {
+        let addr = self.address();
+        let group = self.group.as_deref().unwrap_or(default_group);
+        format!(
+            "{}#{}#{}#{group}@@{}",
+            addr.ip(),
+            addr.port(),
+            self.cluster,
+            self.service
+        )
+    }
+
+    /// Checks the registration; [`Client::register`](super::Client::register) calls it.
+    ///
+    /// # Errors
+    ///
+    /// A configuration error for an invalid service, group or cluster name, weight or
+    /// metadata, port 0, or a wildcard address without [`advertise`](Self::advertise).
+    pub fn validate(self) -> Result<Self> {
+        validate::service_name(&self.service)?;
+        if let Some(group) = &self.group {
+            check_group(group)?;
+        }
+        if self.cluster.is_empty()
+            || self.cluster.len() > validate::MAX_NAME_LEN
+            || !self.cluster.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+        {
+            return Err(Error::config(format!(
+                "cluster name `{}` must be 1 to {} ASCII letters, digits and dashes",
+                self.cluster,
+                validate::MAX_NAME_LEN
+            )));
+        }
+        if !(self.weight > 0.0 && self.weight <= MAX_WEIGHT) {
+            return Err(Error::config(format!(
+                "weight {} of `{}` must be above 0 and at most {MAX_WEIGHT}",
+                self.weight, self.service
+            )));
+        }
+        check_meta(&self.meta)?;
+        let addr = self.address();
+        if addr.ip().is_unspecified() || addr.port() == 0 {
+            return Err(Error::config(format!(
+                "cannot register `{}` as {addr}: other hosts need a concrete address and port \
+                 (bind first, and give `advertise` for a wildcard bind)",
+                self.service
+            )));
+        }
+        Ok(self)
+    }
+
+    /// The instance as the SDK sends it.
+    pub(super) fn to_sdk(&self) -> ServiceInstance {
+        let addr = self.address();
+        ServiceInstance {
+            instance_id: None,
+            ip: addr.ip().to_string(),
+            port: i32::from(addr.port()),
+            weight: self.weight,
+            healthy: true,
+            enabled: true,
+            ephemeral: true,
+            cluster_name: Some(self.cluster.clone()),
+            service_name: Some(self.service.clone()),
+            metadata: self.meta.clone().into_iter().collect(),
+        }
+    }
+}
+
+/// Group names: Nacos joins group and service with `@@`, so neither may contain it.
+pub(super) fn check_group(group: &str) -> Result<()> {
+    if group.is_empty() || group.len() > 128 {
+        return Err(Error::config(format!(
+            "group `{group}` must have 1 to 128 characters"
+        )));
+    }
+    if group.contains("@@") || group.chars().any(|c| c.is_control() || c.is_whitespace()) {
+        return Err(Error::config(format!(
+            "group `{group}` must not contain `@@`, spaces or control characters"
+        )));
+    }
+    Ok(())
+}
+
+/// Metadata within Consul's limits (the crate's common ones); keys may hold dots, as
+/// Nacos's own (`preserved.heart.beat.interval`) do.
+fn check_meta(meta: &BTreeMap<String, String>) -> Result<()> {
+    if meta.len() > MAX_META_PAIRS {
+        return Err(Error::config(format!(
+            "{} metadata entries; at most {MAX_META_PAIRS} are allowed",
+            meta.len()
+        )));
+    }
+    for (key, value) in meta {
+        let key_ok = !key.is_empty()
+            && key.len() <= MAX_META_KEY_LEN
+            && key.chars().all(|c| c.is_ascii_graphic());
+        if !key_ok {
+            return Err(Error::config(format!(
+                "metadata key `{key}` must be 1 to {MAX_META_KEY_LEN} printable ASCII characters"
+            )));
+        }
+        if value.len() > MAX_META_VALUE_LEN || value.chars().any(char::is_control) {
+            return Err(Error::config(format!(
+                "metadata value of `{key}` must be at most {MAX_META_VALUE_LEN} bytes without \
+                 control characters"
+            )));
+        }
+    }
+    Ok(())
+}
+
+impl fmt::Debug for Registration {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("nacos::Registration")
+            .field("service", &self.service)
+            .field("group", &self.group)
+            .field("cluster", &self.cluster)
+            .field("address", &self.address())
+            .field("weight", &self.weight)
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn addr() -> SocketAddr {
+        "10.0.0.1:50051".parse().unwrap()
+    }
+
+    #[test]
+    fn names_follow_the_crate_rules() {
+        let _ = Registration::new("echo-v2", addr()).validate().unwrap();
+        for bad in ["", "echo_v2", "echo.v2", "-echo", "a b"] {
+            let e = Registration::new(bad, addr()).validate().unwrap_err();
+            assert!(e.is_config(), "{bad}: {e}");
+        }
+        let e = Registration::new("echo_v2", addr()).validate().unwrap_err();
+        assert!(e.to_string().contains("echo-v2"), "suggests dashes: {e}");
+        for bad in ["", "a@@b", "a b"] {
+            let e = Registration::new("echo", addr()).group(bad).validate().unwrap_err();
+            assert!(e.is_config(), "group {bad}: {e}");
+        }
+        for bad in ["", "east_1", "a.b"] {
+            let e = Registration::new("echo", addr()).cluster(bad).validate().unwrap_err();
+            assert!(e.is_config(), "cluster {bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn weights_addresses_and_metadata() {
+        for bad in [0.0, -1.0, 10_001.0, f64::NAN, f64::INFINITY] {
+            let e = Registration::new("echo", addr()).weight(bad).validate().unwrap_err();
+            assert!(e.is_config(), "weight {bad}");
+        }
+        for bad in ["0.0.0.0:1", "[::]:1", "10.0.0.1:0"] {
+            let e = Registration::new("a", bad.parse().unwrap()).validate().unwrap_err();
+            assert!(e.is_config(), "{bad}");
+        }
+        let e = Registration::new("a", addr()).meta("", "x").validate().unwrap_err();
+        assert!(e.is_config());
+        let e = Registration::new("a", addr())
+            .meta("k", "x".repeat(513))
+            .validate()
+            .unwrap_err();
+        assert!(e.is_config());
+        let r = Registration::new("echo", "0.0.0.0:7".parse().unwrap())
+            .advertise("10.1.2.3".parse().unwrap())
+            .cluster("east")
+            .meta("preserved.register.source", "RUST")
+            .validate()
+            .unwrap();
+        assert_eq!(r.instance_id("DEFAULT_GROUP"), "10.1.2.3#7#east#DEFAULT_GROUP@@echo");
+        let sdk = r.to_sdk();
+        assert_eq!((sdk.ip.as_str(), sdk.port, sdk.ephemeral), ("10.1.2.3", 7, true));
+        assert_eq!(sdk.metadata["preserved.register.source"], "RUST");
+    }
+}

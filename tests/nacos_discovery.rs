@@ -1,0 +1,159 @@
+//! Discovery and registration against a real Nacos-compatible server (rnacos).
+#![cfg(feature = "nacos")]
+
+#[path = "support/nacos.rs"]
+mod nacos_support;
+mod support;
+
+use std::time::Duration;
+
+use nacos_support::{Seen, client, client_at, http_register, server_serving};
+use support::{eventually, trace_init};
+use tonic_discovery::nacos::Registration;
+use tonic_discovery::testkit::NacosServer;
+
+const WAIT: Duration = Duration::from_secs(15);
+
+#[tokio::test]
+async fn discovers_rust_and_open_api_registrations_with_their_metadata() {
+    trace_init();
+    let server = NacosServer::start().await.unwrap();
+    let nacos = client(&server).await;
+    let seen = Seen::follow(nacos.discovery("echo").build());
+
+    let handle = nacos
+        .register(
+            Registration::new("echo", "127.0.0.1:41001".parse().unwrap())
+                .meta("version", "2")
+                .weight(3.0),
+        )
+        .await
+        .unwrap();
+    assert_eq!(handle.id(), "127.0.0.1#41001#DEFAULT#DEFAULT_GROUP@@echo");
+    // A Java or Go service registering over HTTP (persistent, so no heartbeats needed).
+    http_register(
+        &server,
+        "echo",
+        "127.0.0.1:41002",
+        &[("ephemeral", "false"), ("metadata", r#"{"lang":"java"}"#), ("clusterName", "east")],
+    )
+    .await;
+
+    let both = ["127.0.0.1:41001", "127.0.0.1:41002"];
+    eventually(WAIT, "both instances", || async { seen.addrs() == both }).await;
+    assert_eq!(seen.meta("127.0.0.1:41001")["version"], "2");
+    assert_eq!(seen.at("127.0.0.1:41001").unwrap().weight(), 3);
+    assert_eq!(seen.meta("127.0.0.1:41002")["lang"], "java");
+    assert_eq!(seen.meta("127.0.0.1:41002")["nacos.cluster"], "east");
+    assert_eq!(server_serving(&server, "echo", &[]).await.unwrap(), both);
+
+    // A discovery of one cluster sees only it; other services are not mixed in.
+    http_register(&server, "echo-admin", "127.0.0.1:41009", &[("ephemeral", "false")]).await;
+    let east = Seen::follow(nacos.discovery("echo").cluster("east").build());
+    eventually(WAIT, "the east cluster only", || async {
+        east.addrs() == ["127.0.0.1:41002"]
+    })
+    .await;
+
+    handle.deregister().await.unwrap();
+    eventually(WAIT, "the deregistered instance to go", || async {
+        seen.addrs() == ["127.0.0.1:41002"]
+    })
+    .await;
+    let (status, _) = server
+        .open_api(
+            "DELETE",
+            "/nacos/v1/ns/instance",
+            &[("serviceName", "echo"), ("ip", "127.0.0.1"), ("port", "41002"), ("ephemeral", "false"), ("clusterName", "east")],
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, 200);
+    eventually(WAIT, "the open API instance to go", || async {
+        seen.addrs().is_empty() && east.addrs().is_empty()
+    })
+    .await;
+    seen.assert_clean();
+    east.assert_clean();
+}
+
+#[tokio::test]
+async fn namespaces_and_groups_separate_services() {
+    trace_init();
+    let server = NacosServer::start().await.unwrap();
+    let dev = client_at(&server, &format!("{}?namespace=dev&group=RPC", server.url())).await;
+    let public = client(&server).await;
+    let dev_seen = Seen::follow(dev.discovery("echo").build());
+    let public_seen = Seen::follow(public.discovery("echo").build());
+    let other_group = Seen::follow(public.discovery("echo").group("RPC").build());
+
+    let _dev = dev
+        .register(Registration::new("echo", "127.0.0.1:42001".parse().unwrap()))
+        .await
+        .unwrap();
+    let _public = public
+        .register(Registration::new("echo", "127.0.0.1:42002".parse().unwrap()))
+        .await
+        .unwrap();
+    let _grouped = public
+        .register(Registration::new("echo", "127.0.0.1:42003".parse().unwrap()).group("RPC"))
+        .await
+        .unwrap();
+    eventually(WAIT, "each registration in its own namespace and group", || async {
+        dev_seen.addrs() == ["127.0.0.1:42001"]
+            && public_seen.addrs() == ["127.0.0.1:42002"]
+            && other_group.addrs() == ["127.0.0.1:42003"]
+    })
+    .await;
+    dev_seen.assert_clean();
+    public_seen.assert_clean();
+}
+
+// Unhealthy instances are filtered like disabled ones (`select` unit tests); rnacos
+// gives no way to mark one unhealthy on demand.
+#[tokio::test]
+async fn disabled_and_weightless_instances_are_not_discovered() {
+    trace_init();
+    let server = NacosServer::start().await.unwrap();
+    let nacos = client(&server).await;
+    let seen = Seen::follow(nacos.discovery("echo").build());
+    let persistent = [("ephemeral", "false")];
+    http_register(&server, "echo", "127.0.0.1:43001", &persistent).await;
+    http_register(&server, "echo", "127.0.0.1:43002", &persistent).await;
+    http_register(&server, "echo", "127.0.0.1:43003", &persistent).await;
+    eventually(WAIT, "three instances", || async { seen.addrs().len() == 3 }).await;
+
+    let update = |port: &'static str, field: &'static str, value: &'static str| {
+        let server = &server;
+        async move {
+            let params = [
+                ("serviceName", "echo"),
+                ("ip", "127.0.0.1"),
+                ("port", port),
+                ("ephemeral", "false"),
+                (field, value),
+            ];
+            let (status, body) = server
+                .open_api("PUT", "/nacos/v1/ns/instance", &params)
+                .await
+                .unwrap();
+            assert_eq!(status, 200, "{body}");
+        }
+    };
+    update("43001", "enabled", "false").await;
+    update("43002", "weight", "0").await;
+    eventually(WAIT, "the disabled and weightless instances to go", || async {
+        seen.addrs() == ["127.0.0.1:43003"]
+    })
+    .await;
+    assert_eq!(
+        server_serving(&server, "echo", &[]).await.unwrap(),
+        ["127.0.0.1:43003"]
+    );
+    update("43001", "enabled", "true").await;
+    eventually(WAIT, "the re-enabled instance", || async {
+        seen.addrs() == ["127.0.0.1:43001", "127.0.0.1:43003"]
+    })
+    .await;
+    seen.assert_clean();
+}
