@@ -4,74 +4,20 @@
 //! shuts down gracefully. No request may fail.
 #![cfg(feature = "testkit")]
 
+#[path = "support/paced.rs"]
+mod paced;
 mod support;
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::task::JoinSet;
+use paced::{sent_to, start_load};
 use tokio::time::Instant;
 use tonic_discovery::balance::{BalancedChannel, EndpointState};
 use tonic_discovery::consul::{Client, Registration, RegistrationHandle};
-use tonic_discovery::testkit::pb::EchoRequest;
-use tonic_discovery::testkit::pb::echo_client::EchoClient;
 use tonic_discovery::testkit::{ConsulDev, TestEchoServer};
 
 const WAIT: Duration = Duration::from_secs(10);
 const GRACE: Duration = Duration::from_secs(1);
-
-/// Every answer: when the request was sent, and which instance answered or the code.
-type Log = Arc<Mutex<Vec<(Instant, Result<String, tonic::Code>)>>>;
-
-struct Load {
-    stop: Arc<AtomicBool>,
-    log: Log,
-    task: tokio::task::JoinHandle<()>,
-}
-
-/// 200 requests/s, each on its own task so a slow answer never delays the next send.
-fn start_load(channel: BalancedChannel) -> Load {
-    let stop = Arc::new(AtomicBool::new(false));
-    let log: Log = Arc::default();
-    let (stop2, log2) = (stop.clone(), log.clone());
-    let task = tokio::spawn(async move {
-        let mut calls = JoinSet::new();
-        let mut tick = tokio::time::interval(Duration::from_millis(5));
-        while !stop2.load(Ordering::Relaxed) {
-            tick.tick().await;
-            let (channel, log) = (channel.clone(), log2.clone());
-            calls.spawn(async move {
-                let sent = Instant::now();
-                let reply = EchoClient::new(channel).echo(EchoRequest::default()).await;
-                let outcome = reply
-                    .map(|r| r.into_inner().instance_id)
-                    .map_err(|s| s.code());
-                log.lock().unwrap().push((sent, outcome));
-            });
-        }
-        while calls.join_next().await.is_some() {}
-    });
-    Load { stop, log, task }
-}
-
-impl Load {
-    fn served_by(&self, id: &str) -> usize {
-        let log = self.log.lock().unwrap();
-        log.iter().filter(|(_, r)| r.as_deref() == Ok(id)).count()
-    }
-
-    async fn finish(self) -> Vec<(Instant, Result<String, tonic::Code>)> {
-        self.stop.store(true, Ordering::Relaxed);
-        self.task.await.unwrap();
-        Arc::try_unwrap(self.log).unwrap().into_inner().unwrap()
-    }
-}
-
-/// When a request answered by b was sent.
-fn sent_to_b((sent, outcome): &(Instant, Result<String, tonic::Code>)) -> Option<Instant> {
-    (outcome.as_deref() == Ok("b")).then_some(*sent)
-}
 
 async fn register(client: &Client, server: &TestEchoServer) -> RegistrationHandle {
     let id = server.service().id().to_owned();
@@ -140,7 +86,7 @@ async fn draining_instance_loses_no_request_under_load() {
     );
     let late: Vec<_> = log
         .iter()
-        .filter_map(sent_to_b)
+        .filter_map(|a| sent_to("b", a))
         .filter(|sent| *sent > removed_at)
         .collect();
     assert!(
@@ -148,7 +94,7 @@ async fn draining_instance_loses_no_request_under_load() {
         "{} requests sent after b left the channel reached b",
         late.len()
     );
-    let last_to_b = log.iter().filter_map(sent_to_b).max().unwrap();
+    let last_to_b = log.iter().filter_map(|a| sent_to("b", a)).max().unwrap();
     let last = match last_to_b.checked_duration_since(drain_start) {
         Some(d) => format!("{d:?} after drain start"),
         None => format!("{:?} before drain start", drain_start - last_to_b),

@@ -35,7 +35,11 @@ async fn discovers_rust_and_open_api_registrations_with_their_metadata() {
         &server,
         "echo",
         "127.0.0.1:41002",
-        &[("ephemeral", "false"), ("metadata", r#"{"lang":"java"}"#), ("clusterName", "east")],
+        &[
+            ("ephemeral", "false"),
+            ("metadata", r#"{"lang":"java"}"#),
+            ("clusterName", "east"),
+        ],
     )
     .await;
 
@@ -48,7 +52,13 @@ async fn discovers_rust_and_open_api_registrations_with_their_metadata() {
     assert_eq!(server_serving(&server, "echo", &[]).await.unwrap(), both);
 
     // A discovery of one cluster sees only it; other services are not mixed in.
-    http_register(&server, "echo-admin", "127.0.0.1:41009", &[("ephemeral", "false")]).await;
+    http_register(
+        &server,
+        "echo-admin",
+        "127.0.0.1:41009",
+        &[("ephemeral", "false")],
+    )
+    .await;
     let east = Seen::follow(nacos.discovery("echo").cluster("east").build());
     eventually(WAIT, "the east cluster only", || async {
         east.addrs() == ["127.0.0.1:41002"]
@@ -64,7 +74,13 @@ async fn discovers_rust_and_open_api_registrations_with_their_metadata() {
         .open_api(
             "DELETE",
             "/nacos/v1/ns/instance",
-            &[("serviceName", "echo"), ("ip", "127.0.0.1"), ("port", "41002"), ("ephemeral", "false"), ("clusterName", "east")],
+            &[
+                ("serviceName", "echo"),
+                ("ip", "127.0.0.1"),
+                ("port", "41002"),
+                ("ephemeral", "false"),
+                ("clusterName", "east"),
+            ],
         )
         .await
         .unwrap();
@@ -81,29 +97,43 @@ async fn discovers_rust_and_open_api_registrations_with_their_metadata() {
 async fn namespaces_and_groups_separate_services() {
     trace_init();
     let server = NacosServer::start().await.unwrap();
-    let dev = client_at(&server, &format!("{}?namespace=dev&group=RPC", server.url())).await;
+    let dev = client_at(
+        &server,
+        &format!("{}?namespace=dev&group=RPC", server.url()),
+    )
+    .await;
     let public = client(&server).await;
     let dev_seen = Seen::follow(dev.discovery("echo").build());
     let public_seen = Seen::follow(public.discovery("echo").build());
     let other_group = Seen::follow(public.discovery("echo").group("RPC").build());
 
     let _dev = dev
-        .register(Registration::new("echo", "127.0.0.1:42001".parse().unwrap()))
+        .register(Registration::new(
+            "echo",
+            "127.0.0.1:42001".parse().unwrap(),
+        ))
         .await
         .unwrap();
     let _public = public
-        .register(Registration::new("echo", "127.0.0.1:42002".parse().unwrap()))
+        .register(Registration::new(
+            "echo",
+            "127.0.0.1:42002".parse().unwrap(),
+        ))
         .await
         .unwrap();
     let _grouped = public
         .register(Registration::new("echo", "127.0.0.1:42003".parse().unwrap()).group("RPC"))
         .await
         .unwrap();
-    eventually(WAIT, "each registration in its own namespace and group", || async {
-        dev_seen.addrs() == ["127.0.0.1:42001"]
-            && public_seen.addrs() == ["127.0.0.1:42002"]
-            && other_group.addrs() == ["127.0.0.1:42003"]
-    })
+    eventually(
+        WAIT,
+        "each registration in its own namespace and group",
+        || async {
+            dev_seen.addrs() == ["127.0.0.1:42001"]
+                && public_seen.addrs() == ["127.0.0.1:42002"]
+                && other_group.addrs() == ["127.0.0.1:42003"]
+        },
+    )
     .await;
     dev_seen.assert_clean();
     public_seen.assert_clean();
@@ -121,7 +151,10 @@ async fn disabled_and_weightless_instances_are_not_discovered() {
     http_register(&server, "echo", "127.0.0.1:43001", &persistent).await;
     http_register(&server, "echo", "127.0.0.1:43002", &persistent).await;
     http_register(&server, "echo", "127.0.0.1:43003", &persistent).await;
-    eventually(WAIT, "three instances", || async { seen.addrs().len() == 3 }).await;
+    eventually(WAIT, "three instances", || async {
+        seen.addrs().len() == 3
+    })
+    .await;
 
     let update = |port: &'static str, field: &'static str, value: &'static str| {
         let server = &server;
@@ -142,9 +175,11 @@ async fn disabled_and_weightless_instances_are_not_discovered() {
     };
     update("43001", "enabled", "false").await;
     update("43002", "weight", "0").await;
-    eventually(WAIT, "the disabled and weightless instances to go", || async {
-        seen.addrs() == ["127.0.0.1:43003"]
-    })
+    eventually(
+        WAIT,
+        "the disabled and weightless instances to go",
+        || async { seen.addrs() == ["127.0.0.1:43003"] },
+    )
     .await;
     assert_eq!(
         server_serving(&server, "echo", &[]).await.unwrap(),
@@ -153,6 +188,67 @@ async fn disabled_and_weightless_instances_are_not_discovered() {
     update("43001", "enabled", "true").await;
     eventually(WAIT, "the re-enabled instance", || async {
         seen.addrs() == ["127.0.0.1:43001", "127.0.0.1:43003"]
+    })
+    .await;
+    seen.assert_clean();
+}
+
+#[tokio::test]
+async fn a_server_restart_keeps_the_last_set_then_converges_with_the_registration_back() {
+    trace_init();
+    let mut server = NacosServer::start().await.unwrap();
+    let nacos = client(&server).await;
+    let registrar = client(&server).await;
+    // Read again every 200 ms without a push, so the outage shows in `failures`.
+    let seen = Seen::follow(
+        nacos
+            .discovery("echo")
+            .resync_interval(Duration::from_millis(200))
+            .build(),
+    );
+    let _handle = registrar
+        .register(Registration::new(
+            "echo",
+            "127.0.0.1:44001".parse().unwrap(),
+        ))
+        .await
+        .unwrap();
+    http_register(
+        &server,
+        "echo",
+        "127.0.0.1:44002",
+        &[("ephemeral", "false")],
+    )
+    .await;
+    let both = ["127.0.0.1:44001", "127.0.0.1:44002"];
+    eventually(WAIT, "both instances", || async { seen.addrs() == both }).await;
+
+    server.kill().await;
+    eventually(WAIT, "the discovery to notice the outage", || async {
+        seen.failures() >= 3
+    })
+    .await;
+    assert_eq!(
+        seen.addrs(),
+        both,
+        "the last set is kept while the server is down"
+    );
+
+    server.restart().await.unwrap();
+    // The restarted server lost the ephemeral instance; the SDK registers it again.
+    eventually(
+        Duration::from_secs(30),
+        "the registration back on the server",
+        || async {
+            server_serving(&server, "echo", &[])
+                .await
+                .is_some_and(|s| s.contains(&"127.0.0.1:44001".to_owned()))
+        },
+    )
+    .await;
+    eventually(WAIT, "the discovered set equal to the server's", || async {
+        let on_server = server_serving(&server, "echo", &[]).await;
+        seen.failures() == 0 && on_server.as_deref() == Some(&seen.addrs()[..])
     })
     .await;
     seen.assert_clean();

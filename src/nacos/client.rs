@@ -1,8 +1,9 @@
 //! Connection to a Nacos server (or cluster) through `nacos-sdk`'s naming client.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use nacos_sdk::api::naming::{NamingService, NamingServiceBuilder};
@@ -35,6 +36,10 @@ struct Inner {
     naming: NamingService,
     config: Config,
     subscriptions: Subscriptions,
+    /// Registration connections whose instance was deregistered, by (group, service),
+    /// for the next registration of the same service. The SDK gives no way to close a
+    /// connection, so they are reused instead of opened anew.
+    idle: Mutex<HashMap<(String, String), Vec<NamingService>>>,
 }
 
 /// Builds a [`Client`]. Created by [`Client::builder`].
@@ -109,9 +114,10 @@ impl Client {
     /// until the returned handle is dropped, deregistered or drained.
     ///
     /// Nacos ties an ephemeral instance to the gRPC connection that registered it (and
-    /// one connection holds one instance per service), so each registration opens its
-    /// own connection. When the connection or the server is lost, the SDK reconnects
-    /// and registers the instance again by itself (it retries every 3 s).
+    /// one connection holds one instance per service), so each live registration has
+    /// its own connection; a connection whose instance was deregistered serves the next
+    /// registration of the same service. When the connection or the server is lost, the
+    /// SDK reconnects and registers the instance again by itself (it retries every 3 s).
     ///
     /// # Errors
     ///
@@ -148,6 +154,34 @@ impl Client {
 
     pub(crate) fn subscriptions(&self) -> &Subscriptions {
         &self.inner.subscriptions
+    }
+
+    /// A connection for a registration of `service` in `group`: an idle one, or a new one.
+    pub(crate) async fn registration_connection(
+        &self,
+        group: &str,
+        service: &str,
+    ) -> Result<NamingService> {
+        let key = (group.to_owned(), service.to_owned());
+        let idle = self
+            .inner
+            .idle
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get_mut(&key)
+            .and_then(Vec::pop);
+        match idle {
+            Some(naming) => Ok(naming),
+            None => self.inner.config.naming_service().await,
+        }
+    }
+
+    /// Takes back a connection whose instance is deregistered.
+    pub(crate) fn return_connection(&self, group: &str, service: &str, naming: NamingService) {
+        let mut idle = self.inner.idle.lock().unwrap_or_else(|p| p.into_inner());
+        idle.entry((group.to_owned(), service.to_owned()))
+            .or_default()
+            .push(naming);
     }
 }
 
@@ -249,6 +283,7 @@ impl ClientBuilder {
                 naming,
                 config: self.config,
                 subscriptions: Subscriptions::default(),
+                idle: Mutex::default(),
             }),
         })
     }
@@ -327,7 +362,11 @@ fn parse_url(url: &str, config: &mut Config) -> Result<()> {
         match pair.split_once('=') {
             Some(("namespace", v)) => config.namespace = v.to_owned(),
             Some(("group", v)) if !v.is_empty() => config.group = v.to_owned(),
-            _ => return bad(&format!("unknown parameter `{pair}` (namespace and group are known)")),
+            _ => {
+                return bad(&format!(
+                    "unknown parameter `{pair}` (namespace and group are known)"
+                ));
+            }
         }
     }
     if config.namespace == DEFAULT_NAMESPACE {
@@ -352,7 +391,10 @@ mod tests {
     fn urls() {
         let c = parsed("nacos://127.0.0.1:8848").unwrap();
         assert_eq!(c.servers, ["127.0.0.1:8848"]);
-        assert_eq!((c.namespace.as_str(), c.group.as_str()), ("", DEFAULT_GROUP));
+        assert_eq!(
+            (c.namespace.as_str(), c.group.as_str()),
+            ("", DEFAULT_GROUP)
+        );
 
         let c = parsed("nacos://a:1,b:2/?namespace=dev&group=RPC").unwrap();
         assert_eq!(c.servers, ["a:1", "b:2"]);

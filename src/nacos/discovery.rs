@@ -122,8 +122,10 @@ impl DiscoveryBuilder {
         let (tx, changes) = mpsc::channel(256);
         let cancel = CancellationToken::new();
         let token = cancel.clone();
-        let (service, clusters, keep) = (self.service.clone(), self.clusters, self.keep_last_on_empty);
-        let span = tracing::info_span!("nacos_discovery", service = %self.service, group = %self.group);
+        let (service, clusters, keep) =
+            (self.service.clone(), self.clusters, self.keep_last_on_empty);
+        let span =
+            tracing::info_span!("nacos_discovery", service = %self.service, group = %self.group);
         tokio::spawn(
             async move {
                 let mut applied = Applied::default();

@@ -4,31 +4,42 @@ use std::fmt;
 use std::time::Duration;
 
 use nacos_sdk::api::naming::NamingService;
+use tracing::Instrument;
 
 use super::client::{Client, call};
 use super::register::Registration;
+use crate::backoff::{Backoff, BackoffState};
 use crate::error::Result;
-
-/// How long the best-effort deregistration on drop may take.
-const DROP_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// A live registration: an ephemeral instance held by a connection of its own.
 ///
 /// The SDK keeps the connection up and, after it or the server was lost, registers
 /// the instance again by itself (every 3 s until it succeeds). There is no heartbeat
-/// to forget: the instance lives exactly as long as the connection and this handle.
+/// to forget: the instance lives exactly as long as this handle.
+///
+/// # Deregistration that fails
+///
+/// While a deregistration has not reached the server, the SDK would register the
+/// instance again at its next reconnection. So a failed deregistration (the server is
+/// down, say) is retried in the background, with backoff up to 5 s, until the server
+/// takes it; [`deregister`](Self::deregister) still reports the first failure.
 ///
 /// # Drop
 ///
-/// Dropping the handle deregisters the instance best-effort, on a spawned task
-/// bounded by 5 s (skipped when no tokio runtime is running). Prefer
-/// [`drain`](Self::drain) or [`deregister`](Self::deregister), which report errors.
+/// Dropping the handle deregisters the instance on a spawned task, retried as above
+/// (skipped when no tokio runtime is running). Prefer [`drain`](Self::drain) or
+/// [`deregister`](Self::deregister), which report errors.
 pub struct RegistrationHandle {
-    naming: Option<NamingService>,
+    leave: Option<Leave>,
+    id: String,
+}
+
+/// Everything needed to take the instance out of Nacos.
+struct Leave {
+    client: Client,
+    naming: NamingService,
     registration: Registration,
     group: String,
-    id: String,
-    timeout: Duration,
 }
 
 // === impl RegistrationHandle ===
@@ -39,22 +50,36 @@ impl RegistrationHandle {
             .group
             .clone()
             .unwrap_or_else(|| client.group().to_owned());
-        let naming = client.config().naming_service().await?;
-        let timeout = client.config().request_timeout;
+        let naming = client
+            .registration_connection(&group, &registration.service)
+            .await?;
         let register = naming.register_instance(
             registration.service.clone(),
             Some(group.clone()),
             registration.to_sdk(),
         );
-        call(timeout, "register instance", register).await?;
+        let registered = call(
+            client.config().request_timeout,
+            "register instance",
+            register,
+        )
+        .await;
         let id = registration.instance_id(&group);
-        tracing::info!(%id, "registered in nacos");
-        Ok(RegistrationHandle {
-            naming: Some(naming),
+        let leave = Leave {
+            client,
+            naming,
             registration,
             group,
+        };
+        if let Err(e) = registered {
+            // The SDK keeps retrying a registration that failed; take it back.
+            leave.retire();
+            return Err(e);
+        }
+        tracing::info!(%id, "registered in nacos");
+        Ok(RegistrationHandle {
+            leave: Some(leave),
             id,
-            timeout,
         })
     }
 
@@ -63,79 +88,41 @@ impl RegistrationHandle {
         &self.id
     }
 
-    /// The service name.
-    pub fn service(&self) -> &str {
-        &self.registration.service
-    }
-
-    /// The group.
-    pub fn group(&self) -> &str {
-        &self.group
-    }
-
-    /// Deregisters the instance: discoveries see it go at once. The connection closes.
+    /// Deregisters the instance: discoveries see it go at once.
     ///
     /// # Errors
     ///
-    /// A transport or timeout error when the server could not be told; the instance then
-    /// goes when the server notices the connection is gone.
+    /// A transport or timeout error when the server could not be told; the
+    /// deregistration is then retried in the background.
     pub async fn deregister(mut self) -> Result<()> {
-        match self.naming.take() {
-            Some(naming) => self.leave(&naming).await,
+        match self.leave.take() {
+            Some(leave) => leave.once().await,
             None => Ok(()),
         }
     }
 
     /// Graceful leave: deregisters the instance so discoveries stop sending new
     /// requests, then waits `grace` for requests in flight and for every client to
-    /// learn of it, then closes the connection.
+    /// learn of it.
     ///
     /// # Errors
     ///
     /// As [`deregister`](Self::deregister); the wait happens either way.
     pub async fn drain(mut self, grace: Duration) -> Result<()> {
-        let Some(naming) = self.naming.take() else {
-            return Ok(());
+        let left = match self.leave.take() {
+            Some(leave) => leave.once().await,
+            None => Ok(()),
         };
-        let left = self.leave(&naming).await;
         tokio::time::sleep(grace).await;
-        drop(naming);
         left
-    }
-
-    async fn leave(&self, naming: &NamingService) -> Result<()> {
-        let deregister = naming.deregister_instance(
-            self.registration.service.clone(),
-            Some(self.group.clone()),
-            self.registration.to_sdk(),
-        );
-        call(self.timeout, "deregister instance", deregister).await?;
-        tracing::info!(id = %self.id, "deregistered from nacos");
-        Ok(())
     }
 }
 
 impl Drop for RegistrationHandle {
     fn drop(&mut self) {
-        let Some(naming) = self.naming.take() else {
-            return;
-        };
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            return;
-        };
-        let (service, group, instance, id) = (
-            self.registration.service.clone(),
-            self.group.clone(),
-            self.registration.to_sdk(),
-            self.id.clone(),
-        );
-        runtime.spawn(async move {
-            let deregister = naming.deregister_instance(service, Some(group), instance);
-            match call(DROP_TIMEOUT, "deregister instance", deregister).await {
-                Ok(()) => tracing::info!(%id, "deregistered on drop"),
-                Err(e) => tracing::warn!(%id, error = %e, "deregister on drop failed"),
-            }
-        });
+        if let Some(leave) = self.leave.take() {
+            leave.retire();
+        }
     }
 }
 
@@ -144,5 +131,76 @@ impl fmt::Debug for RegistrationHandle {
         f.debug_struct("nacos::RegistrationHandle")
             .field("id", &self.id)
             .finish()
+    }
+}
+
+// === impl Leave ===
+
+impl Leave {
+    async fn deregister(&self) -> Result<()> {
+        let deregister = self.naming.deregister_instance(
+            self.registration.service.clone(),
+            Some(self.group.clone()),
+            self.registration.to_sdk(),
+        );
+        call(
+            self.client.config().request_timeout,
+            "deregister instance",
+            deregister,
+        )
+        .await
+    }
+
+    /// One attempt; on failure the attempts go on in the background.
+    async fn once(self) -> Result<()> {
+        match self.deregister().await {
+            Ok(()) => {
+                self.done();
+                Ok(())
+            }
+            Err(e) => {
+                self.retire();
+                Err(e)
+            }
+        }
+    }
+
+    /// Deregisters on a spawned task, retrying until the server takes it.
+    fn retire(self) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let span = tracing::info_span!("nacos_deregister", service = %self.registration.service);
+        runtime.spawn(
+            async move {
+                let mut retry = BackoffState::new(Backoff::new(
+                    Duration::from_millis(100),
+                    Duration::from_secs(5),
+                ));
+                loop {
+                    match self.deregister().await {
+                        Ok(()) => break,
+                        Err(e) => {
+                            let delay = retry.next_delay();
+                            tracing::warn!(error = %e, ?delay, "deregistration failed; retrying");
+                            tokio::time::sleep(delay).await;
+                        }
+                    }
+                }
+                self.done();
+            }
+            .instrument(span),
+        );
+    }
+
+    fn done(self) {
+        tracing::info!(service = %self.registration.service, "deregistered from nacos");
+        let Leave {
+            client,
+            naming,
+            registration,
+            group,
+        } = self;
+        client.return_connection(&group, &registration.service, naming);
     }
 }

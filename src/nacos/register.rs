@@ -114,7 +114,10 @@ impl Registration {
         }
         if self.cluster.is_empty()
             || self.cluster.len() > validate::MAX_NAME_LEN
-            || !self.cluster.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+            || !self
+                .cluster
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-')
         {
             return Err(Error::config(format!(
                 "cluster name `{}` must be 1 to {} ASCII letters, digits and dashes",
@@ -231,11 +234,17 @@ mod tests {
         let e = Registration::new("echo_v2", addr()).validate().unwrap_err();
         assert!(e.to_string().contains("echo-v2"), "suggests dashes: {e}");
         for bad in ["", "a@@b", "a b"] {
-            let e = Registration::new("echo", addr()).group(bad).validate().unwrap_err();
+            let e = Registration::new("echo", addr())
+                .group(bad)
+                .validate()
+                .unwrap_err();
             assert!(e.is_config(), "group {bad}: {e}");
         }
         for bad in ["", "east_1", "a.b"] {
-            let e = Registration::new("echo", addr()).cluster(bad).validate().unwrap_err();
+            let e = Registration::new("echo", addr())
+                .cluster(bad)
+                .validate()
+                .unwrap_err();
             assert!(e.is_config(), "cluster {bad}: {e}");
         }
     }
@@ -243,14 +252,22 @@ mod tests {
     #[test]
     fn weights_addresses_and_metadata() {
         for bad in [0.0, -1.0, 10_001.0, f64::NAN, f64::INFINITY] {
-            let e = Registration::new("echo", addr()).weight(bad).validate().unwrap_err();
+            let e = Registration::new("echo", addr())
+                .weight(bad)
+                .validate()
+                .unwrap_err();
             assert!(e.is_config(), "weight {bad}");
         }
         for bad in ["0.0.0.0:1", "[::]:1", "10.0.0.1:0"] {
-            let e = Registration::new("a", bad.parse().unwrap()).validate().unwrap_err();
+            let e = Registration::new("a", bad.parse().unwrap())
+                .validate()
+                .unwrap_err();
             assert!(e.is_config(), "{bad}");
         }
-        let e = Registration::new("a", addr()).meta("", "x").validate().unwrap_err();
+        let e = Registration::new("a", addr())
+            .meta("", "x")
+            .validate()
+            .unwrap_err();
         assert!(e.is_config());
         let e = Registration::new("a", addr())
             .meta("k", "x".repeat(513))
@@ -263,9 +280,15 @@ mod tests {
             .meta("preserved.register.source", "RUST")
             .validate()
             .unwrap();
-        assert_eq!(r.instance_id("DEFAULT_GROUP"), "10.1.2.3#7#east#DEFAULT_GROUP@@echo");
+        assert_eq!(
+            r.instance_id("DEFAULT_GROUP"),
+            "10.1.2.3#7#east#DEFAULT_GROUP@@echo"
+        );
         let sdk = r.to_sdk();
-        assert_eq!((sdk.ip.as_str(), sdk.port, sdk.ephemeral), ("10.1.2.3", 7, true));
+        assert_eq!(
+            (sdk.ip.as_str(), sdk.port, sdk.ephemeral),
+            ("10.1.2.3", 7, true)
+        );
         assert_eq!(sdk.metadata["preserved.register.source"], "RUST");
     }
 }

@@ -85,7 +85,9 @@ impl Subscriptions {
         if let Some(sub) = live.get(&key).and_then(|e| e.subscription.upgrade()) {
             return sub;
         }
-        let lane = live.get(&key).map_or_else(Default::default, |e| e.lane.clone());
+        let lane = live
+            .get(&key)
+            .map_or_else(Default::default, |e| e.lane.clone());
         live.retain(|_, e| e.subscription.strong_count() > 0 || Arc::strong_count(&e.lane) > 1);
         let sub = Arc::new(Subscription::start(
             client,
@@ -201,9 +203,12 @@ impl Task {
                 self.follow(&wake).await;
             }
         }
-        let unsubscribe =
-            self.naming
-                .unsubscribe(self.service.clone(), Some(self.group.clone()), Vec::new(), listener);
+        let unsubscribe = self.naming.unsubscribe(
+            self.service.clone(),
+            Some(self.group.clone()),
+            Vec::new(),
+            listener,
+        );
         if let Err(e) = call(self.timeout, "unsubscribe", unsubscribe).await {
             tracing::debug!(error = %e, "unsubscribe failed");
         }

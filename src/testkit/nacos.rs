@@ -284,7 +284,10 @@ mod tests {
     fn a_missing_binary_says_how_to_install_it() {
         let e = spawn_error(&io::Error::from(io::ErrorKind::NotFound));
         assert!(e.is_config());
-        assert!(e.to_string().contains("cargo install rnacos --locked"), "{e}");
+        assert!(
+            e.to_string().contains("cargo install rnacos --locked"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -32,7 +32,12 @@ pub async fn client_at(server: &NacosServer, url: &str) -> Client {
 
 /// Registers an instance through the open API, as a Java or Go service without the
 /// gRPC client does.
-pub async fn http_register(server: &NacosServer, service: &str, addr: &str, extra: &[(&str, &str)]) {
+pub async fn http_register(
+    server: &NacosServer,
+    service: &str,
+    addr: &str,
+    extra: &[(&str, &str)],
+) {
     let (ip, port) = addr.rsplit_once(':').unwrap();
     let mut params = vec![("serviceName", service), ("ip", ip), ("port", port)];
     params.extend_from_slice(extra);
@@ -45,7 +50,11 @@ pub async fn http_register(server: &NacosServer, service: &str, addr: &str, extr
 
 /// `ip:port` of the instances the server lists for `service` that can serve (healthy,
 /// enabled, weight above 0), read through the open API.
-pub async fn server_serving(server: &NacosServer, service: &str, extra: &[(&str, &str)]) -> Option<Vec<String>> {
+pub async fn server_serving(
+    server: &NacosServer,
+    service: &str,
+    extra: &[(&str, &str)],
+) -> Option<Vec<String>> {
     let mut params = vec![("serviceName", service)];
     params.extend_from_slice(extra);
     let (status, body) = server
