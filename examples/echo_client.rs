@@ -99,7 +99,7 @@ async fn main() {
     run(channel, &options).await;
 }
 
-const USAGE: &str = "echo_client --registry consul://HOST:PORT|etcd://HOST:PORT[,…] --service NAME \
+const USAGE: &str = "echo_client --registry consul://HOST:PORT|etcd://HOST:PORT[,…]|nacos://HOST:PORT --service NAME \
 [--tag T]... [--rps 200] [--concurrency 8] [--duration 10s]";
 
 async fn run(channel: BalancedChannel, options: &Options) {

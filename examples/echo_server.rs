@@ -1,6 +1,6 @@
 //! An Echo gRPC server that registers itself (Consul: a TTL check kept passing and
-//! following `grpc.health.v1`; etcd: a kept-alive lease); SIGTERM or SIGINT drains it (check critical, wait, deregister) and it
-//! exits 0.
+//! following `grpc.health.v1`; etcd: a kept-alive lease; Nacos: an ephemeral instance);
+//! SIGTERM or SIGINT drains it (out of the registry, wait, stop) and it exits 0.
 //!
 //! ```text
 //! cargo run --release --example echo_server -- --listen 127.0.0.1:0 \
@@ -9,7 +9,8 @@
 //! ```
 //!
 //! `--registry none` serves without registering; `--registry etcd://HOST:PORT[,…]` registers
-//! in etcd (build with `--features etcd`). Consul's ACL token and TLS settings come from
+//! in etcd (build with `--features etcd`), `--registry nacos://HOST:PORT[?namespace=NS&group=G]`
+//! in Nacos (build with `--features nacos`; an ephemeral instance held by the connection). Consul's ACL token and TLS settings come from
 //! the `CONSUL_*` environment variables. Prints `serving ID on ADDR` once it accepts
 //! requests.
 
@@ -31,7 +32,7 @@ use common::{Args, Registry};
 /// The gRPC service name whose `grpc.health.v1` status the TTL check follows.
 const ECHO: &str = <EchoServer<EchoService> as tonic::server::NamedService>::NAME;
 
-const USAGE: &str = "echo_server --listen ADDR --registry consul://HOST:PORT|etcd://HOST:PORT|none \
+const USAGE: &str = "echo_server --listen ADDR --registry consul://HOST:PORT|etcd://HOST:PORT|nacos://HOST:PORT|none \
 --service NAME [--id ID] [--tag T]... [--ttl 2s] [--drain-grace 2s]";
 
 struct Options {

@@ -9,6 +9,7 @@ command -v etcd >/dev/null 2>&1 || need_apt+=(etcd-server)
 command -v etcdctl >/dev/null 2>&1 || need_apt+=(etcd-client)
 command -v protoc >/dev/null 2>&1 || need_apt+=(protobuf-compiler)
 [ -e /usr/include/google/protobuf/descriptor.proto ] || need_apt+=(libprotobuf-dev)
+command -v ss >/dev/null 2>&1 || need_apt+=(iproute2)
 if ((${#need_apt[@]})); then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     echo "installing ${need_apt[*]}"
@@ -19,10 +20,17 @@ if ((${#need_apt[@]})); then
   fi
 fi
 
+# The Nacos tests run against rnacos, a Nacos server in Rust (about 10 minutes to build
+# once on 2 cores; the binary lands in ~/.cargo/bin).
+if ! command -v rnacos >/dev/null 2>&1; then
+  echo "installing rnacos (cargo install rnacos --locked)"
+  cargo install rnacos --locked --version 0.8.8 --quiet
+fi
+
 export CARGO_TERM_COLOR=never
 echo "== cargo fmt";    cargo fmt --all --check
 echo "== cargo clippy"; cargo clippy --all-targets --all-features -- -D warnings
-for f in consul etcd health testkit tls-ring; do
+for f in consul etcd nacos health testkit tls-ring; do
   echo "== cargo check --no-default-features --features $f"
   cargo check --no-default-features --features "$f"
 done

@@ -1,5 +1,5 @@
 //! Service discovery, load balancing and self-registration for [tonic] gRPC services,
-//! backed by Consul.
+//! backed by Consul (or etcd, or Nacos).
 //!
 //! A client builds one [`balance::BalancedChannel`] for a service name and hands it to
 //! any tonic-generated client; requests then go only to instances whose health checks

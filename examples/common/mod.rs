@@ -123,7 +123,8 @@ pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
 }
 
 /// Where instances are registered and discovered: `consul://HOST:PORT`,
-/// `etcd://HOST:PORT[,HOST:PORT…]`, or `none`.
+/// `etcd://HOST:PORT[,HOST:PORT…]`, `nacos://HOST:PORT[,…][?namespace=NS&group=G]`, or
+/// `none`.
 pub(crate) enum Registry {
     /// No registry: serve only.
     None,
@@ -132,6 +133,9 @@ pub(crate) enum Registry {
     /// etcd endpoints, comma-separated (needs the `etcd` feature).
     #[cfg(feature = "etcd")]
     Etcd(String),
+    /// A Nacos URL (needs the `nacos` feature).
+    #[cfg(feature = "nacos")]
+    Nacos(String),
 }
 
 impl FromStr for Registry {
@@ -155,8 +159,17 @@ impl FromStr for Registry {
                 "--registry etcd://… needs the etcd feature: cargo run --features etcd …".into(),
             );
         }
+        if s.starts_with("nacos://") {
+            #[cfg(feature = "nacos")]
+            return Ok(Registry::Nacos(s.to_owned()));
+            #[cfg(not(feature = "nacos"))]
+            return Err(
+                "--registry nacos://… needs the nacos feature: cargo run --features nacos …".into(),
+            );
+        }
         Err(format!(
-            "--registry `{s}`: expected consul://HOST:PORT, etcd://HOST:PORT[,HOST:PORT] or none"
+            "--registry `{s}`: expected consul://HOST:PORT, etcd://HOST:PORT[,HOST:PORT], \
+             nacos://HOST:PORT[?namespace=NS&group=G] or none"
         ))
     }
 }
@@ -167,6 +180,8 @@ pub(crate) enum Registered {
     Consul(tonic_discovery::consul::RegistrationHandle),
     #[cfg(feature = "etcd")]
     Etcd(Box<tonic_discovery::etcd::RegistrationHandle>),
+    #[cfg(feature = "nacos")]
+    Nacos(tonic_discovery::nacos::RegistrationHandle),
 }
 
 impl Registered {
@@ -178,6 +193,8 @@ impl Registered {
             Registered::Consul(h) => h.drain(grace).await.map_err(|e| e.to_string()),
             #[cfg(feature = "etcd")]
             Registered::Etcd(h) => h.drain(grace).await.map_err(|e| e.to_string()),
+            #[cfg(feature = "nacos")]
+            Registered::Nacos(h) => h.drain(grace).await.map_err(|e| e.to_string()),
         }
     }
 }
@@ -199,8 +216,15 @@ impl Registry {
             .map_err(|e| e.to_string())
     }
 
+    #[cfg(feature = "nacos")]
+    async fn nacos(url: &str) -> Result<tonic_discovery::nacos::Client, String> {
+        tonic_discovery::nacos::Client::connect(url)
+            .await
+            .map_err(|e| e.to_string())
+    }
+
     /// A balanced channel over the instances of `service` that carry every tag
-    /// (tags are a Consul notion; etcd ignores them).
+    /// (tags are a Consul notion; the other registries refuse them).
     pub(crate) async fn channel(
         &self,
         service: &str,
@@ -222,6 +246,14 @@ impl Registry {
                     return Err("--tag needs a Consul registry".into());
                 }
                 let client = Self::etcd(endpoints).await?;
+                Ok(builder.build(client.discovery(service).build()))
+            }
+            #[cfg(feature = "nacos")]
+            Registry::Nacos(url) => {
+                if !tags.is_empty() {
+                    return Err("--tag needs a Consul registry".into());
+                }
+                let client = Self::nacos(url).await?;
                 Ok(builder.build(client.discovery(service).build()))
             }
         }
@@ -279,6 +311,30 @@ impl Registry {
                     .map_err(|e| e.to_string())?;
                 let id = id.map_or_else(|| handle.key().to_owned(), str::to_owned);
                 Ok((id, Registered::Etcd(Box::new(handle))))
+            }
+            #[cfg(feature = "nacos")]
+            Registry::Nacos(url) => {
+                if !tags.is_empty() {
+                    return Err("--tag needs a Consul registry".into());
+                }
+                if ttl.is_some() {
+                    return Err(
+                        "--ttl does not apply to Nacos: the connection keeps the instance".into(),
+                    );
+                }
+                // The id is the server's label for its answers; Nacos names the
+                // instance by address (`ip#port#cluster#group@@service`).
+                let mut reg = tonic_discovery::nacos::Registration::new(service, addr);
+                if let Some(id) = id {
+                    reg = reg.meta("id", id);
+                }
+                let handle = Self::nacos(url)
+                    .await?
+                    .register(reg)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let id = id.map_or_else(|| handle.id().to_owned(), str::to_owned);
+                Ok((id, Registered::Nacos(handle)))
             }
         }
     }

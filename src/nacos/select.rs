@@ -53,7 +53,7 @@ impl Record {
             && self.enabled
             && self.weight > 0.0
             && self.weight.is_finite()
-            && (clusters.is_empty() || clusters.iter().any(|c| *c == self.cluster))
+            && (clusters.is_empty() || clusters.contains(&self.cluster))
     }
 
     /// The instance, or `None` (with a warning) when the address is unusable.

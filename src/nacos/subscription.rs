@@ -216,7 +216,7 @@ impl Task {
 
     /// Queries on every wake-up and every resync interval until cancelled.
     async fn follow(&self, wake: &Notify) {
-        let mut retry = BackoffState::new(self.options.backoff.clone());
+        let mut retry = BackoffState::new(self.options.backoff);
         loop {
             let delay = match self.query().await {
                 Ok(records) => {
