@@ -28,6 +28,9 @@ mod propagation;
 #[cfg(feature = "etcd")]
 #[path = "mesh/propagation_etcd.rs"]
 mod propagation_etcd;
+#[cfg(feature = "nacos")]
+#[path = "mesh/propagation_nacos.rs"]
+mod propagation_nacos;
 #[path = "mesh/report.rs"]
 mod report;
 #[path = "mesh/rolling.rs"]

@@ -32,7 +32,7 @@ pub type Results = Vec<(String, &'static str, Vec<f64>)>;
 
 pub async fn run(cfg: &Config) -> Res<Section> {
     let trials = cfg.pick(50, 3);
-    #[cfg_attr(not(feature = "etcd"), allow(unused_mut))]
+    #[cfg_attr(not(any(feature = "etcd", feature = "nacos")), allow(unused_mut))]
     let (mut results, mut errors) = consul(trials).await?;
     #[cfg(feature = "etcd")]
     {
@@ -44,6 +44,19 @@ pub async fn run(cfg: &Config) -> Res<Section> {
             Err(e) => {
                 eprintln!("  etcd propagation failed: {e}");
                 errors.push((format!("etcd run aborted: {e}"), 0, 0));
+            }
+        }
+    }
+    #[cfg(feature = "nacos")]
+    {
+        match crate::propagation_nacos::run(trials).await {
+            Ok((r, e)) => {
+                results.extend(r);
+                errors.extend(e);
+            }
+            Err(e) => {
+                eprintln!("  nacos propagation failed: {e}");
+                errors.push((format!("nacos run aborted: {e}"), 0, 0));
             }
         }
     }
@@ -139,6 +152,22 @@ pub async fn removed(ours: &tonic_discovery::balance::BalancedChannel, id: &str)
 pub async fn added(ours: &tonic_discovery::balance::BalancedChannel, id: &str) -> Res<Instant> {
     common::wait_for(WAIT, &format!("{id} ready"), || async {
         common::holds_ready(ours, id)
+    })
+    .await?;
+    sleep(SETTLE).await;
+    Ok(Instant::now())
+}
+
+/// Waits until `ours` holds exactly `n` endpoints (all ready when `ready`), then settles.
+/// For registries whose instance key is not the server's id (etcd, Nacos).
+pub async fn count(
+    ours: &tonic_discovery::balance::BalancedChannel,
+    n: usize,
+    ready: bool,
+) -> Res<Instant> {
+    common::wait_for(WAIT, &format!("{n} endpoints"), || async {
+        let eps = ours.endpoints();
+        eps.len() == n && (!ready || common::ready(ours) == n)
     })
     .await?;
     sleep(SETTLE).await;

@@ -2,14 +2,14 @@
 
 use std::time::Duration;
 
-use tokio::time::{Instant, sleep};
+use tokio::time::sleep;
 use tonic_discovery::balance::BalancedChannel;
 use tonic_discovery::etcd::{Client, Registration};
 use tonic_discovery::testkit::EtcdServer;
 
 use crate::common::{self, Pacer, Res};
 use crate::load::{OpenLoad, boxed};
-use crate::propagation::{GAP, RATE, Results, SETTLE, analyse, failed, marker};
+use crate::propagation::{GAP, RATE, Results, analyse, count, failed, marker};
 
 pub async fn run(trials: usize) -> Res<(Results, Vec<(String, usize, usize)>)> {
     let etcd = EtcdServer::start().await?;
@@ -77,19 +77,4 @@ pub async fn run(trials: usize) -> Res<(Results, Vec<(String, usize, usize)>)> {
     }
     drop(handles);
     Ok((out, errors))
-}
-
-/// Waits until `ours` holds exactly `n` endpoints (all ready when `ready`), then settles.
-async fn count(ours: &BalancedChannel, n: usize, ready: bool) -> Res<Instant> {
-    common::wait_for(
-        Duration::from_secs(10),
-        &format!("etcd: {n} endpoints"),
-        || async {
-            let eps = ours.endpoints();
-            eps.len() == n && (!ready || common::ready(ours) == n)
-        },
-    )
-    .await?;
-    sleep(SETTLE).await;
-    Ok(Instant::now())
 }
