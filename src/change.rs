@@ -1,65 +1,157 @@
 //! Turning full snapshots of a service into the changes a balancer needs.
 //!
 //! Registries answer with the whole instance list, and an answer is no guarantee of
-//! a change (Consul wakes blocking queries for unrelated writes). [`Applied`] keeps
+//! a change (Consul wakes blocking queries for unrelated writes). [`SnapshotDiff`] keeps
 //! the set the consumer has seen and emits only real differences.
 
-// Used by the registries; a build with neither (e.g. `tls-ring` alone) has no caller.
-#![cfg_attr(
-    not(any(feature = "consul", feature = "etcd", feature = "nacos")),
-    allow(dead_code)
-)]
-
+use std::borrow::Cow;
 use std::collections::HashMap;
 
 use tower::discover::Change;
 
 use crate::instance::{Instance, InstanceKey};
 
-/// The set of instances a consumer has been told about.
+/// Turns full snapshots of a service's instances into the `tower::discover::Change`s
+/// a balancer needs: what every discovery of this crate does with a registry's answers,
+/// for registries it does not cover.
+///
+/// It remembers the set the consumer has been told about. Each snapshot is compared in
+/// place, entry by entry: unchanged instances cost a lookup and are neither copied nor
+/// reported.
+///
+/// ```
+/// use tonic_discovery::{Instance, InstanceKey, SnapshotDiff};
+/// use tower::discover::Change;
+///
+/// let a = Instance::new(InstanceKey::new("", "a"), "10.0.0.1", 50051);
+/// let b = Instance::new(InstanceKey::new("", "b"), "10.0.0.2", 50051);
+/// let mut diff = SnapshotDiff::new();
+/// assert_eq!(diff.apply([a.clone(), b.clone()]).len(), 2);
+/// assert!(diff.apply([b.clone(), a.clone()]).is_empty());
+/// let changes = diff.apply([b]);
+/// assert!(matches!(&changes[..], [Change::Remove(key)] if key.id() == "a"));
+/// ```
 #[derive(Debug, Default)]
-pub(crate) struct Applied {
-    set: HashMap<InstanceKey, Instance>,
+pub struct SnapshotDiff {
+    set: HashMap<InstanceKey, Slot>,
+    /// The number of the snapshot being applied; a slot not stamped with it is gone.
+    round: u64,
 }
 
-impl Applied {
+#[derive(Debug)]
+struct Slot {
+    instance: Instance,
+    /// The last round that listed the key.
+    seen: u64,
+    /// The last round that changed the instance.
+    written: u64,
+}
+
+pub(crate) type Applied = SnapshotDiff;
+
+impl SnapshotDiff {
+    /// An empty set.
+    pub fn new() -> Self {
+        SnapshotDiff::default()
+    }
+
     /// Diffs `snapshot` against the applied set, updates the set, and returns the
     /// changes: first an `Insert` for every new or changed instance, then a `Remove`
     /// for every instance that is gone. Inserting before removing means a replacement
     /// never leaves the balancer empty in between.
     ///
     /// If the snapshot lists a key twice, the last entry wins.
-    pub(crate) fn apply(
+    pub fn apply(
         &mut self,
         snapshot: impl IntoIterator<Item = Instance>,
     ) -> Vec<Change<InstanceKey, Instance>> {
-        let mut next: HashMap<InstanceKey, Instance> = HashMap::with_capacity(self.set.len());
+        self.apply_cow(snapshot.into_iter().map(Cow::Owned))
+    }
+
+    /// As [`apply`](Self::apply), for a snapshot held elsewhere: only new or changed
+    /// instances are cloned.
+    pub fn apply_slice(&mut self, snapshot: &[Instance]) -> Vec<Change<InstanceKey, Instance>> {
+        self.apply_cow(snapshot.iter().map(Cow::Borrowed))
+    }
+
+    fn apply_cow<'a>(
+        &mut self,
+        snapshot: impl Iterator<Item = Cow<'a, Instance>>,
+    ) -> Vec<Change<InstanceKey, Instance>> {
+        self.round = self.round.wrapping_add(1);
+        let round = self.round;
+        // Keys written in this round, with what the consumer had before (None: new).
+        let mut written: Vec<(InstanceKey, Option<Instance>)> = Vec::new();
+        let mut distinct = 0;
         for instance in snapshot {
-            next.insert(instance.key().clone(), instance);
-        }
-        let mut changes = Vec::new();
-        for (key, instance) in &next {
-            if self.set.get(key) != Some(instance) {
-                changes.push(Change::Insert(key.clone(), instance.clone()));
+            match self.set.get_mut(instance.key()) {
+                Some(slot) => {
+                    distinct += usize::from(slot.seen != round);
+                    slot.seen = round;
+                    if slot.instance != *instance {
+                        let old = std::mem::replace(&mut slot.instance, instance.into_owned());
+                        // A key listed twice keeps the value from before the snapshot.
+                        if slot.written != round {
+                            slot.written = round;
+                            written.push((slot.instance.key().clone(), Some(old)));
+                        }
+                    }
+                }
+                None => {
+                    distinct += 1;
+                    let instance = instance.into_owned();
+                    written.push((instance.key().clone(), None));
+                    self.set.insert(
+                        instance.key().clone(),
+                        Slot {
+                            instance,
+                            seen: round,
+                            written: round,
+                        },
+                    );
+                }
             }
         }
-        for key in self.set.keys() {
-            if !next.contains_key(key) {
-                changes.push(Change::Remove(key.clone()));
+        let mut changes = Vec::with_capacity(written.len());
+        for (key, before) in written {
+            if let Some(slot) = self.set.get(&key)
+                && before.as_ref() != Some(&slot.instance)
+            {
+                changes.push(Change::Insert(key, slot.instance.clone()));
             }
         }
-        self.set = next;
+        // Every key still applied was in the snapshot: nothing to remove.
+        if self.set.len() > distinct {
+            self.set.retain(|key, slot| {
+                let live = slot.seen == round;
+                if !live {
+                    changes.push(Change::Remove(key.clone()));
+                }
+                live
+            });
+        }
         changes
     }
 
     /// Applies one new or changed instance (etcd applies watch events one by one); `None` when it is already applied as is.
     #[cfg_attr(not(feature = "etcd"), allow(dead_code))]
     pub(crate) fn insert(&mut self, instance: Instance) -> Option<Change<InstanceKey, Instance>> {
-        if self.set.get(instance.key()) == Some(&instance) {
-            return None;
+        let round = self.round;
+        if let Some(slot) = self.set.get_mut(instance.key()) {
+            slot.seen = round;
+            if slot.instance == instance {
+                return None;
+            }
+            slot.instance = instance.clone();
+            return Some(Change::Insert(instance.key().clone(), instance));
         }
         let key = instance.key().clone();
-        self.set.insert(key.clone(), instance.clone());
+        let slot = Slot {
+            instance: instance.clone(),
+            seen: round,
+            written: round,
+        };
+        self.set.insert(key.clone(), slot);
         Some(Change::Insert(key, instance))
     }
 
@@ -72,15 +164,21 @@ impl Applied {
 
     /// The applied keys, sorted.
     #[cfg(test)]
+    #[cfg_attr(not(feature = "etcd"), allow(dead_code))]
     pub(crate) fn keys(&self) -> Vec<&InstanceKey> {
         let mut keys: Vec<_> = self.set.keys().collect();
         keys.sort();
         keys
     }
 
-    #[cfg_attr(not(any(feature = "consul", feature = "nacos")), allow(dead_code))]
-    pub(crate) fn len(&self) -> usize {
+    /// How many instances the consumer has been told about.
+    pub fn len(&self) -> usize {
         self.set.len()
+    }
+
+    /// True when the consumer has been told about no instance.
+    pub fn is_empty(&self) -> bool {
+        self.set.is_empty()
     }
 }
 
@@ -163,12 +261,17 @@ mod tests {
         fn changes_replay_to_the_last_snapshot(snapshots in prop::collection::vec(arb_snapshot(), 1..12)) {
             let mut applied = Applied::default();
             let mut balancer: HashMap<InstanceKey, Instance> = HashMap::new();
-            for snapshot in snapshots {
+            for (n, snapshot) in snapshots.into_iter().enumerate() {
                 let mut expected: HashMap<InstanceKey, Instance> = HashMap::new();
                 for i in &snapshot {
                     expected.insert(i.key().clone(), i.clone());
                 }
-                for change in applied.apply(snapshot) {
+                let changes = if n % 2 == 0 {
+                    applied.apply_slice(&snapshot)
+                } else {
+                    applied.apply(snapshot)
+                };
+                for change in changes {
                     match change {
                         Change::Insert(k, v) => {
                             prop_assert_ne!(balancer.get(&k), Some(&v), "redundant insert");

@@ -59,5 +59,6 @@ pub mod nacos;
 pub mod testkit;
 
 pub use backoff::Backoff;
+pub use change::SnapshotDiff;
 pub use error::{BoxError, Error, Result};
 pub use instance::{Instance, InstanceKey};

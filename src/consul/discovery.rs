@@ -239,7 +239,7 @@ impl Discovery {
             return;
         }
         self.seen_version = state.version();
-        for change in self.applied.apply(state.instances().iter().cloned()) {
+        for change in self.applied.apply_slice(state.instances()) {
             match &change {
                 Change::Insert(k, i) => {
                     info!(service = %self.service, key = %k, addr = %i.authority(), "instance added")

@@ -101,5 +101,5 @@ pub use health::HealthSource;
 pub use observer::WatchObserver;
 pub use query::Consistency;
 pub use register::Registration;
-pub use types::AddressKind;
+pub use types::{AddressKind, decode_health};
 pub use watch::WatchState;

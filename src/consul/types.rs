@@ -5,9 +5,13 @@
 //! `null` lists and maps are empty, an absent `Port` is 0, unknown fields are ignored,
 //! and service tagged addresses accept `Address`/`address` keys.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
+use std::fmt;
 
+use serde::de::{self, SeqAccess, Visitor};
 use serde::{Deserialize, Deserializer};
+use serde_json::value::RawValue;
 
 use crate::error::{Error, Result};
 use crate::instance::{Instance, InstanceKey};
@@ -47,42 +51,44 @@ impl AddressKind {
     }
 }
 
-/// One element of the `/v1/health/service` answer.
+/// One element of the `/v1/health/service` answer, borrowing from the body.
+///
+/// Only what discovery reads is decoded: strings are borrowed where the JSON has no
+/// escapes, tagged addresses stay raw until a tagged [`AddressKind`] asks for them,
+/// and the checks fold into one "all passing" flag. Everything else is skipped.
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
-pub(crate) struct ServiceEntry {
-    #[serde(rename = "Node", deserialize_with = "nullable")]
-    pub(crate) node: Node,
-    #[serde(rename = "Service", deserialize_with = "nullable")]
-    pub(crate) service: Service,
-    #[serde(rename = "Checks", deserialize_with = "nullable")]
-    pub(crate) checks: Vec<Check>,
+pub(crate) struct ServiceEntry<'a> {
+    #[serde(rename = "Node", borrow, deserialize_with = "nullable")]
+    pub(crate) node: Node<'a>,
+    #[serde(rename = "Service", borrow, deserialize_with = "nullable")]
+    pub(crate) service: Service<'a>,
+    #[serde(rename = "Checks")]
+    pub(crate) checks: AllPassing,
 }
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
-pub(crate) struct Node {
-    #[serde(rename = "Node", deserialize_with = "nullable")]
-    pub(crate) node: String,
-    #[serde(rename = "Address", deserialize_with = "nullable")]
-    pub(crate) address: String,
-    #[serde(rename = "TaggedAddresses", deserialize_with = "nullable")]
-    pub(crate) tagged_addresses: HashMap<String, String>,
+pub(crate) struct Node<'a> {
+    #[serde(rename = "Node", borrow, deserialize_with = "cow_str")]
+    pub(crate) node: Cow<'a, str>,
+    #[serde(rename = "Address", borrow, deserialize_with = "cow_str")]
+    pub(crate) address: Cow<'a, str>,
+    #[serde(rename = "TaggedAddresses", borrow)]
+    pub(crate) tagged_addresses: Option<&'a RawValue>,
 }
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
-pub(crate) struct Service {
-    #[serde(rename = "ID", deserialize_with = "nullable")]
-    pub(crate) id: String,
-    #[serde(rename = "Service", deserialize_with = "nullable")]
-    pub(crate) service: String,
+pub(crate) struct Service<'a> {
+    #[serde(rename = "ID", borrow, deserialize_with = "cow_str")]
+    pub(crate) id: Cow<'a, str>,
     #[serde(rename = "Tags", deserialize_with = "nullable")]
     pub(crate) tags: Vec<String>,
-    #[serde(rename = "Address", deserialize_with = "nullable")]
-    pub(crate) address: String,
-    #[serde(rename = "TaggedAddresses", deserialize_with = "nullable")]
-    pub(crate) tagged_addresses: HashMap<String, ServiceAddress>,
+    #[serde(rename = "Address", borrow, deserialize_with = "cow_str")]
+    pub(crate) address: Cow<'a, str>,
+    #[serde(rename = "TaggedAddresses", borrow)]
+    pub(crate) tagged_addresses: Option<&'a RawValue>,
     #[serde(rename = "Meta", deserialize_with = "nullable")]
     pub(crate) meta: BTreeMap<String, String>,
     /// Go's `int`; absent (omitempty) means 0. Range-checked when mapped.
@@ -108,13 +114,51 @@ pub(crate) struct Weights {
     pub(crate) passing: i64,
 }
 
+/// Whether every check of an entry (service or node level) passes; `null` or no
+/// checks count as passing, as `?passing` keeps such entries.
+#[derive(Debug)]
+pub(crate) struct AllPassing(pub(crate) bool);
+
+impl Default for AllPassing {
+    fn default() -> Self {
+        AllPassing(true)
+    }
+}
+
+impl<'de> Deserialize<'de> for AllPassing {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        struct Checks;
+        impl<'de> Visitor<'de> for Checks {
+            type Value = AllPassing;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a list of checks or null")
+            }
+            fn visit_unit<E: de::Error>(self) -> std::result::Result<AllPassing, E> {
+                Ok(AllPassing(true))
+            }
+            fn visit_none<E: de::Error>(self) -> std::result::Result<AllPassing, E> {
+                Ok(AllPassing(true))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> std::result::Result<AllPassing, A::Error> {
+                let mut all = true;
+                while let Some(check) = seq.next_element::<CheckStatus<'de>>()? {
+                    all &= check.status == "passing";
+                }
+                Ok(AllPassing(all))
+            }
+        }
+        d.deserialize_any(Checks)
+    }
+}
+
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
-pub(crate) struct Check {
-    #[serde(rename = "CheckID", deserialize_with = "nullable")]
-    pub(crate) check_id: String,
-    #[serde(rename = "Status", deserialize_with = "nullable")]
-    pub(crate) status: String,
+struct CheckStatus<'a> {
+    #[serde(rename = "Status", borrow, deserialize_with = "cow_str")]
+    status: Cow<'a, str>,
 }
 
 /// `null` decodes as the default, as Go's decoder leaves a nil slice or map.
@@ -126,17 +170,55 @@ where
     Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
 }
 
+/// A string, borrowed from the body when it has no escapes; `null` is empty.
+fn cow_str<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<Cow<'de, str>, D::Error> {
+    struct Str;
+    impl<'de> Visitor<'de> for Str {
+        type Value = Cow<'de, str>;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a string or null")
+        }
+        fn visit_borrowed_str<E: de::Error>(
+            self,
+            v: &'de str,
+        ) -> std::result::Result<Self::Value, E> {
+            Ok(Cow::Borrowed(v))
+        }
+        fn visit_str<E: de::Error>(self, v: &str) -> std::result::Result<Self::Value, E> {
+            Ok(Cow::Owned(v.to_owned()))
+        }
+        fn visit_string<E: de::Error>(self, v: String) -> std::result::Result<Self::Value, E> {
+            Ok(Cow::Owned(v))
+        }
+        fn visit_unit<E: de::Error>(self) -> std::result::Result<Self::Value, E> {
+            Ok(Cow::Borrowed(""))
+        }
+        fn visit_none<E: de::Error>(self) -> std::result::Result<Self::Value, E> {
+            Ok(Cow::Borrowed(""))
+        }
+    }
+    d.deserialize_any(Str)
+}
+
+/// Decodes raw tagged addresses (a JSON object or `null`) into a map; an
+/// undecodable one counts as none.
+fn tagged<'a, T: Deserialize<'a>>(raw: Option<&'a RawValue>) -> HashMap<String, T> {
+    raw.and_then(|r| serde_json::from_str::<Option<HashMap<String, T>>>(r.get()).ok())
+        .flatten()
+        .unwrap_or_default()
+}
+
 // === impl ServiceEntry ===
 
-impl ServiceEntry {
+impl ServiceEntry<'_> {
     /// True when every check, service or node level, passes (what `?passing` keeps).
     pub(crate) fn is_passing(&self) -> bool {
-        self.checks.iter().all(|c| c.status == "passing")
+        self.checks.0
     }
 
     /// The instance this entry describes, or `None` (with the reason) when its port
     /// is outside `0..=65535` or it has no address at all.
-    pub(crate) fn to_instance(&self, kind: &AddressKind) -> std::result::Result<Instance, String> {
+    pub(crate) fn into_instance(self, kind: &AddressKind) -> std::result::Result<Instance, String> {
         let (host, port) = self.dial_address(kind);
         let port = u16::try_from(port).map_err(|_| format!("port {port} out of range"))?;
         if host.is_empty() {
@@ -150,70 +232,63 @@ impl ServiceEntry {
         if self.service.id.is_empty() {
             return Err("no service ID".to_owned());
         }
-        let key = InstanceKey::new(self.node.node.as_str(), self.service.id.as_str());
+        let key = InstanceKey::new(&*self.node.node, &*self.service.id);
         let weight = u32::try_from(self.service.weights.passing.max(1)).unwrap_or(u32::MAX);
         Ok(Instance::new(key, host, port)
-            .with_tags(self.service.tags.clone())
-            .with_meta(self.service.meta.clone())
+            .with_tags(self.service.tags)
+            .with_meta(self.service.meta)
             .with_weight(weight))
     }
 
-    fn dial_address(&self, kind: &AddressKind) -> (&str, i64) {
+    fn dial_address(&self, kind: &AddressKind) -> (String, i64) {
         let svc = &self.service;
         if let AddressKind::Tagged(key) = kind {
-            if let Some(a) = svc
-                .tagged_addresses
-                .get(key)
-                .filter(|a| !a.address.is_empty())
-            {
+            let service = tagged::<ServiceAddress>(svc.tagged_addresses);
+            if let Some(a) = service.get(key).filter(|a| !a.address.is_empty()) {
                 let port = if a.port != 0 { a.port } else { svc.port };
-                return (&a.address, port);
+                return (a.address.clone(), port);
             }
-            if let Some(a) = self
-                .node
-                .tagged_addresses
-                .get(key)
-                .filter(|a| !a.is_empty())
-            {
-                return (a, svc.port);
+            let node = tagged::<String>(self.node.tagged_addresses);
+            if let Some(a) = node.get(key).filter(|a| !a.is_empty()) {
+                return (a.clone(), svc.port);
             }
         }
         if svc.address.is_empty() {
-            (&self.node.address, svc.port)
+            (self.node.address.clone().into_owned(), svc.port)
         } else {
-            (&svc.address, svc.port)
+            (svc.address.clone().into_owned(), svc.port)
         }
     }
 }
 
-/// Decodes a `/v1/health/service` body into instances.
+/// Decodes a `/v1/health/service/:service` answer into instances, as a
+/// [`Discovery`](super::Discovery) does: for bodies fetched some other way (a cache, a
+/// sidecar, a file), to be diffed with [`SnapshotDiff`](crate::SnapshotDiff).
 ///
-/// Entries that are not passing are dropped when `passing_only` is set (the server
-/// already filters with `?passing`; this guards against agents that do not). Entries
-/// without a usable address are skipped with a warning rather than failing the
-/// whole snapshot.
+/// `address` picks the address to dial. Entries that are not passing are dropped when
+/// `passing_only` is set (the server already filters with `?passing`; this guards
+/// against agents that do not). Entries without a usable address, port or ID are
+/// skipped with a warning rather than failing the whole snapshot.
 ///
 /// # Errors
 ///
 /// A decode error when the body is not a JSON array of entries.
-pub(crate) fn decode_health(
-    body: &[u8],
-    kind: &AddressKind,
-    passing_only: bool,
-) -> Result<Vec<Instance>> {
-    let entries: Vec<ServiceEntry> = serde_json::from_slice::<Option<Vec<ServiceEntry>>>(body)
-        .map_err(|e| Error::decode("health service answer", e))?
-        .unwrap_or_default();
+pub fn decode_health(body: &[u8], kind: &AddressKind, passing_only: bool) -> Result<Vec<Instance>> {
+    let entries: Vec<ServiceEntry<'_>> =
+        serde_json::from_slice::<Option<Vec<ServiceEntry<'_>>>>(body)
+            .map_err(|e| Error::decode("health service answer", e))?
+            .unwrap_or_default();
     let mut out = Vec::with_capacity(entries.len());
     for entry in entries {
         if passing_only && !entry.is_passing() {
             continue;
         }
-        match entry.to_instance(kind) {
+        let (node, id) = (entry.node.node.clone(), entry.service.id.clone());
+        match entry.into_instance(kind) {
             Ok(instance) => out.push(instance),
             Err(reason) => tracing::warn!(
-                node = %entry.node.node,
-                service_id = %entry.service.id,
+                node = %node,
+                service_id = %id,
                 %reason,
                 "skipping undialable Consul instance"
             ),

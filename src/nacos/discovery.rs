@@ -138,7 +138,7 @@ impl DiscoveryBuilder {
                         continue;
                     };
                     let next = select(&service, &records, &clusters);
-                    if next.is_empty() && keep && applied.len() > 0 {
+                    if next.is_empty() && keep && !applied.is_empty() {
                         tracing::info!("no instance can serve; keeping the last {}", applied.len());
                         continue;
                     }
