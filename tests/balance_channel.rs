@@ -184,6 +184,50 @@ async fn slow_instance_gets_a_small_share() {
     assert!(slow < 320, "slow instance got {slow} of 1600 requests");
 }
 
+/// A burst of requests queued at once goes by cost too: an endpoint just called is
+/// ready again at once, so the slow instance must not take what the fast ones could
+/// (the worker used to spread a burst over whatever was left in its ready set: every
+/// third request of it went to the slow instance).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_does_not_spill_onto_the_slow_instance() {
+    support::trace_init();
+    let s = servers(&["fast1", "fast2", "slow"]).await;
+    // Far slower than a fast instance loaded by a whole burst (in a debug build
+    // too), so that by cost it should never be the cheaper one.
+    s[2].service().set_delay(Duration::from_millis(250));
+    let (feed, disc) = discovery();
+    let channel = BalancedChannel::builder("echo").build(disc);
+    s.iter().for_each(|s| feed.insert(s));
+    eventually(WAIT, "three ready endpoints", || async {
+        all_ready(&channel, 3)
+    })
+    .await;
+    // Every instance answers a few times, so each has a measured latency.
+    eventually(WAIT, "the slow instance measured", || async {
+        call(&channel).await.expect("call") == "slow"
+    })
+    .await;
+
+    let (mut slow, mut total) = (0, 0);
+    for _ in 0..25 {
+        let burst: Vec<_> = (0..12)
+            .map(|_| {
+                let channel = channel.clone();
+                tokio::spawn(async move { call(&channel).await.expect("call") })
+            })
+            .collect();
+        for t in burst {
+            total += 1;
+            slow += usize::from(t.await.expect("join") == "slow");
+        }
+    }
+    // Uniform would give a third (100 of 300), and the spill about as much.
+    assert!(
+        slow * 20 < total,
+        "slow instance got {slow} of {total} burst requests"
+    );
+}
+
 /// What we want to test: an instance at its concurrency limit gets no more requests;
 /// they wait for it (here until the fail-fast timeout), and it takes them again once
 /// its request in flight is answered.

@@ -234,6 +234,14 @@ where
 
     /// Power of two choices over the ready endpoints, re-checking the chosen one.
     fn pick(&mut self, cx: &mut Context<'_>) -> Option<usize> {
+        // An endpoint just called sits in the pending set until polled, although it
+        // is ready again at once (HTTP/2 takes another stream). Without this poll, a
+        // burst of queued requests would be spread over whatever is left in the
+        // ready set: with three endpoints, every third request of a burst went to the
+        // last one standing, slow or not.
+        if self.cache.ready_len() < self.cache.len() {
+            self.poll_endpoints(cx);
+        }
         for _ in 0..2 {
             while let Some(index) = self.sample() {
                 match self.cache.check_ready_index(cx, index) {
