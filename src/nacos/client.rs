@@ -9,6 +9,7 @@ use std::time::Duration;
 use nacos_sdk::api::naming::{NamingService, NamingServiceBuilder};
 use nacos_sdk::api::props::ClientProps;
 
+use super::auth::Login;
 use super::discovery::DiscoveryBuilder;
 use super::handle::RegistrationHandle;
 use super::register::Registration;
@@ -223,8 +224,10 @@ impl ClientBuilder {
         self
     }
 
-    /// Logs in with a user name and password (a server with auth enabled). The password
-    /// never appears in `Debug` output or logs of this crate.
+    /// Logs in with a user name and password (a server with auth enabled), again
+    /// before the access token expires. The password goes in a form body, never in a
+    /// URL, and appears in no `Debug` output or log (the SDK's own login plugin, which
+    /// logs it, is not used).
     pub fn credentials(mut self, username: impl Into<String>, password: impl Into<String>) -> Self {
         self.config.credentials = Some((username.into(), Secret(password.into())));
         self
@@ -320,14 +323,10 @@ impl Config {
         if let Some(name) = &self.app_name {
             props = props.app_name(name.clone());
         }
-        let mut builder = NamingServiceBuilder::new(match &self.credentials {
-            Some((user, password)) => props
-                .auth_username(user.clone())
-                .auth_password(password.0.clone()),
-            None => props,
-        });
-        if self.credentials.is_some() {
-            builder = builder.enable_auth_plugin_http();
+        let mut builder = NamingServiceBuilder::new(props);
+        if let Some((user, password)) = &self.credentials {
+            let login = Login::new(user.clone(), password.0.clone(), self.request_timeout);
+            builder = builder.with_auth_plugin(Arc::new(login));
         }
         let what = format!("connect to {}", self.servers.join(","));
         call(self.connect_timeout, &what, builder.build()).await

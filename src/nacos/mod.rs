@@ -64,6 +64,7 @@
 //! discovery of its service. Dropping a [`RegistrationHandle`] deregisters the instance
 //! best-effort. The SDK's own connection tasks run on a runtime of its own and outlive
 //! a dropped client, so create one [`Client`] per process and share it.
+mod auth;
 mod client;
 mod discovery;
 mod handle;
