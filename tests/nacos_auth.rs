@@ -11,11 +11,10 @@
 mod nacos_support;
 mod support;
 
-use std::io::{self, Write};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use nacos_support::Seen;
+use support::capture::Captured;
 use support::eventually;
 use tonic_discovery::nacos::{Client, Registration};
 use tonic_discovery::testkit::NacosServer;
@@ -23,19 +22,6 @@ use tonic_discovery::testkit::NacosServer;
 const USER: &str = "td-admin";
 const PASSWORD: &str = "pw-7f3c1e9a-5ec2e7";
 const WRONG: &str = "pw-0b9e33a1-wr0ng";
-
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
 
 fn assert_clean(what: &str, text: &str) {
     for secret in [PASSWORD, WRONG] {
@@ -62,14 +48,7 @@ async fn client(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn login_works_and_the_password_is_in_no_log_or_debug() {
-    let logs = Captured::default();
-    let writer = logs.clone();
-    tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::TRACE)
-        .with_ansi(false)
-        .with_writer(move || writer.clone())
-        .try_init()
-        .expect("the only subscriber of this binary");
+    let logs = Captured::install();
     let server = NacosServer::start_with_env(&[
         ("RNACOS_ENABLE_OPEN_API_AUTH", "true"),
         ("RNACOS_INIT_ADMIN_USERNAME", USER),
@@ -103,14 +82,14 @@ async fn login_works_and_the_password_is_in_no_log_or_debug() {
     eventually(
         Duration::from_secs(15),
         "the registration discovered",
-        || async { seen.addrs() == ["127.0.0.1:49001"] },
+        || async { seen.authorities() == ["127.0.0.1:49001"] },
     )
     .await;
     handle.deregister().await.unwrap();
     eventually(
         Duration::from_secs(15),
         "the deregistration discovered",
-        || async { seen.addrs().is_empty() },
+        || async { seen.authorities().is_empty() },
     )
     .await;
     seen.assert_clean();
@@ -118,7 +97,7 @@ async fn login_works_and_the_password_is_in_no_log_or_debug() {
     for text in &debug {
         assert_clean("a Debug or Display text", text);
     }
-    let text = String::from_utf8_lossy(&logs.0.lock().unwrap()).into_owned();
+    let text = logs.text();
     assert!(
         text.contains("logged in to nacos"),
         "the login is logged (without secrets)"

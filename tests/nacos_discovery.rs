@@ -44,7 +44,10 @@ async fn discovers_rust_and_open_api_registrations_with_their_metadata() {
     .await;
 
     let both = ["127.0.0.1:41001", "127.0.0.1:41002"];
-    eventually(WAIT, "both instances", || async { seen.addrs() == both }).await;
+    eventually(WAIT, "both instances", || async {
+        seen.authorities() == both
+    })
+    .await;
     assert_eq!(seen.meta("127.0.0.1:41001")["version"], "2");
     assert_eq!(seen.at("127.0.0.1:41001").unwrap().weight(), 3);
     assert_eq!(seen.meta("127.0.0.1:41002")["lang"], "java");
@@ -61,13 +64,13 @@ async fn discovers_rust_and_open_api_registrations_with_their_metadata() {
     .await;
     let east = Seen::follow(nacos.discovery("echo").cluster("east").build());
     eventually(WAIT, "the east cluster only", || async {
-        east.addrs() == ["127.0.0.1:41002"]
+        east.authorities() == ["127.0.0.1:41002"]
     })
     .await;
 
     handle.deregister().await.unwrap();
     eventually(WAIT, "the deregistered instance to go", || async {
-        seen.addrs() == ["127.0.0.1:41002"]
+        seen.authorities() == ["127.0.0.1:41002"]
     })
     .await;
     let (status, _) = server
@@ -86,7 +89,7 @@ async fn discovers_rust_and_open_api_registrations_with_their_metadata() {
         .unwrap();
     assert_eq!(status, 200);
     eventually(WAIT, "the open API instance to go", || async {
-        seen.addrs().is_empty() && east.addrs().is_empty()
+        seen.authorities().is_empty() && east.authorities().is_empty()
     })
     .await;
     seen.assert_clean();
@@ -129,9 +132,9 @@ async fn namespaces_and_groups_separate_services() {
         WAIT,
         "each registration in its own namespace and group",
         || async {
-            dev_seen.addrs() == ["127.0.0.1:42001"]
-                && public_seen.addrs() == ["127.0.0.1:42002"]
-                && other_group.addrs() == ["127.0.0.1:42003"]
+            dev_seen.authorities() == ["127.0.0.1:42001"]
+                && public_seen.authorities() == ["127.0.0.1:42002"]
+                && other_group.authorities() == ["127.0.0.1:42003"]
         },
     )
     .await;
@@ -152,7 +155,7 @@ async fn disabled_and_weightless_instances_are_not_discovered() {
     http_register(&server, "echo", "127.0.0.1:43002", &persistent).await;
     http_register(&server, "echo", "127.0.0.1:43003", &persistent).await;
     eventually(WAIT, "three instances", || async {
-        seen.addrs().len() == 3
+        seen.authorities().len() == 3
     })
     .await;
 
@@ -178,7 +181,7 @@ async fn disabled_and_weightless_instances_are_not_discovered() {
     eventually(
         WAIT,
         "the disabled and weightless instances to go",
-        || async { seen.addrs() == ["127.0.0.1:43003"] },
+        || async { seen.authorities() == ["127.0.0.1:43003"] },
     )
     .await;
     assert_eq!(
@@ -187,7 +190,7 @@ async fn disabled_and_weightless_instances_are_not_discovered() {
     );
     update("43001", "enabled", "true").await;
     eventually(WAIT, "the re-enabled instance", || async {
-        seen.addrs() == ["127.0.0.1:43001", "127.0.0.1:43003"]
+        seen.authorities() == ["127.0.0.1:43001", "127.0.0.1:43003"]
     })
     .await;
     seen.assert_clean();
@@ -221,7 +224,10 @@ async fn a_server_restart_keeps_the_last_set_then_converges_with_the_registratio
     )
     .await;
     let both = ["127.0.0.1:44001", "127.0.0.1:44002"];
-    eventually(WAIT, "both instances", || async { seen.addrs() == both }).await;
+    eventually(WAIT, "both instances", || async {
+        seen.authorities() == both
+    })
+    .await;
 
     server.kill().await;
     eventually(WAIT, "the discovery to notice the outage", || async {
@@ -229,7 +235,7 @@ async fn a_server_restart_keeps_the_last_set_then_converges_with_the_registratio
     })
     .await;
     assert_eq!(
-        seen.addrs(),
+        seen.authorities(),
         both,
         "the last set is kept while the server is down"
     );
@@ -248,7 +254,7 @@ async fn a_server_restart_keeps_the_last_set_then_converges_with_the_registratio
     .await;
     eventually(WAIT, "the discovered set equal to the server's", || async {
         let on_server = server_serving(&server, "echo", &[]).await;
-        seen.failures() == 0 && on_server.as_deref() == Some(&seen.addrs()[..])
+        seen.failures() == 0 && on_server.as_deref() == Some(&seen.authorities()[..])
     })
     .await;
     seen.assert_clean();

@@ -9,10 +9,9 @@
 
 mod support;
 
-use std::io::{self, Write};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use support::capture::Captured;
 use support::eventually;
 use tonic_discovery::balance::BalancedChannel;
 use tonic_discovery::consul::{Client, Registration};
@@ -23,38 +22,6 @@ use tonic_discovery::testkit::{ConsulDev, TestEchoServer};
 const TOKEN: &str = "d41f2c7e-aaaa-4b1e-9f00-5ec2e7t0ken1";
 const WRONG: &str = "0b9e33a1-bbbb-4c2d-8e11-5ec2e7t0ken2";
 const T: Duration = Duration::from_secs(10);
-
-/// Everything the global subscriber writes.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Captured {
-    fn install() -> Captured {
-        let captured = Captured::default();
-        let writer = captured.clone();
-        tracing_subscriber::fmt()
-            .with_max_level(tracing::Level::TRACE)
-            .with_ansi(false)
-            .with_writer(move || writer.clone())
-            .try_init()
-            .expect("the only subscriber of this binary");
-        captured
-    }
-
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
-    }
-}
 
 fn assert_clean(what: &str, text: &str) {
     for secret in [TOKEN, WRONG] {

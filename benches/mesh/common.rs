@@ -128,6 +128,14 @@ pub fn tonic_list(servers: &[TestEchoServer]) -> Res<Chan> {
 }
 
 /// How many of `channel`'s endpoints are ready.
+/// The instance ids of `servers`, as their answers name them.
+pub fn ids(servers: &[TestEchoServer]) -> Vec<String> {
+    servers
+        .iter()
+        .map(|s| s.service().id().to_owned())
+        .collect()
+}
+
 pub fn ready(channel: &BalancedChannel) -> usize {
     let eps = channel.endpoints();
     eps.iter()

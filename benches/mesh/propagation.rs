@@ -9,8 +9,9 @@ use serde_json::json;
 use tokio::time::{Instant, sleep};
 
 use crate::common::{self, Config, Pacer, Registry, Res, Section, ms_between};
-use crate::load::{Event, OpenLoad, boxed};
+use crate::load::{Chan, Event, OpenLoad, boxed};
 use crate::stats::quantile;
+use tonic_discovery::balance::BalancedChannel;
 
 pub const RATE: u32 = 1000;
 pub const SETTLE: Duration = Duration::from_millis(200);
@@ -29,6 +30,52 @@ pub struct Marker {
 
 /// Latencies (ms) per (contender, kind).
 pub type Results = Vec<(String, &'static str, Vec<f64>)>;
+
+/// Requests and failures per contender (or an aborted run).
+pub type Errors = Vec<(String, usize, usize)>;
+
+/// Our channel and tonic's balancer under the same open-loop load.
+pub struct Contenders {
+    loads: [OpenLoad; 2],
+}
+
+impl Contenders {
+    /// Waits until both contenders reach every instance of `ids`, starts the load on
+    /// both, and lets the watches settle.
+    pub async fn start(ours: &BalancedChannel, fed: Chan, ids: &[String]) -> Res<Contenders> {
+        common::wait_for(WAIT, "3 ready", || async {
+            common::ready(ours) == ids.len()
+        })
+        .await?;
+        common::until_all_answer(&fed, ids).await?;
+        let timeout = Duration::from_secs(2);
+        let loads = [
+            OpenLoad::start(boxed(ours.clone()), RATE, timeout),
+            OpenLoad::start(fed, RATE, timeout),
+        ];
+        // Steady state first: the watches' start-up queries used their re-query budget.
+        sleep(Duration::from_secs(2)).await;
+        Ok(Contenders { loads })
+    }
+
+    /// Stops the load and measures every marker of each kind, per contender.
+    pub async fn finish(
+        self,
+        names: [&str; 2],
+        kinds: &[&'static str],
+        markers: &[Marker],
+    ) -> (Results, Errors) {
+        let (mut out, mut errors) = (Vec::new(), Vec::new());
+        for (name, load) in names.iter().zip(self.loads) {
+            let events = load.finish().await;
+            errors.push((name.to_string(), events.len(), failed(&events)));
+            for kind in kinds {
+                out.push((name.to_string(), *kind, analyse(&events, markers, kind)));
+            }
+        }
+        (out, errors)
+    }
+}
 
 pub async fn run(cfg: &Config) -> Res<Section> {
     let trials = cfg.pick(50, 3);
@@ -65,7 +112,7 @@ pub async fn run(cfg: &Config) -> Res<Section> {
     Ok(section(trials, &results, &errors))
 }
 
-async fn consul(trials: usize) -> Res<(Results, Vec<(String, usize, usize)>)> {
+async fn consul(trials: usize) -> Res<(Results, Errors)> {
     let registry = Registry::start().await?;
     let servers = common::servers("p", 3).await?;
     let mut handles = Vec::new();
@@ -73,20 +120,8 @@ async fn consul(trials: usize) -> Res<(Results, Vec<(String, usize, usize)>)> {
         handles.push(Some(registry.register("prop", s).await?));
     }
     let ours = registry.ours("prop");
-    let fed = registry.tonic_fed("prop");
-    let ids: Vec<String> = servers
-        .iter()
-        .map(|s| s.service().id().to_owned())
-        .collect();
-    common::wait_for(WAIT, "3 ready", || async { common::ready(&ours) == 3 }).await?;
-    common::until_all_answer(&fed, &ids).await?;
-    let timeout = Duration::from_secs(2);
-    let loads = [
-        OpenLoad::start(boxed(ours.clone()), RATE, timeout),
-        OpenLoad::start(fed, RATE, timeout),
-    ];
-    // Steady state first: the watches' start-up queries used their re-query budget.
-    sleep(Duration::from_secs(2)).await;
+    let ids = common::ids(&servers);
+    let contenders = Contenders::start(&ours, registry.tonic_fed("prop"), &ids).await?;
     let mut markers = Vec::new();
     let mut pace = Pacer::new(GAP);
     for i in 0..trials {
@@ -113,20 +148,11 @@ async fn consul(trials: usize) -> Res<(Results, Vec<(String, usize, usize)>)> {
         let until = added(&ours, id).await?;
         markers.push(marker("register", id, at, until));
     }
-    let mut out = Vec::new();
-    let mut errors = Vec::new();
-    for (name, load) in ["ours (consul)", "tonic-balance (consul-fed)"]
-        .iter()
-        .zip(loads)
-    {
-        let events = load.finish().await;
-        errors.push((name.to_string(), events.len(), failed(&events)));
-        for kind in ["check", "deregister", "register"] {
-            out.push((name.to_string(), kind, analyse(&events, &markers, kind)));
-        }
-    }
+    let names = ["ours (consul)", "tonic-balance (consul-fed)"];
+    let kinds = ["check", "deregister", "register"];
+    let results = contenders.finish(names, &kinds, &markers).await;
     drop(handles);
-    Ok((out, errors))
+    Ok(results)
 }
 
 pub fn marker(kind: &'static str, victim: &str, at: Instant, until: Instant) -> Marker {

@@ -2,16 +2,15 @@
 
 use std::time::Duration;
 
-use tokio::time::sleep;
 use tonic_discovery::balance::BalancedChannel;
 use tonic_discovery::etcd::{Client, Registration};
 use tonic_discovery::testkit::EtcdServer;
 
 use crate::common::{self, Pacer, Res};
-use crate::load::{OpenLoad, boxed};
-use crate::propagation::{GAP, RATE, Results, analyse, count, failed, marker};
+use crate::load::boxed;
+use crate::propagation::{Contenders, Errors, GAP, Results, count, marker};
 
-pub async fn run(trials: usize) -> Res<(Results, Vec<(String, usize, usize)>)> {
+pub async fn run(trials: usize) -> Res<(Results, Errors)> {
     let etcd = EtcdServer::start().await?;
     let client = Client::connect(etcd.endpoint()).await?;
     let mut raw = etcd_client::Client::connect([etcd.endpoint()], None).await?;
@@ -30,22 +29,8 @@ pub async fn run(trials: usize) -> Res<(Results, Vec<(String, usize, usize)>)> {
         client.discovery("prop").build(),
         tonic_discovery::balance::tonic::http_endpoint,
     ));
-    let ids: Vec<String> = servers
-        .iter()
-        .map(|s| s.service().id().to_owned())
-        .collect();
-    common::wait_for(Duration::from_secs(10), "3 ready", || async {
-        common::ready(&ours) == 3
-    })
-    .await?;
-    common::until_all_answer(&fed, &ids).await?;
-    let timeout = Duration::from_secs(2);
-    let loads = [
-        OpenLoad::start(boxed(ours.clone()), RATE, timeout),
-        OpenLoad::start(fed, RATE, timeout),
-    ];
-    // Steady state first: the watches' start-up queries used their re-query budget.
-    sleep(Duration::from_secs(2)).await;
+    let ids = common::ids(&servers);
+    let contenders = Contenders::start(&ours, fed, &ids).await?;
     let mut markers = Vec::new();
     let mut pace = Pacer::new(GAP);
     for i in 0..trials {
@@ -61,20 +46,13 @@ pub async fn run(trials: usize) -> Res<(Results, Vec<(String, usize, usize)>)> {
         handles[v] = Some(client.register(reg(&servers[v])).await?);
         count(&ours, 3, true).await?;
     }
-    let mut out = Vec::new();
-    let mut errors = Vec::new();
-    for (name, load) in ["ours (etcd)", "tonic-balance (etcd-fed)"]
-        .iter()
-        .zip(loads)
-    {
-        let events = load.finish().await;
-        errors.push((name.to_string(), events.len(), failed(&events)));
-        out.push((
-            name.to_string(),
-            "delete key",
-            analyse(&events, &markers, "delete key"),
-        ));
-    }
+    let results = contenders
+        .finish(
+            ["ours (etcd)", "tonic-balance (etcd-fed)"],
+            &["delete key"],
+            &markers,
+        )
+        .await;
     drop(handles);
-    Ok((out, errors))
+    Ok(results)
 }

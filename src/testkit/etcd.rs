@@ -188,13 +188,13 @@ impl EtcdServer {
             if let Some(Ok(Some(status))) = self.child.as_mut().map(Child::try_wait) {
                 return Err(Error::config(format!(
                     "etcd exited with {status}: {}",
-                    log_tail(&self.dir)
+                    log_tail(&self.dir.join("etcd.log"))
                 )));
             }
             if tokio::time::Instant::now() >= deadline {
                 return Err(Error::timeout(format!(
                     "etcd not healthy after 20 s: {}",
-                    log_tail(&self.dir)
+                    log_tail(&self.dir.join("etcd.log"))
                 )));
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -290,8 +290,9 @@ async fn healthy(port: u16) -> bool {
     )
 }
 
-fn log_tail(dir: &Path) -> String {
-    let log = std::fs::read_to_string(dir.join("etcd.log")).unwrap_or_default();
+/// The last 2,000 bytes of a log file (of a server that failed to start), or less.
+pub(crate) fn log_tail(path: &Path) -> String {
+    let log = std::fs::read_to_string(path).unwrap_or_default();
     let start = log.len().saturating_sub(2000);
     let start = (start..log.len())
         .find(|&i| log.is_char_boundary(i))

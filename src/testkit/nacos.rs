@@ -11,6 +11,7 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::process::{Child, Command};
 
+use super::etcd::log_tail;
 use crate::error::{Error, Result};
 
 const INSTALL_HINT: &str = "install it with `cargo install rnacos --locked` (about 10 minutes \
@@ -196,26 +197,17 @@ impl NacosServer {
             if let Some(Ok(Some(status))) = self.child.as_mut().map(Child::try_wait) {
                 return Err(Error::config(format!(
                     "rnacos exited with {status}: {}",
-                    self.log_tail()
+                    log_tail(&self.dir.join("rnacos.log"))
                 )));
             }
             if tokio::time::Instant::now() >= deadline {
                 return Err(Error::timeout(format!(
                     "rnacos not answering after 20 s: {}",
-                    self.log_tail()
+                    log_tail(&self.dir.join("rnacos.log"))
                 )));
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-    }
-
-    fn log_tail(&self) -> String {
-        let log = std::fs::read_to_string(self.dir.join("rnacos.log")).unwrap_or_default();
-        let start = log.len().saturating_sub(2000);
-        let start = (start..log.len())
-            .find(|&i| log.is_char_boundary(i))
-            .unwrap_or(0);
-        log[start..].to_owned()
     }
 }
 

@@ -1,17 +1,11 @@
 //! Helpers for the etcd integration tests.
-#![allow(dead_code, unreachable_pub)]
+#![allow(dead_code, unreachable_pub, unused_imports)]
 
-use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Arc, Mutex};
+use std::collections::BTreeMap;
 use std::time::Duration;
 
-use futures_util::StreamExt;
-use tokio::task::JoinHandle;
 use tonic_discovery::etcd::{Client, Discovery};
 use tonic_discovery::testkit::EtcdServer;
-use tonic_discovery::{Instance, InstanceKey};
-use tower::discover::Change;
 
 /// A client with the fast failure detection the partition tests need.
 pub async fn client(server: &EtcdServer) -> Client {
@@ -72,82 +66,11 @@ pub async fn etcd_keys(raw: &etcd_client::Client, prefix: &str) -> BTreeMap<Stri
     }
 }
 
-/// What a consumer of a discovery has been told, applied like a balancer would.
-pub struct Seen {
-    set: Arc<Mutex<HashMap<InstanceKey, Instance>>>,
-    failures: Arc<AtomicU32>,
-    faults: Arc<Mutex<Vec<String>>>,
-    task: JoinHandle<()>,
-}
+pub use crate::support::seen::Seen;
 
-impl Seen {
-    pub fn follow(mut discovery: Discovery) -> Seen {
-        let set = Arc::new(Mutex::new(HashMap::new()));
-        let faults = Arc::new(Mutex::new(Vec::new()));
-        let failures = Arc::new(AtomicU32::new(0));
-        let (s, f, failed) = (set.clone(), faults.clone(), failures.clone());
-        let task = tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_millis(5));
-            loop {
-                let item = tokio::select! {
-                    item = discovery.next() => item,
-                    _ = tick.tick() => {
-                        failed.store(discovery.failures(), Ordering::Relaxed);
-                        continue;
-                    }
-                };
-                let Some(item) = item else { break };
-                match item {
-                    Ok(Change::Insert(k, i)) => {
-                        s.lock().unwrap().insert(k, i);
-                    }
-                    Ok(Change::Remove(k)) => {
-                        if s.lock().unwrap().remove(&k).is_none() {
-                            f.lock().unwrap().push(format!("redundant remove of {k}"));
-                        }
-                    }
-                    Err(e) => f.lock().unwrap().push(format!("error item: {e}")),
-                }
-            }
-            f.lock().unwrap().push("discovery ended".to_owned());
-        });
-        Seen {
-            set,
-            failures,
-            faults,
-            task,
-        }
-    }
-
-    /// The discovery's consecutive failures, as last sampled.
-    pub fn failures(&self) -> u32 {
-        self.failures.load(Ordering::Relaxed)
-    }
-
-    /// Key → `host:port`.
-    pub fn addrs(&self) -> BTreeMap<String, String> {
-        self.set
-            .lock()
-            .unwrap()
-            .iter()
-            .map(|(k, i)| (k.id().to_owned(), i.authority()))
-            .collect()
-    }
-
-    pub fn keys(&self) -> Vec<String> {
-        self.addrs().into_keys().collect()
-    }
-
-    /// Errors, redundant removes or an end of the stream: none may happen.
-    pub fn assert_clean(&self) {
-        let faults = self.faults.lock().unwrap();
-        assert!(faults.is_empty(), "discovery misbehaved: {faults:?}");
-    }
-}
-
-impl Drop for Seen {
-    fn drop(&mut self) {
-        self.task.abort();
+impl crate::support::seen::Failing for Discovery {
+    fn failures(&self) -> u32 {
+        Discovery::failures(self)
     }
 }
 

@@ -6,6 +6,9 @@ use std::time::Duration;
 
 pub use tonic_discovery::testkit::trace_init;
 
+pub mod capture;
+pub mod seen;
+
 /// Polls `cond` every 5 ms until it returns true or `timeout` passes; panics with
 /// `what` on timeout. Use this, not a fixed sleep, to wait for a state.
 pub async fn eventually<F, Fut>(timeout: Duration, what: &str, mut cond: F)
