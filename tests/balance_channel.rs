@@ -7,7 +7,7 @@ mod support;
 use std::collections::HashMap;
 use std::time::Duration;
 
-use balance_util::{all_ready, call, discovery, state};
+use balance_util::{Feeder, all_ready, call, discovery, state};
 use support::eventually;
 use tonic_discovery::balance::{BalancedChannel, EndpointState};
 use tonic_discovery::testkit::TestEchoServer;
@@ -148,11 +148,11 @@ async fn remove_lets_in_flight_requests_finish() {
     .await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn slow_instance_gets_a_small_share() {
-    support::trace_init();
+/// Servers `fast1`, `fast2` and `slow` (answering `delay` late) behind a channel,
+/// once all three are ready. The feeder is returned so the discovery stays open.
+async fn fast_fast_slow(delay: Duration) -> (Vec<TestEchoServer>, Feeder, BalancedChannel) {
     let s = servers(&["fast1", "fast2", "slow"]).await;
-    s[2].service().set_delay(Duration::from_millis(10));
+    s[2].service().set_delay(delay);
     let (feed, disc) = discovery();
     let channel = BalancedChannel::builder("echo").build(disc);
     s.iter().for_each(|s| feed.insert(s));
@@ -160,6 +160,13 @@ async fn slow_instance_gets_a_small_share() {
         all_ready(&channel, 3)
     })
     .await;
+    (s, feed, channel)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_instance_gets_a_small_share() {
+    support::trace_init();
+    let (_s, _feed, channel) = fast_fast_slow(Duration::from_millis(10)).await;
 
     let mut tasks = Vec::new();
     for _ in 0..16 {
@@ -191,17 +198,9 @@ async fn slow_instance_gets_a_small_share() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_burst_does_not_spill_onto_the_slow_instance() {
     support::trace_init();
-    let s = servers(&["fast1", "fast2", "slow"]).await;
     // Far slower than a fast instance loaded by a whole burst (in a debug build
     // too), so that by cost it should never be the cheaper one.
-    s[2].service().set_delay(Duration::from_millis(250));
-    let (feed, disc) = discovery();
-    let channel = BalancedChannel::builder("echo").build(disc);
-    s.iter().for_each(|s| feed.insert(s));
-    eventually(WAIT, "three ready endpoints", || async {
-        all_ready(&channel, 3)
-    })
-    .await;
+    let (_s, _feed, channel) = fast_fast_slow(Duration::from_millis(250)).await;
     // Every instance answers a few times, so each has a measured latency.
     eventually(WAIT, "the slow instance measured", || async {
         call(&channel).await.expect("call") == "slow"

@@ -10,7 +10,7 @@ mod support;
 
 use std::time::Duration;
 
-use paced::{sent_to, start_load};
+use paced::{assert_none_failed, assert_none_reached_after, sent_to, start_load};
 use tokio::time::Instant;
 use tonic_discovery::balance::{BalancedChannel, EndpointState};
 use tonic_discovery::consul::{Client, Registration, RegistrationHandle};
@@ -77,23 +77,8 @@ async fn draining_instance_loses_no_request_under_load() {
     .await;
 
     let log = load.finish().await;
-    let errors: Vec<_> = log.iter().filter(|(_, r)| r.is_err()).collect();
-    assert!(
-        errors.is_empty(),
-        "{} of {} requests failed: {errors:?}",
-        errors.len(),
-        log.len()
-    );
-    let late: Vec<_> = log
-        .iter()
-        .filter_map(|a| sent_to("b", a))
-        .filter(|sent| *sent > removed_at)
-        .collect();
-    assert!(
-        late.is_empty(),
-        "{} requests sent after b left the channel reached b",
-        late.len()
-    );
+    assert_none_failed(&log);
+    assert_none_reached_after(&log, "b", removed_at);
     let last_to_b = log.iter().filter_map(|a| sent_to("b", a)).max().unwrap();
     let last = match last_to_b.checked_duration_since(drain_start) {
         Some(d) => format!("{d:?} after drain start"),

@@ -5,11 +5,12 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 use tonic::transport::{Channel, Endpoint};
-use tonic_discovery::BoxError;
 use tonic_discovery::balance::{BalancedChannel, EndpointState};
 use tonic_discovery::consul::{Client, Registration, RegistrationHandle};
 use tonic_discovery::testkit::pb::echo_client::EchoClient;
 use tonic_discovery::testkit::{ConsulDev, TestEchoServer};
+use tonic_discovery::{BoxError, Instance, InstanceKey};
+use tower::discover::Change;
 
 use crate::load::{Chan, boxed, echo};
 
@@ -95,6 +96,22 @@ impl Registry {
         Ok(self.client.register(reg).await?)
     }
 
+    /// Registers every server as an instance of `service` and returns the handles and
+    /// ours over them, once every instance is ready in it.
+    pub async fn serve(
+        &self,
+        service: &str,
+        servers: &[TestEchoServer],
+    ) -> Res<(Vec<RegistrationHandle>, BalancedChannel)> {
+        let mut handles = Vec::new();
+        for s in servers {
+            handles.push(self.register(service, s).await?);
+        }
+        let ours = self.ours(service);
+        wait_ready(&ours, servers.len()).await?;
+        Ok((handles, ours))
+    }
+
     /// Ours: a `BalancedChannel` over `consul::Discovery` of `service`.
     pub fn ours(&self, service: &str) -> BalancedChannel {
         BalancedChannel::builder(service).build(self.client.discovery(service).build())
@@ -102,12 +119,31 @@ impl Registry {
 
     /// tonic's balancer fed by the same discovery.
     pub fn tonic_fed(&self, service: &str) -> Chan {
-        let discovery = self.client.discovery(service).build();
-        boxed(tonic_discovery::balance::tonic::balance_channel(
-            discovery,
-            tonic_discovery::balance::tonic::http_endpoint,
-        ))
+        tonic_fed(self.client.discovery(service).build())
     }
+}
+
+/// tonic's balancer fed by `discovery` (any registry's).
+pub fn tonic_fed<D, E>(discovery: D) -> Chan
+where
+    D: futures_util::Stream<Item = Result<Change<InstanceKey, Instance>, E>>
+        + Send
+        + Unpin
+        + 'static,
+    E: Into<BoxError> + 'static,
+{
+    boxed(tonic_discovery::balance::tonic::balance_channel(
+        discovery,
+        tonic_discovery::balance::tonic::http_endpoint,
+    ))
+}
+
+/// Waits until `ours` holds `n` ready endpoints.
+pub async fn wait_ready(ours: &BalancedChannel, n: usize) -> Res<()> {
+    wait_for(Duration::from_secs(10), &format!("{n} ready"), || async {
+        ready(ours) == n
+    })
+    .await
 }
 
 /// Plain: one tonic `Channel` to `server`.

@@ -40,20 +40,11 @@ pub async fn run(cfg: &Config) -> Res<Section> {
             let chan: Chan = if i == 0 {
                 common::tonic_list(&servers)?
             } else {
-                for s in &servers {
-                    handles.push(registry.register(&service, s).await?);
-                }
-                let ours = registry.ours(&service);
-                common::wait_for(Duration::from_secs(10), "3 ready", || async {
-                    common::ready(&ours) == 3
-                })
-                .await?;
+                let (registered, ours) = registry.serve(&service, &servers).await?;
+                handles = registered;
                 boxed(ours)
             };
-            let ids: Vec<String> = servers
-                .iter()
-                .map(|s| s.service().id().to_owned())
-                .collect();
+            let ids = common::ids(&servers);
             common::until_all_answer(&chan, &ids).await?;
             let load = OpenLoad::start(chan, RATE, Duration::from_secs(2));
             sleep(before).await;

@@ -24,15 +24,7 @@ struct Runs {
 pub async fn run(cfg: &Config) -> Res<Section> {
     let servers = common::servers("o", 3).await?;
     let registry = Registry::start().await?;
-    let mut handles = Vec::new();
-    for s in &servers {
-        handles.push(registry.register("overhead", s).await?);
-    }
-    let ours = registry.ours("overhead");
-    common::wait_for(Duration::from_secs(10), "3 ready", || async {
-        common::ready(&ours) == 3
-    })
-    .await?;
+    let (handles, ours) = registry.serve("overhead", &servers).await?;
     let chans: [Chan; 3] = [
         common::plain(&servers[0]).await?,
         common::tonic_list(&servers)?,

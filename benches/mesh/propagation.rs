@@ -43,10 +43,7 @@ impl Contenders {
     /// Waits until both contenders reach every instance of `ids`, starts the load on
     /// both, and lets the watches settle.
     pub async fn start(ours: &BalancedChannel, fed: Chan, ids: &[String]) -> Res<Contenders> {
-        common::wait_for(WAIT, "3 ready", || async {
-            common::ready(ours) == ids.len()
-        })
-        .await?;
+        common::wait_ready(ours, ids.len()).await?;
         common::until_all_answer(&fed, ids).await?;
         let timeout = Duration::from_secs(2);
         let loads = [

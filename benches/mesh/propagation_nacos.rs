@@ -6,7 +6,6 @@ use tonic_discovery::nacos::{Client, Registration};
 use tonic_discovery::testkit::{NacosServer, TestEchoServer};
 
 use crate::common::{self, Pacer, Res};
-use crate::load::boxed;
 use crate::propagation::{Contenders, Errors, GAP, Results, count, marker};
 
 pub async fn run(trials: usize) -> Res<(Results, Errors)> {
@@ -22,10 +21,7 @@ pub async fn run(trials: usize) -> Res<(Results, Errors)> {
         handles.push(Some(client.register(reg(s)).await?));
     }
     let ours = BalancedChannel::builder("prop").build(client.discovery("prop").build());
-    let fed = boxed(tonic_discovery::balance::tonic::balance_channel(
-        client.discovery("prop").build(),
-        tonic_discovery::balance::tonic::http_endpoint,
-    ));
+    let fed = common::tonic_fed(client.discovery("prop").build());
     let ids = common::ids(&servers);
     let contenders = Contenders::start(&ours, fed, &ids).await?;
     let mut markers = Vec::new();

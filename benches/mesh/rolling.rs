@@ -64,20 +64,9 @@ pub async fn run(cfg: &Config) -> Res<Section> {
 async fn one_restart(registry: &Registry, run: usize) -> Res<([Vec<Event>; 2], Instant)> {
     let service = format!("roll{run}");
     let mut servers = common::servers(&format!("r{run}-"), 3).await?;
-    let mut handles = Vec::new();
-    for s in &servers {
-        handles.push(registry.register(&service, s).await?);
-    }
-    let ours = registry.ours(&service);
+    let (mut handles, ours) = registry.serve(&service, &servers).await?;
     let fed = registry.tonic_fed(&service);
-    common::wait_for(Duration::from_secs(10), "3 ready", || async {
-        common::ready(&ours) == 3
-    })
-    .await?;
-    let ids: Vec<String> = servers
-        .iter()
-        .map(|s| s.service().id().to_owned())
-        .collect();
+    let ids = common::ids(&servers);
     common::until_all_answer(&fed, &ids).await?;
     let timeout = Duration::from_secs(2);
     let loads = [

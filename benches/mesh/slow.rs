@@ -27,15 +27,7 @@ pub async fn run(cfg: &Config) -> Res<Section> {
     let servers = common::servers("s", 3).await?;
     servers[2].service().set_delay(Duration::from_millis(10));
     let registry = Registry::start().await?;
-    let mut handles = Vec::new();
-    for s in &servers {
-        handles.push(registry.register("slow", s).await?);
-    }
-    let ours = registry.ours("slow");
-    common::wait_for(Duration::from_secs(10), "3 ready", || async {
-        common::ready(&ours) == 3
-    })
-    .await?;
+    let (handles, ours) = registry.serve("slow", &servers).await?;
     let chans: [Chan; 2] = [common::tonic_list(&servers)?, boxed(ours)];
     let (warm, dur) = (
         Duration::from_millis(cfg.pick(1000, 300)),

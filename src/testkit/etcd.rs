@@ -3,7 +3,7 @@
 use std::fmt;
 use std::io;
 use std::net::TcpListener;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
@@ -11,6 +11,7 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::process::{Child, Command};
 
+use super::process::wait_started;
 use crate::error::{Error, Result};
 
 const INSTALL_HINT: &str = "install it (Debian: apt-get install etcd-server etcd-client)";
@@ -180,25 +181,8 @@ impl EtcdServer {
     }
 
     pub(crate) async fn wait_healthy(&mut self) -> Result<()> {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-        loop {
-            if healthy(self.client_port).await {
-                return Ok(());
-            }
-            if let Some(Ok(Some(status))) = self.child.as_mut().map(Child::try_wait) {
-                return Err(Error::config(format!(
-                    "etcd exited with {status}: {}",
-                    log_tail(&self.dir.join("etcd.log"))
-                )));
-            }
-            if tokio::time::Instant::now() >= deadline {
-                return Err(Error::timeout(format!(
-                    "etcd not healthy after 20 s: {}",
-                    log_tail(&self.dir.join("etcd.log"))
-                )));
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        let (port, log) = (self.client_port, self.dir.join("etcd.log"));
+        wait_started(&mut self.child, "etcd", &log, || healthy(port)).await
     }
 
     async fn signal(&self, signal: &str) -> Result<()> {
@@ -288,16 +272,6 @@ async fn healthy(port: u16) -> bool {
         tokio::time::timeout(Duration::from_secs(1), check).await,
         Ok(Ok(true))
     )
-}
-
-/// The last 2,000 bytes of a log file (of a server that failed to start), or less.
-pub(crate) fn log_tail(path: &Path) -> String {
-    let log = std::fs::read_to_string(path).unwrap_or_default();
-    let start = log.len().saturating_sub(2000);
-    let start = (start..log.len())
-        .find(|&i| log.is_char_boundary(i))
-        .unwrap_or(0);
-    log[start..].to_owned()
 }
 
 #[cfg(test)]

@@ -9,6 +9,7 @@ mod echo;
 mod etcd;
 mod etcd_cluster;
 mod nacos;
+mod process;
 
 pub use consul_dev::{ConsulDev, ConsulDevBuilder, Fault, FaultId, FaultRule, Faults};
 pub use echo::{EchoService, HoldGuard, TestEchoServer};

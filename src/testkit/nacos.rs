@@ -11,7 +11,7 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::process::{Child, Command};
 
-use super::etcd::log_tail;
+use super::process::wait_started;
 use crate::error::{Error, Result};
 
 const INSTALL_HINT: &str = "install it with `cargo install rnacos --locked` (about 10 minutes \
@@ -127,33 +127,7 @@ impl NacosServer {
         path: &str,
         params: &[(&str, &str)],
     ) -> Result<(u16, String)> {
-        let query: Vec<String> = params
-            .iter()
-            .map(|(k, v)| format!("{}={}", encode(k), encode(v)))
-            .collect();
-        let request = format!(
-            "{method} {path}?{} HTTP/1.0\r\nHost: 127.0.0.1\r\nContent-Length: 0\r\n\r\n",
-            query.join("&")
-        );
-        let exchange = async {
-            let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", self.http_port)).await?;
-            stream.write_all(request.as_bytes()).await?;
-            let mut response = Vec::new();
-            stream.read_to_end(&mut response).await?;
-            io::Result::Ok(response)
-        };
-        let response = tokio::time::timeout(Duration::from_secs(5), exchange)
-            .await
-            .map_err(|_| Error::timeout(format!("nacos open API {method} {path}")))?
-            .map_err(|e| Error::transport(format!("nacos open API {method} {path}"), e))?;
-        let text = String::from_utf8_lossy(&response);
-        let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-        let status = head
-            .split_whitespace()
-            .nth(1)
-            .and_then(|s| s.parse().ok())
-            .ok_or_else(|| Error::decode("nacos open API answer", head.to_owned()))?;
-        Ok((status, body.to_owned()))
+        open_api(self.http_port, method, path, params).await
     }
 
     fn spawn(&mut self) -> Result<()> {
@@ -186,28 +160,15 @@ impl NacosServer {
     }
 
     async fn wait_ready(&mut self) -> Result<()> {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-        loop {
-            let grpc = tokio::net::TcpStream::connect(("127.0.0.1", self.http_port + 1000));
-            if matches!(self.open_api("GET", "/health", &[]).await, Ok((200, _)))
-                && grpc.await.is_ok()
-            {
-                return Ok(());
-            }
-            if let Some(Ok(Some(status))) = self.child.as_mut().map(Child::try_wait) {
-                return Err(Error::config(format!(
-                    "rnacos exited with {status}: {}",
-                    log_tail(&self.dir.join("rnacos.log"))
-                )));
-            }
-            if tokio::time::Instant::now() >= deadline {
-                return Err(Error::timeout(format!(
-                    "rnacos not answering after 20 s: {}",
-                    log_tail(&self.dir.join("rnacos.log"))
-                )));
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        let log = self.dir.join("rnacos.log");
+        let (port, grpc_port) = (self.http_port, self.http_port + 1000);
+        let ready = || async move {
+            matches!(open_api(port, "GET", "/health", &[]).await, Ok((200, _)))
+                && tokio::net::TcpStream::connect(("127.0.0.1", grpc_port))
+                    .await
+                    .is_ok()
+        };
+        wait_started(&mut self.child, "rnacos", &log, ready).await
     }
 }
 
@@ -227,6 +188,42 @@ impl fmt::Debug for NacosServer {
             .field("pid", &self.pid())
             .finish()
     }
+}
+
+/// One open-API request to the server on `port` (see [`NacosServer::open_api`]).
+async fn open_api(
+    port: u16,
+    method: &str,
+    path: &str,
+    params: &[(&str, &str)],
+) -> Result<(u16, String)> {
+    let query: Vec<String> = params
+        .iter()
+        .map(|(k, v)| format!("{}={}", encode(k), encode(v)))
+        .collect();
+    let request = format!(
+        "{method} {path}?{} HTTP/1.0\r\nHost: 127.0.0.1\r\nContent-Length: 0\r\n\r\n",
+        query.join("&")
+    );
+    let exchange = async {
+        let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+        stream.write_all(request.as_bytes()).await?;
+        let mut response = Vec::new();
+        stream.read_to_end(&mut response).await?;
+        io::Result::Ok(response)
+    };
+    let response = tokio::time::timeout(Duration::from_secs(5), exchange)
+        .await
+        .map_err(|_| Error::timeout(format!("nacos open API {method} {path}")))?
+        .map_err(|e| Error::transport(format!("nacos open API {method} {path}"), e))?;
+    let text = String::from_utf8_lossy(&response);
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| Error::decode("nacos open API answer", head.to_owned()))?;
+    Ok((status, body.to_owned()))
 }
 
 fn spawn_error(e: &io::Error) -> Error {

@@ -70,3 +70,27 @@ impl Load {
 pub fn sent_to(id: &str, (sent, outcome): &Answer) -> Option<Instant> {
     (outcome.as_deref() == Ok(id)).then_some(*sent)
 }
+
+/// Asserts that no request of `log` failed.
+pub fn assert_none_failed(log: &[Answer]) {
+    let errors: Vec<_> = log.iter().filter(|(_, r)| r.is_err()).collect();
+    assert!(
+        errors.is_empty(),
+        "{} of {} requests failed: {errors:?}",
+        errors.len(),
+        log.len()
+    );
+}
+
+/// Asserts that no request sent after `left` reached instance `id`.
+pub fn assert_none_reached_after(log: &[Answer], id: &str, left: Instant) {
+    let late = log
+        .iter()
+        .filter_map(|a| sent_to(id, a))
+        .filter(|sent| *sent > left)
+        .count();
+    assert_eq!(
+        late, 0,
+        "requests sent after {id} left the channel reached {id}"
+    );
+}
