@@ -51,8 +51,13 @@ fn config() -> Result<Config, String> {
         max: args.parsed("--max", 8)?,
     };
     args.finish()?;
-    if config.rate == 0 || config.min == 0 || config.max < config.min {
-        return Err("need --rate > 0 and 0 < --min <= --max".to_owned());
+    if config.rate == 0 || config.rate > 1_000_000 || config.min == 0 || config.max < config.min {
+        return Err("need 0 < --rate <= 1000000 and 0 < --min <= --max".to_owned());
+    }
+    // A zero churn interval would make tokio's interval panic; a duration past a year
+    // would overflow the deadline.
+    if config.churn.is_zero() || config.duration > Duration::from_secs(365 * 24 * 3600) {
+        return Err("need --churn > 0 and --duration at most a year".to_owned());
     }
     Ok(config)
 }

@@ -47,8 +47,6 @@ struct Slot {
     written: u64,
 }
 
-pub(crate) type Applied = SnapshotDiff;
-
 impl SnapshotDiff {
     /// An empty set.
     pub fn new() -> Self {
@@ -206,21 +204,21 @@ mod tests {
 
     #[test]
     fn ignores_unchanged_snapshot() {
-        let mut a = Applied::default();
+        let mut a = SnapshotDiff::default();
         assert_eq!(keys(&a.apply([inst("a", 1), inst("b", 2)])), ["+a", "+b"]);
         assert!(a.apply([inst("b", 2), inst("a", 1)]).is_empty());
     }
 
     #[test]
     fn reinserts_changed_port_and_removes_gone() {
-        let mut a = Applied::default();
+        let mut a = SnapshotDiff::default();
         a.apply([inst("a", 1), inst("b", 2)]);
         assert_eq!(keys(&a.apply([inst("a", 9)])), ["+a", "-b"]);
     }
 
     #[test]
     fn reinserts_changed_metadata() {
-        let mut a = Applied::default();
+        let mut a = SnapshotDiff::default();
         a.apply([inst("a", 1)]);
         let meta = BTreeMap::from([("zone".to_owned(), "b".to_owned())]);
         assert_eq!(keys(&a.apply([inst("a", 1).with_meta(meta)])), ["+a"]);
@@ -228,7 +226,7 @@ mod tests {
 
     #[test]
     fn inserts_come_before_removes() {
-        let mut a = Applied::default();
+        let mut a = SnapshotDiff::default();
         a.apply([inst("a", 1)]);
         let changes = a.apply([inst("b", 1)]);
         assert!(matches!(changes[0], Change::Insert(..)));
@@ -237,7 +235,7 @@ mod tests {
 
     #[test]
     fn empty_snapshot_removes_everything() {
-        let mut a = Applied::default();
+        let mut a = SnapshotDiff::default();
         a.apply([inst("a", 1), inst("b", 1)]);
         assert_eq!(keys(&a.apply([])), ["-a", "-b"]);
         assert_eq!(a.len(), 0);
@@ -259,7 +257,7 @@ mod tests {
         /// and no change is redundant.
         #[test]
         fn changes_replay_to_the_last_snapshot(snapshots in prop::collection::vec(arb_snapshot(), 1..12)) {
-            let mut applied = Applied::default();
+            let mut applied = SnapshotDiff::default();
             let mut balancer: HashMap<InstanceKey, Instance> = HashMap::new();
             for (n, snapshot) in snapshots.into_iter().enumerate() {
                 let mut expected: HashMap<InstanceKey, Instance> = HashMap::new();

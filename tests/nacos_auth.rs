@@ -86,12 +86,20 @@ async fn login_works_and_the_password_is_in_no_log_or_debug() {
         .register(Registration::new("echo", addr))
         .await
         .unwrap_err();
+    assert!(
+        format!("{e:?}").contains("403"),
+        "refused for want of a login: {e:?}"
+    );
     debug.push(format!("{e} {e:?}"));
     let wrong = client(&server, Some((USER, WRONG)), &mut debug).await;
     let e = wrong
         .register(Registration::new("echo", addr))
         .await
         .unwrap_err();
+    assert!(
+        format!("{e:?}").contains("403"),
+        "refused for a wrong password: {e:?}"
+    );
     debug.push(format!("{e} {e:?}"));
 
     let nacos = client(&server, Some((USER, PASSWORD)), &mut debug).await;

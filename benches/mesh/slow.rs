@@ -26,6 +26,7 @@ struct Runs {
 pub async fn run(cfg: &Config) -> Res<Section> {
     let servers = common::servers("s", 3).await?;
     servers[2].service().set_delay(Duration::from_millis(10));
+    let slow_id = servers[2].service().id().to_owned();
     let registry = Registry::start().await?;
     let (handles, ours) = registry.serve("slow", &servers).await?;
     let chans: [Chan; 2] = [common::tonic_list(&servers)?, boxed(ours)];
@@ -38,7 +39,7 @@ pub async fn run(cfg: &Config) -> Res<Section> {
         for k in 0..2 {
             let i = (run + k) % 2;
             let c = closed_loop(&chans[i], WORKERS, warm, dur).await;
-            let slow = c.per_instance.get("s2").copied().unwrap_or(0);
+            let slow = c.per_instance.get(&slow_id).copied().unwrap_or(0);
             let r = &mut runs[i];
             r.rps.push(c.rate);
             r.p50_us.push(q_us(&c.hist, 0.5));

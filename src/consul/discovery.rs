@@ -19,7 +19,7 @@ use super::shared::WatchHandle;
 use super::types::AddressKind;
 use super::watch::{WatchConfig, WatchState};
 use crate::backoff::Backoff;
-use crate::change::Applied;
+use crate::change::SnapshotDiff;
 use crate::error::Error;
 use crate::instance::{Instance, InstanceKey};
 
@@ -50,7 +50,7 @@ pub struct Discovery {
     handle: Arc<WatchHandle>,
     rx: watch::Receiver<WatchState>,
     changed: ReusableBoxFuture<'static, Changed>,
-    applied: Applied,
+    applied: SnapshotDiff,
     seen_version: u64,
     pending: VecDeque<Change<InstanceKey, Instance>>,
     ended: bool,
@@ -212,7 +212,7 @@ impl Discovery {
             changed: ReusableBoxFuture::new(changed(rx.clone())),
             handle,
             rx,
-            applied: Applied::default(),
+            applied: SnapshotDiff::default(),
             seen_version: 0,
             pending: VecDeque::new(),
             ended: false,

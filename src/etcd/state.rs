@@ -5,7 +5,7 @@
 use tower::discover::Change;
 
 use super::keys::KeyLayout;
-use crate::change::Applied;
+use crate::change::SnapshotDiff;
 use crate::instance::{Instance, InstanceKey};
 
 /// One watch event, reduced to what discovery needs.
@@ -36,7 +36,7 @@ impl Event {
 pub(crate) struct WatchState {
     layout: KeyLayout,
     service: String,
-    applied: Applied,
+    applied: SnapshotDiff,
     revision: i64,
 }
 
@@ -45,7 +45,7 @@ impl WatchState {
         WatchState {
             layout,
             service,
-            applied: Applied::default(),
+            applied: SnapshotDiff::default(),
             revision: 0,
         }
     }

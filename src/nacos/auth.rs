@@ -92,9 +92,9 @@ impl Login {
         }
         let answer: Answer = serde_json::from_str(body)
             .map_err(|e| format!("login answer is not the expected JSON: {e}"))?;
-        // Refreshed at a tenth of its lifetime, as Nacos's own clients do; at least
-        // every 5 s when the server gives no lifetime.
-        let ttl = Duration::from_secs(answer.token_ttl / 10).max(Duration::from_secs(5));
+        // Refreshed when a tenth of its lifetime is left, as Nacos's Java client does
+        // (the SDK asks every 30 s); at once when the server gives no lifetime.
+        let ttl = Duration::from_secs(answer.token_ttl - answer.token_ttl / 10);
         Ok(Token {
             value: answer.access_token,
             refresh_at: Instant::now() + ttl,

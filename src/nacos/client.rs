@@ -3,6 +3,7 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -41,6 +42,8 @@ struct Inner {
     /// for the next registration of the same service. The SDK gives no way to close a
     /// connection, so they are reused instead of opened anew.
     idle: Mutex<HashMap<(String, String), Vec<NamingService>>>,
+    /// Deregistrations being retried in the background.
+    leaving: AtomicUsize,
 }
 
 /// Builds a [`Client`]. Created by [`Client::builder`].
@@ -57,6 +60,8 @@ pub(crate) struct Config {
     pub(crate) namespace: String,
     pub(crate) group: String,
     credentials: Option<(String, Secret)>,
+    /// Built from `credentials` when connecting, shared by every connection.
+    login: Option<Arc<Login>>,
     cache_dir: Option<PathBuf>,
     grpc_port: Option<u16>,
     app_name: Option<String>,
@@ -87,6 +92,7 @@ impl Client {
             namespace: String::new(),
             group: DEFAULT_GROUP.to_owned(),
             credentials: None,
+            login: None,
             cache_dir: None,
             grpc_port: None,
             app_name: None,
@@ -177,6 +183,25 @@ impl Client {
         }
     }
 
+    /// How many deregistrations that failed (or were left to a dropped handle) are
+    /// still being retried in the background. A process that wants its instances gone
+    /// before it exits waits for 0.
+    pub fn pending_deregistrations(&self) -> usize {
+        self.inner.leaving.load(Ordering::Relaxed)
+    }
+
+    /// Counts a deregistration retried in the background, until the returned guard drops.
+    pub(crate) fn leaving(&self) -> impl Drop + Send + 'static {
+        struct Leaving(Client);
+        impl Drop for Leaving {
+            fn drop(&mut self) {
+                self.0.inner.leaving.fetch_sub(1, Ordering::Relaxed);
+            }
+        }
+        self.inner.leaving.fetch_add(1, Ordering::Relaxed);
+        Leaving(self.clone())
+    }
+
     /// Takes back a connection whose instance is deregistered.
     pub(crate) fn return_connection(&self, group: &str, service: &str, naming: NamingService) {
         let mut idle = self.inner.idle.lock().unwrap_or_else(|p| p.into_inner());
@@ -224,8 +249,8 @@ impl ClientBuilder {
         self
     }
 
-    /// Logs in with a user name and password (a server with auth enabled), again
-    /// before the access token expires. The password goes in a form body, never in a
+    /// Logs in with a user name and password (a server with auth enabled), once for
+    /// the client and all its connections, and again before the access token expires. The password goes in a form body, never in a
     /// URL, and appears in no `Debug` output or log (the SDK's own login plugin, which
     /// logs it, is not used).
     pub fn credentials(mut self, username: impl Into<String>, password: impl Into<String>) -> Self {
@@ -276,10 +301,16 @@ impl ClientBuilder {
     ///
     /// A configuration error for a bad URL; a transport or timeout error when the
     /// server does not answer.
-    pub async fn connect(self) -> Result<Client> {
+    pub async fn connect(mut self) -> Result<Client> {
         if let Some(e) = self.error {
             return Err(e);
         }
+        // One login for the client and all its registration connections.
+        if let Some((user, password)) = self.config.credentials.take() {
+            let login = Login::new(user, password.0, self.config.request_timeout);
+            self.config.login = Some(Arc::new(login));
+        }
+        normalise_namespace(&mut self.config.namespace);
         let naming = self.config.naming_service().await?;
         Ok(Client {
             inner: Arc::new(Inner {
@@ -287,6 +318,7 @@ impl ClientBuilder {
                 config: self.config,
                 subscriptions: Subscriptions::default(),
                 idle: Mutex::default(),
+                leaving: AtomicUsize::new(0),
             }),
         })
     }
@@ -324,19 +356,33 @@ impl Config {
             props = props.app_name(name.clone());
         }
         let mut builder = NamingServiceBuilder::new(props);
-        if let Some((user, password)) = &self.credentials {
-            let login = Login::new(user.clone(), password.0.clone(), self.request_timeout);
-            builder = builder.with_auth_plugin(Arc::new(login));
+        if let Some(login) = &self.login {
+            builder = builder.with_auth_plugin(login.clone());
         }
         let what = format!("connect to {}", self.servers.join(","));
         call(self.connect_timeout, &what, builder.build()).await
     }
 }
 
+/// Nacos's default namespace is named `public` and spelled empty; we keep it empty.
+fn normalise_namespace(namespace: &mut String) {
+    if namespace == DEFAULT_NAMESPACE {
+        namespace.clear();
+    }
+}
+
 /// Reads `nacos://HOST:PORT[,…][?namespace=…&group=…]` or `HOST:PORT[,…]` into `config`.
 fn parse_url(url: &str, config: &mut Config) -> Result<()> {
-    let bad = |why: &str| Err(Error::config(format!("nacos URL `{url}`: {why}")));
     let rest = url.strip_prefix("nacos://").unwrap_or(url);
+    // Only the host part is ever shown: the query may carry anything.
+    let shown = rest.split('?').next().unwrap_or_default();
+    if shown.contains('@') {
+        return Err(Error::config(
+            "nacos URL: credentials in the URL (user:password@) are not accepted; \
+             use ClientBuilder::credentials",
+        ));
+    }
+    let bad = |why: &str| Err(Error::config(format!("nacos URL `{shown}`: {why}")));
     if rest.contains("://") {
         return bad("expected nacos://HOST:PORT[,HOST:PORT][?namespace=NS&group=GROUP]");
     }
@@ -362,14 +408,12 @@ fn parse_url(url: &str, config: &mut Config) -> Result<()> {
             Some(("namespace", v)) => config.namespace = v.to_owned(),
             Some(("group", v)) if !v.is_empty() => config.group = v.to_owned(),
             _ => {
+                let key = pair.split('=').next().unwrap_or_default();
                 return bad(&format!(
-                    "unknown parameter `{pair}` (namespace and group are known)"
+                    "unknown parameter `{key}` (namespace and group are known)"
                 ));
             }
         }
-    }
-    if config.namespace == DEFAULT_NAMESPACE {
-        config.namespace.clear();
     }
     Ok(())
 }
@@ -399,8 +443,9 @@ mod tests {
         assert_eq!(c.servers, ["a:1", "b:2"]);
         assert_eq!((c.namespace.as_str(), c.group.as_str()), ("dev", "RPC"));
 
-        let c = parsed("[::1]:8848?namespace=public").unwrap();
+        let mut c = parsed("[::1]:8848?namespace=public").unwrap();
         assert_eq!(c.servers, ["[::1]:8848"]);
+        normalise_namespace(&mut c.namespace);
         assert_eq!(c.namespace, "");
 
         for bad in [
@@ -414,14 +459,34 @@ mod tests {
         ] {
             let e = parsed(bad).err().unwrap_or_else(|| panic!("{bad} parsed"));
             assert!(e.is_config(), "{bad}: {e}");
-            assert!(e.to_string().contains(bad), "{e}");
+            let host = bad
+                .trim_start_matches("nacos://")
+                .split('?')
+                .next()
+                .unwrap();
+            assert!(e.to_string().contains(host), "{e}");
         }
+    }
+
+    #[test]
+    fn url_errors_show_no_credentials() {
+        let e = parsed("nacos://h:1?password=s3cret-value").err().unwrap();
+        assert!(e.to_string().contains("`password`"), "{e}");
+        assert!(!e.to_string().contains("s3cret"), "{e}");
+        let e = parsed("nacos://user:s3cret-value@h:1").err().unwrap();
+        assert!(e.is_config() && !e.to_string().contains("s3cret"), "{e}");
     }
 
     #[test]
     fn password_stays_out_of_debug() {
         let b = Client::builder("nacos://h:1").credentials("nacos", "hunter2-secret");
         let shown = format!("{b:?} {:?}", b.config.credentials);
+        let login = Login::new(
+            "nacos".into(),
+            "hunter2-secret".into(),
+            Duration::from_secs(1),
+        );
+        let shown = format!("{shown} {login:?}");
         assert!(!shown.contains("hunter2-secret"), "{shown}");
         assert!(shown.contains("nacos"), "{shown}");
     }

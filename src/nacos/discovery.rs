@@ -16,7 +16,7 @@ use super::client::Client;
 use super::select::select;
 use super::subscription::{Options, Subscription};
 use crate::backoff::Backoff;
-use crate::change::Applied;
+use crate::change::SnapshotDiff;
 use crate::error::Error;
 use crate::instance::{Instance, InstanceKey};
 
@@ -128,7 +128,7 @@ impl DiscoveryBuilder {
             tracing::info_span!("nacos_discovery", service = %self.service, group = %self.group);
         tokio::spawn(
             async move {
-                let mut applied = Applied::default();
+                let mut applied = SnapshotDiff::default();
                 loop {
                     tokio::select! {
                         () = token.cancelled() => return,

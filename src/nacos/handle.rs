@@ -175,6 +175,7 @@ impl Leave {
             return;
         };
         let span = tracing::info_span!("nacos_deregister", service = %self.registration.service);
+        let leaving = self.client.leaving();
         runtime.spawn(
             async move {
                 let mut retry = BackoffState::new(Backoff::new(
@@ -192,6 +193,7 @@ impl Leave {
                     }
                 }
                 self.done();
+                drop(leaving);
             }
             .instrument(span),
         );

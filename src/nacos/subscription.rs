@@ -139,7 +139,12 @@ impl Subscription {
         let span = tracing::info_span!("nacos_subscription", %group, %service);
         tokio::spawn(
             async move {
-                let _lane = lane.lock().await;
+                // Dropped before its turn came: nothing subscribed, nothing to undo.
+                let _lane = tokio::select! {
+                    biased;
+                    () = task.cancel.cancelled() => return,
+                    lane = lane.lock() => lane,
+                };
                 task.run().await;
             }
             .instrument(span),
@@ -225,6 +230,8 @@ impl Task {
                     self.publish(records);
                     self.options.resync
                 }
+                // Dropped during the query: not a failure of the server.
+                Err(_) if self.cancel.is_cancelled() => return,
                 Err(e) => {
                     let failures = self.status.failures.fetch_add(1, Ordering::Relaxed) + 1;
                     let delay = retry.next_delay();
