@@ -14,7 +14,6 @@ use crate::stats::quantile;
 use tonic_discovery::balance::BalancedChannel;
 
 pub const RATE: u32 = 1000;
-pub const SETTLE: Duration = Duration::from_millis(200);
 const WAIT: Duration = Duration::from_secs(10);
 /// The least time between two registry changes (see [`Pacer`]).
 pub const GAP: Duration = Duration::from_millis(1050);
@@ -25,7 +24,6 @@ pub struct Marker {
     pub kind: &'static str,
     pub victim: String,
     pub at: Instant,
-    pub until: Instant,
 }
 
 /// Latencies (ms) per (contender, kind).
@@ -128,22 +126,23 @@ async fn consul(trials: usize) -> Res<(Results, Errors)> {
         if !registry.dev.set_check_status(&check, "critical", "bench") {
             return Err(format!("no check {check}").into());
         }
-        let until = removed(&ours, id).await?;
-        markers.push(marker("check", id, at, until));
-        pace.next().await;
+        removed(&ours, id).await?;
+        markers.push(marker("check", id, at));
+        let at = pace.next().await;
         if !registry.dev.set_check_status(&check, "passing", "") {
             return Err(format!("no check {check}").into());
         }
         added(&ours, id).await?;
+        markers.push(marker(RESTORE, id, at));
 
         let at = pace.next().await;
         handles[v].take().ok_or("handle")?.deregister().await?;
-        let until = removed(&ours, id).await?;
-        markers.push(marker("deregister", id, at, until));
+        removed(&ours, id).await?;
+        markers.push(marker("deregister", id, at));
         let at = pace.next().await;
         handles[v] = Some(registry.register("prop", &servers[v]).await?);
-        let until = added(&ours, id).await?;
-        markers.push(marker("register", id, at, until));
+        added(&ours, id).await?;
+        markers.push(marker("register", id, at));
     }
     let names = ["ours (consul)", "tonic-balance (consul-fed)"];
     let kinds = ["check", "deregister", "register"];
@@ -152,49 +151,45 @@ async fn consul(trials: usize) -> Res<(Results, Errors)> {
     Ok(results)
 }
 
-pub fn marker(kind: &'static str, victim: &str, at: Instant, until: Instant) -> Marker {
+/// The kind of a marker that only ends the window of the change before it.
+pub const RESTORE: &str = "restore";
+
+pub fn marker(kind: &'static str, victim: &str, at: Instant) -> Marker {
     Marker {
         kind,
         victim: victim.to_owned(),
         at,
-        until,
     }
 }
 
-/// Waits until `ours` dropped `id`, then lets the other contender settle.
-pub async fn removed(ours: &tonic_discovery::balance::BalancedChannel, id: &str) -> Res<Instant> {
+/// Waits until `ours` dropped `id`.
+pub async fn removed(ours: &tonic_discovery::balance::BalancedChannel, id: &str) -> Res<()> {
     common::wait_for(WAIT, &format!("{id} removed"), || async {
         !common::holds(ours, id)
     })
-    .await?;
-    sleep(SETTLE).await;
-    Ok(Instant::now())
+    .await
 }
 
-/// Waits until `ours` holds `id` ready, then lets the other contender settle.
-pub async fn added(ours: &tonic_discovery::balance::BalancedChannel, id: &str) -> Res<Instant> {
+/// Waits until `ours` holds `id` ready.
+pub async fn added(ours: &tonic_discovery::balance::BalancedChannel, id: &str) -> Res<()> {
     common::wait_for(WAIT, &format!("{id} ready"), || async {
         common::holds_ready(ours, id)
     })
-    .await?;
-    sleep(SETTLE).await;
-    Ok(Instant::now())
+    .await
 }
 
-/// Waits until `ours` holds exactly `n` endpoints (all ready when `ready`), then settles.
+/// Waits until `ours` holds exactly `n` endpoints (all ready when `ready`).
 /// For registries whose instance key is not the server's id (etcd, Nacos).
 pub async fn count(
     ours: &tonic_discovery::balance::BalancedChannel,
     n: usize,
     ready: bool,
-) -> Res<Instant> {
+) -> Res<()> {
     common::wait_for(WAIT, &format!("{n} endpoints"), || async {
         let eps = ours.endpoints();
         eps.len() == n && (!ready || common::ready(ours) == n)
     })
-    .await?;
-    sleep(SETTLE).await;
-    Ok(Instant::now())
+    .await
 }
 
 pub fn failed(events: &[Event]) -> usize {
@@ -202,26 +197,26 @@ pub fn failed(events: &[Event]) -> usize {
 }
 
 /// Per marker of `kind`: removal = change → last response from the victim (0 when
-/// none came after the change); registration = start → first response from it.
+/// none came after the change); registration = start → first response from it (a
+/// trial without one is left out, which the trial count shows). A marker's window ends
+/// at the next registry change of the run (the next marker, `RESTORE` included), so
+/// both contenders are measured over the same time, whenever ours was done.
 pub fn analyse(events: &[Event], markers: &[Marker], kind: &str) -> Vec<f64> {
     let mut out = Vec::new();
-    for m in markers.iter().filter(|m| m.kind == kind) {
+    for (i, m) in markers.iter().enumerate().filter(|(_, m)| m.kind == kind) {
+        let end = markers.get(i + 1).map_or(m.at + GAP, |next| next.at);
         let from_victim = events.iter().filter(|e| {
-            e.outcome.as_deref() == Ok(m.victim.as_str()) && e.sent >= m.at - Duration::from_secs(1)
+            e.outcome.as_deref() == Ok(m.victim.as_str())
+                && e.sent >= m.at - Duration::from_secs(1)
+                && e.sent < end
         });
         if kind == "register" {
-            let first = from_victim
-                .filter(|e| e.sent >= m.at && e.sent < m.until)
-                .map(|e| e.done)
-                .min();
+            let first = from_victim.filter(|e| e.sent >= m.at).map(|e| e.done).min();
             if let Some(first) = first {
                 out.push(ms_between(m.at, first));
             }
         } else {
-            let last = from_victim
-                .filter(|e| e.sent < m.until)
-                .map(|e| e.done)
-                .max();
+            let last = from_victim.map(|e| e.done).max();
             out.push(last.map_or(0.0, |l| ms_between(m.at, l).max(0.0)));
         }
     }
@@ -234,9 +229,10 @@ fn section(trials: usize, results: &Results, errors: &[(String, usize, usize)]) 
         md,
         "{trials} trials per kind; open-loop load of {RATE} requests/s on each contender at the same time \
          (both see the same registry change). Removal: registry change → last response served by that \
-         instance (0 when none came after the change; resolution ≈ 3 ms, the interval between requests to \
+         instance before the next change (0 when none came after the change; resolution ≈ 3 ms, the interval between requests to \
          one instance). Changes are at least 1.05 s apart, so that the discovery's re-query limit (2 queries, \
-         refilled once per second, the default) never delays a measured change. Registration: register call → first response from the new instance. \
+         refilled once per second, the default) never delays a measured change. Registration: register call → first response from the new instance. Quantiles are nearest-rank: \
+         with 50 trials, p99 is the largest. \
          tonic-balance is tonic's `balance_channel` fed by the same `consul::Discovery` \
          (`balance::tonic::balance_channel`). Chart: [propagation.svg](benches/results/propagation.svg).\n"
     );

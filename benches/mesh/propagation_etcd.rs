@@ -7,7 +7,7 @@ use tonic_discovery::etcd::{Client, Registration};
 use tonic_discovery::testkit::EtcdServer;
 
 use crate::common::{self, Pacer, Res};
-use crate::propagation::{Contenders, Errors, GAP, Results, count, marker};
+use crate::propagation::{Contenders, Errors, GAP, RESTORE, Results, count, marker};
 
 pub async fn run(trials: usize) -> Res<(Results, Errors)> {
     let etcd = EtcdServer::start().await?;
@@ -35,12 +35,13 @@ pub async fn run(trials: usize) -> Res<(Results, Errors)> {
         let at = pace.next().await;
         raw.delete(handle.key(), None).await?;
         // Counted, not named: the etcd instance key is the published address.
-        let until = count(&ours, 2, false).await?;
-        markers.push(marker("delete key", id, at, until));
-        pace.next().await;
+        count(&ours, 2, false).await?;
+        markers.push(marker("delete key", id, at));
+        let at = pace.next().await;
         let _ = handle.deregister().await;
         handles[v] = Some(client.register(reg(&servers[v])).await?);
         count(&ours, 3, true).await?;
+        markers.push(marker(RESTORE, id, at));
     }
     let results = contenders
         .finish(
