@@ -200,12 +200,19 @@ fn cow_str<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<Cow<'de, str>
     d.deserialize_any(Str)
 }
 
-/// Decodes raw tagged addresses (a JSON object or `null`) into a map; an
-/// undecodable one counts as none.
-fn tagged<'a, T: Deserialize<'a>>(raw: Option<&'a RawValue>) -> HashMap<String, T> {
-    raw.and_then(|r| serde_json::from_str::<Option<HashMap<String, T>>>(r.get()).ok())
-        .flatten()
-        .unwrap_or_default()
+/// Decodes raw tagged addresses (a JSON object or `null`) into a map. An undecodable
+/// one counts as none, with a warning: the instance is dialled at its default address.
+fn tagged<'a, T: Deserialize<'a>>(raw: Option<&'a RawValue>, whose: &str) -> HashMap<String, T> {
+    let Some(raw) = raw else {
+        return HashMap::new();
+    };
+    match serde_json::from_str::<Option<HashMap<String, T>>>(raw.get()) {
+        Ok(map) => map.unwrap_or_default(),
+        Err(e) => {
+            tracing::warn!(error = %e, "undecodable {whose} tagged addresses; using the default address");
+            HashMap::new()
+        }
+    }
 }
 
 // === impl ServiceEntry ===
@@ -243,12 +250,12 @@ impl ServiceEntry<'_> {
     fn dial_address(&self, kind: &AddressKind) -> (String, i64) {
         let svc = &self.service;
         if let AddressKind::Tagged(key) = kind {
-            let service = tagged::<ServiceAddress>(svc.tagged_addresses);
+            let service = tagged::<ServiceAddress>(svc.tagged_addresses, "service");
             if let Some(a) = service.get(key).filter(|a| !a.address.is_empty()) {
                 let port = if a.port != 0 { a.port } else { svc.port };
                 return (a.address.clone(), port);
             }
-            let node = tagged::<String>(self.node.tagged_addresses);
+            let node = tagged::<String>(self.node.tagged_addresses, "node");
             if let Some(a) = node.get(key).filter(|a| !a.is_empty()) {
                 return (a.clone(), svc.port);
             }
