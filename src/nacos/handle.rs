@@ -106,7 +106,7 @@ impl RegistrationHandle {
     /// learn of it.
     ///
     /// Nacos servers batch their pushes (500 ms in Nacos and rnacos), so clients learn
-    /// of the deregistration 0.5 to 1.1 s later (measured against rnacos: p99 1.06 s to
+    /// of the deregistration 0.5 to 1.1 s later (measured against rnacos: p99 1.07 s to
     /// the last request): give a `grace` of at least 2 s.
     ///
     /// # Errors
