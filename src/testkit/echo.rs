@@ -1,26 +1,29 @@
-//! The Echo service of `proto/echo.proto`, and a server to run it on loopback.
+//! The Echo service of `proto/echo.proto`.
 
-use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
 use std::time::Duration;
 
 use futures_core::Stream;
-use tokio::sync::{mpsc, oneshot};
-use tonic::{Request, Response, Status};
-use tonic_health::ServingStatus;
-use tonic_health::server::HealthReporter;
+use tokio::sync::mpsc;
+use tonic::{Code, Request, Response, Status};
 
-use super::pb::echo_server::{Echo, EchoServer as EchoGrpcServer};
+use super::pb::echo_server::Echo;
 use super::pb::{EchoRequest, EchoResponse, EchoStreamRequest};
 
 /// The Echo service: answers with the message and its instance id, after an optional
 /// delay and while no [`HoldGuard`] is alive, and counts what it served.
+///
+/// [`fail_with`](Self::fail_with) turns it into a failing instance that still accepts
+/// every call. The counters count unary calls only.
 #[derive(Debug, Clone)]
 pub struct EchoService {
     state: Arc<EchoState>,
 }
+
+/// No injected failure (see [`EchoState::fail`]).
+const NO_FAILURE: i32 = -1;
 
 #[derive(Debug)]
 struct EchoState {
@@ -28,8 +31,11 @@ struct EchoState {
     delay_us: AtomicU64,
     /// How many [`HoldGuard`]s are alive; unary replies wait while it is above 0.
     holds: tokio::sync::watch::Sender<usize>,
+    /// The injected failure's `Code` as `i32`, or [`NO_FAILURE`].
+    fail: AtomicI32,
     received: AtomicU64,
     served: AtomicU64,
+    failed: AtomicU64,
 }
 
 /// Keeps every unary request to an [`EchoService`] in flight until dropped, so that a
@@ -50,8 +56,10 @@ impl EchoService {
                 id: id.into(),
                 delay_us: AtomicU64::new(0),
                 holds: tokio::sync::watch::Sender::new(0),
+                fail: AtomicI32::new(NO_FAILURE),
                 received: AtomicU64::new(0),
                 served: AtomicU64::new(0),
+                failed: AtomicU64::new(0),
             }),
         }
     }
@@ -77,14 +85,43 @@ impl EchoService {
         }
     }
 
+    /// While `Some(code)`, fails every call with `Status::new(code, "injected failure")`;
+    /// `None` (the default) answers normally again.
+    ///
+    /// A unary call is failed at once, without delay or hold, as a trailers-only
+    /// response (HTTP 200, `grpc-status` in the only HEADERS frame), and counted in
+    /// [`failed`](Self::failed), not [`served`](Self::served). A stream started while
+    /// failing sends its `count` messages as usual, then ends with the status in the
+    /// trailers, so the client sees a 200 response that fails at its end.
+    /// `Some(Code::Ok)` sends `grpc-status: 0` without a message, which clients report
+    /// as an error of their own (tonic: `Internal`, "Missing response message").
+    pub fn fail_with(&self, code: Option<Code>) {
+        let code = code.map_or(NO_FAILURE, i32::from);
+        self.state.fail.store(code, Ordering::Relaxed);
+    }
+
     /// How many unary requests it has received, answered or not yet.
     pub fn received(&self) -> u64 {
         self.state.received.load(Ordering::Relaxed)
     }
 
-    /// How many unary requests it has answered.
+    /// How many unary requests it has answered with a reply.
     pub fn served(&self) -> u64 {
         self.state.served.load(Ordering::Relaxed)
+    }
+
+    /// How many unary requests it has answered with the failure of
+    /// [`fail_with`](Self::fail_with).
+    pub fn failed(&self) -> u64 {
+        self.state.failed.load(Ordering::Relaxed)
+    }
+
+    /// The status [`fail_with`](Self::fail_with) asks for, if any.
+    fn failure(&self) -> Option<Status> {
+        match self.state.fail.load(Ordering::Relaxed) {
+            NO_FAILURE => None,
+            code => Some(Status::new(Code::from_i32(code), "injected failure")),
+        }
     }
 
     async fn pause(&self) {
@@ -112,6 +149,10 @@ type EchoStream = Pin<Box<dyn Stream<Item = Result<EchoResponse, Status>> + Send
 impl Echo for EchoService {
     async fn echo(&self, request: Request<EchoRequest>) -> Result<Response<EchoResponse>, Status> {
         self.state.received.fetch_add(1, Ordering::Relaxed);
+        if let Some(status) = self.failure() {
+            self.state.failed.fetch_add(1, Ordering::Relaxed);
+            return Err(status);
+        }
         self.pause().await;
         self.state.served.fetch_add(1, Ordering::Relaxed);
         Ok(Response::new(EchoResponse {
@@ -129,6 +170,7 @@ impl Echo for EchoService {
         let req = request.into_inner();
         let (tx, rx) = mpsc::channel(4);
         let id = self.state.id.clone();
+        let failure = self.failure();
         tokio::spawn(async move {
             for _ in 0..req.count {
                 let reply = EchoResponse {
@@ -142,282 +184,14 @@ impl Echo for EchoService {
                     tokio::time::sleep(Duration::from_millis(req.interval_ms.into())).await;
                 }
             }
+            if let Some(status) = failure {
+                // The last item: tonic ends the response with it in the trailers.
+                let _ = tx.send(Err(status)).await;
+            }
         });
         let stream = futures_util::stream::unfold(rx, |mut rx| async move {
             rx.recv().await.map(|item| (item, rx))
         });
         Ok(Response::new(Box::pin(stream)))
-    }
-}
-
-/// An Echo server (with `grpc.health.v1`) on a loopback port, running on a runtime of
-/// its own so that [`TestEchoServer::kill`] can end every connection at once, as a
-/// crashed process would.
-#[derive(Debug)]
-pub struct TestEchoServer {
-    addr: SocketAddr,
-    service: EchoService,
-    health: HealthReporter,
-    serving: tokio::sync::watch::Sender<bool>,
-    control: Option<oneshot::Sender<Stop>>,
-    thread: Option<std::thread::JoinHandle<()>>,
-    connections: Arc<ConnCounter>,
-}
-
-/// Counts the connections a server accepted and how many are still open.
-#[derive(Debug, Default)]
-struct ConnCounter {
-    accepted: AtomicU64,
-    open: AtomicU64,
-}
-
-#[derive(Debug)]
-enum Stop {
-    Graceful,
-    Kill,
-}
-
-// === impl TestEchoServer ===
-
-impl TestEchoServer {
-    /// Starts a server for instance `id` on `127.0.0.1:0`.
-    pub async fn start(id: impl Into<String>) -> std::io::Result<TestEchoServer> {
-        Self::start_on("127.0.0.1:0".parse().expect("loopback"), id).await
-    }
-
-    /// Starts a server for instance `id` on `addr`.
-    pub async fn start_on(
-        addr: SocketAddr,
-        id: impl Into<String>,
-    ) -> std::io::Result<TestEchoServer> {
-        let service = EchoService::new(id);
-        let (health, health_service) = tonic_health::server::health_reporter();
-        health.set_serving::<EchoGrpcServer<EchoService>>().await;
-        let listener = std::net::TcpListener::bind(addr)?;
-        listener.set_nonblocking(true)?;
-        let addr = listener.local_addr()?;
-        let (control, stop) = oneshot::channel::<Stop>();
-        let svc = service.clone();
-        let connections = Arc::new(ConnCounter::default());
-        let counter = connections.clone();
-        let thread = std::thread::Builder::new()
-            .name(format!("echo-{}", service.id()))
-            .spawn(move || serve(listener, svc, health_service, stop, counter))?;
-        Ok(TestEchoServer {
-            addr,
-            service,
-            health,
-            serving: tokio::sync::watch::Sender::new(true),
-            control: Some(control),
-            thread: Some(thread),
-            connections,
-        })
-    }
-
-    /// How many connections the server has accepted since it started.
-    pub fn accepted_connections(&self) -> u64 {
-        self.connections.accepted.load(Ordering::Relaxed)
-    }
-
-    /// How many accepted connections are still open (closed by either side ends
-    /// the count once the server has dropped the socket).
-    pub fn open_connections(&self) -> u64 {
-        self.connections.open.load(Ordering::Relaxed)
-    }
-
-    /// The address it listens on.
-    pub fn addr(&self) -> SocketAddr {
-        self.addr
-    }
-
-    /// The Echo service it serves (to add delay or read counters).
-    pub fn service(&self) -> &EchoService {
-        &self.service
-    }
-
-    /// Sets what `grpc.health.v1` answers for the Echo service and for `""`.
-    pub async fn set_serving(&self, serving: bool) {
-        let status = if serving {
-            ServingStatus::Serving
-        } else {
-            ServingStatus::NotServing
-        };
-        self.health.set_service_status("echo.v1.Echo", status).await;
-        self.health.set_service_status("", status).await;
-        self.serving.send_replace(serving);
-    }
-
-    /// Follows [`set_serving`](Self::set_serving): `true` while serving. Hand it to a
-    /// registration (`consul::Registration::health`) so its TTL check follows.
-    pub fn health_watch(&self) -> tokio::sync::watch::Receiver<bool> {
-        self.serving.subscribe()
-    }
-
-    /// Stops accepting, finishes in-flight requests, then returns.
-    pub async fn shutdown(mut self) {
-        self.stop(Stop::Graceful).await;
-    }
-
-    /// Ends the server at once: the listener and every connection close, in-flight
-    /// requests fail, as when the process is killed.
-    pub async fn kill(mut self) {
-        self.stop(Stop::Kill).await;
-    }
-
-    async fn stop(&mut self, how: Stop) {
-        if let Some(control) = self.control.take() {
-            let _ = control.send(how);
-        }
-        if let Some(thread) = self.thread.take() {
-            let _ = tokio::task::spawn_blocking(move || thread.join()).await;
-        }
-    }
-}
-
-impl Drop for TestEchoServer {
-    fn drop(&mut self) {
-        if let Some(control) = self.control.take() {
-            let _ = control.send(Stop::Kill);
-        }
-    }
-}
-
-fn serve(
-    listener: std::net::TcpListener,
-    service: EchoService,
-    health: tonic_health::pb::health_server::HealthServer<
-        impl tonic_health::pb::health_server::Health,
-    >,
-    stop: oneshot::Receiver<Stop>,
-    counter: Arc<ConnCounter>,
-) {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("echo server runtime");
-    let (graceful_tx, graceful_rx) = oneshot::channel::<()>();
-    let kill = runtime.block_on(async move {
-        let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
-        let incoming = tokio_stream_incoming(listener, counter);
-        let server = tonic::transport::Server::builder()
-            .add_service(health)
-            .add_service(EchoGrpcServer::new(service))
-            .serve_with_incoming_shutdown(incoming, async move {
-                let _ = graceful_rx.await;
-            });
-        tokio::pin!(server);
-        tokio::select! {
-            res = &mut server => {
-                if let Err(e) = res {
-                    tracing::warn!(error = %e, "echo server ended");
-                }
-                false
-            }
-            how = stop => match how {
-                Ok(Stop::Graceful) => {
-                    let _ = graceful_tx.send(());
-                    let _ = server.await;
-                    false
-                }
-                _ => true,
-            },
-        }
-    });
-    if kill {
-        // Dropping the runtime without waiting drops every connection task.
-        runtime.shutdown_background();
-    }
-}
-
-fn tokio_stream_incoming(
-    listener: tokio::net::TcpListener,
-    counter: Arc<ConnCounter>,
-) -> impl Stream<Item = std::io::Result<CountedStream>> {
-    futures_util::stream::unfold(listener, move |listener| {
-        let counter = counter.clone();
-        async move {
-            let item = listener.accept().await.map(|(stream, _)| {
-                let _ = stream.set_nodelay(true);
-                CountedStream::new(stream, counter)
-            });
-            Some((item, listener))
-        }
-    })
-}
-
-pin_project_lite::pin_project! {
-    /// An accepted connection that keeps [`ConnCounter::open`] up to date.
-    struct CountedStream {
-        #[pin]
-        inner: tokio::net::TcpStream,
-        counter: Arc<ConnCounter>,
-    }
-
-    impl PinnedDrop for CountedStream {
-        fn drop(this: Pin<&mut Self>) {
-            this.counter.open.fetch_sub(1, Ordering::Relaxed);
-        }
-    }
-}
-
-impl CountedStream {
-    fn new(inner: tokio::net::TcpStream, counter: Arc<ConnCounter>) -> Self {
-        counter.accepted.fetch_add(1, Ordering::Relaxed);
-        counter.open.fetch_add(1, Ordering::Relaxed);
-        CountedStream { inner, counter }
-    }
-}
-
-impl tonic::transport::server::Connected for CountedStream {
-    type ConnectInfo = tonic::transport::server::TcpConnectInfo;
-
-    fn connect_info(&self) -> Self::ConnectInfo {
-        self.inner.connect_info()
-    }
-}
-
-impl tokio::io::AsyncRead for CountedStream {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        buf: &mut tokio::io::ReadBuf<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        self.project().inner.poll_read(cx, buf)
-    }
-}
-
-impl tokio::io::AsyncWrite for CountedStream {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        buf: &[u8],
-    ) -> std::task::Poll<std::io::Result<usize>> {
-        self.project().inner.poll_write(cx, buf)
-    }
-
-    fn poll_flush(
-        self: Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        self.project().inner.poll_flush(cx)
-    }
-
-    fn poll_shutdown(
-        self: Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        self.project().inner.poll_shutdown(cx)
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        bufs: &[std::io::IoSlice<'_>],
-    ) -> std::task::Poll<std::io::Result<usize>> {
-        self.project().inner.poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
     }
 }

@@ -1,20 +1,26 @@
 //! Testing support, behind the `testkit` feature: an in-process Consul-compatible
-//! registry, the Echo gRPC service of `proto/echo.proto` and a loopback server for it,
-//! and tracing set-up for tests.
+//! registry, the Echo gRPC service of `proto/echo.proto` and loopback servers for it
+//! (a tonic one that can fail calls, freeze and age out connections, and a raw HTTP/2
+//! one that refuses streams and sends GOAWAYs), and tracing set-up for tests.
 //!
 //! These are for tests and examples (ours and yours), never for production traffic.
 
 mod consul_dev;
 mod echo;
+mod echo_conn;
+mod echo_server;
 mod etcd;
 mod etcd_cluster;
+mod h2_fault;
 mod nacos;
 mod process;
 
 pub use consul_dev::{ConsulDev, ConsulDevBuilder, Fault, FaultId, FaultRule, Faults};
-pub use echo::{EchoService, HoldGuard, TestEchoServer};
+pub use echo::{EchoService, HoldGuard};
+pub use echo_server::{TestEchoServer, TestEchoServerBuilder};
 pub use etcd::EtcdServer;
 pub use etcd_cluster::EtcdCluster;
+pub use h2_fault::H2FaultServer;
 pub use nacos::NacosServer;
 
 pub mod pb {
