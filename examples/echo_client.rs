@@ -3,12 +3,15 @@
 //!
 //! ```text
 //! cargo run --release --example echo_client -- --registry consul://127.0.0.1:8500 \
-//!     --service echo [--tag T]... [--rps 200] [--concurrency 8] [--duration 10s]
+//!     --service echo [--tag T]... [--rps 200] [--concurrency 8] [--duration 10s] \
+//!     [--timeout 500ms]
 //! ```
 //!
 //! Every second it prints one JSON line
 //! `{"elapsed_ms":N,"ok":{"<instance id>":N,...},"errors":{"<grpc code name>":N}}`
 //! with that second's counts, and at the end `{"summary":{"ok":{...},"errors":{...}}}`.
+//! `--timeout D` gives every call a deadline of `D` (sent as `grpc-timeout`; default:
+//! none); a call that misses it counts as `DeadlineExceeded`.
 //! The ACL token, if any, comes from `CONSUL_HTTP_TOKEN` or `CONSUL_HTTP_TOKEN_FILE`.
 
 #[path = "common/mod.rs"]
@@ -19,6 +22,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::time::{Instant, MissedTickBehavior};
+use tonic::{Code, Status};
 use tonic_discovery::balance::BalancedChannel;
 use tonic_discovery::testkit::pb::EchoRequest;
 use tonic_discovery::testkit::pb::echo_client::EchoClient;
@@ -62,6 +66,7 @@ struct Options {
     rps: u32,
     concurrency: usize,
     duration: Duration,
+    timeout: Option<Duration>,
 }
 
 fn options() -> Result<Options, String> {
@@ -73,6 +78,10 @@ fn options() -> Result<Options, String> {
         rps: args.parsed("--rps", 200)?,
         concurrency: args.parsed("--concurrency", 8)?,
         duration: args.duration("--duration", Duration::from_secs(10))?,
+        timeout: args
+            .optional("--timeout")?
+            .map(|v| common::parse_duration(&v).map_err(|e| format!("--timeout: {e}")))
+            .transpose()?,
     };
     args.finish()?;
     if options.rps == 0 || options.concurrency == 0 {
@@ -100,13 +109,14 @@ async fn main() {
 }
 
 const USAGE: &str = "echo_client --registry consul://HOST:PORT|etcd://HOST:PORT[,…]|nacos://HOST:PORT --service NAME \
-[--tag T]... [--rps 200] [--concurrency 8] [--duration 10s]";
+[--tag T]... [--rps 200] [--concurrency 8] [--duration 10s] [--timeout DURATION]";
 
 async fn run(channel: BalancedChannel, options: &Options) {
     let counts = Arc::new(Mutex::new(Counts::default()));
     let start = Instant::now();
     let end = start + options.duration;
     let pacer = Arc::new(Pacer::new(start, Duration::from_secs(1) / options.rps));
+    let timeout = options.timeout;
     let workers: Vec<_> = (0..options.concurrency)
         .map(|_| {
             let (channel, counts, pacer) = (channel.clone(), counts.clone(), pacer.clone());
@@ -118,22 +128,19 @@ async fn run(channel: BalancedChannel, options: &Options) {
                         return;
                     }
                     tokio::time::sleep_until(slot).await;
-                    let result = client
-                        .echo(EchoRequest {
-                            message: vec![0; 64],
-                        })
-                        .await;
+                    let mut request = tonic::Request::new(EchoRequest {
+                        message: vec![0; 64],
+                    });
+                    if let Some(timeout) = timeout {
+                        request.set_timeout(timeout);
+                    }
+                    let result = client.echo(request).await;
                     let mut counts = counts.lock().unwrap();
                     match result {
                         Ok(reply) => {
                             *counts.ok.entry(reply.into_inner().instance_id).or_default() += 1
                         }
-                        Err(status) => {
-                            *counts
-                                .errors
-                                .entry(format!("{:?}", status.code()))
-                                .or_default() += 1
-                        }
+                        Err(status) => *counts.errors.entry(code_name(&status)).or_default() += 1,
                     }
                 }
             })
@@ -160,6 +167,17 @@ async fn run(channel: BalancedChannel, options: &Options) {
         println!("{}", rest.line((Instant::now() - start).as_millis() as u64));
     }
     println!(r#"{{"summary":{}}}"#, total.body());
+}
+
+/// The name a failed call is counted under: its code, except that a tonic server
+/// reports a deadline it enforced as `Cancelled` "Timeout expired" (the client's own
+/// deadline is `DeadlineExceeded` already), which counts as the deadline it is.
+fn code_name(status: &Status) -> String {
+    let code = match status.code() {
+        Code::Cancelled if status.message() == "Timeout expired" => Code::DeadlineExceeded,
+        code => code,
+    };
+    format!("{code:?}")
 }
 
 /// Hands out request start times `interval` apart. A worker that fell behind (a
