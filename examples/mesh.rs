@@ -57,7 +57,9 @@ async fn main() {
     println!("registered a, b and c as `{SERVICE}` with a {TTL:?} TTL check each");
 
     let discovery = client.discovery(SERVICE).build();
-    let channel = BalancedChannel::builder(SERVICE).build(discovery);
+    let channel = BalancedChannel::builder(SERVICE)
+        .build(discovery)
+        .unwrap_or_else(|e| common::fail(&e.to_string()));
     let tally = Arc::new(Mutex::new(Tally::default()));
     let start = Instant::now();
     let load = tokio::spawn(load(channel.clone(), tally.clone(), start));

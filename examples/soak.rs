@@ -192,7 +192,9 @@ async fn main() {
     for _ in 0..config.min {
         churn.register().await.unwrap_or_else(|e| common::fail(&e));
     }
-    let channel = BalancedChannel::builder("echo").build(client.discovery("echo").build());
+    let channel = BalancedChannel::builder("echo")
+        .build(client.discovery("echo").build())
+        .unwrap_or_else(|e| common::fail(&e.to_string()));
     while ready(&channel) < config.min {
         // Start-up only: wait for the first instances before measuring.
         tokio::time::sleep(Duration::from_millis(10)).await;

@@ -27,7 +27,9 @@ async fn spreads_requests_over_all_instances() {
     support::trace_init();
     let s = servers(&["a", "b", "c"]).await;
     let (feed, disc) = discovery();
-    let channel = BalancedChannel::builder("echo").build(disc);
+    let channel = BalancedChannel::builder("echo")
+        .build(disc)
+        .expect("valid balancer settings");
     s.iter().for_each(|s| feed.insert(s));
     eventually(WAIT, "three ready endpoints", || async {
         all_ready(&channel, 3)
@@ -67,7 +69,9 @@ async fn insert_while_idle_connects_before_the_first_request() {
     support::trace_init();
     let s = servers(&["a"]).await;
     let (feed, disc) = discovery();
-    let channel = BalancedChannel::builder("echo").build(disc);
+    let channel = BalancedChannel::builder("echo")
+        .build(disc)
+        .expect("valid balancer settings");
     feed.insert(&s[0]);
     eventually(WAIT, "endpoint connected with no request sent", || async {
         state(&channel, "a") == Some(EndpointState::Ready) && s[0].open_connections() == 1
@@ -87,7 +91,9 @@ async fn remove_while_idle_closes_the_connection_and_stops_requests() {
     support::trace_init();
     let s = servers(&["a", "b"]).await;
     let (feed, disc) = discovery();
-    let channel = BalancedChannel::builder("echo").build(disc);
+    let channel = BalancedChannel::builder("echo")
+        .build(disc)
+        .expect("valid balancer settings");
     s.iter().for_each(|s| feed.insert(s));
     eventually(WAIT, "two ready endpoints", || async {
         all_ready(&channel, 2)
@@ -123,7 +129,9 @@ async fn remove_lets_in_flight_requests_finish() {
     let s = servers(&["a"]).await;
     let hold = s[0].service().hold();
     let (feed, disc) = discovery();
-    let channel = BalancedChannel::builder("echo").build(disc);
+    let channel = BalancedChannel::builder("echo")
+        .build(disc)
+        .expect("valid balancer settings");
     feed.insert(&s[0]);
     eventually(WAIT, "a ready", || async { all_ready(&channel, 1) }).await;
     let in_flight = tokio::spawn({
@@ -154,7 +162,9 @@ async fn fast_fast_slow(delay: Duration) -> (Vec<TestEchoServer>, Feeder, Balanc
     let s = servers(&["fast1", "fast2", "slow"]).await;
     s[2].service().set_delay(delay);
     let (feed, disc) = discovery();
-    let channel = BalancedChannel::builder("echo").build(disc);
+    let channel = BalancedChannel::builder("echo")
+        .build(disc)
+        .expect("valid balancer settings");
     s.iter().for_each(|s| feed.insert(s));
     eventually(WAIT, "three ready endpoints", || async {
         all_ready(&channel, 3)
@@ -239,7 +249,8 @@ async fn concurrency_limit_holds_requests_back() {
     let channel = BalancedChannel::builder("echo")
         .concurrency_limit(1)
         .failfast_timeout(Duration::from_millis(300))
-        .build(disc);
+        .build(disc)
+        .expect("valid balancer settings");
     feed.insert(&s[0]);
     eventually(WAIT, "a ready", || async { all_ready(&channel, 1) }).await;
     let first = tokio::spawn({

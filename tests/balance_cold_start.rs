@@ -52,7 +52,10 @@ async fn spread(channel: &BalancedChannel, callers: usize, n: usize) -> HashMap<
 async fn warm_then_insert(last: &TestEchoServer, warm: &[TestEchoServer]) -> BalancedChannel {
     let (feed, disc) = discovery();
     let load = LoadMetric::peak_ewma(Duration::from_secs(1), Duration::from_millis(200));
-    let channel = BalancedChannel::builder("echo").load(load).build(disc);
+    let channel = BalancedChannel::builder("echo")
+        .load(load)
+        .build(disc)
+        .expect("valid balancer settings");
     warm.iter().for_each(|s| feed.insert(s));
     eventually(WAIT, "three ready endpoints", || async {
         all_ready(&channel, 3)

@@ -42,6 +42,7 @@ fn channel(dev: &ConsulDev, service: &str) -> BalancedChannel {
     BalancedChannel::builder(service)
         .failfast_timeout(Duration::from_millis(300))
         .build(discovery)
+        .expect("valid balancer settings")
 }
 
 async fn call(channel: &BalancedChannel) -> Result<String, tonic::Status> {

@@ -17,7 +17,8 @@ fn build_with_worker_needs_no_runtime() {
     // Built outside any runtime: nothing may touch tokio's timer or reactor yet.
     let (channel, worker) = BalancedChannel::builder("echo")
         .failfast_timeout(Duration::from_millis(20))
-        .build_with_worker(discovery);
+        .build_with_worker(discovery)
+        .expect("valid balancer settings");
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

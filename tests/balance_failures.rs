@@ -23,7 +23,9 @@ async fn killed_server_leaves_the_ready_set_under_load() {
     let a = TestEchoServer::start("a").await.expect("a");
     let b = TestEchoServer::start("b").await.expect("b");
     let (feed, disc) = discovery();
-    let channel = BalancedChannel::builder("echo").build(disc);
+    let channel = BalancedChannel::builder("echo")
+        .build(disc)
+        .expect("valid balancer settings");
     feed.insert(&a);
     feed.insert(&b);
     eventually(WAIT, "two ready endpoints", || async {
@@ -75,7 +77,9 @@ async fn killed_server_leaves_the_ready_set_while_idle() {
     support::trace_init();
     let a = TestEchoServer::start("a").await.expect("a");
     let (feed, disc) = discovery();
-    let channel = BalancedChannel::builder("echo").build(disc);
+    let channel = BalancedChannel::builder("echo")
+        .build(disc)
+        .expect("valid balancer settings");
     feed.insert(&a);
     eventually(WAIT, "a ready", || async { all_ready(&channel, 1) }).await;
     a.kill().await;
@@ -101,7 +105,8 @@ async fn endpoint_comes_back_after_its_server_restarts() {
     let backoff = Backoff::new(Duration::from_millis(10), Duration::from_millis(50));
     let channel = BalancedChannel::builder("echo")
         .reconnect_backoff(backoff)
-        .build(disc);
+        .build(disc)
+        .expect("valid balancer settings");
     feed.insert_at("a", addr);
     eventually(WAIT, "a ready", || async { all_ready(&channel, 1) }).await;
     a.kill().await;
@@ -124,7 +129,8 @@ async fn empty_set_fails_with_unavailable_after_the_failfast_timeout() {
     let (_feed, disc) = discovery();
     let channel = BalancedChannel::builder("echo")
         .failfast_timeout(Duration::from_secs(3))
-        .build(disc);
+        .build(disc)
+        .expect("valid balancer settings");
     let start = tokio::time::Instant::now();
     let status = call(&channel).await.expect_err("no instance");
     assert_eq!(status.code(), Code::Unavailable);
@@ -152,7 +158,8 @@ async fn request_timeout_covers_time_spent_waiting_for_an_instance() {
     let channel = BalancedChannel::builder("echo")
         .failfast_timeout(Duration::from_secs(60))
         .timeout(Duration::from_secs(1))
-        .build(disc);
+        .build(disc)
+        .expect("valid balancer settings");
     let start = tokio::time::Instant::now();
     let status = call(&channel).await.expect_err("deadline");
     assert_eq!(status.code(), Code::DeadlineExceeded, "{status:?}");
@@ -167,7 +174,8 @@ async fn a_shorter_grpc_timeout_on_the_request_wins() {
     let channel = BalancedChannel::builder("echo")
         .failfast_timeout(Duration::from_secs(60))
         .timeout(Duration::from_secs(10))
-        .build(disc);
+        .build(disc)
+        .expect("valid balancer settings");
     let mut request = tonic::Request::new(EchoRequest::default());
     request.set_timeout(Duration::from_millis(250));
     let start = tokio::time::Instant::now();
@@ -185,7 +193,8 @@ async fn fails_fast_then_recovers_when_an_instance_appears() {
     let (feed, disc) = discovery();
     let channel = BalancedChannel::builder("echo")
         .failfast_timeout(Duration::from_millis(50))
-        .build(disc);
+        .build(disc)
+        .expect("valid balancer settings");
     let status = call(&channel).await.expect_err("empty");
     assert_eq!(status.code(), Code::Unavailable);
     let a = TestEchoServer::start("a").await.expect("a");
@@ -199,7 +208,9 @@ async fn discovery_errors_and_end_do_not_break_the_channel() {
     support::trace_init();
     let a = TestEchoServer::start("a").await.expect("a");
     let (feed, disc) = discovery();
-    let channel = BalancedChannel::builder("echo").build(disc);
+    let channel = BalancedChannel::builder("echo")
+        .build(disc)
+        .expect("valid balancer settings");
     feed.error("registry unreachable");
     feed.insert(&a);
     feed.error("registry unreachable again");
@@ -222,7 +233,9 @@ async fn discovery_errors_and_end_do_not_break_the_channel() {
 async fn calls_fail_clearly_when_the_worker_is_gone() {
     support::trace_init();
     let (_feed, disc) = discovery();
-    let (channel, worker) = BalancedChannel::builder("echo").build_with_worker(disc);
+    let (channel, worker) = BalancedChannel::builder("echo")
+        .build_with_worker(disc)
+        .expect("valid balancer settings");
     drop(worker);
     let status = call(&channel).await.expect_err("no worker");
     assert_eq!(status.code(), Code::Unavailable);
@@ -240,7 +253,8 @@ async fn the_queue_is_bounded() {
     // The worker is never run, so nothing leaves the queue.
     let (channel, _worker) = BalancedChannel::builder("echo")
         .buffer_size(2)
-        .build_with_worker(disc);
+        .build_with_worker(disc)
+        .expect("valid balancer settings");
     let mut held = Vec::new();
     for _ in 0..2 {
         let mut c = channel.clone();

@@ -43,7 +43,10 @@ async fn connects_over_tls_with_a_domain_override() {
     let (addr, server) = tls_server("tls-a").await;
     let tls = TlsConfig::new(CA).expect("CA").domain_name("echo.test");
     let (feed, disc) = discovery();
-    let channel = BalancedChannel::builder("echo").tls(tls).build(disc);
+    let channel = BalancedChannel::builder("echo")
+        .tls(tls)
+        .build(disc)
+        .expect("valid balancer settings");
     feed.insert_at("tls-a", addr);
     eventually(Duration::from_secs(5), "TLS endpoint ready", || async {
         state(&channel, "tls-a") == Some(EndpointState::Ready)
@@ -63,7 +66,8 @@ async fn a_wrong_name_never_becomes_ready() {
     let channel = BalancedChannel::builder("echo")
         .tls(tls)
         .failfast_timeout(Duration::from_millis(200))
-        .build(disc);
+        .build(disc)
+        .expect("valid balancer settings");
     feed.insert_at("tls-b", addr);
     eventually(
         Duration::from_secs(5),

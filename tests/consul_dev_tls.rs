@@ -171,7 +171,8 @@ async fn tls_all_the_way_from_registration_to_call() {
         .domain_name("echo.test");
     let channel = BalancedChannel::builder("echo")
         .tls(tls)
-        .build(client.discovery("echo").build());
+        .build(client.discovery("echo").build())
+        .expect("valid balancer settings");
     eventually(T, "a call over TLS succeeds", || async {
         let mut echo = EchoClient::new(channel.clone());
         echo.echo(EchoRequest::default())

@@ -41,7 +41,9 @@ async fn draining_instance_loses_no_request_under_load() {
         handles.push(register(&client, &server).await);
         servers.push(server);
     }
-    let channel = BalancedChannel::builder("echo").build(client.discovery("echo").build());
+    let channel = BalancedChannel::builder("echo")
+        .build(client.discovery("echo").build())
+        .expect("valid balancer settings");
     support::eventually(WAIT, "three ready instances", || async {
         let eps = channel.endpoints();
         eps.iter()

@@ -42,7 +42,9 @@ async fn draining_instance_loses_no_request_at_200_per_second() {
         handles.push(nacos.register(reg).await.unwrap());
         servers.push(echo);
     }
-    let channel = BalancedChannel::builder("echo").build(nacos.discovery("echo").build());
+    let channel = BalancedChannel::builder("echo")
+        .build(nacos.discovery("echo").build())
+        .expect("valid balancer settings");
     ready(&channel, 3).await;
     let b_addr = servers[1].addr().to_string();
 
@@ -99,7 +101,9 @@ async fn a_disabled_instance_gets_no_requests() {
         )
         .await;
     }
-    let channel = BalancedChannel::builder("echo").build(nacos.discovery("echo").build());
+    let channel = BalancedChannel::builder("echo")
+        .build(nacos.discovery("echo").build())
+        .expect("valid balancer settings");
     ready(&channel, 2).await;
     let load = start_load(channel.clone());
     eventually(WAIT, "both serving", || async {

@@ -72,7 +72,9 @@ async fn the_token_is_in_no_log_debug_or_url() {
     let observer = discovery.observer();
     let channel_builder = BalancedChannel::builder("echo");
     debug.push(format!("{channel_builder:?}"));
-    let channel = channel_builder.build(discovery);
+    let channel = channel_builder
+        .build(discovery)
+        .expect("valid balancer settings");
     eventually(T, "a call succeeds", || echo_once(&channel)).await;
     debug.push(format!("{channel:?} {:?}", channel.endpoints()));
     debug.push(format!("{:?} {observer:?}", observer.state()));

@@ -114,7 +114,9 @@ impl Registry {
 
     /// Ours: a `BalancedChannel` over `consul::Discovery` of `service`.
     pub fn ours(&self, service: &str) -> BalancedChannel {
-        BalancedChannel::builder(service).build(self.client.discovery(service).build())
+        BalancedChannel::builder(service)
+            .build(self.client.discovery(service).build())
+            .expect("valid balancer settings")
     }
 
     /// tonic's balancer fed by the same discovery.

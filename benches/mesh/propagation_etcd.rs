@@ -23,7 +23,9 @@ pub async fn run(trials: usize) -> Res<(Results, Errors)> {
     for s in &servers {
         handles.push(Some(client.register(reg(s)).await?));
     }
-    let ours = BalancedChannel::builder("prop").build(client.discovery("prop").build());
+    let ours = BalancedChannel::builder("prop")
+        .build(client.discovery("prop").build())
+        .expect("valid balancer settings");
     let fed = common::tonic_fed(client.discovery("prop").build());
     let ids = common::ids(&servers);
     let contenders = Contenders::start(&ours, fed, &ids).await?;

@@ -238,7 +238,7 @@ impl Registry {
                 for tag in tags {
                     discovery = discovery.tag(tag.clone());
                 }
-                Ok(builder.build(discovery.build()))
+                builder.build(discovery.build()).map_err(|e| e.to_string())
             }
             #[cfg(feature = "etcd")]
             Registry::Etcd(endpoints) => {
@@ -246,7 +246,9 @@ impl Registry {
                     return Err("--tag needs a Consul registry".into());
                 }
                 let client = Self::etcd(endpoints).await?;
-                Ok(builder.build(client.discovery(service).build()))
+                builder
+                    .build(client.discovery(service).build())
+                    .map_err(|e| e.to_string())
             }
             #[cfg(feature = "nacos")]
             Registry::Nacos(url) => {
@@ -254,7 +256,9 @@ impl Registry {
                     return Err("--tag needs a Consul registry".into());
                 }
                 let client = Self::nacos(url).await?;
-                Ok(builder.build(client.discovery(service).build()))
+                builder
+                    .build(client.discovery(service).build())
+                    .map_err(|e| e.to_string())
             }
         }
     }

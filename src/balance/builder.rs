@@ -10,15 +10,18 @@ use tokio_util::sync::PollSender;
 use tower::discover::Change;
 use tracing::Instrument;
 
+use super::accrual::FailureAccrual;
 use super::channel::{BalancedChannel, Shared};
 use super::config::{EndpointConfig, LoadMetric};
 use super::failfast::FailFast;
 use super::info::Registry;
+use super::retry::RetryBudget;
 use super::worker::{self, Worker, WorkerParts};
-use crate::{Backoff, BoxError, Instance, InstanceKey};
+use crate::{Backoff, BoxError, Error, Instance, InstanceKey};
 
 const DEFAULT_FAILFAST: Duration = Duration::from_secs(3);
 const DEFAULT_BUFFER: usize = 1024;
+const DEFAULT_MAX_RESENDS: u32 = 3;
 
 /// Configures a [`BalancedChannel`]: the endpoint template applied to every
 /// instance, the queue, fail-fast and the load metric.
@@ -31,6 +34,9 @@ pub struct BalancedChannelBuilder {
     failfast: Duration,
     buffer_size: usize,
     load: LoadMetric,
+    accrual: FailureAccrual,
+    budget: RetryBudget,
+    max_resends: u32,
 }
 
 // === impl BalancedChannelBuilder ===
@@ -44,6 +50,9 @@ impl BalancedChannelBuilder {
             failfast: DEFAULT_FAILFAST,
             buffer_size: DEFAULT_BUFFER,
             load: LoadMetric::default(),
+            accrual: FailureAccrual::default(),
+            budget: RetryBudget::default(),
+            max_resends: DEFAULT_MAX_RESENDS,
         }
     }
 
@@ -68,22 +77,29 @@ impl BalancedChannelBuilder {
         self
     }
 
-    /// Sends HTTP/2 PINGs at this interval to detect dead connections. Default: off.
+    /// Sends an HTTP/2 PING when calls are open on a connection but nothing has been
+    /// received on it for this long; `None` turns keep-alive off. Default: 10 s.
     ///
     /// A crashed or restarted server closes its connections and leaves the ready set at
-    /// once without this. PINGs are for the silent failures: a partition or a frozen
-    /// host that sends no FIN or RST, where an instance would otherwise stay ready
-    /// until requests time out (set [`Self::timeout`] too). Off by default because
-    /// servers police PINGs: grpc-go answers PINGs sent more often than its enforcement
-    /// policy allows (5 min by default) with `GOAWAY too_many_pings`. 20–60 s with
-    /// [`Self::keep_alive_while_idle`] off suits most servers.
-    pub fn http2_keep_alive_interval(mut self, interval: Duration) -> Self {
-        self.endpoint.keep_alive_interval = Some(interval);
+    /// once. PINGs are for the silent failures: a frozen process or a partition that
+    /// sends no FIN or RST. Without an answer within [`Self::keep_alive_timeout`] the
+    /// connection is declared dead, its calls fail (`Unavailable`) and the endpoint
+    /// leaves the ready set and reconnects: a call waits at most interval + timeout
+    /// (15 s by default) after the instance last answered.
+    ///
+    /// A busy connection is never pinged (every answer counts as a sign of life), nor is
+    /// an idle one unless [`Self::keep_alive_while_idle`] is on. Servers police PINGs:
+    /// grpc-go's default policy closes a connection that PINGs more often than every
+    /// 5 minutes while the server sends nothing (a long silent stream) with
+    /// `GOAWAY(ENHANCE_YOUR_CALM)`; the endpoint then doubles its interval for the next
+    /// connection, as grpc-go's own client does.
+    pub fn http2_keep_alive_interval(mut self, interval: impl Into<Option<Duration>>) -> Self {
+        self.endpoint.keep_alive_interval = interval.into();
         self
     }
 
     /// How long to wait for a PING's answer before closing the connection.
-    /// Default: 20 s. Needs [`Self::http2_keep_alive_interval`].
+    /// Default: 5 s.
     pub fn keep_alive_timeout(mut self, timeout: Duration) -> Self {
         self.endpoint.keep_alive_timeout = timeout;
         self
@@ -154,44 +170,88 @@ impl BalancedChannelBuilder {
         self
     }
 
+    /// When an endpoint whose calls fail leaves the ready set. Default:
+    /// [`FailureAccrual::default`] (5 consecutive failures, or 50% of at least 20 calls
+    /// over 10 s; at most half the endpoints ejected). [`FailureAccrual::disabled`]
+    /// turns it off.
+    pub fn failure_accrual(mut self, accrual: FailureAccrual) -> Self {
+        self.accrual = accrual;
+        self
+    }
+
+    /// How many times one call may be resent to another endpoint after an endpoint
+    /// did not process it (0 turns resends off). Default: 3.
+    ///
+    /// Only calls the server cannot have processed are resent: the connection was
+    /// found closed before the request was written, the server refused the stream
+    /// (`REFUSED_STREAM`) or its GOAWAY's last stream id is below the call's (the
+    /// `MAX_CONNECTION_AGE` of grpc-go, grpc-java and Envoy). A refused request is
+    /// rebuilt from a copy of its body, kept up to 64 KiB. This is gRFC A6's
+    /// "transparent retry"; no call the server may have seen is ever resent.
+    pub fn max_resends(mut self, resends: u32) -> Self {
+        self.max_resends = resends;
+        self
+    }
+
+    /// The budget that bounds resends across all calls of the channel. Default:
+    /// [`RetryBudget::default`] (20% of the calls plus 10 per second).
+    pub fn retry_budget(mut self, budget: RetryBudget) -> Self {
+        self.budget = budget;
+        self
+    }
+
     /// Builds the channel and spawns its worker on the current tokio runtime.
     ///
     /// `discovery` yields `Insert`/`Remove` changes keyed by instance. Its errors are
     /// logged and ignored; when it ends the current set is kept.
     ///
+    /// # Errors
+    ///
+    /// A configuration error ([`Error::is_config`]) naming the setting that is out of
+    /// range (failure accrual, retry budget).
+    ///
     /// # Panics
     ///
     /// Outside a tokio runtime, as `tokio::spawn` does.
-    pub fn build<D, E>(self, discovery: D) -> BalancedChannel
+    pub fn build<D, E>(self, discovery: D) -> Result<BalancedChannel, Error>
     where
         D: Stream<Item = Result<Change<InstanceKey, Instance>, E>> + Send + Unpin + 'static,
         E: Into<BoxError> + 'static,
     {
-        let (channel, worker) = self.build_with_worker(discovery);
+        let (channel, worker) = self.build_with_worker(discovery)?;
         tokio::spawn(worker);
-        channel
+        Ok(channel)
     }
 
     /// Builds the channel and returns its worker for you to spawn (it needs a tokio
     /// runtime for its timers and sockets). Calls wait until the worker runs; the
     /// worker ends when the last channel clone is dropped.
+    ///
+    /// # Errors
+    ///
+    /// As [`build`](Self::build).
     pub fn build_with_worker<D, E>(
         self,
         discovery: D,
-    ) -> (BalancedChannel, impl Future<Output = ()> + Send + 'static)
+    ) -> Result<(BalancedChannel, impl Future<Output = ()> + Send + 'static), Error>
     where
         D: Stream<Item = Result<Change<InstanceKey, Instance>, E>> + Send + Unpin + 'static,
         E: Into<BoxError> + 'static,
     {
+        self.accrual.validate().map_err(Error::config)?;
+        self.budget.validate().map_err(Error::config)?;
         let name: Arc<str> = self.name.into();
         let (tx, requests) = mpsc::channel(self.buffer_size);
+        let (resend, resends) = mpsc::unbounded_channel();
         let registry = Registry::default();
         let parts = WorkerParts {
             name: name.clone(),
             requests,
+            resends,
             failfast: FailFast::new(self.failfast),
             registry: registry.clone(),
             config: Arc::new(self.endpoint),
+            accrual: Arc::new(self.accrual),
             load: self.load,
         };
         let span = tracing::info_span!("balance", service = %name);
@@ -200,7 +260,10 @@ impl BalancedChannelBuilder {
             name,
             registry,
             timeout: self.timeout,
+            resend,
+            budget: self.budget.build(),
+            max_resends: self.max_resends,
         });
-        (BalancedChannel::new(PollSender::new(tx), shared), worker)
+        Ok((BalancedChannel::new(PollSender::new(tx), shared), worker))
     }
 }

@@ -5,9 +5,10 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use tokio::sync::oneshot;
+use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::PollSender;
 use tonic::body::Body;
+use tower::retry::budget::TpsBudget;
 
 use super::builder::BalancedChannelBuilder;
 use super::future::{ResponseFuture, call_timeout};
@@ -43,6 +44,10 @@ pub(crate) struct Shared {
     pub(crate) name: Arc<str>,
     pub(crate) registry: Registry,
     pub(crate) timeout: Option<Duration>,
+    /// Where requests an instance did not process go back to the worker.
+    pub(crate) resend: mpsc::UnboundedSender<Message>,
+    pub(crate) budget: TpsBudget,
+    pub(crate) max_resends: u32,
 }
 
 // === impl BalancedChannel ===
@@ -118,7 +123,12 @@ impl tower::Service<http::Request<Body>> for BalancedChannel {
         }
         let timeout = call_timeout(self.shared.timeout, request.headers());
         let (tx, rx) = oneshot::channel();
-        if self.tx.send_item(Message { request, tx }).is_err() {
+        let msg = Message {
+            request,
+            tx,
+            avoid: None,
+        };
+        if self.tx.send_item(msg).is_err() {
             return ResponseFuture::failed(self.closed());
         }
         ResponseFuture::new(rx, self.shared.clone(), timeout)

@@ -35,8 +35,8 @@ impl Default for EndpointConfig {
         EndpointConfig {
             connect_timeout: Duration::from_secs(5),
             tcp_nodelay: true,
-            keep_alive_interval: None,
-            keep_alive_timeout: Duration::from_secs(20),
+            keep_alive_interval: Some(Duration::from_secs(10)),
+            keep_alive_timeout: Duration::from_secs(5),
             keep_alive_while_idle: false,
             initial_stream_window_size: None,
             initial_connection_window_size: None,

@@ -3,6 +3,8 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use hyper::client::conn::http2::{self, SendRequest};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -12,6 +14,9 @@ use tonic::body::Body;
 use tracing::{Instrument, debug};
 
 use super::config::EndpointConfig;
+use super::dispatch::find_h2;
+use super::settings::WatchSettings;
+use super::stats::EndpointStats;
 use crate::{BoxError, InstanceKey};
 
 /// Opens a TCP connection (and TLS session, if configured) and an HTTP/2 session
@@ -19,24 +24,28 @@ use crate::{BoxError, InstanceKey};
 /// when the connection closes: when the server goes away, or after the endpoint (the
 /// last `SendRequest`) is dropped and in-flight streams finish. It then tells the
 /// worker, which re-checks the endpoint at once so a broken connection leaves the
-/// ready set while idle.
+/// ready set while idle. The server's stream limit is read off the connection into
+/// `stats` (see [`WatchSettings`]).
 pub(super) async fn connect(
     target: Arc<str>,
     host: Arc<str>,
-    key: InstanceKey,
     config: Arc<EndpointConfig>,
+    keep_alive: Option<Duration>,
+    stats: Arc<EndpointStats>,
     closed_tx: mpsc::UnboundedSender<InstanceKey>,
 ) -> Result<SendRequest<Body>, BoxError> {
     let _ = &host; // Used for TLS only.
+    stats.max_streams.store(u32::MAX, Ordering::Relaxed);
+    let max_streams = stats.max_streams.clone();
     let open = async {
         let tcp = TcpStream::connect(&*target).await?;
         tcp.set_nodelay(config.tcp_nodelay)?;
         #[cfg(feature = "tls-ring")]
         if let Some(tls) = &config.tls {
             let io = tls.connect(&host, tcp).await?;
-            return handshake(io, &config).await;
+            return handshake(WatchSettings::new(io, max_streams), &config, keep_alive).await;
         }
-        handshake(tcp, &config).await
+        handshake(WatchSettings::new(tcp, max_streams), &config, keep_alive).await
     };
     let (send, conn) = tokio::time::timeout(config.connect_timeout, open)
         .await
@@ -44,8 +53,11 @@ pub(super) async fn connect(
     let driver = async move {
         if let Err(error) = conn.await {
             debug!(%error, "connection ended with an error");
+            if is_too_many_pings(&error) {
+                stats.too_many_pings.store(true, Ordering::Relaxed);
+            }
         }
-        let _ = closed_tx.send(key);
+        let _ = closed_tx.send(stats.key.clone());
     };
     tokio::spawn(driver.in_current_span());
     Ok(send)
@@ -53,23 +65,37 @@ pub(super) async fn connect(
 
 type Driver = Pin<Box<dyn Future<Output = hyper::Result<()>> + Send>>;
 
+/// Whether the server closed the connection for PINGing too often (grpc-go's
+/// `GOAWAY(ENHANCE_YOUR_CALM, "too_many_pings")`).
+fn is_too_many_pings(error: &hyper::Error) -> bool {
+    find_h2(error).is_some_and(|h2| {
+        h2.is_go_away() && h2.is_remote() && h2.reason() == Some(h2::Reason::ENHANCE_YOUR_CALM)
+    })
+}
+
 async fn handshake<T>(
     io: T,
     config: &EndpointConfig,
+    keep_alive: Option<Duration>,
 ) -> Result<(SendRequest<Body>, Driver), BoxError>
 where
     T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    let (send, conn) = h2_builder(config).handshake(TokioIo::new(io)).await?;
+    let (send, conn) = h2_builder(config, keep_alive)
+        .handshake(TokioIo::new(io))
+        .await?;
     Ok((send, Box::pin(conn)))
 }
 
-fn h2_builder(config: &EndpointConfig) -> http2::Builder<TokioExecutor> {
+fn h2_builder(
+    config: &EndpointConfig,
+    keep_alive: Option<Duration>,
+) -> http2::Builder<TokioExecutor> {
     let mut b = http2::Builder::new(TokioExecutor::new());
     b.timer(TokioTimer::new());
     b.initial_stream_window_size(config.initial_stream_window_size);
     b.initial_connection_window_size(config.initial_connection_window_size);
-    if let Some(interval) = config.keep_alive_interval {
+    if let Some(interval) = keep_alive {
         b.keep_alive_interval(interval)
             .keep_alive_timeout(config.keep_alive_timeout)
             .keep_alive_while_idle(config.keep_alive_while_idle);

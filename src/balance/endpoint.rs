@@ -1,8 +1,10 @@
 //! One instance's HTTP/2 connection, with readiness that tells the truth.
 //!
-//! `poll_ready` is `Pending` while connecting or backing off and `Ready` only while
-//! the connection is up. It never returns an error: the ready cache drops an
-//! endpoint for good when it does, so failures turn into reconnects with backoff.
+//! `poll_ready` is `Ready` only while the connection is up, the endpoint is not
+//! ejected by failure accrual (or its one probe may go), and a stream fits under the
+//! server's `MAX_CONCURRENT_STREAMS`. It is `Pending` otherwise and never returns an
+//! error: the ready cache drops an endpoint for good when it does, so failures turn
+//! into reconnects with backoff.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -19,9 +21,12 @@ use tokio_util::sync::PollSemaphore;
 use tonic::body::Body;
 use tracing::{Instrument, debug, info, warn};
 
+use super::call::Call;
 use super::config::EndpointConfig;
 use super::connect::connect;
-use super::info::{EndpointShared, EndpointState};
+use super::dispatch::{CallError, EndpointFuture, Replay};
+use super::info::EndpointState;
+use super::stats::{EndpointStats, Mode};
 use crate::backoff::BackoffState;
 use crate::{BoxError, Instance, InstanceKey};
 
@@ -31,10 +36,6 @@ const MIN_HEALTHY: Duration = Duration::from_secs(1);
 
 const DEFAULT_USER_AGENT: HeaderValue =
     HeaderValue::from_static(concat!("tonic-discovery/", env!("CARGO_PKG_VERSION")));
-
-/// The future of one call on an endpoint.
-pub(crate) type EndpointFuture =
-    Pin<Box<dyn Future<Output = Result<http::Response<Body>, BoxError>> + Send>>;
 
 pub(crate) type ConnectFuture =
     Pin<Box<dyn Future<Output = Result<SendRequest<Body>, BoxError>> + Send>>;
@@ -46,12 +47,16 @@ pub(crate) struct Endpoint {
     scheme: Scheme,
     authority: Authority,
     config: Arc<EndpointConfig>,
-    shared: Arc<EndpointShared>,
+    stats: Arc<EndpointStats>,
     closed_tx: mpsc::UnboundedSender<InstanceKey>,
     backoff: BackoffState,
     limit: Option<PollSemaphore>,
     permit: Option<OwnedSemaphorePermit>,
     state: State,
+    /// The HTTP/2 PING interval; doubled when a server says PINGs come too often.
+    keep_alive: Option<Duration>,
+    /// Runs while the endpoint is ejected.
+    ejection: Option<Pin<Box<Sleep>>>,
     #[cfg(test)]
     mock_connect: Option<Arc<dyn Fn() -> ConnectFuture + Send + Sync>>,
 }
@@ -73,6 +78,7 @@ impl Endpoint {
     pub(crate) fn new(
         instance: &Instance,
         config: Arc<EndpointConfig>,
+        stats: Arc<EndpointStats>,
         closed_tx: mpsc::UnboundedSender<InstanceKey>,
     ) -> Result<Self, BoxError> {
         if instance.port() == 0 {
@@ -86,7 +92,9 @@ impl Endpoint {
             .map(|n| PollSemaphore::new(Arc::new(Semaphore::new(n.max(1)))));
         Ok(Endpoint {
             key: instance.key().clone(),
-            shared: EndpointShared::new(target.clone()),
+            stats,
+            keep_alive: config.keep_alive_interval,
+            ejection: None,
             target: target.into(),
             host: instance.host().into(),
             scheme: config.scheme(),
@@ -102,8 +110,8 @@ impl Endpoint {
         })
     }
 
-    pub(crate) fn shared(&self) -> Arc<EndpointShared> {
-        self.shared.clone()
+    pub(crate) fn stats(&self) -> &Arc<EndpointStats> {
+        &self.stats
     }
 
     fn set_state(&mut self, state: State) {
@@ -112,7 +120,7 @@ impl Endpoint {
             State::Connected { .. } => EndpointState::Ready,
             State::Backoff(_) => EndpointState::Backoff,
         };
-        self.shared.set(public);
+        self.stats.set_conn(public);
         self.state = state;
     }
 
@@ -136,11 +144,23 @@ impl Endpoint {
             self.set_state(State::Connecting(fut));
             return;
         }
+        if self
+            .stats
+            .too_many_pings
+            .swap(false, std::sync::atomic::Ordering::Relaxed)
+            && let Some(interval) = self.keep_alive
+        {
+            // As grpc-go's client does after `GOAWAY(ENHANCE_YOUR_CALM)`.
+            let doubled = interval.saturating_mul(2);
+            warn!(instance = %self.key, addr = %self.target, ?doubled, "the server said PINGs came too often; doubling the keep-alive interval");
+            self.keep_alive = Some(doubled);
+        }
         let fut = connect(
             self.target.clone(),
             self.host.clone(),
-            self.key.clone(),
             self.config.clone(),
+            self.keep_alive,
+            self.stats.clone(),
             self.closed_tx.clone(),
         );
         self.set_state(State::Connecting(Box::pin(fut.in_current_span())));
@@ -207,13 +227,66 @@ impl<E> PollExt for Poll<Result<(), E>> {
     }
 }
 
+impl Endpoint {
+    /// Ready unless failure accrual holds the endpoint out: ejected until its timer
+    /// fires, then open to exactly one probe call until its outcome is known.
+    fn poll_accrual(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        loop {
+            match self.stats.mode() {
+                Mode::In => {
+                    self.ejection = None;
+                    return Poll::Ready(());
+                }
+                Mode::ProbeAllowed => return Poll::Ready(()),
+                Mode::Probing => {
+                    self.stats.waker.register(cx.waker());
+                    if self.stats.mode() == Mode::Probing {
+                        return Poll::Pending;
+                    }
+                }
+                Mode::Ejected => {
+                    self.stats.waker.register(cx.waker());
+                    let Some(until) = self.stats.health().until else {
+                        // Being changed by the worker; it wakes us.
+                        return Poll::Pending;
+                    };
+                    let sleep = self
+                        .ejection
+                        .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(until)));
+                    if sleep.deadline() != until {
+                        sleep.as_mut().reset(until);
+                    }
+                    ready!(sleep.as_mut().poll(cx));
+                    self.ejection = None;
+                    self.stats.allow_probe();
+                }
+            }
+        }
+    }
+
+    /// Ready while another stream fits under the server's stream limit.
+    fn poll_streams(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        if self.stats.has_stream_capacity() {
+            return Poll::Ready(());
+        }
+        self.stats.waker.register(cx.waker());
+        if self.stats.has_stream_capacity() {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    }
+}
+
 impl tower::Service<http::Request<Body>> for Endpoint {
     type Response = http::Response<Body>;
-    type Error = BoxError;
+    type Error = CallError;
     type Future = EndpointFuture;
 
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), CallError>> {
         ready!(self.poll_connection(cx));
+        ready!(self.poll_accrual(cx));
+        ready!(self.poll_streams(cx));
         ready!(self.poll_permit(cx));
         Poll::Ready(Ok(()))
     }
@@ -226,14 +299,18 @@ impl tower::Service<http::Request<Body>> for Endpoint {
         let permit = self.permit.take();
         let State::Connected { send, .. } = &mut self.state else {
             let msg = format!("endpoint {} called while not connected", self.target);
-            return Box::pin(async move { Err(msg.into()) });
+            return EndpointFuture::failed(msg.into());
         };
-        let fut = send.send_request(req);
-        Box::pin(async move {
+        let probe = self.stats.take_probe();
+        let call = Call::start(self.stats.clone(), probe);
+        let (req, replay) = Replay::record(req);
+        let fut = send.try_send_request(req);
+        let fut = Box::pin(async move {
             let res = fut.await;
             drop(permit);
-            Ok(res?.map(Body::new))
-        })
+            res
+        });
+        EndpointFuture::new(fut, call, replay)
     }
 }
 
@@ -242,7 +319,7 @@ impl std::fmt::Debug for Endpoint {
         f.debug_struct("Endpoint")
             .field("key", &self.key)
             .field("addr", &self.target)
-            .field("state", &self.shared.get())
+            .field("state", &self.stats.state())
             .finish()
     }
 }

@@ -9,8 +9,10 @@ use tokio::time::Instant;
 use tower::Service;
 
 use super::{ConnectFuture, Endpoint};
+use crate::balance::accrual::FailureAccrual;
 use crate::balance::config::EndpointConfig;
 use crate::balance::info::EndpointState;
+use crate::balance::stats::EndpointStats;
 use crate::{Backoff, Instance, InstanceKey};
 
 const MS: Duration = Duration::from_millis(1);
@@ -23,7 +25,16 @@ fn failing_endpoint(backoff: Backoff) -> (Endpoint, Arc<Mutex<Vec<Instant>>>) {
     };
     let instance = Instance::new(InstanceKey::new("n", "a"), "127.0.0.1", 1);
     let (tx, _rx) = mpsc::unbounded_channel();
-    let mut ep = Endpoint::new(&instance, Arc::new(config), tx).expect("endpoint");
+    let (trips, _) = mpsc::unbounded_channel();
+    let stats = EndpointStats::new(
+        instance.key().clone(),
+        instance.authority(),
+        Duration::from_millis(30),
+        Duration::from_secs(10),
+        Arc::new(FailureAccrual::default()),
+        trips,
+    );
+    let mut ep = Endpoint::new(&instance, Arc::new(config), stats, tx).expect("endpoint");
     let attempts = Arc::new(Mutex::new(Vec::new()));
     let log = attempts.clone();
     ep.mock_connect = Some(Arc::new(move || -> ConnectFuture {
@@ -33,7 +44,7 @@ fn failing_endpoint(backoff: Backoff) -> (Endpoint, Arc<Mutex<Vec<Instant>>>) {
     (ep, attempts)
 }
 
-fn poll(ep: &mut Endpoint) -> Poll<Result<(), crate::BoxError>> {
+fn poll(ep: &mut Endpoint) -> Poll<Result<(), crate::balance::dispatch::CallError>> {
     ep.poll_ready(&mut Context::from_waker(Waker::noop()))
 }
 
@@ -48,7 +59,7 @@ async fn failed_connects_back_off_within_bounds_and_never_error() {
         );
         tokio::time::advance(MS).await;
     }
-    assert_eq!(ep.shared.get(), EndpointState::Backoff);
+    assert_eq!(ep.stats.state(), EndpointState::Backoff);
 
     let times = attempts.lock().unwrap().clone();
     assert!(times.len() >= 7, "only {} attempts in 6 s", times.len());
@@ -74,5 +85,5 @@ async fn the_first_connect_starts_at_the_first_poll() {
     );
     assert!(poll(&mut ep).is_pending());
     assert_eq!(attempts.lock().unwrap().len(), 1);
-    assert_eq!(ep.shared.get(), EndpointState::Backoff);
+    assert_eq!(ep.stats.state(), EndpointState::Backoff);
 }

@@ -11,16 +11,20 @@ use pin_project_lite::pin_project;
 use tokio::sync::oneshot;
 use tokio::time::Sleep;
 use tonic::body::Body;
+use tower::retry::budget::Budget;
+use tracing::debug;
 
 use super::channel::Shared;
-use super::worker::CallFuture;
+use super::dispatch::CallError;
+use super::worker::{CallFuture, Message};
 use crate::BoxError;
 
 pin_project! {
     /// The response of one request through a
     /// [`BalancedChannel`](super::BalancedChannel): waits for the worker to hand the
     /// request to an instance, then for the instance's answer, all within the
-    /// request timeout if one is set.
+    /// request timeout if one is set. A request the instance did not process goes
+    /// back to the worker for another instance, within the retry budget.
     pub struct ResponseFuture {
         #[pin]
         state: State,
@@ -28,6 +32,7 @@ pin_project! {
         deadline: Option<Sleep>,
         timeout: Option<Duration>,
         shared: Option<Arc<Shared>>,
+        resends: u32,
     }
 }
 
@@ -35,7 +40,7 @@ pin_project! {
     #[project = StateProj]
     enum State {
         Queued { #[pin] rx: oneshot::Receiver<Result<CallFuture, BoxError>> },
-        Called { #[pin] fut: CallFuture },
+        Called { fut: CallFuture },
         Failed { error: Option<BoxError> },
     }
 }
@@ -48,11 +53,13 @@ impl ResponseFuture {
         shared: Arc<Shared>,
         timeout: Option<Duration>,
     ) -> Self {
+        shared.budget.deposit();
         ResponseFuture {
             state: State::Queued { rx },
             deadline: timeout.map(tokio::time::sleep),
             timeout,
             shared: Some(shared),
+            resends: 0,
         }
     }
 
@@ -62,6 +69,7 @@ impl ResponseFuture {
             deadline: None,
             timeout: None,
             shared: None,
+            resends: 0,
         }
     }
 }
@@ -74,6 +82,9 @@ impl Future for ResponseFuture {
         if let Some(deadline) = this.deadline.as_mut().as_pin_mut()
             && deadline.poll(cx).is_ready()
         {
+            if let StateProj::Called { fut } = this.state.as_mut().project() {
+                fut.expire();
+            }
             return Poll::Ready(Err(timed_out(this.shared.as_deref(), *this.timeout)));
         }
         loop {
@@ -83,7 +94,13 @@ impl Future for ResponseFuture {
                     Ok(Err(error)) => return Poll::Ready(Err(error)),
                     Err(_) => return Poll::Ready(Err(worker_gone(this.shared.as_deref()))),
                 },
-                StateProj::Called { fut } => return fut.poll(cx),
+                StateProj::Called { fut } => match ready!(Pin::new(fut).poll(cx)) {
+                    Ok(response) => return Poll::Ready(Ok(response)),
+                    Err(error) => match resend(error, this.shared.as_deref(), this.resends) {
+                        Ok(rx) => this.state.set(State::Queued { rx }),
+                        Err(error) => return Poll::Ready(Err(error)),
+                    },
+                },
                 StateProj::Failed { error } => {
                     let error = error
                         .take()
@@ -93,6 +110,50 @@ impl Future for ResponseFuture {
             }
         }
     }
+}
+
+/// Sends a request the instance did not process back to the worker, for another
+/// instance, when the per-call limit and the budget allow.
+fn resend(
+    error: CallError,
+    shared: Option<&Shared>,
+    resends: &mut u32,
+) -> Result<oneshot::Receiver<Result<CallFuture, BoxError>>, BoxError> {
+    let CallError::NotProcessed {
+        request,
+        endpoint,
+        error,
+    } = error
+    else {
+        return Err(error.into_error());
+    };
+    let Some(shared) = shared else {
+        return Err(error);
+    };
+    if *resends >= shared.max_resends {
+        debug!(instance = %endpoint, %error, "not processed; resend limit reached");
+        return Err(error);
+    }
+    if !shared.budget.withdraw() {
+        debug!(instance = %endpoint, %error, "not processed; retry budget exhausted");
+        return Err(error);
+    }
+    *resends += 1;
+    debug!(instance = %endpoint, %error, attempt = *resends, "not processed; resending to another instance");
+    let request = (*request)
+        .into_inner()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let (tx, rx) = oneshot::channel();
+    let msg = Message {
+        request,
+        tx,
+        avoid: Some(endpoint),
+    };
+    shared
+        .resend
+        .send(msg)
+        .map_err(|_| worker_gone(Some(shared)))?;
+    Ok(rx)
 }
 
 fn name(shared: Option<&Shared>) -> &str {

@@ -2,12 +2,14 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 
+use tokio::time::Instant;
+
+use super::stats::EndpointStats;
 use crate::InstanceKey;
 
-/// The connection state of one endpoint.
+/// The state of one endpoint.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum EndpointState {
@@ -18,22 +20,31 @@ pub enum EndpointState {
     /// The last connect failed or the connection broke soon after it opened; the
     /// endpoint waits before it tries again.
     Backoff,
+    /// Connected, but its calls failed: failure accrual took it out of the ready set
+    /// until [`EndpointInfo::ejected_until`].
+    Ejected,
+    /// Its ejection ran out: one probe call decides whether it returns.
+    Probing,
 }
 
 impl EndpointState {
-    fn from_u8(v: u8) -> Self {
+    pub(crate) fn from_u8(v: u8) -> Self {
         match v {
             1 => EndpointState::Ready,
             2 => EndpointState::Backoff,
+            3 => EndpointState::Ejected,
+            4 => EndpointState::Probing,
             _ => EndpointState::Connecting,
         }
     }
 
-    fn as_u8(self) -> u8 {
+    pub(crate) fn as_u8(self) -> u8 {
         match self {
             EndpointState::Connecting => 0,
             EndpointState::Ready => 1,
             EndpointState::Backoff => 2,
+            EndpointState::Ejected => 3,
+            EndpointState::Probing => 4,
         }
     }
 }
@@ -44,6 +55,8 @@ pub struct EndpointInfo {
     key: InstanceKey,
     address: String,
     state: EndpointState,
+    ejected_until: Option<Instant>,
+    open_streams: usize,
 }
 
 // === impl EndpointInfo ===
@@ -59,33 +72,20 @@ impl EndpointInfo {
         &self.address
     }
 
-    /// The connection state when the snapshot was taken.
+    /// The state when the snapshot was taken.
     pub fn state(&self) -> EndpointState {
         self.state
     }
-}
 
-/// The state one endpoint shares with the registry; written by the endpoint only.
-#[derive(Debug)]
-pub(crate) struct EndpointShared {
-    address: String,
-    state: AtomicU8,
-}
-
-impl EndpointShared {
-    pub(crate) fn new(address: String) -> Arc<Self> {
-        Arc::new(EndpointShared {
-            address,
-            state: AtomicU8::new(EndpointState::Connecting.as_u8()),
-        })
+    /// Until when the endpoint is ejected (`None` unless it is [`EndpointState::Ejected`]).
+    pub fn ejected_until(&self) -> Option<Instant> {
+        self.ejected_until
     }
 
-    pub(crate) fn set(&self, state: EndpointState) {
-        self.state.store(state.as_u8(), Ordering::Relaxed);
-    }
-
-    pub(crate) fn get(&self) -> EndpointState {
-        EndpointState::from_u8(self.state.load(Ordering::Relaxed))
+    /// The HTTP/2 streams open on its connection: calls from dispatch to the end of
+    /// their response.
+    pub fn open_streams(&self) -> usize {
+        self.open_streams
     }
 }
 
@@ -93,11 +93,11 @@ impl EndpointShared {
 /// the request path); endpoints update their own state atomically.
 #[derive(Clone, Default)]
 pub(crate) struct Registry {
-    inner: Arc<Mutex<BTreeMap<InstanceKey, Arc<EndpointShared>>>>,
+    inner: Arc<Mutex<BTreeMap<InstanceKey, Arc<EndpointStats>>>>,
 }
 
 impl Registry {
-    pub(crate) fn insert(&self, key: InstanceKey, shared: Arc<EndpointShared>) {
+    pub(crate) fn insert(&self, key: InstanceKey, shared: Arc<EndpointStats>) {
         if let Ok(mut map) = self.inner.lock() {
             map.insert(key, shared);
         }
@@ -114,10 +114,12 @@ impl Registry {
             return Vec::new();
         };
         map.iter()
-            .map(|(key, shared)| EndpointInfo {
+            .map(|(key, stats)| EndpointInfo {
                 key: key.clone(),
-                address: shared.address.clone(),
-                state: shared.get(),
+                address: stats.address.clone(),
+                state: stats.state(),
+                ejected_until: stats.ejected_until(),
+                open_streams: stats.open_streams(),
             })
             .collect()
     }

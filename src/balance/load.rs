@@ -15,27 +15,10 @@
 //! one uncontended lock, to serialise writers.
 
 use std::sync::atomic::{AtomicU64, Ordering, fence};
-use std::sync::{Arc, Mutex, PoisonError};
-use std::task::{Context, Poll};
+use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
 use tokio::time::Instant;
-use tower::load::CompleteOnResponse;
-use tower::load::completion::TrackCompletionFuture;
-
-/// An endpoint with its load estimate.
-#[derive(Debug)]
-pub(crate) struct PeakEwma<S> {
-    service: S,
-    rtt: Arc<RttEstimate>,
-}
-
-/// Measures one request; updates the estimate when dropped (at the response headers).
-#[derive(Debug)]
-pub(crate) struct Handle {
-    sent_at: Instant,
-    rtt: Arc<RttEstimate>,
-}
 
 /// The latency estimate, published through a sequence lock so that reads never block.
 #[derive(Debug)]
@@ -53,63 +36,6 @@ pub(crate) struct RttEstimate {
 
 /// Optimistic reads before a reader falls back to taking the writers' lock.
 const READ_ATTEMPTS: usize = 4;
-
-// === impl PeakEwma ===
-
-impl<S> PeakEwma<S> {
-    /// Wraps `service`, starting from an estimate of `initial_rtt`.
-    pub(crate) fn new(service: S, initial_rtt: Duration, decay: Duration) -> Self {
-        PeakEwma {
-            service,
-            rtt: Arc::new(RttEstimate::new(initial_rtt, decay)),
-        }
-    }
-
-    /// The latency estimate now, in nanoseconds.
-    pub(crate) fn rtt_ns(&self) -> f64 {
-        self.rtt.get(Instant::now())
-    }
-
-    /// The cost the balancer compares: estimate × (requests in flight + 1).
-    pub(crate) fn cost(&self) -> f64 {
-        // The service holds one reference and each request in flight one more.
-        let pending = Arc::strong_count(&self.rtt) - 1;
-        self.rtt_ns() * (pending + 1) as f64
-    }
-}
-
-impl<S, Req> tower::Service<Req> for PeakEwma<S>
-where
-    S: tower::Service<Req>,
-{
-    type Response = S::Response;
-    type Error = S::Error;
-    type Future = TrackCompletionFuture<S::Future, CompleteOnResponse, Handle>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
-        self.service.poll_ready(cx)
-    }
-
-    fn call(&mut self, req: Req) -> Self::Future {
-        let handle = Handle {
-            sent_at: Instant::now(),
-            rtt: self.rtt.clone(),
-        };
-        TrackCompletionFuture::new(
-            CompleteOnResponse::default(),
-            handle,
-            self.service.call(req),
-        )
-    }
-}
-
-// === impl Handle ===
-
-impl Drop for Handle {
-    fn drop(&mut self) {
-        self.rtt.observe(self.sent_at.elapsed());
-    }
-}
 
 // === impl RttEstimate ===
 
@@ -133,17 +59,44 @@ impl RttEstimate {
 
     /// Folds in one measured latency.
     pub(crate) fn observe(&self, sample: Duration) {
+        self.update(|_| nanos(sample));
+    }
+
+    /// Replaces the estimate with `sample`, as measured now.
+    pub(crate) fn reset(&self, sample: Duration) {
+        self.store_with(|_, _| nanos(sample));
+    }
+
+    /// Folds in a latency that may raise the estimate but never lower it (a failed
+    /// call's: failing fast is no sign of speed).
+    pub(crate) fn observe_no_lower(&self, sample: Duration) {
+        self.update(|prior| nanos(sample).max(prior));
+    }
+
+    /// `value`, set at `at_ns`, faded to `now` with the estimate's time constant.
+    pub(crate) fn fade(&self, value: f64, at_ns: u64, now: Instant) -> f64 {
+        value * self.decay_factor(at_ns, now)
+    }
+
+    /// Folds in the sample `sample(current estimate)`.
+    fn update(&self, sample: impl FnOnce(f64) -> f64) {
+        self.store_with(|prior, decay| {
+            let sample = sample(prior * decay);
+            if sample > prior * decay {
+                // Peak: the worst recent latency is the estimate at once.
+                sample
+            } else {
+                prior * decay + sample * (1.0 - decay)
+            }
+        });
+    }
+
+    /// Sets the estimate to `next(prior, decay factor since it was set)`.
+    fn store_with(&self, next: impl FnOnce(f64, f64) -> f64) {
         let _guard = self.write.lock().unwrap_or_else(PoisonError::into_inner);
         let now = Instant::now();
         let (prior, at) = self.load_relaxed();
-        let decay = self.decay_factor(at, now);
-        let sample = nanos(sample);
-        let next = if sample > prior * decay {
-            // Peak: the worst recent latency is the estimate at once.
-            sample
-        } else {
-            prior * decay + sample * (1.0 - decay)
-        };
+        let next = next(prior, self.decay_factor(at, now));
         let s = self.seq.load(Ordering::Relaxed);
         self.seq.store(s.wrapping_add(1), Ordering::Relaxed);
         fence(Ordering::Release);
@@ -180,7 +133,8 @@ impl RttEstimate {
         (-elapsed / self.decay_ns).exp()
     }
 
-    fn since_epoch(&self, now: Instant) -> u64 {
+    /// Nanoseconds from the estimate's epoch to `now`.
+    pub(crate) fn since_epoch(&self, now: Instant) -> u64 {
         u64::try_from(now.saturating_duration_since(self.epoch).as_nanos()).unwrap_or(u64::MAX)
     }
 }

@@ -1,8 +1,6 @@
 use std::time::Duration;
 
 use tokio::time::{self, Instant};
-use tokio_test::{assert_pending, assert_ready_ok, task};
-use tower::Service;
 
 use super::*;
 
@@ -46,30 +44,6 @@ async fn a_faster_sample_pulls_the_estimate_down_gradually() {
     assert!(close(got, expected), "{got} != {expected}");
 }
 
-#[tokio::test(start_paused = true)]
-async fn cost_counts_requests_in_flight_until_the_response() {
-    let (mock, mut handle) = tower_test::mock::pair::<(), ()>();
-    let mut svc = PeakEwma::new(mock, Duration::from_millis(10), DECAY);
-    handle.allow(2);
-    let mut call = || {
-        assert_ready_ok!(task::spawn(()).enter(|cx, _| svc.poll_ready(cx)));
-        svc.call(())
-    };
-    let (first, second) = (call(), call());
-    assert!(close(ms(svc.cost()), 30.0), "{}", ms(svc.cost()));
-
-    let mut first = task::spawn(first);
-    assert_pending!(first.poll());
-    time::advance(Duration::from_millis(40)).await;
-    let (_, send) = handle.next_request().await.expect("first request");
-    send.send_response(());
-    assert_ready_ok!(first.poll());
-    // One request left in flight, and the 40 ms answer is the new peak.
-    assert!(close(ms(svc.cost()), 80.0), "{}", ms(svc.cost()));
-    drop(second);
-    assert!(close(ms(svc.rtt_ns()), 40.0));
-}
-
 #[test]
 fn cold_start_takes_the_median_of_the_peers() {
     let default = Duration::from_millis(30);
@@ -91,9 +65,18 @@ async fn a_newcomer_seeded_from_warm_peers_costs_as_much_as_they_do() {
     time::advance(Duration::from_secs(1)).await;
     let now = Instant::now();
     let seed = cold_start_rtt(peers.iter().map(|p| p.get(now)).collect(), DECAY);
-    let newcomer = PeakEwma::new((), seed, DECAY);
+    let newcomer = RttEstimate::new(seed, DECAY).get(now);
     let median = peers[1].get(now);
-    assert!((newcomer.cost() - median).abs() < 2.0, "{seed:?}");
+    assert!((newcomer - median).abs() < 2.0, "{seed:?}");
     // With the 30 ms default instead it would cost hundreds of times more.
-    assert!(newcomer.cost() < peers[2].get(now));
+    assert!(newcomer < peers[2].get(now));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failure_never_lowers_the_estimate() {
+    let rtt = RttEstimate::new(Duration::from_millis(10), DECAY);
+    rtt.observe_no_lower(Duration::from_millis(1));
+    assert!(close(ms(rtt.get(Instant::now())), 10.0));
+    rtt.observe_no_lower(Duration::from_millis(20));
+    assert!(close(ms(rtt.get(Instant::now())), 20.0));
 }

@@ -22,7 +22,8 @@
 //!     .connect_timeout(Duration::from_secs(1))
 //!     .timeout(Duration::from_secs(5))
 //!     .failfast_timeout(Duration::from_secs(3))
-//!     .build(discovery);
+//!     .build(discovery)
+//!     .expect("valid settings");
 //! // let client = EchoClient::new(channel.clone());
 //! for endpoint in channel.endpoints() {
 //!     println!("{} {} {:?}", endpoint.key(), endpoint.address(), endpoint.state());
@@ -57,25 +58,33 @@
 //! [`tonic::balance_channel`] feeds the same discovery
 //! into tonic's own balancer instead, for users who want that.
 
+mod accrual;
 mod builder;
+mod call;
 mod channel;
 mod config;
 mod connect;
+mod dispatch;
 mod endpoint;
 mod failfast;
 mod future;
 mod info;
 mod load;
+mod retry;
+mod settings;
+mod stats;
 #[cfg(feature = "tls-ring")]
 mod tls;
 pub mod tonic;
 mod worker;
 
+pub use accrual::FailureAccrual;
 pub use builder::BalancedChannelBuilder;
 pub use channel::BalancedChannel;
 pub use config::LoadMetric;
 pub use future::ResponseFuture;
 pub use info::{EndpointInfo, EndpointState};
+pub use retry::RetryBudget;
 #[cfg(feature = "tls-ring")]
 #[cfg_attr(docsrs, doc(cfg(feature = "tls-ring")))]
 pub use tls::TlsConfig;

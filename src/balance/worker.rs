@@ -6,6 +6,7 @@
 //! once), and it fails a waiting request after the fail-fast timeout instead of
 //! holding it forever.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -17,50 +18,64 @@ use rand::{Rng, SeedableRng};
 use tokio::sync::{mpsc, oneshot};
 use tonic::body::Body;
 use tower::discover::Change;
-use tower::load::CompleteOnResponse;
-use tower::load::completion::TrackCompletionFuture;
 use tower::ready_cache::ReadyCache;
 use tracing::{debug, info, warn};
 
+use super::accrual::FailureAccrual;
 use super::config::{EndpointConfig, LoadMetric};
-use super::endpoint::{Endpoint, EndpointFuture};
+use super::dispatch::EndpointFuture;
+use super::endpoint::Endpoint;
 use super::failfast::FailFast;
 use super::info::Registry;
-use super::load::{Handle, PeakEwma, cold_start_rtt};
+use super::load::cold_start_rtt;
+use super::stats::{EndpointStats, Mode};
 use crate::{BoxError, Instance, InstanceKey};
 
-type Balanced = PeakEwma<Endpoint>;
-
 /// What the worker hands back for one request: the endpoint's response future.
-pub(crate) type CallFuture = TrackCompletionFuture<EndpointFuture, CompleteOnResponse, Handle>;
+pub(crate) type CallFuture = EndpointFuture;
 
 /// One queued request and where to send its response future.
 pub(crate) struct Message {
     pub(crate) request: http::Request<Body>,
     pub(crate) tx: oneshot::Sender<Result<CallFuture, BoxError>>,
+    /// The endpoint that did not process this request before, to avoid on a resend.
+    pub(crate) avoid: Option<InstanceKey>,
 }
 
 pub(crate) struct Worker<D> {
     name: Arc<str>,
     discovery: Option<D>,
     requests: mpsc::Receiver<Message>,
+    resends: mpsc::UnboundedReceiver<Message>,
     current: Option<Message>,
-    cache: ReadyCache<InstanceKey, Balanced, http::Request<Body>>,
+    cache: ReadyCache<InstanceKey, Endpoint, http::Request<Body>>,
+    /// Every endpoint's address and stats, ready or not.
+    known: HashMap<InstanceKey, Known>,
     closed_rx: mpsc::UnboundedReceiver<InstanceKey>,
     closed_tx: mpsc::UnboundedSender<InstanceKey>,
+    trips_rx: mpsc::UnboundedReceiver<InstanceKey>,
+    trips_tx: mpsc::UnboundedSender<InstanceKey>,
     failfast: FailFast,
     registry: Registry,
     config: Arc<EndpointConfig>,
+    accrual: Arc<FailureAccrual>,
     load: LoadMetric,
     rng: StdRng,
+}
+
+struct Known {
+    authority: String,
+    stats: Arc<EndpointStats>,
 }
 
 pub(crate) struct WorkerParts {
     pub(crate) name: Arc<str>,
     pub(crate) requests: mpsc::Receiver<Message>,
+    pub(crate) resends: mpsc::UnboundedReceiver<Message>,
     pub(crate) failfast: FailFast,
     pub(crate) registry: Registry,
     pub(crate) config: Arc<EndpointConfig>,
+    pub(crate) accrual: Arc<FailureAccrual>,
     pub(crate) load: LoadMetric,
 }
 
@@ -73,17 +88,23 @@ where
 {
     pub(crate) fn new(discovery: D, parts: WorkerParts) -> Self {
         let (closed_tx, closed_rx) = mpsc::unbounded_channel();
+        let (trips_tx, trips_rx) = mpsc::unbounded_channel();
         Worker {
             name: parts.name,
             discovery: Some(discovery),
             requests: parts.requests,
+            resends: parts.resends,
             current: None,
             cache: ReadyCache::default(),
+            known: HashMap::new(),
             closed_rx,
             closed_tx,
+            trips_rx,
+            trips_tx,
             failfast: parts.failfast,
             registry: parts.registry,
             config: parts.config,
+            accrual: parts.accrual,
             load: parts.load,
             rng: StdRng::from_rng(&mut rand::rng()),
         }
@@ -93,8 +114,14 @@ where
     pub(crate) fn poll_worker(&mut self, cx: &mut Context<'_>) -> Poll<()> {
         self.poll_discovery(cx);
         self.poll_closed(cx);
+        self.poll_trips(cx);
         self.poll_endpoints(cx);
         loop {
+            if self.current.is_none()
+                && let Poll::Ready(Some(msg)) = self.resends.poll_recv(cx)
+            {
+                self.current = Some(msg);
+            }
             if self.current.is_none() {
                 match self.requests.poll_recv(cx) {
                     Poll::Ready(Some(msg)) => self.current = Some(msg),
@@ -139,7 +166,26 @@ where
 
     fn insert(&mut self, key: InstanceKey, instance: Instance) {
         let addr = instance.authority();
-        let endpoint = match Endpoint::new(&instance, self.config.clone(), self.closed_tx.clone()) {
+        if self.known.get(&key).is_some_and(|k| k.authority == addr) {
+            // Only tags, metadata or weight changed: keep the connection and the
+            // load estimate.
+            debug!(service = %self.name, instance = %key, %addr, "instance updated in place");
+            return;
+        }
+        let stats = EndpointStats::new(
+            key.clone(),
+            addr.clone(),
+            self.initial_rtt(),
+            self.load.decay(),
+            self.accrual.clone(),
+            self.trips_tx.clone(),
+        );
+        let endpoint = match Endpoint::new(
+            &instance,
+            self.config.clone(),
+            stats.clone(),
+            self.closed_tx.clone(),
+        ) {
             Ok(endpoint) => endpoint,
             Err(error) => {
                 warn!(service = %self.name, instance = %key, %addr, %error, "instance skipped: bad address");
@@ -150,14 +196,25 @@ where
             }
         };
         info!(service = %self.name, instance = %key, %addr, "instance inserted");
-        self.registry.insert(key.clone(), endpoint.shared());
-        let svc = PeakEwma::new(endpoint, self.initial_rtt(), self.load.decay());
-        self.cache.push(key, svc);
+        self.registry.insert(key.clone(), stats.clone());
+        self.known.insert(
+            key.clone(),
+            Known {
+                authority: addr,
+                stats,
+            },
+        );
+        self.cache.push(key, endpoint);
     }
 
     /// A newcomer's first estimate: its ready peers' median (see [`cold_start_rtt`]).
     fn initial_rtt(&self) -> std::time::Duration {
-        let peers = self.cache.iter_ready().map(|(_, s)| s.rtt_ns()).collect();
+        let now = tokio::time::Instant::now();
+        let peers = self
+            .cache
+            .iter_ready()
+            .map(|(_, s)| s.stats().rtt.get(now))
+            .collect();
         let rtt = cold_start_rtt(peers, self.load.default_rtt());
         debug!(service = %self.name, ?rtt, "initial latency estimate");
         rtt
@@ -170,6 +227,65 @@ where
             debug!(service = %self.name, instance = %key, "remove for an unknown instance");
         }
         self.registry.remove(key);
+        self.known.remove(key);
+    }
+
+    /// Handles the endpoints whose failure detectors tripped: ejects each one the
+    /// capacity guard allows.
+    fn poll_trips(&mut self, cx: &mut Context<'_>) {
+        while let Poll::Ready(Some(key)) = self.trips_rx.poll_recv(cx) {
+            let Some(stats) = self.known.get(&key).map(|k| k.stats.clone()) else {
+                continue;
+            };
+            if !stats.take_trip() {
+                continue;
+            }
+            if self.may_eject(&key) {
+                stats.eject();
+                if let Err(error) = self.cache.check_ready(cx, &key) {
+                    warn!(service = %self.name, %error, "endpoint failed");
+                }
+            } else {
+                // Back to normal: if it was probing, its next call probes again.
+                stats.probe_abandoned();
+                warn!(
+                    service = %self.name,
+                    instance = %key,
+                    max = self.accrual.max_ejected(self.known.len()),
+                    "endpoint failing but not ejected: too few endpoints would be left"
+                );
+            }
+        }
+    }
+
+    /// The capacity guard: at most the configured fraction of the endpoints out at
+    /// once, and never the last ready one.
+    fn may_eject(&self, key: &InstanceKey) -> bool {
+        let out = self
+            .known
+            .iter()
+            .filter(|(k, known)| *k != key && known.stats.mode() != Mode::In)
+            .count();
+        let ready_others =
+            self.cache.ready_len() - usize::from(self.cache.get_ready(key).is_some());
+        out < self.accrual.max_ejected(self.known.len()) && ready_others > 0
+    }
+
+    /// Panic mode: no endpoint is ready, but some are held out by failure accrual.
+    /// A failing instance is better than none, so every ejection is lifted.
+    fn lift_ejections(&mut self, cx: &mut Context<'_>) -> bool {
+        let mut lifted = 0;
+        for known in self.known.values() {
+            if known.stats.mode() != Mode::In {
+                known.stats.lift();
+                lifted += 1;
+            }
+        }
+        if lifted > 0 {
+            warn!(service = %self.name, lifted, "no endpoint ready; lifting every ejection");
+            self.poll_endpoints(cx);
+        }
+        lifted > 0
     }
 
     /// Re-checks endpoints whose connection closed, so they leave the ready set now.
@@ -200,7 +316,11 @@ where
         if msg.tx.is_closed() {
             return Poll::Ready(());
         }
-        if let Some(index) = self.pick(cx) {
+        let mut picked = self.pick(cx, msg.avoid.as_ref());
+        if picked.is_none() && self.lift_ejections(cx) {
+            picked = self.pick(cx, msg.avoid.as_ref());
+        }
+        if let Some(index) = picked {
             self.failfast.disarm();
             let fut = self.cache.call_ready_index(index, msg.request);
             let _ = msg.tx.send(Ok(fut));
@@ -233,7 +353,7 @@ where
     }
 
     /// Power of two choices over the ready endpoints, re-checking the chosen one.
-    fn pick(&mut self, cx: &mut Context<'_>) -> Option<usize> {
+    fn pick(&mut self, cx: &mut Context<'_>, avoid: Option<&InstanceKey>) -> Option<usize> {
         // An endpoint just called sits in the pending set until polled, although it
         // is ready again at once (HTTP/2 takes another stream). Without this poll, a
         // burst of queued requests would be spread over whatever is left in the
@@ -243,7 +363,7 @@ where
             self.poll_endpoints(cx);
         }
         for _ in 0..2 {
-            while let Some(index) = self.sample() {
+            while let Some(index) = self.sample(avoid) {
                 match self.cache.check_ready_index(cx, index) {
                     Ok(true) => return Some(index),
                     Ok(false) => {}
@@ -257,7 +377,8 @@ where
         None
     }
 
-    fn sample(&mut self) -> Option<usize> {
+    /// Power of two choices; a resend avoids the endpoint that refused it when it can.
+    fn sample(&mut self, avoid: Option<&InstanceKey>) -> Option<usize> {
         let len = self.cache.ready_len();
         match len {
             0 => None,
@@ -268,7 +389,29 @@ where
                 if b >= a {
                     b += 1;
                 }
-                let load = |i| self.cache.get_ready_index(i).map(|(_, s)| s.cost());
+                let key = |i| self.cache.get_ready_index(i).map(|(k, _)| k);
+                let probing = |i| {
+                    self.cache
+                        .get_ready_index(i)
+                        .is_some_and(|(_, s)| s.stats().mode() == Mode::ProbeAllowed)
+                };
+                // An endpoint back from ejection is tried whatever its cost: one call
+                // decides whether it returns, and its old estimate says nothing.
+                if probing(a) && key(a) != avoid {
+                    return Some(a);
+                }
+                if probing(b) && key(b) != avoid {
+                    return Some(b);
+                }
+                if avoid.is_some() {
+                    if key(a) == avoid {
+                        return Some(b);
+                    }
+                    if key(b) == avoid {
+                        return Some(a);
+                    }
+                }
+                let load = |i| self.cache.get_ready_index(i).map(|(_, s)| s.stats().cost());
                 Some(if load(a) <= load(b) { a } else { b })
             }
         }

@@ -158,7 +158,8 @@ impl Mesh {
         });
         let channel = BalancedChannel::builder("echo")
             .failfast_timeout(Duration::from_secs(2))
-            .build(counted);
+            .build(counted)
+            .expect("valid balancer settings");
         let mesh = Mesh {
             probe,
             load: Load::start(&channel, 4),

@@ -1,0 +1,211 @@
+//! One call on one endpoint: what became of it (the gRPC status, read where gRPC puts
+//! it), and when it stops counting towards the endpoint's load and streams.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderMap, StatusCode};
+use http_body::{Body as HttpBody, Frame, SizeHint};
+use pin_project_lite::pin_project;
+use tokio::time::Instant;
+use tonic::Code;
+
+use super::accrual::{CodeSet, Verdict};
+use super::stats::EndpointStats;
+
+/// What became of a call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Outcome {
+    /// The instance answered with this gRPC status.
+    Status(Code),
+    /// The connection or stream broke.
+    Transport,
+    /// The caller dropped the call.
+    Cancelled,
+    /// The channel's deadline passed.
+    DeadlineExpired,
+    /// The request never reached the instance; it is sent elsewhere.
+    NotSent,
+}
+
+impl Outcome {
+    fn verdict(self, codes: CodeSet) -> Option<Verdict> {
+        let failed = match self {
+            Outcome::Status(code) => codes.contains(code),
+            Outcome::Transport => true,
+            Outcome::DeadlineExpired if codes.contains(Code::DeadlineExceeded) => true,
+            Outcome::DeadlineExpired | Outcome::Cancelled | Outcome::NotSent => return None,
+        };
+        Some(if failed {
+            Verdict::Failure
+        } else {
+            Verdict::Success
+        })
+    }
+}
+
+/// Tracks one call from dispatch to the end of its response; dropped unfinished, it
+/// counts as cancelled.
+#[derive(Debug)]
+pub(crate) struct Call {
+    stats: Arc<EndpointStats>,
+    codes: CodeSet,
+    sent_at: Instant,
+    /// Time to the response headers, once they came.
+    latency: Option<Duration>,
+    probe: bool,
+    done: bool,
+}
+
+// === impl Call ===
+
+impl Call {
+    pub(crate) fn start(stats: Arc<EndpointStats>, probe: bool) -> Self {
+        stats.call_started();
+        Call {
+            codes: stats.codes(),
+            stats,
+            sent_at: Instant::now(),
+            latency: None,
+            probe,
+            done: false,
+        }
+    }
+
+    pub(crate) fn key(&self) -> &crate::InstanceKey {
+        &self.stats.key
+    }
+
+    /// The response headers arrived: the call stops counting towards the load.
+    pub(crate) fn headers(&mut self) {
+        if self.latency.is_none() && !self.done {
+            let now = Instant::now();
+            self.latency = Some(now.saturating_duration_since(self.sent_at));
+            self.stats.headers_received(now, true);
+        }
+    }
+
+    pub(crate) fn finish(&mut self, outcome: Outcome) {
+        if std::mem::replace(&mut self.done, true) {
+            return;
+        }
+        let latency = match self.latency {
+            Some(latency) => latency,
+            None => {
+                // No answer: the time waited is still a lower bound on the latency,
+                // but the instance was not heard from.
+                self.stats.headers_received(Instant::now(), false);
+                self.sent_at.elapsed()
+            }
+        };
+        self.stats.stream_ended();
+        match outcome.verdict(self.codes) {
+            Some(verdict) => self.stats.record(verdict, latency, self.probe),
+            None => {
+                if outcome != Outcome::NotSent {
+                    self.stats.rtt.observe(latency);
+                }
+                if self.probe {
+                    self.stats.probe_abandoned();
+                }
+            }
+        }
+    }
+}
+
+impl Drop for Call {
+    fn drop(&mut self) {
+        self.finish(Outcome::Cancelled);
+    }
+}
+
+/// The gRPC status a response's headers carry: a trailers-only answer's
+/// `grpc-status`, or the code gRPC maps a non-200 HTTP status to. `None` when the
+/// status comes in the trailers.
+pub(crate) fn status_in_headers(status: StatusCode, headers: &HeaderMap) -> Option<Code> {
+    if let Some(code) = grpc_status(headers) {
+        return Some(code);
+    }
+    if status == StatusCode::OK {
+        return None;
+    }
+    // gRPC's HTTP-to-status mapping (doc/http-grpc-status-mapping.md).
+    Some(match status.as_u16() {
+        400 => Code::Internal,
+        401 => Code::Unauthenticated,
+        403 => Code::PermissionDenied,
+        404 => Code::Unimplemented,
+        429 | 502 | 503 | 504 => Code::Unavailable,
+        _ => Code::Unknown,
+    })
+}
+
+/// `grpc-status` of a header block; an unparsable value is `UNKNOWN`, as gRPC reads it.
+fn grpc_status(headers: &HeaderMap) -> Option<Code> {
+    let value = headers.get("grpc-status")?;
+    let code = value
+        .to_str()
+        .ok()
+        .and_then(|s| s.parse::<i32>().ok())
+        .map_or(Code::Unknown, Code::from_i32);
+    Some(code)
+}
+
+pin_project! {
+    /// A response body that reports the call's outcome at the end of the stream:
+    /// the trailers' status, a broken stream, or (dropped early) a cancellation.
+    pub(crate) struct TrackedBody<B> {
+        #[pin]
+        inner: B,
+        call: Call,
+    }
+}
+
+impl<B> TrackedBody<B> {
+    pub(crate) fn new(inner: B, call: Call) -> Self {
+        TrackedBody { inner, call }
+    }
+}
+
+impl<B> HttpBody for TrackedBody<B>
+where
+    B: HttpBody<Data = Bytes>,
+{
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
+        let this = self.project();
+        let frame = ready!(this.inner.poll_frame(cx));
+        match &frame {
+            Some(Ok(frame)) => {
+                if let Some(trailers) = frame.trailers_ref() {
+                    let code = grpc_status(trailers).unwrap_or(Code::Unknown);
+                    this.call.finish(Outcome::Status(code));
+                }
+            }
+            Some(Err(_)) => this.call.finish(Outcome::Transport),
+            // The stream ended without trailers: no status, which gRPC reads as an error.
+            None => this.call.finish(Outcome::Status(Code::Unknown)),
+        }
+        Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+#[path = "call_tests.rs"]
+mod tests;

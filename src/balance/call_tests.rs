@@ -1,0 +1,270 @@
+//! Outcome classification, the tracked body, and the endpoint's ejection states,
+//! with the paused clock.
+
+use std::sync::Arc;
+use std::task::{Context, Waker};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue, StatusCode};
+use http_body::{Body as HttpBody, Frame};
+use http_body_util::{BodyExt, StreamBody};
+use tokio::sync::mpsc;
+use tokio::time::{self, Instant};
+use tonic::Code;
+
+use super::*;
+use crate::InstanceKey;
+use crate::balance::accrual::FailureAccrual;
+use crate::balance::info::EndpointState;
+use crate::balance::stats::{EndpointStats, Mode};
+
+const DECAY: Duration = Duration::from_secs(10);
+
+fn new_stats(
+    accrual: FailureAccrual,
+) -> (Arc<EndpointStats>, mpsc::UnboundedReceiver<InstanceKey>) {
+    let (trips, rx) = mpsc::unbounded_channel();
+    let stats = EndpointStats::new(
+        InstanceKey::new("n", "a"),
+        "127.0.0.1:1".into(),
+        Duration::from_millis(1),
+        DECAY,
+        Arc::new(accrual),
+        trips,
+    );
+    stats.set_conn(EndpointState::Ready);
+    (stats, rx)
+}
+
+fn finish(stats: &Arc<EndpointStats>, outcome: Outcome) {
+    let mut call = Call::start(stats.clone(), false);
+    call.headers();
+    call.finish(outcome);
+}
+
+fn trailers(code: &'static str) -> HeaderMap {
+    let mut map = HeaderMap::new();
+    map.insert("grpc-status", HeaderValue::from_static(code));
+    map
+}
+
+#[test]
+fn the_status_is_read_from_trailers_only_answers_and_http_codes() {
+    assert_eq!(status_in_headers(StatusCode::OK, &HeaderMap::new()), None);
+    assert_eq!(
+        status_in_headers(StatusCode::OK, &trailers("14")),
+        Some(Code::Unavailable)
+    );
+    assert_eq!(
+        status_in_headers(StatusCode::OK, &trailers("garbage")),
+        Some(Code::Unknown)
+    );
+    let http = |s: u16| status_in_headers(StatusCode::from_u16(s).unwrap(), &HeaderMap::new());
+    assert_eq!(http(503), Some(Code::Unavailable));
+    assert_eq!(http(429), Some(Code::Unavailable));
+    assert_eq!(http(404), Some(Code::Unimplemented));
+    assert_eq!(http(400), Some(Code::Internal));
+    assert_eq!(http(500), Some(Code::Unknown));
+}
+
+#[tokio::test(start_paused = true)]
+async fn failures_trip_the_detector_once_and_other_codes_do_not() {
+    let (stats, mut trips) = new_stats(FailureAccrual::default().consecutive_failures(3));
+    for _ in 0..10 {
+        finish(&stats, Outcome::Status(Code::NotFound));
+        finish(&stats, Outcome::Status(Code::Internal));
+    }
+    assert!(
+        trips.try_recv().is_err(),
+        "NOT_FOUND and INTERNAL are not failures by default"
+    );
+    for _ in 0..10 {
+        finish(&stats, Outcome::Status(Code::Unavailable));
+    }
+    assert_eq!(trips.try_recv().ok(), Some(stats.key.clone()));
+    assert!(
+        trips.try_recv().is_err(),
+        "one trip until the worker takes it"
+    );
+    assert!(stats.take_trip());
+}
+
+#[tokio::test(start_paused = true)]
+async fn cancelled_calls_and_expired_deadlines_count_for_neither_side() {
+    let (stats, mut trips) = new_stats(FailureAccrual::default().consecutive_failures(2));
+    for _ in 0..10 {
+        drop(Call::start(stats.clone(), false));
+        finish(&stats, Outcome::DeadlineExpired);
+        finish(&stats, Outcome::NotSent);
+    }
+    assert!(trips.try_recv().is_err());
+    // With DEADLINE_EXCEEDED in the failure set, an expired deadline counts.
+    let (stats, mut trips) = new_stats(
+        FailureAccrual::default()
+            .consecutive_failures(2)
+            .failure_codes([Code::Unavailable, Code::DeadlineExceeded]),
+    );
+    finish(&stats, Outcome::DeadlineExpired);
+    finish(&stats, Outcome::DeadlineExpired);
+    assert!(trips.try_recv().is_ok());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_body_reports_the_status_in_its_trailers() {
+    let (stats, mut trips) = new_stats(FailureAccrual::default().consecutive_failures(1));
+    let frames: Vec<Result<Frame<Bytes>, std::convert::Infallible>> = vec![
+        Ok(Frame::data(Bytes::from_static(b"message"))),
+        Ok(Frame::trailers(trailers("14"))),
+    ];
+    let mut call = Call::start(stats.clone(), false);
+    call.headers();
+    let body = TrackedBody::new(StreamBody::new(futures_util::stream::iter(frames)), call);
+    assert_eq!(stats.open_streams(), 1);
+    let collected = body.collect().await.expect("body");
+    assert!(collected.trailers().is_some());
+    assert_eq!(stats.open_streams(), 0);
+    assert!(
+        trips.try_recv().is_ok(),
+        "UNAVAILABLE in the trailers is a failure"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_body_dropped_before_its_end_is_a_cancellation() {
+    let (stats, mut trips) = new_stats(FailureAccrual::default().consecutive_failures(1));
+    let frames: Vec<Result<Frame<Bytes>, std::convert::Infallible>> =
+        vec![Ok(Frame::data(Bytes::from_static(b"message")))];
+    let mut call = Call::start(stats.clone(), false);
+    call.headers();
+    let mut body = TrackedBody::new(StreamBody::new(futures_util::stream::iter(frames)), call);
+    let mut cx = Context::from_waker(Waker::noop());
+    let first = std::pin::Pin::new(&mut body).poll_frame(&mut cx);
+    assert!(matches!(first, std::task::Poll::Ready(Some(Ok(_)))));
+    drop(body);
+    assert_eq!(stats.open_streams(), 0);
+    assert!(trips.try_recv().is_err());
+}
+
+#[tokio::test(start_paused = true)]
+async fn failures_make_an_endpoint_dearer_within_a_bound_and_fade() {
+    let (stats, _trips) = new_stats(FailureAccrual::disabled());
+    let before = stats.cost();
+    finish(&stats, Outcome::Status(Code::Unavailable));
+    // One failure: score 0.2, cost × 3 (and the fast failure did not lower the estimate).
+    let one = stats.cost();
+    assert!((one / before - 3.0).abs() < 0.01, "{one} vs {before}");
+    for _ in 0..100 {
+        finish(&stats, Outcome::Status(Code::Unavailable));
+    }
+    let many = stats.cost();
+    assert!(
+        many <= before * 11.0 + 1.0 && many > before * 10.9,
+        "{many} vs {before}"
+    );
+    // Successes bring it back.
+    for _ in 0..30 {
+        finish(&stats, Outcome::Status(Code::Ok));
+    }
+    assert!(stats.failure_score(Instant::now()) < 0.01);
+    // And so does time, for an instance that gets no calls.
+    finish(&stats, Outcome::Status(Code::Unavailable));
+    let score = stats.failure_score(Instant::now());
+    time::advance(DECAY).await;
+    let faded = stats.failure_score(Instant::now());
+    assert!(
+        (faded - score / std::f64::consts::E).abs() < 1e-6,
+        "{score} {faded}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_silent_endpoint_gets_dearer_while_calls_wait() {
+    let (stats, _trips) = new_stats(FailureAccrual::disabled());
+    let call = Call::start(stats.clone(), false);
+    let at_send = stats.cost();
+    time::advance(Duration::from_secs(2)).await;
+    // The 1 ms estimate decays, but a call has waited 2 s: the cost is at least that.
+    assert!(stats.cost() >= 2.0 * 2e9, "{}", stats.cost());
+    assert!(stats.cost() > at_send * 100.0);
+    drop(call);
+}
+
+#[tokio::test(start_paused = true)]
+async fn ejection_then_one_probe_then_back_in_service() {
+    let (stats, mut trips) = new_stats(FailureAccrual::default().consecutive_failures(1));
+    finish(&stats, Outcome::Transport);
+    assert!(trips.try_recv().is_ok() && stats.take_trip());
+    let delay = stats.eject();
+    assert!(delay <= Duration::from_secs(1) && delay >= Duration::from_millis(800));
+    assert_eq!(stats.state(), EndpointState::Ejected);
+    let until = stats.ejected_until().expect("until");
+    assert_eq!(until, Instant::now() + delay);
+    // Outcomes of calls sent before the ejection change nothing.
+    finish(&stats, Outcome::Transport);
+    assert!(trips.try_recv().is_err());
+
+    stats.allow_probe();
+    assert_eq!(stats.state(), EndpointState::Probing);
+    assert!(stats.take_probe(), "one probe may go");
+    assert!(!stats.take_probe(), "only one");
+    assert_eq!(stats.mode(), Mode::Probing);
+    let mut probe = Call::start(stats.clone(), true);
+    probe.headers();
+    probe.finish(Outcome::Status(Code::Ok));
+    assert_eq!(stats.mode(), Mode::In);
+    assert_eq!(stats.state(), EndpointState::Ready);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failed_probe_asks_for_a_longer_ejection() {
+    let (stats, mut trips) = new_stats(FailureAccrual::default().consecutive_failures(1));
+    let first = stats.eject();
+    stats.allow_probe();
+    assert!(stats.take_probe());
+    let mut probe = Call::start(stats.clone(), true);
+    probe.headers();
+    probe.finish(Outcome::Status(Code::Unavailable));
+    assert!(trips.try_recv().is_ok() && stats.take_trip());
+    let second = stats.eject();
+    // Doubling from 1 s, less at most 20% jitter each.
+    assert!(
+        second >= Duration::from_millis(1600) && second > first,
+        "{first:?} {second:?}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_abandoned_probe_lets_another_go() {
+    let (stats, _trips) = new_stats(FailureAccrual::default());
+    stats.eject();
+    stats.allow_probe();
+    assert!(stats.take_probe());
+    drop(Call::start(stats.clone(), true));
+    assert_eq!(stats.mode(), Mode::ProbeAllowed);
+    assert!(stats.take_probe());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_lifted_ejection_is_back_in_service() {
+    let (stats, _trips) = new_stats(FailureAccrual::default());
+    stats.eject();
+    stats.lift();
+    assert_eq!(stats.mode(), Mode::In);
+    assert_eq!(stats.ejected_until(), None);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_stream_limit_is_kept() {
+    let (stats, _trips) = new_stats(FailureAccrual::default());
+    stats
+        .max_streams
+        .store(2, std::sync::atomic::Ordering::Relaxed);
+    let a = Call::start(stats.clone(), false);
+    assert!(stats.has_stream_capacity());
+    let b = Call::start(stats.clone(), false);
+    assert!(!stats.has_stream_capacity());
+    drop(a);
+    assert!(stats.has_stream_capacity());
+    drop(b);
+}

@@ -1,0 +1,376 @@
+//! Sending one request on an endpoint's connection, and getting it back when the
+//! server never processed it, so that it can go to another endpoint (gRFC A6's
+//! transparent retry).
+//!
+//! Two ways a request comes back:
+//! - hyper hands back a request it never wrote (`try_send_request`): the connection
+//!   was found closed, or went away while the request was queued on it;
+//! - the server refused the stream (`REFUSED_STREAM`), or its GOAWAY named a last
+//!   stream below ours: the request was written but, by the HTTP/2 spec (RFC 9113
+//!   §8.7), not processed. Its body was consumed, so it is rebuilt from a copy kept
+//!   while it was sent, when the whole body fit in [`REPLAY_LIMIT`].
+
+use std::error::Error as StdError;
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll, ready};
+
+use bytes::Bytes;
+use http::HeaderMap;
+use http_body::{Body as HttpBody, Frame, SizeHint};
+use hyper::body::Incoming;
+use hyper::client::conn::TrySendError;
+use pin_project_lite::pin_project;
+use tonic::body::Body;
+
+use super::call::{Call, Outcome, TrackedBody, status_in_headers};
+use crate::{BoxError, InstanceKey};
+
+/// The largest request body kept for a resend (linkerd keeps 64 KiB too). A larger
+/// request refused by the server fails instead.
+pub(crate) const REPLAY_LIMIT: usize = 64 * 1024;
+
+type SendFuture = Pin<
+    Box<
+        dyn Future<Output = Result<http::Response<Incoming>, TrySendError<http::Request<Body>>>>
+            + Send,
+    >,
+>;
+
+/// Why a call on an endpoint did not produce a response.
+pub(crate) enum CallError {
+    /// The server never processed the request; it may go to another endpoint. (The
+    /// lock only makes the error `Sync`, as a `BoxError` must be; it is never contended.)
+    NotProcessed {
+        request: Box<Mutex<http::Request<Body>>>,
+        endpoint: InstanceKey,
+        error: BoxError,
+    },
+    /// The call failed; the server may have processed it.
+    Failed(BoxError),
+}
+
+impl CallError {
+    pub(crate) fn into_error(self) -> BoxError {
+        match self {
+            CallError::NotProcessed { error, .. } | CallError::Failed(error) => error,
+        }
+    }
+}
+
+impl fmt::Debug for CallError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CallError::NotProcessed {
+                endpoint, error, ..
+            } => f
+                .debug_struct("NotProcessed")
+                .field("endpoint", endpoint)
+                .field("error", error)
+                .finish(),
+            CallError::Failed(error) => f.debug_tuple("Failed").field(error).finish(),
+        }
+    }
+}
+
+impl fmt::Display for CallError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CallError::NotProcessed { error, .. } | CallError::Failed(error) => error.fmt(f),
+        }
+    }
+}
+
+impl StdError for CallError {
+    fn source(&self) -> Option<&(dyn StdError + 'static)> {
+        match self {
+            CallError::NotProcessed { error, .. } | CallError::Failed(error) => error.source(),
+        }
+    }
+}
+
+/// One request in flight on one endpoint, up to its response headers.
+pub(crate) struct EndpointFuture {
+    inner: Result<SendFuture, Option<BoxError>>,
+    call: Option<Call>,
+    replay: Option<Replay>,
+}
+
+// === impl EndpointFuture ===
+
+impl EndpointFuture {
+    pub(crate) fn new(inner: SendFuture, call: Call, replay: Replay) -> Self {
+        EndpointFuture {
+            inner: Ok(inner),
+            call: Some(call),
+            replay: Some(replay),
+        }
+    }
+
+    pub(crate) fn failed(error: BoxError) -> Self {
+        EndpointFuture {
+            inner: Err(Some(error)),
+            call: None,
+            replay: None,
+        }
+    }
+
+    /// The channel's deadline passed while the call was in flight.
+    pub(crate) fn expire(&mut self) {
+        if let Some(mut call) = self.call.take() {
+            call.finish(Outcome::DeadlineExpired);
+        }
+    }
+}
+
+impl Future for EndpointFuture {
+    type Output = Result<http::Response<Body>, CallError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = &mut *self;
+        let inner = match &mut this.inner {
+            Ok(inner) => inner,
+            Err(error) => {
+                let error = error
+                    .take()
+                    .unwrap_or_else(|| "polled after completion".into());
+                return Poll::Ready(Err(CallError::Failed(error)));
+            }
+        };
+        let result = ready!(inner.as_mut().poll(cx));
+        this.inner = Err(None);
+        let Some(mut call) = this.call.take() else {
+            // The deadline passed (`expire`); the caller has moved on.
+            let error = "the call's deadline passed".into();
+            return Poll::Ready(Err(CallError::Failed(error)));
+        };
+        let replay = this.replay.take();
+        Poll::Ready(match result {
+            Ok(response) => {
+                drop(replay);
+                call.headers();
+                Ok(track(response, call))
+            }
+            Err(error) => Err(not_processed_or_failed(error, call, replay)),
+        })
+    }
+}
+
+/// The caller's response: a status in the headers ends the call now, otherwise the
+/// body reports it at the end of the stream.
+fn track(response: http::Response<Incoming>, mut call: Call) -> http::Response<Body> {
+    match status_in_headers(response.status(), response.headers()) {
+        Some(code) => {
+            call.finish(Outcome::Status(code));
+            response.map(Body::new)
+        }
+        None => response.map(|body| Body::new(TrackedBody::new(body, call))),
+    }
+}
+
+fn not_processed_or_failed(
+    error: TrySendError<http::Request<Body>>,
+    mut call: Call,
+    replay: Option<Replay>,
+) -> CallError {
+    let endpoint = call.key().clone();
+    let (error, unsent) = error.split();
+    let request = match unsent {
+        Some(request) => Some(request),
+        None if never_processed(&error) => replay.and_then(Replay::into_request),
+        None => None,
+    };
+    match request {
+        Some(request) => {
+            call.finish(Outcome::NotSent);
+            CallError::NotProcessed {
+                request: Box::new(Mutex::new(request)),
+                endpoint,
+                error,
+            }
+        }
+        None => {
+            call.finish(Outcome::Transport);
+            CallError::Failed(error)
+        }
+    }
+}
+
+/// Whether the server said it did not process the stream: `REFUSED_STREAM`, or a
+/// GOAWAY whose last stream id is below this stream's (h2 fails exactly those
+/// streams with the GOAWAY's error when the frame arrives).
+pub(crate) fn never_processed(error: &BoxError) -> bool {
+    let Some(h2) = find_h2(error.as_ref()) else {
+        return false;
+    };
+    if !h2.is_remote() {
+        return false;
+    }
+    (h2.is_reset() && h2.reason() == Some(h2::Reason::REFUSED_STREAM)) || h2.is_go_away()
+}
+
+/// The `h2::Error` in an error's source chain.
+pub(crate) fn find_h2<'a>(error: &'a (dyn StdError + 'static)) -> Option<&'a h2::Error> {
+    let mut next = Some(error);
+    while let Some(e) = next {
+        if let Some(h2) = e.downcast_ref::<h2::Error>() {
+            return Some(h2);
+        }
+        next = e.source();
+    }
+    None
+}
+
+trait Split {
+    fn split(self) -> (BoxError, Option<http::Request<Body>>);
+}
+
+impl Split for TrySendError<http::Request<Body>> {
+    fn split(mut self) -> (BoxError, Option<http::Request<Body>>) {
+        let request = self.take_message();
+        (Box::new(self.into_error()), request)
+    }
+}
+
+/// What is needed to send a request again: its head and a copy of its body.
+#[derive(Debug)]
+pub(crate) struct Replay {
+    head: http::request::Parts,
+    recording: Arc<Mutex<Recording>>,
+}
+
+#[derive(Debug, Default)]
+struct Recording {
+    frames: Vec<Bytes>,
+    trailers: Option<HeaderMap>,
+    bytes: usize,
+    complete: bool,
+    overflowed: bool,
+}
+
+// === impl Replay ===
+
+impl Replay {
+    /// Splits `request` into the request to send (whose body is copied as it is sent)
+    /// and what is needed to send it again.
+    pub(crate) fn record(request: http::Request<Body>) -> (http::Request<Body>, Replay) {
+        let (head, body) = request.into_parts();
+        let recording = Arc::new(Mutex::new(Recording {
+            complete: body.is_end_stream(),
+            ..Recording::default()
+        }));
+        let body = RecordingBody {
+            inner: body,
+            recording: recording.clone(),
+        };
+        let replay = Replay {
+            head: head.clone(),
+            recording,
+        };
+        (http::Request::from_parts(head, Body::new(body)), replay)
+    }
+
+    /// The request again, if its whole body was sent and kept.
+    fn into_request(self) -> Option<http::Request<Body>> {
+        let mut rec = self
+            .recording
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if !rec.complete || rec.overflowed {
+            return None;
+        }
+        let body = Replayed {
+            frames: std::mem::take(&mut rec.frames).into(),
+            trailers: rec.trailers.take(),
+        };
+        Some(http::Request::from_parts(self.head, Body::new(body)))
+    }
+}
+
+pin_project! {
+    /// A request body that keeps a copy of what it yields, up to [`REPLAY_LIMIT`].
+    struct RecordingBody {
+        #[pin]
+        inner: Body,
+        recording: Arc<Mutex<Recording>>,
+    }
+}
+
+impl HttpBody for RecordingBody {
+    type Data = Bytes;
+    type Error = tonic::Status;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, tonic::Status>>> {
+        let this = self.project();
+        let frame = ready!(this.inner.poll_frame(cx));
+        let mut rec = this
+            .recording
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        match &frame {
+            Some(Ok(frame)) => {
+                if let Some(data) = frame.data_ref() {
+                    rec.keep(data);
+                } else if let Some(trailers) = frame.trailers_ref() {
+                    rec.trailers = Some(trailers.clone());
+                }
+            }
+            Some(Err(_)) => rec.overflowed = true,
+            None => rec.complete = true,
+        }
+        Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Recording {
+    fn keep(&mut self, data: &Bytes) {
+        if self.overflowed {
+            return;
+        }
+        self.bytes += data.len();
+        if self.bytes > REPLAY_LIMIT {
+            self.overflowed = true;
+            self.frames = Vec::new();
+        } else {
+            self.frames.push(data.clone());
+        }
+    }
+}
+
+/// A kept body, sent again.
+struct Replayed {
+    frames: std::collections::VecDeque<Bytes>,
+    trailers: Option<HeaderMap>,
+}
+
+impl HttpBody for Replayed {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        if let Some(data) = self.frames.pop_front() {
+            return Poll::Ready(Some(Ok(Frame::data(data))));
+        }
+        Poll::Ready(self.trailers.take().map(|t| Ok(Frame::trailers(t))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.frames.is_empty() && self.trailers.is_none()
+    }
+}

@@ -1,0 +1,409 @@
+//! What one endpoint knows about its own traffic, shared by the endpoint, the calls in
+//! flight on it, the worker and [`BalancedChannel::endpoints`].
+//!
+//! Calls write it from whatever task completes them: the load (Peak-EWMA estimate,
+//! calls waiting for headers, when it last heard from the instance), the open streams
+//! (for the server's stream limit) and the failure detectors. The hot path touches
+//! atomics and two uncontended locks (the estimate's writer lock and the detectors').
+//!
+//! [`BalancedChannel::endpoints`]: super::BalancedChannel::endpoints
+
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use futures_util::task::AtomicWaker;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tracing::{info, warn};
+
+use super::accrual::{CodeSet, Detector, FailureAccrual, Verdict};
+use super::info::EndpointState;
+use super::load::RttEstimate;
+use crate::InstanceKey;
+
+/// How much recent failures weigh in the cost: it is multiplied by
+/// `1 + FAILURE_PENALTY × failure score`, the score being a moving average of failures
+/// (0 to 1) that fades with the load's decay. An instance that fails every call thus
+/// costs up to 11 times its latency estimate, so it loses comparisons against healthy
+/// peers unless they are that much busier (linkerd's load biaser has the same aim).
+/// The penalty is bounded, so a failing instance still gets calls under load and
+/// failure accrual can judge it.
+const FAILURE_PENALTY: f64 = 10.0;
+
+/// The weight of one call in the failure score.
+const FAILURE_ALPHA: f64 = 0.2;
+
+/// Whether the endpoint takes calls, as failure accrual sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub(crate) enum Mode {
+    /// In service.
+    In = 0,
+    /// Ejected until the time in [`Health::until`].
+    Ejected = 1,
+    /// The ejection ended; one probe call may go.
+    ProbeAllowed = 2,
+    /// The probe call is in flight.
+    Probing = 3,
+}
+
+pub(crate) struct EndpointStats {
+    pub(crate) key: InstanceKey,
+    pub(crate) address: String,
+    /// The connection state ([`EndpointState`] as a byte), written by the endpoint.
+    conn: AtomicU8,
+    mode: AtomicU8,
+    pub(crate) rtt: RttEstimate,
+    /// Calls sent and not yet answered with headers.
+    pending: AtomicUsize,
+    /// `f64` bits of the failure score at `failure_at` (see [`FAILURE_PENALTY`]).
+    failure_score: AtomicU64,
+    /// When the failure score was last updated (nanoseconds since the estimate's epoch).
+    failure_at: AtomicU64,
+    /// When a response last arrived, or a first call went out to an idle endpoint
+    /// (nanoseconds since the estimate's epoch).
+    last_heard: AtomicU64,
+    /// HTTP/2 streams open on the connection: from the call to the end of the response.
+    open_streams: AtomicUsize,
+    /// The server's `SETTINGS_MAX_CONCURRENT_STREAMS` on the current connection.
+    pub(crate) max_streams: Arc<AtomicU32>,
+    /// The last connection ended with `GOAWAY(ENHANCE_YOUR_CALM)`: too many PINGs.
+    pub(crate) too_many_pings: AtomicBool,
+    /// Woken when the endpoint may be ready again (ejection changes, a stream freed).
+    pub(crate) waker: AtomicWaker,
+    health: Mutex<Health>,
+    config: Arc<FailureAccrual>,
+    trips: mpsc::UnboundedSender<InstanceKey>,
+}
+
+/// The failure detectors and the ejection of one endpoint.
+#[derive(Debug)]
+pub(crate) struct Health {
+    detector: Detector,
+    epoch: Instant,
+    pub(crate) until: Option<Instant>,
+    /// Ejections in a row (reset after serving for the backoff's maximum).
+    ejections: u32,
+    returned_at: Option<Instant>,
+    /// A trip was sent to the worker and not yet handled.
+    trip_sent: bool,
+}
+
+// === impl EndpointStats ===
+
+impl EndpointStats {
+    pub(crate) fn new(
+        key: InstanceKey,
+        address: String,
+        initial_rtt: Duration,
+        decay: Duration,
+        config: Arc<FailureAccrual>,
+        trips: mpsc::UnboundedSender<InstanceKey>,
+    ) -> Arc<Self> {
+        Arc::new(EndpointStats {
+            key,
+            address,
+            conn: AtomicU8::new(EndpointState::Connecting.as_u8()),
+            mode: AtomicU8::new(Mode::In as u8),
+            rtt: RttEstimate::new(initial_rtt, decay),
+            pending: AtomicUsize::new(0),
+            failure_score: AtomicU64::new(0f64.to_bits()),
+            failure_at: AtomicU64::new(0),
+            last_heard: AtomicU64::new(0),
+            open_streams: AtomicUsize::new(0),
+            max_streams: Arc::new(AtomicU32::new(u32::MAX)),
+            too_many_pings: AtomicBool::new(false),
+            waker: AtomicWaker::new(),
+            health: Mutex::new(Health {
+                detector: Detector::new(),
+                epoch: Instant::now(),
+                until: None,
+                ejections: 0,
+                returned_at: None,
+                trip_sent: false,
+            }),
+            config,
+            trips,
+        })
+    }
+
+    pub(crate) fn set_conn(&self, state: EndpointState) {
+        self.conn.store(state.as_u8(), Ordering::Relaxed);
+    }
+
+    /// The state [`EndpointInfo`](super::EndpointInfo) shows.
+    pub(crate) fn state(&self) -> EndpointState {
+        let conn = EndpointState::from_u8(self.conn.load(Ordering::Relaxed));
+        match (conn, self.mode()) {
+            (EndpointState::Ready, Mode::Ejected) => EndpointState::Ejected,
+            (EndpointState::Ready, Mode::ProbeAllowed | Mode::Probing) => EndpointState::Probing,
+            (conn, _) => conn,
+        }
+    }
+
+    pub(crate) fn ejected_until(&self) -> Option<Instant> {
+        match self.mode() {
+            Mode::Ejected => self.health().until,
+            _ => None,
+        }
+    }
+
+    pub(crate) fn mode(&self) -> Mode {
+        match self.mode.load(Ordering::Acquire) {
+            1 => Mode::Ejected,
+            2 => Mode::ProbeAllowed,
+            3 => Mode::Probing,
+            _ => Mode::In,
+        }
+    }
+
+    fn set_mode(&self, mode: Mode) {
+        self.mode.store(mode as u8, Ordering::Release);
+        self.waker.wake();
+    }
+
+    /// The probe slot: `ProbeAllowed` → `Probing`. Returns whether this call is the probe.
+    pub(crate) fn take_probe(&self) -> bool {
+        self.mode
+            .compare_exchange(
+                Mode::ProbeAllowed as u8,
+                Mode::Probing as u8,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            )
+            .is_ok()
+    }
+
+    /// The ejection has run out: one probe may go.
+    pub(crate) fn allow_probe(&self) {
+        if self
+            .mode
+            .compare_exchange(
+                Mode::Ejected as u8,
+                Mode::ProbeAllowed as u8,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            )
+            .is_ok()
+        {
+            info!(instance = %self.key, addr = %self.address, "ejection over; probing with one call");
+        }
+    }
+
+    pub(crate) fn health(&self) -> MutexGuard<'_, Health> {
+        self.health.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    // --- load ---
+
+    /// The cost the balancer compares: latency estimate × (calls waiting + 1) × the
+    /// failure penalty. While calls wait, the time since the instance was last heard
+    /// from is a lower bound on its latency, so an instance that stops answering gets
+    /// dearer by the moment instead of cheaper as its estimate decays.
+    pub(crate) fn cost(&self) -> f64 {
+        let pending = self.pending.load(Ordering::Relaxed);
+        let now = Instant::now();
+        let mut rtt = self.rtt.get(now);
+        if pending > 0 {
+            let heard = self.last_heard.load(Ordering::Relaxed);
+            let silent = self.rtt.since_epoch(now).saturating_sub(heard) as f64;
+            rtt = rtt.max(silent);
+        }
+        rtt * (pending + 1) as f64 * (1.0 + FAILURE_PENALTY * self.failure_score(now))
+    }
+
+    /// The moving average of failures (0 to 1), faded since it was last updated.
+    pub(crate) fn failure_score(&self, now: Instant) -> f64 {
+        let score = f64::from_bits(self.failure_score.load(Ordering::Relaxed));
+        if score == 0.0 {
+            return 0.0;
+        }
+        let at = self.failure_at.load(Ordering::Relaxed);
+        self.rtt.fade(score, at, now)
+    }
+
+    /// Folds one outcome into the failure score (under the health lock, which
+    /// serialises writers).
+    fn score(&self, failed: bool, now: Instant) {
+        let prior = self.failure_score(now);
+        let next = prior * (1.0 - FAILURE_ALPHA) + if failed { FAILURE_ALPHA } else { 0.0 };
+        self.failure_score.store(next.to_bits(), Ordering::Relaxed);
+        self.failure_at
+            .store(self.rtt.since_epoch(now), Ordering::Relaxed);
+    }
+
+    pub(crate) fn call_started(&self) {
+        if self.pending.fetch_add(1, Ordering::Relaxed) == 0 {
+            self.heard(Instant::now());
+        }
+        self.open_streams.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A call stops waiting: it got its headers (`heard`), or it ended without.
+    pub(crate) fn headers_received(&self, now: Instant, heard: bool) {
+        self.pending.fetch_sub(1, Ordering::Relaxed);
+        if heard {
+            self.heard(now);
+        }
+    }
+
+    fn heard(&self, now: Instant) {
+        self.last_heard
+            .store(self.rtt.since_epoch(now), Ordering::Relaxed);
+    }
+
+    pub(crate) fn stream_ended(&self) {
+        let before = self.open_streams.fetch_sub(1, Ordering::Relaxed);
+        if before >= self.max_streams.load(Ordering::Relaxed) as usize {
+            self.waker.wake();
+        }
+    }
+
+    /// Whether another stream fits under the server's limit.
+    pub(crate) fn has_stream_capacity(&self) -> bool {
+        let max = self.max_streams.load(Ordering::Relaxed) as usize;
+        self.open_streams.load(Ordering::Relaxed) < max
+    }
+
+    pub(crate) fn open_streams(&self) -> usize {
+        self.open_streams.load(Ordering::Relaxed)
+    }
+
+    // --- failure accrual ---
+
+    pub(crate) fn codes(&self) -> CodeSet {
+        self.config.codes
+    }
+
+    /// Folds in one call's outcome (`None`: the call counts for neither side).
+    pub(crate) fn record(&self, verdict: Verdict, latency: Duration, probe: bool) {
+        let failed = verdict == Verdict::Failure;
+        if failed {
+            // A fast failure must not make the instance look fast.
+            self.rtt.observe_no_lower(latency);
+        } else {
+            self.rtt.observe(latency);
+        }
+        let mut health = self.health();
+        let now = Instant::now();
+        self.score(failed, now);
+        if !self.config.enabled {
+            return;
+        }
+        if probe {
+            drop(health);
+            return self.probe_done(verdict, latency);
+        }
+        if self.mode() != Mode::In {
+            // Calls sent before the ejection say nothing new.
+            return;
+        }
+        let epoch = health.epoch;
+        if health.detector.record(&self.config, verdict, epoch, now) && !health.trip_sent {
+            health.trip_sent = true;
+            let _ = self.trips.send(self.key.clone());
+        }
+    }
+
+    fn probe_done(&self, verdict: Verdict, latency: Duration) {
+        match verdict {
+            Verdict::Success => {
+                let mut health = self.health();
+                let now = Instant::now();
+                health.until = None;
+                health.returned_at = Some(now);
+                health.detector.reset();
+                // Back afresh: the failures it was ejected for are forgiven, and the
+                // probe's latency is its estimate.
+                self.failure_score.store(0f64.to_bits(), Ordering::Relaxed);
+                self.rtt.reset(latency);
+                drop(health);
+                info!(instance = %self.key, addr = %self.address, "probe succeeded; endpoint back in service");
+                self.set_mode(Mode::In);
+            }
+            Verdict::Failure => {
+                let mut health = self.health();
+                if !health.trip_sent {
+                    health.trip_sent = true;
+                    let _ = self.trips.send(self.key.clone());
+                }
+            }
+        }
+    }
+
+    /// The probe went nowhere (cancelled, or not sent): another may go.
+    pub(crate) fn probe_abandoned(&self) {
+        if self
+            .mode
+            .compare_exchange(
+                Mode::Probing as u8,
+                Mode::ProbeAllowed as u8,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            )
+            .is_ok()
+        {
+            self.waker.wake();
+        }
+    }
+
+    /// The worker took the trip: clears the flag and says whether it still stands
+    /// (the endpoint is in service, or its probe failed).
+    pub(crate) fn take_trip(&self) -> bool {
+        let mut health = self.health();
+        std::mem::replace(&mut health.trip_sent, false)
+    }
+
+    /// Ejects the endpoint (the worker checked the capacity guard) and returns until when.
+    pub(crate) fn eject(&self) -> Duration {
+        let mut health = self.health();
+        let now = Instant::now();
+        let backoff = self.config.backoff;
+        if health
+            .returned_at
+            .is_some_and(|at| now.saturating_duration_since(at) >= backoff.max())
+        {
+            health.ejections = 0;
+        }
+        health.ejections = health.ejections.saturating_add(1);
+        let delay = backoff.delay(health.ejections);
+        health.until = Some(now + delay);
+        health.detector.reset();
+        let ejections = health.ejections;
+        drop(health);
+        warn!(
+            instance = %self.key,
+            addr = %self.address,
+            ejections,
+            ?delay,
+            "endpoint ejected: its calls fail"
+        );
+        self.set_mode(Mode::Ejected);
+        delay
+    }
+
+    /// Lifts an ejection at once (panic mode: nothing else is ready).
+    pub(crate) fn lift(&self) {
+        if self.mode() == Mode::In {
+            return;
+        }
+        let mut health = self.health();
+        health.until = None;
+        health.detector.reset();
+        drop(health);
+        self.set_mode(Mode::In);
+    }
+}
+
+impl std::fmt::Debug for EndpointStats {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EndpointStats")
+            .field("key", &self.key)
+            .field("address", &self.address)
+            .field("state", &self.state())
+            .field("pending", &self.pending.load(Ordering::Relaxed))
+            .field("open_streams", &self.open_streams())
+            .finish_non_exhaustive()
+    }
+}
