@@ -139,6 +139,28 @@ impl BalancedChannelBuilder {
         self
     }
 
+    /// Client-side health checking (gRFC A17). Default: off.
+    ///
+    /// Each connection opens a `grpc.health.v1.Health/Watch` stream for `service`
+    /// (the name the server's health service knows; `""` for the whole server). While
+    /// the server says anything but `SERVING` (or answers `NOT_FOUND`: it does not
+    /// know the service), the endpoint is out of the ready set, ahead of the
+    /// registry; `SERVING` brings it back at once. A server without the
+    /// health service (`UNIMPLEMENTED`) is taken as serving, and a broken stream is
+    /// retried with the reconnect backoff and never holds the endpoint out by itself.
+    ///
+    /// The stream stays open, so HTTP/2 keep-alive PINGs go out whenever the server
+    /// has been silent for the keep-alive interval; a grpc-go server with its default
+    /// enforcement closes such connections (`GOAWAY ENHANCE_YOUR_CALM`) after a few
+    /// PINGs, and the endpoint then doubles its interval. Raise
+    /// [`Self::http2_keep_alive_interval`] for such servers.
+    #[cfg(feature = "health")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "health")))]
+    pub fn health_check(mut self, service: impl Into<String>) -> Self {
+        self.endpoint.health_check = Some(service.into().into());
+        self
+    }
+
     /// Connects to every instance over TLS (with `https` URIs). Default: plaintext.
     #[cfg(feature = "tls-ring")]
     #[cfg_attr(docsrs, doc(cfg(feature = "tls-ring")))]

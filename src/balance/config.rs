@@ -16,6 +16,9 @@ pub(crate) struct EndpointConfig {
     pub(crate) initial_connection_window_size: Option<u32>,
     pub(crate) concurrency_limit: Option<usize>,
     pub(crate) reconnect_backoff: Backoff,
+    /// The service whose `grpc.health.v1` status each connection watches.
+    #[cfg(feature = "health")]
+    pub(crate) health_check: Option<std::sync::Arc<str>>,
     #[cfg(feature = "tls-ring")]
     pub(crate) tls: Option<super::tls::TlsConfig>,
 }
@@ -42,6 +45,8 @@ impl Default for EndpointConfig {
             initial_connection_window_size: None,
             concurrency_limit: None,
             reconnect_backoff: Backoff::default(),
+            #[cfg(feature = "health")]
+            health_check: None,
             #[cfg(feature = "tls-ring")]
             tls: None,
         }

@@ -67,6 +67,8 @@ enum State {
     Connected {
         send: SendRequest<Body>,
         since: Instant,
+        /// The health watch of this connection, if configured; aborted with it.
+        _health: Option<AbortOnDrop>,
     },
     Backoff(Pin<Box<Sleep>>),
 }
@@ -183,20 +185,27 @@ impl Endpoint {
                         // proved healthy (see below), so a server that accepts and
                         // drops connections is retried with growing delays.
                         let since = Instant::now();
-                        self.set_state(State::Connected { send, since });
+                        let health = self.watch_health(&send);
+                        self.set_state(State::Connected {
+                            send,
+                            since,
+                            _health: health,
+                        });
                     }
                     Err(error) => {
                         warn!(instance = %self.key, addr = %self.target, %error, "connect failed");
                         self.back_off();
                     }
                 },
-                State::Connected { send, since } => {
+                State::Connected { send, since, .. } => {
                     if send.poll_ready(cx).is_ready_and_ok() {
                         return Poll::Ready(());
                     }
                     let short_lived = since.elapsed() < MIN_HEALTHY;
                     info!(instance = %self.key, addr = %self.target, "connection closed");
                     self.permit = None;
+                    // A new connection starts serving until its own watch says otherwise.
+                    self.stats.set_serving(true);
                     if short_lived {
                         self.back_off();
                     } else {
@@ -264,6 +273,41 @@ impl Endpoint {
         }
     }
 
+    /// Starts the connection's health watch, when one is configured.
+    #[cfg(feature = "health")]
+    fn watch_health(&self, send: &SendRequest<Body>) -> Option<AbortOnDrop> {
+        let service = self.config.health_check.clone()?;
+        let watch = super::health::watch(
+            send.clone(),
+            self.scheme.clone(),
+            self.authority.clone(),
+            service,
+            self.stats.clone(),
+            self.config.reconnect_backoff,
+        );
+        Some(AbortOnDrop(
+            tokio::spawn(watch.in_current_span()).abort_handle(),
+        ))
+    }
+
+    #[cfg(not(feature = "health"))]
+    fn watch_health(&self, _send: &SendRequest<Body>) -> Option<AbortOnDrop> {
+        None
+    }
+
+    /// Ready while the server's health service (if watched) says it serves.
+    fn poll_serving(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        if self.stats.is_serving() {
+            return Poll::Ready(());
+        }
+        self.stats.waker.register(cx.waker());
+        if self.stats.is_serving() {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    }
+
     /// Ready while another stream fits under the server's stream limit.
     fn poll_streams(&mut self, cx: &mut Context<'_>) -> Poll<()> {
         if self.stats.has_stream_capacity() {
@@ -285,6 +329,7 @@ impl tower::Service<http::Request<Body>> for Endpoint {
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), CallError>> {
         ready!(self.poll_connection(cx));
+        ready!(self.poll_serving(cx));
         ready!(self.poll_accrual(cx));
         ready!(self.poll_streams(cx));
         ready!(self.poll_permit(cx));
@@ -324,8 +369,18 @@ impl std::fmt::Debug for Endpoint {
     }
 }
 
+/// Aborts a spawned task when dropped.
+#[derive(Debug)]
+struct AbortOnDrop(tokio::task::AbortHandle);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// Points `uri` at the instance, keeping its path and query.
-fn set_origin(uri: &mut Uri, scheme: &Scheme, authority: &Authority) {
+pub(crate) fn set_origin(uri: &mut Uri, scheme: &Scheme, authority: &Authority) {
     let mut parts = std::mem::take(uri).into_parts();
     parts.scheme = Some(scheme.clone());
     parts.authority = Some(authority.clone());

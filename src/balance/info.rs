@@ -25,6 +25,9 @@ pub enum EndpointState {
     Ejected,
     /// Its ejection ran out: one probe call decides whether it returns.
     Probing,
+    /// Connected, but the server's `grpc.health.v1` service says `NOT_SERVING` for the
+    /// checked service (client-side health checking, when configured).
+    NotServing,
 }
 
 impl EndpointState {
@@ -34,6 +37,7 @@ impl EndpointState {
             2 => EndpointState::Backoff,
             3 => EndpointState::Ejected,
             4 => EndpointState::Probing,
+            5 => EndpointState::NotServing,
             _ => EndpointState::Connecting,
         }
     }
@@ -45,6 +49,7 @@ impl EndpointState {
             EndpointState::Backoff => 2,
             EndpointState::Ejected => 3,
             EndpointState::Probing => 4,
+            EndpointState::NotServing => 5,
         }
     }
 }

@@ -68,6 +68,8 @@ mod dispatch;
 mod endpoint;
 mod failfast;
 mod future;
+#[cfg(feature = "health")]
+mod health;
 mod info;
 mod load;
 mod retry;

@@ -70,6 +70,8 @@ pub(crate) struct EndpointStats {
     pub(crate) max_streams: Arc<AtomicU32>,
     /// The last connection ended with `GOAWAY(ENHANCE_YOUR_CALM)`: too many PINGs.
     pub(crate) too_many_pings: AtomicBool,
+    /// The server's health service said `NOT_SERVING` (client-side health checking).
+    not_serving: AtomicBool,
     /// Woken when the endpoint may be ready again (ejection changes, a stream freed).
     pub(crate) waker: AtomicWaker,
     health: Mutex<Health>,
@@ -114,6 +116,7 @@ impl EndpointStats {
             open_streams: AtomicUsize::new(0),
             max_streams: Arc::new(AtomicU32::new(u32::MAX)),
             too_many_pings: AtomicBool::new(false),
+            not_serving: AtomicBool::new(false),
             waker: AtomicWaker::new(),
             health: Mutex::new(Health {
                 detector: Detector::new(),
@@ -136,9 +139,27 @@ impl EndpointStats {
     pub(crate) fn state(&self) -> EndpointState {
         let conn = EndpointState::from_u8(self.conn.load(Ordering::Relaxed));
         match (conn, self.mode()) {
+            (EndpointState::Ready, _) if !self.is_serving() => EndpointState::NotServing,
             (EndpointState::Ready, Mode::Ejected) => EndpointState::Ejected,
             (EndpointState::Ready, Mode::ProbeAllowed | Mode::Probing) => EndpointState::Probing,
             (conn, _) => conn,
+        }
+    }
+
+    /// Whether the server's health service lets the endpoint take calls.
+    pub(crate) fn is_serving(&self) -> bool {
+        !self.not_serving.load(Ordering::Acquire)
+    }
+
+    /// What the server's health service says (or serving, while it says nothing).
+    pub(crate) fn set_serving(&self, serving: bool) {
+        if self.not_serving.swap(!serving, Ordering::AcqRel) == serving {
+            if serving {
+                info!(instance = %self.key, addr = %self.address, "health: serving; back in the ready set");
+            } else {
+                warn!(instance = %self.key, addr = %self.address, "health: not serving; out of the ready set");
+            }
+            self.waker.wake();
         }
     }
 
