@@ -14,7 +14,7 @@
 //! | `consul` | yes | [`consul`]: discovery through blocking health queries, registration with a TTL heartbeat |
 //! | `etcd` | no | [`etcd`]: discovery through a prefix watch, registration with a kept-alive lease (needs `protoc` to build) |
 //! | `nacos` | no | [`nacos`]: discovery through server pushes, registration of ephemeral instances (the official `nacos-sdk`) |
-//! | `health` | no | `consul::HealthSource::tonic_health`: a registration's check follows a `tonic_health` reporter |
+//! | `health` | no | client-side health checking in the balancer (`BalancedChannelBuilder::health_check`, gRFC A17); with `consul`, `consul::HealthSource::tonic_health` |
 //! | `testkit` | no | `testkit`: an in-process Consul-compatible registry, the Echo test service, test helpers |
 //! | `tls-ring` | no | TLS towards Consul and towards gRPC endpoints (rustls with ring) |
 //!
@@ -27,8 +27,10 @@
 //! unchanged snapshot, and never an error: during a registry outage the last known set
 //! stays. The balanced channel's worker task owns the discovery and a power-of-two-choices
 //! balancer over one HTTP/2 connection per instance. It applies changes while idle, treats
-//! an instance as ready only while its connection is up, and fails a request with
-//! `Unavailable` when no instance becomes ready in time.
+//! an instance as ready only while its connection is up and its calls do not fail (failure
+//! accrual ejects instances that answer but fail), resends calls an instance never
+//! processed to another, and fails a request with `Unavailable` when no instance becomes
+//! ready in time.
 //!
 //! [tonic]: https://docs.rs/tonic
 #![cfg_attr(docsrs, feature(doc_cfg))]

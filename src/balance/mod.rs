@@ -39,10 +39,14 @@
 //! connection closes once its requests in flight finish.
 //!
 //! Each endpoint is one HTTP/2 connection with truthful readiness: it is ready only
-//! while its connection is up. A failed connect or a broken connection sends it to
-//! reconnect with jittered backoff, out of the ready set; when a connection closes
-//! the worker learns of it at once, even while idle. Endpoints never fail, so a dead
-//! instance cannot poison the balancer.
+//! while its connection is up, failure accrual has not ejected it, a stream fits under
+//! the server's `SETTINGS_MAX_CONCURRENT_STREAMS` and (with
+//! [`BalancedChannelBuilder::health_check`]) the server's health service says it
+//! serves. A failed connect or a broken connection sends it to reconnect with
+//! jittered backoff, out of the ready set; when a connection closes the worker learns
+//! of it at once, even while idle. HTTP/2 keep-alive (on by default) declares a frozen
+//! instance's connection dead. Endpoints never fail, so a dead instance cannot poison
+//! the balancer.
 //!
 //! Requests go to the less loaded of two ready endpoints picked at random (power of
 //! two choices) under Peak-EWMA load, so slow instances get less traffic. A newly
@@ -52,6 +56,18 @@
 //! `Unavailable` naming the service. A request stops counting towards its
 //! endpoint's load when the response headers arrive, so long streaming responses
 //! are not counted while they stream.
+//!
+//! # Gray failures
+//!
+//! Every call's outcome is classified where the call completes: the gRPC status of a
+//! trailers-only answer is read from its headers, any other from the trailers at the
+//! end of the body, and a broken stream is a transport error (see [`FailureAccrual`]).
+//! Failures raise the endpoint's cost at once (never lower it, as a fast error would
+//! under plain Peak-EWMA) and feed two detectors; one that trips asks the worker,
+//! which ejects the endpoint unless the capacity guard forbids it. An ejected
+//! endpoint returns through a single probe call. A call the server never processed
+//! (refused stream, GOAWAY, connection closed at dispatch) comes back to the worker
+//! and goes to another endpoint, within a [`RetryBudget`].
 //!
 //! Discovery errors are logged and ignored; when discovery ends the set is frozen.
 //!
