@@ -21,13 +21,15 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use clap::Parser;
+use clap::builder::RangedU64ValueParser;
 use tokio::time::{Instant, MissedTickBehavior};
 use tonic::{Code, Status};
 use tonic_discovery::balance::BalancedChannel;
 use tonic_discovery::testkit::pb::EchoRequest;
 use tonic_discovery::testkit::pb::echo_client::EchoClient;
 
-use common::{Args, Registry};
+use common::Registry;
 
 #[derive(Default)]
 struct Counts {
@@ -59,44 +61,43 @@ impl Counts {
     }
 }
 
+/// Calls Echo through a balanced channel that discovers instances in a registry, and
+/// prints one JSON line a second with where the requests went, then a summary.
+#[derive(Parser)]
+#[command(
+    name = "echo_client",
+    after_help = "Consul's ACL token, if any, comes from CONSUL_HTTP_TOKEN or CONSUL_HTTP_TOKEN_FILE."
+)]
 struct Options {
+    /// Where to discover instances: consul://HOST:PORT, etcd://HOST:PORT[,HOST:PORT…]
+    /// (feature etcd) or nacos://HOST:PORT[?namespace=NS&group=G] (feature nacos).
+    #[arg(long, value_name = "URL", value_parser = Registry::parse_for_discovery)]
     registry: Registry,
+    /// Service name to discover.
+    #[arg(long, value_name = "NAME")]
     service: String,
+    /// Only instances carrying this tag (Consul only); repeat to require several.
+    #[arg(long = "tag", value_name = "TAG")]
     tags: Vec<String>,
+    /// Calls per second, across all workers.
+    #[arg(long, value_name = "N", default_value_t = 200, value_parser = clap::value_parser!(u32).range(1..))]
     rps: u32,
+    /// Concurrent workers (calls in flight at most).
+    #[arg(long, value_name = "N", default_value_t = 8, value_parser = RangedU64ValueParser::<usize>::new().range(1..=100_000))]
     concurrency: usize,
+    /// How long to send calls (at most a year).
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = common::run_length)]
     duration: Duration,
+    /// Deadline of every call, sent as `grpc-timeout`; a call that misses it counts as
+    /// DeadlineExceeded [default: none]
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
     timeout: Option<Duration>,
-}
-
-fn options() -> Result<Options, String> {
-    let mut args = Args::from_env();
-    let options = Options {
-        registry: args.required("--registry")?.parse()?,
-        service: args.required("--service")?,
-        tags: args.all("--tag"),
-        rps: args.parsed("--rps", 200)?,
-        concurrency: args.parsed("--concurrency", 8)?,
-        duration: args.duration("--duration", Duration::from_secs(10))?,
-        timeout: args
-            .optional("--timeout")?
-            .map(|v| common::parse_duration(&v).map_err(|e| format!("--timeout: {e}")))
-            .transpose()?,
-    };
-    args.finish()?;
-    if options.rps == 0 || options.concurrency == 0 {
-        return Err("--rps and --concurrency must be at least 1".into());
-    }
-    Ok(options)
 }
 
 #[tokio::main]
 async fn main() {
+    let options = Options::parse();
     common::init_tracing();
-    let options = match options() {
-        Ok(o) => o,
-        Err(e) => common::usage_error(&e, USAGE),
-    };
     let channel = match options
         .registry
         .channel(&options.service, &options.tags)
@@ -107,9 +108,6 @@ async fn main() {
     };
     run(channel, &options).await;
 }
-
-const USAGE: &str = "echo_client --registry consul://HOST:PORT|etcd://HOST:PORT[,…]|nacos://HOST:PORT --service NAME \
-[--tag T]... [--rps 200] [--concurrency 8] [--duration 10s] [--timeout DURATION]";
 
 async fn run(channel: BalancedChannel, options: &Options) {
     let counts = Arc::new(Mutex::new(Counts::default()));
@@ -204,5 +202,15 @@ impl Pacer {
         let slot = *next;
         *next += self.interval;
         slot
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    #[test]
+    fn command_line() {
+        super::Options::command().debug_assert();
     }
 }

@@ -32,6 +32,7 @@ use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use clap::Parser;
 use tokio::signal::unix::{Signal, SignalKind};
 use tonic::Code;
 use tonic::transport::Server;
@@ -40,60 +41,59 @@ use tonic_discovery::consul::HealthSource;
 use tonic_discovery::testkit::EchoService;
 use tonic_discovery::testkit::pb::echo_server::EchoServer;
 
-use common::{Args, Registry};
+use common::Registry;
 
 /// The gRPC service name whose `grpc.health.v1` status the TTL check follows.
 const ECHO: &str = <EchoServer<EchoService> as tonic::server::NamedService>::NAME;
 
-const USAGE: &str = "echo_server --listen ADDR --registry consul://HOST:PORT|etcd://HOST:PORT|nacos://HOST:PORT|none \
---service NAME [--id ID] [--tag T]... [--ttl 2s] [--drain-grace 2s] [--fail-after DURATION] \
-[--max-connection-age DURATION]; SIGUSR1 toggles black-hole mode";
-
+/// An Echo gRPC server that registers itself; SIGTERM or SIGINT drains it (out of the
+/// registry, wait, stop) and it exits 0. Prints `serving ID on ADDR` once it accepts
+/// requests.
+#[derive(Parser)]
+#[command(
+    name = "echo_server",
+    after_help = "Signals: SIGTERM or SIGINT drains and exits 0; SIGUSR1 switches black-hole \
+                  mode on or off (prints `black hole on` / `black hole off`).\n\
+                  Consul's ACL token and TLS settings come from the CONSUL_* environment variables."
+)]
 struct Options {
+    /// Address to listen on; port 0 picks a free one.
+    #[arg(long, value_name = "ADDR")]
     listen: SocketAddr,
+    /// Where to register: consul://HOST:PORT, etcd://HOST:PORT[,HOST:PORT…] (feature etcd),
+    /// nacos://HOST:PORT[?namespace=NS&group=G] (feature nacos), or none (serve only).
+    #[arg(long, value_name = "URL")]
     registry: Registry,
+    /// Service name to register under.
+    #[arg(long, value_name = "NAME")]
     service: String,
+    /// Instance ID [default: derived from the service name and address]
+    #[arg(long)]
     id: Option<String>,
+    /// A tag on the registration (Consul only); repeat for several.
+    #[arg(long = "tag", value_name = "TAG")]
     tags: Vec<String>,
+    /// TTL of the Consul check or the etcd lease (not for Nacos, whose connection keeps
+    /// the instance) [default: the registry's, 10s]
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
     ttl: Option<Duration>,
+    /// On SIGTERM or SIGINT, how long to wait between leaving the registry and stopping.
+    #[arg(long, value_name = "DURATION", default_value = "2s", value_parser = humantime::parse_duration)]
     drain_grace: Duration,
+    /// Black hole: once this long after serving starts, answer every Echo call with
+    /// UNAVAILABLE while staying registered and passing [default: never]
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
     fail_after: Option<Duration>,
+    /// Close each connection gracefully (HTTP/2 GOAWAY) once it is this old, so that
+    /// clients reconnect [default: never]
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
     max_connection_age: Option<Duration>,
-}
-
-fn options() -> Result<Options, String> {
-    let mut args = Args::from_env();
-    let listen = args.required("--listen")?;
-    let options = Options {
-        listen: listen
-            .parse()
-            .map_err(|_| format!("--listen: `{listen}` is not ADDR:PORT"))?,
-        registry: args.required("--registry")?.parse()?,
-        service: args.required("--service")?,
-        id: args.optional("--id")?,
-        tags: args.all("--tag"),
-        ttl: optional_duration(&mut args, "--ttl")?,
-        drain_grace: args.duration("--drain-grace", Duration::from_secs(2))?,
-        fail_after: optional_duration(&mut args, "--fail-after")?,
-        max_connection_age: optional_duration(&mut args, "--max-connection-age")?,
-    };
-    args.finish()?;
-    Ok(options)
-}
-
-fn optional_duration(args: &mut Args, name: &str) -> Result<Option<Duration>, String> {
-    args.optional(name)?
-        .map(|v| common::parse_duration(&v).map_err(|e| format!("{name}: {e}")))
-        .transpose()
 }
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    let options = Options::parse();
     common::init_tracing();
-    let options = match options() {
-        Ok(options) => options,
-        Err(e) => common::usage_error(&e, USAGE),
-    };
     match run(options).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -196,5 +196,15 @@ async fn signal() {
     tokio::select! {
         _ = term.recv() => {}
         _ = int.recv() => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    #[test]
+    fn command_line() {
+        super::Options::command().debug_assert();
     }
 }

@@ -18,6 +18,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use clap::Parser;
 use tokio::time::{Instant, MissedTickBehavior};
 use tonic_discovery::balance::BalancedChannel;
 use tonic_discovery::consul;
@@ -29,6 +30,17 @@ const SERVICE: &str = "mesh-echo";
 const TTL: Duration = Duration::from_secs(1);
 const RPS: u32 = 300;
 const WORKERS: usize = 8;
+
+/// The crate's job in 30 seconds: a registry, three Echo servers that register with a
+/// TTL check, and a client calling through one balanced channel while one instance fails
+/// its health check, one joins and one is killed. Takes no options.
+#[derive(Parser)]
+#[command(
+    name = "mesh",
+    after_help = "Uses the Consul agent at CONSUL_HTTP_ADDR when it is set (token and TLS from \
+                  the other CONSUL_* variables), else an in-process Consul-compatible registry."
+)]
+struct Cli {}
 
 /// One Echo server and its registration.
 struct Instance {
@@ -48,6 +60,7 @@ struct Tally {
 
 #[tokio::main]
 async fn main() {
+    Cli::parse();
     common::init_tracing();
     let (_registry, client) = registry().await;
     let mut instances = BTreeMap::new();
@@ -233,5 +246,15 @@ fn summary(t: &Tally, events: &Events, start: Instant) {
             (joined - start).as_secs_f64(),
             t.total["d"]
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    #[test]
+    fn command_line() {
+        super::Cli::command().debug_assert();
     }
 }

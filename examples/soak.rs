@@ -19,7 +19,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use common::Args;
+use clap::builder::RangedU64ValueParser;
+use clap::error::ErrorKind;
+use clap::{CommandFactory, Parser};
 use tokio::sync::Semaphore;
 use tokio::time::{Instant, MissedTickBehavior};
 use tonic_discovery::balance::{BalancedChannel, EndpointState};
@@ -28,38 +30,41 @@ use tonic_discovery::testkit::pb::EchoRequest;
 use tonic_discovery::testkit::pb::echo_client::EchoClient;
 use tonic_discovery::testkit::{ConsulDev, TestEchoServer};
 
-const USAGE: &str =
-    "soak --duration 10m [--rate 500] [--churn 200ms] [--grace 1s] [--min 3] [--max 8]";
-
+/// Churn under load in one process: instances register and drain while calls go
+/// through one balanced channel. Exits 1 on any failed call.
+#[derive(Parser)]
+#[command(name = "soak")]
 struct Config {
+    /// How long to run (at most a year).
+    #[arg(long, value_name = "DURATION", default_value = "10m", value_parser = common::run_length)]
     duration: Duration,
+    /// Calls per second through the balanced channel (at most 1000000).
+    #[arg(long, value_name = "N", default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     rate: u32,
+    /// How often one instance registers or drains.
+    #[arg(long, value_name = "DURATION", default_value = "200ms", value_parser = common::period)]
     churn: Duration,
+    /// How long a draining instance keeps serving after leaving the registry.
+    #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = humantime::parse_duration)]
     grace: Duration,
+    /// Fewest live instances.
+    #[arg(long, value_name = "N", default_value_t = 3, value_parser = RangedU64ValueParser::<usize>::new().range(1..))]
     min: usize,
+    /// Most live instances (at least --min).
+    #[arg(long, value_name = "N", default_value_t = 8, value_parser = RangedU64ValueParser::<usize>::new().range(1..))]
     max: usize,
 }
 
-fn config() -> Result<Config, String> {
-    let mut args = Args::from_env();
-    let config = Config {
-        duration: args.duration("--duration", Duration::from_secs(600))?,
-        rate: args.parsed("--rate", 500)?,
-        churn: args.duration("--churn", Duration::from_millis(200))?,
-        grace: args.duration("--grace", Duration::from_secs(1))?,
-        min: args.parsed("--min", 3)?,
-        max: args.parsed("--max", 8)?,
-    };
-    args.finish()?;
-    if config.rate == 0 || config.rate > 1_000_000 || config.min == 0 || config.max < config.min {
-        return Err("need 0 < --rate <= 1000000 and 0 < --min <= --max".to_owned());
+/// The command line, with the check clap cannot make on one value alone.
+fn config() -> Config {
+    let config = Config::parse();
+    if config.max < config.min {
+        let message = format!("--max {} is below --min {}", config.max, config.min);
+        Config::command()
+            .error(ErrorKind::ArgumentConflict, message)
+            .exit();
     }
-    // A zero churn interval would make tokio's interval panic; a duration past a year
-    // would overflow the deadline.
-    if config.churn.is_zero() || config.duration > Duration::from_secs(365 * 24 * 3600) {
-        return Err("need --churn > 0 and --duration at most a year".to_owned());
-    }
-    Ok(config)
+    config
 }
 
 /// A registered instance and its server.
@@ -171,7 +176,7 @@ fn ready(channel: &BalancedChannel) -> usize {
 
 #[tokio::main]
 async fn main() {
-    let config = config().unwrap_or_else(|e| common::usage_error(&e, USAGE));
+    let config = config();
     common::init_tracing();
     #[cfg(feature = "tls-ring")]
     let _ = rustls::crypto::ring::default_provider().install_default();
@@ -259,4 +264,14 @@ async fn run(config: Config, mut churn: Churn, channel: BalancedChannel) -> Chur
         std::process::exit(1);
     }
     churn
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    #[test]
+    fn command_line() {
+        super::Config::command().debug_assert();
+    }
 }

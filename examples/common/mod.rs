@@ -1,5 +1,6 @@
-//! Command-line plumbing shared by the examples: argument parsing, durations, and the
-//! `--registry` URL.
+//! Command-line plumbing shared by the examples: clap value parsers for durations
+//! (humantime, with the bounds the examples need) and the `--registry` URL, and what
+//! the registry does for a server or a client.
 #![allow(dead_code)]
 
 use std::net::SocketAddr;
@@ -8,123 +9,32 @@ use std::time::Duration;
 
 use tonic_discovery::balance::BalancedChannel;
 
-/// The arguments after the program name, consumed option by option.
-pub(crate) struct Args {
-    rest: Vec<String>,
+/// The longest run a `--duration` may ask for. A run's end is `Instant::now() + duration`,
+/// which panics on overflow for absurd values; a year is far beyond any real run.
+const MAX_RUN: Duration = Duration::from_secs(365 * 24 * 3600);
+
+/// A run length (`30s`, `10m`, `1h30m`): a humantime duration of at most a year.
+pub(crate) fn run_length(s: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(s).map_err(|e| e.to_string())?;
+    if d > MAX_RUN {
+        return Err("at most a year (8760h)".to_owned());
+    }
+    Ok(d)
 }
 
-impl Args {
-    pub(crate) fn from_env() -> Self {
-        Args {
-            rest: std::env::args().skip(1).collect(),
-        }
+/// A period that must not be zero (`200ms`, `1s`): tokio intervals panic on zero.
+pub(crate) fn period(s: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(s).map_err(|e| e.to_string())?;
+    if d.is_zero() {
+        return Err("must be greater than zero".to_owned());
     }
-
-    /// Removes `--name VALUE` (or `--name=VALUE`) and returns the value, if present.
-    pub(crate) fn optional(&mut self, name: &str) -> Result<Option<String>, String> {
-        let prefix = format!("{name}=");
-        let Some(i) = self
-            .rest
-            .iter()
-            .position(|a| a == name || a.starts_with(&prefix))
-        else {
-            return Ok(None);
-        };
-        let arg = self.rest.remove(i);
-        if let Some(value) = arg.strip_prefix(&prefix) {
-            return Ok(Some(value.to_owned()));
-        }
-        if i < self.rest.len() && !self.rest[i].starts_with("--") {
-            Ok(Some(self.rest.remove(i)))
-        } else {
-            Err(format!("{name} needs a value"))
-        }
-    }
-
-    pub(crate) fn required(&mut self, name: &str) -> Result<String, String> {
-        self.optional(name)?
-            .ok_or_else(|| format!("{name} is required"))
-    }
-
-    /// Every value of a repeatable option.
-    pub(crate) fn all(&mut self, name: &str) -> Vec<String> {
-        let mut out = Vec::new();
-        while let Ok(Some(v)) = self.optional(name) {
-            out.push(v);
-        }
-        out
-    }
-
-    pub(crate) fn parsed<T: FromStr>(&mut self, name: &str, default: T) -> Result<T, String> {
-        match self.optional(name)? {
-            None => Ok(default),
-            Some(v) => v
-                .parse()
-                .map_err(|_| format!("{name}: `{v}` is not a valid value")),
-        }
-    }
-
-    pub(crate) fn duration(&mut self, name: &str, default: Duration) -> Result<Duration, String> {
-        match self.optional(name)? {
-            None => Ok(default),
-            Some(v) => parse_duration(&v).map_err(|e| format!("{name}: {e}")),
-        }
-    }
-
-    /// Removes a flag without value; true if it was given.
-    pub(crate) fn flag(&mut self, name: &str) -> bool {
-        match self.rest.iter().position(|a| a == name) {
-            Some(i) => {
-                self.rest.remove(i);
-                true
-            }
-            None => false,
-        }
-    }
-
-    /// Fails on anything left over.
-    pub(crate) fn finish(self) -> Result<(), String> {
-        match self.rest.first() {
-            None => Ok(()),
-            Some(a) => Err(format!("unexpected argument `{a}`")),
-        }
-    }
-}
-
-/// `1500ms`, `2s`, `1.5s`, `1m`, `1m30s`.
-pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
-    let bad = || format!("`{s}` is not a duration (examples: 500ms, 2s, 1m30s)");
-    let mut total = Duration::ZERO;
-    let mut rest = s.trim();
-    if rest.is_empty() {
-        return Err(bad());
-    }
-    while !rest.is_empty() {
-        let num_end = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .ok_or_else(bad)?;
-        let value: f64 = rest[..num_end].parse().map_err(|_| bad())?;
-        rest = &rest[num_end..];
-        let unit_end = rest
-            .find(|c: char| c.is_ascii_digit() || c == '.')
-            .unwrap_or(rest.len());
-        let unit = match &rest[..unit_end] {
-            "us" | "µs" => 0.000_001,
-            "ms" => 0.001,
-            "s" => 1.0,
-            "m" => 60.0,
-            "h" => 3600.0,
-            _ => return Err(bad()),
-        };
-        rest = &rest[unit_end..];
-        total += Duration::try_from_secs_f64(value * unit).map_err(|_| bad())?;
-    }
-    Ok(total)
+    Ok(d)
 }
 
 /// Where instances are registered and discovered: `consul://HOST:PORT`,
 /// `etcd://HOST:PORT[,HOST:PORT…]`, `nacos://HOST:PORT[,…][?namespace=NS&group=G]`, or
-/// `none`.
+/// `none`. Parsed by clap through `FromStr`.
+#[derive(Clone)]
 pub(crate) enum Registry {
     /// No registry: serve only.
     None,
@@ -155,22 +65,29 @@ impl FromStr for Registry {
             #[cfg(feature = "etcd")]
             return Ok(Registry::Etcd(s.to_owned()));
             #[cfg(not(feature = "etcd"))]
-            return Err(
-                "--registry etcd://… needs the etcd feature: cargo run --features etcd …".into(),
-            );
+            return Err("etcd://… needs the etcd feature: cargo run --features etcd …".into());
         }
         if s.starts_with("nacos://") {
             #[cfg(feature = "nacos")]
             return Ok(Registry::Nacos(s.to_owned()));
             #[cfg(not(feature = "nacos"))]
-            return Err(
-                "--registry nacos://… needs the nacos feature: cargo run --features nacos …".into(),
-            );
+            return Err("nacos://… needs the nacos feature: cargo run --features nacos …".into());
         }
-        Err(format!(
-            "--registry `{s}`: expected consul://HOST:PORT, etcd://HOST:PORT[,HOST:PORT], \
+        Err(
+            "expected consul://HOST:PORT, etcd://HOST:PORT[,HOST:PORT], \
              nacos://HOST:PORT[?namespace=NS&group=G] or none"
-        ))
+                .to_owned(),
+        )
+    }
+}
+
+impl Registry {
+    /// A registry to discover from: any but `none`, which only a server can use.
+    pub(crate) fn parse_for_discovery(s: &str) -> Result<Self, String> {
+        match s.parse()? {
+            Registry::None => Err("a client needs a registry to discover from".to_owned()),
+            registry => Ok(registry),
+        }
     }
 }
 
@@ -353,11 +270,6 @@ pub(crate) fn init_tracing() {
         .try_init();
 }
 
-pub(crate) fn usage_error(message: &str, usage: &str) -> ! {
-    eprintln!("error: {message}\nusage: {usage}");
-    std::process::exit(2)
-}
-
 pub(crate) fn fail(message: &str) -> ! {
     eprintln!("error: {message}");
     std::process::exit(1)
@@ -369,10 +281,23 @@ mod tests {
 
     #[test]
     fn durations() {
-        assert_eq!(parse_duration("2s").unwrap(), Duration::from_secs(2));
-        assert_eq!(parse_duration("1m30s").unwrap(), Duration::from_secs(90));
-        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
-        assert!(parse_duration("10").is_err());
-        assert!(parse_duration("").is_err());
+        assert_eq!(run_length("1m30s").unwrap(), Duration::from_secs(90));
+        assert_eq!(run_length("250ms").unwrap(), Duration::from_millis(250));
+        assert!(run_length("10").is_err());
+        assert!(run_length("").is_err());
+        assert!(run_length("366d").is_err());
+        assert!(period("0s").is_err());
+        assert_eq!(period("1.5s").unwrap(), Duration::from_millis(1500));
+    }
+
+    #[test]
+    fn registries() {
+        assert!(matches!("none".parse(), Ok(Registry::None)));
+        assert!(matches!(
+            "consul://127.0.0.1:8500".parse(),
+            Ok(Registry::Consul(url)) if url == "http://127.0.0.1:8500"
+        ));
+        assert!("zookeeper://x".parse::<Registry>().is_err());
+        assert!(Registry::parse_for_discovery("none").is_err());
     }
 }

@@ -11,57 +11,53 @@
 use std::net::SocketAddr;
 use std::process::ExitCode;
 
+use clap::error::{ContextKind, ContextValue, ErrorKind};
+use clap::{CommandFactory, Parser};
 use tonic_discovery::testkit::ConsulDev;
 
-const USAGE: &str =
-    "usage: consul-dev --http-addr ADDR [--node-name NAME] [--datacenter DC] [--acl-token TOKEN]";
-
-#[derive(Debug, Default)]
+/// The in-process Consul-compatible registry as a standalone process. Prints
+/// `consul-dev listening on http://ADDR` once the API answers; exits 0 on SIGTERM or
+/// SIGINT.
+#[derive(Parser)]
+#[command(name = "consul-dev", version)]
 struct Args {
-    http_addr: Option<SocketAddr>,
-    node_name: Option<String>,
-    datacenter: Option<String>,
+    /// Address of the HTTP API; port 0 picks a free one.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:0")]
+    http_addr: SocketAddr,
+    /// The agent's node name.
+    #[arg(long, value_name = "NAME", default_value = "consul-dev")]
+    node_name: String,
+    /// The datacenter.
+    #[arg(long, value_name = "DC", default_value = "dc1")]
+    datacenter: String,
+    /// A token every request must carry; CONSUL_DEV_ACL_TOKEN, read when this is not
+    /// given, keeps it out of the process list [default: none, ACLs off]
+    #[arg(long, value_name = "TOKEN")]
     acl_token: Option<String>,
 }
 
-fn parse_args(mut it: impl Iterator<Item = String>) -> Result<Args, String> {
-    let mut args = Args::default();
-    while let Some(flag) = it.next() {
-        let (name, inline) = match flag.split_once('=') {
-            Some((n, v)) => (n.to_owned(), Some(v.to_owned())),
-            None => (flag.clone(), None),
-        };
-        if name == "-h" || name == "--help" {
-            return Err(USAGE.to_owned());
-        }
-        let value = match inline.or_else(|| it.next()) {
-            Some(v) => v,
-            None => return Err(format!("missing value for {name}\n{USAGE}")),
-        };
-        match name.trim_start_matches('-') {
-            "http-addr" => {
-                let addr = value
-                    .parse()
-                    .map_err(|e| format!("invalid --http-addr {value:?}: {e}"))?;
-                args.http_addr = Some(addr);
+/// Parses the command line; exits 2 on a bad one (0 for `--help` and `--version`).
+fn parse_args() -> Args {
+    Args::try_parse().unwrap_or_else(|e| {
+        // Keeps the message of the hand-written parser this replaced, "unknown flag
+        // --NAME", which tests/consul_dev_binary.rs matches.
+        if e.kind() == ErrorKind::UnknownArgument
+            && let Some(ContextValue::String(flag)) = e.get(ContextKind::InvalidArg)
+        {
+            let mut message = format!("unknown flag {flag}");
+            if let Some(ContextValue::String(similar)) = e.get(ContextKind::SuggestedArg) {
+                message.push_str(&format!("\n\n  tip: a similar flag exists: '{similar}'"));
             }
-            "node-name" => args.node_name = Some(value),
-            "datacenter" => args.datacenter = Some(value),
-            "acl-token" => args.acl_token = Some(value),
-            _ => return Err(format!("unknown flag {name}\n{USAGE}")),
+            Args::command()
+                .error(ErrorKind::UnknownArgument, message)
+                .exit()
         }
-    }
-    Ok(args)
+        e.exit()
+    })
 }
 
 fn main() -> ExitCode {
-    let args = match parse_args(std::env::args().skip(1)) {
-        Ok(a) => a,
-        Err(msg) => {
-            eprintln!("{msg}");
-            return ExitCode::from(2);
-        }
-    };
+    let args = parse_args();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -83,16 +79,10 @@ fn main() -> ExitCode {
 
 async fn run(args: Args) -> std::io::Result<()> {
     tonic_discovery::testkit::trace_init();
-    let mut builder = ConsulDev::builder();
-    if let Some(addr) = args.http_addr {
-        builder = builder.http_addr(addr);
-    }
-    if let Some(name) = args.node_name {
-        builder = builder.node_name(name);
-    }
-    if let Some(dc) = args.datacenter {
-        builder = builder.datacenter(dc);
-    }
+    let builder = ConsulDev::builder()
+        .http_addr(args.http_addr)
+        .node_name(args.node_name)
+        .datacenter(args.datacenter);
     let token = args
         .acl_token
         .or_else(|| std::env::var("CONSUL_DEV_ACL_TOKEN").ok());
@@ -110,5 +100,15 @@ async fn wait_for_signal() -> std::io::Result<()> {
     tokio::select! {
         r = tokio::signal::ctrl_c() => r,
         _ = term.recv() => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    #[test]
+    fn command_line() {
+        super::Args::command().debug_assert();
     }
 }
