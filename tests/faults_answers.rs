@@ -25,7 +25,7 @@ async fn index_reset(to: u64) {
     let window = Window::open(&mesh);
     mesh.dev.faults().reset_index(to);
     eventually(T, "the watch follows the lower index", || async {
-        let index = mesh.probe.state().index();
+        let index = mesh.probe.state().position();
         index > 0 && index < before
     })
     .await;

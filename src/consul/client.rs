@@ -30,7 +30,7 @@ pub(crate) struct ClientInner {
     /// Timeout of requests that do not block (everything but watches).
     pub(crate) request_timeout: Duration,
     /// The live discovery watches, shared by equal queries.
-    pub(crate) watches: super::shared::Watches,
+    pub(crate) watches: crate::source::Watches<super::query::QueryOptions>,
 }
 
 /// An ACL token, kept as the ready `X-Consul-Token` header value (marked sensitive,

@@ -1,27 +1,16 @@
-//! [`Discovery`]: a consul watch turned into the `Change` stream tower balancers read.
+//! [`DiscoveryBuilder`]: the options of a Consul watch; the discovery itself is the
+//! shared core's [`Discovery`].
 
-use std::collections::VecDeque;
 use std::fmt;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll, ready};
 use std::time::Duration;
-
-use futures_core::Stream;
-use tokio::sync::watch;
-use tokio_util::sync::ReusableBoxFuture;
-use tower::discover::Change;
-use tracing::{error, info};
 
 use super::client::Client;
 use super::query::{Consistency, HttpTransport, QueryOptions};
-use super::shared::WatchHandle;
 use super::types::AddressKind;
-use super::watch::{WatchConfig, WatchState};
+use super::watch::{ConsulSource, WatchConfig};
 use crate::backoff::Backoff;
-use crate::change::SnapshotDiff;
-use crate::error::Error;
-use crate::instance::{Instance, InstanceKey};
+use crate::source::Discovery;
 
 /// Consul caps `wait` at 10 minutes.
 const MAX_WAIT: Duration = Duration::from_secs(600);
@@ -33,33 +22,6 @@ pub struct DiscoveryBuilder {
     query: QueryOptions,
     config: WatchConfig,
 }
-
-/// The instances of one Consul service, as a stream of changes: a
-/// [`tower::discover::Discover`] through tower's blanket impl.
-///
-/// It never yields an error and never ends: registry failures keep the last known
-/// set (see [`state`](Self::state)). See the [module docs](super) for key identity
-/// and outage behaviour.
-///
-/// # Drop
-///
-/// Dropping the last discovery that uses a watch ends the watch's task and closes
-/// its pending blocking query.
-pub struct Discovery {
-    service: Arc<str>,
-    handle: Arc<WatchHandle>,
-    rx: watch::Receiver<WatchState>,
-    changed: ReusableBoxFuture<'static, Changed>,
-    applied: SnapshotDiff,
-    seen_version: u64,
-    pending: VecDeque<Change<InstanceKey, Instance>>,
-    ended: bool,
-}
-
-type Changed = (
-    Result<(), watch::error::RecvError>,
-    watch::Receiver<WatchState>,
-);
 
 // === impl Client ===
 
@@ -182,12 +144,15 @@ impl DiscoveryBuilder {
     /// built outside one.
     pub fn build(self) -> Discovery {
         let client = self.client.clone();
-        let handle = self
-            .client
-            .inner
-            .watches
-            .subscribe(self.query.clone(), self.config, || HttpTransport { client });
-        Discovery::new(&self.query.service, handle)
+        let service = self.query.service.clone();
+        let (query, config) = (self.query, self.config);
+        Discovery::shared(&self.client.inner.watches, query.clone(), service, || {
+            ConsulSource {
+                transport: HttpTransport { client },
+                query: Arc::new(query),
+                config,
+            }
+        })
     }
 }
 
@@ -201,98 +166,6 @@ impl fmt::Debug for DiscoveryBuilder {
     }
 }
 
-// === impl Discovery ===
-
-impl Discovery {
-    pub(crate) fn new(service: &str, handle: Arc<WatchHandle>) -> Self {
-        let mut rx = handle.receiver();
-        rx.mark_changed();
-        Discovery {
-            service: service.into(),
-            changed: ReusableBoxFuture::new(changed(rx.clone())),
-            handle,
-            rx,
-            applied: SnapshotDiff::default(),
-            seen_version: 0,
-            pending: VecDeque::new(),
-            ended: false,
-        }
-    }
-
-    /// The watch's state: index, last known instances, last error, failures.
-    pub fn state(&self) -> WatchState {
-        self.rx.borrow().clone()
-    }
-
-    pub(crate) fn receiver(&self) -> watch::Receiver<WatchState> {
-        self.rx.clone()
-    }
-
-    /// The service this discovery watches.
-    pub fn service(&self) -> &str {
-        &self.service
-    }
-
-    /// Queues the changes from the latest state, if its instance list is new.
-    fn absorb(&mut self, state: &WatchState) {
-        if !state.is_synced() || state.version() == self.seen_version {
-            return;
-        }
-        self.seen_version = state.version();
-        for change in self.applied.apply_slice(state.instances()) {
-            match &change {
-                Change::Insert(k, i) => {
-                    info!(service = %self.service, key = %k, addr = %i.authority(), "instance added")
-                }
-                Change::Remove(k) => info!(service = %self.service, key = %k, "instance removed"),
-            }
-            self.pending.push_back(change);
-        }
-    }
-}
-
-async fn changed(mut rx: watch::Receiver<WatchState>) -> Changed {
-    let result = rx.changed().await;
-    (result, rx)
-}
-
-impl Stream for Discovery {
-    type Item = Result<Change<InstanceKey, Instance>, Error>;
-
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        let this = &mut *self;
-        this.handle.ensure_started();
-        loop {
-            if let Some(change) = this.pending.pop_front() {
-                return Poll::Ready(Some(Ok(change)));
-            }
-            if this.ended {
-                // Never end while held: a balancer treats the end of discovery as fatal.
-                return Poll::Pending;
-            }
-            let (result, mut rx) = ready!(this.changed.poll(cx));
-            if result.is_err() {
-                error!(service = %this.service, "Consul watch task ended; keeping the last known instances");
-                this.ended = true;
-                continue;
-            }
-            let state = rx.borrow_and_update().clone();
-            this.changed.set(changed(rx));
-            this.absorb(&state);
-        }
-    }
-}
-
-impl fmt::Debug for Discovery {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("consul::Discovery")
-            .field("service", &self.service)
-            .field("applied", &self.applied.len())
-            .field("pending", &self.pending.len())
-            .finish()
-    }
-}
-
 const _: () = {
     fn assert_discover<D: tower::discover::Discover + Unpin + Send + 'static>() {}
     fn assert_send_sync<T: Send + Sync + 'static>() {}
@@ -300,7 +173,6 @@ const _: () = {
         assert_discover::<Discovery>();
         assert_send_sync::<Discovery>();
         assert_send_sync::<DiscoveryBuilder>();
-        assert_send_sync::<WatchState>();
         assert_send_sync::<Client>();
         assert_send_sync::<super::ClientBuilder>();
     }

@@ -84,22 +84,19 @@ mod health;
 #[cfg(feature = "health")]
 mod health_adapter;
 mod heartbeat;
-mod observer;
 mod payload;
 mod query;
 mod register;
-mod shared;
 mod tls;
 mod types;
 mod watch;
 
+pub use crate::source::{Discovery, WatchObserver, WatchState};
 pub use builder::ClientBuilder;
 pub use client::Client;
-pub use discovery::{Discovery, DiscoveryBuilder};
+pub use discovery::DiscoveryBuilder;
 pub use handle::RegistrationHandle;
 pub use health::HealthSource;
-pub use observer::WatchObserver;
 pub use query::Consistency;
 pub use register::Registration;
 pub use types::{AddressKind, decode_health};
-pub use watch::WatchState;

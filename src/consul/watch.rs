@@ -12,7 +12,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::watch;
 use tokio::time::Instant;
 use tower::{Service, ServiceExt};
 use tracing::{debug, info, warn};
@@ -21,62 +20,7 @@ use super::query::{QueryOptions, WatchRequest, WatchResponse};
 use super::types::decode_health;
 use crate::backoff::{Backoff, BackoffState};
 use crate::error::{BoxError, Error};
-use crate::instance::Instance;
-
-/// What a watch knows: the last snapshot and how the loop is doing. For health pages
-/// and tests; read it with [`Discovery::state`](super::Discovery::state).
-#[derive(Debug, Clone, Default)]
-pub struct WatchState {
-    index: u64,
-    instances: Arc<[Instance]>,
-    version: u64,
-    answers: u64,
-    synced: bool,
-    last_error: Option<String>,
-    consecutive_failures: u32,
-}
-
-// === impl WatchState ===
-
-impl WatchState {
-    /// The `X-Consul-Index` the next blocking read will wait on; 0 before the first
-    /// answer, after an error, or after the index went backwards.
-    pub fn index(&self) -> u64 {
-        self.index
-    }
-
-    /// The last known instances, sorted by key. Kept through registry outages.
-    pub fn instances(&self) -> &[Instance] {
-        &self.instances
-    }
-
-    /// How many successful answers Consul has given this watch. Growing much faster
-    /// than the instance list changes means spurious wake-ups.
-    pub fn answers(&self) -> u64 {
-        self.answers
-    }
-
-    /// Whether Consul has answered at least once. Until then the instance list is
-    /// unknown rather than empty.
-    pub fn is_synced(&self) -> bool {
-        self.synced
-    }
-
-    /// The last error, cleared by the next successful read.
-    pub fn last_error(&self) -> Option<&str> {
-        self.last_error.as_deref()
-    }
-
-    /// How many reads failed in a row.
-    pub fn consecutive_failures(&self) -> u32 {
-        self.consecutive_failures
-    }
-
-    /// Grows by one each time the instance list changes.
-    pub(crate) fn version(&self) -> u64 {
-        self.version
-    }
-}
+use crate::source::{Sink, Source};
 
 /// How the loop paces itself.
 #[derive(Debug, Clone)]
@@ -182,13 +126,12 @@ impl Loop {
     }
 
     /// Applies an answer; returns how long to pause before the next read.
-    fn on_response(&mut self, resp: WatchResponse, tx: &watch::Sender<WatchState>) -> Duration {
+    fn on_response(&mut self, resp: WatchResponse, sink: &Sink) -> Duration {
         let q = &self.query;
-        let mut instances = match decode_health(&resp.body, &q.address, q.passing_only) {
+        let instances = match decode_health(&resp.body, &q.address, q.passing_only) {
             Ok(instances) => instances,
-            Err(e) => return self.on_error(e, tx),
+            Err(e) => return self.on_error(e, sink),
         };
-        instances.sort_by(|a, b| a.key().cmp(b.key()));
         self.backoff.reset();
         let prev = self.index;
         let new = resp.index.unwrap_or(0);
@@ -199,7 +142,8 @@ impl Loop {
             new
         };
         debug!(index = new, instances = instances.len(), "Consul snapshot");
-        publish(tx, self.index, instances);
+        sink.set_position(self.index);
+        sink.snapshot(instances);
         if new > prev {
             Duration::ZERO
         } else {
@@ -207,17 +151,12 @@ impl Loop {
         }
     }
 
-    fn on_error(&mut self, e: Error, tx: &watch::Sender<WatchState>) -> Duration {
+    fn on_error(&mut self, e: Error, sink: &Sink) -> Duration {
         let delay = self.backoff.next_delay();
-        let failures = self.backoff.failures();
         self.index = 0;
-        let mut kept = 0;
-        tx.send_modify(|s| {
-            s.index = 0;
-            s.last_error = Some(e.to_string());
-            s.consecutive_failures = failures;
-            kept = s.instances.len();
-        });
+        sink.set_position(0);
+        let failures = sink.failed(&e);
+        let kept = sink.state().instances().len();
         warn!(
             error = %e,
             failures,
@@ -229,27 +168,27 @@ impl Loop {
     }
 }
 
-fn publish(tx: &watch::Sender<WatchState>, index: u64, instances: Vec<Instance>) {
-    tx.send_modify(|s| {
-        if !s.synced || *s.instances != *instances {
-            s.instances = instances.into();
-            s.version += 1;
-        }
-        s.synced = true;
-        s.answers += 1;
-        s.index = index;
-        s.last_error = None;
-        s.consecutive_failures = 0;
-    });
+/// The blocking-query loop of one query, as a [`Source`] of the shared core.
+pub(crate) struct ConsulSource<S> {
+    pub(crate) transport: S,
+    pub(crate) query: Arc<QueryOptions>,
+    pub(crate) config: WatchConfig,
+}
+
+impl<S> Source for ConsulSource<S>
+where
+    S: Service<WatchRequest, Response = WatchResponse> + Send + 'static,
+    S::Error: Into<BoxError> + Send,
+    S::Future: Send,
+{
+    async fn run(self, sink: Sink) {
+        run(self.transport, self.query, self.config, sink).await;
+    }
 }
 
 /// Runs the watch until the task is aborted (when its last subscriber drops).
-pub(crate) async fn run<S>(
-    mut transport: S,
-    query: Arc<QueryOptions>,
-    config: WatchConfig,
-    tx: watch::Sender<WatchState>,
-) where
+async fn run<S>(mut transport: S, query: Arc<QueryOptions>, config: WatchConfig, sink: Sink)
+where
     S: Service<WatchRequest, Response = WatchResponse>,
     S::Error: Into<BoxError>,
 {
@@ -265,8 +204,8 @@ pub(crate) async fn run<S>(
         let req = lp.request();
         let result = read(&mut transport, req).await;
         let pause = match result {
-            Ok(resp) => lp.on_response(resp, &tx),
-            Err(e) => lp.on_error(e, &tx),
+            Ok(resp) => lp.on_response(resp, &sink),
+            Err(e) => lp.on_error(e, &sink),
         };
         if !pause.is_zero() {
             debug!(?pause, "pausing before the next Consul read");

@@ -23,6 +23,8 @@ pub struct Client {
     inner: etcd_client::Client,
     endpoints: Vec<String>,
     request_timeout: Duration,
+    /// The live discovery watches, one per (service, layout).
+    pub(crate) watches: std::sync::Arc<crate::source::Watches<(String, super::KeyLayout)>>,
 }
 
 /// Builds a [`Client`]. Created by [`Client::builder`].
@@ -179,6 +181,7 @@ impl ClientBuilder {
             inner,
             endpoints,
             request_timeout: self.request_timeout,
+            watches: Default::default(),
         })
     }
 }

@@ -12,7 +12,7 @@ use crate::instance::{Instance, InstanceKey};
 const KRATOS_NAMESPACE: &str = "/microservices";
 
 /// How instances are laid out in etcd.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 #[non_exhaustive]
 pub enum KeyLayout {
     /// etcd's `naming/endpoints` format, read by grpc-go's etcd resolver: key

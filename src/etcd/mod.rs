@@ -67,8 +67,9 @@ mod register;
 mod state;
 mod watch;
 
+pub use crate::source::Discovery;
 pub use client::{Client, ClientBuilder};
-pub use discovery::{Discovery, DiscoveryBuilder};
+pub use discovery::DiscoveryBuilder;
 pub use handle::RegistrationHandle;
 pub use keys::KeyLayout;
 pub use register::Registration;

@@ -1,19 +1,15 @@
 //! The watch task behind a [`Discovery`](super::Discovery): reads the prefix, watches
 //! from the next revision, rebuilds broken watches and reads again after compaction.
 
-use std::sync::Arc;
-use std::sync::atomic::Ordering;
-
 use etcd_client::{GetOptions, WatchOptions, WatchResponse, WatchStream};
-use tokio::sync::mpsc;
 use tower::discover::Change;
 
 use super::client::{Client, map_error};
-use super::discovery::Status;
 use super::state::{Event, WatchState};
 use crate::backoff::BackoffState;
 use crate::error::{Error, Result};
 use crate::instance::{Instance, InstanceKey};
+use crate::source::{Sink, Source};
 
 /// Why following a watch stream stopped.
 enum Stop {
@@ -25,58 +21,57 @@ enum Stop {
     Closed,
 }
 
+/// The watch of one service's prefix, as a [`Source`] of the shared core.
 pub(super) struct Watch {
     // Fields are set by `DiscoveryBuilder::build`.
-    pub(super) status: Arc<Status>,
     pub(super) client: Client,
     pub(super) prefix: String,
     pub(super) state: WatchState,
-    pub(super) tx: mpsc::Sender<Change<InstanceKey, Instance>>,
     pub(super) retry: BackoffState,
 }
 
-impl Watch {
-    pub(super) async fn run(mut self) {
+impl Source for Watch {
+    async fn run(mut self, sink: Sink) {
         loop {
-            if let Err(e) = self.resync().await {
-                if self.tx.is_closed() {
+            if let Err(e) = self.resync(&sink).await {
+                if sink.is_closed() {
                     return;
                 }
-                self.pause(&e, "read").await;
+                self.pause(&sink, &e, "read").await;
                 continue;
             }
             loop {
-                match self.watch_once().await {
+                match self.watch_once(&sink).await {
                     Stop::Compacted => break,
                     Stop::Closed => return,
-                    Stop::Broken(e) => self.pause(&e, "watch").await,
+                    Stop::Broken(e) => self.pause(&sink, &e, "watch").await,
                 }
             }
         }
     }
+}
 
-    fn recovered(&mut self) {
+impl Watch {
+    /// etcd answered: the failures are over (the set is published by the caller).
+    fn recovered(&mut self, sink: &Sink) {
         self.retry.reset();
-        self.status.failures.store(0, Ordering::Relaxed);
-        self.publish_revision();
+        self.publish_revision(sink);
     }
 
-    fn publish_revision(&self) {
-        let revision = self.state.revision();
-        self.status.revision.store(revision, Ordering::Relaxed);
+    fn publish_revision(&self, sink: &Sink) {
+        let revision = u64::try_from(self.state.revision()).unwrap_or(0);
+        sink.set_position(revision);
     }
 
-    async fn pause(&mut self, error: &Error, what: &str) {
+    async fn pause(&mut self, sink: &Sink, error: &Error, what: &str) {
         let delay = self.retry.next_delay();
-        self.status
-            .failures
-            .store(self.retry.failures(), Ordering::Relaxed);
+        sink.failed(error);
         tracing::warn!(%error, ?delay, revision = self.state.revision(), "etcd {what} failed; retrying");
         tokio::time::sleep(delay).await;
     }
 
     /// Reads the whole prefix and emits the difference to the applied set.
-    async fn resync(&mut self) -> Result<()> {
+    async fn resync(&mut self, sink: &Sink) -> Result<()> {
         let mut etcd = self.client.etcd();
         let options = GetOptions::new().with_prefix();
         let resp = self
@@ -93,22 +88,13 @@ impl Watch {
         });
         let changes = self.state.resync(revision, kvs.collect::<Vec<_>>());
         tracing::debug!(revision, changes = changes.len(), "etcd prefix read");
-        self.recovered();
-        self.send(changes).await
-    }
-
-    async fn send(&self, changes: Vec<Change<InstanceKey, Instance>>) -> Result<()> {
-        for change in changes {
-            self.tx
-                .send(change)
-                .await
-                .map_err(|_| Error::closed("discovery dropped"))?;
-        }
+        self.recovered(sink);
+        send(sink, changes);
         Ok(())
     }
 
     /// Opens a watch from the last applied revision + 1 and follows it until it stops.
-    async fn watch_once(&mut self) -> Stop {
+    async fn watch_once(&mut self, sink: &Sink) -> Stop {
         let options = WatchOptions::new()
             .with_prefix()
             .with_start_revision(self.state.revision() + 1)
@@ -119,25 +105,25 @@ impl Watch {
             .call("watch", etcd.watch(self.prefix.as_str(), Some(options)))
             .await;
         match opened {
-            Ok(stream) => self.follow(stream).await,
+            Ok(stream) => self.follow(sink, stream).await,
             Err(e) => Stop::Broken(e),
         }
     }
 
-    async fn follow(&mut self, mut stream: WatchStream) -> Stop {
+    async fn follow(&mut self, sink: &Sink, mut stream: WatchStream) -> Stop {
         loop {
             let resp = match stream.message().await {
                 Ok(Some(resp)) => resp,
                 Ok(None) => return Stop::Broken(Error::closed("etcd ended the watch stream")),
                 Err(e) => return Stop::Broken(map_error("watch stream", e)),
             };
-            if let Some(stop) = self.on_response(resp).await {
+            if let Some(stop) = self.on_response(sink, resp) {
                 return stop;
             }
         }
     }
 
-    async fn on_response(&mut self, resp: WatchResponse) -> Option<Stop> {
+    fn on_response(&mut self, sink: &Sink, resp: WatchResponse) -> Option<Stop> {
         if resp.compact_revision() != 0 {
             tracing::info!(
                 compacted = resp.compact_revision(),
@@ -151,25 +137,39 @@ impl Watch {
         }
         if resp.created() {
             tracing::debug!(from = self.state.revision() + 1, "etcd watch created");
-            self.recovered();
+            self.recovered(sink);
+            sink.unchanged();
             return None;
         }
         if resp.events().is_empty() {
             if let Some(header) = resp.header() {
                 self.state.progress(header.revision());
-                self.publish_revision();
+                self.publish_revision(sink);
             }
             return None;
         }
         let changes = self.state.apply(events(&resp));
-        self.publish_revision();
+        self.publish_revision(sink);
         tracing::trace!(
             events = resp.events().len(),
             changes = changes.len(),
             "etcd watch events"
         );
-        self.send(changes).await.err().map(|_| Stop::Closed)
+        send(sink, changes);
+        sink.is_closed().then_some(Stop::Closed)
     }
+}
+
+/// Publishes changes to the shared set, all at once.
+fn send(sink: &Sink, changes: Vec<Change<InstanceKey, Instance>>) {
+    let (mut inserts, mut removes) = (Vec::new(), Vec::new());
+    for change in changes {
+        match change {
+            Change::Insert(_, instance) => inserts.push(instance),
+            Change::Remove(key) => removes.push(key),
+        }
+    }
+    sink.apply(inserts, removes);
 }
 
 /// Converts a response's events. A deleted key comes as a tombstone whose version is 0;

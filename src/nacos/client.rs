@@ -15,6 +15,9 @@ use super::discovery::DiscoveryBuilder;
 use super::handle::RegistrationHandle;
 use super::register::Registration;
 use super::subscription::Subscriptions;
+
+/// The shared watches of one client's discoveries.
+pub(crate) type WatchMap = crate::source::Watches<(String, String, Vec<String>, bool)>;
 use crate::error::{Error, Result};
 
 /// Nacos's default namespace (its id is `public`, also spelled as empty).
@@ -38,6 +41,8 @@ struct Inner {
     naming: NamingService,
     config: Config,
     subscriptions: Subscriptions,
+    /// The live discoveries' watches, by (group, service, clusters, keep last on empty).
+    watches: WatchMap,
     /// Registration connections whose instance was deregistered, by (group, service),
     /// for the next registration of the same service. The SDK gives no way to close a
     /// connection, so they are reused instead of opened anew.
@@ -161,6 +166,10 @@ impl Client {
 
     pub(crate) fn subscriptions(&self) -> &Subscriptions {
         &self.inner.subscriptions
+    }
+
+    pub(crate) fn watches(&self) -> &WatchMap {
+        &self.inner.watches
     }
 
     /// A connection for a registration of `service` in `group`: an idle one, or a new one.
@@ -317,6 +326,7 @@ impl ClientBuilder {
                 naming,
                 config: self.config,
                 subscriptions: Subscriptions::default(),
+                watches: WatchMap::default(),
                 idle: Mutex::default(),
                 leaving: AtomicUsize::new(0),
             }),

@@ -1,24 +1,16 @@
 //! Discovery of one service: the shared subscription's lists, filtered and diffed.
 
 use std::fmt;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
-use futures_core::Stream;
-use tokio::sync::mpsc;
-use tokio_util::sync::{CancellationToken, DropGuard};
-use tower::discover::Change;
-use tracing::Instrument;
+use tokio::sync::watch;
 
 use super::client::Client;
 use super::select::select;
-use super::subscription::{Options, Subscription};
+use super::subscription::{Options, Snapshot, Subscription};
 use crate::backoff::Backoff;
-use crate::change::SnapshotDiff;
-use crate::error::Error;
-use crate::instance::{Instance, InstanceKey};
+use crate::source::{Discovery, Sink, Source};
 
 /// Builds a [`Discovery`]. Created by [`Client::discovery`].
 #[must_use]
@@ -31,20 +23,15 @@ pub struct DiscoveryBuilder {
     options: Options,
 }
 
-/// The instances of one Nacos service, as a stream of
-/// `Change<InstanceKey, Instance>`: a [`tower::discover::Discover`] for a balancer.
-///
-/// Only healthy, enabled instances with a positive weight are yielded (what Nacos's
-/// own clients select), from the chosen clusters if any. The key is Nacos's instance
-/// id (`ip#port#cluster#group@@service`); the metadata carries the instance's, plus
-/// `nacos.cluster`. The stream never yields an error and never ends; while the server
-/// is unreachable it is quiet and the consumer keeps the last set. A background task
-/// feeds it; it ends when the `Discovery` is dropped.
-pub struct Discovery {
-    changes: mpsc::Receiver<Change<InstanceKey, Instance>>,
+/// One discovery's view of a shared subscription: the instances that can serve, from
+/// the chosen clusters, as a [`Source`] of the shared core.
+struct NacosSource {
+    /// Keeps the subscription alive while the watch runs.
+    _subscription: Arc<Subscription>,
+    rx: watch::Receiver<Snapshot>,
     service: String,
-    subscription: Arc<Subscription>,
-    _task: DropGuard,
+    clusters: Vec<String>,
+    keep_last_on_empty: bool,
 }
 
 // === impl DiscoveryBuilder ===
@@ -107,56 +94,43 @@ impl DiscoveryBuilder {
 
     /// Starts following the service, on the current tokio runtime.
     ///
+    /// Only healthy, enabled instances with a positive weight are yielded (what
+    /// Nacos's own clients select), from the chosen clusters if any. The key is
+    /// Nacos's instance id (`ip#port#cluster#group@@service`); the metadata carries
+    /// the instance's, plus `nacos.cluster`.
+    ///
     /// # Panics
     ///
     /// Outside a tokio runtime.
     pub fn build(self) -> Discovery {
-        let subscription = self.client.subscriptions().get(
-            &self.client,
-            &self.group,
-            &self.service,
-            &self.options,
+        let mut clusters = self.clusters;
+        clusters.sort();
+        clusters.dedup();
+        let key = (
+            self.group.clone(),
+            self.service.clone(),
+            clusters.clone(),
+            self.keep_last_on_empty,
         );
-        let mut rx = subscription.receiver();
-        rx.mark_changed();
-        let (tx, changes) = mpsc::channel(256);
-        let cancel = CancellationToken::new();
-        let token = cancel.clone();
-        let (service, clusters, keep) =
-            (self.service.clone(), self.clusters, self.keep_last_on_empty);
-        let span =
-            tracing::info_span!("nacos_discovery", service = %self.service, group = %self.group);
-        tokio::spawn(
-            async move {
-                let mut applied = SnapshotDiff::default();
-                loop {
-                    tokio::select! {
-                        () = token.cancelled() => return,
-                        r = rx.changed() => if r.is_err() { return },
-                    }
-                    let Some(records) = rx.borrow_and_update().clone() else {
-                        continue;
-                    };
-                    let next = select(&service, &records, &clusters);
-                    if next.is_empty() && keep && !applied.is_empty() {
-                        tracing::info!("no instance can serve; keeping the last {}", applied.len());
-                        continue;
-                    }
-                    for change in applied.apply(next) {
-                        if tx.send(change).await.is_err() {
-                            return;
-                        }
-                    }
-                }
+        let client = self.client.clone();
+        let service = self.service.clone();
+        Discovery::shared(client.watches(), key, service, || {
+            let subscription = self.client.subscriptions().get(
+                &self.client,
+                &self.group,
+                &self.service,
+                &self.options,
+            );
+            let mut rx = subscription.receiver();
+            rx.mark_changed();
+            NacosSource {
+                _subscription: subscription,
+                rx,
+                service: self.service,
+                clusters,
+                keep_last_on_empty: self.keep_last_on_empty,
             }
-            .instrument(span),
-        );
-        Discovery {
-            changes,
-            service: self.service,
-            subscription,
-            _task: cancel.drop_guard(),
-        }
+        })
     }
 }
 
@@ -171,32 +145,32 @@ impl fmt::Debug for DiscoveryBuilder {
     }
 }
 
-// === impl Discovery ===
+// === impl NacosSource ===
 
-impl Discovery {
-    /// The service this discovery follows.
-    pub fn service(&self) -> &str {
-        &self.service
-    }
-
-    /// Consecutive failed queries of the server; 0 while it answers.
-    pub fn failures(&self) -> u32 {
-        self.subscription.failures()
-    }
-}
-
-impl Stream for Discovery {
-    type Item = Result<Change<InstanceKey, Instance>, Error>;
-
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        self.changes.poll_recv(cx).map(|change| change.map(Ok))
-    }
-}
-
-impl fmt::Debug for Discovery {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("nacos::Discovery")
-            .field("service", &self.service)
-            .finish()
+impl Source for NacosSource {
+    async fn run(mut self, sink: Sink) {
+        loop {
+            if self.rx.changed().await.is_err() {
+                // The subscription ended; its last list stays.
+                sink.closed().await;
+                return;
+            }
+            let published = self.rx.borrow_and_update().clone();
+            if published.failures > 0 {
+                sink.failed(published.error.as_deref().unwrap_or("nacos query failed"));
+                continue;
+            }
+            let Some(records) = published.records else {
+                continue;
+            };
+            let next = select(&self.service, &records, &self.clusters);
+            let current = sink.state().instances().len();
+            if next.is_empty() && self.keep_last_on_empty && current > 0 {
+                tracing::info!("no instance can serve; keeping the last {current}");
+                sink.unchanged();
+                continue;
+            }
+            sink.snapshot(next);
+        }
     }
 }

@@ -72,8 +72,9 @@ mod register;
 mod select;
 mod subscription;
 
+pub use crate::source::Discovery;
 pub use client::{Client, ClientBuilder};
-pub use discovery::{Discovery, DiscoveryBuilder};
+pub use discovery::DiscoveryBuilder;
 pub use handle::RegistrationHandle;
 pub use register::Registration;
 

@@ -12,7 +12,6 @@
 //! asks again with backoff while publishing nothing: the last list stays.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
@@ -25,8 +24,14 @@ use super::client::{Client, call};
 use super::select::Record;
 use crate::backoff::{Backoff, BackoffState};
 
-/// What the task publishes: `None` until the first successful read, then the list.
-pub(crate) type Snapshot = Option<Arc<Vec<Record>>>;
+/// What the task publishes: the list (`None` until the first successful read), and
+/// the failed queries since the last good one.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Snapshot {
+    pub(crate) records: Option<Arc<Vec<Record>>>,
+    pub(crate) failures: u32,
+    pub(crate) error: Option<String>,
+}
 
 type Key = (String, String);
 
@@ -49,15 +54,7 @@ struct Entry {
 /// drops.
 pub(crate) struct Subscription {
     rx: watch::Receiver<Snapshot>,
-    status: Arc<Status>,
     _task: DropGuard,
-}
-
-/// How the task is doing.
-#[derive(Debug, Default)]
-pub(crate) struct Status {
-    /// Consecutive failed queries; 0 while the server answers.
-    pub(crate) failures: AtomicU32,
 }
 
 /// The options of a subscription task.
@@ -123,8 +120,7 @@ impl Subscription {
         options: &Options,
         lane: Arc<tokio::sync::Mutex<()>>,
     ) -> Self {
-        let (tx, rx) = watch::channel(None);
-        let status = Arc::new(Status::default());
+        let (tx, rx) = watch::channel(Snapshot::default());
         let cancel = CancellationToken::new();
         let task = Task {
             naming: client.naming().clone(),
@@ -132,7 +128,6 @@ impl Subscription {
             group: group.to_owned(),
             service: service.to_owned(),
             options: options.clone(),
-            status: status.clone(),
             tx,
             cancel: cancel.clone(),
         };
@@ -151,7 +146,6 @@ impl Subscription {
         );
         Subscription {
             rx,
-            status,
             _task: cancel.drop_guard(),
         }
     }
@@ -159,11 +153,6 @@ impl Subscription {
     /// A receiver of the published lists.
     pub(crate) fn receiver(&self) -> watch::Receiver<Snapshot> {
         self.rx.clone()
-    }
-
-    /// Consecutive failed queries of the server.
-    pub(crate) fn failures(&self) -> u32 {
-        self.status.failures.load(Ordering::Relaxed)
     }
 }
 
@@ -182,7 +171,6 @@ struct Task {
     group: String,
     service: String,
     options: Options,
-    status: Arc<Status>,
     tx: watch::Sender<Snapshot>,
     cancel: CancellationToken,
 }
@@ -226,14 +214,18 @@ impl Task {
             let delay = match self.query().await {
                 Ok(records) => {
                     retry.reset();
-                    self.status.failures.store(0, Ordering::Relaxed);
                     self.publish(records);
                     self.options.resync
                 }
                 // Dropped during the query: not a failure of the server.
                 Err(_) if self.cancel.is_cancelled() => return,
                 Err(e) => {
-                    let failures = self.status.failures.fetch_add(1, Ordering::Relaxed) + 1;
+                    let mut failures = 0;
+                    self.tx.send_modify(|s| {
+                        s.failures += 1;
+                        s.error = Some(e.to_string());
+                        failures = s.failures;
+                    });
                     let delay = retry.next_delay();
                     tracing::warn!(error = %e, failures, ?delay, "nacos query failed; keeping the last list");
                     delay
@@ -266,11 +258,14 @@ impl Task {
 
     fn publish(&self, records: Vec<Record>) {
         self.tx.send_if_modified(|current| {
-            if current.as_deref() == Some(&records) {
-                return false;
+            let recovered = current.failures > 0;
+            current.failures = 0;
+            current.error = None;
+            if current.records.as_deref() == Some(&records) {
+                return recovered;
             }
             tracing::debug!(instances = records.len(), "nacos service list changed");
-            *current = Some(Arc::new(records));
+            current.records = Some(Arc::new(records));
             true
         });
     }

@@ -68,12 +68,6 @@ pub async fn etcd_keys(raw: &etcd_client::Client, prefix: &str) -> BTreeMap<Stri
 
 pub use crate::support::seen::Seen;
 
-impl crate::support::seen::Failing for Discovery {
-    fn failures(&self) -> u32 {
-        Discovery::failures(self)
-    }
-}
-
 /// A Go `naming/endpoints` value.
 pub fn go_value(addr: &str) -> String {
     format!(r#"{{"Op":0,"Addr":"{addr}","Metadata":null}}"#)

@@ -74,9 +74,3 @@ pub async fn server_serving(
 }
 
 pub use crate::support::seen::Seen;
-
-impl crate::support::seen::Failing for Discovery {
-    fn failures(&self) -> u32 {
-        Discovery::failures(self)
-    }
-}

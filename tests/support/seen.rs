@@ -15,6 +15,12 @@ pub trait Failing {
     fn failures(&self) -> u32;
 }
 
+impl Failing for tonic_discovery::source::Discovery {
+    fn failures(&self) -> u32 {
+        self.state().consecutive_failures()
+    }
+}
+
 /// The applied set of a discovery, kept by a task; faults (error items, redundant
 /// removes, an end of the stream) are recorded for [`Seen::assert_clean`].
 pub struct Seen {

@@ -9,19 +9,31 @@ use tower_test::mock;
 
 use super::*;
 use crate::consul::query::{WatchRequest, WatchResponse};
-use crate::consul::shared::Watches;
+use crate::error::Error;
+use crate::source::Watches;
+use tower::discover::Change;
 
 type Handle = mock::Handle<WatchRequest, WatchResponse>;
+type Mock = mock::Mock<WatchRequest, WatchResponse>;
 
-fn discovery() -> (Discovery, Handle, Watches) {
+fn subscribe(watches: &Watches<QueryOptions>, config: WatchConfig, svc: Mock) -> Discovery {
+    let query = QueryOptions::new("echo");
+    Discovery::shared(watches, query.clone(), "echo", || ConsulSource {
+        transport: svc,
+        query: Arc::new(query),
+        config,
+    })
+}
+
+fn discovery() -> (Discovery, Handle, Watches<QueryOptions>) {
     let (svc, handle) = mock::pair::<WatchRequest, WatchResponse>();
     let watches = Watches::default();
     let config = WatchConfig {
         backoff: Backoff::new(Duration::from_millis(100), Duration::from_secs(1)),
         ..WatchConfig::default()
     };
-    let watch = watches.subscribe(QueryOptions::new("echo"), config, || svc);
-    (Discovery::new("echo", watch), handle, watches)
+    let d = subscribe(&watches, config, svc);
+    (d, handle, watches)
 }
 
 fn resp(index: u64, instances: &[(&str, u16)]) -> WatchResponse {
@@ -122,8 +134,7 @@ async fn a_late_subscriber_starts_from_the_current_set() {
     assert_eq!(next_change(&mut first).await, "+a@1");
     let (unused, _) = mock::pair::<WatchRequest, WatchResponse>();
     let config = WatchConfig::default();
-    let watch = watches.subscribe(QueryOptions::new("echo"), config, || unused);
-    let mut second = Discovery::new("echo", watch);
+    let mut second = subscribe(&watches, config, unused);
     assert_eq!(next_change(&mut second).await, "+a@1");
 }
 

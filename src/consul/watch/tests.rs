@@ -8,7 +8,31 @@ use tokio::time::{Instant, timeout};
 use tower_test::mock;
 
 use super::*;
-use crate::consul::shared::{WatchHandle, Watches};
+use crate::instance::Instance;
+use crate::source::shared::Watch;
+use crate::source::{WatchState, Watches};
+
+type WatchHandle = Watch;
+
+/// Subscribes to `query`'s watch over `transport()`.
+fn subscribe<S>(
+    watches: &Watches<QueryOptions>,
+    query: QueryOptions,
+    config: WatchConfig,
+    transport: impl FnOnce() -> S,
+) -> Arc<Watch>
+where
+    S: Service<WatchRequest, Response = WatchResponse> + Send + 'static,
+    S::Error: Into<BoxError> + Send,
+    S::Future: Send,
+{
+    let source = || ConsulSource {
+        transport: transport(),
+        query: Arc::new(query.clone()),
+        config,
+    };
+    watches.subscribe(query.clone(), tracing::Span::none(), source)
+}
 
 type Handle = mock::Handle<WatchRequest, WatchResponse>;
 
@@ -34,7 +58,10 @@ fn query() -> QueryOptions {
 fn start(backoff: Backoff) -> (Arc<WatchHandle>, Handle) {
     let (svc, handle) = mock::pair::<WatchRequest, WatchResponse>();
     let watches = Watches::default();
-    (watches.subscribe(query(), config(backoff), || svc), handle)
+    (
+        subscribe(&watches, query(), config(backoff), || svc),
+        handle,
+    )
 }
 
 fn body(ids: &[&str]) -> Bytes {
@@ -92,7 +119,7 @@ async fn first_read_is_fresh_then_blocks_on_the_returned_index() {
     assert_eq!(req.index, Some(7));
     assert_eq!(req.timeout, WAIT + WAIT / 16 + MARGIN);
     let state = watch.receiver().borrow().clone();
-    assert_eq!((state.index(), ids(&state)), (7, vec!["a"]));
+    assert_eq!((state.position(), ids(&state)), (7, vec!["a"]));
     assert!(state.is_synced());
 }
 
@@ -259,15 +286,25 @@ async fn one_watch_per_query_ends_with_its_last_subscriber() {
     let (svc, mut h) = mock::pair::<WatchRequest, WatchResponse>();
     let mut svc = Some(svc);
     let mut transport = || svc.take().expect("one transport per watch");
-    let first = watches.subscribe(query(), config(Backoff::default()), &mut transport);
-    let second = watches.subscribe(query(), config(Backoff::default()), &mut transport);
+    let first = subscribe(
+        &watches,
+        query(),
+        config(Backoff::default()),
+        &mut transport,
+    );
+    let second = subscribe(
+        &watches,
+        query(),
+        config(Backoff::default()),
+        &mut transport,
+    );
     assert!(Arc::ptr_eq(&first, &second));
     assert_eq!(watches.len(), 1);
 
     let (other_svc, _other) = mock::pair::<WatchRequest, WatchResponse>();
     let mut tagged = query();
     tagged.tags.push("v2".into());
-    let third = watches.subscribe(tagged, config(Backoff::default()), || other_svc);
+    let third = subscribe(&watches, tagged, config(Backoff::default()), || other_svc);
     assert_eq!(watches.len(), 2);
     drop(third);
     assert_eq!(watches.len(), 1);
@@ -295,10 +332,10 @@ fn a_watch_whose_runtime_ended_is_replaced() {
     };
     let (svc, _h1) = mock::pair::<WatchRequest, WatchResponse>();
     let first = runtime()
-        .block_on(async { watches.subscribe(query(), config(Backoff::default()), || svc) });
+        .block_on(async { subscribe(&watches, query(), config(Backoff::default()), || svc) });
     // That runtime is gone, and its task with it.
     let (svc, _h2) = mock::pair::<WatchRequest, WatchResponse>();
     let second = runtime()
-        .block_on(async { watches.subscribe(query(), config(Backoff::default()), || svc) });
+        .block_on(async { subscribe(&watches, query(), config(Backoff::default()), || svc) });
     assert!(!Arc::ptr_eq(&first, &second));
 }

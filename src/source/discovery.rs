@@ -1,0 +1,179 @@
+//! [`Discovery`]: a shared watch turned into the `Change` stream tower balancers read.
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+
+use futures_core::Stream;
+use tokio::sync::watch;
+use tokio_util::sync::ReusableBoxFuture;
+use tower::discover::Change;
+use tracing::{error, info};
+
+use super::Source;
+use super::shared::{Watch, Watches};
+use super::state::{WatchObserver, WatchState};
+use crate::change::SnapshotDiff;
+use crate::error::Error;
+use crate::instance::{Instance, InstanceKey};
+
+/// The instances of one service, as a stream of changes: a
+/// [`tower::discover::Discover`] through tower's blanket impl, for any registry.
+///
+/// It never yields an error and never ends: registry failures keep the last known
+/// set (see [`state`](Self::state)).
+///
+/// # Drop
+///
+/// Dropping the last discovery that uses a watch ends the watch's task.
+pub struct Discovery {
+    service: Arc<str>,
+    watch: Arc<Watch>,
+    rx: watch::Receiver<WatchState>,
+    changed: ReusableBoxFuture<'static, Changed>,
+    applied: SnapshotDiff,
+    seen_generation: u64,
+    pending: VecDeque<Change<InstanceKey, Instance>>,
+    ended: bool,
+}
+
+type Changed = (
+    Result<(), watch::error::RecvError>,
+    watch::Receiver<WatchState>,
+);
+
+// === impl Discovery ===
+
+impl Discovery {
+    /// A discovery of `service` over a watch of its own running `source`, spawned on
+    /// the current tokio runtime (or on first poll when built outside one).
+    pub fn new(service: impl Into<String>, source: impl Source) -> Self {
+        let service: Arc<str> = service.into().into();
+        let span = tracing::info_span!("watch", service = %service);
+        Discovery::from_watch(service, Arc::new(Watch::new(source, span)))
+    }
+
+    /// A discovery of `service` sharing `watches`' live watch for `key`, or starting
+    /// one running `source()`.
+    pub fn shared<K, S>(
+        watches: &Watches<K>,
+        key: K,
+        service: impl Into<String>,
+        source: impl FnOnce() -> S,
+    ) -> Self
+    where
+        K: std::hash::Hash + Eq + Clone,
+        S: Source,
+    {
+        let service: Arc<str> = service.into().into();
+        let span = tracing::info_span!("watch", service = %service);
+        let watch = watches.subscribe(key, span, source);
+        Discovery::from_watch(service, watch)
+    }
+
+    fn from_watch(service: Arc<str>, watch: Arc<Watch>) -> Self {
+        let mut rx = watch.receiver();
+        rx.mark_changed();
+        Discovery {
+            service,
+            changed: ReusableBoxFuture::new(changed(rx.clone())),
+            watch,
+            rx,
+            applied: SnapshotDiff::default(),
+            seen_generation: 0,
+            pending: VecDeque::new(),
+            ended: false,
+        }
+    }
+
+    /// The watch's state: last known instances, failures, last error, position.
+    pub fn state(&self) -> WatchState {
+        self.rx.borrow().clone()
+    }
+
+    /// An observer of this discovery's watch that outlives moving the discovery into
+    /// a balancer.
+    pub fn observer(&self) -> WatchObserver {
+        WatchObserver {
+            rx: self.rx.clone(),
+        }
+    }
+
+    /// The service this discovery watches.
+    pub fn service(&self) -> &str {
+        &self.service
+    }
+
+    /// Queues the changes from the latest state, if its set is new.
+    fn absorb(&mut self, state: &WatchState) {
+        if !state.is_synced() || state.generation() == self.seen_generation {
+            return;
+        }
+        self.seen_generation = state.generation();
+        for change in self.applied.apply_slice(state.instances()) {
+            match &change {
+                Change::Insert(k, i) => {
+                    info!(service = %self.service, key = %k, addr = %i.authority(), "instance added")
+                }
+                Change::Remove(k) => info!(service = %self.service, key = %k, "instance removed"),
+            }
+            self.pending.push_back(change);
+        }
+    }
+}
+
+async fn changed(mut rx: watch::Receiver<WatchState>) -> Changed {
+    let result = rx.changed().await;
+    (result, rx)
+}
+
+impl Stream for Discovery {
+    type Item = Result<Change<InstanceKey, Instance>, Error>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = &mut *self;
+        this.watch.ensure_started();
+        loop {
+            if let Some(change) = this.pending.pop_front() {
+                return Poll::Ready(Some(Ok(change)));
+            }
+            if this.ended {
+                // Never end while held: a balancer treats the end of discovery as fatal.
+                return Poll::Pending;
+            }
+            let (result, mut rx) = ready!(this.changed.poll(cx));
+            if result.is_err() {
+                error!(service = %this.service, "watch task ended; keeping the last known instances");
+                this.ended = true;
+                continue;
+            }
+            let state = rx.borrow_and_update().clone();
+            this.changed.set(changed(rx));
+            this.absorb(&state);
+        }
+    }
+}
+
+impl fmt::Debug for Discovery {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Discovery")
+            .field("service", &self.service)
+            .field("applied", &self.applied.len())
+            .field("pending", &self.pending.len())
+            .finish()
+    }
+}
+
+const _: () = {
+    fn assert_discover<D: tower::discover::Discover + Unpin + Send + 'static>() {}
+    fn assert_send_sync<T: Send + Sync + 'static>() {}
+    fn assert_all() {
+        assert_discover::<Discovery>();
+        assert_send_sync::<Discovery>();
+        assert_send_sync::<WatchState>();
+        assert_send_sync::<WatchObserver>();
+    }
+    let _ = assert_all;
+};
