@@ -1,17 +1,17 @@
 //! Client configuration through the public API: token handling, Debug redaction and
-//! TLS (CA, server-name override, mutual TLS) against a loopback HTTPS stand-in.
+//! TLS (CA, server-name override, mutual TLS) against `ConsulDev` on loopback,
+//! serving HTTPS with the certificates in `fixtures/tls`.
 //! The environment-variable table is tested in `src/consul/env.rs` over a lookup
 //! closure, without touching the process environment.
 
-mod consul_mock;
 mod support;
 
 use std::io::Write;
 use std::time::Duration;
 
 use tonic_discovery::consul::{Client, Discovery};
+use tonic_discovery::testkit::ConsulDev;
 
-use consul_mock::MockConsul;
 use support::eventually;
 
 const T: Duration = Duration::from_secs(5);
@@ -61,7 +61,7 @@ fn debug_never_shows_the_token_or_key_material() {
 #[tokio::test]
 async fn token_file_wins_and_travels_in_the_header() {
     support::trace_init();
-    let server = MockConsul::start().await;
+    let server = ConsulDev::start().await.unwrap();
     let mut file = tempfile::NamedTempFile::new().unwrap();
     writeln!(file, "{SECRET}").unwrap();
     let client = Client::builder(server.url())
@@ -71,12 +71,10 @@ async fn token_file_wins_and_travels_in_the_header() {
         .unwrap();
     let d = watch(&client);
     synced(&d).await;
-    let head = server.requests()[0].to_lowercase();
-    assert!(
-        head.contains(&format!("x-consul-token: {SECRET}")),
-        "{head}"
-    );
-    assert!(!head.contains("ignored-token"));
+    let first = &server.requests()[0];
+    assert_eq!(first.header("x-consul-token"), Some(SECRET), "{first:?}");
+    let head = format!("{} {:?}", first.uri(), first.headers());
+    assert!(!head.contains("ignored-token"), "{head}");
 }
 
 #[test]
@@ -122,7 +120,7 @@ mod tls {
     /// The only name in the server certificate; the server listens on 127.0.0.1.
     const NAME: &str = "server.dc1.consul";
 
-    async fn https_server(require_client_cert: bool) -> MockConsul {
+    async fn https_server(require_client_cert: bool) -> ConsulDev {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let builder = ServerConfig::builder_with_provider(provider.clone())
             .with_safe_default_protocol_versions()
@@ -142,7 +140,11 @@ mod tls {
         let certs = vec![CertificateDer::from_pem_slice(SERVER_CERT.as_bytes()).unwrap()];
         let key = PrivateKeyDer::from_pem_slice(SERVER_KEY.as_bytes()).unwrap();
         let config = builder.with_single_cert(certs, key).unwrap();
-        MockConsul::start_with(Some(tokio_rustls::TlsAcceptor::from(Arc::new(config)))).await
+        ConsulDev::builder()
+            .tls(Arc::new(config))
+            .start()
+            .await
+            .unwrap()
     }
 
     #[tokio::test]

@@ -1,31 +1,35 @@
-//! `consul::Discovery` against real HTTP servers on loopback: `consul_mock`, a
-//! minimal blocking-query stand-in written for these tests (exact control over
-//! indexes and restarts), and `ConsulDev`, the crate's in-process registry (`dev`).
+//! `consul::Discovery` against `ConsulDev`, the crate's in-process Consul-compatible
+//! registry on loopback: services registered through its agent API, health moved
+//! by check status, and its test controls for what a real cluster does rarely
+//! (snapshot restores, an agent that dies and comes back). `dev` has the tests of
+//! its other faults.
 
-mod consul_mock;
 #[path = "consul_discovery/dev.rs"]
 mod dev;
+#[path = "consul_discovery/harness.rs"]
+mod harness;
 mod support;
 
 use std::collections::BTreeSet;
 use std::time::Duration;
 
 use futures_util::{FutureExt, StreamExt};
+use http::Method;
 use tonic_discovery::consul::{Client, Discovery};
 use tower::discover::Change;
 
-use consul_mock::{MockConsul, entry};
+use harness::{Dev, NODE};
 use support::eventually;
 
 const T: Duration = Duration::from_secs(5);
 /// Long enough that a missed wake-up shows as a test timeout, not a slow pass.
 const WAIT: Duration = Duration::from_secs(60);
 
-fn client(server: &MockConsul) -> Client {
-    Client::builder(server.url())
-        .token("s3cr3t-token")
-        .build()
-        .unwrap()
+const TOKEN: &str = "s3cr3t-token";
+
+/// A client with a token (the registry runs without ACLs and ignores it).
+fn client(dev: &Dev) -> Client {
+    dev.client(Some(TOKEN))
 }
 
 fn discovery(client: &Client, service: &str) -> Discovery {
@@ -72,35 +76,35 @@ fn no_change_ready(d: &mut Discovery) -> bool {
 #[tokio::test]
 async fn only_passing_instances_appear_and_checks_move_them() {
     support::trace_init();
-    let server = MockConsul::start().await;
-    server.register("echo", "a", 7001, &[]);
-    server.register("echo", "b", 7002, &[]);
-    server.set_passing("b", false);
-    server.register("other", "x", 7009, &[]);
-    let mut d = discovery(&client(&server), "echo");
+    let dev = Dev::start().await;
+    dev.register("a", 7001, &[]).await;
+    dev.register("b", 7002, &[]).await;
+    dev.check("b", "critical");
+    dev.register_in("other", "x", 7009, &[]).await;
+    let mut d = discovery(&client(&dev), "echo");
     assert_eq!(changes(&mut d, 1).await, ["+a@7001"]);
 
-    server.set_passing("b", true);
+    dev.check("b", "passing");
     assert_eq!(changes(&mut d, 1).await, ["+b@7002"]);
-    server.set_passing("a", false);
+    dev.check("a", "critical");
     assert_eq!(changes(&mut d, 1).await, ["-a"]);
-    server.register("echo", "b", 7003, &[]);
+    dev.register("b", 7003, &[]).await;
     assert_eq!(
         changes(&mut d, 1).await,
         ["+b@7003"],
         "a new port re-inserts"
     );
-    assert_eq!(d.state().instances()[0].key().node(), "node1");
+    assert_eq!(d.state().instances()[0].key().node(), NODE);
 }
 
 #[tokio::test]
 async fn every_tag_must_match() {
     support::trace_init();
-    let server = MockConsul::start().await;
-    server.register("echo", "a", 7001, &["v1", "blue"]);
-    server.register("echo", "b", 7002, &["v1"]);
-    server.register("echo", "c", 7003, &["blue"]);
-    let client = client(&server);
+    let dev = Dev::start().await;
+    dev.register("a", 7001, &["v1", "blue"]).await;
+    dev.register("b", 7002, &["v1"]).await;
+    dev.register("c", 7003, &["blue"]).await;
+    let client = client(&dev);
     let mut d = client
         .discovery("echo")
         .tag("v1")
@@ -108,46 +112,51 @@ async fn every_tag_must_match() {
         .wait(WAIT)
         .build();
     assert_eq!(changes(&mut d, 1).await, ["+a@7001"]);
-    server.register("echo", "c", 7003, &["blue", "v1"]);
+    dev.register("c", 7003, &["blue", "v1"]).await;
     assert_eq!(changes(&mut d, 1).await, ["+c@7003"]);
     assert_eq!(ids(&d), BTreeSet::from(["a".into(), "c".into()]));
 }
 
 #[tokio::test]
 async fn index_going_backwards_resyncs() {
-    // What we want to test: after a snapshot restore the index drops (here 50 -> 3).
-    // A client that kept waiting on index 50 would miss everything until `wait`
-    // (60 s) ran out; ours resets and sees the restored set and later changes.
+    // What we want to test: after a snapshot restore the index drops (here from
+    // above 50 to below 10). A client that kept waiting on the high index would
+    // miss everything until `wait` (60 s) ran out; ours resets and sees the
+    // restored set and later changes.
     support::trace_init();
-    let server = MockConsul::start().await;
+    let dev = Dev::start().await;
+    dev.register("r", 7100, &[]).await;
+    let older = dev.dev.snapshot();
+    dev.deregister("r").await;
     for i in 0..50 {
-        server.register("echo", "a", 7000 + i, &[]);
+        dev.register("a", 7000 + i, &[]).await;
     }
-    let mut d = discovery(&client(&server), "echo");
+    let mut d = discovery(&client(&dev), "echo");
     assert_eq!(changes(&mut d, 1).await, ["+a@7049"]);
-    let blocking = format!("index={}", server.index());
-    eventually(T, "the watch blocks on the high index", || async {
-        server.requests().iter().any(|r| r.contains(&blocking))
-    })
-    .await;
+    dev.parked().await;
+    let high = dev.dev.index();
 
-    server.restore(3, vec![entry("echo", "r", 7100)]);
+    dev.dev.restore(&older);
     assert_eq!(changes(&mut d, 2).await, ["+r@7100", "-a"]);
-    server.register("echo", "s", 7101, &[]); // index 4: only seen after a reset
+    dev.register("s", 7101, &[]).await; // only seen after a reset
+    assert!(dev.dev.index() < high, "{} < {high}", dev.dev.index());
     assert_eq!(changes(&mut d, 1).await, ["+s@7101"]);
 }
 
 #[tokio::test]
 async fn outage_keeps_the_last_set_and_a_restarted_registry_resyncs() {
     support::trace_init();
-    let mut server = MockConsul::start().await;
-    server.register("echo", "a", 7001, &[]);
-    server.register("echo", "b", 7002, &[]);
-    let mut d = discovery(&client(&server), "echo");
+    let mut dev = Dev::start().await;
+    dev.register("b", 7002, &[]).await;
+    dev.register("c", 7003, &[]).await;
+    let older = dev.dev.snapshot();
+    dev.deregister("c").await;
+    dev.register("a", 7001, &[]).await;
+    let mut d = discovery(&client(&dev), "echo");
     let observer = d.observer();
     assert_eq!(changes(&mut d, 2).await, ["+a@7001", "+b@7002"]);
 
-    server.stop();
+    dev.dev.stop().await;
     eventually(T, "the watch notices the outage", || async {
         d.state().consecutive_failures() >= 2
     })
@@ -162,30 +171,28 @@ async fn outage_keeps_the_last_set_and_a_restarted_registry_resyncs() {
     );
 
     // The registry comes back with different contents and a lower index.
-    server.restore(2, vec![entry("echo", "b", 7002), entry("echo", "c", 7003)]);
-    server.restart().await;
+    assert!(older.index() < dev.dev.index());
+    dev.dev.restore(&older);
+    dev.dev.restart().await.unwrap();
     assert_eq!(changes(&mut d, 2).await, ["+c@7003", "-a"]);
     eventually(T, "the error clears", || async {
         d.state().last_error().is_none()
     })
     .await;
-    server.deregister("b");
+    dev.deregister("b").await;
     assert_eq!(changes(&mut d, 1).await, ["-b"]);
 }
 
 #[tokio::test]
 async fn empty_service_drains_without_an_error() {
     support::trace_init();
-    let server = MockConsul::start().await;
-    server.register("echo", "a", 7001, &[]);
-    let mut d = discovery(&client(&server), "echo");
+    let dev = Dev::start().await;
+    dev.register("a", 7001, &[]).await;
+    let mut d = discovery(&client(&dev), "echo");
     assert_eq!(changes(&mut d, 1).await, ["+a@7001"]);
-    server.deregister("a");
+    dev.deregister("a").await;
     assert_eq!(changes(&mut d, 1).await, ["-a"]);
-    eventually(T, "the empty set is the state", || async {
-        d.state().index() == server.index()
-    })
-    .await;
+    dev.parked().await; // the empty set's answer is in
     assert!(d.state().is_synced() && d.state().instances().is_empty());
     assert!(no_change_ready(&mut d));
 }
@@ -193,51 +200,49 @@ async fn empty_service_drains_without_an_error() {
 #[tokio::test]
 async fn discoveries_with_equal_options_share_one_watch() {
     support::trace_init();
-    let server = MockConsul::start().await;
-    server.register("echo", "a", 7001, &[]);
-    let client = client(&server);
+    let dev = Dev::start().await;
+    dev.register("a", 7001, &[]).await;
+    let client = client(&dev);
+    let before = dev.dev.requests().len();
     let mut first = discovery(&client, "echo");
     let mut second = discovery(&client, "echo");
     assert_eq!(changes(&mut first, 1).await, ["+a@7001"]);
     assert_eq!(changes(&mut second, 1).await, ["+a@7001"]);
-    server.register("echo", "b", 7002, &[]);
+    dev.register("b", 7002, &[]).await;
     assert_eq!(changes(&mut first, 1).await, ["+b@7002"]);
     assert_eq!(changes(&mut second, 1).await, ["+b@7002"]);
-    let fresh_reads = server
-        .requests()
+    // Every request since `before` but the test's own registration of `b`.
+    let watched: Vec<_> = dev.dev.requests()[before..]
         .iter()
-        .filter(|r| !r.contains("index="))
+        .filter(|r| r.path() != "/v1/agent/service/register")
+        .cloned()
+        .collect();
+    let fresh_reads = watched
+        .iter()
+        .filter(|r| !r.uri().query().unwrap_or("").contains("index="))
         .count();
-    assert_eq!(
-        fresh_reads,
-        1,
-        "one watch, one initial read: {:?}",
-        server.requests()
-    );
+    assert_eq!(fresh_reads, 1, "one watch, one initial read: {watched:?}");
 }
 
 #[tokio::test]
 async fn the_token_travels_only_in_the_header() {
     support::trace_init();
-    let server = MockConsul::start().await;
-    server.register("echo", "a", 7001, &[]);
-    let client = client(&server);
+    let dev = Dev::start().await;
+    dev.register("a", 7001, &[]).await;
+    let before = dev.dev.requests().len();
+    let client = client(&dev);
     let mut d = discovery(&client, "echo");
     changes(&mut d, 1).await;
-    let requests = server.requests();
-    for head in &requests {
-        let (request_line, headers) = head.split_once("\r\n").unwrap();
-        assert!(!request_line.contains("s3cr3t"), "{request_line}");
-        assert!(
-            headers
-                .to_lowercase()
-                .contains("x-consul-token: s3cr3t-token"),
-            "{head}"
-        );
+    let requests = dev.dev.requests().split_off(before);
+    for r in &requests {
+        assert!(!r.uri().to_string().contains("s3cr3t"), "{r:?}");
+        assert_eq!(r.header("x-consul-token"), Some(TOKEN), "{r:?}");
     }
-    assert!(
-        requests[0].starts_with("GET /v1/health/service/echo?passing=true "),
-        "{}",
+    assert_eq!(requests[0].method(), Method::GET, "{:?}", requests[0]);
+    assert_eq!(
+        requests[0].uri(),
+        "/v1/health/service/echo?passing=true",
+        "{:?}",
         requests[0]
     );
     assert!(!format!("{client:?} {d:?}").contains("s3cr3t"));

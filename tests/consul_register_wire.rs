@@ -1,5 +1,6 @@
-//! Registration over the wire, against a recording stand-in for the agent: the exact
-//! requests, the token header, and what happens before anything is sent.
+//! Registration over the wire, against `ConsulDev` and its request log: the exact
+//! requests, the token header, re-registration after refused check updates, and
+//! what happens before anything is sent.
 #![cfg(feature = "consul")]
 
 mod support;
@@ -49,17 +50,20 @@ async fn invalid_registration_sends_nothing() {
     );
 }
 
-#[path = "consul_register/fake_agent.rs"]
-mod fake_agent;
-
-use fake_agent::{FakeAgent, Seen};
+use http::Method;
+use tonic_discovery::testkit::{ConsulDev, Fault, FaultRule, RecordedRequest};
 
 const TOKEN: &str = "s3cret-token";
 
-async fn agent_and_client() -> (FakeAgent, Client) {
+/// A registry that requires `TOKEN`, and a client that carries it.
+async fn agent_and_client() -> (ConsulDev, Client) {
     support::trace_init();
     install_crypto_provider();
-    let agent = FakeAgent::start().await;
+    let agent = ConsulDev::builder()
+        .acl_token(Some(TOKEN.to_owned()))
+        .start()
+        .await
+        .unwrap();
     let client = Client::builder(agent.addr().to_string())
         .token(TOKEN)
         .build()
@@ -67,21 +71,44 @@ async fn agent_and_client() -> (FakeAgent, Client) {
     (agent, client)
 }
 
-fn count(agent: &FakeAgent, pred: impl Fn(&Seen) -> bool) -> usize {
-    agent.seen().iter().filter(|s| pred(s)).count()
+fn count(agent: &ConsulDev, pred: impl Fn(&RecordedRequest) -> bool) -> usize {
+    agent.requests().iter().filter(|s| pred(s)).count()
 }
 
-fn is_update(s: &Seen) -> bool {
-    s.method == "PUT" && s.uri == "/v1/agent/check/update/service:echo-1"
+/// A `PUT` to exactly `path` (percent-decoded), without a query string.
+fn is_put(s: &RecordedRequest, path: &str) -> bool {
+    s.method() == Method::PUT && s.path() == path && s.uri().query().is_none()
 }
 
-fn is_register(s: &Seen) -> bool {
-    s.method == "PUT" && s.uri == "/v1/agent/service/register"
+fn is_update(s: &RecordedRequest) -> bool {
+    is_put(s, "/v1/agent/check/update/service:echo-1")
 }
 
-fn status_of(s: &Seen) -> String {
-    let body: serde_json::Value = serde_json::from_str(&s.body).unwrap();
+fn is_register(s: &RecordedRequest) -> bool {
+    is_put(s, "/v1/agent/service/register")
+}
+
+fn is_deregister(s: &RecordedRequest) -> bool {
+    is_put(s, "/v1/agent/service/deregister/echo-1")
+}
+
+fn status_of(s: &RecordedRequest) -> String {
+    let body: serde_json::Value = serde_json::from_slice(s.body()).unwrap();
     body["Status"].as_str().unwrap_or_default().to_owned()
+}
+
+/// The next check update is answered `status` with `body` instead of being applied,
+/// as by an agent that lost the check.
+fn refuse_next_update(agent: &ConsulDev, status: u16, body: &str) {
+    let answer = Fault::Answer {
+        status,
+        body: body.to_owned(),
+    };
+    agent.faults().add(
+        FaultRule::new(answer)
+            .path_prefix("/v1/agent/check/update/")
+            .times(1),
+    );
 }
 
 #[tokio::test]
@@ -95,9 +122,9 @@ async fn registers_beats_and_deregisters_over_http() {
     assert_eq!(handle.check_id(), "service:echo-1");
     assert_eq!(handle.address(), ADDR.parse().unwrap());
 
-    let seen = agent.seen();
+    let seen = agent.requests();
     assert!(is_register(&seen[0]), "{seen:?}");
-    let body: serde_json::Value = serde_json::from_str(&seen[0].body).unwrap();
+    let body: serde_json::Value = serde_json::from_slice(seen[0].body()).unwrap();
     assert_eq!(body["ID"], "echo-1");
     assert_eq!(body["Name"], "echo");
     assert_eq!(body["Tags"], serde_json::json!(["blue"]));
@@ -114,15 +141,17 @@ async fn registers_beats_and_deregisters_over_http() {
     .await;
 
     handle.deregister().await.unwrap();
-    let seen = agent.seen();
+    let seen = agent.requests();
     let last = seen.last().unwrap();
-    assert_eq!(
-        (last.method.as_str(), last.uri.as_str()),
-        ("PUT", "/v1/agent/service/deregister/echo-1")
-    );
+    assert!(is_deregister(last), "{last:?}");
     for s in &seen {
-        assert_eq!(s.token.as_deref(), Some(TOKEN), "token header on {}", s.uri);
-        assert!(!s.uri.contains(TOKEN), "token in the URL {}", s.uri);
+        let uri = s.uri().to_string();
+        assert_eq!(
+            s.header("x-consul-token"),
+            Some(TOKEN),
+            "token header on {uri}"
+        );
+        assert!(!uri.contains(TOKEN), "token in the URL {uri}");
     }
     assert!(!format!("{client:?}").contains(TOKEN));
 }
@@ -137,7 +166,11 @@ async fn registers_again_when_the_agent_forgot_the_check() {
     // Compare with the count before each refusal: on a loaded machine a timed-out
     // update may add a registration of its own.
     let before = count(&agent, is_register);
-    agent.refuse_next_update(404, "Unknown check ID \"service:echo-1\". Ensure that the check ID is passed, not the check name.");
+    refuse_next_update(
+        &agent,
+        404,
+        "Unknown check ID \"service:echo-1\". Ensure that the check ID is passed, not the check name.",
+    );
     let wait = Duration::from_secs(5);
     support::eventually(wait, "a registration after the 404", || async {
         count(&agent, is_register) > before
@@ -145,14 +178,15 @@ async fn registers_again_when_the_agent_forgot_the_check() {
     .await;
     // The update that follows that registration must not meet the next refusal.
     support::eventually(wait, "an update after the registration", || async {
-        let seen = agent.seen();
+        let seen = agent.requests();
         seen.iter()
             .rposition(is_register)
             .is_some_and(|i| i + 1 < seen.len())
     })
     .await;
     let before = count(&agent, is_register);
-    agent.refuse_next_update(
+    refuse_next_update(
+        &agent,
         500,
         "CheckID \"service:echo-1\" does not have associated TTL",
     );
@@ -163,13 +197,13 @@ async fn registers_again_when_the_agent_forgot_the_check() {
     // Each re-registration is followed at once by a passing update (wait for the
     // last one's to arrive before reading the log).
     support::eventually(wait, "an update after the last registration", || async {
-        let seen = agent.seen();
+        let seen = agent.requests();
         seen.iter()
             .rposition(is_register)
             .is_some_and(|i| i + 1 < seen.len())
     })
     .await;
-    let seen = agent.seen();
+    let seen = agent.requests();
     for (i, s) in seen.iter().enumerate().skip(1) {
         if is_register(s) {
             let next = seen.get(i + 1).expect("an update after re-registering");
@@ -187,13 +221,13 @@ async fn drain_reports_critical_then_deregisters() {
         .await
         .unwrap();
     handle.drain(Duration::from_millis(200)).await.unwrap();
-    let seen = agent.seen();
+    let seen = agent.requests();
     let n = seen.len();
     assert!(
         is_update(&seen[n - 2]) && status_of(&seen[n - 2]) == "critical",
         "{seen:?}"
     );
-    assert_eq!(seen[n - 1].uri, "/v1/agent/service/deregister/echo-1");
+    assert!(is_deregister(&seen[n - 1]), "{seen:?}");
 }
 
 #[tokio::test]
@@ -202,7 +236,7 @@ async fn dropping_the_handle_deregisters() {
     let handle = client.register(reg("echo").id("echo-1")).await.unwrap();
     drop(handle);
     support::eventually(Duration::from_secs(5), "a deregistration", || async {
-        count(&agent, |s| s.uri == "/v1/agent/service/deregister/echo-1") == 1
+        count(&agent, is_deregister) == 1
     })
     .await;
 }

@@ -15,7 +15,9 @@ mod h2_fault;
 mod nacos;
 mod process;
 
-pub use consul_dev::{ConsulDev, ConsulDevBuilder, Fault, FaultId, FaultRule, Faults};
+pub use consul_dev::{
+    ConsulDev, ConsulDevBuilder, Fault, FaultId, FaultRule, Faults, RecordedRequest, Snapshot,
+};
 pub use echo::{EchoService, HoldGuard};
 pub use echo_server::{TestEchoServer, TestEchoServerBuilder};
 pub use etcd::EtcdServer;

@@ -1,93 +1,9 @@
-//! The same behaviours against `ConsulDev`, the crate's in-process Consul-compatible
-//! registry: services registered through the agent API with TTL checks, health
-//! flipped by check status, faults injected through its handle.
+//! Behaviours that need `ConsulDev`'s own controls: check statuses other than
+//! passing and critical, spurious wake-ups, index resets, fault rules and ACLs.
 
-use serde_json::json;
-use tonic_discovery::consul::Client;
-use tonic_discovery::testkit::{ConsulDev, Fault, FaultRule};
+use tonic_discovery::testkit::{Fault, FaultRule};
 
 use super::*;
-
-struct Dev {
-    dev: ConsulDev,
-    http: reqwest::Client,
-}
-
-impl Dev {
-    async fn start() -> Self {
-        Self::with_token(None).await
-    }
-
-    async fn with_token(token: Option<&str>) -> Self {
-        #[cfg(feature = "tls-ring")]
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let dev = ConsulDev::builder()
-            .acl_token(token.map(str::to_owned))
-            .start()
-            .await
-            .unwrap();
-        Dev {
-            dev,
-            http: reqwest::Client::new(),
-        }
-    }
-
-    fn client(&self, token: Option<&str>) -> Client {
-        let b = Client::builder(self.dev.url());
-        let b = match token {
-            Some(t) => b.token(t),
-            None => b,
-        };
-        b.build().unwrap()
-    }
-
-    async fn put(&self, path: &str, body: Option<serde_json::Value>, token: Option<&str>) {
-        let mut req = self.http.put(format!("{}{path}", self.dev.url()));
-        if let Some(t) = token {
-            req = req.header("X-Consul-Token", t);
-        }
-        if let Some(body) = body {
-            req = req.body(body.to_string());
-        }
-        let resp = req.send().await.unwrap();
-        assert_eq!(resp.status(), 200, "PUT {path}");
-    }
-
-    /// Registers `id` of `echo` with a passing TTL check `ttl-<id>`.
-    async fn register(&self, id: &str, port: u16, tags: &[&str]) {
-        self.register_as(id, port, tags, None).await;
-    }
-
-    async fn register_as(&self, id: &str, port: u16, tags: &[&str], token: Option<&str>) {
-        let body = json!({
-            "Name": "echo", "ID": id, "Address": "127.0.0.1", "Port": port, "Tags": tags,
-            "Check": {"CheckID": format!("ttl-{id}"), "TTL": "60s", "Status": "passing"}
-        });
-        self.put("/v1/agent/service/register", Some(body), token)
-            .await;
-    }
-
-    async fn deregister(&self, id: &str) {
-        self.put(&format!("/v1/agent/service/deregister/{id}"), None, None)
-            .await;
-    }
-
-    fn check(&self, id: &str, status: &str) {
-        assert!(self.dev.set_check_status(&format!("ttl-{id}"), status, ""));
-    }
-
-    /// Waits until the watch's blocking read on the registry's current index has
-    /// reached the registry (every answer so far plus the one in flight). For a
-    /// single watch on `echo`.
-    async fn caught_up(&self, d: &Discovery) {
-        eventually(T, "the watch caught up", || async {
-            let s = d.state();
-            let requests = self.dev.request_count("/v1/health/service/echo");
-            s.index() == self.dev.index() && requests == s.answers() + 1
-        })
-        .await;
-    }
-}
 
 #[tokio::test]
 async fn dev_only_passing_instances_appear_and_checks_move_them() {
@@ -115,7 +31,10 @@ async fn dev_only_passing_instances_appear_and_checks_move_them() {
     assert_eq!(changes(&mut canary, 1).await, ["-b"]);
     let index = dev.dev.index();
     eventually(T, "the last answer is in", || async {
-        all.state().index() == index
+        // The untagged watch read again on the last index.
+        dev.reads_on(index)
+            .iter()
+            .any(|r| !r.uri().query().unwrap_or("").contains("tag="))
     })
     .await;
     assert!(all.state().instances().is_empty() && no_change_ready(&mut all));
@@ -128,11 +47,11 @@ async fn dev_spurious_wakeups_emit_nothing() {
     dev.register("a", 7001, &[]).await;
     let mut d = discovery(&dev.client(None), "echo");
     assert_eq!(changes(&mut d, 1).await, ["+a@7001"]);
-    dev.caught_up(&d).await;
+    dev.parked().await;
     let before = dev.dev.index();
     dev.dev.faults().spurious_wakeup();
     assert!(dev.dev.index() > before);
-    dev.caught_up(&d).await;
+    dev.parked().await;
     assert!(
         no_change_ready(&mut d),
         "an unchanged snapshot yields nothing"
@@ -146,7 +65,7 @@ async fn dev_index_reset_resyncs() {
     dev.register("a", 7001, &[]).await;
     let mut d = discovery(&dev.client(None), "echo");
     assert_eq!(changes(&mut d, 1).await, ["+a@7001"]);
-    dev.caught_up(&d).await;
+    dev.parked().await;
 
     dev.dev.forget_all(); // an agent restarted without state…
     dev.dev.faults().reset_index(1); // …from an older snapshot
@@ -196,7 +115,8 @@ async fn dev_outage_keeps_the_set_and_recovers() {
 async fn dev_acl_token_goes_in_the_header() {
     support::trace_init();
     let dev = Dev::with_token(Some("s3cr3t")).await;
-    dev.register_as("a", 7001, &[], Some("s3cr3t")).await;
+    dev.register_as("echo", "a", 7001, &[], Some("s3cr3t"))
+        .await;
     let mut d = discovery(&dev.client(Some("s3cr3t")), "echo");
     assert_eq!(changes(&mut d, 1).await, ["+a@7001"]);
 

@@ -7,7 +7,7 @@ use serde_json::json;
 
 use super::decode::body_json;
 use super::faults::{FaultRule, parse_fault};
-use super::http::{HResult, Reply, Req, bad_request, decode_failed, parse_delay};
+use super::http::{HResult, Reply, Req, bad_request, decode_failed};
 use super::model::CheckStatus;
 use super::shared::Shared;
 
@@ -64,12 +64,12 @@ pub(super) fn handle(shared: &Shared, req: &Req) -> HResult {
 
 fn add_fault(shared: &Shared, req: &Req) -> HResult {
     let body = body_json(&req.body).map_err(decode_failed)?;
-    let name = body["Fault"].as_str().unwrap_or("");
-    let delay = parse_delay(&body["Delay"]);
-    let fault = parse_fault(name, delay).ok_or_else(|| {
+    let fault = parse_fault(&body).ok_or_else(|| {
+        let name = body["Fault"].as_str().unwrap_or("");
         bad_request(format!(
             "Invalid fault {name:?}: want no-leader, too-many-connections, delay (with Delay), \
-             malformed-json, wrong-content-type, drop-connection or zero-index"
+             malformed-json, wrong-content-type, not-json, drop-connection, zero-index or \
+             answer (with Status 200-999 and Body)"
         ))
     })?;
     let mut rule = FaultRule::new(fault);

@@ -6,8 +6,6 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::net::TcpListener;
-
 use super::shared::{self, Config, Shared};
 use super::{ConsulDev, checks, server};
 
@@ -95,7 +93,7 @@ impl ConsulDevBuilder {
     /// # Errors
     /// When the listening socket cannot be bound.
     pub async fn start(self) -> io::Result<ConsulDev> {
-        let listener = TcpListener::bind(self.http_addr).await?;
+        let listener = server::bind(self.http_addr)?;
         let addr = listener.local_addr()?;
         let shared = Arc::new(Shared::new(self.cfg));
         shared::seed(&shared, addr);
@@ -104,8 +102,8 @@ impl ConsulDevBuilder {
         #[cfg(not(feature = "tls-ring"))]
         let tls = server::NoTls;
         let https = server::is_tls(&tls);
+        let listening = server::Listening::start(listener, shared.clone(), tls.clone());
         let tasks = vec![
-            tokio::spawn(server::serve(listener, shared.clone(), tls)),
             tokio::spawn(checks::ttl_loop(shared.clone())),
             tokio::spawn(checks::reap_loop(shared.clone())),
         ];
@@ -113,6 +111,8 @@ impl ConsulDevBuilder {
             shared,
             addr,
             https,
+            tls,
+            listening: Some(listening),
             tasks,
         })
     }

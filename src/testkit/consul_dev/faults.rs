@@ -5,6 +5,9 @@ use std::fmt;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use serde_json::Value;
+
+use super::http::parse_delay;
 use super::shared::Shared;
 
 /// One way to misbehave.
@@ -31,6 +34,17 @@ pub enum Fault {
     /// Send `X-Consul-Index: 0`, which real Consul never does but clients must
     /// survive (they should treat it as 1).
     ZeroIndex,
+    /// Answer `status` with `body` as plain text instead of handling the request
+    /// (the registry does not change), as Consul answers a request it refuses. For
+    /// answers the registry's state cannot produce, e.g. the `500 CheckID "…" does
+    /// not have associated TTL` older agents send for a check they lost. A status
+    /// that is no final status (200–999) is sent as 500.
+    Answer {
+        /// The HTTP status code.
+        status: u16,
+        /// The body, sent as `text/plain; charset=utf-8` unless empty.
+        body: String,
+    },
 }
 
 /// A fault and where it applies. Built with [`FaultRule::new`].
@@ -194,12 +208,21 @@ Your IP is issuing too many concurrent connections, please rate limit your calls
 pub(super) const TOO_MANY_CONNECTIONS_BODY: &str =
     "Your IP is issuing too many concurrent connections, please rate limit your calls\n";
 
-/// Parses a fault name as the admin endpoint takes it.
-pub(super) fn parse_fault(name: &str, delay: Option<Duration>) -> Option<Fault> {
+/// Parses a fault as the admin endpoint takes it: `Fault` names it, `Delay` and
+/// `Status`/`Body` carry the arguments of `delay` and `answer`.
+pub(super) fn parse_fault(spec: &Value) -> Option<Fault> {
+    let name = spec["Fault"].as_str().unwrap_or("");
     Some(match name {
         "no-leader" => Fault::NoLeader,
         "too-many-connections" => Fault::TooManyConnections,
-        "delay" => Fault::Delay(delay?),
+        "delay" => Fault::Delay(parse_delay(&spec["Delay"])?),
+        "answer" => Fault::Answer {
+            status: spec["Status"]
+                .as_u64()
+                .and_then(|s| u16::try_from(s).ok())
+                .filter(|s| (200..=999).contains(s))?,
+            body: spec["Body"].as_str().unwrap_or("").to_owned(),
+        },
         "malformed-json" => Fault::MalformedJson,
         "wrong-content-type" => Fault::WrongContentType,
         "not-json" => Fault::NotJson,
@@ -207,4 +230,55 @@ pub(super) fn parse_fault(name: &str, delay: Option<Duration>) -> Option<Fault> 
         "zero-index" => Fault::ZeroIndex,
         _ => return None,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn admin_answer_needs_a_real_status() {
+        let spec = json!({"Fault": "answer", "Status": 404, "Body": "Unknown check ID"});
+        let want = Fault::Answer {
+            status: 404,
+            body: "Unknown check ID".to_owned(),
+        };
+        assert_eq!(parse_fault(&spec), Some(want));
+        for status in [json!(101), json!(1000), json!("404"), json!(null)] {
+            assert_eq!(
+                parse_fault(&json!({"Fault": "answer", "Status": status})),
+                None
+            );
+        }
+        let delay = json!({"Fault": "delay", "Delay": "200ms"});
+        assert_eq!(
+            parse_fault(&delay),
+            Some(Fault::Delay(Duration::from_millis(200)))
+        );
+    }
+
+    #[test]
+    fn counted_answers_run_out() {
+        let set = FaultSet::default();
+        let answer = Fault::Answer {
+            status: 500,
+            body: String::new(),
+        };
+        set.add(
+            FaultRule::new(answer.clone())
+                .path_prefix("/v1/agent/")
+                .times(1),
+        );
+        assert!(set.take(Some("/v1/health/service/a"), |_| true).is_empty());
+        assert_eq!(
+            set.take(Some("/v1/agent/check/update/x"), |_| true),
+            [answer]
+        );
+        assert!(
+            set.take(Some("/v1/agent/check/update/x"), |_| true)
+                .is_empty()
+        );
+    }
 }

@@ -21,11 +21,14 @@ mod probe;
 mod query;
 mod register;
 mod render;
+mod request_log;
+mod restart;
 mod router;
 mod schema;
 mod server;
 mod session;
 mod shared;
+mod snapshot;
 mod store;
 mod txn;
 
@@ -39,6 +42,8 @@ use tokio::task::JoinHandle;
 
 pub use builder::ConsulDevBuilder;
 pub use faults::{Fault, FaultId, FaultRule, Faults};
+pub use request_log::RecordedRequest;
+pub use snapshot::Snapshot;
 
 use model::CheckStatus;
 use shared::Shared;
@@ -80,13 +85,17 @@ use shared::Shared;
 /// # Test controls
 ///
 /// In process: [`ConsulDev::faults`], [`ConsulDev::set_check_status`],
-/// [`ConsulDev::forget_all`], [`ConsulDev::request_count`],
-/// [`ConsulDev::request_uris`]. Over HTTP, under
+/// [`ConsulDev::forget_all`], [`ConsulDev::snapshot`] and [`ConsulDev::restore`],
+/// [`ConsulDev::stop`] and [`ConsulDev::restart`] (the agent dies and comes back
+/// on the same port), and what clients sent: [`ConsulDev::requests`],
+/// [`ConsulDev::request_count`], [`ConsulDev::request_uris`],
+/// [`ConsulDev::blocked_queries`]. None of them changes what the registry answers
+/// until used. Over HTTP, under
 /// `/_consul_dev/` (a path Consul does not use), for the `consul-dev` binary:
 ///
 /// | Request | Effect |
 /// | --- | --- |
-/// | `PUT /_consul_dev/faults` `{"Fault": "no-leader"\|"too-many-connections"\|"delay"\|"malformed-json"\|"not-json"\|"wrong-content-type"\|"drop-connection"\|"zero-index", "PathPrefix": "/v1/health/", "Times": 2, "Delay": "200ms"}` | adds a fault rule, answers `{"ID": n}` |
+/// | `PUT /_consul_dev/faults` `{"Fault": "no-leader"\|"too-many-connections"\|"delay"\|"malformed-json"\|"not-json"\|"wrong-content-type"\|"drop-connection"\|"zero-index"\|"answer", "PathPrefix": "/v1/health/", "Times": 2, "Delay": "200ms", "Status": 404, "Body": "…"}` | adds a fault rule (`Delay` for `delay`, `Status` and `Body` for `answer`), answers `{"ID": n}` |
 /// | `DELETE /_consul_dev/faults[/ID]` | removes all rules (or one) |
 /// | `PUT /_consul_dev/index?reset=N` | sets the index to N, as a restart from an older snapshot |
 /// | `PUT /_consul_dev/wakeup` | wakes blocking queries with unchanged data |
@@ -118,6 +127,10 @@ pub struct ConsulDev {
     shared: Arc<Shared>,
     addr: SocketAddr,
     https: bool,
+    tls: server::Tls,
+    /// The accept loop; `None` while stopped.
+    listening: Option<server::Listening>,
+    /// The TTL timer and the reaper.
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -127,6 +140,8 @@ const _: () = {
     assert_send_sync::<ConsulDevBuilder>();
     assert_send_sync::<Faults>();
     assert_send_sync::<FaultRule>();
+    assert_send_sync::<RecordedRequest>();
+    assert_send_sync::<Snapshot>();
 };
 
 // === impl ConsulDev ===
@@ -190,7 +205,23 @@ impl ConsulDev {
     /// The request targets (path and query string, as sent) of the last 4096
     /// requests, oldest first: to check what clients put in URLs.
     pub fn request_uris(&self) -> Vec<String> {
-        self.shared.uris()
+        self.shared.log().uris()
+    }
+
+    /// The last 4096 requests (method, target, headers and body), oldest first,
+    /// faulty answers included: to check what clients put on the wire.
+    pub fn requests(&self) -> Vec<RecordedRequest> {
+        self.shared.log().to_vec()
+    }
+
+    /// How many blocking queries are waiting for a change right now (parked
+    /// past their first look at the state). A test that sees its client's query
+    /// counted here knows that a [`ConsulDev::restore`] or
+    /// [`Faults::reset_index`] from then on ends that wait.
+    pub fn blocked_queries(&self) -> usize {
+        self.shared
+            .blocked
+            .load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// The request counts of every path served so far.
@@ -206,6 +237,9 @@ impl ConsulDev {
 
 impl Drop for ConsulDev {
     fn drop(&mut self) {
+        if let Some(listening) = &self.listening {
+            listening.abort();
+        }
         for task in &self.tasks {
             task.abort();
         }
@@ -218,6 +252,7 @@ impl fmt::Debug for ConsulDev {
         f.debug_struct("ConsulDev")
             .field("addr", &self.addr)
             .field("https", &self.https)
+            .field("serving", &self.listening.is_some())
             .field("node_name", &self.shared.cfg.node_name)
             .field("datacenter", &self.shared.cfg.datacenter)
             .field(

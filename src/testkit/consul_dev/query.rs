@@ -114,6 +114,7 @@ pub(super) async fn block<T>(
     let mut rx = shared.changed.subscribe();
     let deadline = Instant::now() + opts.wait;
     let mut epoch = None;
+    let mut waiting = None;
     loop {
         rx.borrow_and_update();
         let (index, value, now_epoch) = {
@@ -125,6 +126,9 @@ pub(super) async fn block<T>(
         if opts.index == 0 || index > opts.index || start != now_epoch {
             return (index, value);
         }
+        // Counted only once the epoch is taken: a reset seen by a test after this
+        // point ends the wait.
+        waiting.get_or_insert_with(|| shared.waiting());
         match tokio::time::timeout_at(deadline, rx.changed()).await {
             Ok(Ok(())) => continue,
             _ => return (index, value),
@@ -141,6 +145,7 @@ pub(super) async fn block_hash<T>(
 ) -> Option<(String, T)> {
     let mut rx = shared.changed.subscribe();
     let deadline = Instant::now() + opts.wait;
+    let mut waiting = None;
     loop {
         rx.borrow_and_update();
         let out = compute(&shared.store())?;
@@ -148,6 +153,7 @@ pub(super) async fn block_hash<T>(
             Some(h) if *h == out.0 => {}
             _ => return Some(out),
         }
+        waiting.get_or_insert_with(|| shared.waiting());
         match tokio::time::timeout_at(deadline, rx.changed()).await {
             Ok(Ok(())) => continue,
             _ => return Some(out),

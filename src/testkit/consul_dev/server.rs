@@ -5,6 +5,8 @@
 //! TLS when the builder has a server configuration (`tls-ring`).
 
 use std::convert::Infallible;
+use std::io;
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -14,11 +16,13 @@ use hyper::body::{Frame, Incoming};
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
-use tokio::net::TcpListener;
-use tokio::task::JoinSet;
+use tokio::net::{TcpListener, TcpSocket};
+use tokio::task::{JoinHandle, JoinSet};
+use tokio_util::sync::CancellationToken;
 
 use super::faults::{Fault, TOO_MANY_CONNECTIONS, TOO_MANY_CONNECTIONS_BODY};
 use super::http::{Reply, Req, decode_path, parse_query};
+use super::request_log::RecordedRequest;
 use super::router;
 use super::shared::Shared;
 use crate::BoxError;
@@ -34,7 +38,7 @@ pub(super) type Tls = NoTls;
 
 /// Plain TCP.
 #[cfg(not(feature = "tls-ring"))]
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub(super) struct NoTls;
 
 pub(super) fn is_tls(tls: &Tls) -> bool {
@@ -47,12 +51,58 @@ pub(super) fn is_tls(tls: &Tls) -> bool {
     }
 }
 
-/// Accepts connections until the task is aborted; dropping the task drops every
-/// connection (the `JoinSet` aborts them).
-pub(super) async fn serve(listener: TcpListener, shared: Arc<Shared>, tls: Tls) {
+/// A running accept loop and its connections; from [`Listening::start`].
+#[derive(Debug)]
+pub(super) struct Listening {
+    task: JoinHandle<()>,
+    stop: CancellationToken,
+}
+
+// === impl Listening ===
+
+impl Listening {
+    /// Serves `listener` on a task.
+    pub(super) fn start(listener: TcpListener, shared: Arc<Shared>, tls: Tls) -> Self {
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(serve(listener, shared, tls, stop.clone()));
+        Listening { task, stop }
+    }
+
+    /// Closes the listener and every connection, and waits until they are closed.
+    pub(super) async fn stop(self) {
+        self.stop.cancel();
+        let _ = self.task.await;
+    }
+
+    /// Stops at once without waiting (dropping the registry).
+    pub(super) fn abort(&self) {
+        self.task.abort();
+    }
+}
+
+/// Binds a listener with `SO_REUSEADDR` (as tokio's `bind` does on Unix), so a
+/// restarted registry gets its port back while connections of its previous life
+/// linger in `TIME_WAIT`.
+pub(super) fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    #[cfg(not(windows))]
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(1024)
+}
+
+/// Accepts connections until `stop`; then closes the listener and every
+/// connection before returning. Aborting the task drops every connection too (the
+/// `JoinSet` aborts them).
+async fn serve(listener: TcpListener, shared: Arc<Shared>, tls: Tls, stop: CancellationToken) {
     let mut conns = JoinSet::new();
     loop {
         tokio::select! {
+            () = stop.cancelled() => break,
             accepted = listener.accept() => match accepted {
                 Ok((stream, _peer)) => {
                     let _ = stream.set_nodelay(true);
@@ -66,6 +116,8 @@ pub(super) async fn serve(listener: TcpListener, shared: Arc<Shared>, tls: Tls) 
             Some(_) = conns.join_next(), if !conns.is_empty() => {}
         }
     }
+    drop(listener);
+    conns.shutdown().await;
 }
 
 /// Runs the TLS handshake when configured, then serves the connection.
@@ -112,27 +164,22 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
     let (parts, body) = req.into_parts();
     let path = decode_path(parts.uri.path());
     shared.count(&path);
-    shared.record_uri(&parts.uri.to_string());
-    let faults = shared.faults.take(Some(&path), |_| true);
-    for f in &faults {
-        if let Fault::Delay(d) = f {
-            tokio::time::sleep(*d).await;
-        }
-    }
-    if faults.contains(&Fault::TooManyConnections) {
-        let reply = Reply::text(StatusCode::TOO_MANY_REQUESTS, TOO_MANY_CONNECTIONS_BODY);
-        let mut resp = finish(&shared, reply, &[]);
-        resp.headers_mut()
-            .insert("connection", HeaderValue::from_static("close"));
-        return resp;
-    }
-    if faults.contains(&Fault::NoLeader) {
-        return finish(&shared, super::http::server_error("No cluster leader"), &[]);
-    }
+    // The body is read before any fault applies, so the log holds whole requests.
     let body = match body.collect().await {
         Ok(b) => b.to_bytes(),
         Err(e) => return finish(&shared, super::http::bad_request(e.to_string()), &[]),
     };
+    shared.record(RecordedRequest::new(
+        parts.method.clone(),
+        parts.uri.clone(),
+        path.clone(),
+        parts.headers.clone(),
+        &body,
+    ));
+    let faults = shared.faults.take(Some(&path), |_| true);
+    if let Some(resp) = refuse(&shared, &faults).await {
+        return resp;
+    }
     let req = Req {
         method: parts.method,
         path,
@@ -142,6 +189,36 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
     };
     let reply = router::route(&shared, req).await;
     finish(&shared, reply, &faults)
+}
+
+/// Applies the faults that replace the answer (after any delay): the 429 of a
+/// connection limit, no leader, or a given answer.
+async fn refuse(shared: &Shared, faults: &[Fault]) -> Option<Response<Body>> {
+    for f in faults {
+        if let Fault::Delay(d) = f {
+            tokio::time::sleep(*d).await;
+        }
+    }
+    if faults.contains(&Fault::TooManyConnections) {
+        let reply = Reply::text(StatusCode::TOO_MANY_REQUESTS, TOO_MANY_CONNECTIONS_BODY);
+        let mut resp = finish(shared, reply, &[]);
+        resp.headers_mut()
+            .insert("connection", HeaderValue::from_static("close"));
+        return Some(resp);
+    }
+    if faults.contains(&Fault::NoLeader) {
+        let reply = super::http::server_error("No cluster leader");
+        return Some(finish(shared, reply, &[]));
+    }
+    let (status, body) = faults.iter().find_map(|f| match f {
+        Fault::Answer { status, body } => Some((status, body)),
+        _ => None,
+    })?;
+    let status = StatusCode::from_u16(*status)
+        .ok()
+        .filter(|s| !s.is_informational())
+        .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    Some(finish(shared, Reply::text(status, body.clone()), &[]))
 }
 
 /// The page [`Fault::NotJson`] sends.

@@ -228,6 +228,15 @@ pub(super) fn renew(shared: &Shared, req: &Req, id: &str) -> HResult {
     }
 }
 
+/// Restarts every session's TTL from `now`, as Consul does when a leader takes
+/// over (a snapshot restore included).
+pub(super) fn restart_ttls(s: &mut Store, now: Instant) {
+    for session in s.sessions.values_mut() {
+        let ttl = parse_go_duration(&session.ttl).filter(|d| !d.is_zero());
+        session.expires = ttl.map(|d| now + d);
+    }
+}
+
 /// Invalidates sessions whose TTL ran out; returns whether any did and the next
 /// expiry.
 pub(super) fn expire(s: &mut Store, now: Instant) -> (bool, Option<Instant>) {

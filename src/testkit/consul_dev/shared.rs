@@ -1,8 +1,9 @@
 //! State shared by the server, the request handlers and the background tasks.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -12,10 +13,8 @@ use tokio::task::AbortHandle;
 use super::agent::CONSUL_SERVICE;
 use super::faults::FaultSet;
 use super::model::{Check, CheckKind, CheckStatus, Node, Service};
+use super::request_log::{RecordedRequest, RequestLog};
 use super::store::Store;
-
-/// How many request targets [`Shared::record_uri`] keeps.
-pub(super) const RECORDED_URIS: usize = 4096;
 
 /// Fixed configuration of one registry.
 #[derive(Clone)]
@@ -51,8 +50,10 @@ pub(super) struct Shared {
     pub(super) timers: Notify,
     pub(super) faults: FaultSet,
     pub(super) counts: Mutex<BTreeMap<String, u64>>,
-    /// The request targets (path and query) of the last [`RECORDED_URIS`] requests.
-    pub(super) uris: Mutex<VecDeque<String>>,
+    /// The last requests received, oldest first.
+    pub(super) requests: Mutex<RequestLog>,
+    /// How many blocking queries are waiting for a change right now.
+    pub(super) blocked: AtomicUsize,
     /// Runner tasks of HTTP/gRPC/TCP checks, keyed by (node, check ID).
     pub(super) runners: Mutex<HashMap<(String, String), AbortHandle>>,
 }
@@ -68,7 +69,8 @@ impl Shared {
             timers: Notify::new(),
             faults: FaultSet::default(),
             counts: Mutex::new(BTreeMap::new()),
-            uris: Mutex::new(VecDeque::new()),
+            requests: Mutex::new(RequestLog::default()),
+            blocked: AtomicUsize::new(0),
             runners: Mutex::new(HashMap::new()),
         }
     }
@@ -97,18 +99,20 @@ impl Shared {
         *counts.entry(path.to_owned()).or_default() += 1;
     }
 
-    /// Records a request target, keeping the last [`RECORDED_URIS`].
-    pub(super) fn record_uri(&self, uri: &str) {
-        let mut uris = self.uris.lock().unwrap_or_else(|p| p.into_inner());
-        if uris.len() == RECORDED_URIS {
-            uris.pop_front();
-        }
-        uris.push_back(uri.to_owned());
+    /// Appends a request to the log.
+    pub(super) fn record(&self, request: RecordedRequest) {
+        self.log().push(request);
     }
 
-    pub(super) fn uris(&self) -> Vec<String> {
-        let uris = self.uris.lock().unwrap_or_else(|p| p.into_inner());
-        uris.iter().cloned().collect()
+    pub(super) fn log(&self) -> MutexGuard<'_, RequestLog> {
+        self.requests.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Counts a blocking query as waiting until the guard drops (the query
+    /// answers, or its connection closes and the handler is dropped).
+    pub(super) fn waiting(&self) -> Waiting<'_> {
+        self.blocked.fetch_add(1, Ordering::SeqCst);
+        Waiting(&self.blocked)
     }
 
     pub(super) fn counts(&self) -> BTreeMap<String, u64> {
@@ -134,6 +138,16 @@ impl Shared {
         for (_, task) in runners.drain() {
             task.abort();
         }
+    }
+}
+
+/// A blocking query counted in [`Shared::blocked`]; from [`Shared::waiting`].
+#[derive(Debug)]
+pub(super) struct Waiting<'a>(&'a AtomicUsize);
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
     }
 }
 

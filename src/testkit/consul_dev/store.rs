@@ -9,8 +9,9 @@ use tokio::time::Instant;
 
 use super::model::{Check, CheckStatus, Node, Service};
 
-/// Everything the registry knows. Always used behind the `Shared` mutex.
-#[derive(Debug, Default)]
+/// Everything the registry knows. Always used behind the `Shared` mutex; cloned
+/// whole for a snapshot.
+#[derive(Debug, Clone, Default)]
 pub(super) struct Store {
     /// The raft-like index: bumped on every write.
     pub(super) index: u64,
