@@ -56,6 +56,7 @@ pub mod etcd;
 #[cfg(feature = "nacos")]
 #[cfg_attr(docsrs, doc(cfg(feature = "nacos")))]
 pub mod nacos;
+pub mod register;
 pub mod source;
 #[cfg(feature = "testkit")]
 #[cfg_attr(docsrs, doc(cfg(feature = "testkit")))]

@@ -235,7 +235,7 @@ async fn callback_health_is_asked_at_every_beat() {
 
 async fn start(agent: &Arc<MockAgent>) -> RegistrationHandle {
     let reg = (*resolved()).clone();
-    RegistrationHandle::start(agent.clone(), reg, HealthSource::always_passing())
+    crate::consul::handle::start(agent.clone(), reg, HealthSource::always_passing())
         .await
         .unwrap()
 }

@@ -95,7 +95,7 @@ pub use crate::source::{Discovery, WatchObserver, WatchState};
 pub use builder::ClientBuilder;
 pub use client::Client;
 pub use discovery::DiscoveryBuilder;
-pub use handle::RegistrationHandle;
+pub use handle::{Registrar, RegistrationHandle};
 pub use health::HealthSource;
 pub use query::Consistency;
 pub use register::Registration;

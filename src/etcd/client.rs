@@ -77,7 +77,7 @@ impl Client {
     /// A transport, status or timeout error when the first lease grant or put fails;
     /// later failures are retried by the task.
     pub async fn register(&self, registration: Registration) -> Result<RegistrationHandle> {
-        RegistrationHandle::start(self.clone(), registration).await
+        super::handle::start(self.clone(), registration).await
     }
 
     /// The endpoints this client talks to, as URLs.

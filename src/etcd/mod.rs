@@ -70,7 +70,7 @@ mod watch;
 pub use crate::source::Discovery;
 pub use client::{Client, ClientBuilder};
 pub use discovery::DiscoveryBuilder;
-pub use handle::RegistrationHandle;
+pub use handle::{Registrar, RegistrationHandle};
 pub use keys::KeyLayout;
 pub use register::Registration;
 

@@ -138,7 +138,7 @@ impl Client {
     /// the instance.
     pub async fn register(&self, registration: Registration) -> Result<RegistrationHandle> {
         let registration = registration.validate()?;
-        RegistrationHandle::start(self.clone(), registration).await
+        super::handle::start(self.clone(), registration).await
     }
 
     /// The server addresses (`host:port`, HTTP ports).

@@ -1,15 +1,18 @@
 //! The handle of a live registration: its connection, deregistration and drain.
 
 use std::fmt;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use nacos_sdk::api::naming::NamingService;
+use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::client::{Client, call};
 use super::register::Registration;
 use crate::backoff::{Backoff, BackoffState};
-use crate::error::Result;
+use crate::error::{Error, Result};
+use crate::register;
 
 /// A live registration: an ephemeral instance held by a connection of its own.
 ///
@@ -17,21 +20,31 @@ use crate::error::Result;
 /// the instance again by itself (every 3 s until it succeeds). There is no heartbeat
 /// to forget: the instance lives exactly as long as this handle.
 ///
+/// [`drain`](register::RegistrationHandle::drain) deregisters the instance, then
+/// waits `grace`. Nacos servers batch their pushes (500 ms in Nacos and rnacos), so
+/// clients learn of the deregistration 0.5 to 1.1 s later (measured against rnacos:
+/// p99 1.07 s to the last request): give a `grace` of at least 2 s.
+///
 /// # Deregistration that fails
 ///
 /// While a deregistration has not reached the server, the SDK would register the
 /// instance again at its next reconnection. So a failed deregistration (the server is
 /// down, say) is retried in the background, with backoff up to 5 s, until the server
-/// takes it; [`deregister`](Self::deregister) still reports the first failure.
+/// takes it; [`deregister`](register::RegistrationHandle::deregister) and `drain`
+/// still report the first failure.
 ///
 /// # Drop
 ///
 /// Dropping the handle deregisters the instance on a spawned task, retried as above
-/// (skipped when no tokio runtime is running). Prefer [`drain`](Self::drain) or
-/// [`deregister`](Self::deregister), which report errors.
-pub struct RegistrationHandle {
-    leave: Option<Leave>,
+/// (skipped when no tokio runtime is running).
+pub type RegistrationHandle = register::RegistrationHandle<Registrar>;
+
+/// Nacos's side of a [`RegistrationHandle`]: what it takes to deregister the instance.
+pub struct Registrar {
     id: String,
+    leave: Mutex<Option<Leave>>,
+    /// The error of a withdrawal that failed, reported by the deregistration after it.
+    withdraw_error: Mutex<Option<Error>>,
 }
 
 /// Everything needed to take the instance out of Nacos.
@@ -42,95 +55,123 @@ struct Leave {
     group: String,
 }
 
+/// Registers the instance on a connection of its own and hands it to a new handle.
+pub(crate) async fn start(
+    client: Client,
+    registration: Registration,
+) -> Result<RegistrationHandle> {
+    let group = registration
+        .group
+        .clone()
+        .unwrap_or_else(|| client.group().to_owned());
+    let naming = client
+        .registration_connection(&group, &registration.service)
+        .await?;
+    let register = naming.register_instance(
+        registration.service.clone(),
+        Some(group.clone()),
+        registration.to_sdk(),
+    );
+    let registered = call(
+        client.config().request_timeout,
+        "register instance",
+        register,
+    )
+    .await;
+    let id = registration.instance_id(&group);
+    let leave = Leave {
+        client,
+        naming,
+        registration,
+        group,
+    };
+    if let Err(e) = registered {
+        // The SDK keeps retrying a registration that failed; take it back.
+        leave.retire();
+        return Err(e);
+    }
+    tracing::info!(%id, "registered in nacos");
+    let span = tracing::info_span!("nacos_registration", %id);
+    let registrar = Registrar {
+        id,
+        leave: Mutex::new(Some(leave)),
+        withdraw_error: Mutex::new(None),
+    };
+    Ok(RegistrationHandle::new(registrar, span))
+}
+
 // === impl RegistrationHandle ===
 
 impl RegistrationHandle {
-    pub(crate) async fn start(client: Client, registration: Registration) -> Result<Self> {
-        let group = registration
-            .group
-            .clone()
-            .unwrap_or_else(|| client.group().to_owned());
-        let naming = client
-            .registration_connection(&group, &registration.service)
-            .await?;
-        let register = naming.register_instance(
-            registration.service.clone(),
-            Some(group.clone()),
-            registration.to_sdk(),
-        );
-        let registered = call(
-            client.config().request_timeout,
-            "register instance",
-            register,
-        )
-        .await;
-        let id = registration.instance_id(&group);
-        let leave = Leave {
-            client,
-            naming,
-            registration,
-            group,
-        };
-        if let Err(e) = registered {
-            // The SDK keeps retrying a registration that failed; take it back.
-            leave.retire();
-            return Err(e);
-        }
-        tracing::info!(%id, "registered in nacos");
-        Ok(RegistrationHandle {
-            leave: Some(leave),
-            id,
-        })
-    }
-
     /// Nacos's id of the instance: `ip#port#cluster#group@@service`.
     pub fn id(&self) -> &str {
-        &self.id
+        &self.registrar().id
+    }
+}
+
+// === impl Registrar ===
+
+impl register::Registrar for Registrar {
+    async fn keep_alive(self: Arc<Self>, stop: CancellationToken) {
+        // The SDK's connection keeps the instance; nothing to renew.
+        stop.cancelled().await;
     }
 
-    /// Deregisters the instance: discoveries see it go at once.
-    ///
-    /// # Errors
-    ///
-    /// A transport or timeout error when the server could not be told; the
-    /// deregistration is then retried in the background.
-    pub async fn deregister(mut self) -> Result<()> {
-        match self.leave.take() {
+    /// Deregisters the instance (retried in the background when it fails).
+    async fn withdraw(&self) -> Result<()> {
+        let Some(leave) = self.take_leave() else {
+            return Ok(());
+        };
+        match leave.once().await {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                let note = Error::transport(
+                    "deregistration failed; retrying in the background",
+                    e.to_string(),
+                );
+                // The drain reports the error itself, after its wait.
+                *self
+                    .withdraw_error
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner) = Some(e);
+                Err(note)
+            }
+        }
+    }
+
+    /// Deregisters the instance unless a withdrawal did (then reports its error).
+    async fn deregister(&self) -> Result<()> {
+        if let Some(e) = self
+            .withdraw_error
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+        {
+            return Err(e);
+        }
+        match self.take_leave() {
             Some(leave) => leave.once().await,
             None => Ok(()),
         }
     }
 
-    /// Graceful leave: deregisters the instance so discoveries stop sending new
-    /// requests, then waits `grace` for requests in flight and for every client to
-    /// learn of it.
-    ///
-    /// Nacos servers batch their pushes (500 ms in Nacos and rnacos), so clients learn
-    /// of the deregistration 0.5 to 1.1 s later (measured against rnacos: p99 1.07 s to
-    /// the last request): give a `grace` of at least 2 s.
-    ///
-    /// # Errors
-    ///
-    /// As [`deregister`](Self::deregister); the wait happens either way.
-    pub async fn drain(mut self, grace: Duration) -> Result<()> {
-        let left = match self.leave.take() {
-            Some(leave) => leave.once().await,
-            None => Ok(()),
-        };
-        tokio::time::sleep(grace).await;
-        left
-    }
-}
-
-impl Drop for RegistrationHandle {
-    fn drop(&mut self) {
-        if let Some(leave) = self.leave.take() {
+    async fn on_drop(self: Arc<Self>) {
+        if let Some(leave) = self.take_leave() {
             leave.retire();
         }
     }
 }
 
-impl fmt::Debug for RegistrationHandle {
+impl Registrar {
+    fn take_leave(&self) -> Option<Leave> {
+        self.leave
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+    }
+}
+
+impl fmt::Debug for Registrar {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("nacos::RegistrationHandle")
             .field("id", &self.id)

@@ -75,7 +75,7 @@ mod subscription;
 pub use crate::source::Discovery;
 pub use client::{Client, ClientBuilder};
 pub use discovery::DiscoveryBuilder;
-pub use handle::RegistrationHandle;
+pub use handle::{Registrar, RegistrationHandle};
 pub use register::Registration;
 
 const _: () = {

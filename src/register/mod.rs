@@ -1,0 +1,213 @@
+//! The one registration lifecycle every registry shares: a [`RegistrationHandle`]
+//! owns the task that keeps a registration alive, and ends it by
+//! [`drain`](RegistrationHandle::drain), [`deregister`](RegistrationHandle::deregister)
+//! or drop. A registry only says how, by implementing [`Registrar`]; so can yours.
+//!
+//! ```
+//! use std::sync::Arc;
+//! use tokio_util::sync::CancellationToken;
+//! use tonic_discovery::register::{Registrar, RegistrationHandle};
+//!
+//! /// A toy registry that only logs.
+//! #[derive(Debug)]
+//! struct Log(&'static str);
+//!
+//! impl Registrar for Log {
+//!     async fn keep_alive(self: Arc<Self>, stop: CancellationToken) {
+//!         stop.cancelled().await; // nothing to renew
+//!     }
+//!     async fn withdraw(&self) -> tonic_discovery::Result<()> {
+//!         println!("{} out of discovery", self.0);
+//!         Ok(())
+//!     }
+//!     async fn deregister(&self) -> tonic_discovery::Result<()> {
+//!         println!("{} removed", self.0);
+//!         Ok(())
+//!     }
+//! }
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! let handle = RegistrationHandle::new(Log("echo-1"), tracing::Span::none());
+//! handle.drain(std::time::Duration::from_millis(1)).await.expect("drained");
+//! # }
+//! ```
+
+use std::fmt;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use crate::error::Result;
+
+/// How long the best-effort removal on drop may take, by default.
+pub(crate) const DROP_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// What a registry does for one live registration, after it was made.
+pub trait Registrar: Send + Sync + 'static {
+    /// Keeps the registration alive (a heartbeat, a lease keeper) until `stop` is
+    /// cancelled; registries that need nothing wait for `stop`.
+    fn keep_alive(self: Arc<Self>, stop: CancellationToken) -> impl Future<Output = ()> + Send;
+
+    /// Takes the instance out of discovery while it still serves (Consul: its check
+    /// turns critical; etcd: its key goes; Nacos: it is deregistered).
+    fn withdraw(&self) -> impl Future<Output = Result<()>> + Send;
+
+    /// Removes the registration for good.
+    fn deregister(&self) -> impl Future<Output = Result<()>> + Send;
+
+    /// The best-effort removal when the handle is dropped, on a spawned task after the
+    /// keep-alive task ended. Default: [`deregister`](Self::deregister) within 5 s.
+    fn on_drop(self: Arc<Self>) -> impl Future<Output = ()> + Send {
+        async move {
+            match tokio::time::timeout(DROP_TIMEOUT, self.deregister()).await {
+                Ok(Ok(())) => tracing::info!("deregistered on drop"),
+                Ok(Err(e)) => tracing::warn!(error = %e, "deregister on drop failed"),
+                Err(_) => tracing::warn!("deregister on drop timed out"),
+            }
+        }
+    }
+}
+
+/// A live registration in some registry (`R` says which: the registry's handle types,
+/// such as [`consul::RegistrationHandle`](crate::consul::RegistrationHandle), are
+/// this type). It owns the task that keeps the registration alive.
+///
+/// End it with [`drain`](Self::drain) (out of discovery, wait, remove) or
+/// [`deregister`](Self::deregister).
+///
+/// # Drop
+///
+/// Dropping the handle stops the keep-alive at once and removes the registration
+/// best-effort on a spawned task (skipped when no tokio runtime is running); each
+/// registry's handle type says what happens when that does not reach the registry.
+pub struct RegistrationHandle<R: Registrar> {
+    registrar: Arc<R>,
+    stop: CancellationToken,
+    task: Option<JoinHandle<()>>,
+    /// Set once drained, deregistered or abandoned: nothing left to do on drop.
+    ended: bool,
+}
+
+// === impl RegistrationHandle ===
+
+impl<R: Registrar> RegistrationHandle<R> {
+    /// Starts the keep-alive of a registration that has just been made, on a task
+    /// spawned on the current tokio runtime (named by `span` in traces).
+    ///
+    /// # Panics
+    ///
+    /// Outside a tokio runtime, as `tokio::spawn` does.
+    pub fn new(registrar: R, span: tracing::Span) -> Self {
+        let registrar = Arc::new(registrar);
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(registrar.clone().keep_alive(stop.clone()).instrument(span));
+        RegistrationHandle {
+            registrar,
+            stop,
+            task: Some(task),
+            ended: false,
+        }
+    }
+
+    /// The registry's side of the registration.
+    pub fn registrar(&self) -> &R {
+        &self.registrar
+    }
+
+    /// Stops the keep-alive and removes the registration: discoveries see the
+    /// instance go at once.
+    ///
+    /// # Errors
+    ///
+    /// The registry's error; see each registry's handle type for what then happens
+    /// to the registration.
+    pub async fn deregister(mut self) -> Result<()> {
+        self.stop_keep_alive().await;
+        self.ended = true;
+        self.registrar.deregister().await
+    }
+
+    /// Drains the instance: stops the keep-alive, takes the instance out of discovery,
+    /// waits `grace` for clients to notice and for requests in flight, then removes
+    /// the registration. Keep serving during the wait; stop the server afterwards.
+    ///
+    /// # Errors
+    ///
+    /// The registry's error when removing (a failure to take the instance out first
+    /// is logged and the drain goes on).
+    pub async fn drain(mut self, grace: Duration) -> Result<()> {
+        self.stop_keep_alive().await;
+        self.ended = true;
+        if let Err(e) = self.registrar.withdraw().await {
+            tracing::warn!(error = %e, "could not take the instance out of discovery");
+        }
+        tracing::info!(?grace, "draining");
+        tokio::time::sleep(grace).await;
+        self.registrar.deregister().await
+    }
+
+    /// A future for `tonic::transport::Server::serve_with_shutdown`: waits for `signal`,
+    /// [drains](Self::drain) for `grace`, then resolves so that the server stops
+    /// accepting and finishes the requests in flight. Drain errors are logged.
+    pub async fn drain_on<F>(self, signal: F, grace: Duration)
+    where
+        F: Future<Output = ()>,
+    {
+        signal.await;
+        if let Err(e) = self.drain(grace).await {
+            tracing::warn!(error = %e, "drain did not deregister");
+        }
+    }
+
+    /// Stops the keep-alive and leaves the registration behind, as a crashed process
+    /// would (it expires as the registry expires it). For tests and demonstrations; a
+    /// server going away should [`drain`](Self::drain) or
+    /// [`deregister`](Self::deregister).
+    pub fn abandon(mut self) {
+        self.ended = true;
+        self.stop.cancel();
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+
+    async fn stop_keep_alive(&mut self) {
+        self.stop.cancel();
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
+}
+
+impl<R: Registrar> Drop for RegistrationHandle<R> {
+    fn drop(&mut self) {
+        self.stop.cancel();
+        if self.ended {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let registrar = self.registrar.clone();
+        let task = self.task.take();
+        runtime.spawn(async move {
+            // The keep-alive ends first: a re-registration it has in flight must not
+            // land after the removal.
+            if let Some(task) = task {
+                let _ = task.await;
+            }
+            registrar.on_drop().await;
+        });
+    }
+}
+
+impl<R: Registrar + fmt::Debug> fmt::Debug for RegistrationHandle<R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&self.registrar, f)
+    }
+}
