@@ -13,6 +13,12 @@
 //! `--timeout D` gives every call a deadline of `D` (sent as `grpc-timeout`; default:
 //! none); a call that misses it counts as `DeadlineExceeded`.
 //! The ACL token, if any, comes from `CONSUL_HTTP_TOKEN` or `CONSUL_HTTP_TOKEN_FILE`.
+//!
+//! Without a registry: `--registry static://127.0.0.1:50051,127.0.0.1:50052` balances
+//! over a fixed list, and (build with `--features dns`) `--registry dns://HOST:PORT`
+//! over the A/AAAA records of `HOST`, `--registry dns+srv://_grpc._tcp.example.com`
+//! over SRV records, both re-resolved at the records' TTL. `--service` then only names
+//! the channel in logs.
 
 #[path = "common/mod.rs"]
 mod common;
@@ -70,7 +76,9 @@ impl Counts {
 )]
 struct Options {
     /// Where to discover instances: consul://HOST:PORT, etcd://HOST:PORT[,HOST:PORT…]
-    /// (feature etcd) or nacos://HOST:PORT[?namespace=NS&group=G] (feature nacos).
+    /// (feature etcd), nacos://HOST:PORT[?namespace=NS&group=G] (feature nacos),
+    /// static://HOST:PORT[,HOST:PORT…] (a fixed list), dns://HOST:PORT (A/AAAA
+    /// records) or dns+srv://NAME (SRV records) (both feature dns).
     #[arg(long, value_name = "URL", value_parser = Registry::parse_for_discovery)]
     registry: Registry,
     /// Service name to discover.

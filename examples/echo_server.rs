@@ -10,7 +10,10 @@
 //!
 //! `--registry none` serves without registering; `--registry etcd://HOST:PORT[,…]` registers
 //! in etcd (build with `--features etcd`), `--registry nacos://HOST:PORT[?namespace=NS&group=G]`
-//! in Nacos (build with `--features nacos`; an ephemeral instance held by the connection). Consul's ACL token and TLS settings come from
+//! in Nacos (build with `--features nacos`; an ephemeral instance held by the connection).
+//! A server cannot register in a `static://` list or in DNS (`dns://`, `dns+srv://`): those
+//! are refused; serve with `--registry none` and give the address to the clients' list or
+//! DNS records. Consul's ACL token and TLS settings come from
 //! the `CONSUL_*` environment variables. Prints `serving ID on ADDR` once it accepts
 //! requests.
 //!
@@ -61,7 +64,8 @@ struct Options {
     #[arg(long, value_name = "ADDR")]
     listen: SocketAddr,
     /// Where to register: consul://HOST:PORT, etcd://HOST:PORT[,HOST:PORT…] (feature etcd),
-    /// nacos://HOST:PORT[?namespace=NS&group=G] (feature nacos), or none (serve only).
+    /// nacos://HOST:PORT[?namespace=NS&group=G] (feature nacos), or none (serve only; use
+    /// it for clients with static:// or dns://, which a server cannot register in).
     #[arg(long, value_name = "URL")]
     registry: Registry,
     /// Service name to register under.

@@ -33,7 +33,9 @@ pub(crate) fn period(s: &str) -> Result<Duration, String> {
 
 /// Where instances are registered and discovered: `consul://HOST:PORT`,
 /// `etcd://HOST:PORT[,HOST:PORT…]`, `nacos://HOST:PORT[,…][?namespace=NS&group=G]`, or
-/// `none`. Parsed by clap through `FromStr`.
+/// `none`; for clients only, `static://HOST:PORT[,HOST:PORT…]` (a fixed list),
+/// `dns://HOST:PORT` (A/AAAA records) and `dns+srv://NAME` (SRV records). Parsed by clap
+/// through `FromStr`.
 #[derive(Clone)]
 pub(crate) enum Registry {
     /// No registry: serve only.
@@ -46,6 +48,14 @@ pub(crate) enum Registry {
     /// A Nacos URL (needs the `nacos` feature).
     #[cfg(feature = "nacos")]
     Nacos(String),
+    /// A fixed list of `host:port` addresses (clients only).
+    Static(Vec<String>),
+    /// The A/AAAA records of `host:port` (clients only; needs the `dns` feature).
+    #[cfg(feature = "dns")]
+    Dns(String),
+    /// The SRV records of a name (clients only; needs the `dns` feature).
+    #[cfg(feature = "dns")]
+    DnsSrv(String),
 }
 
 impl FromStr for Registry {
@@ -73,15 +83,49 @@ impl FromStr for Registry {
             #[cfg(not(feature = "nacos"))]
             return Err("nacos://… needs the nacos feature: cargo run --features nacos …".into());
         }
+        if let Some(addrs) = s.strip_prefix("static://") {
+            return Self::static_list(addrs);
+        }
+        if s.starts_with("dns://") || s.starts_with("dns+srv://") {
+            return Self::dns(s);
+        }
         Err(
             "expected consul://HOST:PORT, etcd://HOST:PORT[,HOST:PORT], \
-             nacos://HOST:PORT[?namespace=NS&group=G] or none"
+             nacos://HOST:PORT[?namespace=NS&group=G], static://HOST:PORT[,HOST:PORT], \
+             dns://HOST:PORT, dns+srv://NAME or none"
                 .to_owned(),
         )
     }
 }
 
 impl Registry {
+    /// `static://` addresses, checked now so that a typo fails on the command line.
+    fn static_list(addrs: &str) -> Result<Self, String> {
+        if addrs.is_empty() {
+            return Err("static:// needs at least one HOST:PORT".to_owned());
+        }
+        let addrs: Vec<String> = addrs.split(',').map(str::to_owned).collect();
+        tonic_discovery::source::StaticList::from_addrs(&addrs).map_err(|e| e.to_string())?;
+        Ok(Registry::Static(addrs))
+    }
+
+    /// `dns://HOST:PORT` or `dns+srv://NAME`.
+    #[cfg(feature = "dns")]
+    fn dns(s: &str) -> Result<Self, String> {
+        match (s.strip_prefix("dns://"), s.strip_prefix("dns+srv://")) {
+            (Some(addr), _) => Ok(Registry::Dns(addr.to_owned())),
+            (_, Some(name)) => Ok(Registry::DnsSrv(name.to_owned())),
+            _ => Err(format!(
+                "`{s}` is neither dns://HOST:PORT nor dns+srv://NAME"
+            )),
+        }
+    }
+
+    #[cfg(not(feature = "dns"))]
+    fn dns(_: &str) -> Result<Self, String> {
+        Err("dns://… and dns+srv://… need the dns feature: cargo run --features dns …".into())
+    }
+
     /// A registry to discover from: any but `none`, which only a server can use.
     pub(crate) fn parse_for_discovery(s: &str) -> Result<Self, String> {
         match s.parse()? {
@@ -141,13 +185,17 @@ impl Registry {
     }
 
     /// A balanced channel over the instances of `service` that carry every tag
-    /// (tags are a Consul notion; the other registries refuse them).
+    /// (tags are a Consul notion; the other registries refuse them). A static list or
+    /// DNS has no service names: `service` only names the channel in logs.
     pub(crate) async fn channel(
         &self,
         service: &str,
         tags: &[String],
     ) -> Result<BalancedChannel, String> {
         let builder = BalancedChannel::builder(service);
+        if !tags.is_empty() && !matches!(self, Registry::Consul(_)) {
+            return Err("--tag needs a Consul registry".into());
+        }
         match self {
             Registry::None => Err("a client needs a registry".into()),
             Registry::Consul(addr) => {
@@ -159,9 +207,6 @@ impl Registry {
             }
             #[cfg(feature = "etcd")]
             Registry::Etcd(endpoints) => {
-                if !tags.is_empty() {
-                    return Err("--tag needs a Consul registry".into());
-                }
                 let client = Self::etcd(endpoints).await?;
                 builder
                     .build(client.discovery(service).build())
@@ -169,13 +214,33 @@ impl Registry {
             }
             #[cfg(feature = "nacos")]
             Registry::Nacos(url) => {
-                if !tags.is_empty() {
-                    return Err("--tag needs a Consul registry".into());
-                }
                 let client = Self::nacos(url).await?;
                 builder
                     .build(client.discovery(service).build())
                     .map_err(|e| e.to_string())
+            }
+            Registry::Static(addrs) => {
+                let list = tonic_discovery::source::StaticList::from_addrs(addrs)
+                    .map_err(|e| e.to_string())?;
+                builder
+                    .build(list.discovery(service))
+                    .map_err(|e| e.to_string())
+            }
+            #[cfg(feature = "dns")]
+            Registry::Dns(addr) => {
+                let dns = tonic_discovery::source::Dns::builder()
+                    .build()
+                    .map_err(|e| e.to_string())?;
+                let discovery = dns.host_discovery(addr).map_err(|e| e.to_string())?;
+                builder.build(discovery).map_err(|e| e.to_string())
+            }
+            #[cfg(feature = "dns")]
+            Registry::DnsSrv(name) => {
+                let dns = tonic_discovery::source::Dns::builder()
+                    .build()
+                    .map_err(|e| e.to_string())?;
+                let discovery = dns.srv_discovery(name).map_err(|e| e.to_string())?;
+                builder.build(discovery).map_err(|e| e.to_string())
             }
         }
     }
@@ -195,6 +260,17 @@ impl Registry {
                 let id = id.map_or_else(|| format!("{service}-{}", addr.port()), str::to_owned);
                 Ok((id, Registered::None))
             }
+            Registry::Static(_) => Err(
+                "a static list cannot be registered in: serve with --registry none and give \
+                 the address to the clients' static://"
+                    .into(),
+            ),
+            #[cfg(feature = "dns")]
+            Registry::Dns(_) | Registry::DnsSrv(_) => Err(
+                "DNS cannot be registered in from here: serve with --registry none and add \
+                 the address to the DNS records the clients resolve"
+                    .into(),
+            ),
             Registry::Consul(url) => {
                 let mut reg =
                     tonic_discovery::consul::Registration::new(service, addr).health(health);
@@ -299,5 +375,24 @@ mod tests {
         ));
         assert!("zookeeper://x".parse::<Registry>().is_err());
         assert!(Registry::parse_for_discovery("none").is_err());
+        assert!(matches!(
+            "static://127.0.0.1:1,[::1]:2".parse(),
+            Ok(Registry::Static(addrs)) if addrs == ["127.0.0.1:1", "[::1]:2"]
+        ));
+        for bad in ["static://", "static://127.0.0.1", "static://h:1,"] {
+            assert!(bad.parse::<Registry>().is_err(), "{bad}");
+        }
+        #[cfg(feature = "dns")]
+        {
+            assert!(
+                matches!("dns://localhost:1".parse(), Ok(Registry::Dns(a)) if a == "localhost:1")
+            );
+            assert!(matches!(
+                "dns+srv://_grpc._tcp.x".parse(),
+                Ok(Registry::DnsSrv(n)) if n == "_grpc._tcp.x"
+            ));
+        }
+        #[cfg(not(feature = "dns"))]
+        assert!("dns://localhost:1".parse::<Registry>().is_err());
     }
 }

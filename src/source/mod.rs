@@ -63,6 +63,8 @@
 //! ```
 
 mod discovery;
+#[cfg(feature = "dns")]
+mod dns;
 pub(crate) mod shared;
 mod sink;
 mod state;
@@ -71,6 +73,9 @@ mod static_list;
 use std::future::Future;
 
 pub use discovery::Discovery;
+#[cfg(feature = "dns")]
+#[cfg_attr(docsrs, doc(cfg(feature = "dns")))]
+pub use dns::{Dns, DnsBuilder};
 pub use shared::Watches;
 pub use sink::Sink;
 pub use state::{WatchObserver, WatchState};

@@ -1,0 +1,93 @@
+//! [`DnsSource`]: the watch of one DNS name, as a [`Source`] of the shared core.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::{Instant, sleep};
+
+use super::Inner;
+use super::resolve::{Resolved, resolve};
+use super::target::Target;
+use crate::backoff::BackoffState;
+use crate::error::Error;
+use crate::source::{Sink, Source};
+
+/// Resolves one name, again when its records expire, when asked, and after failures.
+pub(super) struct DnsSource {
+    dns: Arc<Inner>,
+    target: Target,
+    retry: BackoffState,
+}
+
+// === impl DnsSource ===
+
+impl DnsSource {
+    pub(super) fn new(dns: Arc<Inner>, target: Target) -> Self {
+        let retry = BackoffState::new(dns.backoff);
+        DnsSource { dns, target, retry }
+    }
+
+    /// Resolves once, reports to `sink`, and returns how long to wait before the next
+    /// resolution.
+    async fn resolve_once(&mut self, sink: &Sink) -> Duration {
+        // Our own schedule follows the TTL; the resolver's cache would only answer a
+        // refresh with the records it was asked to replace.
+        self.dns.resolver.clear_cache();
+        match resolve(&self.dns.resolver, &self.target).await {
+            Ok(resolved) => self.publish(sink, resolved),
+            Err(error) => self.failed(sink, &error),
+        }
+    }
+
+    fn publish(&mut self, sink: &Sink, resolved: Resolved) -> Duration {
+        self.retry.reset();
+        let next = resolved.ttl.clamp(self.dns.min_ttl, self.dns.max_ttl);
+        tracing::debug!(
+            instances = resolved.instances.len(),
+            ttl = ?resolved.ttl,
+            ?next,
+            "resolved"
+        );
+        sink.snapshot(resolved.instances);
+        next
+    }
+
+    fn failed(&mut self, sink: &Sink, error: &Error) -> Duration {
+        let delay = self.retry.next_delay();
+        let failures = sink.failed(error);
+        let kept = sink.state().instances().len();
+        tracing::warn!(%error, failures, kept, ?delay, "DNS resolution failed; keeping the last set");
+        delay
+    }
+}
+
+impl Source for DnsSource {
+    async fn run(mut self, sink: Sink) {
+        let mut refresh = self.dns.refresh.subscribe();
+        loop {
+            let started = Instant::now();
+            // A refresh asked for while resolving asks for the next resolution.
+            refresh.mark_unchanged();
+            let wait = self.resolve_once(&sink).await;
+            tokio::select! {
+                () = sleep(wait) => {}
+                // `Inner` holds the sender, so this never reports a closed channel.
+                _ = refresh.changed() => {
+                    tracing::debug!("refresh asked");
+                    sleep(self.dns.min_ttl.saturating_sub(started.elapsed())).await;
+                }
+                () = sink.closed() => return,
+            }
+        }
+    }
+}
+
+impl fmt::Debug for DnsSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DnsSource")
+            .field("target", &self.target)
+            .field("failures", &self.retry.failures())
+            .finish()
+    }
+}
