@@ -21,8 +21,13 @@ use super::stats::EndpointStats;
 pub(crate) enum Outcome {
     /// The instance answered with this gRPC status.
     Status(Code),
-    /// The connection or stream broke.
+    /// The instance reset the stream (`RST_STREAM` with an error): a transport
+    /// failure of this instance.
     Transport,
+    /// The connection ended under the call (closed, reset, keep-alive timeout,
+    /// GOAWAY): the connection's own state takes the endpoint out of the ready set,
+    /// so the call counts for neither side.
+    ConnectionLost,
     /// The caller dropped the call.
     Cancelled,
     /// The channel's deadline passed.
@@ -37,7 +42,10 @@ impl Outcome {
             Outcome::Status(code) => codes.contains(code),
             Outcome::Transport => true,
             Outcome::DeadlineExpired if codes.contains(Code::DeadlineExceeded) => true,
-            Outcome::DeadlineExpired | Outcome::Cancelled | Outcome::NotSent => return None,
+            Outcome::DeadlineExpired
+            | Outcome::Cancelled
+            | Outcome::NotSent
+            | Outcome::ConnectionLost => return None,
         };
         Some(if failed {
             Verdict::Failure
@@ -79,6 +87,15 @@ impl Call {
         &self.stats.key
     }
 
+    /// A response without a status in its headers arrived (a stream is starting): for
+    /// a probe that is the verdict, as the stream may last for hours.
+    pub(crate) fn answered(&mut self) {
+        if std::mem::replace(&mut self.probe, false) {
+            let latency = self.latency.unwrap_or_else(|| self.sent_at.elapsed());
+            self.stats.probe_done(Verdict::Success, latency);
+        }
+    }
+
     /// The response headers arrived: the call stops counting towards the load.
     pub(crate) fn headers(&mut self) {
         if self.latency.is_none() && !self.done {
@@ -106,10 +123,21 @@ impl Call {
             Some(verdict) => self.stats.record(verdict, latency, self.probe),
             None => {
                 if outcome != Outcome::NotSent {
-                    self.stats.rtt.observe(latency);
+                    if self.latency.is_some() {
+                        self.stats.rtt.observe(latency);
+                    } else {
+                        // Waited without an answer: a lower bound, never a sign of speed.
+                        self.stats.rtt.observe_no_lower(latency);
+                    }
                 }
                 if self.probe {
-                    self.stats.probe_abandoned();
+                    if outcome == Outcome::NotSent {
+                        self.stats.probe_abandoned();
+                    } else {
+                        // A probe that did not conclude (cancelled, out of time, its
+                        // connection lost) has not shown the instance serves.
+                        self.stats.probe_done(Verdict::Failure, latency);
+                    }
                 }
             }
         }
@@ -143,6 +171,26 @@ pub(crate) fn status_in_headers(status: StatusCode, headers: &HeaderMap) -> Opti
     })
 }
 
+/// What an error of a call says about the instance: a stream it reset is its
+/// failure; a connection that ended is the connection's business; an error of the
+/// caller's own making (its request body failed, or the client reset the stream)
+/// is the caller's.
+pub(crate) fn error_outcome(error: &(dyn std::error::Error + 'static)) -> Outcome {
+    if let Some(hyper) = error.downcast_ref::<hyper::Error>()
+        && hyper.is_user()
+    {
+        return Outcome::Cancelled;
+    }
+    match super::dispatch::find_h2(error) {
+        Some(h2) if h2.is_reset() && h2.is_remote() => match h2.reason() {
+            Some(h2::Reason::CANCEL) => Outcome::Status(Code::Cancelled),
+            _ => Outcome::Transport,
+        },
+        Some(h2) if h2.is_reset() => Outcome::Cancelled,
+        _ => Outcome::ConnectionLost,
+    }
+}
+
 /// `grpc-status` of a header block; an unparsable value is `UNKNOWN`, as gRPC reads it.
 fn grpc_status(headers: &HeaderMap) -> Option<Code> {
     let value = headers.get("grpc-status")?;
@@ -173,6 +221,7 @@ impl<B> TrackedBody<B> {
 impl<B> HttpBody for TrackedBody<B>
 where
     B: HttpBody<Data = Bytes>,
+    B::Error: std::error::Error + 'static,
 {
     type Data = Bytes;
     type Error = B::Error;
@@ -190,7 +239,7 @@ where
                     this.call.finish(Outcome::Status(code));
                 }
             }
-            Some(Err(_)) => this.call.finish(Outcome::Transport),
+            Some(Err(error)) => this.call.finish(error_outcome(error)),
             // The stream ended without trailers: no status, which gRPC reads as an error.
             None => this.call.finish(Outcome::Status(Code::Unknown)),
         }

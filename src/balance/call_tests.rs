@@ -34,6 +34,7 @@ fn new_stats(
         trips,
     );
     stats.set_conn(EndpointState::Ready);
+    stats.set_max_streams(u32::MAX);
     (stats, rx)
 }
 
@@ -235,12 +236,13 @@ async fn a_failed_probe_asks_for_a_longer_ejection() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn an_abandoned_probe_lets_another_go() {
+async fn a_probe_resent_elsewhere_lets_another_go() {
     let (stats, _trips) = new_stats(FailureAccrual::default());
     stats.eject();
     stats.allow_probe();
     assert!(stats.take_probe());
-    drop(Call::start(stats.clone(), true));
+    // The probe went to another endpoint (the server never processed it).
+    Call::start(stats.clone(), true).finish(Outcome::NotSent);
     assert_eq!(stats.mode(), Mode::ProbeAllowed);
     assert!(stats.take_probe());
 }
@@ -257,9 +259,7 @@ async fn a_lifted_ejection_is_back_in_service() {
 #[tokio::test(start_paused = true)]
 async fn the_stream_limit_is_kept() {
     let (stats, _trips) = new_stats(FailureAccrual::default());
-    stats
-        .max_streams
-        .store(2, std::sync::atomic::Ordering::Relaxed);
+    stats.set_max_streams(2);
     let a = Call::start(stats.clone(), false);
     assert!(stats.has_stream_capacity());
     let b = Call::start(stats.clone(), false);
@@ -267,4 +267,109 @@ async fn the_stream_limit_is_kept() {
     drop(a);
     assert!(stats.has_stream_capacity());
     drop(b);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_limit_is_unknown_until_the_server_speaks() {
+    let (stats, _trips) = new_stats(FailureAccrual::default());
+    stats.connection_opening();
+    assert!(
+        !stats.has_stream_capacity(),
+        "no call before the server's SETTINGS"
+    );
+    stats.set_max_streams(0);
+    assert!(!stats.has_stream_capacity());
+    stats.set_max_streams(1);
+    assert!(stats.has_stream_capacity());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_streaming_probe_is_decided_at_its_headers() {
+    let (stats, _trips) = new_stats(FailureAccrual::default());
+    stats.eject();
+    stats.allow_probe();
+    assert!(stats.take_probe());
+    let mut probe = Call::start(stats.clone(), true);
+    probe.headers();
+    probe.answered();
+    // The stream goes on; the endpoint is back already.
+    assert_eq!(stats.mode(), Mode::In);
+    drop(probe);
+    assert_eq!(stats.mode(), Mode::In);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_probe_that_runs_out_of_time_fails() {
+    let (stats, mut trips) = new_stats(FailureAccrual::default());
+    stats.eject();
+    stats.allow_probe();
+    assert!(stats.take_probe());
+    Call::start(stats.clone(), true).finish(Outcome::DeadlineExpired);
+    assert!(
+        trips.try_recv().is_ok() && stats.take_trip(),
+        "a failed probe trips"
+    );
+    // A probe dropped by its caller fails the same way.
+    stats.eject();
+    stats.allow_probe();
+    assert!(stats.take_probe());
+    drop(Call::start(stats.clone(), true));
+    assert!(trips.try_recv().is_ok() && stats.take_trip());
+}
+
+#[tokio::test(start_paused = true)]
+async fn ejections_keep_doubling_after_a_return() {
+    let (stats, _trips) = new_stats(FailureAccrual::default());
+    stats.eject();
+    stats.allow_probe();
+    assert!(stats.take_probe());
+    let mut probe = Call::start(stats.clone(), true);
+    probe.headers();
+    probe.finish(Outcome::Status(Code::Ok));
+    // Serving for over the maximum (60 s) starts the sequence over...
+    time::advance(Duration::from_secs(61)).await;
+    let first = stats.eject();
+    assert!(first <= Duration::from_secs(1), "{first:?}");
+    // ...but a failed probe right after doubles it, and again.
+    let second = stats.eject();
+    let third = stats.eject();
+    assert!(second >= Duration::from_millis(1600), "{second:?}");
+    assert!(third >= Duration::from_millis(3200), "{third:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_trip_sent_during_an_ejection_is_stale() {
+    let (stats, mut trips) = new_stats(FailureAccrual::default().consecutive_failures(1));
+    finish(&stats, Outcome::Transport);
+    assert!(trips.try_recv().is_ok());
+    stats.eject();
+    assert!(!stats.take_trip(), "the endpoint is out already");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_refused_ejection_starts_the_count_over() {
+    let (stats, mut trips) = new_stats(FailureAccrual::default().consecutive_failures(3));
+    for _ in 0..3 {
+        finish(&stats, Outcome::Transport);
+    }
+    assert!(trips.try_recv().is_ok() && stats.take_trip());
+    stats.refused();
+    finish(&stats, Outcome::Transport);
+    finish(&stats, Outcome::Transport);
+    assert!(
+        trips.try_recv().is_err(),
+        "two failures after a refusal are not three"
+    );
+    finish(&stats, Outcome::Transport);
+    assert!(trips.try_recv().is_ok());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_lost_connection_or_the_callers_own_error_counts_for_neither_side() {
+    let (stats, mut trips) = new_stats(FailureAccrual::default().consecutive_failures(1));
+    finish(&stats, Outcome::ConnectionLost);
+    finish(&stats, Outcome::Cancelled);
+    assert!(trips.try_recv().is_err());
+    let io = std::io::Error::new(std::io::ErrorKind::BrokenPipe, "closed");
+    assert_eq!(error_outcome(&io), Outcome::ConnectionLost);
 }

@@ -15,7 +15,7 @@ use tracing::{Instrument, debug};
 
 use super::config::EndpointConfig;
 use super::dispatch::find_h2;
-use super::settings::WatchSettings;
+use super::settings::{OnLimit, WatchSettings};
 use super::stats::EndpointStats;
 use crate::{BoxError, InstanceKey};
 
@@ -35,8 +35,9 @@ pub(super) async fn connect(
     closed_tx: mpsc::UnboundedSender<InstanceKey>,
 ) -> Result<SendRequest<Body>, BoxError> {
     let _ = &host; // Used for TLS only.
-    stats.max_streams.store(u32::MAX, Ordering::Relaxed);
-    let max_streams = stats.max_streams.clone();
+    stats.connection_opening();
+    let limit_stats = stats.clone();
+    let max_streams: OnLimit = Arc::new(move |max| limit_stats.set_max_streams(max));
     let open = async {
         let tcp = TcpStream::connect(&*target).await?;
         tcp.set_nodelay(config.tcp_nodelay)?;

@@ -25,7 +25,7 @@ use hyper::client::conn::TrySendError;
 use pin_project_lite::pin_project;
 use tonic::body::Body;
 
-use super::call::{Call, Outcome, TrackedBody, status_in_headers};
+use super::call::{Call, Outcome, TrackedBody, error_outcome, status_in_headers};
 use crate::{BoxError, InstanceKey};
 
 /// The largest request body kept for a resend (linkerd keeps 64 KiB too). A larger
@@ -166,7 +166,10 @@ fn track(response: http::Response<Incoming>, mut call: Call) -> http::Response<B
             call.finish(Outcome::Status(code));
             response.map(Body::new)
         }
-        None => response.map(|body| Body::new(TrackedBody::new(body, call))),
+        None => {
+            call.answered();
+            response.map(|body| Body::new(TrackedBody::new(body, call)))
+        }
     }
 }
 
@@ -192,7 +195,7 @@ fn not_processed_or_failed(
             }
         }
         None => {
-            call.finish(Outcome::Transport);
+            call.finish(error_outcome(error.as_ref()));
             CallError::Failed(error)
         }
     }
@@ -306,8 +309,8 @@ impl HttpBody for RecordingBody {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, tonic::Status>>> {
-        let this = self.project();
-        let frame = ready!(this.inner.poll_frame(cx));
+        let mut this = self.project();
+        let frame = ready!(this.inner.as_mut().poll_frame(cx));
         let mut rec = this
             .recording
             .lock()
@@ -318,6 +321,11 @@ impl HttpBody for RecordingBody {
                     rec.keep(data);
                 } else if let Some(trailers) = frame.trailers_ref() {
                     rec.trailers = Some(trailers.clone());
+                    rec.complete = true;
+                }
+                // hyper stops polling a body that says it has ended.
+                if this.inner.is_end_stream() {
+                    rec.complete = true;
                 }
             }
             Some(Err(_)) => rec.overflowed = true,

@@ -57,6 +57,8 @@ pub(crate) async fn watch(
     while !send.is_closed() {
         match client.watch(request()).await {
             Ok(response) => {
+                // The watch takes one of the server's streams.
+                let _held = HeldStream::new(&stats);
                 let mut stream = response.into_inner();
                 loop {
                     match stream.message().await {
@@ -97,6 +99,22 @@ pub(crate) async fn watch(
             warn!(instance = %stats.key, ?delay, "health watch broken; retrying");
         }
         tokio::time::sleep(delay).await;
+    }
+}
+
+/// Counts the watch's stream among the connection's open streams while it lives.
+struct HeldStream<'a>(&'a EndpointStats);
+
+impl<'a> HeldStream<'a> {
+    fn new(stats: &'a EndpointStats) -> Self {
+        stats.stream_started();
+        HeldStream(stats)
+    }
+}
+
+impl Drop for HeldStream<'_> {
+    fn drop(&mut self) {
+        self.0.stream_ended();
     }
 }
 

@@ -7,10 +7,10 @@
 //! a server sends are a plain sequence of 9-byte headers and payloads (RFC 9113 §4.1),
 //! and only the payloads of SETTINGS frames on stream 0 are read.
 
+use std::fmt;
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::task::{Context, Poll};
 
 use pin_project_lite::pin_project;
@@ -21,9 +21,12 @@ const SETTINGS: u8 = 0x4;
 const ACK: u8 = 0x1;
 const MAX_CONCURRENT_STREAMS: u16 = 0x3;
 
+/// Where the limit goes: called with the server's `MAX_CONCURRENT_STREAMS` (`u32::MAX`
+/// when its first SETTINGS frame sets none).
+pub(crate) type OnLimit = Arc<dyn Fn(u32) + Send + Sync>;
+
 /// Follows the frame boundaries of a server's byte stream and publishes every
 /// `MAX_CONCURRENT_STREAMS` value it announces.
-#[derive(Debug)]
 pub(crate) struct SettingsReader {
     header: [u8; FRAME_HEADER],
     header_len: usize,
@@ -33,13 +36,23 @@ pub(crate) struct SettingsReader {
     in_settings: bool,
     entry: [u8; 6],
     entry_len: usize,
-    max_streams: Arc<AtomicU32>,
+    /// Whether a SETTINGS frame has been seen (until then the limit is unknown).
+    seen: bool,
+    on_limit: OnLimit,
+}
+
+impl fmt::Debug for SettingsReader {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SettingsReader")
+            .field("seen", &self.seen)
+            .finish_non_exhaustive()
+    }
 }
 
 // === impl SettingsReader ===
 
 impl SettingsReader {
-    pub(crate) fn new(max_streams: Arc<AtomicU32>) -> Self {
+    pub(crate) fn new(on_limit: OnLimit) -> Self {
         SettingsReader {
             header: [0; FRAME_HEADER],
             header_len: 0,
@@ -47,7 +60,8 @@ impl SettingsReader {
             in_settings: false,
             entry: [0; 6],
             entry_len: 0,
-            max_streams,
+            seen: false,
+            on_limit,
         }
     }
 
@@ -81,6 +95,11 @@ impl SettingsReader {
         let len = usize::from(h[0]) << 16 | usize::from(h[1]) << 8 | usize::from(h[2]);
         let stream = u32::from_be_bytes([h[5], h[6], h[7], h[8]]) & 0x7fff_ffff;
         self.in_settings = h[3] == SETTINGS && h[4] & ACK == 0 && stream == 0;
+        if self.in_settings && !self.seen {
+            // The server's preface: no limit unless this frame sets one.
+            self.seen = true;
+            (self.on_limit)(u32::MAX);
+        }
         self.entry_len = 0;
         self.remaining = len;
         if len == 0 {
@@ -100,7 +119,7 @@ impl SettingsReader {
                 let id = u16::from_be_bytes([e[0], e[1]]);
                 if id == MAX_CONCURRENT_STREAMS {
                     let value = u32::from_be_bytes([e[2], e[3], e[4], e[5]]);
-                    self.max_streams.store(value, Ordering::Relaxed);
+                    (self.on_limit)(value);
                 }
             }
         }
@@ -118,10 +137,10 @@ pin_project! {
 }
 
 impl<T> WatchSettings<T> {
-    pub(crate) fn new(io: T, max_streams: Arc<AtomicU32>) -> Self {
+    pub(crate) fn new(io: T, on_limit: OnLimit) -> Self {
         WatchSettings {
             io,
-            reader: SettingsReader::new(max_streams),
+            reader: SettingsReader::new(on_limit),
         }
     }
 }
@@ -176,6 +195,15 @@ impl<T: AsyncWrite> AsyncWrite for WatchSettings<T> {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    /// A reader publishing into an atomic that starts at 0 (unknown).
+    fn reader() -> (SettingsReader, Arc<AtomicU32>) {
+        let max = Arc::new(AtomicU32::new(0));
+        let sink = max.clone();
+        let on_limit: OnLimit = Arc::new(move |v| sink.store(v, Ordering::Relaxed));
+        (SettingsReader::new(on_limit), max)
+    }
 
     fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
         let len = payload.len();
@@ -209,8 +237,7 @@ mod tests {
 
     #[test]
     fn reads_the_limit_from_settings_frames_only() {
-        let max = Arc::new(AtomicU32::new(u32::MAX));
-        let mut reader = SettingsReader::new(max.clone());
+        let (mut reader, max) = reader();
         let bytes = stream();
         let first_settings_end = FRAME_HEADER + 12;
         reader.feed(&bytes[..first_settings_end]);
@@ -219,12 +246,18 @@ mod tests {
         assert_eq!(max.load(Ordering::Relaxed), 3);
     }
 
+    #[test]
+    fn a_first_settings_frame_without_a_limit_means_none() {
+        let (mut reader, max) = reader();
+        reader.feed(&frame(SETTINGS, 0, 0, &setting(0x4, 65_535)));
+        assert_eq!(max.load(Ordering::Relaxed), u32::MAX);
+    }
+
     proptest! {
         #[test]
         fn any_split_of_the_byte_stream_reads_the_same(cuts in prop::collection::vec(0usize..200, 0..20)) {
             let bytes = stream();
-            let max = Arc::new(AtomicU32::new(u32::MAX));
-            let mut reader = SettingsReader::new(max.clone());
+            let (mut reader, max) = reader();
             let mut cuts: Vec<usize> = cuts.into_iter().map(|c| c % (bytes.len() + 1)).collect();
             cuts.sort_unstable();
             let mut at = 0;

@@ -8,7 +8,7 @@
 //!
 //! [`BalancedChannel::endpoints`]: super::BalancedChannel::endpoints
 
-use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -30,6 +30,11 @@ use crate::InstanceKey;
 /// The penalty is bounded, so a failing instance still gets calls under load and
 /// failure accrual can judge it.
 const FAILURE_PENALTY: f64 = 10.0;
+
+/// The stream limit before the server's first SETTINGS frame: an endpoint whose
+/// server has not spoken yet takes no call (a frozen server's new connection is not
+/// ready, and the first burst does not queue above a limit still unknown).
+const UNKNOWN_LIMIT: u64 = u64::MAX;
 
 /// The weight of one call in the failure score.
 const FAILURE_ALPHA: f64 = 0.2;
@@ -66,8 +71,9 @@ pub(crate) struct EndpointStats {
     last_heard: AtomicU64,
     /// HTTP/2 streams open on the connection: from the call to the end of the response.
     open_streams: AtomicUsize,
-    /// The server's `SETTINGS_MAX_CONCURRENT_STREAMS` on the current connection.
-    pub(crate) max_streams: Arc<AtomicU32>,
+    /// The server's `SETTINGS_MAX_CONCURRENT_STREAMS` on the current connection,
+    /// [`UNKNOWN_LIMIT`] until its first SETTINGS frame arrives.
+    max_streams: AtomicU64,
     /// The last connection ended with `GOAWAY(ENHANCE_YOUR_CALM)`: too many PINGs.
     pub(crate) too_many_pings: AtomicBool,
     /// The server's health service said `NOT_SERVING` (client-side health checking).
@@ -114,7 +120,7 @@ impl EndpointStats {
             failure_at: AtomicU64::new(0),
             last_heard: AtomicU64::new(0),
             open_streams: AtomicUsize::new(0),
-            max_streams: Arc::new(AtomicU32::new(u32::MAX)),
+            max_streams: AtomicU64::new(UNKNOWN_LIMIT),
             too_many_pings: AtomicBool::new(false),
             not_serving: AtomicBool::new(false),
             waker: AtomicWaker::new(),
@@ -179,35 +185,32 @@ impl EndpointStats {
         }
     }
 
-    fn set_mode(&self, mode: Mode) {
+    /// Changes the mode; callers hold the health lock, which serialises every
+    /// transition (readers of the mode alone need no lock).
+    fn set_mode(&self, _held: &Health, mode: Mode) {
         self.mode.store(mode as u8, Ordering::Release);
         self.waker.wake();
     }
 
     /// The probe slot: `ProbeAllowed` → `Probing`. Returns whether this call is the probe.
     pub(crate) fn take_probe(&self) -> bool {
-        self.mode
-            .compare_exchange(
-                Mode::ProbeAllowed as u8,
-                Mode::Probing as u8,
-                Ordering::AcqRel,
-                Ordering::Acquire,
-            )
-            .is_ok()
+        if self.mode() != Mode::ProbeAllowed {
+            return false;
+        }
+        let health = self.health();
+        if self.mode() != Mode::ProbeAllowed {
+            return false;
+        }
+        self.set_mode(&health, Mode::Probing);
+        true
     }
 
     /// The ejection has run out: one probe may go.
     pub(crate) fn allow_probe(&self) {
-        if self
-            .mode
-            .compare_exchange(
-                Mode::Ejected as u8,
-                Mode::ProbeAllowed as u8,
-                Ordering::AcqRel,
-                Ordering::Acquire,
-            )
-            .is_ok()
-        {
+        let health = self.health();
+        if self.mode() == Mode::Ejected {
+            self.set_mode(&health, Mode::ProbeAllowed);
+            drop(health);
             info!(instance = %self.key, addr = %self.address, "ejection over; probing with one call");
         }
     }
@@ -275,16 +278,33 @@ impl EndpointStats {
     }
 
     pub(crate) fn stream_ended(&self) {
-        let before = self.open_streams.fetch_sub(1, Ordering::Relaxed);
-        if before >= self.max_streams.load(Ordering::Relaxed) as usize {
+        let before = self.open_streams.fetch_sub(1, Ordering::Relaxed) as u64;
+        if before >= self.max_streams.load(Ordering::Relaxed) {
             self.waker.wake();
         }
     }
 
-    /// Whether another stream fits under the server's limit.
+    /// A stream of the balancer's own (the health watch) opened on the connection.
+    pub(crate) fn stream_started(&self) {
+        self.open_streams.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A new connection: its server's limit is unknown until it speaks.
+    pub(crate) fn connection_opening(&self) {
+        self.max_streams.store(UNKNOWN_LIMIT, Ordering::Relaxed);
+    }
+
+    /// The server announced its limit.
+    pub(crate) fn set_max_streams(&self, max: u32) {
+        self.max_streams.store(u64::from(max), Ordering::Relaxed);
+        self.waker.wake();
+    }
+
+    /// Whether another stream fits under the server's stream limit (never while the
+    /// limit is unknown).
     pub(crate) fn has_stream_capacity(&self) -> bool {
-        let max = self.max_streams.load(Ordering::Relaxed) as usize;
-        self.open_streams.load(Ordering::Relaxed) < max
+        let max = self.max_streams.load(Ordering::Relaxed);
+        max != UNKNOWN_LIMIT && (self.open_streams.load(Ordering::Relaxed) as u64) < max
     }
 
     pub(crate) fn open_streams(&self) -> usize {
@@ -314,7 +334,8 @@ impl EndpointStats {
         }
         if probe {
             drop(health);
-            return self.probe_done(verdict, latency);
+            self.probe_done(verdict, latency);
+            return;
         }
         if self.mode() != Mode::In {
             // Calls sent before the ejection say nothing new.
@@ -327,24 +348,27 @@ impl EndpointStats {
         }
     }
 
-    fn probe_done(&self, verdict: Verdict, latency: Duration) {
+    /// The probe's verdict. Only a probe still in flight decides anything: after a
+    /// panic-mode lift, an old probe's answer changes nothing.
+    pub(crate) fn probe_done(&self, verdict: Verdict, latency: Duration) {
+        let mut health = self.health();
+        if self.mode() != Mode::Probing {
+            return;
+        }
         match verdict {
             Verdict::Success => {
-                let mut health = self.health();
-                let now = Instant::now();
                 health.until = None;
-                health.returned_at = Some(now);
+                health.returned_at = Some(Instant::now());
                 health.detector.reset();
                 // Back afresh: the failures it was ejected for are forgiven, and the
                 // probe's latency is its estimate.
                 self.failure_score.store(0f64.to_bits(), Ordering::Relaxed);
                 self.rtt.reset(latency);
+                self.set_mode(&health, Mode::In);
                 drop(health);
                 info!(instance = %self.key, addr = %self.address, "probe succeeded; endpoint back in service");
-                self.set_mode(Mode::In);
             }
             Verdict::Failure => {
-                let mut health = self.health();
                 if !health.trip_sent {
                     health.trip_sent = true;
                     let _ = self.trips.send(self.key.clone());
@@ -353,38 +377,47 @@ impl EndpointStats {
         }
     }
 
-    /// The probe went nowhere (cancelled, or not sent): another may go.
+    /// The probe never reached the instance (it went elsewhere): another may go.
     pub(crate) fn probe_abandoned(&self) {
-        if self
-            .mode
-            .compare_exchange(
-                Mode::Probing as u8,
-                Mode::ProbeAllowed as u8,
-                Ordering::AcqRel,
-                Ordering::Acquire,
-            )
-            .is_ok()
-        {
-            self.waker.wake();
+        let health = self.health();
+        if self.mode() == Mode::Probing {
+            self.set_mode(&health, Mode::ProbeAllowed);
         }
     }
 
-    /// The worker took the trip: clears the flag and says whether it still stands
-    /// (the endpoint is in service, or its probe failed).
+    /// The worker takes a trip: clears the flag and says whether it still stands,
+    /// that is, whether the endpoint is in service or its probe failed (a trip sent
+    /// while an ejection was being made is stale).
     pub(crate) fn take_trip(&self) -> bool {
         let mut health = self.health();
-        std::mem::replace(&mut health.trip_sent, false)
+        let sent = std::mem::replace(&mut health.trip_sent, false);
+        sent && matches!(self.mode(), Mode::In | Mode::Probing)
     }
 
-    /// Ejects the endpoint (the worker checked the capacity guard) and returns until when.
+    /// The capacity guard refused the ejection: the detectors start over, so the
+    /// endpoint trips again only after as many new failures.
+    pub(crate) fn refused(&self) {
+        let mut health = self.health();
+        health.detector.reset();
+        if self.mode() == Mode::Probing {
+            // Back to normal service: its next call is no probe.
+            health.until = None;
+            self.set_mode(&health, Mode::In);
+        }
+    }
+
+    /// Ejects the endpoint (the worker checked the capacity guard) and returns for how
+    /// long.
     pub(crate) fn eject(&self) -> Duration {
         let mut health = self.health();
         let now = Instant::now();
         let backoff = self.config.backoff;
         if health
             .returned_at
+            .take()
             .is_some_and(|at| now.saturating_duration_since(at) >= backoff.max())
         {
+            // It served for the backoff's maximum since it last returned: start over.
             health.ejections = 0;
         }
         health.ejections = health.ejections.saturating_add(1);
@@ -392,6 +425,7 @@ impl EndpointStats {
         health.until = Some(now + delay);
         health.detector.reset();
         let ejections = health.ejections;
+        self.set_mode(&health, Mode::Ejected);
         drop(health);
         warn!(
             instance = %self.key,
@@ -400,20 +434,26 @@ impl EndpointStats {
             ?delay,
             "endpoint ejected: its calls fail"
         );
-        self.set_mode(Mode::Ejected);
         delay
     }
 
-    /// Lifts an ejection at once (panic mode: nothing else is ready).
+    /// Lifts an ejection at once (panic mode: nothing else is in service).
     pub(crate) fn lift(&self) {
+        let mut health = self.health();
         if self.mode() == Mode::In {
             return;
         }
-        let mut health = self.health();
         health.until = None;
         health.detector.reset();
-        drop(health);
-        self.set_mode(Mode::In);
+        self.set_mode(&health, Mode::In);
+    }
+
+    /// Whether the endpoint could take a call now but for its load: connected, in
+    /// service (or open to its probe) and serving.
+    pub(crate) fn in_service(&self) -> bool {
+        EndpointState::from_u8(self.conn.load(Ordering::Relaxed)) == EndpointState::Ready
+            && matches!(self.mode(), Mode::In | Mode::ProbeAllowed)
+            && self.is_serving()
     }
 }
 

@@ -65,6 +65,8 @@ pub(crate) struct Worker<D> {
 
 struct Known {
     authority: String,
+    /// The instance as discovery last reported it.
+    instance: Instance,
     stats: Arc<EndpointStats>,
 }
 
@@ -114,8 +116,9 @@ where
     pub(crate) fn poll_worker(&mut self, cx: &mut Context<'_>) -> Poll<()> {
         self.poll_discovery(cx);
         self.poll_closed(cx);
-        self.poll_trips(cx);
+        // Endpoints first, so that the capacity guard sees the ready set as it is.
         self.poll_endpoints(cx);
+        self.poll_trips(cx);
         loop {
             if self.current.is_none()
                 && let Poll::Ready(Some(msg)) = self.resends.poll_recv(cx)
@@ -166,10 +169,11 @@ where
 
     fn insert(&mut self, key: InstanceKey, instance: Instance) {
         let addr = instance.authority();
-        if self.known.get(&key).is_some_and(|k| k.authority == addr) {
+        if let Some(known) = self.known.get_mut(&key).filter(|k| k.authority == addr) {
             // Only tags, metadata or weight changed: keep the connection and the
             // load estimate.
             debug!(service = %self.name, instance = %key, %addr, "instance updated in place");
+            known.instance = instance;
             return;
         }
         let stats = EndpointStats::new(
@@ -201,6 +205,7 @@ where
             key.clone(),
             Known {
                 authority: addr,
+                instance,
                 stats,
             },
         );
@@ -246,9 +251,8 @@ where
                     warn!(service = %self.name, %error, "endpoint failed");
                 }
             } else {
-                // Back to normal: if it was probing, its next call probes again.
-                stats.probe_abandoned();
-                warn!(
+                stats.refused();
+                debug!(
                     service = %self.name,
                     instance = %key,
                     max = self.accrual.max_ejected(self.known.len()),
@@ -261,18 +265,25 @@ where
     /// The capacity guard: at most the configured fraction of the endpoints out at
     /// once, and never the last ready one.
     fn may_eject(&self, key: &InstanceKey) -> bool {
-        let out = self
-            .known
-            .iter()
-            .filter(|(k, known)| *k != key && known.stats.mode() != Mode::In)
+        let others = self.known.iter().filter(|(k, _)| *k != key);
+        let out = others
+            .clone()
+            .filter(|(_, known)| known.stats.mode() != Mode::In)
             .count();
-        let ready_others =
-            self.cache.ready_len() - usize::from(self.cache.get_ready(key).is_some());
-        out < self.accrual.max_ejected(self.known.len()) && ready_others > 0
+        // In service whatever their load: busy endpoints count, connecting ones not.
+        let in_service = others.filter(|(_, known)| known.stats.in_service()).count();
+        out < self.accrual.max_ejected(self.known.len()) && in_service > 0
     }
 
-    /// Panic mode: no endpoint is ready, but some are held out by failure accrual.
-    /// A failing instance is better than none, so every ejection is lifted.
+    /// Whether any endpoint could take a call but for its load.
+    fn any_in_service(&self) -> bool {
+        self.known.values().any(|known| known.stats.in_service())
+    }
+
+    /// Panic mode: no endpoint is in service (connected, not ejected, serving), but
+    /// some connected ones are held out by failure accrual. A failing instance is
+    /// better than none, so every ejection is lifted. Endpoints that are merely busy
+    /// (at their stream or concurrency limit) count as in service and prevent it.
     fn lift_ejections(&mut self, cx: &mut Context<'_>) -> bool {
         let mut lifted = 0;
         for known in self.known.values() {
@@ -317,7 +328,7 @@ where
             return Poll::Ready(());
         }
         let mut picked = self.pick(cx, msg.avoid.as_ref());
-        if picked.is_none() && self.lift_ejections(cx) {
+        if picked.is_none() && !self.any_in_service() && self.lift_ejections(cx) {
             picked = self.pick(cx, msg.avoid.as_ref());
         }
         if let Some(index) = picked {

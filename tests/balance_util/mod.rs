@@ -56,6 +56,13 @@ impl Feeder {
             .expect("worker alive");
     }
 
+    pub fn insert_instance(&self, instance: Instance) {
+        let key = instance.key().clone();
+        self.0
+            .send(Ok(Change::Insert(key, instance)))
+            .expect("worker alive");
+    }
+
     pub fn remove(&self, id: &str) {
         self.0
             .send(Ok(Change::Remove(key(id))))
