@@ -6,21 +6,30 @@
 //! ```
 //!
 //! SCENARIO is a number or a name: 1 overhead, 2 propagation, 3 dead, 4 slow,
-//! 5 rolling, 6 scale; none runs all. A full run writes `benches/results/*.{json,md,svg}`
-//! and regenerates `BENCHMARKS.md`; `--quick` runs every scenario small (well under
-//! two minutes) and writes only under `target/bench/quick/`. `--report-only` runs
+//! 5 rolling, 6 scale, 7 blackhole, 8 frozen, 9 maxage; none runs all. A full run
+//! writes `benches/results/*.{json,md,svg}` and regenerates `BENCHMARKS.md`; `--quick`
+//! runs every scenario small (about three minutes in all) and writes only under
+//! `target/bench/quick/`. `--report-only` runs
 //! nothing and reassembles `BENCHMARKS.md` from the saved sections and
 //! `benches/results/notes.md`.
 #![allow(missing_docs, unreachable_pub, missing_debug_implementations)]
 
+#[path = "mesh/blackhole.rs"]
+mod blackhole;
 #[path = "mesh/chart.rs"]
 mod chart;
 #[path = "mesh/common.rs"]
 mod common;
 #[path = "mesh/dead.rs"]
 mod dead;
+#[path = "mesh/frozen.rs"]
+mod frozen;
 #[path = "mesh/load.rs"]
 mod load;
+#[path = "mesh/max_age.rs"]
+mod max_age;
+#[path = "mesh/outcome.rs"]
+mod outcome;
 #[path = "mesh/overhead.rs"]
 mod overhead;
 #[path = "mesh/propagation.rs"]
@@ -41,6 +50,8 @@ mod scale;
 mod slow;
 #[path = "mesh/stats.rs"]
 mod stats;
+#[path = "mesh/trial.rs"]
+mod trial;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -48,13 +59,16 @@ use std::process::ExitCode;
 use common::{Config, Res, Section};
 use tokio::time::Instant;
 
-const NAMES: [(&str, &str); 6] = [
+const NAMES: [(&str, &str); 9] = [
     ("1", "overhead"),
     ("2", "propagation"),
     ("3", "dead"),
     ("4", "slow"),
     ("5", "rolling"),
     ("6", "scale"),
+    ("7", "blackhole"),
+    ("8", "frozen"),
+    ("9", "maxage"),
 ];
 
 const COMMAND: &str = "cargo bench --all-features --bench mesh";
@@ -143,7 +157,10 @@ async fn scenario(i: usize, cfg: &Config) -> Res<Section> {
         2 => dead::run(cfg).await,
         3 => slow::run(cfg).await,
         4 => rolling::run(cfg).await,
-        _ => scale::run(cfg).await,
+        5 => scale::run(cfg).await,
+        6 => blackhole::run(cfg).await,
+        7 => frozen::run(cfg).await,
+        _ => max_age::run(cfg).await,
     }
 }
 

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 use tonic::transport::{Channel, Endpoint};
-use tonic_discovery::balance::{BalancedChannel, EndpointState};
+use tonic_discovery::balance::{BalancedChannel, BalancedChannelBuilder, EndpointState};
 use tonic_discovery::consul::{Client, Registration, RegistrationHandle};
 use tonic_discovery::testkit::pb::echo_client::EchoClient;
 use tonic_discovery::testkit::{ConsulDev, TestEchoServer};
@@ -61,9 +61,23 @@ where
 
 /// Starts `n` in-process Echo servers named `<prefix>0..`.
 pub async fn servers(prefix: &str, n: usize) -> Res<Vec<TestEchoServer>> {
+    servers_with(prefix, n, None).await
+}
+
+/// As [`servers`], each closing every connection with a GOAWAY once it is `max_age`
+/// old, when given.
+pub async fn servers_with(
+    prefix: &str,
+    n: usize,
+    max_age: Option<Duration>,
+) -> Res<Vec<TestEchoServer>> {
     let mut out = Vec::new();
     for i in 0..n {
-        out.push(TestEchoServer::start(format!("{prefix}{i}")).await?);
+        let mut builder = TestEchoServer::builder(format!("{prefix}{i}"));
+        if let Some(age) = max_age {
+            builder = builder.max_connection_age(age);
+        }
+        out.push(builder.start().await?);
     }
     Ok(out)
 }
@@ -103,11 +117,23 @@ impl Registry {
         service: &str,
         servers: &[TestEchoServer],
     ) -> Res<(Vec<RegistrationHandle>, BalancedChannel)> {
+        self.serve_with(service, servers, |b| b).await
+    }
+
+    /// As [`serve`](Self::serve), with ours built from the defaults as `settings`
+    /// changes them.
+    pub async fn serve_with(
+        &self,
+        service: &str,
+        servers: &[TestEchoServer],
+        settings: impl FnOnce(BalancedChannelBuilder) -> BalancedChannelBuilder,
+    ) -> Res<(Vec<RegistrationHandle>, BalancedChannel)> {
         let mut handles = Vec::new();
         for s in servers {
             handles.push(self.register(service, s).await?);
         }
-        let ours = self.ours(service);
+        let ours = settings(BalancedChannel::builder(service))
+            .build(self.client.discovery(service).build())?;
         wait_ready(&ours, servers.len()).await?;
         Ok((handles, ours))
     }
@@ -165,7 +191,6 @@ pub fn tonic_list(servers: &[TestEchoServer]) -> Res<Chan> {
     Ok(boxed(Channel::balance_list(endpoints.into_iter())))
 }
 
-/// How many of `channel`'s endpoints are ready.
 /// The instance ids of `servers`, as their answers name them.
 pub fn ids(servers: &[TestEchoServer]) -> Vec<String> {
     servers
@@ -174,6 +199,7 @@ pub fn ids(servers: &[TestEchoServer]) -> Vec<String> {
         .collect()
 }
 
+/// How many of `channel`'s endpoints are ready.
 pub fn ready(channel: &BalancedChannel) -> usize {
     let eps = channel.endpoints();
     eps.iter()

@@ -1,0 +1,112 @@
+//! Scenario 7, black hole: one of three servers (then two of three) answers every call
+//! at once with `UNAVAILABLE` while it stays registered and passing; how many calls
+//! fail, when the failures stop, and how much of the service stays up.
+
+use std::fmt::Write;
+use std::time::Duration;
+
+use serde_json::json;
+
+use crate::common::{Config, Res, Section};
+use crate::outcome::{self, Runs, show};
+use crate::overhead::verdict;
+use crate::report;
+use crate::trial::{self, Fault, NAMES, Plan};
+
+/// The share of the calls in the window after the fault that may fail, %.
+const MAX_FAILED_PCT: f64 = 0.5;
+
+pub async fn run(cfg: &Config) -> Res<Section> {
+    let after = Duration::from_millis(cfg.pick(10_000, 3000));
+    let plan = |tag, n| Plan::new(cfg, tag, Fault::BlackHole(n), after);
+    let plans = [plan("hole1-", 1), plan("hole2-", 2)];
+    let mut runs = Vec::new();
+    for plan in &plans {
+        eprintln!("  {} of 3 black-holed", plan.fault.count());
+        runs.push(trial::runs(cfg, plan).await?);
+    }
+    Ok(section(cfg, &plans, &runs))
+}
+
+fn section(cfg: &Config, plans: &[Plan; 2], runs: &[[Runs; 2]]) -> Section {
+    let window = plans[0].window.as_secs_f64();
+    let mut md = outcome::setup(
+        cfg,
+        &plans[0],
+        "server 0 (then servers 0 and 1, a second set of runs) starts answering every call at once \
+         with `UNAVAILABLE` (a trailers-only response)",
+    );
+    let mut rows = Vec::new();
+    for (plan, pair) in plans.iter().zip(runs) {
+        for (name, r) in NAMES.iter().zip(pair) {
+            rows.push((format!("{name}, {} of 3", plan.fault.count()), r));
+        }
+    }
+    let share = format!("failed of the calls sent in the {window:.0} s after %");
+    md.push_str(&report::table(
+        "contender, black-holed",
+        &rows,
+        &[
+            ("requests", &|r| show(&r.requests, 0)),
+            ("failed", &|r| show(&r.failed, 0)),
+            ("fault → last failure ms", &|r| {
+                show(&r.to_last_failure_ms, 0)
+            }),
+            ("fault → end of the first burst ms", &|r| {
+                show(&r.burst_ms, 0)
+            }),
+            ("failures after it", &|r| show(&r.after_burst, 0)),
+            (&share, &|r| show(&r.window_failed_pct(), 2)),
+            ("succeeded of the calls after the fault %", &|r| {
+                show(&r.ok_after_pct, 2)
+            }),
+            ("fewest successes in a second after", &|r| {
+                show(&r.min_ok_per_s, 0)
+            }),
+            ("ejected (channel's state every 10 ms)", &|r| r.ejected()),
+            ("failures per second after the fault (median)", &|r| {
+                r.per_second()
+            }),
+        ],
+    ));
+    let one = &runs[0][1];
+    let (last, burst, pct) = (
+        outcome::max(&one.to_last_failure_ms),
+        outcome::max(&one.burst_ms),
+        outcome::max(&one.window_failed_pct()),
+    );
+    let two = &runs[1];
+    let _ = writeln!(
+        md,
+        "\nTargets, 1 of 3 black-holed, ours, worst run: failures stop within 1 s of the fault — last \
+         failure at {last:.0} ms ({}); the first burst of failures (up to the first {} ms without one) \
+         ended at {burst:.0} ms, and {} failures came after it (median): the half-open probes of an \
+         ejected instance (one real call each time its ejection runs out, after about 1 s, 2 s, 4 s …) \
+         or calls that the failure penalty, bounded at 11× the cost, still lets through to one that is \
+         not ejected; the ejection column tells which. At most {MAX_FAILED_PCT}% of the calls \
+         sent in the {window:.0} s after the fault fail — {pct:.2}% ({}). tonic-balance, for \
+         comparison: {:.2}% failed (median).\n\n\
+         2 of 3 black-holed: the healthy instance keeps the service up (the capacity guard ejects at \
+         most one of three; the failure penalty steers calls off the other) — ours succeeded on \
+         {:.2}% of the calls after the fault (median; tonic-balance {:.2}%), and every second after \
+         the fault had successful calls in every run ({}).",
+        verdict(last <= 1000.0),
+        outcome::QUIET.as_millis(),
+        outcome::median(&one.after_burst),
+        verdict(pct <= MAX_FAILED_PCT),
+        outcome::median(&runs[0][0].window_failed_pct()),
+        outcome::median(&two[1].ok_after_pct),
+        outcome::median(&two[0].ok_after_pct),
+        verdict(two[1].min_ok_per_s.iter().all(|n| *n > 0.0)),
+    );
+    let variants: Vec<_> = plans
+        .iter()
+        .zip(runs)
+        .map(|(p, r)| outcome::json(p, r))
+        .collect();
+    Section {
+        key: "7-black-hole",
+        json: json!({ "variants": variants }),
+        markdown: md,
+    }
+}
