@@ -73,25 +73,41 @@ const NAMES: [(&str, &str); 9] = [
 
 const COMMAND: &str = "cargo bench --all-features --bench mesh";
 
+/// The benchmark harness: our balanced channel beside a plain tonic `Channel` and
+/// tonic's own balancer, on loopback. A full run writes `benches/results/*` and
+/// regenerates `BENCHMARKS.md`.
+#[derive(Debug, clap::Parser)]
+#[command(
+    name = "mesh",
+    about = "The benchmark harness: our balanced channel beside a plain tonic Channel and tonic's balancer, on loopback"
+)]
+struct Cli {
+    /// Scenarios to run, by number or name (1 overhead, 2 propagation, 3 dead, 4 slow,
+    /// 5 rolling, 6 scale, 7 blackhole, 8 frozen, 9 maxage); none runs all.
+    #[arg(value_parser = scenario_index)]
+    scenarios: Vec<usize>,
+    /// Runs every scenario small and writes only under `target/bench/quick/`.
+    #[arg(long)]
+    quick: bool,
+    /// Runs nothing; reassembles `BENCHMARKS.md` from the saved sections and notes.
+    #[arg(long)]
+    report_only: bool,
+    /// Added by `cargo bench`; ignored.
+    #[arg(long, hide = true)]
+    bench: bool,
+}
+
+fn scenario_index(arg: &str) -> Result<usize, String> {
+    NAMES
+        .iter()
+        .position(|(n, name)| arg == *n || arg == *name)
+        .ok_or_else(|| format!("not a scenario; scenarios: {NAMES:?}"))
+}
+
 fn main() -> ExitCode {
-    let (mut quick, mut report_only) = (false, false);
-    let mut picked = Vec::new();
-    for arg in std::env::args().skip(1) {
-        match arg.as_str() {
-            "--quick" => quick = true,
-            "--report-only" => report_only = true,
-            "--bench" => {} // added by `cargo bench`
-            a => match NAMES.iter().position(|(n, name)| a == *n || a == *name) {
-                Some(i) => picked.push(i),
-                None => {
-                    eprintln!(
-                        "unknown argument {a:?}; scenarios: {NAMES:?}, flags --quick, --report-only"
-                    );
-                    return ExitCode::FAILURE;
-                }
-            },
-        }
-    }
+    let cli = <Cli as clap::Parser>::parse();
+    let (quick, report_only) = (cli.quick, cli.report_only);
+    let mut picked = cli.scenarios;
     if report_only {
         picked.clear();
     } else if picked.is_empty() {
