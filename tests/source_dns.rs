@@ -38,6 +38,17 @@ fn dns(zone: &TestZone) -> Dns {
 }
 
 /// The instance ids (`ip:port`) the watch holds now.
+/// Watches `echo.test.:7000` through `dns` and waits for its first answer, 127.0.0.1.
+async fn watch_first(dns: &Dns) -> (tonic_discovery::source::Discovery, WatchObserver) {
+    let discovery = dns.host_discovery("echo.test.:7000").expect("target");
+    let observer = discovery.observer();
+    eventually(WAIT, "first answer", || async {
+        ids(&observer) == set(["127.0.0.1:7000"])
+    })
+    .await;
+    (discovery, observer)
+}
+
 fn ids(observer: &WatchObserver) -> BTreeSet<String> {
     let state = observer.state();
     state
@@ -53,19 +64,6 @@ fn set<const N: usize>(ids: [&str; N]) -> BTreeSet<String> {
 
 fn ip(s: &str) -> IpAddr {
     s.parse().expect("IP address")
-}
-
-/// Calls `channel` until every id in `want` has answered.
-async fn calls_reach(channel: &BalancedChannel, want: &[&str]) {
-    let seen = std::sync::Mutex::new(BTreeSet::new());
-    let what = format!("calls answered by {want:?}");
-    eventually(WAIT, &what, || async {
-        let id = call(channel).await.expect("call");
-        let mut seen = seen.lock().unwrap();
-        seen.insert(id);
-        want.iter().all(|id| seen.contains(*id))
-    })
-    .await;
 }
 
 #[tokio::test]
@@ -101,13 +99,7 @@ async fn follows_address_records_after_their_ttl() {
     let zone = TestZone::start().await;
     zone.set_addrs("echo.test.", &[ip("127.0.0.1")], 1).await;
     let dns = dns(&zone);
-    let discovery = dns.host_discovery("echo.test.:7000").expect("target");
-    let observer = discovery.observer();
-    let _keep = discovery;
-    eventually(WAIT, "first answer", || async {
-        ids(&observer) == set(["127.0.0.1:7000"])
-    })
-    .await;
+    let (_keep, observer) = watch_first(&dns).await;
     let first_answers = observer.state().answers();
     let changed_at = tokio::time::Instant::now();
 
@@ -157,7 +149,7 @@ async fn srv_records_become_instances_and_serve_calls() {
     assert_eq!((ia.meta()["srv.priority"].as_str(), ia.weight()), ("0", 10));
     let ib = by_id(&kb).expect("b's instance");
     assert_eq!((ib.meta()["srv.weight"].as_str(), ib.weight()), ("0", 1));
-    calls_reach(&channel, &["a", "b"]).await;
+    support::calls_reach(WAIT, &channel, &["a", "b"]).await;
 
     // b's record goes: after the TTL, calls stop reaching b.
     zone.set_srv(srv, &[(0, 10, pa, "a.test.")], 1).await;
@@ -183,13 +175,7 @@ async fn refresh_resolves_before_the_ttl() {
     let zone = TestZone::start().await;
     zone.set_addrs("echo.test.", &[ip("127.0.0.1")], 3600).await;
     let dns = dns(&zone);
-    let discovery = dns.host_discovery("echo.test.:7000").expect("target");
-    let observer = discovery.observer();
-    let _keep = discovery;
-    eventually(WAIT, "first answer", || async {
-        ids(&observer) == set(["127.0.0.1:7000"])
-    })
-    .await;
+    let (_keep, observer) = watch_first(&dns).await;
 
     zone.set_addrs("echo.test.", &[ip("::1")], 3600).await;
     dns.refresh();

@@ -5,7 +5,6 @@ mod balance_util;
 mod support;
 
 use std::collections::BTreeSet;
-use std::sync::Mutex;
 use std::time::Duration;
 
 use balance_util::call;
@@ -26,19 +25,6 @@ fn instance(server: &TestEchoServer) -> Instance {
 
 async fn start(id: &str) -> TestEchoServer {
     TestEchoServer::start(id).await.expect("echo server")
-}
-
-/// Calls `channel` until every id in `want` has answered.
-async fn calls_reach(channel: &BalancedChannel, want: &[&str]) {
-    let seen = Mutex::new(BTreeSet::new());
-    let what = format!("calls answered by {want:?}");
-    eventually(WAIT, &what, || async {
-        let id = call(channel).await.expect("call");
-        let mut seen = seen.lock().unwrap();
-        seen.insert(id);
-        want.iter().all(|id| seen.contains(*id))
-    })
-    .await;
 }
 
 /// Waits until the channel's endpoints are the instances keyed `keys`, then checks
@@ -71,7 +57,7 @@ async fn calls_follow_insert_and_remove() {
     only_reach(&channel, &["a"], &["a"]).await;
 
     list.insert(instance(&b));
-    calls_reach(&channel, &["a", "b"]).await;
+    support::calls_reach(WAIT, &channel, &["a", "b"]).await;
 
     list.remove(&InstanceKey::new("", "a"));
     let served = a.service().served();
@@ -91,7 +77,7 @@ async fn calls_follow_replace() {
     let channel = BalancedChannel::builder("echo")
         .build(list.discovery("echo"))
         .expect("channel");
-    calls_reach(&channel, &["a", "b"]).await;
+    support::calls_reach(WAIT, &channel, &["a", "b"]).await;
 
     list.replace([instance(&c)]);
     let served = (a.service().served(), b.service().served());

@@ -38,6 +38,13 @@ fn new_stats(
     (stats, rx)
 }
 
+/// Ejects the endpoint, lets its ejection run out and takes the probe slot.
+fn probe_allowed(stats: &EndpointStats) {
+    stats.eject();
+    stats.allow_probe();
+    assert!(stats.take_probe(), "the probe slot is free");
+}
+
 fn finish(stats: &Arc<EndpointStats>, outcome: Outcome) {
     let mut call = Call::start(stats.clone(), false);
     call.headers();
@@ -238,9 +245,7 @@ async fn a_failed_probe_asks_for_a_longer_ejection() {
 #[tokio::test(start_paused = true)]
 async fn a_probe_resent_elsewhere_lets_another_go() {
     let (stats, _trips) = new_stats(FailureAccrual::default());
-    stats.eject();
-    stats.allow_probe();
-    assert!(stats.take_probe());
+    probe_allowed(&stats);
     // The probe went to another endpoint (the server never processed it).
     Call::start(stats.clone(), true).finish(Outcome::NotSent);
     assert_eq!(stats.mode(), Mode::ProbeAllowed);
@@ -286,9 +291,7 @@ async fn the_limit_is_unknown_until_the_server_speaks() {
 #[tokio::test(start_paused = true)]
 async fn a_streaming_probe_is_decided_at_its_headers() {
     let (stats, _trips) = new_stats(FailureAccrual::default());
-    stats.eject();
-    stats.allow_probe();
-    assert!(stats.take_probe());
+    probe_allowed(&stats);
     let mut probe = Call::start(stats.clone(), true);
     probe.headers();
     probe.answered();
@@ -301,18 +304,14 @@ async fn a_streaming_probe_is_decided_at_its_headers() {
 #[tokio::test(start_paused = true)]
 async fn a_probe_that_runs_out_of_time_fails() {
     let (stats, mut trips) = new_stats(FailureAccrual::default());
-    stats.eject();
-    stats.allow_probe();
-    assert!(stats.take_probe());
+    probe_allowed(&stats);
     Call::start(stats.clone(), true).finish(Outcome::DeadlineExpired);
     assert!(
         trips.try_recv().is_ok() && stats.take_trip(),
         "a failed probe trips"
     );
     // A probe dropped by its caller fails the same way.
-    stats.eject();
-    stats.allow_probe();
-    assert!(stats.take_probe());
+    probe_allowed(&stats);
     drop(Call::start(stats.clone(), true));
     assert!(trips.try_recv().is_ok() && stats.take_trip());
 }
@@ -320,9 +319,7 @@ async fn a_probe_that_runs_out_of_time_fails() {
 #[tokio::test(start_paused = true)]
 async fn ejections_keep_doubling_after_a_return() {
     let (stats, _trips) = new_stats(FailureAccrual::default());
-    stats.eject();
-    stats.allow_probe();
-    assert!(stats.take_probe());
+    probe_allowed(&stats);
     let mut probe = Call::start(stats.clone(), true);
     probe.headers();
     probe.finish(Outcome::Status(Code::Ok));

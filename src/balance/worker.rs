@@ -65,8 +65,6 @@ pub(crate) struct Worker<D> {
 
 struct Known {
     authority: String,
-    /// The instance as discovery last reported it.
-    instance: Instance,
     stats: Arc<EndpointStats>,
 }
 
@@ -169,11 +167,10 @@ where
 
     fn insert(&mut self, key: InstanceKey, instance: Instance) {
         let addr = instance.authority();
-        if let Some(known) = self.known.get_mut(&key).filter(|k| k.authority == addr) {
+        if self.known.get(&key).is_some_and(|k| k.authority == addr) {
             // Only tags, metadata or weight changed: keep the connection and the
             // load estimate.
             debug!(service = %self.name, instance = %key, %addr, "instance updated in place");
-            known.instance = instance;
             return;
         }
         let stats = EndpointStats::new(
@@ -205,7 +202,6 @@ where
             key.clone(),
             Known {
                 authority: addr,
-                instance,
                 stats,
             },
         );

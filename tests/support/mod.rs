@@ -27,3 +27,25 @@ where
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
+
+/// Calls `channel` until every instance id in `want` has answered one call; panics
+/// after `timeout`.
+pub async fn calls_reach(
+    timeout: Duration,
+    channel: &tonic_discovery::balance::BalancedChannel,
+    want: &[&str],
+) {
+    use tonic_discovery::testkit::pb::{EchoRequest, echo_client::EchoClient};
+    let seen = std::sync::Mutex::new(std::collections::BTreeSet::new());
+    let what = format!("calls answered by {want:?}");
+    eventually(timeout, &what, || async {
+        let reply = EchoClient::new(channel.clone())
+            .echo(EchoRequest::default())
+            .await
+            .expect("call");
+        let mut seen = seen.lock().unwrap();
+        seen.insert(reply.into_inner().instance_id);
+        want.iter().all(|id| seen.contains(*id))
+    })
+    .await;
+}
