@@ -315,6 +315,11 @@ impl Detector {
         calls >= u64::from(rate.min_requests) && failures as f64 >= rate.threshold * calls as f64
     }
 
+    /// Failures in a row so far.
+    pub(crate) fn consecutive(&self) -> u32 {
+        self.consecutive
+    }
+
     /// Forgets everything: an ejected endpoint starts afresh when it returns.
     pub(crate) fn reset(&mut self) {
         *self = Detector::new();

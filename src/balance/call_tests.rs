@@ -187,6 +187,53 @@ async fn failures_make_an_endpoint_dearer_within_a_bound_and_fade() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_failure_run_is_penalised_once_the_detector_has_judged_it() {
+    let accrual = FailureAccrual::default().without_failure_rate();
+    let (stats, mut trips) = new_stats(accrual.clone());
+    let before = stats.cost();
+    // Four failures in a row: the consecutive detector (5) has not judged them yet, so
+    // the cost stays and the endpoint keeps getting the calls that decide.
+    for _ in 0..4 {
+        finish(&stats, Outcome::Status(Code::Unavailable));
+    }
+    assert!((stats.cost() / before - 1.0).abs() < 0.01, "{}", stats.cost());
+    assert!(trips.try_recv().is_err());
+    // The fifth trips the detector, and the whole run counts at once.
+    finish(&stats, Outcome::Status(Code::Unavailable));
+    assert!(trips.try_recv().is_ok());
+    let score = stats.failure_score(Instant::now());
+    assert!((score - (1.0 - 0.8f64.powi(5))).abs() < 1e-9, "{score}");
+
+    // A short run that a success ends counts too.
+    let (stats, mut trips) = new_stats(accrual.clone());
+    for _ in 0..2 {
+        finish(&stats, Outcome::Status(Code::Unavailable));
+    }
+    finish(&stats, Outcome::Status(Code::Ok));
+    let score = stats.failure_score(Instant::now());
+    assert!((score - 0.36 * 0.8).abs() < 1e-9, "{score}");
+    assert!(trips.try_recv().is_err());
+
+    // Once the guard refused an ejection, every failure is penalised at once, and
+    // beyond the bound that leaves an unjudged instance calls.
+    let (stats, mut trips) = new_stats(accrual);
+    let before = stats.cost();
+    for _ in 0..5 {
+        finish(&stats, Outcome::Status(Code::Unavailable));
+    }
+    assert!(stats.take_trip() && trips.try_recv().is_ok());
+    stats.refused();
+    let refused_at = stats.failure_score(Instant::now());
+    finish(&stats, Outcome::Status(Code::Unavailable));
+    let score = stats.failure_score(Instant::now());
+    assert!((score - (refused_at * 0.8 + 0.2)).abs() < 1e-9, "{score}");
+    assert!(stats.cost() > before * 500.0, "{} vs {before}", stats.cost());
+    // A success ends it.
+    finish(&stats, Outcome::Status(Code::Ok));
+    assert!(stats.cost() < before * 11.0, "{} vs {before}", stats.cost());
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_silent_endpoint_gets_dearer_while_calls_wait() {
     let (stats, _trips) = new_stats(FailureAccrual::disabled());
     let call = Call::start(stats.clone(), false);

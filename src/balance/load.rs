@@ -6,10 +6,15 @@
 //! pulls it down with the configured time constant, and the estimate decays towards
 //! zero while nothing is measured. A request is measured up to its response headers.
 //!
-//! Two differences. An endpoint's first estimate is given by the worker (taken from
+//! Three differences. An endpoint's first estimate is given by the worker (taken from
 //! its peers, see [`cold_start_rtt`]), where tower always starts from the default RTT
 //! and a newcomer among fast endpoints would lose every comparison until its
-//! estimate decayed. And reading the cost writes nothing: the decay since the last
+//! estimate decayed. That first estimate is a guess, and the first measurement
+//! replaces it: pulled down with a 10 s time constant, a 30 ms default would stay
+//! the estimate of every endpoint for the first seconds, and comparisons would turn
+//! on differences of microseconds in the guess's decay rather than on the instances
+//! (an endpoint whose failures hold its estimate, as they must, would lose them
+//! all). And reading the cost writes nothing: the decay since the last
 //! measurement is computed on read, so the estimate does not depend on how often the
 //! balancer looks, and the worker reads it with atomics, no lock. A response takes
 //! one uncontended lock, to serialise writers.
@@ -25,8 +30,9 @@ use tokio::time::Instant;
 pub(crate) struct RttEstimate {
     decay_ns: f64,
     epoch: Instant,
-    /// Serialises writers; readers only retry while `seq` is odd or changed.
-    write: Mutex<()>,
+    /// Serialises writers, and says whether the estimate was measured yet (or is still
+    /// the initial guess); readers only retry while `seq` is odd or changed.
+    write: Mutex<bool>,
     seq: AtomicU64,
     /// `f64` bits of the estimate at `at_ns`, in nanoseconds.
     rtt_ns: AtomicU64,
@@ -44,7 +50,7 @@ impl RttEstimate {
         RttEstimate {
             decay_ns: nanos(decay).max(1.0),
             epoch: Instant::now(),
-            write: Mutex::new(()),
+            write: Mutex::new(false),
             seq: AtomicU64::new(0),
             rtt_ns: AtomicU64::new(nanos(initial).to_bits()),
             at_ns: AtomicU64::new(0),
@@ -57,20 +63,31 @@ impl RttEstimate {
         rtt * self.decay_factor(at, now)
     }
 
-    /// Folds in one measured latency.
+    /// Folds in one measured latency; the first replaces the initial guess.
     pub(crate) fn observe(&self, sample: Duration) {
-        self.update(|_| nanos(sample));
+        let sample = nanos(sample);
+        self.store_with(true, |prior, decay, measured| {
+            if measured {
+                peak_ewma(prior, decay, sample)
+            } else {
+                sample
+            }
+        });
     }
 
     /// Replaces the estimate with `sample`, as measured now.
     pub(crate) fn reset(&self, sample: Duration) {
-        self.store_with(|_, _| nanos(sample));
+        self.store_with(true, |_, _, _| nanos(sample));
     }
 
     /// Folds in a latency that may raise the estimate but never lower it (a failed
-    /// call's: failing fast is no sign of speed).
+    /// call's: failing fast is no sign of speed, nor a measurement that replaces the
+    /// initial guess).
     pub(crate) fn observe_no_lower(&self, sample: Duration) {
-        self.update(|prior| nanos(sample).max(prior));
+        let sample = nanos(sample);
+        self.store_with(false, |prior, decay, _| {
+            peak_ewma(prior, decay, sample.max(prior * decay))
+        });
     }
 
     /// `value`, set at `at_ns`, faded to `now` with the estimate's time constant.
@@ -79,24 +96,14 @@ impl RttEstimate {
     }
 
     /// Folds in the sample `sample(current estimate)`.
-    fn update(&self, sample: impl FnOnce(f64) -> f64) {
-        self.store_with(|prior, decay| {
-            let sample = sample(prior * decay);
-            if sample > prior * decay {
-                // Peak: the worst recent latency is the estimate at once.
-                sample
-            } else {
-                prior * decay + sample * (1.0 - decay)
-            }
-        });
-    }
-
-    /// Sets the estimate to `next(prior, decay factor since it was set)`.
-    fn store_with(&self, next: impl FnOnce(f64, f64) -> f64) {
-        let _guard = self.write.lock().unwrap_or_else(PoisonError::into_inner);
+    /// Sets the estimate to `next(prior, decay factor since it was set, whether it was
+    /// measured before)`; `measured` says whether this is a measurement.
+    fn store_with(&self, measured: bool, next: impl FnOnce(f64, f64, bool) -> f64) {
+        let mut was_measured = self.write.lock().unwrap_or_else(PoisonError::into_inner);
         let now = Instant::now();
         let (prior, at) = self.load_relaxed();
-        let next = next(prior, self.decay_factor(at, now));
+        let next = next(prior, self.decay_factor(at, now), *was_measured);
+        *was_measured |= measured;
         let s = self.seq.load(Ordering::Relaxed);
         self.seq.store(s.wrapping_add(1), Ordering::Relaxed);
         fence(Ordering::Release);
@@ -159,6 +166,16 @@ pub(crate) fn cold_start_rtt(mut peers: Vec<f64>, default_rtt: Duration) -> Dura
 }
 
 /// Nanoseconds as `f64` (lossy only beyond ~285 years).
+/// Peak-EWMA's step: a sample above the decayed estimate is the estimate at once (the
+/// worst recent latency); a lower one pulls it down by the decay.
+fn peak_ewma(prior: f64, decay: f64, sample: f64) -> f64 {
+    if sample > prior * decay {
+        sample
+    } else {
+        prior * decay + sample * (1.0 - decay)
+    }
+}
+
 fn nanos(d: Duration) -> f64 {
     d.as_nanos() as f64
 }

@@ -35,7 +35,8 @@ async fn a_slower_sample_is_the_estimate_at_once() {
 
 #[tokio::test(start_paused = true)]
 async fn a_faster_sample_pulls_the_estimate_down_gradually() {
-    let rtt = RttEstimate::new(Duration::from_millis(50), DECAY);
+    let rtt = RttEstimate::new(Duration::from_millis(30), DECAY);
+    rtt.reset(Duration::from_millis(50));
     time::advance(DECAY).await;
     rtt.observe(Duration::from_millis(10));
     let d = (-1.0f64).exp();
@@ -79,4 +80,19 @@ async fn a_failure_never_lowers_the_estimate() {
     assert!(close(ms(rtt.get(Instant::now())), 10.0));
     rtt.observe_no_lower(Duration::from_millis(20));
     assert!(close(ms(rtt.get(Instant::now())), 20.0));
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_first_measurement_replaces_the_initial_guess() {
+    let rtt = RttEstimate::new(Duration::from_millis(30), DECAY);
+    // A failure is no measurement: the guess stays.
+    rtt.observe_no_lower(Duration::from_micros(100));
+    assert!(close(ms(rtt.get(Instant::now())), 30.0));
+    rtt.observe(Duration::from_micros(200));
+    assert!(close(ms(rtt.get(Instant::now())), 0.2));
+    // From then on a faster sample only pulls it down.
+    time::advance(Duration::from_millis(1)).await;
+    rtt.observe(Duration::from_micros(100));
+    let got = ms(rtt.get(Instant::now()));
+    assert!(got > 0.199 && got < 0.2, "{got}");
 }

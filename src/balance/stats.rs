@@ -31,6 +31,13 @@ use crate::InstanceKey;
 /// failure accrual can judge it.
 const FAILURE_PENALTY: f64 = 10.0;
 
+/// The penalty of an endpoint that failure accrual judged failing but the capacity
+/// guard kept in service: up to 1001 times its cost. The judgement is made, so the
+/// bound no longer needs to leave it calls to judge it by; with 11× only, a healthy
+/// peer whose estimate one slow answer raised (a millisecond where 100 µs is usual)
+/// would lose comparisons to an instance that fails every call in 100 µs.
+const REFUSED_PENALTY: f64 = 1000.0;
+
 /// The stream limit before the server's first SETTINGS frame: an endpoint whose
 /// server has not spoken yet takes no call (a frozen server's new connection is not
 /// ready, and the first burst does not queue above a limit still unknown).
@@ -62,6 +69,9 @@ pub(crate) struct EndpointStats {
     pub(crate) rtt: RttEstimate,
     /// Calls sent and not yet answered with headers.
     pending: AtomicUsize,
+    /// A call was sent on the endpoint: its estimate is no longer only a guess, or
+    /// will not be once the call is answered.
+    tried: AtomicBool,
     /// `f64` bits of the failure score at `failure_at` (see [`FAILURE_PENALTY`]).
     failure_score: AtomicU64,
     /// When the failure score was last updated (nanoseconds since the estimate's epoch).
@@ -78,6 +88,10 @@ pub(crate) struct EndpointStats {
     pub(crate) too_many_pings: AtomicBool,
     /// The server's health service said `NOT_SERVING` (client-side health checking).
     not_serving: AtomicBool,
+    /// The capacity guard refused to eject the endpoint and it has not succeeded since:
+    /// its failures are penalised at once and by [`REFUSED_PENALTY`]. Written under the
+    /// health lock.
+    refused: AtomicBool,
     /// Woken when the endpoint may be ready again (ejection changes, a stream freed).
     pub(crate) waker: AtomicWaker,
     health: Mutex<Health>,
@@ -96,6 +110,9 @@ pub(crate) struct Health {
     returned_at: Option<Instant>,
     /// A trip was sent to the worker and not yet handled.
     trip_sent: bool,
+    /// Failures of the current run not yet in the failure score (see
+    /// [`EndpointStats::record`]).
+    deferred: u32,
 }
 
 // === impl EndpointStats ===
@@ -116,6 +133,7 @@ impl EndpointStats {
             mode: AtomicU8::new(Mode::In as u8),
             rtt: RttEstimate::new(initial_rtt, decay),
             pending: AtomicUsize::new(0),
+            tried: AtomicBool::new(false),
             failure_score: AtomicU64::new(0f64.to_bits()),
             failure_at: AtomicU64::new(0),
             last_heard: AtomicU64::new(0),
@@ -123,6 +141,7 @@ impl EndpointStats {
             max_streams: AtomicU64::new(UNKNOWN_LIMIT),
             too_many_pings: AtomicBool::new(false),
             not_serving: AtomicBool::new(false),
+            refused: AtomicBool::new(false),
             waker: AtomicWaker::new(),
             health: Mutex::new(Health {
                 detector: Detector::new(),
@@ -131,6 +150,7 @@ impl EndpointStats {
                 ejections: 0,
                 returned_at: None,
                 trip_sent: false,
+                deferred: 0,
             }),
             config,
             trips,
@@ -234,7 +254,12 @@ impl EndpointStats {
             let silent = self.rtt.since_epoch(now).saturating_sub(heard) as f64;
             rtt = rtt.max(silent);
         }
-        rtt * (pending + 1) as f64 * (1.0 + FAILURE_PENALTY * self.failure_score(now))
+        let penalty = if self.refused.load(Ordering::Relaxed) {
+            REFUSED_PENALTY
+        } else {
+            FAILURE_PENALTY
+        };
+        rtt * (pending + 1) as f64 * (1.0 + penalty * self.failure_score(now))
     }
 
     /// The moving average of failures (0 to 1), faded since it was last updated.
@@ -257,7 +282,16 @@ impl EndpointStats {
             .store(self.rtt.since_epoch(now), Ordering::Relaxed);
     }
 
+    /// Whether no call was ever sent on the endpoint: its cost is a guess (see
+    /// [`RttEstimate::observe`]).
+    pub(crate) fn untried(&self) -> bool {
+        !self.tried.load(Ordering::Relaxed)
+    }
+
     pub(crate) fn call_started(&self) {
+        if !self.tried.load(Ordering::Relaxed) {
+            self.tried.store(true, Ordering::Relaxed);
+        }
         if self.pending.fetch_add(1, Ordering::Relaxed) == 0 {
             self.heard(Instant::now());
         }
@@ -317,7 +351,15 @@ impl EndpointStats {
         self.config.codes
     }
 
-    /// Folds in one call's outcome (`None`: the call counts for neither side).
+    /// Folds in one call's outcome.
+    ///
+    /// A failure that starts or extends a run shorter than the consecutive-failures
+    /// threshold is held out of the failure score until the run ends (a success, a
+    /// trip, a refused ejection): otherwise the penalty of the first failure would
+    /// starve the endpoint of the calls the detector needs, and an instance failing
+    /// every call would trickle a failure every few seconds instead of being ejected.
+    /// Once the guard refused an ejection, the penalty applies at once: it is then the
+    /// only thing that steers calls away.
     pub(crate) fn record(&self, verdict: Verdict, latency: Duration, probe: bool) {
         let failed = verdict == Verdict::Failure;
         if failed {
@@ -328,23 +370,41 @@ impl EndpointStats {
         }
         let mut health = self.health();
         let now = Instant::now();
-        self.score(failed, now);
-        if !self.config.enabled {
-            return;
-        }
-        if probe {
-            drop(health);
-            self.probe_done(verdict, latency);
-            return;
-        }
-        if self.mode() != Mode::In {
-            // Calls sent before the ejection say nothing new.
+        if !self.config.enabled || probe || self.mode() != Mode::In {
+            // Calls sent before an ejection say nothing new to the detectors.
+            self.flush_deferred(&mut health, now);
+            self.score(failed, now);
+            if probe && self.config.enabled {
+                drop(health);
+                self.probe_done(verdict, latency);
+            }
             return;
         }
         let epoch = health.epoch;
-        if health.detector.record(&self.config, verdict, epoch, now) && !health.trip_sent {
+        let tripped = health.detector.record(&self.config, verdict, epoch, now);
+        let short_run = self
+            .config
+            .consecutive
+            .is_some_and(|n| health.detector.consecutive() < n);
+        if failed && !tripped && short_run && !self.refused.load(Ordering::Relaxed) {
+            health.deferred += 1;
+        } else {
+            if !failed {
+                self.refused.store(false, Ordering::Relaxed);
+            }
+            self.flush_deferred(&mut health, now);
+            self.score(failed, now);
+        }
+        if tripped && !health.trip_sent {
             health.trip_sent = true;
             let _ = self.trips.send(self.key.clone());
+        }
+    }
+
+    /// Folds the failures held out of the score into it.
+    fn flush_deferred(&self, health: &mut Health, now: Instant) {
+        for _ in 0..std::mem::take(&mut health.deferred) {
+            self.score(true, now);
         }
     }
 
@@ -360,6 +420,8 @@ impl EndpointStats {
                 health.until = None;
                 health.returned_at = Some(Instant::now());
                 health.detector.reset();
+                health.deferred = 0;
+                self.refused.store(false, Ordering::Relaxed);
                 // Back afresh: the failures it was ejected for are forgiven, and the
                 // probe's latency is its estimate.
                 self.failure_score.store(0f64.to_bits(), Ordering::Relaxed);
@@ -399,6 +461,8 @@ impl EndpointStats {
     pub(crate) fn refused(&self) {
         let mut health = self.health();
         health.detector.reset();
+        self.refused.store(true, Ordering::Relaxed);
+        self.flush_deferred(&mut health, Instant::now());
         if self.mode() == Mode::Probing {
             // Back to normal service: its next call is no probe.
             health.until = None;
@@ -424,6 +488,7 @@ impl EndpointStats {
         let delay = backoff.delay(health.ejections);
         health.until = Some(now + delay);
         health.detector.reset();
+        self.flush_deferred(&mut health, now);
         let ejections = health.ejections;
         self.set_mode(&health, Mode::Ejected);
         drop(health);
@@ -445,6 +510,7 @@ impl EndpointStats {
         }
         health.until = None;
         health.detector.reset();
+        self.flush_deferred(&mut health, Instant::now());
         self.set_mode(&health, Mode::In);
     }
 

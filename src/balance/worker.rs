@@ -410,6 +410,19 @@ where
                 if probing(b) && key(b) != avoid {
                     return Some(b);
                 }
+                // So is one that never had a call: its cost is the initial guess until
+                // its first answer measures it, and a guess would decide nothing.
+                let untried = |i| {
+                    self.cache
+                        .get_ready_index(i)
+                        .is_some_and(|(k, s)| s.stats().untried() && Some(k) != avoid)
+                };
+                if untried(a) {
+                    return Some(a);
+                }
+                if untried(b) {
+                    return Some(b);
+                }
                 if avoid.is_some() {
                     if key(a) == avoid {
                         return Some(b);
