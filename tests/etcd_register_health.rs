@@ -24,6 +24,13 @@ fn registration(health: watch::Receiver<bool>) -> Registration {
         .health(health)
 }
 
+/// etcd's store revision: it moves with every write of a key.
+async fn revision(raw: &etcd_client::Client) -> i64 {
+    let mut raw = raw.clone();
+    let resp = raw.get(KEY, None).await.expect("etcd answers");
+    resp.header().expect("a response header").revision()
+}
+
 /// What we want to test: not serving deletes the key (a discovery sees the instance
 /// go) and keeps the lease; serving again puts the key back on that lease.
 #[tokio::test]
@@ -66,14 +73,15 @@ async fn an_instance_not_serving_at_registration_puts_no_key_until_it_serves() {
     trace_init();
     let etcd = EtcdServer::start().await.unwrap();
     let raw = raw(&etcd).await;
+    let client = client(&etcd).await;
     let (tx, rx) = watch::channel(false);
-    let handle = client(&etcd)
-        .await
-        .register(registration(rx))
-        .await
-        .unwrap();
+    let before = revision(&raw).await;
+    let handle = client.register(registration(rx)).await.unwrap();
     let lease = handle.lease_id().expect("a lease is granted");
     assert!(lease_ttl(&raw, lease).await > 0);
+    // A lease grant leaves the store's revision alone; a put (even one deleted at
+    // once) moves it.
+    assert_eq!(revision(&raw).await, before, "a key was written");
     assert_eq!(key_lease(&raw, KEY).await, None, "put while not serving");
 
     tx.send_replace(true);
