@@ -1,6 +1,7 @@
-//! An Echo gRPC server that registers itself (Consul: a TTL check kept passing and
-//! following `grpc.health.v1`; etcd: a kept-alive lease; Nacos: an ephemeral instance);
-//! SIGTERM or SIGINT drains it (out of the registry, wait, stop) and it exits 0.
+//! An Echo gRPC server that registers itself (Consul: a TTL check kept passing; etcd: a
+//! kept-alive lease; Nacos: an ephemeral instance), following its own `grpc.health.v1`
+//! status (out of discovery while not serving); SIGTERM or SIGINT drains it (out of the
+//! registry, wait, stop) and it exits 0.
 //!
 //! ```text
 //! cargo run --release --example echo_server -- --listen 127.0.0.1:0 \
@@ -40,13 +41,13 @@ use tokio::signal::unix::{Signal, SignalKind};
 use tonic::Code;
 use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
-use tonic_discovery::consul::HealthSource;
+use tonic_discovery::register::HealthSource;
 use tonic_discovery::testkit::EchoService;
 use tonic_discovery::testkit::pb::echo_server::EchoServer;
 
 use common::Registry;
 
-/// The gRPC service name whose `grpc.health.v1` status the TTL check follows.
+/// The gRPC service name whose `grpc.health.v1` status the registration follows.
 const ECHO: &str = <EchoServer<EchoService> as tonic::server::NamedService>::NAME;
 
 /// An Echo gRPC server that registers itself; SIGTERM or SIGINT drains it (out of the

@@ -7,28 +7,13 @@ mod support;
 
 use std::time::Duration;
 
-use etcd_support::{client, etcd_keys, raw};
+use etcd_support::{client, etcd_keys, key_lease, lease_ttl, raw};
 use support::{eventually, trace_init};
 use tokio::time::Instant;
 use tonic_discovery::etcd::{KeyLayout, Registration};
 use tonic_discovery::testkit::EtcdServer;
 
 const WAIT: Duration = Duration::from_secs(10);
-
-/// The lease the key is attached to, if the key exists.
-async fn key_lease(raw: &etcd_client::Client, key: &str) -> Option<i64> {
-    let mut raw = raw.clone();
-    let resp = raw.get(key, None).await.ok()?;
-    resp.kvs().first().map(|kv| kv.lease())
-}
-
-/// The remaining TTL of a lease in seconds; -1 once it is gone.
-async fn lease_ttl(raw: &etcd_client::Client, lease: i64) -> i64 {
-    let mut raw = raw.clone();
-    raw.lease_time_to_live(lease, None)
-        .await
-        .map_or(-2, |r| r.ttl())
-}
 
 fn registration(ttl: u64) -> Registration {
     Registration::new("echo", "127.0.0.1:50051".parse().unwrap()).ttl(Duration::from_secs(ttl))

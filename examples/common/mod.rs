@@ -245,7 +245,7 @@ impl Registry {
         }
     }
 
-    /// Registers `service` at `addr`; with Consul the TTL check follows `health`.
+    /// Registers `service` at `addr`, out of discovery while `health` says not serving.
     pub(crate) async fn register(
         &self,
         service: &str,
@@ -253,7 +253,7 @@ impl Registry {
         id: Option<&str>,
         tags: &[String],
         ttl: Option<Duration>,
-        health: tonic_discovery::consul::HealthSource,
+        health: tonic_discovery::register::HealthSource,
     ) -> Result<(String, Registered), String> {
         match self {
             Registry::None => {
@@ -294,7 +294,8 @@ impl Registry {
                 if !tags.is_empty() {
                     return Err("--tag needs a Consul registry".into());
                 }
-                let mut reg = tonic_discovery::etcd::Registration::new(service, addr);
+                let mut reg =
+                    tonic_discovery::etcd::Registration::new(service, addr).health(health);
                 if let Some(id) = id {
                     reg = reg.id(id);
                 }
@@ -321,7 +322,8 @@ impl Registry {
                 }
                 // The id is the server's label for its answers; Nacos names the
                 // instance by address (`ip#port#cluster#group@@service`).
-                let mut reg = tonic_discovery::nacos::Registration::new(service, addr);
+                let mut reg =
+                    tonic_discovery::nacos::Registration::new(service, addr).health(health);
                 if let Some(id) = id {
                     reg = reg.meta("id", id);
                 }

@@ -9,12 +9,12 @@ use tokio_util::sync::CancellationToken;
 
 use super::agent::{Agent, CheckStatus};
 use super::client::Client;
-use super::health::HealthSource;
 use super::heartbeat::{Heartbeat, agent_forgot};
 use super::payload::Resolved;
 use super::register::Registration;
 use crate::error::Result;
 use crate::register;
+use crate::register::HealthSource;
 
 /// A registered service instance. Owns the task that keeps its TTL check passing.
 ///

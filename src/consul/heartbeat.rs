@@ -18,10 +18,10 @@ use std::time::Duration;
 use tokio::time::{Instant, sleep_until, timeout};
 
 use super::agent::{Agent, CheckStatus};
-use super::health::HealthSource;
 use super::payload::Resolved;
 use crate::backoff::{Backoff, BackoffState};
 use crate::error::{Error, Result};
+use crate::register::HealthSource;
 
 pub(crate) struct Heartbeat {
     pub(crate) agent: Arc<dyn Agent>,

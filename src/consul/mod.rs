@@ -80,9 +80,6 @@ mod client;
 mod discovery;
 mod env;
 mod handle;
-mod health;
-#[cfg(feature = "health")]
-mod health_adapter;
 mod heartbeat;
 mod payload;
 mod query;
@@ -91,12 +88,13 @@ mod tls;
 mod types;
 mod watch;
 
+// Shared by every registry since 0.2; re-exported where it first lived.
+pub use crate::register::HealthSource;
 pub use crate::source::{Discovery, WatchObserver, WatchState};
 pub use builder::ClientBuilder;
 pub use client::Client;
 pub use discovery::DiscoveryBuilder;
 pub use handle::{Registrar, RegistrationHandle};
-pub use health::HealthSource;
 pub use query::Consistency;
 pub use register::Registration;
 pub use types::{AddressKind, decode_health};

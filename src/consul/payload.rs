@@ -8,9 +8,9 @@ use bytes::Bytes;
 use reqwest::Url;
 use serde_json::{Map, Value, json};
 
-use super::health::HealthSource;
 use super::register::{ExtraCheck, Registration};
 use crate::error::{Error, Result};
+use crate::register::HealthSource;
 use crate::validate;
 
 /// A registration with everything settled: what the heartbeat and the handle need.

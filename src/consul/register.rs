@@ -5,8 +5,8 @@ use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
-use super::health::HealthSource;
 use crate::error::{Error, Result};
+use crate::register::HealthSource;
 use crate::validate;
 
 /// Default TTL of the check the heartbeat keeps passing.

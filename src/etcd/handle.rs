@@ -1,5 +1,6 @@
 //! [`RegistrationHandle`]: a live etcd registration; [`Registrar`]: what etcd does for
-//! it (the lease keeper, the key deleted by a drain, the lease revoked at the end).
+//! it (the lease keeper, the key deleted by a drain or while not serving and put back
+//! when serving again, the lease revoked at the end).
 
 use std::fmt;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -8,7 +9,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use super::client::Client;
-use super::lease::{Keeper, Lease, establish};
+use super::lease::{Keeper, Lease, Publication, establish, put_key};
 use super::register::Registration;
 use crate::error::Result;
 use crate::register;
@@ -16,6 +17,11 @@ use crate::register;
 /// A live registration. A background task keeps its lease alive and puts the key again
 /// with a new lease whenever the lease is lost (etcd restarted, a partition longer than
 /// the TTL, a broken stream), with backoff, forever.
+///
+/// It follows the registration's [`health`](super::Registration::health) too: while
+/// the instance does not serve, its key is deleted (the lease stays, so nothing else
+/// changes), and put back on the current lease once it serves again. A lease lost
+/// meanwhile is replaced without putting the key.
 ///
 /// [`drain`](register::RegistrationHandle::drain) deletes the key (discoveries stop
 /// sending new requests), waits, then revokes the lease;
@@ -34,32 +40,44 @@ pub type RegistrationHandle = register::RegistrationHandle<Registrar>;
 pub struct Registrar {
     client: Client,
     key: String,
+    registration: Arc<Registration>,
     lease: watch::Receiver<Option<i64>>,
+    /// Shared with the keeper: orders every write of the key.
+    publication: Arc<Publication>,
     keeper: Mutex<Option<(Keeper, Lease)>>,
 }
 
-/// Puts the key with a new lease and hands its keeper to a new handle.
+/// Grants a lease, puts the key with it unless the health source says the instance
+/// does not serve, and hands the keeper and the health to a new handle.
 pub(crate) async fn start(
     client: Client,
     registration: Registration,
 ) -> Result<RegistrationHandle> {
-    let registration = registration.validate()?;
-    let lease = establish(&client, &registration, None).await?;
+    let mut registration = registration.validate()?;
+    let health = std::mem::take(&mut registration.health);
+    let publish = health.healthy();
+    let lease = establish(&client, &registration, None, publish).await?;
     let (lease_tx, lease_rx) = watch::channel(Some(lease.id));
     let key = registration.key();
     let span = tracing::info_span!("etcd_registration", key = %key);
+    let registration = Arc::new(registration);
+    let publication = Arc::new(Publication::new(publish));
     let keeper = Keeper {
         client: client.clone(),
-        registration,
+        registration: registration.clone(),
         lease_tx,
+        publication: publication.clone(),
     };
     let registrar = Registrar {
         client,
         key,
+        registration,
         lease: lease_rx,
+        publication,
         keeper: Mutex::new(Some((keeper, lease))),
     };
-    Ok(RegistrationHandle::new(registrar, span))
+    let handle = RegistrationHandle::following_health(registrar, health, publish, span);
+    Ok(handle)
 }
 
 // === impl RegistrationHandle ===
@@ -93,9 +111,25 @@ impl register::Registrar for Registrar {
         }
     }
 
-    /// Deletes the key.
+    /// Deletes the key; the lease stays, and a new one replacing it leaves the key out
+    /// until [`restore`](register::Registrar::restore).
     async fn withdraw(&self) -> Result<()> {
+        let mut desired = self.publication.lock().await;
+        *desired = false;
         self.delete_key().await
+    }
+
+    /// Puts the key again on the current lease; while the keeper is replacing a lost
+    /// lease, its new lease gets the key.
+    async fn restore(&self) -> Result<()> {
+        let mut desired = self.publication.lock().await;
+        *desired = true;
+        // Read under the lock: the keeper publishes a new lease before releasing it.
+        let lease = *self.lease.borrow();
+        match lease {
+            Some(lease) => put_key(&self.client, &self.registration, lease).await,
+            None => Ok(()),
+        }
     }
 
     /// Revokes the lease (deleting the key), and deletes the key in case the lease
@@ -106,6 +140,8 @@ impl register::Registrar for Registrar {
     /// A transport or timeout error when the key could not be deleted; the key then
     /// goes when its lease expires.
     async fn deregister(&self) -> Result<()> {
+        let mut desired = self.publication.lock().await;
+        *desired = false;
         let lease = *self.lease.borrow();
         if let Some(id) = lease {
             let mut etcd = self.client.etcd();

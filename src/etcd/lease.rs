@@ -1,10 +1,12 @@
 //! The keep-alive task: renews the lease, and registers again with a new lease
-//! whenever it is lost.
+//! whenever it is lost; and the [`Publication`] lock that orders every write of the
+//! key.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use etcd_client::{LeaseKeepAliveStream, LeaseKeeper, PutOptions};
-use tokio::sync::watch;
+use tokio::sync::{Mutex, MutexGuard, watch};
 
 use super::client::{Client, map_error};
 use super::register::Registration;
@@ -23,11 +25,46 @@ pub(super) fn keep_alive_interval(ttl: Duration) -> Duration {
     (ttl / 3).max(Duration::from_millis(500))
 }
 
-/// Grants a lease, puts the key with it, and revokes the lease it replaces.
+/// Whether the instance should be in discovery (its key in etcd), behind the one lock
+/// that every write of the key takes: the keeper's [`establish`] after a lost lease,
+/// and the health follower's withdrawal (delete) and restoration (put on the current
+/// lease).
+///
+/// Why one lock: without it, a restoration could read lease L1 just before the keeper
+/// notices L1 is lost, the keeper could grant L2, put the key on it and revoke L1, and
+/// only then the restoration's put on L1 would land: a put on a revoked lease fails,
+/// but one that lands between the keeper's put and its revoke moves the key onto L1,
+/// and the revoke then deletes it while L2 lives on with nothing on it. Under the lock
+/// the two are ordered: a restoration before `establish` is followed by its put on the
+/// new lease (`desired` is then true), one after it reads the new lease, since the
+/// keeper publishes the lease id before it lets go. A withdrawal likewise sets
+/// `desired` to false first, so a later `establish` grants a lease and leaves the key
+/// out. (A write our side gave up on after the request timeout may still land later;
+/// the lock cannot order that one.)
+pub(super) struct Publication {
+    desired: Mutex<bool>,
+}
+
+impl Publication {
+    pub(super) fn new(desired: bool) -> Self {
+        Publication {
+            desired: Mutex::new(desired),
+        }
+    }
+
+    /// Waits for the lock; the guard holds whether the key should be in etcd.
+    pub(super) async fn lock(&self) -> MutexGuard<'_, bool> {
+        self.desired.lock().await
+    }
+}
+
+/// Grants a lease, puts the key with it when `publish` says so, and revokes the lease
+/// it replaces.
 pub(super) async fn establish(
     client: &Client,
     reg: &Registration,
     old: Option<i64>,
+    publish: bool,
 ) -> Result<Lease> {
     let mut etcd = client.etcd();
     let ttl = i64::try_from(reg.ttl.as_secs()).unwrap_or(i64::MAX);
@@ -38,11 +75,9 @@ pub(super) async fn establish(
         let message = format!("etcd lease grant refused: {}", grant.error());
         return Err(Error::unavailable(message));
     }
-    let value = reg.layout.encode(&reg.published);
-    let options = PutOptions::new().with_lease(grant.id());
-    client
-        .call("put", etcd.put(reg.key(), value, Some(options)))
-        .await?;
+    if publish {
+        put_key(client, reg, grant.id()).await?;
+    }
     if let Some(old) = old {
         // The key now hangs on the new lease; the old one, if still alive, holds nothing.
         let _ = client.call("lease revoke", etcd.lease_revoke(old)).await;
@@ -54,11 +89,23 @@ pub(super) async fn establish(
     })
 }
 
+/// Puts the instance key on `lease`.
+pub(super) async fn put_key(client: &Client, reg: &Registration, lease: i64) -> Result<()> {
+    let mut etcd = client.etcd();
+    let value = reg.layout.encode(&reg.published);
+    let options = PutOptions::new().with_lease(lease);
+    client
+        .call("put", etcd.put(reg.key(), value, Some(options)))
+        .await
+        .map(drop)
+}
+
 /// Owns the registration's lease for the life of the task.
 pub(super) struct Keeper {
     pub(super) client: Client,
-    pub(super) registration: Registration,
+    pub(super) registration: Arc<Registration>,
     pub(super) lease_tx: watch::Sender<Option<i64>>,
+    pub(super) publication: Arc<Publication>,
 }
 
 impl Keeper {
@@ -84,7 +131,7 @@ impl Keeper {
                 tokio::time::sleep(retry.next_delay()).await;
             }
             lease = loop {
-                match establish(&self.client, &self.registration, Some(lease.id)).await {
+                match self.establish(lease.id).await {
                     Ok(new) => break new,
                     Err(e) => {
                         let delay = retry.next_delay();
@@ -93,9 +140,22 @@ impl Keeper {
                     }
                 }
             };
-            tracing::info!(lease = lease.id, "etcd registration restored");
-            self.lease_tx.send_replace(Some(lease.id));
         }
+    }
+
+    /// A new lease in place of `old`, with the key on it if the instance should be in
+    /// discovery; the new id is published before the lock is released (see
+    /// [`Publication`]).
+    async fn establish(&self, old: i64) -> Result<Lease> {
+        let desired = self.publication.lock().await;
+        let lease = establish(&self.client, &self.registration, Some(old), *desired).await?;
+        self.lease_tx.send_replace(Some(lease.id));
+        tracing::info!(
+            lease = lease.id,
+            published = *desired,
+            "etcd registration restored"
+        );
+        Ok(lease)
     }
 
     /// Keeps `lease` alive until it is lost; returns why.

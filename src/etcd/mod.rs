@@ -7,7 +7,9 @@
 //!   instance key with it and keeps the lease alive from a task, every TTL/3. When a
 //!   keep-alive answer says the lease is gone (TTL 0), no answer comes within the TTL, or
 //!   the stream or connection breaks, the task grants a new lease and puts the key again,
-//!   with backoff, forever.
+//!   with backoff, forever. With a [`HealthSource`](crate::register::HealthSource)
+//!   ([`Registration::health`]) the key is deleted while the instance does not serve and
+//!   put back on the current lease once it does.
 //! - **Discovery** ([`Client::discovery`]) reads the prefix, then watches it from the
 //!   read's revision + 1. A broken watch is rebuilt from the last applied revision + 1,
 //!   so no event is lost; a compacted one (the revision is gone) reads the prefix again

@@ -10,6 +10,7 @@ use super::keys::{KeyLayout, Published};
 use super::lease::keep_alive_interval;
 use crate::backoff::Backoff;
 use crate::error::{Error, Result};
+use crate::register::HealthSource;
 
 /// etcd grants leases in whole seconds and raises shorter TTLs to its minimum
 /// (1.5 × election timeout, 2 s with default settings).
@@ -29,6 +30,7 @@ pub struct Registration {
     pub(super) layout: KeyLayout,
     pub(super) ttl: Duration,
     pub(super) backoff: Option<Backoff>,
+    pub(super) health: HealthSource,
     bind: SocketAddr,
     advertise: Option<IpAddr>,
     id_set: bool,
@@ -58,6 +60,7 @@ impl Registration {
             layout: KeyLayout::default(),
             ttl: Duration::from_secs(10),
             backoff: None,
+            health: HealthSource::always_passing(),
             bind: addr,
             advertise: None,
             id_set: false,
@@ -122,6 +125,16 @@ impl Registration {
         self
     }
 
+    /// Whether the instance serves: while `source` says it does not, its key is out of
+    /// etcd (the lease stays), and it is put back once it serves again; an instance
+    /// that does not serve at registration is not put until it does. A
+    /// `watch::Receiver<bool>` converts into one. Default:
+    /// [`HealthSource::always_passing`].
+    pub fn health(mut self, source: impl Into<HealthSource>) -> Self {
+        self.health = source.into();
+        self
+    }
+
     /// The etcd key this registration writes.
     pub fn key(&self) -> String {
         self.layout.key(&self.published)
@@ -169,6 +182,7 @@ impl fmt::Debug for Registration {
             .field("key", &self.key())
             .field("ttl", &self.ttl)
             .field("layout", &self.layout)
+            .field("health", &self.health)
             .finish()
     }
 }

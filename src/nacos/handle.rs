@@ -1,7 +1,9 @@
-//! The handle of a live registration: its connection, deregistration and drain.
+//! The handle of a live registration: its connection, health-following,
+//! deregistration and drain.
 
 use std::fmt;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use nacos_sdk::api::naming::NamingService;
@@ -11,7 +13,7 @@ use tracing::Instrument;
 use super::client::{Client, call};
 use super::register::Registration;
 use crate::backoff::{Backoff, BackoffState};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::register;
 
 /// A live registration: an ephemeral instance held by a connection of its own.
@@ -20,18 +22,25 @@ use crate::register;
 /// the instance again by itself (every 3 s until it succeeds). There is no heartbeat
 /// to forget: the instance lives exactly as long as this handle.
 ///
+/// It follows the registration's [`health`](super::Registration::health) too: while
+/// the instance does not serve, it is deregistered (the connection stays, and the SDK
+/// forgets the instance, so a reconnection does not bring it back), and registered
+/// again once it serves.
+///
 /// [`drain`](register::RegistrationHandle::drain) deregisters the instance, then
-/// waits `grace`. Nacos servers batch their pushes (500 ms in Nacos and rnacos), so
-/// clients learn of the deregistration 0.5 to 1.1 s later (measured against rnacos:
-/// p99 1.07 s to the last request): give a `grace` of at least 2 s.
+/// waits `grace`, then deregisters it for good and returns the connection. Nacos
+/// servers batch their pushes (500 ms in Nacos and rnacos), so clients learn of the
+/// deregistration 0.5 to 1.1 s later (measured against rnacos: p99 1.07 s to the last
+/// request): give a `grace` of at least 2 s.
 ///
 /// # Deregistration that fails
 ///
 /// While a deregistration has not reached the server, the SDK would register the
-/// instance again at its next reconnection. So a failed deregistration (the server is
-/// down, say) is retried in the background, with backoff up to 5 s, until the server
-/// takes it; [`deregister`](register::RegistrationHandle::deregister) and `drain`
-/// still report the first failure.
+/// instance again at its next reconnection. So a final deregistration that fails (the
+/// server is down, say) is retried in the background, with backoff up to 5 s, until
+/// the server takes it; [`deregister`](register::RegistrationHandle::deregister) and
+/// `drain` still report the first failure. (A drain's first deregistration is only
+/// logged when it fails: the final one after the grace tries again.)
 ///
 /// # Drop
 ///
@@ -39,27 +48,32 @@ use crate::register;
 /// (skipped when no tokio runtime is running).
 pub type RegistrationHandle = register::RegistrationHandle<Registrar>;
 
-/// Nacos's side of a [`RegistrationHandle`]: what it takes to deregister the instance.
+/// Nacos's side of a [`RegistrationHandle`]: the instance's connection, and what to
+/// register and deregister on it.
 pub struct Registrar {
     id: String,
-    leave: Mutex<Option<Leave>>,
-    /// The error of a withdrawal that failed, reported by the deregistration after it.
-    withdraw_error: Mutex<Option<Error>>,
+    connection: Connection,
+    /// Set by the final deregistration (or the drop): from then on the connection
+    /// belongs to it, and is returned to the client once the server took it.
+    ended: AtomicBool,
 }
 
-/// Everything needed to take the instance out of Nacos.
-struct Leave {
+/// The registration's own connection and what it registers.
+#[derive(Clone)]
+struct Connection {
     client: Client,
     naming: NamingService,
     registration: Registration,
     group: String,
 }
 
-/// Registers the instance on a connection of its own and hands it to a new handle.
+/// Takes a connection of its own for the instance, registers the instance unless the
+/// health source says it does not serve, and hands both to a new handle.
 pub(crate) async fn start(
     client: Client,
-    registration: Registration,
+    mut registration: Registration,
 ) -> Result<RegistrationHandle> {
+    let health = std::mem::take(&mut registration.health);
     let group = registration
         .group
         .clone()
@@ -67,37 +81,32 @@ pub(crate) async fn start(
     let naming = client
         .registration_connection(&group, &registration.service)
         .await?;
-    let register = naming.register_instance(
-        registration.service.clone(),
-        Some(group.clone()),
-        registration.to_sdk(),
-    );
-    let registered = call(
-        client.config().request_timeout,
-        "register instance",
-        register,
-    )
-    .await;
     let id = registration.instance_id(&group);
-    let leave = Leave {
+    let connection = Connection {
         client,
         naming,
         registration,
         group,
     };
-    if let Err(e) = registered {
-        // The SDK keeps retrying a registration that failed; take it back.
-        leave.retire();
-        return Err(e);
+    let publish = health.healthy();
+    if publish {
+        if let Err(e) = connection.register().await {
+            // The SDK keeps retrying a registration that failed; take it back.
+            connection.retire();
+            return Err(e);
+        }
+        tracing::info!(%id, "registered in nacos");
+    } else {
+        tracing::info!(%id, "not serving: registers in nacos once serving");
     }
-    tracing::info!(%id, "registered in nacos");
     let span = tracing::info_span!("nacos_registration", %id);
     let registrar = Registrar {
         id,
-        leave: Mutex::new(Some(leave)),
-        withdraw_error: Mutex::new(None),
+        connection,
+        ended: AtomicBool::new(false),
     };
-    Ok(RegistrationHandle::new(registrar, span))
+    let handle = RegistrationHandle::following_health(registrar, health, publish, span);
+    Ok(handle)
 }
 
 // === impl RegistrationHandle ===
@@ -117,57 +126,36 @@ impl register::Registrar for Registrar {
         stop.cancelled().await;
     }
 
-    /// Deregisters the instance (retried in the background when it fails).
+    /// Deregisters the instance; the connection stays, for a
+    /// [`restore`](register::Registrar::restore) or the final deregistration.
     async fn withdraw(&self) -> Result<()> {
-        let Some(leave) = self.take_leave() else {
+        if self.ended.load(Ordering::Acquire) {
             return Ok(());
-        };
-        match leave.once().await {
-            Ok(()) => Ok(()),
-            Err(e) => {
-                let note = Error::transport(
-                    "deregistration failed; retrying in the background",
-                    e.to_string(),
-                );
-                // The drain reports the error itself, after its wait.
-                *self
-                    .withdraw_error
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner) = Some(e);
-                Err(note)
-            }
         }
+        self.connection.deregister().await
     }
 
-    /// Deregisters the instance unless a withdrawal did (then reports its error).
+    /// Registers the instance again on its connection.
+    async fn restore(&self) -> Result<()> {
+        if self.ended.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        self.connection.register().await
+    }
+
+    /// Deregisters the instance for good (retried in the background when it fails)
+    /// and returns its connection to the client.
     async fn deregister(&self) -> Result<()> {
-        if let Some(e) = self
-            .withdraw_error
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take()
-        {
-            return Err(e);
+        if self.ended.swap(true, Ordering::AcqRel) {
+            return Ok(());
         }
-        match self.take_leave() {
-            Some(leave) => leave.once().await,
-            None => Ok(()),
-        }
+        self.connection.clone().once().await
     }
 
     async fn on_drop(self: Arc<Self>) {
-        if let Some(leave) = self.take_leave() {
-            leave.retire();
+        if !self.ended.swap(true, Ordering::AcqRel) {
+            self.connection.clone().retire();
         }
-    }
-}
-
-impl Registrar {
-    fn take_leave(&self) -> Option<Leave> {
-        self.leave
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take()
     }
 }
 
@@ -179,9 +167,23 @@ impl fmt::Debug for Registrar {
     }
 }
 
-// === impl Leave ===
+// === impl Connection ===
 
-impl Leave {
+impl Connection {
+    async fn register(&self) -> Result<()> {
+        let register = self.naming.register_instance(
+            self.registration.service.clone(),
+            Some(self.group.clone()),
+            self.registration.to_sdk(),
+        );
+        call(
+            self.client.config().request_timeout,
+            "register instance",
+            register,
+        )
+        .await
+    }
+
     async fn deregister(&self) -> Result<()> {
         let deregister = self.naming.deregister_instance(
             self.registration.service.clone(),
@@ -242,7 +244,7 @@ impl Leave {
 
     fn done(self) {
         tracing::info!(service = %self.registration.service, "deregistered from nacos");
-        let Leave {
+        let Connection {
             client,
             naming,
             registration,

@@ -10,6 +10,9 @@
 //! - **Registration** ([`Client::register`]) registers an ephemeral instance on a
 //!   connection of its own. Nacos keeps it while the connection lives; the SDK
 //!   reconnects and registers it again after a lost connection or a server restart.
+//!   With a [`HealthSource`](crate::register::HealthSource) ([`Registration::health`])
+//!   the instance is deregistered while it does not serve and registered again once it
+//!   does, on the same connection.
 //!
 //! ```no_run
 //! use std::time::Duration;

@@ -7,6 +7,7 @@ use std::net::{IpAddr, SocketAddr};
 use nacos_sdk::api::naming::ServiceInstance;
 
 use crate::error::{Error, Result};
+use crate::register::HealthSource;
 use crate::validate::{self, MAX_META_KEY_LEN, MAX_META_PAIRS, MAX_META_VALUE_LEN};
 
 /// Nacos's largest instance weight.
@@ -29,6 +30,7 @@ pub struct Registration {
     advertise: Option<IpAddr>,
     weight: f64,
     meta: BTreeMap<String, String>,
+    pub(super) health: HealthSource,
 }
 
 // === impl Registration ===
@@ -48,6 +50,7 @@ impl Registration {
             advertise: None,
             weight: 1.0,
             meta: BTreeMap::new(),
+            health: HealthSource::always_passing(),
         }
     }
 
@@ -79,6 +82,16 @@ impl Registration {
     /// Adds a metadata entry. Default: none.
     pub fn meta(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
         self.meta.insert(key.into(), value.into());
+        self
+    }
+
+    /// Whether the instance serves: while `source` says it does not, the instance is
+    /// deregistered (its connection stays), and registered again once it serves; an
+    /// instance that does not serve at registration is not registered until it does.
+    /// A `watch::Receiver<bool>` converts into one. Default:
+    /// [`HealthSource::always_passing`].
+    pub fn health(mut self, source: impl Into<HealthSource>) -> Self {
+        self.health = source.into();
         self
     }
 
@@ -212,6 +225,7 @@ impl fmt::Debug for Registration {
             .field("cluster", &self.cluster)
             .field("address", &self.address())
             .field("weight", &self.weight)
+            .field("health", &self.health)
             .finish()
     }
 }

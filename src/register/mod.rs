@@ -3,6 +3,16 @@
 //! [`drain`](RegistrationHandle::drain), [`deregister`](RegistrationHandle::deregister)
 //! or drop. A registry only says how, by implementing [`Registrar`]; so can yours.
 //!
+//! # Health-following
+//!
+//! A registration may follow a [`HealthSource`]: while it says the instance does not
+//! serve, the instance is out of discovery, and it is back once it serves again. etcd
+//! and Nacos registrations start with [`RegistrationHandle::following_health`], whose
+//! task calls [`Registrar::withdraw`] and [`Registrar::restore`] at each change. Consul
+//! carries the status in the TTL check its heartbeat reports (critical takes the
+//! instance out of every passing-only discovery), so its heartbeat follows the source
+//! itself and its handle starts with [`RegistrationHandle::new`].
+//!
 //! ```
 //! use std::sync::Arc;
 //! use tokio_util::sync::CancellationToken;
@@ -44,6 +54,13 @@ use tracing::Instrument;
 
 use crate::error::Result;
 
+mod follow;
+mod health;
+#[cfg(feature = "health")]
+mod health_adapter;
+
+pub use health::HealthSource;
+
 /// How long the best-effort removal on drop may take, by default.
 pub(crate) const DROP_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -54,8 +71,23 @@ pub trait Registrar: Send + Sync + 'static {
     fn keep_alive(self: Arc<Self>, stop: CancellationToken) -> impl Future<Output = ()> + Send;
 
     /// Takes the instance out of discovery while it still serves (Consul: its check
-    /// turns critical; etcd: its key goes; Nacos: it is deregistered).
+    /// turns critical; etcd: its key goes, the lease stays; Nacos: it is deregistered,
+    /// its connection stays). A drain calls it after the keep-alive ended; a
+    /// [health-following](RegistrationHandle::following_health) handle calls it while
+    /// the instance does not serve, and [`restore`](Self::restore) when it serves again.
     fn withdraw(&self) -> impl Future<Output = Result<()>> + Send;
+
+    /// Puts a [withdrawn](Self::withdraw) instance back into discovery (etcd: its key
+    /// again, on the current lease; Nacos: it is registered again). Called only by a
+    /// [health-following](RegistrationHandle::following_health) handle, and never after
+    /// its keep-alive ended.
+    ///
+    /// Default: nothing, for registries that carry the health status in their
+    /// keep-alive (Consul's TTL heartbeat reports passing again) and so never start a
+    /// following handle. A registrar used with `following_health` must implement it.
+    fn restore(&self) -> impl Future<Output = Result<()>> + Send {
+        std::future::ready(Ok(()))
+    }
 
     /// Removes the registration for good.
     fn deregister(&self) -> impl Future<Output = Result<()>> + Send;
@@ -110,6 +142,43 @@ impl<R: Registrar> RegistrationHandle<R> {
             registrar,
             stop,
             task: Some(task),
+            ended: false,
+        }
+    }
+
+    /// Like [`new`](Self::new), and follows `health` too: while it says the instance
+    /// does not serve, the task has the instance [withdrawn](Registrar::withdraw), and
+    /// [restored](Registrar::restore) once it serves again (each change logged at
+    /// `INFO`). `published` says whether the registration put the instance into
+    /// discovery (a registry that started while the source said not serving did not).
+    ///
+    /// A failed call is logged at `WARN` and retried with backoff (100 ms up to 5 s),
+    /// at once when the health changes again. A callback source is asked every
+    /// second. The follower ends with the keep-alive: [`drain`](Self::drain),
+    /// [`deregister`](Self::deregister) and drop wait for a call in flight before
+    /// they remove the instance, so none lands after the removal.
+    ///
+    /// # Panics
+    ///
+    /// Outside a tokio runtime, as `tokio::spawn` does.
+    pub fn following_health(
+        registrar: R,
+        health: HealthSource,
+        published: bool,
+        span: tracing::Span,
+    ) -> Self {
+        let registrar = Arc::new(registrar);
+        let stop = CancellationToken::new();
+        let (r, s) = (registrar.clone(), stop.clone());
+        let task = async move {
+            let keep_alive = r.clone().keep_alive(s.clone());
+            let follow = follow::follow(&*r, health, published, &s);
+            tokio::join!(keep_alive, follow);
+        };
+        RegistrationHandle {
+            registrar,
+            stop,
+            task: Some(tokio::spawn(task.instrument(span))),
             ended: false,
         }
     }

@@ -66,6 +66,21 @@ pub async fn etcd_keys(raw: &etcd_client::Client, prefix: &str) -> BTreeMap<Stri
     }
 }
 
+/// The lease the key is attached to, if the key exists.
+pub async fn key_lease(raw: &etcd_client::Client, key: &str) -> Option<i64> {
+    let mut raw = raw.clone();
+    let resp = raw.get(key, None).await.ok()?;
+    resp.kvs().first().map(|kv| kv.lease())
+}
+
+/// The remaining TTL of a lease in seconds; -1 once it is gone.
+pub async fn lease_ttl(raw: &etcd_client::Client, lease: i64) -> i64 {
+    let mut raw = raw.clone();
+    raw.lease_time_to_live(lease, None)
+        .await
+        .map_or(-2, |r| r.ttl())
+}
+
 pub use crate::support::seen::Seen;
 
 /// A Go `naming/endpoints` value.
