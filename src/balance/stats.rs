@@ -319,6 +319,7 @@ impl EndpointStats {
     }
 
     /// A stream of the balancer's own (the health watch) opened on the connection.
+    #[cfg_attr(not(feature = "health"), allow(dead_code))]
     pub(crate) fn stream_started(&self) {
         self.open_streams.fetch_add(1, Ordering::Relaxed);
     }
