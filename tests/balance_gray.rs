@@ -378,6 +378,28 @@ async fn refused_streams_are_resent_to_another_instance() {
 }
 
 #[tokio::test]
+async fn without_resends_a_refused_call_fails() {
+    support::trace_init();
+    let refusing = H2FaultServer::start("r").expect("h2 server");
+    let (feed, disc) = discovery();
+    let channel = BalancedChannel::builder("echo")
+        .max_resends(0)
+        .build(disc)
+        .expect("settings");
+    feed.insert_at("r", refusing.addr());
+    eventually(WAIT, "ready", || async {
+        balance_util::all_ready(&channel, 1)
+    })
+    .await;
+    refusing.refuse_next(1);
+    // No copy of the request is kept, so the refusal reaches the caller.
+    let status = call(&channel).await.expect_err("refused");
+    assert_eq!(refusing.refused(), 1);
+    assert_ne!(status.code(), Code::Ok);
+    assert_eq!(call(&channel).await.expect("next call"), "r");
+}
+
+#[tokio::test]
 async fn streams_above_a_goaways_last_stream_id_are_resent() {
     support::trace_init();
     let server = H2FaultServer::start("g").expect("h2 server");

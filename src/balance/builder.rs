@@ -266,13 +266,15 @@ impl BalancedChannelBuilder {
         let (tx, requests) = mpsc::channel(self.buffer_size);
         let (resend, resends) = mpsc::unbounded_channel();
         let registry = Registry::default();
+        let mut endpoint = self.endpoint;
+        endpoint.resends = self.max_resends > 0;
         let parts = WorkerParts {
             name: name.clone(),
             requests,
             resends,
             failfast: FailFast::new(self.failfast),
             registry: registry.clone(),
-            config: Arc::new(self.endpoint),
+            config: Arc::new(endpoint),
             accrual: Arc::new(self.accrual),
             load: self.load,
         };

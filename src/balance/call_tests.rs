@@ -196,7 +196,11 @@ async fn a_failure_run_is_penalised_once_the_detector_has_judged_it() {
     for _ in 0..4 {
         finish(&stats, Outcome::Status(Code::Unavailable));
     }
-    assert!((stats.cost() / before - 1.0).abs() < 0.01, "{}", stats.cost());
+    assert!(
+        (stats.cost() / before - 1.0).abs() < 0.01,
+        "{}",
+        stats.cost()
+    );
     assert!(trips.try_recv().is_err());
     // The fifth trips the detector, and the whole run counts at once.
     finish(&stats, Outcome::Status(Code::Unavailable));
@@ -227,7 +231,11 @@ async fn a_failure_run_is_penalised_once_the_detector_has_judged_it() {
     finish(&stats, Outcome::Status(Code::Unavailable));
     let score = stats.failure_score(Instant::now());
     assert!((score - (refused_at * 0.8 + 0.2)).abs() < 1e-9, "{score}");
-    assert!(stats.cost() > before * 500.0, "{} vs {before}", stats.cost());
+    assert!(
+        stats.cost() > before * 500.0,
+        "{} vs {before}",
+        stats.cost()
+    );
     // A success ends it.
     finish(&stats, Outcome::Status(Code::Ok));
     assert!(stats.cost() < before * 11.0, "{} vs {before}", stats.cost());

@@ -16,6 +16,9 @@ pub(crate) struct EndpointConfig {
     pub(crate) initial_connection_window_size: Option<u32>,
     pub(crate) concurrency_limit: Option<usize>,
     pub(crate) reconnect_backoff: Backoff,
+    /// Whether calls may be resent (`max_resends` above 0): only then is a copy of
+    /// each request kept.
+    pub(crate) resends: bool,
     /// The service whose `grpc.health.v1` status each connection watches.
     #[cfg(feature = "health")]
     pub(crate) health_check: Option<std::sync::Arc<str>>,
@@ -45,6 +48,7 @@ impl Default for EndpointConfig {
             initial_connection_window_size: None,
             concurrency_limit: None,
             reconnect_backoff: Backoff::default(),
+            resends: true,
             #[cfg(feature = "health")]
             health_check: None,
             #[cfg(feature = "tls-ring")]

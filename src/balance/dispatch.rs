@@ -101,11 +101,12 @@ pub(crate) struct EndpointFuture {
 // === impl EndpointFuture ===
 
 impl EndpointFuture {
-    pub(crate) fn new(inner: SendFuture, call: Call, replay: Replay) -> Self {
+    /// `replay` is `None` when resends are off.
+    pub(crate) fn new(inner: SendFuture, call: Call, replay: Option<Replay>) -> Self {
         EndpointFuture {
             inner: Ok(inner),
             call: Some(call),
-            replay: Some(replay),
+            replay,
         }
     }
 
@@ -238,14 +239,23 @@ impl Split for TrySendError<http::Request<Body>> {
 }
 
 /// What is needed to send a request again: its head and a copy of its body.
+///
+/// The head is kept without its extensions: they are for the layers above the
+/// channel, which have seen the request already (hyper reads none that gRPC uses),
+/// and copying them would cost an allocation per extension on every call.
 #[derive(Debug)]
 pub(crate) struct Replay {
-    head: http::request::Parts,
+    method: http::Method,
+    uri: http::Uri,
+    version: http::Version,
+    headers: HeaderMap,
     recording: Arc<Mutex<Recording>>,
 }
 
 #[derive(Debug, Default)]
 struct Recording {
+    /// The body's first data frame (a unary call's only one), then the others.
+    first: Option<Bytes>,
     frames: Vec<Bytes>,
     trailers: Option<HeaderMap>,
     bytes: usize,
@@ -269,7 +279,10 @@ impl Replay {
             recording: recording.clone(),
         };
         let replay = Replay {
-            head: head.clone(),
+            method: head.method.clone(),
+            uri: head.uri.clone(),
+            version: head.version,
+            headers: head.headers.clone(),
             recording,
         };
         (http::Request::from_parts(head, Body::new(body)), replay)
@@ -284,11 +297,17 @@ impl Replay {
         if !rec.complete || rec.overflowed {
             return None;
         }
+        let frames = rec.first.take().into_iter().chain(rec.frames.drain(..));
         let body = Replayed {
-            frames: std::mem::take(&mut rec.frames).into(),
+            frames: frames.collect(),
             trailers: rec.trailers.take(),
         };
-        Some(http::Request::from_parts(self.head, Body::new(body)))
+        let mut request = http::Request::new(Body::new(body));
+        *request.method_mut() = self.method;
+        *request.uri_mut() = self.uri;
+        *request.version_mut() = self.version;
+        *request.headers_mut() = self.headers;
+        Some(request)
     }
 }
 
@@ -351,7 +370,10 @@ impl Recording {
         self.bytes += data.len();
         if self.bytes > REPLAY_LIMIT {
             self.overflowed = true;
+            self.first = None;
             self.frames = Vec::new();
+        } else if self.first.is_none() {
+            self.first = Some(data.clone());
         } else {
             self.frames.push(data.clone());
         }

@@ -348,7 +348,12 @@ impl tower::Service<http::Request<Body>> for Endpoint {
         };
         let probe = self.stats.take_probe();
         let call = Call::start(self.stats.clone(), probe);
-        let (req, replay) = Replay::record(req);
+        let (req, replay) = if self.config.resends {
+            let (req, replay) = Replay::record(req);
+            (req, Some(replay))
+        } else {
+            (req, None)
+        };
         let fut = send.try_send_request(req);
         let fut = Box::pin(async move {
             let res = fut.await;
