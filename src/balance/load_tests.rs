@@ -96,3 +96,29 @@ async fn the_first_measurement_replaces_the_initial_guess() {
     let got = ms(rtt.get(Instant::now()));
     assert!(got > 0.199 && got < 0.2, "{got}");
 }
+
+#[test]
+fn the_cold_start_sample_is_bounded_and_spread() {
+    assert_eq!(cold_start_sample(0).count(), 0);
+    assert_eq!(cold_start_sample(5).collect::<Vec<_>>(), [0, 1, 2, 3, 4]);
+    let all: Vec<_> = cold_start_sample(COLD_START_SAMPLE).collect();
+    assert_eq!(all, (0..COLD_START_SAMPLE).collect::<Vec<_>>());
+    let big: Vec<_> = cold_start_sample(10_000).collect();
+    assert_eq!(big.len(), COLD_START_SAMPLE);
+    assert!(big.windows(2).all(|w| w[0] < w[1]), "{big:?}");
+    assert_eq!(big[0], 0);
+    assert!(*big.last().unwrap() >= 10_000 - 10_000 / COLD_START_SAMPLE - 1);
+    assert!(big.iter().all(|&i| i < 10_000));
+}
+
+proptest::proptest! {
+    #[test]
+    fn cold_start_is_the_sorted_median(peers in proptest::collection::vec(0.0f64..1e9, 1..64)) {
+        let mut sorted = peers.clone();
+        sorted.sort_by(f64::total_cmp);
+        let n = sorted.len();
+        let median = if n % 2 == 0 { (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0 } else { sorted[n / 2] };
+        let got = cold_start_rtt(peers, Duration::from_millis(30));
+        proptest::prop_assert_eq!(got, Duration::from_nanos(median as u64));
+    }
+}

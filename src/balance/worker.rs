@@ -27,7 +27,7 @@ use super::dispatch::EndpointFuture;
 use super::endpoint::Endpoint;
 use super::failfast::FailFast;
 use super::info::Registry;
-use super::load::cold_start_rtt;
+use super::load::{cold_start_rtt, cold_start_sample};
 use super::stats::{EndpointStats, Mode};
 use crate::{BoxError, Instance, InstanceKey};
 
@@ -208,12 +208,12 @@ where
         self.cache.push(key, endpoint);
     }
 
-    /// A newcomer's first estimate: its ready peers' median (see [`cold_start_rtt`]).
+    /// A newcomer's first estimate: the median of a bounded sample of its ready peers
+    /// (see [`cold_start_rtt`] and [`cold_start_sample`]).
     fn initial_rtt(&self) -> std::time::Duration {
         let now = tokio::time::Instant::now();
-        let peers = self
-            .cache
-            .iter_ready()
+        let peers = cold_start_sample(self.cache.ready_len())
+            .filter_map(|i| self.cache.get_ready_index(i))
             .map(|(_, s)| s.stats().rtt.get(now))
             .collect();
         let rtt = cold_start_rtt(peers, self.load.default_rtt());
