@@ -278,3 +278,64 @@ async fn concurrency_limit_holds_requests_back() {
     .await;
     assert_eq!(s[0].service().served(), 2);
 }
+
+/// Polls the inner future only while `run` is set.
+struct Pausable<F> {
+    inner: std::pin::Pin<Box<F>>,
+    run: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl<F: std::future::Future> std::future::Future for Pausable<F> {
+    type Output = F::Output;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<F::Output> {
+        if !self.run.load(std::sync::atomic::Ordering::SeqCst) {
+            return std::task::Poll::Pending;
+        }
+        self.inner.as_mut().poll(cx)
+    }
+}
+
+#[tokio::test]
+async fn calls_to_a_ready_endpoint_do_not_wait_for_the_worker() {
+    support::trace_init();
+    let s = servers(&["a", "b"]).await;
+    let (feed, disc) = discovery();
+    let (channel, worker) = BalancedChannel::builder("echo")
+        .build_with_worker(disc)
+        .expect("valid balancer settings");
+    let run = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    tokio::spawn(Pausable {
+        inner: Box::pin(worker),
+        run: run.clone(),
+    });
+    s.iter().for_each(|s| feed.insert(s));
+    eventually(WAIT, "two ready endpoints", || async {
+        all_ready(&channel, 2)
+    })
+    .await;
+    // Each endpoint's first call goes through the worker (it measures the newcomer).
+    let mut seen = std::collections::HashSet::new();
+    for _ in 0..200 {
+        seen.insert(call(&channel).await.expect("call"));
+        if seen.len() == 2 {
+            break;
+        }
+    }
+    assert_eq!(seen.len(), 2, "{seen:?}");
+
+    // With the worker stalled, calls still reach the ready instances from the
+    // callers' own tasks.
+    run.store(false, std::sync::atomic::Ordering::SeqCst);
+    for _ in 0..50 {
+        let answer = tokio::time::timeout(WAIT, call(&channel)).await;
+        let id = answer
+            .expect("a call waited for the stalled worker")
+            .expect("call");
+        assert!(id == "a" || id == "b", "{id}");
+    }
+    run.store(true, std::sync::atomic::Ordering::SeqCst);
+}

@@ -18,8 +18,14 @@ use crate::BoxError;
 
 /// A gRPC channel that balances requests over the discovered instances of one service.
 ///
-/// Clone it freely: every clone feeds the same worker task. Hand it to any
-/// tonic-generated client (`EchoClient::new(channel)`).
+/// Clone it freely: every clone shares the same worker task and endpoints. Hand it
+/// to any tonic-generated client (`EchoClient::new(channel)`).
+///
+/// A call that finds a ready endpoint among the two it draws is sent from the
+/// caller's own task, by the same power-of-two-choices rule the worker applies; only
+/// calls that must wait for an endpoint, or that the worker places itself (an
+/// ejected endpoint's probe, an endpoint's first call), and resends go through the
+/// worker.
 ///
 /// `poll_ready` waits for a slot in the bounded queue (see
 /// [`BalancedChannelBuilder::buffer_size`]); it does not wait for an instance and
@@ -122,6 +128,14 @@ impl tower::Service<http::Request<Body>> for BalancedChannel {
             return ResponseFuture::failed(msg.into());
         }
         let timeout = call_timeout(self.shared.timeout, request.headers());
+        // The fast path: an endpoint that takes the call now gets it from this task;
+        // only calls that must wait (or that the worker must place: probes, endpoints
+        // never tried) cross to the worker.
+        if let Some((stats, direct)) = self.shared.registry.pick_direct() {
+            self.tx.abort_send();
+            let fut = direct.send(&stats, request, false, None);
+            return ResponseFuture::called(fut, self.shared.clone(), timeout);
+        }
         let (tx, rx) = oneshot::channel();
         let msg = Message {
             request,

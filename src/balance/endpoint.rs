@@ -122,6 +122,18 @@ impl Endpoint {
             State::Connected { .. } => EndpointState::Ready,
             State::Backoff(_) => EndpointState::Backoff,
         };
+        // Callers may send on the connection themselves, unless a concurrency limit
+        // needs the worker to hand out its permits.
+        let direct = match &state {
+            State::Connected { send, .. } if self.limit.is_none() => Some(Direct {
+                send: send.clone(),
+                scheme: self.scheme.clone(),
+                authority: self.authority.clone(),
+                resends: self.config.resends,
+            }),
+            _ => None,
+        };
+        self.stats.set_direct(direct);
         self.stats.set_conn(public);
         self.state = state;
     }
@@ -336,25 +348,68 @@ impl tower::Service<http::Request<Body>> for Endpoint {
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, mut req: http::Request<Body>) -> EndpointFuture {
-        set_origin(req.uri_mut(), &self.scheme, &self.authority);
-        if !req.headers().contains_key(USER_AGENT) {
-            req.headers_mut().insert(USER_AGENT, DEFAULT_USER_AGENT);
-        }
+    fn call(&mut self, req: http::Request<Body>) -> EndpointFuture {
         let permit = self.permit.take();
         let State::Connected { send, .. } = &mut self.state else {
             let msg = format!("endpoint {} called while not connected", self.target);
             return EndpointFuture::failed(msg.into());
         };
         let probe = self.stats.take_probe();
-        let call = Call::start(self.stats.clone(), probe);
-        let (req, replay) = if self.config.resends {
+        let direct = Direct {
+            send: send.clone(),
+            scheme: self.scheme.clone(),
+            authority: self.authority.clone(),
+            resends: self.config.resends,
+        };
+        direct.send(&self.stats, req, probe, permit)
+    }
+}
+
+impl Drop for Endpoint {
+    fn drop(&mut self) {
+        // The connection closes once its last sender is gone: the copy callers send
+        // through must go with the endpoint.
+        self.stats.set_direct(None);
+    }
+}
+
+/// What it takes to send a call on an endpoint's current connection: kept in its
+/// [`EndpointStats`] while connected, so that a caller can send without the worker
+/// (see [`BalancedChannel`](super::BalancedChannel)).
+#[derive(Clone)]
+pub(crate) struct Direct {
+    send: SendRequest<Body>,
+    scheme: Scheme,
+    authority: Authority,
+    resends: bool,
+}
+
+impl Direct {
+    /// Whether the connection takes a request now (not closed).
+    pub(crate) fn is_ready(&self) -> bool {
+        self.send.is_ready()
+    }
+
+    /// Sends `req` on the connection, tracked as a call of `stats`'s endpoint.
+    pub(crate) fn send(
+        mut self,
+        stats: &Arc<EndpointStats>,
+        mut req: http::Request<Body>,
+        probe: bool,
+        permit: Option<OwnedSemaphorePermit>,
+    ) -> EndpointFuture {
+        set_origin(req.uri_mut(), &self.scheme, &self.authority);
+        if !req.headers().contains_key(USER_AGENT) {
+            req.headers_mut().insert(USER_AGENT, DEFAULT_USER_AGENT);
+        }
+        let call = Call::start(stats.clone(), probe);
+        let (req, replay) = if self.resends {
             let (req, replay) = Replay::record(req);
             (req, Some(replay))
         } else {
             (req, None)
         };
-        let fut = send.try_send_request(req);
+        let fut = self.send.try_send_request(req);
         let fut = Box::pin(async move {
             let res = fut.await;
             drop(permit);

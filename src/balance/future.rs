@@ -63,6 +63,18 @@ impl ResponseFuture {
         }
     }
 
+    /// A call a caller sent itself, without the worker.
+    pub(crate) fn called(fut: CallFuture, shared: Arc<Shared>, timeout: Option<Duration>) -> Self {
+        shared.budget.deposit();
+        ResponseFuture {
+            state: State::Called { fut },
+            deadline: timeout.map(tokio::time::sleep),
+            timeout,
+            shared: Some(shared),
+            resends: 0,
+        }
+    }
+
     pub(crate) fn failed(error: BoxError) -> Self {
         ResponseFuture {
             state: State::Failed { error: Some(error) },

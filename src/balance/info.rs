@@ -2,11 +2,12 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, PoisonError, RwLock};
 
 use tokio::time::Instant;
 
-use super::stats::EndpointStats;
+use super::endpoint::Direct;
+use super::stats::{EndpointStats, Mode};
 use crate::InstanceKey;
 
 /// The state of one endpoint.
@@ -95,30 +96,80 @@ impl EndpointInfo {
 }
 
 /// The current endpoints, updated by the worker on discovery changes only (never on
-/// the request path); endpoints update their own state atomically.
+/// the request path); endpoints update their own state atomically. Callers read it to
+/// send without the worker ([`pick_direct`](Self::pick_direct)).
 #[derive(Clone, Default)]
 pub(crate) struct Registry {
-    inner: Arc<Mutex<BTreeMap<InstanceKey, Arc<EndpointStats>>>>,
+    inner: Arc<RwLock<Table>>,
+}
+
+#[derive(Default)]
+struct Table {
+    map: BTreeMap<InstanceKey, Arc<EndpointStats>>,
+    /// The same endpoints, for sampling by index.
+    list: Vec<Arc<EndpointStats>>,
 }
 
 impl Registry {
     pub(crate) fn insert(&self, key: InstanceKey, shared: Arc<EndpointStats>) {
-        if let Ok(mut map) = self.inner.lock() {
-            map.insert(key, shared);
+        let mut table = self.inner.write().unwrap_or_else(PoisonError::into_inner);
+        match table.map.insert(key, shared.clone()) {
+            Some(old) => {
+                if let Some(slot) = table.list.iter_mut().find(|s| Arc::ptr_eq(s, &old)) {
+                    *slot = shared;
+                }
+            }
+            None => table.list.push(shared),
         }
     }
 
     pub(crate) fn remove(&self, key: &InstanceKey) {
-        if let Ok(mut map) = self.inner.lock() {
-            map.remove(key);
+        let mut table = self.inner.write().unwrap_or_else(PoisonError::into_inner);
+        if let Some(old) = table.map.remove(key) {
+            table.list.retain(|s| !Arc::ptr_eq(s, &old));
         }
     }
 
-    pub(crate) fn snapshot(&self) -> Vec<EndpointInfo> {
-        let Ok(map) = self.inner.lock() else {
-            return Vec::new();
+    /// Power of two choices over the endpoints a caller may send on now (see
+    /// [`EndpointStats::direct`]), by the same cost the worker compares. `None` leaves
+    /// the call to the worker: no such endpoint among the two drawn, or one of them is
+    /// due a probe or was never tried (the worker sends those their one call first).
+    pub(crate) fn pick_direct(&self) -> Option<(Arc<EndpointStats>, Direct)> {
+        let table = self.inner.read().unwrap_or_else(PoisonError::into_inner);
+        let list = &table.list;
+        let (a, b) = match list.len() {
+            0 => return None,
+            1 => (0, 0),
+            len => {
+                let a = rand::random_range(0..len);
+                let mut b = rand::random_range(0..len - 1);
+                if b >= a {
+                    b += 1;
+                }
+                (a, b)
+            }
         };
-        map.iter()
+        let (sa, sb) = (&list[a], &list[b]);
+        if [sa, sb]
+            .iter()
+            .any(|s| s.mode() == Mode::ProbeAllowed || s.untried())
+        {
+            return None;
+        }
+        let pick = match (sa.direct_ready(), sb.direct_ready()) {
+            (true, true) if sb.cost() < sa.cost() => sb,
+            (true, _) => sa,
+            (false, true) => sb,
+            (false, false) => return None,
+        };
+        pick.direct().map(|direct| (pick.clone(), direct))
+    }
+
+    pub(crate) fn snapshot(&self) -> Vec<EndpointInfo> {
+        let table = self.inner.read().unwrap_or_else(PoisonError::into_inner);
+        table
+            .map
+            .iter()
             .map(|(key, stats)| EndpointInfo {
                 key: key.clone(),
                 address: stats.address.clone(),

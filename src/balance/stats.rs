@@ -9,7 +9,7 @@
 //! [`BalancedChannel::endpoints`]: super::BalancedChannel::endpoints
 
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 use std::time::Duration;
 
 use futures_util::task::AtomicWaker;
@@ -18,6 +18,7 @@ use tokio::time::Instant;
 use tracing::{info, warn};
 
 use super::accrual::{CodeSet, Detector, FailureAccrual, Verdict};
+use super::endpoint::Direct;
 use super::info::EndpointState;
 use super::load::RttEstimate;
 use crate::InstanceKey;
@@ -94,6 +95,9 @@ pub(crate) struct EndpointStats {
     refused: AtomicBool,
     /// Woken when the endpoint may be ready again (ejection changes, a stream freed).
     pub(crate) waker: AtomicWaker,
+    /// The current connection, for callers that send without the worker; written by
+    /// the endpoint on each connection change.
+    direct: RwLock<Option<Direct>>,
     health: Mutex<Health>,
     config: Arc<FailureAccrual>,
     trips: mpsc::UnboundedSender<InstanceKey>,
@@ -143,6 +147,7 @@ impl EndpointStats {
             not_serving: AtomicBool::new(false),
             refused: AtomicBool::new(false),
             waker: AtomicWaker::new(),
+            direct: RwLock::new(None),
             health: Mutex::new(Health {
                 detector: Detector::new(),
                 epoch: Instant::now(),
@@ -155,6 +160,30 @@ impl EndpointStats {
             config,
             trips,
         })
+    }
+
+    pub(crate) fn set_direct(&self, direct: Option<Direct>) {
+        *self.direct.write().unwrap_or_else(PoisonError::into_inner) = direct;
+    }
+
+    /// The connection to send on without the worker, when the endpoint takes a call
+    /// now by every rule the worker applies: connected and ready, in service (not
+    /// ejected, no probe due), serving, measured at least once, under the server's
+    /// stream limit.
+    pub(crate) fn direct(&self) -> Option<Direct> {
+        if !self.direct_ready() {
+            return None;
+        }
+        let direct = self.direct.read().unwrap_or_else(PoisonError::into_inner);
+        direct.as_ref().filter(|d| d.is_ready()).cloned()
+    }
+
+    /// [`direct`](Self::direct)'s rules that atomics tell: no lock, no clone.
+    pub(crate) fn direct_ready(&self) -> bool {
+        self.mode() == Mode::In
+            && self.in_service()
+            && !self.untried()
+            && self.has_stream_capacity()
     }
 
     pub(crate) fn set_conn(&self, state: EndpointState) {
