@@ -195,6 +195,10 @@ async fn the_guard_never_ejects_more_than_the_fraction_allows() {
     assert!(count(&answers, "Unavailable") >= 10, "{answers:?}");
     assert_eq!(ejected(&channel).len(), 1, "{:?}", channel.endpoints());
     assert!(count(&answers, "c") >= 160, "{answers:?}");
+    // Once judged, the one kept in service loses every comparison with the healthy
+    // one, however the call is placed (and the ejected one takes no call at all).
+    let after = load(&channel, 8, 40).await;
+    assert_eq!(count(&after, "c"), 320, "{after:?}");
 }
 
 #[tokio::test]

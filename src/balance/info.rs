@@ -103,6 +103,9 @@ pub(crate) struct Registry {
     inner: Arc<RwLock<Table>>,
 }
 
+/// Draws per candidate before [`Registry::pick_direct`] leaves the call to the worker.
+const DRAWS: usize = 4;
+
 #[derive(Default)]
 struct Table {
     map: BTreeMap<InstanceKey, Arc<EndpointStats>>,
@@ -131,36 +134,44 @@ impl Registry {
     }
 
     /// Power of two choices over the endpoints a caller may send on now (see
-    /// [`EndpointStats::direct`]), by the same cost the worker compares. `None` leaves
-    /// the call to the worker: no such endpoint among the two drawn, or one of them is
-    /// due a probe or was never tried (the worker sends those their one call first).
+    /// [`EndpointStats::direct`]), by the same cost the worker compares. Two are drawn
+    /// among those ready, as the worker draws from its ready set: an endpoint that is
+    /// not (ejected, connecting, at its stream limit) is drawn again, a few times at
+    /// most, never taken by default, since an instance the guard keeps in service
+    /// despite its failures must still lose its comparison. `None` leaves the call to
+    /// the worker: fewer than two ready endpoints found (one, when it is the only
+    /// endpoint), or one drawn is due a probe or was never tried (the worker sends
+    /// those their one call first).
     pub(crate) fn pick_direct(&self) -> Option<(Arc<EndpointStats>, Direct)> {
         let table = self.inner.read().unwrap_or_else(PoisonError::into_inner);
         let list = &table.list;
-        let (a, b) = match list.len() {
+        let pick = match list.len() {
             0 => return None,
-            1 => (0, 0),
+            1 => &list[0],
             len => {
-                let a = rand::random_range(0..len);
-                let mut b = rand::random_range(0..len - 1);
-                if b >= a {
-                    b += 1;
+                let mut drawn: [Option<usize>; 2] = [None, None];
+                for slot in 0..2 {
+                    for _ in 0..DRAWS {
+                        let i = rand::random_range(0..len);
+                        if drawn[0] == Some(i) {
+                            continue;
+                        }
+                        let s = &list[i];
+                        if s.mode() == Mode::ProbeAllowed || s.untried() {
+                            return None;
+                        }
+                        if s.direct_ready() {
+                            drawn[slot] = Some(i);
+                            break;
+                        }
+                    }
                 }
-                (a, b)
+                let (Some(a), Some(b)) = (drawn[0], drawn[1]) else {
+                    return None;
+                };
+                let (sa, sb) = (&list[a], &list[b]);
+                if sb.cost() < sa.cost() { sb } else { sa }
             }
-        };
-        let (sa, sb) = (&list[a], &list[b]);
-        if [sa, sb]
-            .iter()
-            .any(|s| s.mode() == Mode::ProbeAllowed || s.untried())
-        {
-            return None;
-        }
-        let pick = match (sa.direct_ready(), sb.direct_ready()) {
-            (true, true) if sb.cost() < sa.cost() => sb,
-            (true, _) => sa,
-            (false, true) => sb,
-            (false, false) => return None,
         };
         pick.direct().map(|direct| (pick.clone(), direct))
     }
