@@ -149,26 +149,30 @@ impl Registry {
             0 => return None,
             1 => &list[0],
             len => {
-                let mut drawn: [Option<usize>; 2] = [None, None];
-                for slot in 0..2 {
+                // `a` from every index, `b` from the others: both distinct by
+                // construction, each drawn again while it is not ready.
+                // `None`: no ready endpoint found, or one the worker must place.
+                let draw = |skip: Option<usize>| -> Option<usize> {
                     for _ in 0..DRAWS {
-                        let i = rand::random_range(0..len);
-                        if drawn[0] == Some(i) {
-                            continue;
-                        }
+                        let i = match skip {
+                            None => rand::random_range(0..len),
+                            Some(a) => {
+                                let i = rand::random_range(0..len - 1);
+                                if i >= a { i + 1 } else { i }
+                            }
+                        };
                         let s = &list[i];
                         if s.mode() == Mode::ProbeAllowed || s.untried() {
                             return None;
                         }
                         if s.direct_ready() {
-                            drawn[slot] = Some(i);
-                            break;
+                            return Some(i);
                         }
                     }
-                }
-                let (Some(a), Some(b)) = (drawn[0], drawn[1]) else {
-                    return None;
+                    None
                 };
+                let a = draw(None)?;
+                let b = draw(Some(a))?;
                 let (sa, sb) = (&list[a], &list[b]);
                 if sb.cost() < sa.cost() { sb } else { sa }
             }
