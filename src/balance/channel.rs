@@ -133,7 +133,7 @@ impl tower::Service<http::Request<Body>> for BalancedChannel {
         // never tried) cross to the worker.
         if let Some((stats, direct)) = self.shared.registry.pick_direct() {
             self.tx.abort_send();
-            let fut = direct.send(&stats, request, false, None);
+            let fut = direct.send(&stats, request);
             return ResponseFuture::called(fut, self.shared.clone(), timeout);
         }
         let (tx, rx) = oneshot::channel();

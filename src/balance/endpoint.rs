@@ -355,13 +355,16 @@ impl tower::Service<http::Request<Body>> for Endpoint {
             return EndpointFuture::failed(msg.into());
         };
         let probe = self.stats.take_probe();
-        let direct = Direct {
-            send: send.clone(),
-            scheme: self.scheme.clone(),
-            authority: self.authority.clone(),
-            resends: self.config.resends,
-        };
-        direct.send(&self.stats, req, probe, permit)
+        let origin = (&self.scheme, &self.authority);
+        send_on(
+            send,
+            origin,
+            self.config.resends,
+            &self.stats,
+            req,
+            probe,
+            permit,
+        )
     }
 }
 
@@ -394,29 +397,50 @@ impl Direct {
     pub(crate) fn send(
         mut self,
         stats: &Arc<EndpointStats>,
-        mut req: http::Request<Body>,
-        probe: bool,
-        permit: Option<OwnedSemaphorePermit>,
+        req: http::Request<Body>,
     ) -> EndpointFuture {
-        set_origin(req.uri_mut(), &self.scheme, &self.authority);
-        if !req.headers().contains_key(USER_AGENT) {
-            req.headers_mut().insert(USER_AGENT, DEFAULT_USER_AGENT);
-        }
-        let call = Call::start(stats.clone(), probe);
-        let (req, replay) = if self.resends {
-            let (req, replay) = Replay::record(req);
-            (req, Some(replay))
-        } else {
-            (req, None)
-        };
-        let fut = self.send.try_send_request(req);
-        let fut = Box::pin(async move {
-            let res = fut.await;
-            drop(permit);
-            res
-        });
-        EndpointFuture::new(fut, call, replay)
+        let origin = (&self.scheme, &self.authority);
+        send_on(
+            &mut self.send,
+            origin,
+            self.resends,
+            stats,
+            req,
+            false,
+            None,
+        )
     }
+}
+
+/// Sends `req` on a connection, tracked as a call of `stats`'s endpoint: the one
+/// dispatch of the worker's calls and of those a caller sends itself.
+fn send_on(
+    send: &mut SendRequest<Body>,
+    (scheme, authority): (&Scheme, &Authority),
+    resends: bool,
+    stats: &Arc<EndpointStats>,
+    mut req: http::Request<Body>,
+    probe: bool,
+    permit: Option<OwnedSemaphorePermit>,
+) -> EndpointFuture {
+    set_origin(req.uri_mut(), scheme, authority);
+    if !req.headers().contains_key(USER_AGENT) {
+        req.headers_mut().insert(USER_AGENT, DEFAULT_USER_AGENT);
+    }
+    let call = Call::start(stats.clone(), probe);
+    let (req, replay) = if resends {
+        let (req, replay) = Replay::record(req);
+        (req, Some(replay))
+    } else {
+        (req, None)
+    };
+    let fut = send.try_send_request(req);
+    let fut = Box::pin(async move {
+        let res = fut.await;
+        drop(permit);
+        res
+    });
+    EndpointFuture::new(fut, call, replay)
 }
 
 impl std::fmt::Debug for Endpoint {

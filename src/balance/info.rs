@@ -147,7 +147,8 @@ impl Registry {
         let list = &table.list;
         let pick = match list.len() {
             0 => return None,
-            1 => &list[0],
+            1 if list[0].direct_ready() => &list[0],
+            1 => return None,
             len => {
                 // `a` from every index, `b` from the others: both distinct by
                 // construction, each drawn again while it is not ready.

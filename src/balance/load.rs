@@ -95,7 +95,6 @@ impl RttEstimate {
         value * self.decay_factor(at_ns, now)
     }
 
-    /// Folds in the sample `sample(current estimate)`.
     /// Sets the estimate to `next(prior, decay factor since it was set, whether it was
     /// measured before)`; `measured` says whether this is a measurement.
     fn store_with(&self, measured: bool, next: impl FnOnce(f64, f64, bool) -> f64) {

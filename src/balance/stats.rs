@@ -166,19 +166,16 @@ impl EndpointStats {
         *self.direct.write().unwrap_or_else(PoisonError::into_inner) = direct;
     }
 
-    /// The connection to send on without the worker, when the endpoint takes a call
-    /// now by every rule the worker applies: connected and ready, in service (not
-    /// ejected, no probe due), serving, measured at least once, under the server's
-    /// stream limit.
+    /// The current connection to send on without the worker, if it is open; callers
+    /// check [`direct_ready`](Self::direct_ready) first.
     pub(crate) fn direct(&self) -> Option<Direct> {
-        if !self.direct_ready() {
-            return None;
-        }
         let direct = self.direct.read().unwrap_or_else(PoisonError::into_inner);
         direct.as_ref().filter(|d| d.is_ready()).cloned()
     }
 
-    /// [`direct`](Self::direct)'s rules that atomics tell: no lock, no clone.
+    /// Whether the endpoint takes a call now by every rule the worker applies, as far
+    /// as atomics tell (no lock, no clone): connected, in service (not ejected, no
+    /// probe due), serving, measured at least once, under the server's stream limit.
     pub(crate) fn direct_ready(&self) -> bool {
         self.mode() == Mode::In
             && self.in_service()

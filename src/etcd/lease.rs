@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use etcd_client::{LeaseKeepAliveStream, LeaseKeeper, PutOptions};
-use tokio::sync::{Mutex, MutexGuard, watch};
+use tokio::sync::{Mutex, watch};
 
 use super::client::{Client, map_error};
 use super::register::Registration;
@@ -41,22 +41,7 @@ pub(super) fn keep_alive_interval(ttl: Duration) -> Duration {
 /// `desired` to false first, so a later `establish` grants a lease and leaves the key
 /// out. (A write our side gave up on after the request timeout may still land later;
 /// the lock cannot order that one.)
-pub(super) struct Publication {
-    desired: Mutex<bool>,
-}
-
-impl Publication {
-    pub(super) fn new(desired: bool) -> Self {
-        Publication {
-            desired: Mutex::new(desired),
-        }
-    }
-
-    /// Waits for the lock; the guard holds whether the key should be in etcd.
-    pub(super) async fn lock(&self) -> MutexGuard<'_, bool> {
-        self.desired.lock().await
-    }
-}
+pub(super) type Publication = Mutex<bool>;
 
 /// Grants a lease, puts the key with it when `publish` says so, and revokes the lease
 /// it replaces.
