@@ -66,4 +66,4 @@ pub mod testkit;
 pub use backoff::Backoff;
 pub use change::SnapshotDiff;
 pub use error::{BoxError, Error, Result};
-pub use instance::{Instance, InstanceKey};
+pub use instance::{Instance, InstanceKey, Locality};

@@ -272,6 +272,13 @@ impl EndpointStats {
     /// from is a lower bound on its latency, so an instance that stops answering gets
     /// dearer by the moment instead of cheaper as its estimate decays.
     pub(crate) fn cost(&self) -> f64 {
+        self.cost_scaled(1.0)
+    }
+
+    /// [`cost`](Self::cost) with the calls waiting counted `scale` times each: the
+    /// mean weight over the endpoint's own under weighted balancing, so load counts
+    /// per unit of weight (see [`policy`](super::policy)).
+    pub(crate) fn cost_scaled(&self, scale: f64) -> f64 {
         let pending = self.pending.load(Ordering::Relaxed);
         let now = Instant::now();
         let mut rtt = self.rtt.get(now);
@@ -285,7 +292,7 @@ impl EndpointStats {
         } else {
             FAILURE_PENALTY
         };
-        rtt * (pending + 1) as f64 * (1.0 + penalty * self.failure_score(now))
+        rtt * (pending as f64 * scale + 1.0) * (1.0 + penalty * self.failure_score(now))
     }
 
     /// The moving average of failures (0 to 1), faded since it was last updated.

@@ -26,7 +26,7 @@ use super::config::{EndpointConfig, LoadMetric};
 use super::dispatch::EndpointFuture;
 use super::endpoint::Endpoint;
 use super::failfast::FailFast;
-use super::info::Registry;
+use super::info::{Candidate, Registry};
 use super::load::{cold_start_rtt, cold_start_sample};
 use super::stats::{EndpointStats, Mode};
 use crate::{BoxError, Instance, InstanceKey};
@@ -61,11 +61,15 @@ pub(crate) struct Worker<D> {
     accrual: Arc<FailureAccrual>,
     load: LoadMetric,
     rng: StdRng,
+    /// Draws follow a traffic policy (weights or zones): see [`Registry::draw`].
+    policy: bool,
 }
 
 struct Known {
     authority: String,
     stats: Arc<EndpointStats>,
+    weight: u32,
+    tier: usize,
 }
 
 pub(crate) struct WorkerParts {
@@ -107,6 +111,7 @@ where
             accrual: parts.accrual,
             load: parts.load,
             rng: StdRng::from_rng(&mut rand::rng()),
+            policy: false,
         }
     }
 
@@ -117,6 +122,10 @@ where
         // Endpoints first, so that the capacity guard sees the ready set as it is.
         self.poll_endpoints(cx);
         self.poll_trips(cx);
+        self.policy = self.registry.policy_active();
+        if self.policy {
+            self.registry.refresh();
+        }
         loop {
             if self.current.is_none()
                 && let Poll::Ready(Some(msg)) = self.resends.poll_recv(cx)
@@ -167,10 +176,18 @@ where
 
     fn insert(&mut self, key: InstanceKey, instance: Instance) {
         let addr = instance.authority();
-        if self.known.get(&key).is_some_and(|k| k.authority == addr) {
-            // Only tags, metadata or weight changed: keep the connection and the
-            // load estimate.
-            debug!(service = %self.name, instance = %key, %addr, "instance updated in place");
+        let policy = self.registry.policy();
+        let (weight, tier) = (policy.weight(&instance), policy.tier(&instance));
+        if let Some(known) = self.known.get_mut(&key)
+            && known.authority == addr
+        {
+            // Only tags, metadata, weight or locality changed: keep the connection
+            // and the load estimate.
+            debug!(service = %self.name, instance = %key, %addr, weight, tier, "instance updated in place");
+            if (known.weight, known.tier) != (weight, tier) {
+                (known.weight, known.tier) = (weight, tier);
+                self.registry.insert(key, known.stats.clone(), weight, tier);
+            }
             return;
         }
         let stats = EndpointStats::new(
@@ -196,13 +213,16 @@ where
                 return;
             }
         };
-        info!(service = %self.name, instance = %key, %addr, "instance inserted");
-        self.registry.insert(key.clone(), stats.clone());
+        info!(service = %self.name, instance = %key, %addr, weight, tier, "instance inserted");
+        self.registry
+            .insert(key.clone(), stats.clone(), weight, tier);
         self.known.insert(
             key.clone(),
             Known {
                 authority: addr,
                 stats,
+                weight,
+                tier,
             },
         );
         self.cache.push(key, endpoint);
@@ -386,6 +406,46 @@ where
 
     /// Power of two choices; a resend avoids the endpoint that refused it when it can.
     fn sample(&mut self, avoid: Option<&InstanceKey>) -> Option<usize> {
+        if self.policy
+            && let Some(index) = self.sample_policy(avoid)
+        {
+            return Some(index);
+        }
+        self.sample_uniform(avoid)
+    }
+
+    /// Power of two choices drawn by the traffic policy (tiers and weights) among
+    /// the ready endpoints, with the same precedence as the uniform draw: a probe due
+    /// or an endpoint never tried first. `None` when the draw finds none; the uniform
+    /// draw then decides, so a stale share never leaves a call waiting while some
+    /// endpoint is ready.
+    fn sample_policy(&mut self, avoid: Option<&InstanceKey>) -> Option<usize> {
+        let cache = &self.cache;
+        let pair = self.registry.draw(&mut self.rng, |s| {
+            if Some(&s.key) != avoid && cache.get_ready(&s.key).is_some() {
+                Candidate::Take
+            } else {
+                Candidate::Skip
+            }
+        })?;
+        let index = |s: &EndpointStats| cache.get_ready(&s.key).map(|(i, _, _)| i);
+        let first = |pred: &dyn Fn(&EndpointStats) -> bool| {
+            [Some(&pair.a.0), pair.b.as_ref().map(|b| &b.0)]
+                .into_iter()
+                .flatten()
+                .find(|s| pred(s))
+                .and_then(|s| index(s))
+        };
+        if let Some(i) = first(&|s| s.mode() == Mode::ProbeAllowed) {
+            return Some(i);
+        }
+        if let Some(i) = first(&|s| s.untried()) {
+            return Some(i);
+        }
+        index(&pair.cheaper())
+    }
+
+    fn sample_uniform(&mut self, avoid: Option<&InstanceKey>) -> Option<usize> {
         let len = self.cache.ready_len();
         match len {
             0 => None,

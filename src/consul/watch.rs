@@ -17,7 +17,7 @@ use tower::{Service, ServiceExt};
 use tracing::{debug, info, warn};
 
 use super::query::{QueryOptions, WatchRequest, WatchResponse};
-use super::types::decode_health;
+use super::types::decode_health_keeping;
 use crate::backoff::{Backoff, BackoffState};
 use crate::error::{BoxError, Error};
 use crate::source::{Sink, Source};
@@ -128,7 +128,7 @@ impl Loop {
     /// Applies an answer; returns how long to pause before the next read.
     fn on_response(&mut self, resp: WatchResponse, sink: &Sink) -> Duration {
         let q = &self.query;
-        let instances = match decode_health(&resp.body, &q.address, q.passing_only) {
+        let instances = match decode_health_keeping(&resp.body, &q.address, q.keep()) {
             Ok(instances) => instances,
             Err(e) => return self.on_error(e, sink),
         };
