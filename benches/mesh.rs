@@ -32,6 +32,8 @@ mod max_age;
 mod outcome;
 #[path = "mesh/overhead.rs"]
 mod overhead;
+#[path = "mesh/policy.rs"]
+mod policy;
 #[path = "mesh/propagation.rs"]
 mod propagation;
 #[cfg(feature = "etcd")]
@@ -59,7 +61,7 @@ use std::process::ExitCode;
 use common::{Config, Res, Section};
 use tokio::time::Instant;
 
-const NAMES: [(&str, &str); 9] = [
+const NAMES: [(&str, &str); 11] = [
     ("1", "overhead"),
     ("2", "propagation"),
     ("3", "dead"),
@@ -69,6 +71,8 @@ const NAMES: [(&str, &str); 9] = [
     ("7", "blackhole"),
     ("8", "frozen"),
     ("9", "maxage"),
+    ("10", "weights"),
+    ("11", "zones"),
 ];
 
 const COMMAND: &str = "cargo bench --all-features --bench mesh";
@@ -83,7 +87,8 @@ const COMMAND: &str = "cargo bench --all-features --bench mesh";
 )]
 struct Cli {
     /// Scenarios to run, by number or name (1 overhead, 2 propagation, 3 dead, 4 slow,
-    /// 5 rolling, 6 scale, 7 blackhole, 8 frozen, 9 maxage); none runs all.
+    /// 5 rolling, 6 scale, 7 blackhole, 8 frozen, 9 maxage, 10 weights, 11 zones); none
+    /// runs all.
     #[arg(value_parser = scenario_index)]
     scenarios: Vec<usize>,
     /// Runs every scenario small and writes only under `target/bench/quick/`.
@@ -176,7 +181,9 @@ async fn scenario(i: usize, cfg: &Config) -> Res<Section> {
         5 => scale::run(cfg).await,
         6 => blackhole::run(cfg).await,
         7 => frozen::run(cfg).await,
-        _ => max_age::run(cfg).await,
+        8 => max_age::run(cfg).await,
+        9 => policy::weights(cfg).await,
+        _ => policy::zones(cfg).await,
     }
 }
 

@@ -184,10 +184,12 @@ pub(crate) struct Pair {
 }
 
 impl Pair {
-    /// The cheaper of the two: the first drawn unless the second costs less.
+    /// The one to call: the first drawn unless the second costs clearly less (see
+    /// [`EndpointStats::prefer_second`]), so estimates that differ by noise leave the
+    /// draw's proportions (uniform, or by weight) in place.
     pub(crate) fn cheaper(self) -> Arc<EndpointStats> {
         match self.b {
-            Some((b, sb)) if b.cost_scaled(sb) < self.a.0.cost_scaled(self.a.1) => b,
+            Some((b, sb)) if EndpointStats::prefer_second(&self.a.0, self.a.1, &b, sb) => b,
             _ => self.a.0,
         }
     }
@@ -613,6 +615,33 @@ mod tests {
         registry.remove(&InstanceKey::new("n", "w1"));
         let shares = first_shares(&registry, 1_000);
         assert_eq!(shares.keys().collect::<Vec<_>>(), ["w2"]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn close_costs_keep_the_first_drawn_and_stale_estimates_get_a_call() {
+        let (a, b) = (stats("a"), stats("b"));
+        a.rtt.reset(Duration::from_micros(100));
+        b.rtt.reset(Duration::from_micros(120));
+        assert!(!EndpointStats::prefer_second(&a, 1.0, &b, 1.0));
+        assert!(
+            !EndpointStats::prefer_second(&b, 1.0, &a, 1.0),
+            "within 25%: the first drawn keeps the call"
+        );
+        b.rtt.reset(Duration::from_micros(300));
+        assert!(
+            EndpointStats::prefer_second(&b, 1.0, &a, 1.0),
+            "clearly cheaper wins"
+        );
+        // `b` keeps losing; once its estimate expired it takes the call when drawn,
+        // and its answer sets a new estimate.
+        tokio::time::advance(Duration::from_millis(900)).await;
+        a.rtt.reset(Duration::from_micros(100));
+        tokio::time::advance(Duration::from_millis(200)).await;
+        assert!(b.stale(Instant::now()) && !a.stale(Instant::now()));
+        assert!(EndpointStats::prefer_second(&a, 1.0, &b, 1.0));
+        b.rtt.observe(Duration::from_micros(100));
+        assert!(!b.stale(Instant::now()));
+        assert!(!EndpointStats::prefer_second(&a, 1.0, &b, 1.0));
     }
 
     #[tokio::test]

@@ -389,8 +389,13 @@ where
         if self.cache.ready_len() < self.cache.len() {
             self.poll_endpoints(cx);
         }
-        for _ in 0..2 {
-            while let Some(index) = self.sample(avoid) {
+        for round in 0..2 {
+            // Under a traffic policy, the first round draws by the policy only; the
+            // uniform draw may decide in the second, once endpoints were polled, so a
+            // share just gone stale never leaves a call waiting while one is ready
+            // (nor sends one out of the client's zone while its zone has one ready).
+            let uniform_ok = !self.policy || round == 1;
+            while let Some(index) = self.sample(avoid, uniform_ok) {
                 match self.cache.check_ready_index(cx, index) {
                     Ok(true) => return Some(index),
                     Ok(false) => {}
@@ -405,13 +410,17 @@ where
     }
 
     /// Power of two choices; a resend avoids the endpoint that refused it when it can.
-    fn sample(&mut self, avoid: Option<&InstanceKey>) -> Option<usize> {
+    fn sample(&mut self, avoid: Option<&InstanceKey>, uniform_ok: bool) -> Option<usize> {
         if self.policy
             && let Some(index) = self.sample_policy(avoid)
         {
             return Some(index);
         }
-        self.sample_uniform(avoid)
+        if uniform_ok {
+            self.sample_uniform(avoid)
+        } else {
+            None
+        }
     }
 
     /// Power of two choices drawn by the traffic policy (tiers and weights) among
@@ -491,8 +500,12 @@ where
                         return Some(a);
                     }
                 }
-                let load = |i| self.cache.get_ready_index(i).map(|(_, s)| s.stats().cost());
-                Some(if load(a) <= load(b) { a } else { b })
+                let stats = |i| self.cache.get_ready_index(i).map(|(_, s)| s.stats());
+                let second = match (stats(a), stats(b)) {
+                    (Some(sa), Some(sb)) => EndpointStats::prefer_second(sa, 1.0, sb, 1.0),
+                    _ => false,
+                };
+                Some(if second { b } else { a })
             }
         }
     }
