@@ -18,11 +18,13 @@ use super::info::Registry;
 use super::policy::{Policy, ZoneRouting};
 use super::retry::RetryBudget;
 use super::worker::{self, Worker, WorkerParts};
+use crate::telemetry::ChannelMetrics;
 use crate::{Backoff, BoxError, Error, Instance, InstanceKey, Locality};
 
 const DEFAULT_FAILFAST: Duration = Duration::from_secs(3);
 const DEFAULT_BUFFER: usize = 1024;
 const DEFAULT_MAX_RESENDS: u32 = 3;
+const DEFAULT_METRICS_ENDPOINTS: usize = 32;
 
 /// Configures a [`BalancedChannel`]: the endpoint template applied to every
 /// instance, the queue, fail-fast and the load metric.
@@ -43,6 +45,7 @@ pub struct BalancedChannelBuilder {
     region_key: String,
     zone_routing: ZoneRouting,
     weighted: bool,
+    metrics_endpoints: usize,
 }
 
 // === impl BalancedChannelBuilder ===
@@ -64,6 +67,7 @@ impl BalancedChannelBuilder {
             region_key: "region".to_owned(),
             zone_routing: ZoneRouting::new(),
             weighted: true,
+            metrics_endpoints: DEFAULT_METRICS_ENDPOINTS,
         }
     }
 
@@ -263,6 +267,16 @@ impl BalancedChannelBuilder {
         self
     }
 
+    /// How many endpoints get metrics of their own (label `endpoint` = `host:port`,
+    /// feature `metrics`); the calls of the others are counted together under
+    /// `endpoint="other"`, so a service of 10,000 instances does not make 10,000
+    /// series per metric. A removed endpoint gives its place back. Default: 32; 0
+    /// counts every call under `other` (the channel's own metrics are always there).
+    pub fn metrics_endpoints(mut self, max: usize) -> Self {
+        self.metrics_endpoints = max;
+        self
+    }
+
     /// The budget that bounds resends across all calls of the channel. Default:
     /// [`RetryBudget::default`] (20% of the calls plus 10 per second).
     pub fn retry_budget(mut self, budget: RetryBudget) -> Self {
@@ -331,6 +345,7 @@ impl BalancedChannelBuilder {
             config: Arc::new(endpoint),
             accrual: Arc::new(self.accrual),
             load: self.load,
+            metrics: ChannelMetrics::new(name.clone(), self.metrics_endpoints),
         };
         let span = tracing::info_span!("balance", service = %name);
         let worker = worker::run(Worker::new(discovery, parts)).instrument(span);

@@ -470,10 +470,10 @@ impl Table {
             return;
         };
         let t = &mut self.tiers[tier];
-        if let Some(moved) = t.swap_remove(index) {
-            if let Some(slot) = self.map.get_mut(&moved) {
-                slot.index = index;
-            }
+        if let Some(moved) = t.swap_remove(index)
+            && let Some(slot) = self.map.get_mut(&moved)
+        {
+            slot.index = index;
         }
     }
 }
@@ -562,6 +562,7 @@ mod tests {
             Duration::from_secs(10),
             Arc::new(FailureAccrual::default()),
             trips,
+            crate::telemetry::Telemetry::detached(),
         );
         s.set_conn(EndpointState::Ready);
         s

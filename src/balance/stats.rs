@@ -22,6 +22,7 @@ use super::endpoint::Direct;
 use super::info::EndpointState;
 use super::load::RttEstimate;
 use crate::InstanceKey;
+use crate::telemetry::Telemetry;
 
 /// How much recent failures weigh in the cost: it is multiplied by
 /// `1 + FAILURE_PENALTY × failure score`, the score being a moving average of failures
@@ -111,6 +112,8 @@ pub(crate) struct EndpointStats {
     health: Mutex<Health>,
     config: Arc<FailureAccrual>,
     trips: mpsc::UnboundedSender<InstanceKey>,
+    /// Where its calls are counted (no-ops without the `metrics` feature).
+    pub(crate) telemetry: Telemetry,
 }
 
 /// The failure detectors and the ejection of one endpoint.
@@ -139,6 +142,7 @@ impl EndpointStats {
         decay: Duration,
         config: Arc<FailureAccrual>,
         trips: mpsc::UnboundedSender<InstanceKey>,
+        telemetry: Telemetry,
     ) -> Arc<Self> {
         Arc::new(EndpointStats {
             key,
@@ -169,6 +173,7 @@ impl EndpointStats {
             }),
             config,
             trips,
+            telemetry,
         })
     }
 

@@ -29,7 +29,11 @@ use super::failfast::FailFast;
 use super::info::{Candidate, Registry};
 use super::load::{cold_start_rtt, cold_start_sample};
 use super::stats::{EndpointStats, Mode};
+use crate::telemetry::{ChannelMetrics, Telemetry, state_index};
 use crate::{BoxError, Instance, InstanceKey};
+
+/// How often the endpoints-by-state gauges are published at most.
+const GAUGE_INTERVAL: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// What the worker hands back for one request: the endpoint's response future.
 pub(crate) type CallFuture = EndpointFuture;
@@ -63,6 +67,10 @@ pub(crate) struct Worker<D> {
     rng: StdRng,
     /// Draws follow a traffic policy (weights or zones): see [`Registry::draw`].
     policy: bool,
+    metrics: Arc<ChannelMetrics>,
+    /// When the endpoints-by-state gauges are due again (see [`Self::poll_gauges`]).
+    gauges: Option<Pin<Box<tokio::time::Sleep>>>,
+    gauges_at: tokio::time::Instant,
 }
 
 struct Known {
@@ -81,6 +89,7 @@ pub(crate) struct WorkerParts {
     pub(crate) config: Arc<EndpointConfig>,
     pub(crate) accrual: Arc<FailureAccrual>,
     pub(crate) load: LoadMetric,
+    pub(crate) metrics: Arc<ChannelMetrics>,
 }
 
 // === impl Worker ===
@@ -112,6 +121,9 @@ where
             load: parts.load,
             rng: StdRng::from_rng(&mut rand::rng()),
             policy: false,
+            metrics: parts.metrics,
+            gauges: None,
+            gauges_at: tokio::time::Instant::now(),
         }
     }
 
@@ -126,6 +138,7 @@ where
         if self.policy {
             self.registry.refresh();
         }
+        self.poll_gauges(cx);
         loop {
             if self.current.is_none()
                 && let Poll::Ready(Some(msg)) = self.resends.poll_recv(cx)
@@ -166,10 +179,17 @@ where
                 }
                 Poll::Ready(Some(Err(error))) => {
                     let error: BoxError = error.into();
+                    self.metrics.discovery_error();
                     warn!(service = %self.name, %error, "discovery error ignored");
                 }
-                Poll::Ready(Some(Ok(Change::Insert(key, instance)))) => self.insert(key, instance),
-                Poll::Ready(Some(Ok(Change::Remove(key)))) => self.remove(&key),
+                Poll::Ready(Some(Ok(Change::Insert(key, instance)))) => {
+                    self.metrics.discovery_change();
+                    self.insert(key, instance);
+                }
+                Poll::Ready(Some(Ok(Change::Remove(key)))) => {
+                    self.metrics.discovery_change();
+                    self.remove(&key);
+                }
             }
         }
     }
@@ -197,6 +217,10 @@ where
             self.load.decay(),
             self.accrual.clone(),
             self.trips_tx.clone(),
+            Telemetry {
+                channel: self.metrics.clone(),
+                endpoint: self.metrics.endpoint(&addr),
+            },
         );
         let endpoint = match Endpoint::new(
             &instance,
@@ -315,6 +339,37 @@ where
         lifted > 0
     }
 
+    /// Publishes the endpoints by state (feature `metrics` only): at most every
+    /// [`GAUGE_INTERVAL`], on the first wake-up after it, and by timer when no
+    /// wake-up comes, so the gauges settle on the last state. O(n) per publication.
+    fn poll_gauges(&mut self, cx: &mut Context<'_>) {
+        if !cfg!(feature = "metrics") {
+            return;
+        }
+        let now = tokio::time::Instant::now();
+        if now >= self.gauges_at {
+            let mut by_state = [0usize; 6];
+            for known in self.known.values() {
+                by_state[state_index(known.stats.state())] += 1;
+            }
+            self.metrics.set_endpoints(by_state);
+            if self.registry.policy().zoned() {
+                self.metrics.set_tier_shares(self.registry.shares());
+            }
+            self.gauges_at = now + GAUGE_INTERVAL;
+            self.gauges = None;
+            return;
+        }
+        let at = self.gauges_at;
+        let timer = self
+            .gauges
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(at)));
+        if timer.as_mut().poll(cx).is_ready() {
+            self.gauges = None;
+            cx.waker().wake_by_ref();
+        }
+    }
+
     /// Re-checks endpoints whose connection closed, so they leave the ready set now.
     fn poll_closed(&mut self, cx: &mut Context<'_>) {
         while let Poll::Ready(Some(key)) = self.closed_rx.poll_recv(cx) {
@@ -363,6 +418,7 @@ where
                     "no ready instance; entering fail-fast"
                 );
             }
+            self.metrics.unavailable();
             let _ = msg.tx.send(Err(self.unavailable()));
             return Poll::Ready(());
         }

@@ -181,6 +181,10 @@ where
     S::Error: Into<BoxError> + Send,
     S::Future: Send,
 {
+    fn registry(&self) -> &'static str {
+        "consul"
+    }
+
     async fn run(self, sink: Sink) {
         run(self.transport, self.query, self.config, sink).await;
     }

@@ -148,6 +148,10 @@ impl fmt::Debug for DiscoveryBuilder {
 // === impl NacosSource ===
 
 impl Source for NacosSource {
+    fn registry(&self) -> &'static str {
+        "nacos"
+    }
+
     async fn run(mut self, sink: Sink) {
         loop {
             if self.rx.changed().await.is_err() {

@@ -52,7 +52,8 @@ impl Discovery {
     pub fn new(service: impl Into<String>, source: impl Source) -> Self {
         let service: Arc<str> = service.into().into();
         let span = tracing::info_span!("watch", service = %service);
-        Discovery::from_watch(service, Arc::new(Watch::new(source, span)))
+        let watch = Arc::new(Watch::new(source, &service, span));
+        Discovery::from_watch(service, watch)
     }
 
     /// A discovery of `service` sharing `watches`' live watch for `key`, or starting
@@ -69,7 +70,7 @@ impl Discovery {
     {
         let service: Arc<str> = service.into().into();
         let span = tracing::info_span!("watch", service = %service);
-        let watch = watches.subscribe(key, span, source);
+        let watch = watches.subscribe(key, &service, span, source);
         Discovery::from_watch(service, watch)
     }
 

@@ -92,4 +92,10 @@ pub use static_list::{StaticList, StaticSource};
 pub trait Source: Send + 'static {
     /// Watches the service, reporting to `sink`.
     fn run(self, sink: Sink) -> impl Future<Output = ()> + Send + 'static;
+
+    /// The registry's name in metrics (the `registry` label of the watch metrics).
+    /// Default: `custom`.
+    fn registry(&self) -> &'static str {
+        "custom"
+    }
 }
