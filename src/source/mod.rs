@@ -65,6 +65,8 @@
 mod discovery;
 #[cfg(feature = "dns")]
 mod dns;
+#[cfg_attr(not(any(feature = "etcd", feature = "nacos")), allow(dead_code))]
+pub(crate) mod meta_filter;
 pub(crate) mod shared;
 mod sink;
 mod state;
@@ -72,7 +74,7 @@ mod static_list;
 
 use std::future::Future;
 
-pub use discovery::Discovery;
+pub use discovery::{Discovery, Filter};
 #[cfg(feature = "dns")]
 #[cfg_attr(docsrs, doc(cfg(feature = "dns")))]
 pub use dns::{Dns, DnsBuilder};
