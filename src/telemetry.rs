@@ -157,14 +157,15 @@ pub(crate) struct ChannelMetrics {
     duration: Histogram,
     in_flight: Gauge,
     endpoints: [Gauge; 6],
-    /// Zone-aware routing's share of the traffic per tier.
-    tiers: [Gauge; 3],
+    /// Zone-aware routing's share of the traffic per tier (zone-aware channels only).
+    tiers: Option<[Gauge; 3]>,
     changes: Counter,
     errors: Counter,
     /// Endpoints with a label of their own, and the most allowed.
     labelled: AtomicUsize,
     cap: usize,
-    other: Arc<EndpointMetrics>,
+    /// The shared set of the endpoints beyond the cap, made when the first one comes.
+    other: std::sync::OnceLock<Arc<EndpointMetrics>>,
 }
 
 /// One endpoint's metrics (labels `service`, `endpoint`), or the shared set of the
@@ -182,21 +183,10 @@ pub(crate) struct EndpointMetrics {
 // === impl ChannelMetrics ===
 
 impl ChannelMetrics {
-    /// The channel's handles; `cap` endpoints at most get their own labels.
-    pub(crate) fn new(service: Arc<str>, cap: usize) -> Arc<Self> {
+    /// The channel's handles; `cap` endpoints at most get their own labels; the
+    /// zone shares are published when `zoned`.
+    pub(crate) fn new(service: Arc<str>, cap: usize, zoned: bool) -> Arc<Self> {
         let labels = [("service", &*service)];
-        let endpoint = |endpoint: &str| {
-            let labels = [("service", &*service), ("endpoint", endpoint)];
-            EndpointMetrics {
-                channel: None,
-                labelled: false,
-                calls: counter(names::ENDPOINT_CALLS, &labels),
-                failures: counter(names::ENDPOINT_FAILURES, &labels),
-                duration: histogram(names::ENDPOINT_DURATION, &labels),
-                in_flight: gauge(names::ENDPOINT_IN_FLIGHT, &labels),
-            }
-        };
-        let other = Arc::new(endpoint(OTHER_ENDPOINTS));
         Arc::new(ChannelMetrics {
             calls: counter(names::CALLS, &labels),
             failures: Default::default(),
@@ -208,13 +198,15 @@ impl ChannelMetrics {
                     &[("service", &*service), ("state", state)],
                 )
             }),
-            tiers: ["local", "region", "other"]
-                .map(|tier| gauge(names::TIER_SHARE, &[("service", &*service), ("tier", tier)])),
+            tiers: zoned.then(|| {
+                ["local", "region", "other"]
+                    .map(|tier| gauge(names::TIER_SHARE, &[("service", &*service), ("tier", tier)]))
+            }),
             changes: counter(names::DISCOVERY_CHANGES, &labels),
             errors: counter(names::DISCOVERY_ERRORS, &labels),
             labelled: AtomicUsize::new(0),
             cap,
-            other,
+            other: std::sync::OnceLock::new(),
             service,
         })
     }
@@ -229,17 +221,24 @@ impl ChannelMetrics {
             })
             .is_ok();
         if !took {
-            return self.other.clone();
+            let other = self
+                .other
+                .get_or_init(|| Arc::new(self.handles(OTHER_ENDPOINTS, None)));
+            return other.clone();
         }
-        let labels = [("service", &*self.service), ("endpoint", address)];
-        Arc::new(EndpointMetrics {
-            channel: Some(self.clone()),
-            labelled: true,
+        Arc::new(self.handles(address, Some(self.clone())))
+    }
+
+    fn handles(&self, endpoint: &str, slot: Option<Arc<ChannelMetrics>>) -> EndpointMetrics {
+        let labels = [("service", &*self.service), ("endpoint", endpoint)];
+        EndpointMetrics {
+            labelled: slot.is_some(),
+            channel: slot,
             calls: counter(names::ENDPOINT_CALLS, &labels),
             failures: counter(names::ENDPOINT_FAILURES, &labels),
             duration: histogram(names::ENDPOINT_DURATION, &labels),
             in_flight: gauge(names::ENDPOINT_IN_FLIGHT, &labels),
-        })
+        }
     }
 
     /// A call failed before any endpoint took it (fail-fast: no ready instance).
@@ -270,7 +269,7 @@ impl ChannelMetrics {
     /// Zone-aware routing's shares of the traffic: the client's zone, its region,
     /// the rest.
     pub(crate) fn set_tier_shares(&self, shares: [f64; 3]) {
-        for (gauge, share) in self.tiers.iter().zip(shares) {
+        for (gauge, share) in self.tiers.iter().flatten().zip(shares) {
             gauge.set(share);
         }
     }
@@ -358,7 +357,7 @@ impl Telemetry {
     /// Handles of a channel of their own (endpoints built outside a channel, in tests).
     #[cfg(test)]
     pub(crate) fn detached() -> Self {
-        let channel = ChannelMetrics::new("detached".into(), 0);
+        let channel = ChannelMetrics::new("detached".into(), 0, false);
         let endpoint = channel.endpoint("detached");
         Telemetry { channel, endpoint }
     }

@@ -345,7 +345,11 @@ impl BalancedChannelBuilder {
             config: Arc::new(endpoint),
             accrual: Arc::new(self.accrual),
             load: self.load,
-            metrics: ChannelMetrics::new(name.clone(), self.metrics_endpoints),
+            metrics: ChannelMetrics::new(
+                name.clone(),
+                self.metrics_endpoints,
+                registry.policy().zoned(),
+            ),
         };
         let span = tracing::info_span!("balance", service = %name);
         let worker = worker::run(Worker::new(discovery, parts)).instrument(span);
