@@ -32,6 +32,9 @@ use super::stats::{EndpointStats, Mode};
 use crate::telemetry::{ChannelMetrics, Telemetry, state_index};
 use crate::{BoxError, Instance, InstanceKey};
 
+/// Discovery changes applied per wake-up of the worker at most.
+const CHANGE_BATCH: usize = 256;
+
 /// How often the endpoints-by-state gauges are published at most.
 const GAUGE_INTERVAL: std::time::Duration = std::time::Duration::from_millis(100);
 
@@ -164,9 +167,17 @@ where
         }
     }
 
-    /// Applies every change discovery has ready.
+    /// Applies the changes discovery has ready, [`CHANGE_BATCH`] at most per wake-up:
+    /// with more pending, the worker wakes itself again and serves the calls waiting
+    /// in between, so replacing a whole fleet does not hold requests up.
     fn poll_discovery(&mut self, cx: &mut Context<'_>) {
+        let mut applied = 0;
         while let Some(discovery) = self.discovery.as_mut() {
+            if applied == CHANGE_BATCH {
+                cx.waker().wake_by_ref();
+                return;
+            }
+            applied += 1;
             match Pin::new(discovery).poll_next(cx) {
                 Poll::Pending => return,
                 Poll::Ready(None) => {
