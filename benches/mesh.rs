@@ -54,6 +54,8 @@ mod slow;
 mod stats;
 #[path = "mesh/trial.rs"]
 mod trial;
+#[path = "mesh/worker.rs"]
+mod worker;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -61,7 +63,7 @@ use std::process::ExitCode;
 use common::{Config, Res, Section};
 use tokio::time::Instant;
 
-const NAMES: [(&str, &str); 11] = [
+const NAMES: [(&str, &str); 12] = [
     ("1", "overhead"),
     ("2", "propagation"),
     ("3", "dead"),
@@ -73,6 +75,7 @@ const NAMES: [(&str, &str); 11] = [
     ("9", "maxage"),
     ("10", "weights"),
     ("11", "zones"),
+    ("12", "worker"),
 ];
 
 const COMMAND: &str = "cargo bench --all-features --bench mesh";
@@ -87,8 +90,8 @@ const COMMAND: &str = "cargo bench --all-features --bench mesh";
 )]
 struct Cli {
     /// Scenarios to run, by number or name (1 overhead, 2 propagation, 3 dead, 4 slow,
-    /// 5 rolling, 6 scale, 7 blackhole, 8 frozen, 9 maxage, 10 weights, 11 zones); none
-    /// runs all.
+    /// 5 rolling, 6 scale, 7 blackhole, 8 frozen, 9 maxage, 10 weights, 11 zones,
+    /// 12 worker); none runs all.
     #[arg(value_parser = scenario_index)]
     scenarios: Vec<usize>,
     /// Runs every scenario small and writes only under `target/bench/quick/`.
@@ -183,7 +186,8 @@ async fn scenario(i: usize, cfg: &Config) -> Res<Section> {
         7 => frozen::run(cfg).await,
         8 => max_age::run(cfg).await,
         9 => policy::weights(cfg).await,
-        _ => policy::zones(cfg).await,
+        10 => policy::zones(cfg).await,
+        _ => worker::run(cfg).await,
     }
 }
 

@@ -8,7 +8,7 @@ use crate::common::{Res, Section};
 use crate::outcome::Runs;
 
 /// The scenarios in order: key, title.
-pub const TITLES: [(&str, &str); 11] = [
+pub const TITLES: [(&str, &str); 12] = [
     ("1-overhead", "1. Overhead"),
     ("2-propagation", "2. Propagation"),
     ("3-dead-instance", "3. Dead instance"),
@@ -20,6 +20,7 @@ pub const TITLES: [(&str, &str); 11] = [
     ("9-max-connection-age", "9. Max connection age"),
     ("10-weights", "10. Weights"),
     ("11-zones", "11. Zones"),
+    ("12-worker", "12. Worker at scale"),
 ];
 
 /// Writes `<out>/<key>.json` and `<out>/<key>.md` (the section with its run header).

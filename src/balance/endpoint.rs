@@ -25,7 +25,7 @@ use super::call::Call;
 use super::config::EndpointConfig;
 use super::connect::connect;
 use super::dispatch::{CallError, EndpointFuture, Replay};
-use super::info::EndpointState;
+use super::info::{EndpointState, Registry};
 use super::stats::{EndpointStats, Mode};
 use crate::backoff::BackoffState;
 use crate::{BoxError, Instance, InstanceKey};
@@ -57,6 +57,9 @@ pub(crate) struct Endpoint {
     keep_alive: Option<Duration>,
     /// Runs while the endpoint is ejected.
     ejection: Option<Pin<Box<Sleep>>>,
+    /// Where the endpoint's service state goes (see [`Self::publish_in_service`]).
+    registry: Option<Registry>,
+    published_in_service: bool,
     #[cfg(test)]
     mock_connect: Option<Arc<dyn Fn() -> ConnectFuture + Send + Sync>>,
 }
@@ -97,6 +100,8 @@ impl Endpoint {
             stats,
             keep_alive: config.keep_alive_interval,
             ejection: None,
+            registry: None,
+            published_in_service: false,
             target: target.into(),
             host: instance.host().into(),
             scheme: config.scheme(),
@@ -177,7 +182,23 @@ impl Endpoint {
             self.stats.clone(),
             self.closed_tx.clone(),
         );
-        self.set_state(State::Connecting(Box::pin(fut.in_current_span())));
+        // The connect (socket, TCP handshake, TLS, HTTP/2 preface) runs on a task of
+        // its own: its system calls stay off the worker, which a fleet of new
+        // instances would otherwise hold for tens of microseconds each, and many
+        // connects proceed on every runtime thread at once. Dropping the endpoint
+        // (removal) aborts it.
+        // Boxed first: the future is large (TLS and HTTP/2 handshakes), and a spawn
+        // would copy it into the task cell by value.
+        let task = tokio::spawn(Box::pin(fut.in_current_span()));
+        let abort = AbortOnDrop(task.abort_handle());
+        let joined = async move {
+            let _abort = abort;
+            match task.await {
+                Ok(result) => result,
+                Err(error) => Err(BoxError::from(format!("connect task ended: {error}"))),
+            }
+        };
+        self.set_state(State::Connecting(Box::pin(joined)));
     }
 
     /// Drives the connection state machine until the connection is up or a timer or
@@ -227,6 +248,35 @@ impl Endpoint {
                 }
             }
         }
+    }
+
+    fn poll_all(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        ready!(self.poll_connection(cx));
+        ready!(self.poll_serving(cx));
+        ready!(self.poll_accrual(cx));
+        ready!(self.poll_streams(cx));
+        self.poll_permit(cx)
+    }
+
+    /// Tells the registry whether the endpoint is in service (connected, not ejected,
+    /// serving) when that changed since it last did, so that draws leave out the
+    /// endpoints that cannot take a call (see [`Registry::set_in_service`]). Every
+    /// change of these passes through `poll_ready` in the worker: connection changes
+    /// and the endpoint's wakers (ejection timer, health) poll it, and the worker
+    /// re-checks an endpoint it ejects or picks.
+    fn publish_in_service(&mut self) {
+        let now = self.stats.in_service();
+        if let Some(registry) = &self.registry
+            && now != self.published_in_service
+        {
+            self.published_in_service = now;
+            registry.set_in_service(&self.key, &self.stats, now);
+        }
+    }
+
+    /// Publishes the endpoint's service state to `registry` from now on.
+    pub(crate) fn publish_to(&mut self, registry: Registry) {
+        self.registry = Some(registry);
     }
 
     fn poll_permit(&mut self, cx: &mut Context<'_>) -> Poll<()> {
@@ -340,12 +390,9 @@ impl tower::Service<http::Request<Body>> for Endpoint {
     type Future = EndpointFuture;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), CallError>> {
-        ready!(self.poll_connection(cx));
-        ready!(self.poll_serving(cx));
-        ready!(self.poll_accrual(cx));
-        ready!(self.poll_streams(cx));
-        ready!(self.poll_permit(cx));
-        Poll::Ready(Ok(()))
+        let ready = self.poll_all(cx);
+        self.publish_in_service();
+        ready.map(Ok)
     }
 
     fn call(&mut self, req: http::Request<Body>) -> EndpointFuture {

@@ -242,6 +242,11 @@ impl Registry {
         tier: usize,
     ) {
         let mut table = self.write();
+        // The same endpoint again (its weight or tier changed) keeps its service state.
+        let live = table.map.get(&key).is_some_and(|slot| {
+            let entry = &table.tiers[slot.tier].list[slot.index];
+            Arc::ptr_eq(&entry.stats, &shared) && entry.live
+        });
         table.remove(&key);
         let t = &mut table.tiers[tier];
         let index = t.list.len();
@@ -252,12 +257,31 @@ impl Registry {
         });
         t.live_weights.push(0);
         *t.weights.entry(weight).or_default() += 1;
+        t.set_live(index, live);
         table.map.insert(key, Slot { tier, index });
+        self.update_shares(&table);
+    }
+
+    /// Whether the endpoint under `key` is in service (connected, not ejected,
+    /// serving), as the endpoint publishes it: only endpoints in service are drawn.
+    /// O(log n). `stats` guards against a key that now names another endpoint.
+    pub(crate) fn set_in_service(&self, key: &InstanceKey, stats: &Arc<EndpointStats>, live: bool) {
+        let mut table = self.write();
+        let Some(&Slot { tier, index }) = table.map.get(key) else {
+            return;
+        };
+        let t = &mut table.tiers[tier];
+        if Arc::ptr_eq(&t.list[index].stats, stats) && t.list[index].live != live {
+            t.set_live(index, live);
+            self.update_shares(&table);
+        }
     }
 
     /// Removes an endpoint in O(log n).
     pub(crate) fn remove(&self, key: &InstanceKey) {
-        self.write().remove(key);
+        let mut table = self.write();
+        table.remove(key);
+        self.update_shares(&table);
     }
 
     /// Whether draws follow a traffic policy: zone-aware routing, or weights that
@@ -266,33 +290,18 @@ impl Registry {
         self.inner.policy.zoned() || self.read().tiers.iter().any(Tier::weighted)
     }
 
-    /// Brings the endpoints' in-service flags and the tiers' shares up to date (the
-    /// worker calls it after every wake-up while a policy applies): O(n) reads, and
-    /// O(log n) per endpoint that entered or left service.
-    pub(crate) fn refresh(&self) {
-        let stale = {
-            let table = self.read();
-            table
-                .tiers
-                .iter()
-                .any(|t| t.list.iter().any(|e| e.live != e.stats.in_service()))
-        };
-        let (total, ready) = if stale {
-            let mut table = self.write();
-            for t in &mut table.tiers {
-                t.sync_live();
-            }
-            table.counts()
-        } else {
-            self.read().counts()
-        };
-        if self.inner.policy.zoned() {
-            let shares = tier_shares(self.inner.policy.routing(), total, ready);
-            let mut sum = 0.0;
-            for (slot, share) in self.inner.shares.iter().zip(shares) {
-                sum += share;
-                slot.store(sum.to_bits(), Ordering::Relaxed);
-            }
+    /// Recomputes the tiers' shares from their counts of endpoints and of endpoints
+    /// in service, whenever either changes (under the write lock): O(1).
+    fn update_shares(&self, table: &Table) {
+        if !self.inner.policy.zoned() {
+            return;
+        }
+        let (total, ready) = table.counts();
+        let shares = tier_shares(self.inner.policy.routing(), total, ready);
+        let mut sum = 0.0;
+        for (slot, share) in self.inner.shares.iter().zip(shares) {
+            sum += share;
+            slot.store(sum.to_bits(), Ordering::Relaxed);
         }
     }
 
@@ -331,56 +340,34 @@ impl Registry {
             0
         };
         let t = &table.tiers[tier];
-        // Under a policy, draws are by weight among the endpoints in service (all of
-        // weight 1 when weights are equal or ignored), and their count is known: one
-        // in service is taken alone (a failing one the capacity guard keeps is then
-        // the only choice anyway).
-        let weighted = self.inner.policy.zoned() || t.weighted();
-        let len = t.list.len();
-        let alone = if weighted { t.live <= 1 } else { len == 1 };
-        let mean = if weighted && t.live > 0 {
+        // Draws are by weight (all 1 when weights are equal or ignored) among the
+        // endpoints in service, whose count is known: one in service is taken alone
+        // (a failing one the capacity guard keeps is then the only choice anyway).
+        let alone = t.live <= 1;
+        let mean = if t.live > 0 {
             t.live_weights.total() as f64 / t.live as f64
         } else {
             1.0
         };
-        let scale = |e: &Entry| {
-            if weighted {
-                mean / f64::from(e.weight)
-            } else {
-                1.0
-            }
-        };
+        let scale = |e: &Entry| mean / f64::from(e.weight);
         let pick = |rng: &mut R, other: Option<usize>| -> Option<usize> {
-            if len == 0 {
+            // The second among the others: the first's weight range is cut out of
+            // the draw.
+            let total = t.live_weights.total();
+            let (cut_at, cut) = match other {
+                Some(a) if t.list[a].live => {
+                    (t.live_weights.prefix(a), u64::from(t.list[a].weight))
+                }
+                _ => (0, 0),
+            };
+            if total <= cut {
                 return None;
             }
-            if weighted {
-                // The second among the others: the first's weight range is cut out
-                // of the draw.
-                let total = t.live_weights.total();
-                let (cut_at, cut) = match other {
-                    Some(a) if t.list[a].live => {
-                        (t.live_weights.prefix(a), u64::from(t.list[a].weight))
-                    }
-                    _ => (0, 0),
-                };
-                if total <= cut {
-                    return None;
-                }
-                let mut target = rng.random_range(0..total - cut);
-                if target >= cut_at {
-                    target += cut;
-                }
-                return Some(t.live_weights.find(target));
+            let mut target = rng.random_range(0..total - cut);
+            if target >= cut_at {
+                target += cut;
             }
-            match other {
-                None => Some(rng.random_range(0..len)),
-                Some(_) if len == 1 => None,
-                Some(a) => {
-                    let i = rng.random_range(0..len - 1);
-                    Some(if i >= a { i + 1 } else { i })
-                }
-            }
+            Some(t.live_weights.find(target))
         };
         let draw = |rng: &mut R, other: Option<usize>| -> Option<Option<usize>> {
             for _ in 0..DRAWS {
@@ -411,13 +398,14 @@ impl Registry {
     /// drawn among those ready, as the worker draws from its ready set: an endpoint
     /// that is not (ejected, connecting, at its stream limit) is drawn again, a few
     /// times at most, never taken by default, since an instance the guard keeps in
-    /// service despite its failures must still lose its comparison. `None` leaves the
-    /// call to the worker: fewer than two ready endpoints found (one, when it is the
-    /// only endpoint in service), or one drawn is due a probe or was never tried (the
-    /// worker sends those their one call first).
+    /// service despite its failures must still lose its comparison. An endpoint never
+    /// tried, or whose estimate expired, takes the call (see
+    /// [`EndpointStats::prefer_second`]). `None` leaves the call to the worker: fewer
+    /// than two ready endpoints found (one, when it is the only endpoint in service),
+    /// or one drawn is due a probe (the worker sends the one probe).
     pub(crate) fn pick_direct(&self) -> Option<(Arc<EndpointStats>, Direct)> {
         let pair = self.draw(&mut rand::rng(), |s| {
-            if s.mode() == Mode::ProbeAllowed || s.untried() {
+            if s.mode() == Mode::ProbeAllowed {
                 Candidate::Abort
             } else if s.direct_ready() {
                 Candidate::Take
@@ -501,13 +489,6 @@ impl Tier {
         }
     }
 
-    fn sync_live(&mut self) {
-        for i in 0..self.list.len() {
-            let live = self.list[i].stats.in_service();
-            self.set_live(i, live);
-        }
-    }
-
     /// Removes the entry at `index`, moving the last one there; returns the moved
     /// entry's key.
     fn swap_remove(&mut self, index: usize) -> Option<InstanceKey> {
@@ -568,6 +549,13 @@ mod tests {
         s
     }
 
+    /// Inserts an endpoint in service, as its first poll would publish it.
+    fn add(registry: &Registry, id: &str, weight: u32, tier: usize) {
+        let s = stats(id);
+        registry.insert(s.key.clone(), s.clone(), weight, tier);
+        registry.set_in_service(&s.key, &s, true);
+    }
+
     fn take(_: &EndpointStats) -> Candidate {
         Candidate::Take
     }
@@ -596,19 +584,16 @@ mod tests {
     async fn weights_set_how_often_an_endpoint_is_drawn() {
         let registry = Registry::default();
         for (id, w) in [("w1", 1), ("w2", 2), ("w4", 4)] {
-            registry.insert(InstanceKey::new("n", id), stats(id), w, 0);
+            add(&registry, id, w, 0);
         }
         assert!(registry.policy_active());
-        registry.refresh();
         let shares = first_shares(&registry, 70_000);
         for (id, want) in [("w1", 1.0 / 7.0), ("w2", 2.0 / 7.0), ("w4", 4.0 / 7.0)] {
             assert!((shares[id] - want).abs() < 0.01, "{id}: {shares:?}");
         }
         // Out of service, an endpoint is no longer drawn.
-        registry.read().tiers[0].list[2]
-            .stats
-            .set_conn(EndpointState::Backoff);
-        registry.refresh();
+        let w4 = registry.read().tiers[0].list[2].stats.clone();
+        registry.set_in_service(&w4.key, &w4, false);
         let shares = first_shares(&registry, 30_000);
         assert!(!shares.contains_key("w4"), "{shares:?}");
         assert!((shares["w1"] - 1.0 / 3.0).abs() < 0.01, "{shares:?}");
@@ -621,6 +606,17 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn close_costs_keep_the_first_drawn_and_stale_estimates_get_a_call() {
         let (a, b) = (stats("a"), stats("b"));
+        let tried = |s: &EndpointStats| {
+            s.call_started();
+            s.headers_received(Instant::now(), true);
+            s.stream_ended();
+        };
+        // Never tried, an endpoint takes the call whatever its cost.
+        tried(&a);
+        a.rtt.reset(Duration::from_micros(100));
+        b.rtt.reset(Duration::from_micros(900));
+        assert!(EndpointStats::prefer_second(&a, 1.0, &b, 1.0));
+        tried(&b);
         a.rtt.reset(Duration::from_micros(100));
         b.rtt.reset(Duration::from_micros(120));
         assert!(!EndpointStats::prefer_second(&a, 1.0, &b, 1.0));
@@ -649,7 +645,7 @@ mod tests {
     async fn equal_weights_draw_uniformly_without_a_policy() {
         let registry = Registry::default();
         for id in ["a", "b", "c"] {
-            registry.insert(InstanceKey::new("n", id), stats(id), 5, 0);
+            add(&registry, id, 5, 0);
         }
         assert!(!registry.policy_active());
         let shares = first_shares(&registry, 30_000);
@@ -671,14 +667,8 @@ mod tests {
         for (id, zone) in [("a1", "a"), ("a2", "a"), ("b1", "b"), ("b2", "b")] {
             let instance = Instance::new(InstanceKey::new("n", id), "127.0.0.1", 1)
                 .with_locality(Locality::new("r", zone));
-            registry.insert(
-                InstanceKey::new("n", id),
-                stats(id),
-                1,
-                policy.tier(&instance),
-            );
+            add(&registry, id, 1, policy.tier(&instance));
         }
-        registry.refresh();
         let zone_a = |shares: &BTreeMap<String, f64>| {
             shares
                 .iter()
@@ -688,13 +678,11 @@ mod tests {
         };
         assert_eq!(zone_a(&first_shares(&registry, 10_000)), 1.0);
         let a1 = registry.read().tiers[0].list[0].stats.clone();
-        a1.set_conn(EndpointState::Backoff);
-        registry.refresh();
+        registry.set_in_service(&a1.key, &a1, false);
         let shares = first_shares(&registry, 40_000);
         assert!((zone_a(&shares) - 0.7).abs() < 0.01, "{shares:?}");
         assert!(!shares.contains_key(a1.key.id()));
-        a1.set_conn(EndpointState::Ready);
-        registry.refresh();
+        registry.set_in_service(&a1.key, &a1, true);
         assert_eq!(
             zone_a(&first_shares(&registry, 10_000)),
             1.0,

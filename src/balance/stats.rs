@@ -190,12 +190,9 @@ impl EndpointStats {
 
     /// Whether the endpoint takes a call now by every rule the worker applies, as far
     /// as atomics tell (no lock, no clone): connected, in service (not ejected, no
-    /// probe due), serving, measured at least once, under the server's stream limit.
+    /// probe due), serving, under the server's stream limit.
     pub(crate) fn direct_ready(&self) -> bool {
-        self.mode() == Mode::In
-            && self.in_service()
-            && !self.untried()
-            && self.has_stream_capacity()
+        self.mode() == Mode::In && self.in_service() && self.has_stream_capacity()
     }
 
     pub(crate) fn set_conn(&self, state: EndpointState) {
@@ -347,14 +344,18 @@ impl EndpointStats {
 
     /// Whether `b` should take a call rather than `a`, drawn first (scales as in
     /// [`cost_scaled`](Self::cost_scaled)): `a` unless `b` costs clearly less (see
-    /// [`TIE`]), or `b` is [stale](Self::stale) and `a` is not.
+    /// [`TIE`]); but an endpoint whose cost says nothing (never tried, or
+    /// [stale](Self::stale)) takes the call, so that its answer measures it.
     pub(crate) fn prefer_second(a: &Self, sa: f64, b: &Self, sb: f64) -> bool {
         let now = Instant::now();
-        match (a.stale(now), b.stale(now)) {
-            (true, _) => false,
-            (false, true) => true,
-            (false, false) => b.cost_scaled(sb) * TIE < a.cost_scaled(sa),
+        let unmeasured = |s: &Self| s.untried() || s.stale(now);
+        if unmeasured(a) {
+            return false;
         }
+        if unmeasured(b) {
+            return true;
+        }
+        b.cost_scaled(sb) * TIE < a.cost_scaled(sa)
     }
 
     /// Whether no call was ever sent on the endpoint: its cost is a guess (see

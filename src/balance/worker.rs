@@ -138,9 +138,6 @@ where
         self.poll_endpoints(cx);
         self.poll_trips(cx);
         self.policy = self.registry.policy_active();
-        if self.policy {
-            self.registry.refresh();
-        }
         self.poll_gauges(cx);
         loop {
             if self.current.is_none()
@@ -233,7 +230,7 @@ where
                 endpoint: self.metrics.endpoint(&addr),
             },
         );
-        let endpoint = match Endpoint::new(
+        let mut endpoint = match Endpoint::new(
             &instance,
             self.config.clone(),
             stats.clone(),
@@ -248,6 +245,7 @@ where
                 return;
             }
         };
+        endpoint.publish_to(self.registry.clone());
         info!(service = %self.name, instance = %key, %addr, weight, tier, "instance inserted");
         self.registry
             .insert(key.clone(), stats.clone(), weight, tier);
