@@ -96,7 +96,7 @@ pub async fn run(cfg: &Config) -> Res<Section> {
 }
 
 fn address(servers: &[TestEchoServer], i: usize, connected: usize) -> String {
-    if i % 5 == 0 && i / 5 < connected {
+    if i.is_multiple_of(5) && i / 5 < connected {
         servers[(i / 5) % servers.len()].addr().to_string()
     } else {
         // Nothing listens on port 1: these endpoints back off.
