@@ -91,6 +91,7 @@ mod load;
 mod retry;
 mod settings;
 mod stats;
+mod subset;
 #[cfg(feature = "tls-ring")]
 mod tls;
 pub mod tonic;
@@ -103,6 +104,7 @@ pub use config::LoadMetric;
 pub use future::ResponseFuture;
 pub use info::{EndpointInfo, EndpointState};
 pub use retry::RetryBudget;
+pub use subset::{Coordinate, Select, Subset};
 #[cfg(feature = "tls-ring")]
 #[cfg_attr(docsrs, doc(cfg(feature = "tls-ring")))]
 pub use tls::TlsConfig;
