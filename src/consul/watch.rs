@@ -16,8 +16,8 @@ use tokio::time::Instant;
 use tower::{Service, ServiceExt};
 use tracing::{debug, info, warn};
 
+use super::decoder::{Decoded, HealthDecoder};
 use super::query::{QueryOptions, WatchRequest, WatchResponse};
-use super::types::decode_health;
 use crate::backoff::{Backoff, BackoffState};
 use crate::error::{BoxError, Error};
 use crate::source::{Sink, Source};
@@ -113,6 +113,8 @@ struct Loop {
     index: u64,
     backoff: BackoffState,
     bucket: TokenBucket,
+    /// Decodes only the entries that changed since the last answer.
+    decoder: HealthDecoder,
 }
 
 impl Loop {
@@ -127,9 +129,8 @@ impl Loop {
 
     /// Applies an answer; returns how long to pause before the next read.
     fn on_response(&mut self, resp: WatchResponse, sink: &Sink) -> Duration {
-        let q = &self.query;
-        let instances = match decode_health(&resp.body, &q.address, q.passing_only) {
-            Ok(instances) => instances,
+        let decoded = match self.decoder.decode(&resp.body) {
+            Ok(decoded) => decoded,
             Err(e) => return self.on_error(e, sink),
         };
         self.backoff.reset();
@@ -141,9 +142,17 @@ impl Loop {
         } else {
             new
         };
-        debug!(index = new, instances = instances.len(), "Consul snapshot");
         sink.set_position(self.index);
-        sink.snapshot(instances);
+        match decoded {
+            Decoded::Changed(instances) => {
+                debug!(index = new, instances = instances.len(), "Consul snapshot");
+                sink.snapshot(instances);
+            }
+            Decoded::Unchanged => {
+                debug!(index = new, "Consul snapshot: same entries as the last one");
+                sink.unchanged();
+            }
+        }
         if new > prev {
             Duration::ZERO
         } else {
@@ -195,6 +204,7 @@ where
     info!(service = %query.service, tags = ?query.tags, wait = ?query.wait, "Consul watch started");
     let mut lp = Loop {
         bucket: TokenBucket::new(2, config.requery_interval),
+        decoder: HealthDecoder::new(query.address.clone(), query.passing_only),
         backoff: BackoffState::new(config.backoff),
         query,
         config,
