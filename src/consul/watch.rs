@@ -12,6 +12,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::sync::{Semaphore, SemaphorePermit};
 use tokio::time::Instant;
 use tower::{Service, ServiceExt};
 use tracing::{debug, info, warn};
@@ -30,6 +31,9 @@ pub(crate) struct WatchConfig {
     pub(crate) requery_interval: Duration,
     /// Added to `wait + wait/16` for the HTTP timeout; the whole timeout of a fresh read.
     pub(crate) margin: Duration,
+    /// The client's cap on blocking reads in flight, shared by its watches: a
+    /// blocking read holds a permit while it waits (fresh reads take none).
+    pub(crate) permits: Option<Arc<Semaphore>>,
 }
 
 impl Default for WatchConfig {
@@ -38,6 +42,7 @@ impl Default for WatchConfig {
             backoff: Backoff::new(Duration::from_millis(250), Duration::from_secs(30)),
             requery_interval: Duration::from_secs(1),
             margin: Duration::from_secs(10),
+            permits: None,
         }
     }
 }
@@ -212,7 +217,13 @@ where
     };
     loop {
         let req = lp.request();
+        // Queued before the read's timeout starts, so waiting for a permit is no failure.
+        let permit = match (&lp.config.permits, req.index) {
+            (Some(permits), Some(_)) => permit(permits).await,
+            _ => None,
+        };
         let result = read(&mut transport, req).await;
+        drop(permit);
         let pause = match result {
             Ok(resp) => lp.on_response(resp, &sink),
             Err(e) => lp.on_error(e, &sink),
@@ -222,6 +233,16 @@ where
             tokio::time::sleep(pause).await;
         }
     }
+}
+
+/// A permit for one blocking read; waits (with a debug log) while the cap is reached.
+async fn permit(permits: &Semaphore) -> Option<SemaphorePermit<'_>> {
+    if let Ok(permit) = permits.try_acquire() {
+        return Some(permit);
+    }
+    debug!("blocking read queued: the client's cap on concurrent blocking watches is reached");
+    // Only a closed semaphore fails, and this one is never closed.
+    permits.acquire().await.ok()
 }
 
 async fn read<S>(transport: &mut S, req: WatchRequest) -> Result<WatchResponse, Error>
