@@ -130,7 +130,7 @@ proptest! {
         out_mask in any::<u64>(),
     ) {
         let s = ring(Coordinate::from_seed(seed), size, &members);
-        let excluded = |k: &InstanceKey| mix(out_mask ^ ring_hash(k)) % 4 == 0;
+        let excluded = |k: &InstanceKey| mix(out_mask ^ ring_hash(k)).is_multiple_of(4);
         let got: Vec<_> = s.select(excluded).collect();
         let eligible = members.iter().filter(|k| !excluded(k)).count();
         prop_assert_eq!(got.len(), s.aperture().min(eligible));
@@ -192,7 +192,7 @@ proptest! {
         out_mask in any::<u64>(),
     ) {
         let s = ring(Coordinate::from_seed(seed), size, &members);
-        let excluded = |k: &InstanceKey| mix(out_mask ^ ring_hash(k)) % 3 == 0;
+        let excluded = |k: &InstanceKey| mix(out_mask ^ ring_hash(k)).is_multiple_of(3);
         let after: HashSet<_> = s.select(excluded).collect();
         for k in s.select(|_| false) {
             prop_assert!(excluded(k) || after.contains(k));

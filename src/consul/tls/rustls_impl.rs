@@ -40,7 +40,9 @@ pub(super) fn client_config(opts: &TlsOptions) -> Result<ClientConfig> {
             let certs = certs(&cert.load("client certificate")?, "client certificate")?;
             let key = PrivateKeyDer::from_pem_slice(&key.load("client key")?)
                 .map_err(|e| Error::config("client key: no PEM private key").with_source(e))?;
-            builder.with_client_auth_cert(certs, key).map_err(tls_error)?
+            builder
+                .with_client_auth_cert(certs, key)
+                .map_err(tls_error)?
         }
     };
     // reqwest leaves a preconfigured config's ALPN alone: offer HTTP/2 ourselves, so
