@@ -40,7 +40,9 @@
 //! multiple of `N`, which the rounding makes the best case), and up to half of them
 //! when the removed instance sits at the start of the ring. That is the price of the
 //! even spread: every start depends on `n`. Rendezvous hashing moves only the removed
-//! instance's connections. The benchmark harness's subsetting scenario simulates
+//! instance's connections. [`Subset::groups`] splits the ring into ranges that
+//! rescale on their own, so a change moves only the windows of one range's clients,
+//! at the cost of an exact spread guarantee. The benchmark harness's subsetting scenario simulates
 //! 100 clients × 1,000 instances with `k = 16`.
 //!
 //! Members that are ejected, not ready or failing are *excluded* rather than
@@ -89,29 +91,6 @@ impl Coordinate {
     pub fn from_seed(seed: u64) -> Self {
         Coordinate(Position::Point(mix(seed)))
     }
-
-    /// The first ring position of the window among `n` members.
-    fn start(self, n: usize) -> usize {
-        let n = n as u128;
-        let at = match self.0 {
-            // Rounded rather than floored: see "Churn" in the module docs.
-            Position::Index { index, count } => {
-                let (index, count) = (u128::from(index), u128::from(count));
-                (2 * index * n + count) / (2 * count)
-            }
-            Position::Point(p) => (u128::from(p) * n) >> 64,
-        };
-        // Below `n` by construction: (index + 1/2) / count < 1, and p < 2^64.
-        at as usize
-    }
-
-    /// The number of clients, when known.
-    fn count(self) -> Option<u32> {
-        match self.0 {
-            Position::Index { count, .. } => Some(count),
-            Position::Point(_) => None,
-        }
-    }
 }
 
 impl fmt::Debug for Coordinate {
@@ -153,6 +132,7 @@ impl fmt::Debug for Coordinate {
 pub struct Subset {
     coordinate: Coordinate,
     size: usize,
+    groups: u32,
     /// The members in ring order: sorted by (stable hash, key).
     ring: Vec<(u64, InstanceKey)>,
 }
@@ -165,8 +145,26 @@ impl Subset {
         Subset {
             coordinate,
             size,
+            groups: 1,
             ring: Vec::new(),
         }
+    }
+
+    /// Splits the ring into `groups` hash ranges, each with its own share of the
+    /// clients (client `i` serves range `i % groups`), so that a membership change
+    /// moves only the windows of the clients of one range. Default: 1. Taken into
+    /// account with [`Coordinate::new`] only, and at most the client count.
+    ///
+    /// The ranges hold about `n / groups` members each, not exactly: every member
+    /// still carries `⌊kN/n⌋` or `⌈kN/n⌉` clients as long as each range's own ratio
+    /// stays between the same two integers, which holds when `n / groups` is large
+    /// (with 100 clients, 1,000 members and `k = 16`, 4 ranges of about 250 members
+    /// carry 1.6 ± 0.1 clients per member, so 1 or 2 each). Use it when the
+    /// fleet is large and churn matters more than an exact spread.
+    #[must_use]
+    pub fn groups(mut self, groups: u32) -> Self {
+        self.groups = groups.max(1);
+        self
     }
 
     /// Adds a member; false when it was already there. O(n).
@@ -212,16 +210,11 @@ impl Subset {
         self.ring.is_empty()
     }
 
-    /// How many members the client connects to: `size`, raised to `⌈n / clients⌉`
-    /// when the client count is known so that every member has a client (as
-    /// Finagle's aperture does), and at most `n`.
+    /// How many members the client connects to: `size`, raised to `⌈m / c⌉` when
+    /// the client count is known (`m` members and `c` clients in its range), so that
+    /// every member has a client (as Finagle's aperture does), and at most `n`.
     pub fn aperture(&self) -> usize {
-        let n = self.ring.len();
-        let cover = self
-            .coordinate
-            .count()
-            .map_or(0, |c| n.div_ceil(c as usize));
-        self.size.max(cover).min(n)
+        self.window().aperture
     }
 
     /// The subset: walking the ring from this client's start, the first
@@ -232,15 +225,63 @@ impl Subset {
     where
         F: FnMut(&InstanceKey) -> bool,
     {
-        let n = self.ring.len();
+        let w = self.window();
         Select {
             ring: &self.ring,
-            start: if n == 0 { 0 } else { self.coordinate.start(n) },
+            lo: w.lo,
+            len: w.len,
+            start: w.start,
             walked: 0,
-            wanted: self.aperture(),
+            wanted: w.aperture,
             excluded,
         }
     }
+
+    /// This client's range of the ring, its start in it and its aperture.
+    fn window(&self) -> Window {
+        let n = self.ring.len();
+        let (lo, len, start, cover) = match self.coordinate.0 {
+            Position::Index { index, count } => {
+                let groups = self.groups.min(count);
+                let group = index % groups;
+                let clients = (count - group).div_ceil(groups);
+                let lo = self
+                    .ring
+                    .partition_point(|(h, _)| range_of(*h, groups) < group);
+                let hi = self
+                    .ring
+                    .partition_point(|(h, _)| range_of(*h, groups) <= group);
+                let (len, local) = ((hi - lo) as u128, u128::from(index / groups));
+                // Rounded rather than floored: see "Churn" in the module docs.
+                let start = (2 * local * len + u128::from(clients)) / (2 * u128::from(clients));
+                let cover = (hi - lo).div_ceil(clients as usize);
+                (lo, hi - lo, start as usize, cover)
+            }
+            Position::Point(p) => (0, n, ((u128::from(p) * n as u128) >> 64) as usize, 0),
+        };
+        Window {
+            lo,
+            len,
+            start,
+            aperture: self.size.max(cover).min(n),
+        }
+    }
+}
+
+/// Where a client's window lies: `len` ring positions from `lo`, starting at
+/// `lo + start` (`start < len` unless the range is empty).
+struct Window {
+    lo: usize,
+    len: usize,
+    start: usize,
+    aperture: usize,
+}
+
+/// The hash range (of `groups`) a ring position belongs to; ranges are contiguous
+/// on the ring, which is sorted by hash.
+fn range_of(hash: u64, groups: u32) -> u32 {
+    // Below `groups`: hash < 2^64.
+    ((u128::from(hash) * u128::from(groups)) >> 64) as u32
 }
 
 impl fmt::Debug for Subset {
@@ -248,6 +289,7 @@ impl fmt::Debug for Subset {
         f.debug_struct("Subset")
             .field("coordinate", &self.coordinate)
             .field("size", &self.size)
+            .field("groups", &self.groups)
             .field("members", &self.ring.len())
             .finish()
     }
@@ -256,6 +298,8 @@ impl fmt::Debug for Subset {
 /// The members of a subset, from [`Subset::select`].
 pub struct Select<'a, F> {
     ring: &'a [(u64, InstanceKey)],
+    lo: usize,
+    len: usize,
     start: usize,
     walked: usize,
     wanted: usize,
@@ -268,7 +312,14 @@ impl<'a, F: FnMut(&InstanceKey) -> bool> Iterator for Select<'a, F> {
     fn next(&mut self) -> Option<&'a InstanceKey> {
         let n = self.ring.len();
         while self.wanted > 0 && self.walked < n {
-            let (_, key) = &self.ring[(self.start + self.walked) % n];
+            // The client's range from its start, then the rest of the ring.
+            let t = self.walked;
+            let at = if t < self.len {
+                self.lo + (self.start + t) % self.len
+            } else {
+                (self.lo + t) % n
+            };
+            let (_, key) = &self.ring[at];
             self.walked += 1;
             if !(self.excluded)(key) {
                 self.wanted -= 1;

@@ -9,7 +9,11 @@ fn key(i: usize) -> InstanceKey {
 }
 
 fn ring(coordinate: Coordinate, size: usize, members: &[InstanceKey]) -> Subset {
-    let mut s = Subset::new(coordinate, size);
+    grouped(coordinate, size, 1, members)
+}
+
+fn grouped(coordinate: Coordinate, size: usize, groups: u32, members: &[InstanceKey]) -> Subset {
+    let mut s = Subset::new(coordinate, size).groups(groups);
     s.set_members(members);
     s
 }
@@ -60,6 +64,32 @@ fn aperture_grows_so_every_member_has_a_client() {
     assert_eq!(s.aperture(), 25);
     let load = loads(4, 2, &members);
     assert!(load.values().all(|&n| n == 1), "{load:?}");
+}
+
+#[test]
+fn one_group_is_the_whole_ring() {
+    let members: Vec<_> = (0..200).map(key).collect();
+    for i in 0..7 {
+        let c = Coordinate::new(i, 7).unwrap();
+        assert_eq!(
+            picked(&ring(c, 9, &members)),
+            picked(&grouped(c, 9, 1, &members))
+        );
+    }
+}
+
+#[test]
+fn four_groups_spread_100_clients_over_1000_members_within_one() {
+    let members: Vec<_> = (0..1000).map(key).collect();
+    let mut load: HashMap<InstanceKey, usize> = HashMap::new();
+    for i in 0..100 {
+        let s = grouped(Coordinate::new(i, 100).unwrap(), 16, 4, &members);
+        for k in s.select(|_| false) {
+            *load.entry(k.clone()).or_default() += 1;
+        }
+    }
+    assert_eq!(load.len(), 1000, "every member has a client");
+    assert!(load.values().all(|&n| (1..=2).contains(&n)), "{load:?}");
 }
 
 #[test]
@@ -196,6 +226,41 @@ proptest! {
         let after: HashSet<_> = s.select(excluded).collect();
         for k in s.select(|_| false) {
             prop_assert!(excluded(k) || after.contains(k));
+        }
+    }
+}
+
+proptest! {
+    /// With groups, a subset still holds `min(aperture, eligible)` distinct members,
+    /// and removing a member leaves the clients of the other ranges untouched.
+    #[test]
+    fn groups_keep_the_subset_whole_and_churn_local(
+        members in prop::collection::btree_set(0usize..5000, 30..300),
+        gone in any::<prop::sample::Index>(),
+        clients in 1u32..40,
+        groups in 1u32..6,
+        size in 1usize..20,
+    ) {
+        let members: Vec<_> = members.into_iter().map(key).collect();
+        let gone = members[gone.index(members.len())].clone();
+        let effective = groups.min(clients);
+        let gone_range = range_of(ring_hash(&gone), effective);
+        for i in 0..clients {
+            let mut s = grouped(Coordinate::new(i, clients).unwrap(), size, groups, &members);
+            let before: Vec<_> = picked(&s);
+            prop_assert_eq!(before.len(), s.aperture().min(members.len()));
+            prop_assert_eq!(before.iter().collect::<HashSet<_>>().len(), before.len());
+            let aperture = s.aperture();
+            s.remove(&gone);
+            let after: HashSet<_> = picked(&s).into_iter().collect();
+            let added = after.difference(&before.iter().cloned().collect()).count();
+            prop_assert!(added <= 2, "client {i} added {added}");
+            // A client of another range whose window stays inside its range: untouched.
+            let own = i % effective;
+            let inside = before.iter().all(|k| range_of(ring_hash(k), effective) == own);
+            if own != gone_range && inside && s.aperture() == aperture {
+                prop_assert_eq!(added, 0, "client {} of range {} moved", i, own);
+            }
         }
     }
 }
