@@ -128,6 +128,19 @@ impl fmt::Debug for Coordinate {
 /// assert!(picked.iter().filter(|k| **k != ejected).all(|k| refilled.contains(k)));
 /// # Ok::<(), tonic_discovery::Error>(())
 /// ```
+///
+/// # Use in a balancer
+///
+/// Keep every discovered instance in the ring (`insert` on `Change::Insert` of a new
+/// key, `remove` on `Change::Remove`), whether connected or not. After each change
+/// of membership or of an endpoint's state, compute two sets: the *home* subset,
+/// `select(|_| false)`, and the *active* one, `select(|k| failing(k))`, where
+/// `failing` is true for endpoints ejected, not serving or in reconnect backoff
+/// after a failed connect. Hold endpoints for the union: home members that fail
+/// keep reconnecting or probing and win their place back when they recover, while
+/// the refills (active but not home) carry their traffic meanwhile. An endpoint
+/// still making its first connection is not failing: excluding it would connect a
+/// refill for every newcomer.
 #[derive(Clone)]
 pub struct Subset {
     coordinate: Coordinate,
