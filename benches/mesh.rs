@@ -6,7 +6,8 @@
 //! ```
 //!
 //! SCENARIO is a number or a name: 1 overhead, 2 propagation, 3 dead, 4 slow,
-//! 5 rolling, 6 scale, 7 blackhole, 8 frozen, 9 maxage, 10 subset; none runs all. A full run
+//! 5 rolling, 6 scale, 7 blackhole, 8 frozen, 9 maxage, 10 weights, 11 zones, 13 subset;
+//! none runs all. A full run
 //! writes `benches/results/*.{json,md,svg}` and regenerates `BENCHMARKS.md`; `--quick`
 //! runs every scenario small (about three minutes in all) and writes only under
 //! `target/bench/quick/`. `--report-only` runs
@@ -32,6 +33,8 @@ mod max_age;
 mod outcome;
 #[path = "mesh/overhead.rs"]
 mod overhead;
+#[path = "mesh/policy.rs"]
+mod policy;
 #[path = "mesh/propagation.rs"]
 mod propagation;
 #[cfg(feature = "etcd")]
@@ -68,7 +71,7 @@ use tokio::time::Instant;
 #[global_allocator]
 static ALLOC: cap::Cap<std::alloc::System> = cap::Cap::new(std::alloc::System, usize::MAX);
 
-const NAMES: [(&str, &str); 10] = [
+const NAMES: [(&str, &str); 12] = [
     ("1", "overhead"),
     ("2", "propagation"),
     ("3", "dead"),
@@ -78,7 +81,9 @@ const NAMES: [(&str, &str); 10] = [
     ("7", "blackhole"),
     ("8", "frozen"),
     ("9", "maxage"),
-    ("10", "subset"),
+    ("10", "weights"),
+    ("11", "zones"),
+    ("13", "subset"),
 ];
 
 const COMMAND: &str = "cargo bench --all-features --bench mesh";
@@ -93,7 +98,8 @@ const COMMAND: &str = "cargo bench --all-features --bench mesh";
 )]
 struct Cli {
     /// Scenarios to run, by number or name (1 overhead, 2 propagation, 3 dead, 4 slow,
-    /// 5 rolling, 6 scale, 7 blackhole, 8 frozen, 9 maxage, 10 subset); none runs all.
+    /// 5 rolling, 6 scale, 7 blackhole, 8 frozen, 9 maxage, 10 weights, 11 zones,
+    /// 13 subset); none runs all.
     #[arg(value_parser = scenario_index)]
     scenarios: Vec<usize>,
     /// Runs every scenario small and writes only under `target/bench/quick/`.
@@ -187,6 +193,8 @@ async fn scenario(i: usize, cfg: &Config) -> Res<Section> {
         6 => blackhole::run(cfg).await,
         7 => frozen::run(cfg).await,
         8 => max_age::run(cfg).await,
+        9 => policy::weights(cfg).await,
+        10 => policy::zones(cfg).await,
         _ => subset::run(cfg).await,
     }
 }

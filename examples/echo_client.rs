@@ -4,8 +4,12 @@
 //! ```text
 //! cargo run --release --example echo_client -- --registry consul://127.0.0.1:8500 \
 //!     --service echo [--tag T]... [--rps 200] [--concurrency 8] [--duration 10s] \
-//!     [--timeout 500ms]
+//!     [--timeout 500ms] [--zone Z [--region R]] [--metrics 127.0.0.1:9000]
 //! ```
+//!
+//! `--zone Z` turns on zone-aware routing (calls stay on instances of zone `Z` while
+//! enough of them are ready). `--metrics ADDR` (build with `--features metrics`) serves
+//! the balancer's metrics in the Prometheus text format at `http://ADDR/metrics`.
 //!
 //! Every second it prints one JSON line
 //! `{"elapsed_ms":N,"ok":{"<instance id>":N,...},"errors":{"<grpc code name>":N}}`
@@ -100,15 +104,35 @@ struct Options {
     /// DeadlineExceeded [default: none]
     #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
     timeout: Option<Duration>,
+    /// The client's zone: traffic stays on instances of this zone while enough of
+    /// them are ready, then spills over to other zones (zone-aware routing)
+    /// [default: none, every instance alike]
+    #[arg(long, value_name = "ZONE")]
+    zone: Option<String>,
+    /// The client's region, for zone-aware routing's second tier [default: none]
+    #[arg(long, value_name = "REGION", requires = "zone")]
+    region: Option<String>,
+    /// Serves the balancer's metrics in the Prometheus text format at
+    /// http://ADDR/metrics (build with --features metrics) [default: off]
+    #[arg(long, value_name = "ADDR")]
+    metrics: Option<std::net::SocketAddr>,
 }
 
 #[tokio::main]
 async fn main() {
     let options = Options::parse();
     common::init_tracing();
+    if let Some(addr) = options.metrics {
+        common::serve_metrics(addr);
+    }
+    let mut builder = BalancedChannel::builder(&options.service);
+    if let Some(zone) = &options.zone {
+        let region = options.region.as_deref().unwrap_or_default();
+        builder = builder.locality(tonic_discovery::Locality::new(region, zone));
+    }
     let channel = match options
         .registry
-        .channel(&options.service, &options.tags)
+        .channel(&options.service, &options.tags, builder)
         .await
     {
         Ok(channel) => channel,

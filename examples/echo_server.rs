@@ -6,7 +6,8 @@
 //! ```text
 //! cargo run --release --example echo_server -- --listen 127.0.0.1:0 \
 //!     --registry consul://127.0.0.1:8500 --service echo [--id ID] [--tag T]... \
-//!     [--ttl 2s] [--drain-grace 2s] [--fail-after 30s] [--max-connection-age 10s]
+//!     [--ttl 2s] [--weight N] [--zone Z] [--meta K=V]... [--drain-grace 2s] \
+//!     [--fail-after 30s] [--max-connection-age 10s]
 //! ```
 //!
 //! `--registry none` serves without registering; `--registry etcd://HOST:PORT[,…]` registers
@@ -45,7 +46,7 @@ use tonic_discovery::register::HealthSource;
 use tonic_discovery::testkit::EchoService;
 use tonic_discovery::testkit::pb::echo_server::EchoServer;
 
-use common::Registry;
+use common::{Publish, Registry};
 
 /// The gRPC service name whose `grpc.health.v1` status the registration follows.
 const ECHO: &str = <EchoServer<EchoService> as tonic::server::NamedService>::NAME;
@@ -82,6 +83,17 @@ struct Options {
     /// the instance) [default: the registry's, 10s]
     #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
     ttl: Option<Duration>,
+    /// The instance's weight, at least 1: Consul `Weights.Passing`, the Nacos weight,
+    /// a `weight` metadata entry in etcd [default: the registry's, 1]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    weight: Option<u32>,
+    /// The instance's zone: Consul `Service.Locality.Zone`, the Nacos cluster, a `zone`
+    /// metadata entry in etcd [default: none]
+    #[arg(long, value_name = "ZONE")]
+    zone: Option<String>,
+    /// A metadata entry (Consul `Meta`, Nacos and etcd metadata); repeat for several.
+    #[arg(long = "meta", value_name = "KEY=VALUE", value_parser = common::key_value)]
+    meta: Vec<(String, String)>,
     /// On SIGTERM or SIGINT, how long to wait between leaving the registry and stopping.
     #[arg(long, value_name = "DURATION", default_value = "2s", value_parser = humantime::parse_duration)]
     drain_grace: Duration,
@@ -118,16 +130,17 @@ async fn run(options: Options) -> Result<(), String> {
     let health = HealthSource::tonic_health(&reporter, ECHO)
         .await
         .map_err(|e| e.to_string())?;
+    let publish = Publish {
+        id: options.id.clone(),
+        tags: options.tags.clone(),
+        ttl: options.ttl,
+        weight: options.weight,
+        zone: options.zone.clone(),
+        meta: options.meta.clone(),
+    };
     let (id, registered) = options
         .registry
-        .register(
-            &options.service,
-            addr,
-            options.id.as_deref(),
-            &options.tags,
-            options.ttl,
-            health,
-        )
+        .register(&options.service, addr, &publish, health)
         .await?;
 
     let grace = options.drain_grace;

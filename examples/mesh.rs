@@ -1,7 +1,7 @@
 //! The crate's job in 30 seconds, with nothing installed:
 //!
 //! ```text
-//! cargo run --example mesh
+//! cargo run --example mesh [--features metrics -- --metrics 127.0.0.1:9000]
 //! ```
 //!
 //! An in-process Consul-compatible registry (or the Consul at `CONSUL_HTTP_ADDR` when it
@@ -33,14 +33,20 @@ const WORKERS: usize = 8;
 
 /// The crate's job in 30 seconds: a registry, three Echo servers that register with a
 /// TTL check, and a client calling through one balanced channel while one instance fails
-/// its health check, one joins and one is killed. Takes no options.
+/// its health check, one joins and one is killed.
 #[derive(Parser)]
 #[command(
     name = "mesh",
     after_help = "Uses the Consul agent at CONSUL_HTTP_ADDR when it is set (token and TLS from \
                   the other CONSUL_* variables), else an in-process Consul-compatible registry."
 )]
-struct Cli {}
+struct Cli {
+    /// Serves the balancer's metrics in the Prometheus text format at
+    /// http://ADDR/metrics while the demo runs (build with --features metrics)
+    /// [default: off]
+    #[arg(long, value_name = "ADDR")]
+    metrics: Option<SocketAddr>,
+}
 
 /// One Echo server and its registration.
 struct Instance {
@@ -60,8 +66,11 @@ struct Tally {
 
 #[tokio::main]
 async fn main() {
-    Cli::parse();
+    let cli = Cli::parse();
     common::init_tracing();
+    if let Some(addr) = cli.metrics {
+        common::serve_metrics(addr);
+    }
     let (_registry, client) = registry().await;
     let mut instances = BTreeMap::new();
     for id in ["a", "b", "c"] {

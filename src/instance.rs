@@ -66,6 +66,45 @@ pub struct Instance {
     tags: Vec<String>,
     meta: BTreeMap<String, String>,
     weight: u32,
+    locality: Locality,
+}
+
+/// Where an instance runs: its region and zone, when the registry says (Consul's
+/// `Service.Locality`, a metadata entry, a Nacos cluster). Zone-aware routing
+/// ([`BalancedChannelBuilder::locality`](crate::balance::BalancedChannelBuilder::locality))
+/// prefers instances of the client's own zone.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Locality {
+    region: Option<Arc<str>>,
+    zone: Option<Arc<str>>,
+}
+
+// === impl Locality ===
+
+impl Locality {
+    /// A locality of a region and a zone; empty strings count as unknown.
+    pub fn new(region: impl AsRef<str>, zone: impl AsRef<str>) -> Self {
+        let known = |s: &str| (!s.is_empty()).then(|| Arc::from(s));
+        Locality {
+            region: known(region.as_ref()),
+            zone: known(zone.as_ref()),
+        }
+    }
+
+    /// The region, if known.
+    pub fn region(&self) -> Option<&str> {
+        self.region.as_deref()
+    }
+
+    /// The zone, if known.
+    pub fn zone(&self) -> Option<&str> {
+        self.zone.as_deref()
+    }
+
+    /// Whether neither the region nor the zone is known.
+    pub fn is_unknown(&self) -> bool {
+        self.region.is_none() && self.zone.is_none()
+    }
 }
 
 // === impl Instance ===
@@ -85,6 +124,7 @@ impl Instance {
             tags: Vec::new(),
             meta: BTreeMap::new(),
             weight: 1,
+            locality: Locality::default(),
         }
     }
 
@@ -107,6 +147,20 @@ impl Instance {
     pub fn with_weight(mut self, weight: u32) -> Self {
         self.weight = weight;
         self
+    }
+
+    /// Sets where the instance runs (default: unknown).
+    #[must_use]
+    pub fn with_locality(mut self, locality: Locality) -> Self {
+        self.locality = locality;
+        self
+    }
+
+    /// Where the instance runs, as the registry reported it. A balancer that routes
+    /// by zone also reads the zone from metadata when this is unknown (see
+    /// [`BalancedChannelBuilder::zone_meta_key`](crate::balance::BalancedChannelBuilder::zone_meta_key)).
+    pub fn locality(&self) -> &Locality {
+        &self.locality
     }
 
     /// The instance's identity.
@@ -168,6 +222,7 @@ impl fmt::Debug for Instance {
             .field("tags", &self.tags)
             .field("meta", &self.meta)
             .field("weight", &self.weight)
+            .field("locality", &self.locality)
             .finish()
     }
 }

@@ -17,6 +17,7 @@
 //! | `dns` | no | `source::Dns`: discovery through A/AAAA or SRV records (`hickory-resolver`), re-resolved at the TTL |
 //! | `health` | no | client-side health checking in the balancer (`BalancedChannelBuilder::health_check`, gRFC A17); `register::HealthSource::tonic_health`: a registration follows a `tonic_health` reporter |
 //! | `testkit` | no | `testkit`: an in-process Consul-compatible registry, the Echo test service, test helpers |
+//! | `metrics` | no | metrics through the [`metrics`](https://docs.rs/metrics) facade: calls, failures by gRPC code, latency, endpoints by state, watches, registrations (names in the README) |
 //! | `tls-ring` | no | TLS towards Consul and towards gRPC endpoints (rustls with ring) |
 //!
 //! # Internals
@@ -44,6 +45,7 @@ mod backoff;
 mod change;
 mod error;
 mod instance;
+mod telemetry;
 #[cfg_attr(not(feature = "consul"), allow(dead_code))]
 mod validate;
 
@@ -66,4 +68,4 @@ pub mod testkit;
 pub use backoff::Backoff;
 pub use change::SnapshotDiff;
 pub use error::{BoxError, Error, Result};
-pub use instance::{Instance, InstanceKey};
+pub use instance::{Instance, InstanceKey, Locality};

@@ -58,6 +58,64 @@ async fn discovers_go_endpoints_keys_written_by_etcdctl() {
 }
 
 #[tokio::test]
+async fn metadata_filters_select_what_each_discovery_yields() {
+    trace_init();
+    let etcd = EtcdServer::start().await.unwrap();
+    let client = client(&etcd).await;
+    let all = Seen::follow(client.discovery("echo").layout(KeyLayout::Kratos).build());
+    let canary = Seen::follow(
+        client
+            .discovery("echo")
+            .layout(KeyLayout::Kratos)
+            .meta("color", "canary")
+            .build(),
+    );
+    let heavy = Seen::follow(
+        client
+            .discovery("echo")
+            .layout(KeyLayout::Kratos)
+            .meta_filter(|m| m.get("weight").and_then(|w| w.parse::<u32>().ok()) >= Some(5))
+            .build(),
+    );
+    let value = |id: &str, port: u16, meta: &str| {
+        format!(
+            r#"{{"id":"{id}","name":"echo","metadata":{meta},"endpoints":["grpc://127.0.0.1:{port}"]}}"#
+        )
+    };
+    let stable = value("s1", 7001, r#"{"color":"stable","weight":"10"}"#);
+    let canary_v = value("c1", 7002, r#"{"color":"canary","weight":"1"}"#);
+    etcd.etcdctl(&["put", "/microservices/echo/s1", &stable])
+        .await
+        .unwrap();
+    etcd.etcdctl(&["put", "/microservices/echo/c1", &canary_v])
+        .await
+        .unwrap();
+    eventually(WAIT, "each discovery's instances", || async {
+        all.keys().len() == 2
+            && canary.keys() == ["/microservices/echo/c1"]
+            && heavy.keys() == ["/microservices/echo/s1"]
+    })
+    .await;
+    // The metadata weight is the instance's weight.
+    let weights: Vec<u32> = ["127.0.0.1:7002", "127.0.0.1:7001"]
+        .iter()
+        .map(|a| all.at(a).expect("seen").weight())
+        .collect();
+    assert_eq!(weights, [1, 10]);
+    // An instance that stops matching leaves the filtered discovery only.
+    let recolored = value("c1", 7002, r#"{"color":"stable","weight":"1"}"#);
+    etcd.etcdctl(&["put", "/microservices/echo/c1", &recolored])
+        .await
+        .unwrap();
+    eventually(
+        WAIT,
+        "the recolored instance out of the canary discovery",
+        || async { canary.keys().is_empty() && all.keys().len() == 2 },
+    )
+    .await;
+}
+
+#[tokio::test]
 async fn rust_registration_is_visible_in_the_go_format_and_leaves_on_deregister() {
     trace_init();
     let etcd = EtcdServer::start().await.unwrap();

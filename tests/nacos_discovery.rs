@@ -52,6 +52,25 @@ async fn discovers_rust_and_open_api_registrations_with_their_metadata() {
     assert_eq!(seen.at("127.0.0.1:41001").unwrap().weight(), 3);
     assert_eq!(seen.meta("127.0.0.1:41002")["lang"], "java");
     assert_eq!(seen.meta("127.0.0.1:41002")["nacos.cluster"], "east");
+    // A named cluster is the instance's zone; the default cluster says nothing.
+    assert_eq!(
+        seen.at("127.0.0.1:41002").unwrap().locality().zone(),
+        Some("east")
+    );
+    assert!(seen.at("127.0.0.1:41001").unwrap().locality().is_unknown());
+
+    // Metadata filters, per discovery: equality, or any predicate.
+    let v2 = Seen::follow(nacos.discovery("echo").meta("version", "2").build());
+    let java = Seen::follow(
+        nacos
+            .discovery("echo")
+            .meta_filter(|m| m.get("lang").is_some_and(|l| l == "java"))
+            .build(),
+    );
+    eventually(WAIT, "each filter's instance only", || async {
+        v2.authorities() == ["127.0.0.1:41001"] && java.authorities() == ["127.0.0.1:41002"]
+    })
+    .await;
     assert_eq!(server_serving(&server, "echo", &[]).await.unwrap(), both);
 
     // A discovery of one cluster sees only it; other services are not mixed in.

@@ -8,7 +8,7 @@ use crate::common::{Res, Section};
 use crate::outcome::Runs;
 
 /// The scenarios in order: key, title.
-pub const TITLES: [(&str, &str); 10] = [
+pub const TITLES: [(&str, &str); 12] = [
     ("1-overhead", "1. Overhead"),
     ("2-propagation", "2. Propagation"),
     ("3-dead-instance", "3. Dead instance"),
@@ -18,7 +18,9 @@ pub const TITLES: [(&str, &str); 10] = [
     ("7-black-hole", "7. Black hole"),
     ("8-frozen-instance", "8. Frozen instance"),
     ("9-max-connection-age", "9. Max connection age"),
-    ("10-subset", "10. Subsetting"),
+    ("10-weights", "10. Weights"),
+    ("11-zones", "11. Zones"),
+    ("13-subset", "13. Subsetting"),
 ];
 
 /// Writes `<out>/<key>.json` and `<out>/<key>.md` (the section with its run header).

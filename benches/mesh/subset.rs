@@ -1,4 +1,4 @@
-//! Scenario 10, subsetting: simulated clients pick their subsets with
+//! Scenario 13, subsetting: simulated clients pick their subsets with
 //! `balance::Subset` (no connections); connections per instance and churn.
 
 use std::collections::{HashMap, HashSet};
@@ -260,7 +260,7 @@ fn section(outcomes: &[Outcome]) -> Section {
          Rendezvous hashing moves only the removed instance's connections but piles up to 9 onto one instance."
     );
     Section {
-        key: "10-subset",
+        key: "13-subset",
         json: json!({ "clients": CLIENTS, "instances": INSTANCES, "k": K, "outcomes": outcomes }),
         markdown: md,
     }

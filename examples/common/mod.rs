@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::str::FromStr;
 use std::time::Duration;
 
-use tonic_discovery::balance::BalancedChannel;
+use tonic_discovery::balance::{BalancedChannel, BalancedChannelBuilder};
 
 /// The longest run a `--duration` may ask for. A run's end is `Instant::now() + duration`,
 /// which panics on overflow for absurd values; a year is far beyond any real run.
@@ -191,8 +191,8 @@ impl Registry {
         &self,
         service: &str,
         tags: &[String],
+        builder: BalancedChannelBuilder,
     ) -> Result<BalancedChannel, String> {
-        let builder = BalancedChannel::builder(service);
         if !tags.is_empty() && !matches!(self, Registry::Consul(_)) {
             return Err("--tag needs a Consul registry".into());
         }
@@ -250,11 +250,18 @@ impl Registry {
         &self,
         service: &str,
         addr: SocketAddr,
-        id: Option<&str>,
-        tags: &[String],
-        ttl: Option<Duration>,
+        publish: &Publish,
         health: tonic_discovery::register::HealthSource,
     ) -> Result<(String, Registered), String> {
+        let Publish {
+            id,
+            tags,
+            ttl,
+            weight,
+            zone,
+            meta,
+        } = publish;
+        let id = id.as_deref();
         match self {
             Registry::None => {
                 let id = id.map_or_else(|| format!("{service}-{}", addr.port()), str::to_owned);
@@ -281,7 +288,16 @@ impl Registry {
                     reg = reg.tag(tag.clone());
                 }
                 if let Some(ttl) = ttl {
-                    reg = reg.ttl(ttl);
+                    reg = reg.ttl(*ttl);
+                }
+                if let Some(weight) = weight {
+                    reg = reg.weights(*weight, 1);
+                }
+                if let Some(zone) = zone {
+                    reg = reg.locality(tonic_discovery::Locality::new("", zone));
+                }
+                for (k, v) in meta {
+                    reg = reg.meta(k.clone(), v.clone());
                 }
                 let handle = Self::consul(url)?
                     .register(reg)
@@ -300,7 +316,17 @@ impl Registry {
                     reg = reg.id(id);
                 }
                 if let Some(ttl) = ttl {
-                    reg = reg.ttl(ttl);
+                    reg = reg.ttl(*ttl);
+                }
+                // etcd values carry them as metadata (kratos's keys).
+                if let Some(weight) = weight {
+                    reg = reg.meta("weight", weight.to_string());
+                }
+                if let Some(zone) = zone {
+                    reg = reg.meta("zone", zone.clone());
+                }
+                for (k, v) in meta {
+                    reg = reg.meta(k.clone(), v.clone());
                 }
                 let handle = Self::etcd(endpoints)
                     .await?
@@ -327,6 +353,16 @@ impl Registry {
                 if let Some(id) = id {
                     reg = reg.meta("id", id);
                 }
+                if let Some(weight) = weight {
+                    reg = reg.weight(f64::from(*weight));
+                }
+                // A Nacos cluster is the instance's zone.
+                if let Some(zone) = zone {
+                    reg = reg.cluster(zone.clone());
+                }
+                for (k, v) in meta {
+                    reg = reg.meta(k.clone(), v.clone());
+                }
                 let handle = Self::nacos(url)
                     .await?
                     .register(reg)
@@ -337,6 +373,43 @@ impl Registry {
             }
         }
     }
+}
+
+/// What a server publishes about itself besides its address.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Publish {
+    pub(crate) id: Option<String>,
+    pub(crate) tags: Vec<String>,
+    pub(crate) ttl: Option<Duration>,
+    pub(crate) weight: Option<u32>,
+    pub(crate) zone: Option<String>,
+    pub(crate) meta: Vec<(String, String)>,
+}
+
+/// `key=value`, for `--meta`.
+pub(crate) fn key_value(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_owned(), v.to_owned())),
+        _ => Err(format!("`{s}` is not key=value")),
+    }
+}
+
+/// Installs the Prometheus exporter, serving the metrics at `http://addr/metrics`, and
+/// prints where to scrape.
+#[cfg(feature = "metrics")]
+pub(crate) fn serve_metrics(addr: SocketAddr) {
+    let installed = metrics_exporter_prometheus::PrometheusBuilder::new()
+        .with_http_listener(addr)
+        .install();
+    match installed {
+        Ok(()) => println!("metrics: scrape http://{addr}/metrics"),
+        Err(e) => fail(&format!("metrics on {addr}: {e}")),
+    }
+}
+
+#[cfg(not(feature = "metrics"))]
+pub(crate) fn serve_metrics(_: SocketAddr) {
+    fail("--metrics needs the metrics feature (cargo run --features metrics …)");
 }
 
 pub(crate) fn init_tracing() {

@@ -15,13 +15,16 @@ use super::channel::{BalancedChannel, Shared};
 use super::config::{EndpointConfig, LoadMetric};
 use super::failfast::FailFast;
 use super::info::Registry;
+use super::policy::{Policy, ZoneRouting};
 use super::retry::RetryBudget;
 use super::worker::{self, Worker, WorkerParts};
-use crate::{Backoff, BoxError, Error, Instance, InstanceKey};
+use crate::telemetry::ChannelMetrics;
+use crate::{Backoff, BoxError, Error, Instance, InstanceKey, Locality};
 
 const DEFAULT_FAILFAST: Duration = Duration::from_secs(3);
 const DEFAULT_BUFFER: usize = 1024;
 const DEFAULT_MAX_RESENDS: u32 = 3;
+const DEFAULT_METRICS_ENDPOINTS: usize = 32;
 
 /// Configures a [`BalancedChannel`]: the endpoint template applied to every
 /// instance, the queue, fail-fast and the load metric.
@@ -37,6 +40,12 @@ pub struct BalancedChannelBuilder {
     accrual: FailureAccrual,
     budget: RetryBudget,
     max_resends: u32,
+    locality: Option<Locality>,
+    zone_key: String,
+    region_key: String,
+    zone_routing: ZoneRouting,
+    weighted: bool,
+    metrics_endpoints: usize,
 }
 
 // === impl BalancedChannelBuilder ===
@@ -53,6 +62,12 @@ impl BalancedChannelBuilder {
             accrual: FailureAccrual::default(),
             budget: RetryBudget::default(),
             max_resends: DEFAULT_MAX_RESENDS,
+            locality: None,
+            zone_key: "zone".to_owned(),
+            region_key: "region".to_owned(),
+            zone_routing: ZoneRouting::new(),
+            weighted: true,
+            metrics_endpoints: DEFAULT_METRICS_ENDPOINTS,
         }
     }
 
@@ -215,6 +230,53 @@ impl BalancedChannelBuilder {
         self
     }
 
+    /// Whether instances' [weights](crate::Instance::weight) set their shares of the
+    /// traffic (see [weights](super::policy#weights)). Default: on. Off, every
+    /// instance counts as weight 1.
+    pub fn weighted(mut self, weighted: bool) -> Self {
+        self.weighted = weighted;
+        self
+    }
+
+    /// Where this client runs: turns on zone-aware routing (see
+    /// [zones](super::policy#zones)). Traffic stays in the client's zone while enough
+    /// of its instances are ready, spills over to the other zones of its region, then
+    /// to any instance. Default: unknown, every instance alike.
+    ///
+    /// An instance's zone and region come from its registry ([`Instance::locality`]:
+    /// Consul's `Service.Locality`, a Nacos cluster), else from its metadata (see
+    /// [`zone_meta_key`](Self::zone_meta_key)).
+    pub fn locality(mut self, locality: Locality) -> Self {
+        self.locality = Some(locality);
+        self
+    }
+
+    /// The metadata keys an instance's zone and region are read from when its
+    /// registry gives no locality. Default: `zone` and `region`.
+    pub fn zone_meta_key(mut self, zone: impl Into<String>, region: impl Into<String>) -> Self {
+        self.zone_key = zone.into();
+        self.region_key = region.into();
+        self
+    }
+
+    /// When zone-aware routing keeps traffic in the client's zone. Default:
+    /// [`ZoneRouting::new`] (at least one ready instance; all the traffic while 72%
+    /// of the zone's instances are ready, the rest spilled in proportion).
+    pub fn zone_routing(mut self, routing: ZoneRouting) -> Self {
+        self.zone_routing = routing;
+        self
+    }
+
+    /// How many endpoints get metrics of their own (label `endpoint` = `host:port`,
+    /// feature `metrics`); the calls of the others are counted together under
+    /// `endpoint="other"`, so a service of 10,000 instances does not make 10,000
+    /// series per metric. A removed endpoint gives its place back. Default: 32; 0
+    /// counts every call under `other` (the channel's own metrics are always there).
+    pub fn metrics_endpoints(mut self, max: usize) -> Self {
+        self.metrics_endpoints = max;
+        self
+    }
+
     /// The budget that bounds resends across all calls of the channel. Default:
     /// [`RetryBudget::default`] (20% of the calls plus 10 per second).
     pub fn retry_budget(mut self, budget: RetryBudget) -> Self {
@@ -265,7 +327,13 @@ impl BalancedChannelBuilder {
         let name: Arc<str> = self.name.into();
         let (tx, requests) = mpsc::channel(self.buffer_size);
         let (resend, resends) = mpsc::unbounded_channel();
-        let registry = Registry::default();
+        let registry = Registry::new(Policy::new(
+            self.locality,
+            self.zone_key.into(),
+            self.region_key.into(),
+            self.zone_routing,
+            self.weighted,
+        ));
         let mut endpoint = self.endpoint;
         endpoint.resends = self.max_resends > 0;
         let parts = WorkerParts {
@@ -277,6 +345,11 @@ impl BalancedChannelBuilder {
             config: Arc::new(endpoint),
             accrual: Arc::new(self.accrual),
             load: self.load,
+            metrics: ChannelMetrics::new(
+                name.clone(),
+                self.metrics_endpoints,
+                registry.policy().zoned(),
+            ),
         };
         let span = tracing::info_span!("balance", service = %name);
         let worker = worker::run(Worker::new(discovery, parts)).instrument(span);

@@ -73,6 +73,7 @@ pub(crate) struct Call {
 impl Call {
     pub(crate) fn start(stats: Arc<EndpointStats>, probe: bool) -> Self {
         stats.call_started();
+        stats.telemetry.started();
         Call {
             codes: stats.codes(),
             stats,
@@ -119,6 +120,16 @@ impl Call {
             }
         };
         self.stats.stream_ended();
+        let code = match outcome {
+            Outcome::Status(code) => Some(code),
+            Outcome::Transport | Outcome::ConnectionLost | Outcome::NotSent => None,
+            Outcome::Cancelled => Some(Code::Cancelled),
+            Outcome::DeadlineExpired => Some(Code::DeadlineExceeded),
+        };
+        let counted = outcome != Outcome::NotSent;
+        self.stats
+            .telemetry
+            .finished(code, self.sent_at.elapsed(), counted);
         match outcome.verdict(self.codes) {
             Some(verdict) => self.stats.record(verdict, latency, self.probe),
             None => {

@@ -1,12 +1,15 @@
 //! What the channel publishes about its endpoints, for health pages and tests.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
 
+use rand::Rng;
 use tokio::time::Instant;
 
 use super::endpoint::Direct;
+use super::policy::{Fenwick, Policy, TIERS, tier_shares};
 use super::stats::{EndpointStats, Mode};
 use crate::InstanceKey;
 
@@ -63,6 +66,8 @@ pub struct EndpointInfo {
     state: EndpointState,
     ejected_until: Option<Instant>,
     open_streams: usize,
+    weight: u32,
+    tier: usize,
 }
 
 // === impl EndpointInfo ===
@@ -93,112 +98,607 @@ impl EndpointInfo {
     pub fn open_streams(&self) -> usize {
         self.open_streams
     }
+
+    /// The weight the balancer gives the endpoint (1 unless the registry gives
+    /// instances weights, see [`Instance::weight`](crate::Instance::weight)).
+    pub fn weight(&self) -> u32 {
+        self.weight
+    }
+
+    /// Where the endpoint is from the client's point of view, under zone-aware
+    /// routing: 0 in the client's zone, 1 in another zone of its region, 2 elsewhere
+    /// or unknown. Always 0 without zone-aware routing.
+    pub fn tier(&self) -> usize {
+        self.tier
+    }
 }
 
-/// The current endpoints, updated by the worker on discovery changes only (never on
-/// the request path); endpoints update their own state atomically. Callers read it to
-/// send without the worker ([`pick_direct`](Self::pick_direct)).
-#[derive(Clone, Default)]
+/// The current endpoints, updated by the worker on discovery changes (and, under a
+/// traffic policy, when endpoints enter or leave service), never on the request path;
+/// endpoints update their own state atomically. Callers read it to send without the
+/// worker ([`pick_direct`](Self::pick_direct)); the worker draws from it too when
+/// weights or zones apply ([`draw`](Self::draw)).
+#[derive(Clone)]
 pub(crate) struct Registry {
-    inner: Arc<RwLock<Table>>,
+    inner: Arc<Inner>,
 }
 
-/// Draws per candidate before [`Registry::pick_direct`] leaves the call to the worker.
+struct Inner {
+    table: RwLock<Table>,
+    /// Each tier's share of the traffic, cumulative, as `f64` bits (see
+    /// [`tier_shares`]); only read when zone-aware routing is on.
+    shares: [AtomicU64; TIERS],
+    policy: Policy,
+}
+
+/// Draws per candidate before a draw gives up.
 const DRAWS: usize = 4;
 
 #[derive(Default)]
 struct Table {
-    map: BTreeMap<InstanceKey, Arc<EndpointStats>>,
-    /// The same endpoints, for sampling by index.
-    list: Vec<Arc<EndpointStats>>,
+    map: HashMap<InstanceKey, Slot>,
+    tiers: [Tier; TIERS],
+}
+
+#[derive(Clone, Copy)]
+struct Slot {
+    tier: usize,
+    index: usize,
+}
+
+/// The endpoints of one tier (the client's zone, its region, the rest; all in the
+/// first when zone-aware routing is off).
+#[derive(Default)]
+struct Tier {
+    list: Vec<Entry>,
+    /// The weights of the entries in service (`live`), by index, for draws by weight.
+    live_weights: Fenwick,
+    live: usize,
+    /// How many entries have each weight: more than one key means draws by weight.
+    weights: BTreeMap<u32, usize>,
+}
+
+struct Entry {
+    stats: Arc<EndpointStats>,
+    weight: u32,
+    /// In service when the worker last looked ([`Registry::refresh`]).
+    live: bool,
+}
+
+/// What a draw makes of a candidate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Candidate {
+    /// It may be compared.
+    Take,
+    /// Draw again.
+    Skip,
+    /// Give up the draw.
+    Abort,
+}
+
+/// Two endpoints to compare (the second absent when the tier has one in service),
+/// each with the factor its calls waiting count by (see [`EndpointStats::cost_scaled`]).
+pub(crate) struct Pair {
+    pub(crate) a: (Arc<EndpointStats>, f64),
+    pub(crate) b: Option<(Arc<EndpointStats>, f64)>,
+}
+
+impl Pair {
+    /// The one to call: the first drawn unless the second costs clearly less (see
+    /// [`EndpointStats::prefer_second`]), so estimates that differ by noise leave the
+    /// draw's proportions (uniform, or by weight) in place.
+    pub(crate) fn cheaper(self) -> Arc<EndpointStats> {
+        match self.b {
+            Some((b, sb)) if EndpointStats::prefer_second(&self.a.0, self.a.1, &b, sb) => b,
+            _ => self.a.0,
+        }
+    }
+}
+
+// === impl Registry ===
+
+impl Default for Registry {
+    fn default() -> Self {
+        Registry::new(Policy::default())
+    }
 }
 
 impl Registry {
-    pub(crate) fn insert(&self, key: InstanceKey, shared: Arc<EndpointStats>) {
-        let mut table = self.inner.write().unwrap_or_else(PoisonError::into_inner);
-        match table.map.insert(key, shared.clone()) {
-            Some(old) => {
-                if let Some(slot) = table.list.iter_mut().find(|s| Arc::ptr_eq(s, &old)) {
-                    *slot = shared;
-                }
-            }
-            None => table.list.push(shared),
+    pub(crate) fn new(policy: Policy) -> Self {
+        let shares = [1.0f64, 1.0, 1.0].map(|s| AtomicU64::new(s.to_bits()));
+        Registry {
+            inner: Arc::new(Inner {
+                table: RwLock::new(Table::default()),
+                shares,
+                policy,
+            }),
         }
     }
 
+    pub(crate) fn policy(&self) -> &Policy {
+        &self.inner.policy
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Table> {
+        self.inner
+            .table
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Table> {
+        self.inner
+            .table
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Adds an endpoint (replacing one under the same key) in O(log n).
+    pub(crate) fn insert(
+        &self,
+        key: InstanceKey,
+        shared: Arc<EndpointStats>,
+        weight: u32,
+        tier: usize,
+    ) {
+        let mut table = self.write();
+        table.remove(&key);
+        let t = &mut table.tiers[tier];
+        let index = t.list.len();
+        t.list.push(Entry {
+            stats: shared,
+            weight,
+            live: false,
+        });
+        t.live_weights.push(0);
+        *t.weights.entry(weight).or_default() += 1;
+        table.map.insert(key, Slot { tier, index });
+    }
+
+    /// Removes an endpoint in O(log n).
     pub(crate) fn remove(&self, key: &InstanceKey) {
-        let mut table = self.inner.write().unwrap_or_else(PoisonError::into_inner);
-        if let Some(old) = table.map.remove(key) {
-            table.list.retain(|s| !Arc::ptr_eq(s, &old));
+        self.write().remove(key);
+    }
+
+    /// Whether draws follow a traffic policy: zone-aware routing, or weights that
+    /// differ within a tier. Otherwise every draw is uniform over the endpoints.
+    pub(crate) fn policy_active(&self) -> bool {
+        self.inner.policy.zoned() || self.read().tiers.iter().any(Tier::weighted)
+    }
+
+    /// Brings the endpoints' in-service flags and the tiers' shares up to date (the
+    /// worker calls it after every wake-up while a policy applies): O(n) reads, and
+    /// O(log n) per endpoint that entered or left service.
+    pub(crate) fn refresh(&self) {
+        let stale = {
+            let table = self.read();
+            table
+                .tiers
+                .iter()
+                .any(|t| t.list.iter().any(|e| e.live != e.stats.in_service()))
+        };
+        let (total, ready) = if stale {
+            let mut table = self.write();
+            for t in &mut table.tiers {
+                t.sync_live();
+            }
+            table.counts()
+        } else {
+            self.read().counts()
+        };
+        if self.inner.policy.zoned() {
+            let shares = tier_shares(self.inner.policy.routing(), total, ready);
+            let mut sum = 0.0;
+            for (slot, share) in self.inner.shares.iter().zip(shares) {
+                sum += share;
+                slot.store(sum.to_bits(), Ordering::Relaxed);
+            }
         }
+    }
+
+    /// The tiers' current shares of the traffic (not cumulative).
+    pub(crate) fn shares(&self) -> [f64; TIERS] {
+        let cumulative = self
+            .inner
+            .shares
+            .each_ref()
+            .map(|s| f64::from_bits(s.load(Ordering::Relaxed)));
+        [
+            cumulative[0],
+            cumulative[1] - cumulative[0],
+            cumulative[2] - cumulative[1],
+        ]
+    }
+
+    /// Draws two endpoints to compare, by the traffic policy: a tier by the tiers'
+    /// shares, then each candidate by weight (uniformly when weights are equal),
+    /// judged by `judge`; a candidate it skips is drawn again, a few times at most.
+    /// `None` when no pair is found, unless `alone_ok` and the tier has one endpoint
+    /// in service (or one endpoint at all when no policy applies), which is then
+    /// returned alone.
+    pub(crate) fn draw<R: Rng + ?Sized>(
+        &self,
+        rng: &mut R,
+        judge: impl Fn(&EndpointStats) -> Candidate,
+    ) -> Option<Pair> {
+        let table = self.read();
+        let tier = if self.inner.policy.zoned() {
+            let r: f64 = rng.random();
+            let cumulative =
+                |i: usize| f64::from_bits(self.inner.shares[i].load(Ordering::Relaxed));
+            (0..TIERS).find(|&i| r < cumulative(i)).unwrap_or(0)
+        } else {
+            0
+        };
+        let t = &table.tiers[tier];
+        // Under a policy, draws are by weight among the endpoints in service (all of
+        // weight 1 when weights are equal or ignored), and their count is known: one
+        // in service is taken alone (a failing one the capacity guard keeps is then
+        // the only choice anyway).
+        let weighted = self.inner.policy.zoned() || t.weighted();
+        let len = t.list.len();
+        let alone = if weighted { t.live <= 1 } else { len == 1 };
+        let mean = if weighted && t.live > 0 {
+            t.live_weights.total() as f64 / t.live as f64
+        } else {
+            1.0
+        };
+        let scale = |e: &Entry| {
+            if weighted {
+                mean / f64::from(e.weight)
+            } else {
+                1.0
+            }
+        };
+        let pick = |rng: &mut R, other: Option<usize>| -> Option<usize> {
+            if len == 0 {
+                return None;
+            }
+            if weighted {
+                // The second among the others: the first's weight range is cut out
+                // of the draw.
+                let total = t.live_weights.total();
+                let (cut_at, cut) = match other {
+                    Some(a) if t.list[a].live => {
+                        (t.live_weights.prefix(a), u64::from(t.list[a].weight))
+                    }
+                    _ => (0, 0),
+                };
+                if total <= cut {
+                    return None;
+                }
+                let mut target = rng.random_range(0..total - cut);
+                if target >= cut_at {
+                    target += cut;
+                }
+                return Some(t.live_weights.find(target));
+            }
+            match other {
+                None => Some(rng.random_range(0..len)),
+                Some(_) if len == 1 => None,
+                Some(a) => {
+                    let i = rng.random_range(0..len - 1);
+                    Some(if i >= a { i + 1 } else { i })
+                }
+            }
+        };
+        let draw = |rng: &mut R, other: Option<usize>| -> Option<Option<usize>> {
+            for _ in 0..DRAWS {
+                let Some(i) = pick(rng, other) else { continue };
+                match judge(&t.list[i].stats) {
+                    Candidate::Take => return Some(Some(i)),
+                    Candidate::Skip => {}
+                    Candidate::Abort => return None,
+                }
+            }
+            Some(None)
+        };
+        let a = draw(rng, None)??;
+        let ea = &t.list[a];
+        let b = if alone {
+            None
+        } else {
+            Some(draw(rng, Some(a))??)
+        };
+        Some(Pair {
+            a: (ea.stats.clone(), scale(ea)),
+            b: b.map(|b| (t.list[b].stats.clone(), scale(&t.list[b]))),
+        })
     }
 
     /// Power of two choices over the endpoints a caller may send on now (see
-    /// [`EndpointStats::direct`]), by the same cost the worker compares. Two are drawn
-    /// among those ready, as the worker draws from its ready set: an endpoint that is
-    /// not (ejected, connecting, at its stream limit) is drawn again, a few times at
-    /// most, never taken by default, since an instance the guard keeps in service
-    /// despite its failures must still lose its comparison. `None` leaves the call to
-    /// the worker: fewer than two ready endpoints found (one, when it is the only
-    /// endpoint), or one drawn is due a probe or was never tried (the worker sends
-    /// those their one call first).
+    /// [`EndpointStats::direct`]), by the same draw and cost the worker uses. Two are
+    /// drawn among those ready, as the worker draws from its ready set: an endpoint
+    /// that is not (ejected, connecting, at its stream limit) is drawn again, a few
+    /// times at most, never taken by default, since an instance the guard keeps in
+    /// service despite its failures must still lose its comparison. `None` leaves the
+    /// call to the worker: fewer than two ready endpoints found (one, when it is the
+    /// only endpoint in service), or one drawn is due a probe or was never tried (the
+    /// worker sends those their one call first).
     pub(crate) fn pick_direct(&self) -> Option<(Arc<EndpointStats>, Direct)> {
-        let table = self.inner.read().unwrap_or_else(PoisonError::into_inner);
-        let list = &table.list;
-        let pick = match list.len() {
-            0 => return None,
-            1 if list[0].direct_ready() => &list[0],
-            1 => return None,
-            len => {
-                // `a` from every index, `b` from the others: both distinct by
-                // construction, each drawn again while it is not ready.
-                // `None`: no ready endpoint found, or one the worker must place.
-                let draw = |skip: Option<usize>| -> Option<usize> {
-                    for _ in 0..DRAWS {
-                        let i = match skip {
-                            None => rand::random_range(0..len),
-                            Some(a) => {
-                                let i = rand::random_range(0..len - 1);
-                                if i >= a { i + 1 } else { i }
-                            }
-                        };
-                        let s = &list[i];
-                        if s.mode() == Mode::ProbeAllowed || s.untried() {
-                            return None;
-                        }
-                        if s.direct_ready() {
-                            return Some(i);
-                        }
-                    }
-                    None
-                };
-                let a = draw(None)?;
-                let b = draw(Some(a))?;
-                let (sa, sb) = (&list[a], &list[b]);
-                if sb.cost() < sa.cost() { sb } else { sa }
+        let pair = self.draw(&mut rand::rng(), |s| {
+            if s.mode() == Mode::ProbeAllowed || s.untried() {
+                Candidate::Abort
+            } else if s.direct_ready() {
+                Candidate::Take
+            } else {
+                Candidate::Skip
             }
-        };
-        pick.direct().map(|direct| (pick.clone(), direct))
+        })?;
+        let pick = pair.cheaper();
+        let direct = pick.direct()?;
+        Some((pick, direct))
     }
 
     pub(crate) fn snapshot(&self) -> Vec<EndpointInfo> {
-        let table = self.inner.read().unwrap_or_else(PoisonError::into_inner);
-        table
+        let table = self.read();
+        let mut infos: Vec<EndpointInfo> = table
             .map
             .iter()
-            .map(|(key, stats)| EndpointInfo {
-                key: key.clone(),
-                address: stats.address.clone(),
-                state: stats.state(),
-                ejected_until: stats.ejected_until(),
-                open_streams: stats.open_streams(),
+            .map(|(key, slot)| {
+                let entry = &table.tiers[slot.tier].list[slot.index];
+                let stats = &entry.stats;
+                EndpointInfo {
+                    key: key.clone(),
+                    address: stats.address.clone(),
+                    state: stats.state(),
+                    ejected_until: stats.ejected_until(),
+                    open_streams: stats.open_streams(),
+                    weight: entry.weight,
+                    tier: slot.tier,
+                }
             })
-            .collect()
+            .collect();
+        infos.sort_by(|a, b| a.key.cmp(&b.key));
+        infos
+    }
+}
+
+// === impl Table ===
+
+impl Table {
+    /// Each tier's endpoints and endpoints in service.
+    fn counts(&self) -> ([usize; TIERS], [usize; TIERS]) {
+        (
+            self.tiers.each_ref().map(|t| t.list.len()),
+            self.tiers.each_ref().map(|t| t.live),
+        )
+    }
+
+    fn remove(&mut self, key: &InstanceKey) {
+        let Some(Slot { tier, index }) = self.map.remove(key) else {
+            return;
+        };
+        let t = &mut self.tiers[tier];
+        if let Some(moved) = t.swap_remove(index)
+            && let Some(slot) = self.map.get_mut(&moved)
+        {
+            slot.index = index;
+        }
+    }
+}
+
+// === impl Tier ===
+
+impl Tier {
+    fn weighted(&self) -> bool {
+        self.weights.len() > 1
+    }
+
+    fn set_live(&mut self, index: usize, live: bool) {
+        let entry = &mut self.list[index];
+        if entry.live == live {
+            return;
+        }
+        entry.live = live;
+        let w = i64::from(entry.weight);
+        if live {
+            self.live_weights.add(index, w);
+            self.live += 1;
+        } else {
+            self.live_weights.add(index, -w);
+            self.live -= 1;
+        }
+    }
+
+    fn sync_live(&mut self) {
+        for i in 0..self.list.len() {
+            let live = self.list[i].stats.in_service();
+            self.set_live(i, live);
+        }
+    }
+
+    /// Removes the entry at `index`, moving the last one there; returns the moved
+    /// entry's key.
+    fn swap_remove(&mut self, index: usize) -> Option<InstanceKey> {
+        self.set_live(index, false);
+        let last = self.list.len() - 1;
+        let moved_live = self.list[last].live;
+        if index != last && moved_live {
+            self.set_live(last, false);
+        }
+        self.live_weights.pop_zero();
+        let removed = self.list.swap_remove(index);
+        if let Some(n) = self.weights.get_mut(&removed.weight) {
+            *n -= 1;
+            if *n == 0 {
+                self.weights.remove(&removed.weight);
+            }
+        }
+        if index == last {
+            return None;
+        }
+        if moved_live {
+            self.set_live(index, true);
+        }
+        Some(self.list[index].stats.key.clone())
     }
 }
 
 impl fmt::Debug for Registry {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_list().entries(self.snapshot()).finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use rand::SeedableRng;
+    use rand::rngs::StdRng;
+
+    use super::*;
+    use crate::balance::FailureAccrual;
+    use crate::balance::policy::ZoneRouting;
+    use crate::{Instance, Locality};
+
+    fn stats(id: &str) -> Arc<EndpointStats> {
+        let (trips, _) = tokio::sync::mpsc::unbounded_channel();
+        let s = EndpointStats::new(
+            InstanceKey::new("n", id),
+            format!("{id}:1"),
+            Duration::from_millis(1),
+            Duration::from_secs(10),
+            Arc::new(FailureAccrual::default()),
+            trips,
+            crate::telemetry::Telemetry::detached(),
+        );
+        s.set_conn(EndpointState::Ready);
+        s
+    }
+
+    fn take(_: &EndpointStats) -> Candidate {
+        Candidate::Take
+    }
+
+    /// How often each id is drawn first, and that the second is always another.
+    fn first_shares(registry: &Registry, draws: usize) -> BTreeMap<String, f64> {
+        let mut rng = StdRng::seed_from_u64(7);
+        let mut counts = BTreeMap::<String, usize>::new();
+        for _ in 0..draws {
+            let pair = registry.draw(&mut rng, take).expect("a pair");
+            if let Some((b, _)) = &pair.b {
+                assert_ne!(
+                    b.key, pair.a.0.key,
+                    "the second candidate is another endpoint"
+                );
+            }
+            *counts.entry(pair.a.0.key.id().to_owned()).or_default() += 1;
+        }
+        counts
+            .into_iter()
+            .map(|(k, n)| (k, n as f64 / draws as f64))
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn weights_set_how_often_an_endpoint_is_drawn() {
+        let registry = Registry::default();
+        for (id, w) in [("w1", 1), ("w2", 2), ("w4", 4)] {
+            registry.insert(InstanceKey::new("n", id), stats(id), w, 0);
+        }
+        assert!(registry.policy_active());
+        registry.refresh();
+        let shares = first_shares(&registry, 70_000);
+        for (id, want) in [("w1", 1.0 / 7.0), ("w2", 2.0 / 7.0), ("w4", 4.0 / 7.0)] {
+            assert!((shares[id] - want).abs() < 0.01, "{id}: {shares:?}");
+        }
+        // Out of service, an endpoint is no longer drawn.
+        registry.read().tiers[0].list[2]
+            .stats
+            .set_conn(EndpointState::Backoff);
+        registry.refresh();
+        let shares = first_shares(&registry, 30_000);
+        assert!(!shares.contains_key("w4"), "{shares:?}");
+        assert!((shares["w1"] - 1.0 / 3.0).abs() < 0.01, "{shares:?}");
+        // Removal keeps the draw consistent (the last entry moves into the hole).
+        registry.remove(&InstanceKey::new("n", "w1"));
+        let shares = first_shares(&registry, 1_000);
+        assert_eq!(shares.keys().collect::<Vec<_>>(), ["w2"]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn close_costs_keep_the_first_drawn_and_stale_estimates_get_a_call() {
+        let (a, b) = (stats("a"), stats("b"));
+        a.rtt.reset(Duration::from_micros(100));
+        b.rtt.reset(Duration::from_micros(120));
+        assert!(!EndpointStats::prefer_second(&a, 1.0, &b, 1.0));
+        assert!(
+            !EndpointStats::prefer_second(&b, 1.0, &a, 1.0),
+            "within 25%: the first drawn keeps the call"
+        );
+        b.rtt.reset(Duration::from_micros(300));
+        assert!(
+            EndpointStats::prefer_second(&b, 1.0, &a, 1.0),
+            "clearly cheaper wins"
+        );
+        // `b` keeps losing; once its estimate expired it takes the call when drawn,
+        // and its answer sets a new estimate.
+        tokio::time::advance(Duration::from_millis(900)).await;
+        a.rtt.reset(Duration::from_micros(100));
+        tokio::time::advance(Duration::from_millis(200)).await;
+        assert!(b.stale(Instant::now()) && !a.stale(Instant::now()));
+        assert!(EndpointStats::prefer_second(&a, 1.0, &b, 1.0));
+        b.rtt.observe(Duration::from_micros(100));
+        assert!(!b.stale(Instant::now()));
+        assert!(!EndpointStats::prefer_second(&a, 1.0, &b, 1.0));
+    }
+
+    #[tokio::test]
+    async fn equal_weights_draw_uniformly_without_a_policy() {
+        let registry = Registry::default();
+        for id in ["a", "b", "c"] {
+            registry.insert(InstanceKey::new("n", id), stats(id), 5, 0);
+        }
+        assert!(!registry.policy_active());
+        let shares = first_shares(&registry, 30_000);
+        for id in ["a", "b", "c"] {
+            assert!((shares[id] - 1.0 / 3.0).abs() < 0.01, "{shares:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn zones_spill_over_in_proportion_to_missing_capacity() {
+        let policy = Policy::new(
+            Some(Locality::new("r", "a")),
+            "zone".into(),
+            "region".into(),
+            ZoneRouting::new(),
+            true,
+        );
+        let registry = Registry::new(policy.clone());
+        for (id, zone) in [("a1", "a"), ("a2", "a"), ("b1", "b"), ("b2", "b")] {
+            let instance = Instance::new(InstanceKey::new("n", id), "127.0.0.1", 1)
+                .with_locality(Locality::new("r", zone));
+            registry.insert(
+                InstanceKey::new("n", id),
+                stats(id),
+                1,
+                policy.tier(&instance),
+            );
+        }
+        registry.refresh();
+        let zone_a = |shares: &BTreeMap<String, f64>| {
+            shares
+                .iter()
+                .filter(|(k, _)| k.starts_with('a'))
+                .map(|(_, v)| v)
+                .sum::<f64>()
+        };
+        assert_eq!(zone_a(&first_shares(&registry, 10_000)), 1.0);
+        let a1 = registry.read().tiers[0].list[0].stats.clone();
+        a1.set_conn(EndpointState::Backoff);
+        registry.refresh();
+        let shares = first_shares(&registry, 40_000);
+        assert!((zone_a(&shares) - 0.7).abs() < 0.01, "{shares:?}");
+        assert!(!shares.contains_key(a1.key.id()));
+        a1.set_conn(EndpointState::Ready);
+        registry.refresh();
+        assert_eq!(
+            zone_a(&first_shares(&registry, 10_000)),
+            1.0,
+            "traffic returns"
+        );
     }
 }

@@ -63,16 +63,27 @@ impl RttEstimate {
         rtt * self.decay_factor(at, now)
     }
 
-    /// Folds in one measured latency; the first replaces the initial guess.
+    /// Folds in one measured latency; the first replaces the initial guess, and so
+    /// does one that comes after the estimate expired (see [`expired`](Self::expired)).
     pub(crate) fn observe(&self, sample: Duration) {
         let sample = nanos(sample);
-        self.store_with(true, |prior, decay, measured| {
-            if measured {
+        self.store_with(true, |prior, decay, fresh| {
+            if fresh {
                 peak_ewma(prior, decay, sample)
             } else {
                 sample
             }
         });
+    }
+
+    /// Whether the estimate went unmeasured for a tenth of the decay (1 s by
+    /// default): it then describes the instance as it was, not as it is, as gRFC A58
+    /// expires a weight that stopped being reported. An endpoint that lost every
+    /// comparison since a spike would otherwise wait for its estimate to decay (some
+    /// 20 s for ten times its peers' with the default 10 s decay), taking no calls.
+    pub(crate) fn expired(&self, now: Instant) -> bool {
+        let (_, at) = self.read();
+        self.since_epoch(now).saturating_sub(at) as f64 > self.decay_ns / 10.0
     }
 
     /// Replaces the estimate with `sample`, as measured now.
@@ -96,12 +107,14 @@ impl RttEstimate {
     }
 
     /// Sets the estimate to `next(prior, decay factor since it was set, whether it was
-    /// measured before)`; `measured` says whether this is a measurement.
+    /// measured before and has not expired since)`; `measured` says whether this is a
+    /// measurement.
     fn store_with(&self, measured: bool, next: impl FnOnce(f64, f64, bool) -> f64) {
         let mut was_measured = self.write.lock().unwrap_or_else(PoisonError::into_inner);
         let now = Instant::now();
         let (prior, at) = self.load_relaxed();
-        let next = next(prior, self.decay_factor(at, now), *was_measured);
+        let expired = self.since_epoch(now).saturating_sub(at) as f64 > self.decay_ns / 10.0;
+        let next = next(prior, self.decay_factor(at, now), *was_measured && !expired);
         *was_measured |= measured;
         let s = self.seq.load(Ordering::Relaxed);
         self.seq.store(s.wrapping_add(1), Ordering::Relaxed);

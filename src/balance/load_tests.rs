@@ -37,12 +37,25 @@ async fn a_slower_sample_is_the_estimate_at_once() {
 async fn a_faster_sample_pulls_the_estimate_down_gradually() {
     let rtt = RttEstimate::new(Duration::from_millis(30), DECAY);
     rtt.reset(Duration::from_millis(50));
-    time::advance(DECAY).await;
+    time::advance(DECAY / 20).await;
     rtt.observe(Duration::from_millis(10));
-    let d = (-1.0f64).exp();
+    let d = (-0.05f64).exp();
     let expected = 50.0 * d + 10.0 * (1.0 - d);
     let got = ms(rtt.get(Instant::now()));
     assert!(close(got, expected), "{got} != {expected}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_sample_after_the_estimate_expired_replaces_it() {
+    let rtt = RttEstimate::new(Duration::from_millis(30), DECAY);
+    rtt.reset(Duration::from_millis(50));
+    time::advance(DECAY / 10 - Duration::from_millis(1)).await;
+    assert!(!rtt.expired(Instant::now()));
+    time::advance(Duration::from_millis(2)).await;
+    assert!(rtt.expired(Instant::now()));
+    rtt.observe(Duration::from_millis(10));
+    assert!(close(ms(rtt.get(Instant::now())), 10.0));
+    assert!(!rtt.expired(Instant::now()));
 }
 
 #[test]

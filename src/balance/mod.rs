@@ -88,6 +88,7 @@ mod future;
 mod health;
 mod info;
 mod load;
+pub mod policy;
 mod retry;
 mod settings;
 mod stats;
@@ -103,6 +104,7 @@ pub use channel::BalancedChannel;
 pub use config::LoadMetric;
 pub use future::ResponseFuture;
 pub use info::{EndpointInfo, EndpointState};
+pub use policy::ZoneRouting;
 pub use retry::RetryBudget;
 pub use subset::{Coordinate, Select, Subset};
 #[cfg(feature = "tls-ring")]

@@ -22,6 +22,7 @@ use super::endpoint::Direct;
 use super::info::EndpointState;
 use super::load::RttEstimate;
 use crate::InstanceKey;
+use crate::telemetry::Telemetry;
 
 /// How much recent failures weigh in the cost: it is multiplied by
 /// `1 + FAILURE_PENALTY × failure score`, the score being a moving average of failures
@@ -43,6 +44,16 @@ const REFUSED_PENALTY: f64 = 1000.0;
 /// server has not spoken yet takes no call (a frozen server's new connection is not
 /// ready, and the first burst does not queue above a limit still unknown).
 const UNKNOWN_LIMIT: u64 = u64::MAX;
+
+/// The failure score under which an endpoint whose estimate expired counts as stale.
+const STALE_FAILURES: f64 = 0.01;
+
+/// How much cheaper the second endpoint drawn must be to take a call from the first:
+/// estimates within 25% of each other are noise (one late answer moves a Peak-EWMA
+/// estimate by more), and the first drawn keeps the call, so the draw's proportions
+/// (uniform, or by weight) hold among instances that answer alike. Without it, at low
+/// load, whichever instance happened to answer fastest last took nearly every call.
+const TIE: f64 = 1.25;
 
 /// The weight of one call in the failure score.
 const FAILURE_ALPHA: f64 = 0.2;
@@ -101,6 +112,8 @@ pub(crate) struct EndpointStats {
     health: Mutex<Health>,
     config: Arc<FailureAccrual>,
     trips: mpsc::UnboundedSender<InstanceKey>,
+    /// Where its calls are counted (no-ops without the `metrics` feature).
+    pub(crate) telemetry: Telemetry,
 }
 
 /// The failure detectors and the ejection of one endpoint.
@@ -129,6 +142,7 @@ impl EndpointStats {
         decay: Duration,
         config: Arc<FailureAccrual>,
         trips: mpsc::UnboundedSender<InstanceKey>,
+        telemetry: Telemetry,
     ) -> Arc<Self> {
         Arc::new(EndpointStats {
             key,
@@ -159,6 +173,7 @@ impl EndpointStats {
             }),
             config,
             trips,
+            telemetry,
         })
     }
 
@@ -271,7 +286,11 @@ impl EndpointStats {
     /// failure penalty. While calls wait, the time since the instance was last heard
     /// from is a lower bound on its latency, so an instance that stops answering gets
     /// dearer by the moment instead of cheaper as its estimate decays.
-    pub(crate) fn cost(&self) -> f64 {
+    ///
+    /// `scale` counts each call waiting that many times: the mean weight over the
+    /// endpoint's own under weighted balancing, so load counts per unit of weight
+    /// (see [`policy`](super::policy)); 1 otherwise.
+    pub(crate) fn cost_scaled(&self, scale: f64) -> f64 {
         let pending = self.pending.load(Ordering::Relaxed);
         let now = Instant::now();
         let mut rtt = self.rtt.get(now);
@@ -285,7 +304,7 @@ impl EndpointStats {
         } else {
             FAILURE_PENALTY
         };
-        rtt * (pending + 1) as f64 * (1.0 + penalty * self.failure_score(now))
+        rtt * (pending as f64 * scale + 1.0) * (1.0 + penalty * self.failure_score(now))
     }
 
     /// The moving average of failures (0 to 1), faded since it was last updated.
@@ -306,6 +325,36 @@ impl EndpointStats {
         self.failure_score.store(next.to_bits(), Ordering::Relaxed);
         self.failure_at
             .store(self.rtt.since_epoch(now), Ordering::Relaxed);
+    }
+
+    /// The cost at scale 1 (see [`cost_scaled`](Self::cost_scaled)).
+    #[cfg(test)]
+    pub(crate) fn cost(&self) -> f64 {
+        self.cost_scaled(1.0)
+    }
+
+    /// Whether the endpoint's cost says nothing current: its estimate expired (see
+    /// [`RttEstimate::expired`]) and no call is waiting on it, and its calls have not
+    /// been failing. Such an endpoint takes the call when drawn, as one never tried
+    /// does, and its answer sets a new estimate: at most one call per expiry period
+    /// goes to an instance that keeps losing its comparisons.
+    pub(crate) fn stale(&self, now: Instant) -> bool {
+        self.pending.load(Ordering::Relaxed) == 0
+            && !self.refused.load(Ordering::Relaxed)
+            && self.failure_score(now) < STALE_FAILURES
+            && self.rtt.expired(now)
+    }
+
+    /// Whether `b` should take a call rather than `a`, drawn first (scales as in
+    /// [`cost_scaled`](Self::cost_scaled)): `a` unless `b` costs clearly less (see
+    /// [`TIE`]), or `b` is [stale](Self::stale) and `a` is not.
+    pub(crate) fn prefer_second(a: &Self, sa: f64, b: &Self, sb: f64) -> bool {
+        let now = Instant::now();
+        match (a.stale(now), b.stale(now)) {
+            (true, _) => false,
+            (false, true) => true,
+            (false, false) => b.cost_scaled(sb) * TIE < a.cost_scaled(sa),
+        }
     }
 
     /// Whether no call was ever sent on the endpoint: its cost is a guess (see

@@ -26,10 +26,17 @@ use super::config::{EndpointConfig, LoadMetric};
 use super::dispatch::EndpointFuture;
 use super::endpoint::Endpoint;
 use super::failfast::FailFast;
-use super::info::Registry;
+use super::info::{Candidate, Registry};
 use super::load::{cold_start_rtt, cold_start_sample};
 use super::stats::{EndpointStats, Mode};
+use crate::telemetry::{ChannelMetrics, Telemetry, state_index};
 use crate::{BoxError, Instance, InstanceKey};
+
+/// Discovery changes applied per wake-up of the worker at most.
+const CHANGE_BATCH: usize = 256;
+
+/// How often the endpoints-by-state gauges are published at most.
+const GAUGE_INTERVAL: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// What the worker hands back for one request: the endpoint's response future.
 pub(crate) type CallFuture = EndpointFuture;
@@ -61,11 +68,19 @@ pub(crate) struct Worker<D> {
     accrual: Arc<FailureAccrual>,
     load: LoadMetric,
     rng: StdRng,
+    /// Draws follow a traffic policy (weights or zones): see [`Registry::draw`].
+    policy: bool,
+    metrics: Arc<ChannelMetrics>,
+    /// When the endpoints-by-state gauges are due again (see [`Self::poll_gauges`]).
+    gauges: Option<Pin<Box<tokio::time::Sleep>>>,
+    gauges_at: tokio::time::Instant,
 }
 
 struct Known {
     authority: String,
     stats: Arc<EndpointStats>,
+    weight: u32,
+    tier: usize,
 }
 
 pub(crate) struct WorkerParts {
@@ -77,6 +92,7 @@ pub(crate) struct WorkerParts {
     pub(crate) config: Arc<EndpointConfig>,
     pub(crate) accrual: Arc<FailureAccrual>,
     pub(crate) load: LoadMetric,
+    pub(crate) metrics: Arc<ChannelMetrics>,
 }
 
 // === impl Worker ===
@@ -107,6 +123,10 @@ where
             accrual: parts.accrual,
             load: parts.load,
             rng: StdRng::from_rng(&mut rand::rng()),
+            policy: false,
+            metrics: parts.metrics,
+            gauges: None,
+            gauges_at: tokio::time::Instant::now(),
         }
     }
 
@@ -117,6 +137,11 @@ where
         // Endpoints first, so that the capacity guard sees the ready set as it is.
         self.poll_endpoints(cx);
         self.poll_trips(cx);
+        self.policy = self.registry.policy_active();
+        if self.policy {
+            self.registry.refresh();
+        }
+        self.poll_gauges(cx);
         loop {
             if self.current.is_none()
                 && let Poll::Ready(Some(msg)) = self.resends.poll_recv(cx)
@@ -142,9 +167,17 @@ where
         }
     }
 
-    /// Applies every change discovery has ready.
+    /// Applies the changes discovery has ready, [`CHANGE_BATCH`] at most per wake-up:
+    /// with more pending, the worker wakes itself again and serves the calls waiting
+    /// in between, so replacing a whole fleet does not hold requests up.
     fn poll_discovery(&mut self, cx: &mut Context<'_>) {
+        let mut applied = 0;
         while let Some(discovery) = self.discovery.as_mut() {
+            if applied == CHANGE_BATCH {
+                cx.waker().wake_by_ref();
+                return;
+            }
+            applied += 1;
             match Pin::new(discovery).poll_next(cx) {
                 Poll::Pending => return,
                 Poll::Ready(None) => {
@@ -157,20 +190,35 @@ where
                 }
                 Poll::Ready(Some(Err(error))) => {
                     let error: BoxError = error.into();
+                    self.metrics.discovery_error();
                     warn!(service = %self.name, %error, "discovery error ignored");
                 }
-                Poll::Ready(Some(Ok(Change::Insert(key, instance)))) => self.insert(key, instance),
-                Poll::Ready(Some(Ok(Change::Remove(key)))) => self.remove(&key),
+                Poll::Ready(Some(Ok(Change::Insert(key, instance)))) => {
+                    self.metrics.discovery_change();
+                    self.insert(key, instance);
+                }
+                Poll::Ready(Some(Ok(Change::Remove(key)))) => {
+                    self.metrics.discovery_change();
+                    self.remove(&key);
+                }
             }
         }
     }
 
     fn insert(&mut self, key: InstanceKey, instance: Instance) {
         let addr = instance.authority();
-        if self.known.get(&key).is_some_and(|k| k.authority == addr) {
-            // Only tags, metadata or weight changed: keep the connection and the
-            // load estimate.
-            debug!(service = %self.name, instance = %key, %addr, "instance updated in place");
+        let policy = self.registry.policy();
+        let (weight, tier) = (policy.weight(&instance), policy.tier(&instance));
+        if let Some(known) = self.known.get_mut(&key)
+            && known.authority == addr
+        {
+            // Only tags, metadata, weight or locality changed: keep the connection
+            // and the load estimate.
+            debug!(service = %self.name, instance = %key, %addr, weight, tier, "instance updated in place");
+            if (known.weight, known.tier) != (weight, tier) {
+                (known.weight, known.tier) = (weight, tier);
+                self.registry.insert(key, known.stats.clone(), weight, tier);
+            }
             return;
         }
         let stats = EndpointStats::new(
@@ -180,6 +228,10 @@ where
             self.load.decay(),
             self.accrual.clone(),
             self.trips_tx.clone(),
+            Telemetry {
+                channel: self.metrics.clone(),
+                endpoint: self.metrics.endpoint(&addr),
+            },
         );
         let endpoint = match Endpoint::new(
             &instance,
@@ -196,13 +248,16 @@ where
                 return;
             }
         };
-        info!(service = %self.name, instance = %key, %addr, "instance inserted");
-        self.registry.insert(key.clone(), stats.clone());
+        info!(service = %self.name, instance = %key, %addr, weight, tier, "instance inserted");
+        self.registry
+            .insert(key.clone(), stats.clone(), weight, tier);
         self.known.insert(
             key.clone(),
             Known {
                 authority: addr,
                 stats,
+                weight,
+                tier,
             },
         );
         self.cache.push(key, endpoint);
@@ -295,6 +350,37 @@ where
         lifted > 0
     }
 
+    /// Publishes the endpoints by state (feature `metrics` only): at most every
+    /// [`GAUGE_INTERVAL`], on the first wake-up after it, and by timer when no
+    /// wake-up comes, so the gauges settle on the last state. O(n) per publication.
+    fn poll_gauges(&mut self, cx: &mut Context<'_>) {
+        if !cfg!(feature = "metrics") {
+            return;
+        }
+        let now = tokio::time::Instant::now();
+        if now >= self.gauges_at {
+            let mut by_state = [0usize; 6];
+            for known in self.known.values() {
+                by_state[state_index(known.stats.state())] += 1;
+            }
+            self.metrics.set_endpoints(by_state);
+            if self.registry.policy().zoned() {
+                self.metrics.set_tier_shares(self.registry.shares());
+            }
+            self.gauges_at = now + GAUGE_INTERVAL;
+            self.gauges = None;
+            return;
+        }
+        let at = self.gauges_at;
+        let timer = self
+            .gauges
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(at)));
+        if timer.as_mut().poll(cx).is_ready() {
+            self.gauges = None;
+            cx.waker().wake_by_ref();
+        }
+    }
+
     /// Re-checks endpoints whose connection closed, so they leave the ready set now.
     fn poll_closed(&mut self, cx: &mut Context<'_>) {
         while let Poll::Ready(Some(key)) = self.closed_rx.poll_recv(cx) {
@@ -343,6 +429,7 @@ where
                     "no ready instance; entering fail-fast"
                 );
             }
+            self.metrics.unavailable();
             let _ = msg.tx.send(Err(self.unavailable()));
             return Poll::Ready(());
         }
@@ -369,8 +456,13 @@ where
         if self.cache.ready_len() < self.cache.len() {
             self.poll_endpoints(cx);
         }
-        for _ in 0..2 {
-            while let Some(index) = self.sample(avoid) {
+        for round in 0..2 {
+            // Under a traffic policy, the first round draws by the policy only; the
+            // uniform draw may decide in the second, once endpoints were polled, so a
+            // share just gone stale never leaves a call waiting while one is ready
+            // (nor sends one out of the client's zone while its zone has one ready).
+            let uniform_ok = !self.policy || round == 1;
+            while let Some(index) = self.sample(avoid, uniform_ok) {
                 match self.cache.check_ready_index(cx, index) {
                     Ok(true) => return Some(index),
                     Ok(false) => {}
@@ -385,7 +477,51 @@ where
     }
 
     /// Power of two choices; a resend avoids the endpoint that refused it when it can.
-    fn sample(&mut self, avoid: Option<&InstanceKey>) -> Option<usize> {
+    fn sample(&mut self, avoid: Option<&InstanceKey>, uniform_ok: bool) -> Option<usize> {
+        if self.policy
+            && let Some(index) = self.sample_policy(avoid)
+        {
+            return Some(index);
+        }
+        if uniform_ok {
+            self.sample_uniform(avoid)
+        } else {
+            None
+        }
+    }
+
+    /// Power of two choices drawn by the traffic policy (tiers and weights) among
+    /// the ready endpoints, with the same precedence as the uniform draw: a probe due
+    /// or an endpoint never tried first. `None` when the draw finds none; the uniform
+    /// draw then decides, so a stale share never leaves a call waiting while some
+    /// endpoint is ready.
+    fn sample_policy(&mut self, avoid: Option<&InstanceKey>) -> Option<usize> {
+        let cache = &self.cache;
+        let pair = self.registry.draw(&mut self.rng, |s| {
+            if Some(&s.key) != avoid && cache.get_ready(&s.key).is_some() {
+                Candidate::Take
+            } else {
+                Candidate::Skip
+            }
+        })?;
+        let index = |s: &EndpointStats| cache.get_ready(&s.key).map(|(i, _, _)| i);
+        let first = |pred: &dyn Fn(&EndpointStats) -> bool| {
+            [Some(&pair.a.0), pair.b.as_ref().map(|b| &b.0)]
+                .into_iter()
+                .flatten()
+                .find(|s| pred(s))
+                .and_then(|s| index(s))
+        };
+        if let Some(i) = first(&|s| s.mode() == Mode::ProbeAllowed) {
+            return Some(i);
+        }
+        if let Some(i) = first(&|s| s.untried()) {
+            return Some(i);
+        }
+        index(&pair.cheaper())
+    }
+
+    fn sample_uniform(&mut self, avoid: Option<&InstanceKey>) -> Option<usize> {
         let len = self.cache.ready_len();
         match len {
             0 => None,
@@ -431,8 +567,12 @@ where
                         return Some(a);
                     }
                 }
-                let load = |i| self.cache.get_ready_index(i).map(|(_, s)| s.stats().cost());
-                Some(if load(a) <= load(b) { a } else { b })
+                let stats = |i| self.cache.get_ready_index(i).map(|(_, s)| s.stats());
+                let second = match (stats(a), stats(b)) {
+                    (Some(sa), Some(sb)) => EndpointStats::prefer_second(sa, 1.0, sb, 1.0),
+                    _ => false,
+                };
+                Some(if second { b } else { a })
             }
         }
     }

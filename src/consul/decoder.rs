@@ -19,7 +19,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::hash::{BuildHasher, BuildHasherDefault, Hasher};
 
-use super::types::{AddressKind, ServiceEntry};
+use super::types::{AddressKind, Keep, ServiceEntry};
 use crate::error::{Error, Result};
 use crate::instance::Instance;
 
@@ -43,7 +43,7 @@ use crate::instance::Instance;
 /// ```
 pub struct HealthDecoder {
     kind: AddressKind,
-    passing_only: bool,
+    keep: Keep,
     seeds: [foldhash::quality::RandomState; 2],
     /// The previous answer's entries, in order; `None` before the first.
     order: Option<Vec<Seen>>,
@@ -81,9 +81,19 @@ impl HealthDecoder {
     /// A decoder with no previous answer; `kind` and `passing_only` as for
     /// [`decode_health`](super::decode_health).
     pub fn new(kind: AddressKind, passing_only: bool) -> Self {
+        let keep = if passing_only {
+            Keep::Passing
+        } else {
+            Keep::Any
+        };
+        HealthDecoder::keeping(kind, keep)
+    }
+
+    /// A decoder keeping the entries `keep` says (the watch's own policy).
+    pub(crate) fn keeping(kind: AddressKind, keep: Keep) -> Self {
         HealthDecoder {
             kind,
-            passing_only,
+            keep,
             seeds: Default::default(),
             order: None,
             cache: HashMap::default(),
@@ -194,7 +204,12 @@ impl HealthDecoder {
     }
 
     fn instance(&self, entry: ServiceEntry<'_>) -> Option<Instance> {
-        if self.passing_only && !entry.is_passing() {
+        let kept = match self.keep {
+            Keep::Passing => entry.is_passing(),
+            Keep::PassingOrWarning => entry.is_passing_or_warning(),
+            Keep::Any => true,
+        };
+        if !kept {
             return None;
         }
         let (node, id) = (entry.node.node.clone(), entry.service.id.clone());
@@ -219,7 +234,7 @@ impl fmt::Debug for HealthDecoder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("HealthDecoder")
             .field("kind", &self.kind)
-            .field("passing_only", &self.passing_only)
+            .field("keep", &self.keep)
             .field("entries", &self.order.as_ref().map(Vec::len))
             .finish()
     }

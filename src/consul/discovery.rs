@@ -131,6 +131,15 @@ impl DiscoveryBuilder {
         self
     }
 
+    /// Whether instances whose checks warn (none critical) are discovered too, with
+    /// their `Weights.Warning` as weight (instances whose checks pass keep
+    /// `Weights.Passing`). The query then goes without `?passing` and critical
+    /// instances are dropped as the answer is decoded. Default: false (passing only).
+    pub fn include_warning(mut self, include: bool) -> Self {
+        self.query.include_warning = include;
+        self
+    }
+
     /// Which address to dial. Default: [`AddressKind::Service`].
     pub fn address(mut self, kind: AddressKind) -> Self {
         self.query.address = kind;

@@ -22,6 +22,7 @@ use super::payload::Resolved;
 use crate::backoff::{Backoff, BackoffState};
 use crate::error::{Error, Result};
 use crate::register::HealthSource;
+use crate::telemetry::RegistrationMetrics;
 
 pub(crate) struct Heartbeat {
     pub(crate) agent: Arc<dyn Agent>,
@@ -30,6 +31,7 @@ pub(crate) struct Heartbeat {
     pub(crate) backoff: BackoffState,
     /// How long one agent call may take.
     pub(crate) call_timeout: Duration,
+    pub(crate) metrics: RegistrationMetrics,
 }
 
 /// The bounds that keep retries inside the TTL: an attempt due one interval after the
@@ -46,12 +48,14 @@ pub(crate) fn retry_bounds(interval: Duration, ttl: Duration) -> (Backoff, Durat
 impl Heartbeat {
     pub(crate) fn new(agent: Arc<dyn Agent>, reg: Arc<Resolved>, health: HealthSource) -> Self {
         let (backoff, call_timeout) = retry_bounds(reg.interval, reg.ttl);
+        let metrics = RegistrationMetrics::new("consul", &reg.name);
         Heartbeat {
             agent,
             reg,
             health,
             backoff: BackoffState::new(backoff),
             call_timeout,
+            metrics,
         }
     }
 
@@ -71,10 +75,12 @@ impl Heartbeat {
     async fn beat_and_schedule(&mut self) -> Instant {
         match self.beat().await {
             Ok(()) => {
+                self.metrics.heartbeat();
                 self.backoff.reset();
                 Instant::now() + self.reg.interval
             }
             Err(e) => {
+                self.metrics.heartbeat_failed();
                 let delay = self.backoff.next_delay();
                 tracing::warn!(
                     service_id = %self.reg.service_id,
@@ -99,6 +105,7 @@ impl Heartbeat {
                 );
                 self.bounded(self.agent.register(self.reg.body.clone()))
                     .await?;
+                self.metrics.reregistered();
                 self.update().await
             }
             other => other,

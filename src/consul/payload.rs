@@ -86,6 +86,12 @@ impl Registration {
         if let Some((passing, warning)) = self.weights {
             body["Weights"] = json!({ "Passing": passing, "Warning": warning });
         }
+        if let Some(locality) = &self.locality {
+            body["Locality"] = json!({
+                "Region": locality.region().unwrap_or_default(),
+                "Zone": locality.zone().unwrap_or_default(),
+            });
+        }
         if !self.extra_checks.is_empty() {
             let checks = self.extra_checks.iter();
             let checks = checks.map(|c| extra_check(c, service_id, address));

@@ -135,7 +135,21 @@ fn defaults_id_from_name_host_and_port() {
     assert!(validate::instance_id(&resolved.service_id).is_ok());
     let body: Value = serde_json::from_slice(&resolved.body).unwrap();
     assert!(body.get("Weights").is_none());
+    assert!(body.get("Locality").is_none());
     assert_eq!(body["Check"]["DeregisterCriticalServiceAfter"], "60s");
+}
+
+#[test]
+fn locality_is_sent_as_consul_spells_it() {
+    let reg = Registration::new("echo", "127.0.0.1:7001".parse().unwrap())
+        .id("e1")
+        .locality(crate::Locality::new("eu-west-1", "eu-west-1a"));
+    let resolved = reg.resolve_with("127.0.0.1:7001".parse().unwrap());
+    let body: Value = serde_json::from_slice(&resolved.body).unwrap();
+    assert_eq!(
+        body["Locality"],
+        serde_json::json!({"Region": "eu-west-1", "Zone": "eu-west-1a"})
+    );
 }
 
 #[test]

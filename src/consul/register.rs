@@ -5,6 +5,7 @@ use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
+use crate::Locality;
 use crate::error::{Error, Result};
 use crate::register::HealthSource;
 use crate::validate;
@@ -44,6 +45,7 @@ pub struct Registration {
     pub(crate) tags: Vec<String>,
     pub(crate) meta: BTreeMap<String, String>,
     pub(crate) weights: Option<(u32, u32)>,
+    pub(crate) locality: Option<Locality>,
     pub(crate) ttl: Duration,
     pub(crate) deregister_after: Duration,
     pub(crate) heartbeat: Option<Duration>,
@@ -78,6 +80,7 @@ impl Registration {
             tags: Vec::new(),
             meta: BTreeMap::new(),
             weights: None,
+            locality: None,
             ttl: DEFAULT_TTL,
             deregister_after: MIN_DEREGISTER_AFTER,
             heartbeat: None,
@@ -146,6 +149,15 @@ impl Registration {
             self.fail_if(Err(Error::config("service weights must be at least 1")));
         }
         self.weights = Some((passing, warning));
+        self
+    }
+
+    /// Where the instance runs: Consul's `Locality {Region, Zone}` (Consul 1.17+;
+    /// older agents ignore it). Zone-aware clients prefer instances of their own zone
+    /// (see [`BalancedChannelBuilder::locality`](crate::balance::BalancedChannelBuilder::locality)).
+    /// Default: none.
+    pub fn locality(mut self, locality: Locality) -> Self {
+        self.locality = (!locality.is_unknown()).then_some(locality);
         self
     }
 

@@ -14,7 +14,7 @@ use serde::{Deserialize, Deserializer};
 use serde_json::value::RawValue;
 
 use crate::error::{Error, Result};
-use crate::instance::{Instance, InstanceKey};
+use crate::instance::{Instance, InstanceKey, Locality};
 
 /// Which address of an instance to dial.
 ///
@@ -96,6 +96,18 @@ pub(crate) struct Service<'a> {
     pub(crate) port: i64,
     #[serde(rename = "Weights", deserialize_with = "nullable")]
     pub(crate) weights: Weights,
+    /// Consul 1.17+; absent (omitempty) before.
+    #[serde(rename = "Locality", deserialize_with = "nullable")]
+    pub(crate) locality: ServiceLocality,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub(crate) struct ServiceLocality {
+    #[serde(rename = "Region", deserialize_with = "nullable")]
+    pub(crate) region: String,
+    #[serde(rename = "Zone", deserialize_with = "nullable")]
+    pub(crate) zone: String,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -112,16 +124,19 @@ pub(crate) struct ServiceAddress {
 pub(crate) struct Weights {
     #[serde(rename = "Passing", deserialize_with = "nullable")]
     pub(crate) passing: i64,
+    #[serde(rename = "Warning", deserialize_with = "nullable")]
+    pub(crate) warning: i64,
 }
 
-/// Whether every check of an entry (service or node level) passes; `null` or no
-/// checks count as passing, as `?passing` keeps such entries.
+/// Whether every check of an entry (service or node level) passes, and whether any
+/// is critical (neither passing nor warning); `null` or no checks count as passing,
+/// as `?passing` keeps such entries.
 #[derive(Debug)]
-pub(crate) struct AllPassing(pub(crate) bool);
+pub(crate) struct AllPassing(pub(crate) bool, pub(crate) bool);
 
 impl Default for AllPassing {
     fn default() -> Self {
-        AllPassing(true)
+        AllPassing(true, false)
     }
 }
 
@@ -134,20 +149,21 @@ impl<'de> Deserialize<'de> for AllPassing {
                 f.write_str("a list of checks or null")
             }
             fn visit_unit<E: de::Error>(self) -> std::result::Result<AllPassing, E> {
-                Ok(AllPassing(true))
+                Ok(AllPassing::default())
             }
             fn visit_none<E: de::Error>(self) -> std::result::Result<AllPassing, E> {
-                Ok(AllPassing(true))
+                Ok(AllPassing::default())
             }
             fn visit_seq<A: SeqAccess<'de>>(
                 self,
                 mut seq: A,
             ) -> std::result::Result<AllPassing, A::Error> {
-                let mut all = true;
+                let (mut all, mut critical) = (true, false);
                 while let Some(check) = seq.next_element::<CheckStatus<'de>>()? {
                     all &= check.status == "passing";
+                    critical |= check.status != "passing" && check.status != "warning";
                 }
-                Ok(AllPassing(all))
+                Ok(AllPassing(all, critical))
             }
         }
         d.deserialize_any(Checks)
@@ -223,6 +239,11 @@ impl ServiceEntry<'_> {
         self.checks.0
     }
 
+    /// True when no check is critical: every check passes or warns.
+    pub(crate) fn is_passing_or_warning(&self) -> bool {
+        !self.checks.1
+    }
+
     /// The instance this entry describes, or `None` (with the reason) when its port
     /// is outside `0..=65535` or it has no address at all.
     pub(crate) fn into_instance(self, kind: &AddressKind) -> std::result::Result<Instance, String> {
@@ -240,11 +261,21 @@ impl ServiceEntry<'_> {
             return Err("no service ID".to_owned());
         }
         let key = InstanceKey::new(&*self.node.node, &*self.service.id);
-        let weight = u32::try_from(self.service.weights.passing.max(1)).unwrap_or(u32::MAX);
+        // An instance whose checks warn weighs `Weights.Warning` (Consul's DNS and
+        // prepared queries do the same); absent weights count as 1.
+        let weights = &self.service.weights;
+        let weight = if self.is_passing() {
+            weights.passing
+        } else {
+            weights.warning
+        };
+        let weight = u32::try_from(weight.max(1)).unwrap_or(u32::MAX);
+        let locality = &self.service.locality;
         Ok(Instance::new(key, host, port)
             .with_tags(self.service.tags)
             .with_meta(self.service.meta)
-            .with_weight(weight))
+            .with_weight(weight)
+            .with_locality(Locality::new(&locality.region, &locality.zone)))
     }
 
     fn dial_address(&self, kind: &AddressKind) -> (String, i64) {
@@ -281,13 +312,39 @@ impl ServiceEntry<'_> {
 ///
 /// A decode error when the body is not a JSON array of entries.
 pub fn decode_health(body: &[u8], kind: &AddressKind, passing_only: bool) -> Result<Vec<Instance>> {
+    let keep = if passing_only {
+        Keep::Passing
+    } else {
+        Keep::Any
+    };
+    decode_health_keeping(body, kind, keep)
+}
+
+/// Which entries a decode keeps, by the worst status of their checks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Keep {
+    Passing,
+    PassingOrWarning,
+    Any,
+}
+
+pub(crate) fn decode_health_keeping(
+    body: &[u8],
+    kind: &AddressKind,
+    keep: Keep,
+) -> Result<Vec<Instance>> {
     let entries: Vec<ServiceEntry<'_>> =
         serde_json::from_slice::<Option<Vec<ServiceEntry<'_>>>>(body)
             .map_err(|e| Error::decode("health service answer", e))?
             .unwrap_or_default();
     let mut out = Vec::with_capacity(entries.len());
     for entry in entries {
-        if passing_only && !entry.is_passing() {
+        let kept = match keep {
+            Keep::Passing => entry.is_passing(),
+            Keep::PassingOrWarning => entry.is_passing_or_warning(),
+            Keep::Any => true,
+        };
+        if !kept {
             continue;
         }
         let (node, id) = (entry.node.node.clone(), entry.service.id.clone());

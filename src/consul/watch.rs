@@ -195,6 +195,10 @@ where
     S::Error: Into<BoxError> + Send,
     S::Future: Send,
 {
+    fn registry(&self) -> &'static str {
+        "consul"
+    }
+
     async fn run(self, sink: Sink) {
         run(self.transport, self.query, self.config, sink).await;
     }
@@ -209,7 +213,7 @@ where
     info!(service = %query.service, tags = ?query.tags, wait = ?query.wait, "Consul watch started");
     let mut lp = Loop {
         bucket: TokenBucket::new(2, config.requery_interval),
-        decoder: HealthDecoder::new(query.address.clone(), query.passing_only),
+        decoder: HealthDecoder::keeping(query.address.clone(), query.keep()),
         backoff: BackoffState::new(config.backoff),
         query,
         config,

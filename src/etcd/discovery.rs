@@ -1,5 +1,6 @@
 //! Discovery of one service: a prefix read, then a watch from the next revision.
 
+use std::collections::BTreeMap;
 use std::fmt;
 
 use super::client::Client;
@@ -8,6 +9,7 @@ use super::state::WatchState;
 use super::watch::Watch;
 use crate::backoff::{Backoff, BackoffState};
 use crate::source::Discovery;
+use crate::source::meta_filter::MetaFilter;
 
 /// Builds a [`Discovery`]. Created by [`Client::discovery`].
 #[must_use]
@@ -16,6 +18,7 @@ pub struct DiscoveryBuilder {
     service: String,
     layout: KeyLayout,
     backoff: Backoff,
+    filter: MetaFilter,
 }
 
 // === impl DiscoveryBuilder ===
@@ -30,6 +33,7 @@ impl DiscoveryBuilder {
                 std::time::Duration::from_millis(100),
                 std::time::Duration::from_secs(5),
             ),
+            filter: MetaFilter::default(),
         }
     }
 
@@ -42,6 +46,24 @@ impl DiscoveryBuilder {
     /// Delay between attempts to read or watch while etcd fails. Default: 100 ms to 5 s.
     pub fn backoff(mut self, backoff: Backoff) -> Self {
         self.backoff = backoff;
+        self
+    }
+
+    /// Keeps only the instances whose metadata has `key` set to `value` (kratos and
+    /// Go services put version, zone or color there). Several calls must all match.
+    pub fn meta(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.filter = self.filter.with_entry(key.into(), value.into());
+        self
+    }
+
+    /// Keeps only the instances whose metadata `keep` accepts. Several filters must
+    /// all accept. The watch is shared with other discoveries of the service, filtered
+    /// or not; each discovery filters what it yields.
+    pub fn meta_filter(
+        mut self,
+        keep: impl Fn(&BTreeMap<String, String>) -> bool + Send + Sync + 'static,
+    ) -> Self {
+        self.filter = self.filter.with(keep);
         self
     }
 
@@ -58,12 +80,14 @@ impl DiscoveryBuilder {
         let key = (self.service.clone(), self.layout);
         let watches = self.client.watches.clone();
         let service = self.service.clone();
-        Discovery::shared(&watches, key, service, || Watch {
+        let filter = self.filter;
+        let discovery = Discovery::shared(&watches, key, service, || Watch {
             prefix: self.layout.prefix(&self.service),
             state: WatchState::new(self.layout, self.service.clone()),
             client: self.client,
             retry: BackoffState::new(self.backoff),
-        })
+        });
+        filter.apply(discovery)
     }
 }
 
@@ -73,6 +97,7 @@ impl fmt::Debug for DiscoveryBuilder {
             .field("service", &self.service)
             .field("layout", &self.layout)
             .field("backoff", &self.backoff)
+            .field("filter", &self.filter)
             .finish()
     }
 }

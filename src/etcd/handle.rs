@@ -67,6 +67,10 @@ pub(crate) async fn start(
         registration: registration.clone(),
         lease_tx,
         publication: publication.clone(),
+        metrics: crate::telemetry::RegistrationMetrics::new(
+            "etcd",
+            &registration.published.service,
+        ),
     };
     let registrar = Registrar {
         client,

@@ -126,7 +126,10 @@ impl KeyLayout {
                     return Err(undecodable(key, format!("operation {} is not Add", v.op)));
                 }
                 let (host, port) = split_host_port(&v.addr).map_err(|m| undecodable(key, m))?;
-                Ok(Instance::new(id, host, port).with_meta(metadata_map(v.metadata)))
+                Ok(with_meta(
+                    Instance::new(id, host, port),
+                    metadata_map(v.metadata),
+                ))
             }
             KeyLayout::Kratos => {
                 let v: KratosValue = serde_json::from_slice(value)
@@ -141,10 +144,30 @@ impl KeyLayout {
                     .ok_or_else(|| undecodable(key, "no grpc:// endpoint".to_owned()))?;
                 let authority = endpoint.split(['/', '?']).next().unwrap_or_default();
                 let (host, port) = split_host_port(authority).map_err(|m| undecodable(key, m))?;
-                Ok(Instance::new(id, host, port).with_meta(v.metadata.unwrap_or_default()))
+                Ok(with_meta(
+                    Instance::new(id, host, port),
+                    v.metadata.unwrap_or_default(),
+                ))
             }
         }
     }
+}
+
+/// Sets the metadata, and the weight from its `weight` entry (kratos's weighted
+/// round robin reads the same key): a number, rounded, from 1 to 10,000; an
+/// instance without one (or with one that is not a positive number) weighs 1.
+fn with_meta(instance: Instance, meta: BTreeMap<String, String>) -> Instance {
+    let weight = meta
+        .get("weight")
+        .and_then(|w| w.trim().parse::<f64>().ok())
+        .filter(|w| w.is_finite() && *w > 0.0)
+        // In range by the clamp, so the cast neither truncates nor wraps.
+        .map_or(1, |w| {
+            #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+            let w = w.round().clamp(1.0, 10_000.0) as u32;
+            w
+        });
+    instance.with_meta(meta).with_weight(weight)
 }
 
 fn undecodable(key: &str, why: String) -> Error {

@@ -89,6 +89,37 @@ fn kratos_layout_round_trips_and_reads_kratos_values() {
 }
 
 #[test]
+fn the_weight_comes_from_metadata() {
+    let l = KeyLayout::Kratos;
+    let value = |w: &str| {
+        format!(
+            r#"{{"name":"s","metadata":{{"weight":"{w}","zone":"a"}},"endpoints":["grpc://h:1"]}}"#
+        )
+    };
+    for (w, want) in [
+        ("4", 4),
+        (" 2.6 ", 3),
+        ("0", 1),
+        ("-3", 1),
+        ("x", 1),
+        ("1e9", 10_000),
+    ] {
+        let i = l.decode("s", "k", value(w).as_bytes()).unwrap();
+        assert_eq!(i.weight(), want, "weight {w:?}");
+        assert_eq!(i.meta()["zone"], "a");
+    }
+    let e = KeyLayout::Endpoints;
+    let i = e
+        .decode(
+            "s",
+            "k",
+            br#"{"Op":0,"Addr":"h:1","Metadata":{"weight":7}}"#,
+        )
+        .unwrap();
+    assert_eq!(i.weight(), 7, "{i:?}");
+}
+
+#[test]
 fn prefixes_end_with_a_slash() {
     assert_eq!(KeyLayout::Endpoints.prefix("a/b"), "a/b/");
     assert_eq!(KeyLayout::Kratos.prefix("a"), "/microservices/a/");

@@ -12,6 +12,7 @@ use super::client::{Client, map_error};
 use super::register::Registration;
 use crate::backoff::{Backoff, BackoffState};
 use crate::error::{Error, Result};
+use crate::telemetry::RegistrationMetrics;
 
 /// A granted lease.
 #[derive(Debug, Clone, Copy)]
@@ -91,6 +92,7 @@ pub(super) struct Keeper {
     pub(super) registration: Arc<Registration>,
     pub(super) lease_tx: watch::Sender<Option<i64>>,
     pub(super) publication: Arc<Publication>,
+    pub(super) metrics: RegistrationMetrics,
 }
 
 impl Keeper {
@@ -106,6 +108,7 @@ impl Keeper {
         loop {
             let held = tokio::time::Instant::now();
             let lost = self.keep_alive(lease).await;
+            self.metrics.heartbeat_failed();
             tracing::warn!(error = %lost, lease = lease.id, "etcd lease lost; registering again");
             self.lease_tx.send_replace(None);
             if held.elapsed() >= interval {
@@ -117,7 +120,10 @@ impl Keeper {
             }
             lease = loop {
                 match self.establish(lease.id).await {
-                    Ok(new) => break new,
+                    Ok(new) => {
+                        self.metrics.reregistered();
+                        break new;
+                    }
                     Err(e) => {
                         let delay = retry.next_delay();
                         tracing::debug!(error = %e, ?delay, "etcd registration failed");
@@ -151,7 +157,7 @@ impl Keeper {
             .call("lease keep-alive", etcd.lease_keep_alive(lease.id))
             .await;
         match opened {
-            Ok(channel) => renew(channel, lease).await,
+            Ok(channel) => renew(channel, lease, &self.metrics).await,
             Err(e) => e,
         }
     }
@@ -184,7 +190,11 @@ impl Renewals for (LeaseKeeper, LeaseKeepAliveStream) {
 
 /// Sends a renewal every interval and checks each answer; returns when the lease is
 /// gone (TTL 0), no answer comes in time, or the stream breaks.
-pub(super) async fn renew(mut channel: impl Renewals, lease: Lease) -> Error {
+pub(super) async fn renew(
+    mut channel: impl Renewals,
+    lease: Lease,
+    metrics: &RegistrationMetrics,
+) -> Error {
     let interval = keep_alive_interval(lease.ttl);
     // The lease runs `ttl` from the last renewal; an answer later than that is too late.
     let patience = lease.ttl.saturating_sub(interval);
@@ -194,7 +204,7 @@ pub(super) async fn renew(mut channel: impl Renewals, lease: Lease) -> Error {
             return e;
         }
         match tokio::time::timeout(patience, channel.answer()).await {
-            Ok(Some(Ok(ttl))) if ttl > 0 => {}
+            Ok(Some(Ok(ttl))) if ttl > 0 => metrics.heartbeat(),
             Ok(Some(Ok(_))) => return Error::unavailable("etcd says the lease is gone (TTL 0)"),
             Ok(Some(Err(e))) => return e,
             Ok(None) => return Error::closed("etcd ended the keep-alive stream"),

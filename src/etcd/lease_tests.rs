@@ -53,7 +53,7 @@ async fn renews_every_third_of_the_ttl_while_answers_come() {
         tx.send(Some(Ok(3))).unwrap();
     }
     let start = Instant::now();
-    let renewing = tokio::spawn(renew(channel, LEASE));
+    let renewing = tokio::spawn(async move { renew(channel, LEASE, &metrics()).await });
     // Ten TTLs: a renewal per second, the lease never lost.
     tokio::time::sleep(Duration::from_secs(30) + Duration::from_millis(500)).await;
     assert!(!renewing.is_finished());
@@ -69,7 +69,7 @@ async fn a_ttl_of_zero_means_the_lease_is_gone() {
     let (channel, _sent, tx) = fake();
     tx.send(Some(Ok(3))).unwrap();
     tx.send(Some(Ok(0))).unwrap();
-    let lost = renew(channel, LEASE).await;
+    let lost = renew(channel, LEASE, &metrics()).await;
     assert!(lost.is_unavailable(), "{lost}");
 }
 
@@ -77,10 +77,10 @@ async fn a_ttl_of_zero_means_the_lease_is_gone() {
 async fn a_broken_or_ended_stream_ends_the_renewals() {
     let (channel, _sent, tx) = fake();
     tx.send(Some(Err(Error::closed("h2 error")))).unwrap();
-    assert!(renew(channel, LEASE).await.is_closed());
+    assert!(renew(channel, LEASE, &metrics()).await.is_closed());
     let (channel, _sent, tx) = fake();
     tx.send(None).unwrap();
-    assert!(renew(channel, LEASE).await.is_closed());
+    assert!(renew(channel, LEASE, &metrics()).await.is_closed());
 }
 
 #[test]
@@ -93,4 +93,8 @@ fn interval_is_a_third_of_the_ttl_with_a_floor() {
         keep_alive_interval(Duration::from_secs(1)),
         Duration::from_millis(500)
     );
+}
+
+fn metrics() -> crate::telemetry::RegistrationMetrics {
+    crate::telemetry::RegistrationMetrics::new("etcd", "test")
 }

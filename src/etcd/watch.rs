@@ -31,6 +31,10 @@ pub(super) struct Watch {
 }
 
 impl Source for Watch {
+    fn registry(&self) -> &'static str {
+        "etcd"
+    }
+
     async fn run(mut self, sink: Sink) {
         loop {
             if let Err(e) = self.resync(&sink).await {

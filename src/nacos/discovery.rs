@@ -1,5 +1,6 @@
 //! Discovery of one service: the shared subscription's lists, filtered and diffed.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,6 +11,7 @@ use super::client::Client;
 use super::select::select;
 use super::subscription::{Options, Snapshot, Subscription};
 use crate::backoff::Backoff;
+use crate::source::meta_filter::MetaFilter;
 use crate::source::{Discovery, Sink, Source};
 
 /// Builds a [`Discovery`]. Created by [`Client::discovery`].
@@ -21,6 +23,7 @@ pub struct DiscoveryBuilder {
     clusters: Vec<String>,
     keep_last_on_empty: bool,
     options: Options,
+    filter: MetaFilter,
 }
 
 /// One discovery's view of a shared subscription: the instances that can serve, from
@@ -48,6 +51,7 @@ impl DiscoveryBuilder {
                 resync: Duration::from_secs(30),
                 backoff: Backoff::new(Duration::from_millis(100), Duration::from_secs(5)),
             },
+            filter: MetaFilter::default(),
         }
     }
 
@@ -92,6 +96,24 @@ impl DiscoveryBuilder {
         self
     }
 
+    /// Keeps only the instances whose metadata has `key` set to `value` (the
+    /// instance's own metadata, plus `nacos.cluster`). Several calls must all match.
+    pub fn meta(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.filter = self.filter.with_entry(key.into(), value.into());
+        self
+    }
+
+    /// Keeps only the instances whose metadata `keep` accepts. Several filters must
+    /// all accept. The subscription is shared with other discoveries of the service,
+    /// filtered or not; each discovery filters what it yields.
+    pub fn meta_filter(
+        mut self,
+        keep: impl Fn(&BTreeMap<String, String>) -> bool + Send + Sync + 'static,
+    ) -> Self {
+        self.filter = self.filter.with(keep);
+        self
+    }
+
     /// Starts following the service, on the current tokio runtime.
     ///
     /// Only healthy, enabled instances with a positive weight are yielded (what
@@ -114,7 +136,8 @@ impl DiscoveryBuilder {
         );
         let client = self.client.clone();
         let service = self.service.clone();
-        Discovery::shared(client.watches(), key, service, || {
+        let filter = self.filter.clone();
+        let discovery = Discovery::shared(client.watches(), key, service, || {
             let subscription = self.client.subscriptions().get(
                 &self.client,
                 &self.group,
@@ -130,7 +153,8 @@ impl DiscoveryBuilder {
                 clusters,
                 keep_last_on_empty: self.keep_last_on_empty,
             }
-        })
+        });
+        filter.apply(discovery)
     }
 }
 
@@ -141,6 +165,7 @@ impl fmt::Debug for DiscoveryBuilder {
             .field("group", &self.group)
             .field("clusters", &self.clusters)
             .field("keep_last_on_empty", &self.keep_last_on_empty)
+            .field("filter", &self.filter)
             .finish()
     }
 }
@@ -148,6 +173,10 @@ impl fmt::Debug for DiscoveryBuilder {
 // === impl NacosSource ===
 
 impl Source for NacosSource {
+    fn registry(&self) -> &'static str {
+        "nacos"
+    }
+
     async fn run(mut self, sink: Sink) {
         loop {
             if self.rx.changed().await.is_err() {

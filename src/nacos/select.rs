@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use nacos_sdk::api::naming::ServiceInstance;
 
-use crate::instance::{Instance, InstanceKey};
+use crate::instance::{Instance, InstanceKey, Locality};
 
 /// One instance as the server listed it, reduced to what discovery reads. Comparable,
 /// so an unchanged list wakes nobody.
@@ -71,13 +71,25 @@ impl Record {
         }
         let mut meta = self.metadata.clone();
         meta.insert("nacos.cluster".to_owned(), self.cluster.clone());
+        // A named cluster is where the instance runs (Nacos's clusters are commonly
+        // zones); the default cluster says nothing, and a zone in the metadata then
+        // applies (see `BalancedChannelBuilder::zone_meta_key`).
+        let locality = if self.cluster.is_empty() || self.cluster == DEFAULT_CLUSTER {
+            Locality::default()
+        } else {
+            Locality::new("", &self.cluster)
+        };
         Some(
             Instance::new(InstanceKey::new("", self.id.clone()), self.ip.clone(), port)
                 .with_meta(meta)
-                .with_weight(weight(self.weight)),
+                .with_weight(weight(self.weight))
+                .with_locality(locality),
         )
     }
 }
+
+/// The cluster an instance is in when it names none.
+const DEFAULT_CLUSTER: &str = "DEFAULT";
 
 /// Nacos weights are floats (default 1.0); ours are integers: rounded, at least 1 for
 /// any selected instance, at most 10,000.

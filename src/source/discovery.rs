@@ -37,7 +37,11 @@ pub struct Discovery {
     seen_generation: u64,
     pending: VecDeque<Change<InstanceKey, Instance>>,
     ended: bool,
+    filter: Option<Filter>,
 }
+
+/// A predicate on instances (see [`Discovery::with_filter`]).
+pub type Filter = Arc<dyn Fn(&Instance) -> bool + Send + Sync>;
 
 type Changed = (
     Result<(), watch::error::RecvError>,
@@ -52,7 +56,8 @@ impl Discovery {
     pub fn new(service: impl Into<String>, source: impl Source) -> Self {
         let service: Arc<str> = service.into().into();
         let span = tracing::info_span!("watch", service = %service);
-        Discovery::from_watch(service, Arc::new(Watch::new(source, span)))
+        let watch = Arc::new(Watch::new(source, &service, span));
+        Discovery::from_watch(service, watch)
     }
 
     /// A discovery of `service` sharing `watches`' live watch for `key`, or starting
@@ -69,7 +74,7 @@ impl Discovery {
     {
         let service: Arc<str> = service.into().into();
         let span = tracing::info_span!("watch", service = %service);
-        let watch = watches.subscribe(key, span, source);
+        let watch = watches.subscribe(key, &service, span, source);
         Discovery::from_watch(service, watch)
     }
 
@@ -85,6 +90,7 @@ impl Discovery {
             seen_generation: 0,
             pending: VecDeque::new(),
             ended: false,
+            filter: None,
         }
     }
 
@@ -101,6 +107,20 @@ impl Discovery {
         }
     }
 
+    /// Keeps only the instances `keep` accepts (it runs on every answer, in the
+    /// discovery's task; the shared watch and other discoveries of it are unaffected).
+    /// An instance that stops matching is removed, one that starts is inserted. With
+    /// a filter already set, both must accept.
+    #[must_use]
+    pub fn with_filter(mut self, keep: impl Fn(&Instance) -> bool + Send + Sync + 'static) -> Self {
+        self.filter = Some(match self.filter.take() {
+            None => Arc::new(keep),
+            Some(first) => Arc::new(move |i: &Instance| first(i) && keep(i)),
+        });
+        self.seen_generation = 0;
+        self
+    }
+
     /// The service this discovery watches.
     pub fn service(&self) -> &str {
         &self.service
@@ -112,7 +132,20 @@ impl Discovery {
             return;
         }
         self.seen_generation = state.generation();
-        for change in self.applied.apply_slice(state.instances()) {
+        let kept: Vec<Instance>;
+        let instances = match &self.filter {
+            None => state.instances(),
+            Some(keep) => {
+                kept = state
+                    .instances()
+                    .iter()
+                    .filter(|i| keep(i))
+                    .cloned()
+                    .collect();
+                &kept
+            }
+        };
+        for change in self.applied.apply_slice(instances) {
             match &change {
                 Change::Insert(k, i) => {
                     info!(service = %self.service, key = %k, addr = %i.authority(), "instance added")

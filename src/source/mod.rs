@@ -65,6 +65,8 @@
 mod discovery;
 #[cfg(feature = "dns")]
 mod dns;
+#[cfg_attr(not(any(feature = "etcd", feature = "nacos")), allow(dead_code))]
+pub(crate) mod meta_filter;
 pub(crate) mod shared;
 mod sink;
 mod state;
@@ -72,7 +74,7 @@ mod static_list;
 
 use std::future::Future;
 
-pub use discovery::Discovery;
+pub use discovery::{Discovery, Filter};
 #[cfg(feature = "dns")]
 #[cfg_attr(docsrs, doc(cfg(feature = "dns")))]
 pub use dns::{Dns, DnsBuilder};
@@ -92,4 +94,10 @@ pub use static_list::{StaticList, StaticSource};
 pub trait Source: Send + 'static {
     /// Watches the service, reporting to `sink`.
     fn run(self, sink: Sink) -> impl Future<Output = ()> + Send + 'static;
+
+    /// The registry's name in metrics (the `registry` label of the watch metrics).
+    /// Default: `custom`.
+    fn registry(&self) -> &'static str {
+        "custom"
+    }
 }

@@ -15,6 +15,7 @@ use tracing::Instrument;
 use super::Source;
 use super::sink::Sink;
 use super::state::WatchState;
+use crate::telemetry::WatchMetrics;
 
 type BoxFuture = Pin<Box<dyn Future<Output = ()> + Send>>;
 
@@ -54,6 +55,7 @@ impl<K: Hash + Eq + Clone> Watches<K> {
     pub(crate) fn subscribe<S: Source>(
         &self,
         key: K,
+        service: &str,
         span: tracing::Span,
         source: impl FnOnce() -> S,
     ) -> Arc<Watch> {
@@ -67,7 +69,7 @@ impl<K: Hash + Eq + Clone> Watches<K> {
         {
             return watch;
         }
-        let watch = Arc::new(Watch::new(source(), span));
+        let watch = Arc::new(Watch::new(source(), service, span));
         live.insert(key, Arc::downgrade(&watch));
         watch.ensure_started();
         watch
@@ -107,9 +109,10 @@ impl<K> fmt::Debug for Watches<K> {
 
 impl Watch {
     /// A watch of its own, not shared through [`Watches`].
-    pub(crate) fn new<S: Source>(source: S, span: tracing::Span) -> Self {
+    pub(crate) fn new<S: Source>(source: S, service: &str, span: tracing::Span) -> Self {
         let (tx, rx) = watch::channel(WatchState::default());
-        let fut = source.run(Sink::new(tx)).instrument(span);
+        let metrics = WatchMetrics::new(source.registry(), service);
+        let fut = source.run(Sink::new(tx, metrics)).instrument(span);
         Watch {
             rx,
             task: Mutex::new(Task::NotStarted(Box::pin(fut))),

@@ -8,6 +8,7 @@ use tokio::time::Instant;
 
 use super::state::WatchState;
 use crate::instance::{Instance, InstanceKey};
+use crate::telemetry::WatchMetrics;
 
 /// Where a [`Source`](super::Source) reports: snapshots or deltas of the set, and
 /// failures. Every method publishes to the discoveries sharing the watch at once.
@@ -16,13 +17,14 @@ use crate::instance::{Instance, InstanceKey};
 /// (clearing the failure count) but wakes no discovery.
 pub struct Sink {
     tx: watch::Sender<WatchState>,
+    metrics: WatchMetrics,
 }
 
 // === impl Sink ===
 
 impl Sink {
-    pub(crate) fn new(tx: watch::Sender<WatchState>) -> Self {
-        Sink { tx }
+    pub(crate) fn new(tx: watch::Sender<WatchState>, metrics: WatchMetrics) -> Self {
+        Sink { tx, metrics }
     }
 
     /// The whole set now. A key listed twice keeps its last entry.
@@ -102,6 +104,7 @@ impl Sink {
     /// source logs it, with what it knows of the cause.)
     pub fn failed(&self, error: impl fmt::Display) -> u32 {
         let mut failures = 0;
+        self.metrics.failed();
         self.tx.send_modify(|s| {
             s.last_error = Some(error.to_string());
             s.consecutive_failures = s.consecutive_failures.saturating_add(1);
@@ -127,6 +130,7 @@ impl Sink {
 
     /// Applies `next(current set)` (a new set, or `None` when it stays) as a success.
     fn publish(&self, next: impl FnOnce(&[Instance]) -> Option<Vec<Instance>>) {
+        self.metrics.answered();
         self.tx.send_modify(|s| {
             if let Some(set) = next(&s.instances) {
                 s.instances = set.into();

@@ -139,6 +139,10 @@ impl fmt::Debug for StaticList {
 // === impl StaticSource ===
 
 impl Source for StaticSource {
+    fn registry(&self) -> &'static str {
+        "static"
+    }
+
     async fn run(mut self, sink: Sink) {
         loop {
             let set = self.rx.borrow_and_update().clone();

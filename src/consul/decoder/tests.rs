@@ -5,11 +5,15 @@ use proptest::prelude::*;
 
 use super::*;
 use crate::consul::decode_health;
+use crate::consul::types::decode_health_keeping;
 
 const DOC_SAMPLE: &str = include_str!("../../../tests/fixtures/consul/health-service.json");
 
 fn entry(node: u8, id: u8, port: u16, passing: bool) -> String {
-    let status = if passing { "passing" } else { "critical" };
+    entry_with(node, id, port, if passing { "passing" } else { "critical" })
+}
+
+fn entry_with(node: u8, id: u8, port: u16, status: &str) -> String {
     format!(
         r#"{{"Node":{{"Node":"n{node}","Address":"10.0.0.{node}"}},"Service":{{"ID":"s{id}","Port":{port},"Tags":["t{id}"],"Weights":{{"Passing":{id}}}}},"Checks":[{{"Status":"{status}","Output":"ok"}}]}}"#
     )
@@ -140,16 +144,16 @@ proptest! {
     #[test]
     fn agrees_with_decode_health(
         answers in prop::collection::vec(arb_answer(), 1..12),
-        passing_only in any::<bool>(),
+        keep in prop_oneof![Just(Keep::Passing), Just(Keep::PassingOrWarning), Just(Keep::Any)],
     ) {
-        let mut d = HealthDecoder::new(AddressKind::Service, passing_only);
+        let mut d = HealthDecoder::keeping(AddressKind::Service, keep);
         let mut last: Option<Vec<Instance>> = None;
         for (entries, spaced, truncate) in answers {
             let mut text = body(&entries, if spaced { " ,\n " } else { "," });
             if truncate {
                 text.truncate(text.len() / 2);
             }
-            let want = decode_health(text.as_bytes(), &AddressKind::Service, passing_only);
+            let want = decode_health_keeping(text.as_bytes(), &AddressKind::Service, keep);
             match (d.decode(text.as_bytes()), want) {
                 (Ok(Decoded::Changed(got)), Ok(want)) => {
                     prop_assert_eq!(&got, &want);

@@ -209,3 +209,34 @@ mod properties {
         }
     }
 }
+
+#[test]
+fn locality_and_warning_weights_are_decoded() {
+    let body = r#"[
+        {"Node":{"Node":"n1","Address":"10.0.0.1"},
+         "Service":{"ID":"ok","Port":1,"Weights":{"Passing":4,"Warning":2},
+                    "Locality":{"Region":"eu-west-1","Zone":"eu-west-1a"}},
+         "Checks":[{"Status":"passing"}]},
+        {"Node":{"Node":"n1","Address":"10.0.0.1"},
+         "Service":{"ID":"warn","Port":1,"Weights":{"Passing":4,"Warning":2},"Locality":null},
+         "Checks":[{"Status":"passing"},{"Status":"warning"}]},
+        {"Node":{"Node":"n1","Address":"10.0.0.1"},"Service":{"ID":"crit","Port":1},
+         "Checks":[{"Status":"warning"},{"Status":"critical"}]}]"#;
+    let k = AddressKind::Service;
+    let all = decode_health_keeping(body.as_bytes(), &k, Keep::Any).unwrap();
+    assert_eq!(all.len(), 3);
+    assert_eq!(all[0].weight(), 4);
+    assert_eq!(all[0].locality().region(), Some("eu-west-1"));
+    assert_eq!(all[0].locality().zone(), Some("eu-west-1a"));
+    assert_eq!(
+        all[1].weight(),
+        2,
+        "warning instances weigh Weights.Warning"
+    );
+    assert!(all[1].locality().is_unknown());
+    let kept = decode_health_keeping(body.as_bytes(), &k, Keep::PassingOrWarning).unwrap();
+    let ids: Vec<_> = kept.iter().map(|i| i.id().to_owned()).collect();
+    assert_eq!(ids, ["ok", "warn"]);
+    let passing = decode_health_keeping(body.as_bytes(), &k, Keep::Passing).unwrap();
+    assert_eq!(passing.len(), 1);
+}

@@ -32,7 +32,7 @@ where
         query: Arc::new(query.clone()),
         config,
     };
-    watches.subscribe(query.clone(), tracing::Span::none(), source)
+    watches.subscribe(query.clone(), "test", tracing::Span::none(), source)
 }
 
 type Handle = mock::Handle<WatchRequest, WatchResponse>;

@@ -63,6 +63,10 @@ impl DnsSource {
 }
 
 impl Source for DnsSource {
+    fn registry(&self) -> &'static str {
+        "dns"
+    }
+
     async fn run(mut self, sink: Sink) {
         let mut refresh = self.dns.refresh.subscribe();
         loop {

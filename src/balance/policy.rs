@@ -1,0 +1,438 @@
+//! Traffic policy: instance weights and zone-aware routing with failover.
+//!
+//! Both act where the balancer draws the two endpoints it compares; the comparison
+//! itself stays Peak-EWMA (see [`LoadMetric`](super::LoadMetric)), so latency keeps
+//! the last word.
+//!
+//! # Weights
+//!
+//! An instance's [weight](crate::Instance::weight) (Consul's `Weights`, Nacos's
+//! weight, a metadata entry) sets how often it is drawn: each of the two candidates
+//! is drawn with a probability proportional to its weight among the ready endpoints,
+//! and the first one drawn is kept unless the second costs less. Load counts per
+//! unit of weight: the calls waiting on an endpoint are scaled by the mean weight
+//! over its own, so under load an instance of weight 4 carries four times the calls
+//! in flight of one of weight 1 before it looks busier. Equally fast instances thus
+//! get shares proportional to their weights at any load, while a slow instance loses
+//! its comparisons whatever its weight: a weight attracts traffic, it never forces
+//! it onto an instance that answers late.
+//!
+//! # Zones
+//!
+//! A channel told its own [`Locality`] (region and zone) sends traffic only to the
+//! instances of its zone while enough of them are ready, as Envoy's zone-aware
+//! routing does. Instances fall in three tiers: the client's zone, other zones of
+//! its region, and every other instance (another region, or no locality known).
+//! Each tier takes the traffic its health allows, in that order:
+//!
+//! - a tier's health is its ready instances over its instances (ready: connected, not
+//!   ejected, serving), times the [overprovisioning
+//!   factor](ZoneRouting::overprovisioning) (default 1.4, so a zone with 72% or more
+//!   of its instances ready still takes everything);
+//! - the first tier takes `min(1, health)` of the traffic, the next the smallest of
+//!   its health and what is left, and so on; the last tier with instances takes the
+//!   rest, so traffic is never dropped while any instance is ready;
+//! - a zone with fewer ready instances than [`ZoneRouting::min_ready`] (default 1)
+//!   takes nothing.
+//!
+//! With two instances per zone and one of the client's killed, its zone is 50% ready:
+//! it keeps 70% of the traffic and 30% spills to the other zones. When the instance
+//! returns, the traffic returns with it. The tiers' shares are recomputed by the
+//! balancer's worker whenever it runs (on every discovery change, connection change,
+//! ejection and probe), in time linear in the number of endpoints.
+
+use std::sync::Arc;
+
+use crate::{Instance, Locality};
+
+/// How a zone-aware channel spreads traffic over zones (see the [module
+/// documentation](self) on zones). Set with
+/// [`BalancedChannelBuilder::zone_routing`](super::BalancedChannelBuilder::zone_routing).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ZoneRouting {
+    min_ready: usize,
+    overprovisioning: f64,
+}
+
+// === impl ZoneRouting ===
+
+impl ZoneRouting {
+    /// The defaults: a zone takes traffic with at least one ready instance, and all of
+    /// it while 1/1.4 (72%) of its instances are ready.
+    pub fn new() -> Self {
+        ZoneRouting {
+            min_ready: 1,
+            overprovisioning: 1.4,
+        }
+    }
+
+    /// A tier (the client's zone, its region, the rest) with fewer ready instances
+    /// than this takes no traffic. Default 1; 0 counts as 1.
+    #[must_use]
+    pub fn min_ready(mut self, min_ready: usize) -> Self {
+        self.min_ready = min_ready.max(1);
+        self
+    }
+
+    /// How much a tier's ready fraction is scaled by before it caps the tier's share
+    /// of the traffic (Envoy's overprovisioning factor). Default 1.4; values below 1
+    /// count as 1 (every instance must be ready to keep all the traffic), and values
+    /// that are not finite as the default.
+    #[must_use]
+    pub fn overprovisioning(mut self, factor: f64) -> Self {
+        self.overprovisioning = if factor.is_finite() {
+            factor.max(1.0)
+        } else {
+            1.4
+        };
+        self
+    }
+
+    /// The minimum of ready instances for a tier to take traffic.
+    pub fn min_ready_count(&self) -> usize {
+        self.min_ready
+    }
+
+    /// The overprovisioning factor.
+    pub fn overprovisioning_factor(&self) -> f64 {
+        self.overprovisioning
+    }
+}
+
+impl Default for ZoneRouting {
+    fn default() -> Self {
+        ZoneRouting::new()
+    }
+}
+
+/// The tiers, by preference.
+pub(crate) const TIERS: usize = 3;
+
+/// What the balancer needs to place an instance: its tier and its weight.
+#[derive(Debug, Clone)]
+pub(crate) struct Policy {
+    /// The client's own locality; `None` turns zone-aware routing off.
+    client: Option<Locality>,
+    zone_key: Arc<str>,
+    region_key: Arc<str>,
+    routing: ZoneRouting,
+    weighted: bool,
+}
+
+// === impl Policy ===
+
+impl Default for Policy {
+    fn default() -> Self {
+        Policy::new(
+            None,
+            "zone".into(),
+            "region".into(),
+            ZoneRouting::new(),
+            true,
+        )
+    }
+}
+
+impl Policy {
+    pub(crate) fn new(
+        client: Option<Locality>,
+        zone_key: Arc<str>,
+        region_key: Arc<str>,
+        routing: ZoneRouting,
+        weighted: bool,
+    ) -> Self {
+        let client = client.filter(|l| l.zone().is_some() || l.region().is_some());
+        Policy {
+            client,
+            zone_key,
+            region_key,
+            routing,
+            weighted,
+        }
+    }
+
+    /// Whether tiers matter (a client locality is set).
+    pub(crate) fn zoned(&self) -> bool {
+        self.client.is_some()
+    }
+
+    pub(crate) fn routing(&self) -> &ZoneRouting {
+        &self.routing
+    }
+
+    /// The weight the balancer gives an instance: its registry weight (at least 1),
+    /// or 1 when weights are ignored.
+    pub(crate) fn weight(&self, instance: &Instance) -> u32 {
+        if self.weighted {
+            instance.weight().max(1)
+        } else {
+            1
+        }
+    }
+
+    /// The instance's tier: 0 in the client's zone, 1 in its region, 2 otherwise
+    /// (and 0 for every instance when zone-aware routing is off). The locality comes
+    /// from the registry, else from the metadata keys.
+    pub(crate) fn tier(&self, instance: &Instance) -> usize {
+        let Some(client) = &self.client else {
+            return 0;
+        };
+        let locality = instance.locality();
+        let meta = |key: &str| instance.meta().get(key).map(String::as_str);
+        let zone = locality.zone().or_else(|| meta(&self.zone_key));
+        let region = locality.region().or_else(|| meta(&self.region_key));
+        let same =
+            |a: Option<&str>, b: Option<&str>| matches!((a, b), (Some(a), Some(b)) if a == b);
+        // A zone names a place within a region: the same zone in another region is
+        // another place.
+        let region_ok =
+            client.region().is_none() || region.is_none() || same(client.region(), region);
+        if client.zone().is_some() && same(client.zone(), zone) && region_ok {
+            0
+        } else if client.region().is_some() && same(client.region(), region) {
+            1
+        } else {
+            2
+        }
+    }
+}
+
+/// The share of traffic each tier takes, from its instances and ready instances.
+/// Shares sum to 1 unless no tier has a ready instance (then all are 0).
+pub(crate) fn tier_shares(
+    routing: &ZoneRouting,
+    total: [usize; TIERS],
+    ready: [usize; TIERS],
+) -> [f64; TIERS] {
+    let mut shares = [0.0; TIERS];
+    let mut left = 1.0f64;
+    for t in 0..TIERS {
+        if total[t] == 0 || ready[t] < routing.min_ready {
+            continue;
+        }
+        let health = ready[t] as f64 / total[t] as f64 * routing.overprovisioning;
+        let share = health.min(left);
+        shares[t] = share;
+        left -= share;
+    }
+    // What no tier's health covers goes to the tiers that can take traffic, in
+    // proportion to their shares (Envoy normalises the same way); with no tier above
+    // `min_ready`, to the most preferred tier that has any ready instance.
+    let sum: f64 = shares.iter().sum();
+    if sum > 0.0 {
+        for s in &mut shares {
+            *s /= sum;
+        }
+    } else if let Some(t) = (0..TIERS).find(|&t| ready[t] > 0) {
+        shares[t] = 1.0;
+    }
+    shares
+}
+
+/// A Fenwick tree of weights: O(log n) update, prefix sum and draw by weight.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct Fenwick {
+    /// 1-based: `tree[i - 1]` holds the sum of the range `(i - lowbit(i), i]`.
+    tree: Vec<u64>,
+}
+
+// === impl Fenwick ===
+
+impl Fenwick {
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.tree.len()
+    }
+
+    /// The sum of the first `n` weights.
+    pub(crate) fn prefix(&self, mut n: usize) -> u64 {
+        let mut sum = 0;
+        while n > 0 {
+            sum += self.tree[n - 1];
+            n &= n - 1;
+        }
+        sum
+    }
+
+    pub(crate) fn total(&self) -> u64 {
+        self.prefix(self.tree.len())
+    }
+
+    /// Appends a weight.
+    pub(crate) fn push(&mut self, weight: u64) {
+        let n = self.tree.len() + 1;
+        let low = n & n.wrapping_neg();
+        // The node covers `(n - low, n]`: the new weight plus `(n - low, n - 1]`.
+        let covered = self.prefix(n - 1) - self.prefix(n - low);
+        self.tree.push(weight + covered);
+    }
+
+    /// Adds `delta` (may be negative, as wrapping) to the weight at `index`.
+    pub(crate) fn add(&mut self, index: usize, delta: i64) {
+        let mut i = index + 1;
+        while i <= self.tree.len() {
+            self.tree[i - 1] = self.tree[i - 1].wrapping_add_signed(delta);
+            i += i & i.wrapping_neg();
+        }
+    }
+
+    /// Removes the last weight; it must be zero (set it with [`add`](Self::add)).
+    pub(crate) fn pop_zero(&mut self) {
+        self.tree.pop();
+    }
+
+    /// The index whose weight range contains `target` (`target < total`).
+    pub(crate) fn find(&self, mut target: u64) -> usize {
+        let mut pos = 0;
+        let mut step = self.tree.len().next_power_of_two();
+        while step > 0 {
+            let next = pos + step;
+            if next <= self.tree.len() && self.tree[next - 1] <= target {
+                pos = next;
+                target -= self.tree[next - 1];
+            }
+            step >>= 1;
+        }
+        pos
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::InstanceKey;
+    use proptest::prelude::*;
+
+    fn instance(zone: Option<(&str, &str)>, meta_zone: Option<&str>) -> Instance {
+        let mut i = Instance::new(InstanceKey::new("n", "a"), "127.0.0.1", 1);
+        if let Some((region, zone)) = zone {
+            i = i.with_locality(Locality::new(region, zone));
+        }
+        if let Some(z) = meta_zone {
+            i = i.with_meta([("zone".to_owned(), z.to_owned())].into());
+        }
+        i
+    }
+
+    fn policy(client: Option<Locality>) -> Policy {
+        Policy::new(
+            client,
+            "zone".into(),
+            "region".into(),
+            ZoneRouting::new(),
+            true,
+        )
+    }
+
+    #[test]
+    fn tiers_follow_zone_then_region() {
+        let p = policy(Some(Locality::new("eu", "eu-a")));
+        assert_eq!(p.tier(&instance(Some(("eu", "eu-a")), None)), 0);
+        assert_eq!(p.tier(&instance(Some(("eu", "eu-b")), None)), 1);
+        assert_eq!(
+            p.tier(&instance(Some(("us", "eu-a")), None)),
+            2,
+            "same zone name, other region"
+        );
+        assert_eq!(p.tier(&instance(None, None)), 2);
+        assert_eq!(
+            p.tier(&instance(None, Some("eu-a"))),
+            0,
+            "zone from metadata"
+        );
+        assert_eq!(
+            p.tier(&instance(Some(("eu", "eu-b")), Some("eu-a"))),
+            1,
+            "the registry's locality wins over metadata"
+        );
+        assert_eq!(policy(None).tier(&instance(Some(("eu", "eu-b")), None)), 0);
+    }
+
+    #[test]
+    fn a_healthy_zone_takes_everything() {
+        let r = ZoneRouting::new();
+        assert_eq!(tier_shares(&r, [2, 2, 0], [2, 2, 0]), [1.0, 0.0, 0.0]);
+        // 3 of 4 ready: 0.75 × 1.4 ≥ 1.
+        assert_eq!(tier_shares(&r, [4, 2, 0], [3, 2, 0]), [1.0, 0.0, 0.0]);
+    }
+
+    #[test]
+    fn a_degraded_zone_spills_in_proportion_to_missing_capacity() {
+        let r = ZoneRouting::new();
+        let s = tier_shares(&r, [2, 2, 0], [1, 2, 0]);
+        assert!(
+            (s[0] - 0.7).abs() < 1e-9 && (s[1] - 0.3).abs() < 1e-9,
+            "{s:?}"
+        );
+        let s = tier_shares(&r, [2, 2, 4], [0, 2, 4]);
+        assert_eq!(s, [0.0, 1.0, 0.0]);
+        let s = tier_shares(&r, [2, 0, 0], [1, 0, 0]);
+        assert_eq!(s, [1.0, 0.0, 0.0], "nowhere to spill: all stays");
+        assert_eq!(tier_shares(&r, [2, 2, 2], [0, 0, 0]), [0.0; 3]);
+        let strict = r.min_ready(2);
+        assert_eq!(tier_shares(&strict, [2, 2, 0], [1, 2, 0]), [0.0, 1.0, 0.0]);
+        assert_eq!(tier_shares(&strict, [2, 2, 0], [1, 1, 0]), [1.0, 0.0, 0.0]);
+    }
+
+    proptest! {
+        #[test]
+        fn shares_sum_to_one_when_anything_is_ready(
+            total in proptest::array::uniform3(0usize..20),
+            frac in proptest::array::uniform3(0.0f64..=1.0),
+            min_ready in 0usize..4,
+            factor in 0.5f64..3.0,
+        ) {
+            let ready = [0, 1, 2].map(|t| (total[t] as f64 * frac[t]).floor() as usize);
+            let r = ZoneRouting::new().min_ready(min_ready).overprovisioning(factor);
+            let s = tier_shares(&r, total, ready);
+            let sum: f64 = s.iter().sum();
+            if ready.iter().any(|&n| n > 0) {
+                prop_assert!((sum - 1.0).abs() < 1e-9, "{s:?}");
+            } else {
+                prop_assert_eq!(sum, 0.0);
+            }
+            for t in 0..TIERS {
+                prop_assert!(s[t] >= 0.0);
+                if ready[t] == 0 {
+                    prop_assert_eq!(s[t], 0.0);
+                }
+            }
+        }
+
+        #[test]
+        fn fenwick_matches_a_plain_list(
+            ops in proptest::collection::vec((0u8..3, 0usize..64, 0u64..1000), 1..200),
+        ) {
+            let (mut tree, mut list) = (Fenwick::default(), Vec::<u64>::new());
+            for (op, at, w) in ops {
+                match op {
+                    0 => { tree.push(w); list.push(w); }
+                    1 if !list.is_empty() => {
+                        let i = at % list.len();
+                        tree.add(i, w as i64 - list[i] as i64);
+                        list[i] = w;
+                    }
+                    _ if !list.is_empty() => {
+                        let last = list.len() - 1;
+                        tree.add(last, -(list[last] as i64));
+                        tree.pop_zero();
+                        list.pop();
+                    }
+                    _ => {}
+                }
+                prop_assert_eq!(tree.len(), list.len());
+                for n in 0..=list.len() {
+                    prop_assert_eq!(tree.prefix(n), list[..n].iter().sum::<u64>());
+                }
+                let total: u64 = list.iter().sum();
+                for target in [0, total / 3, total / 2, total.saturating_sub(1)] {
+                    if target < total {
+                        let i = tree.find(target);
+                        prop_assert!(list[..i].iter().sum::<u64>() <= target);
+                        prop_assert!(list[..=i].iter().sum::<u64>() > target);
+                    }
+                }
+            }
+        }
+    }
+}

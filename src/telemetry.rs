@@ -1,0 +1,443 @@
+//! Metrics through the [`metrics`](https://docs.rs/metrics) facade (feature `metrics`;
+//! the library installs no recorder). Without the feature every handle here is a
+//! zero-sized no-op, so the call sites need no `cfg`.
+//!
+//! Handles are registered once (per channel, endpoint or registration) and kept, so
+//! the request path never formats a label or looks a metric up: it increments atomics
+//! behind the recorder's handles. The names and labels are documented in the README's
+//! metrics table.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use tonic::Code;
+
+use crate::balance::EndpointState;
+
+/// Every metric name, with the prefix.
+pub(crate) mod names {
+    pub(crate) const CALLS: &str = "tonic_discovery_balancer_calls_total";
+    pub(crate) const FAILURES: &str = "tonic_discovery_balancer_call_failures_total";
+    pub(crate) const DURATION: &str = "tonic_discovery_balancer_call_duration_seconds";
+    pub(crate) const IN_FLIGHT: &str = "tonic_discovery_balancer_calls_in_flight";
+    pub(crate) const ENDPOINTS: &str = "tonic_discovery_balancer_endpoints";
+    pub(crate) const TIER_SHARE: &str = "tonic_discovery_balancer_zone_traffic_ratio";
+    pub(crate) const ENDPOINT_CALLS: &str = "tonic_discovery_endpoint_calls_total";
+    pub(crate) const ENDPOINT_FAILURES: &str = "tonic_discovery_endpoint_call_failures_total";
+    pub(crate) const ENDPOINT_DURATION: &str = "tonic_discovery_endpoint_call_duration_seconds";
+    pub(crate) const ENDPOINT_IN_FLIGHT: &str = "tonic_discovery_endpoint_calls_in_flight";
+    pub(crate) const DISCOVERY_CHANGES: &str = "tonic_discovery_discovery_changes_total";
+    pub(crate) const DISCOVERY_ERRORS: &str = "tonic_discovery_discovery_errors_total";
+    pub(crate) const WATCH_SUCCESS: &str = "tonic_discovery_watch_last_success_timestamp_seconds";
+    pub(crate) const WATCH_ANSWERS: &str = "tonic_discovery_watch_answers_total";
+    pub(crate) const WATCH_FAILURES: &str = "tonic_discovery_watch_failures_total";
+    pub(crate) const HEARTBEATS: &str = "tonic_discovery_registration_heartbeats_total";
+    pub(crate) const HEARTBEAT_FAILURES: &str =
+        "tonic_discovery_registration_heartbeat_failures_total";
+    pub(crate) const REREGISTRATIONS: &str = "tonic_discovery_registration_reregistrations_total";
+}
+
+/// The label value of an endpoint beyond the cap: its calls are counted together.
+pub(crate) const OTHER_ENDPOINTS: &str = "other";
+
+/// The states [`EndpointState`] can take, in [`EndpointState::as_u8`] order, as
+/// label values.
+pub(crate) const STATES: [&str; 6] = [
+    "connecting",
+    "ready",
+    "backoff",
+    "ejected",
+    "probing",
+    "not_serving",
+];
+
+/// How a call that ended is labelled: a gRPC code name, or what happened instead.
+fn outcome_label(code: Option<Code>) -> &'static str {
+    match code {
+        None => "TRANSPORT",
+        Some(code) => match code {
+            Code::Ok => "OK",
+            Code::Cancelled => "CANCELLED",
+            Code::Unknown => "UNKNOWN",
+            Code::InvalidArgument => "INVALID_ARGUMENT",
+            Code::DeadlineExceeded => "DEADLINE_EXCEEDED",
+            Code::NotFound => "NOT_FOUND",
+            Code::AlreadyExists => "ALREADY_EXISTS",
+            Code::PermissionDenied => "PERMISSION_DENIED",
+            Code::ResourceExhausted => "RESOURCE_EXHAUSTED",
+            Code::FailedPrecondition => "FAILED_PRECONDITION",
+            Code::Aborted => "ABORTED",
+            Code::OutOfRange => "OUT_OF_RANGE",
+            Code::Unimplemented => "UNIMPLEMENTED",
+            Code::Internal => "INTERNAL",
+            Code::Unavailable => "UNAVAILABLE",
+            Code::DataLoss => "DATA_LOSS",
+            Code::Unauthenticated => "UNAUTHENTICATED",
+        },
+    }
+}
+
+/// The index of a failure label (17 codes, then transport).
+fn outcome_index(code: Option<Code>) -> usize {
+    code.map_or(17, |c| (c as usize).min(16))
+}
+
+#[cfg(feature = "metrics")]
+mod imp {
+    pub(crate) use metrics::{Counter, Gauge, Histogram, Label};
+
+    pub(crate) fn counter(name: &'static str, labels: &[(&'static str, &str)]) -> Counter {
+        metrics::counter!(name, labels_of(labels))
+    }
+
+    pub(crate) fn gauge(name: &'static str, labels: &[(&'static str, &str)]) -> Gauge {
+        metrics::gauge!(name, labels_of(labels))
+    }
+
+    pub(crate) fn histogram(name: &'static str, labels: &[(&'static str, &str)]) -> Histogram {
+        metrics::histogram!(name, labels_of(labels))
+    }
+
+    fn labels_of(labels: &[(&'static str, &str)]) -> Vec<Label> {
+        labels
+            .iter()
+            .map(|(k, v)| Label::new(*k, (*v).to_owned()))
+            .collect()
+    }
+}
+
+#[cfg(not(feature = "metrics"))]
+mod imp {
+    //! No-op stand-ins with the same methods.
+
+    #[derive(Clone, Debug, Default)]
+    pub(crate) struct Counter;
+    #[derive(Clone, Debug, Default)]
+    pub(crate) struct Gauge;
+    #[derive(Clone, Debug, Default)]
+    pub(crate) struct Histogram;
+
+    impl Counter {
+        pub(crate) fn increment(&self, _: u64) {}
+    }
+
+    impl Gauge {
+        pub(crate) fn increment(&self, _: f64) {}
+        pub(crate) fn decrement(&self, _: f64) {}
+        pub(crate) fn set(&self, _: f64) {}
+    }
+
+    impl Histogram {
+        pub(crate) fn record(&self, _: f64) {}
+    }
+
+    pub(crate) fn counter(_: &'static str, _: &[(&'static str, &str)]) -> Counter {
+        Counter
+    }
+
+    pub(crate) fn gauge(_: &'static str, _: &[(&'static str, &str)]) -> Gauge {
+        Gauge
+    }
+
+    pub(crate) fn histogram(_: &'static str, _: &[(&'static str, &str)]) -> Histogram {
+        Histogram
+    }
+}
+
+use imp::{Counter, Gauge, Histogram, counter, gauge, histogram};
+
+/// A balanced channel's metrics (label `service`).
+pub(crate) struct ChannelMetrics {
+    service: Arc<str>,
+    calls: Counter,
+    /// One per gRPC code but OK (index = code), and transport failures (17), made on
+    /// first use.
+    failures: [std::sync::OnceLock<Counter>; 18],
+    duration: Histogram,
+    in_flight: Gauge,
+    endpoints: [Gauge; 6],
+    /// Zone-aware routing's share of the traffic per tier (zone-aware channels only).
+    tiers: Option<[Gauge; 3]>,
+    changes: Counter,
+    errors: Counter,
+    /// Endpoints with a label of their own, and the most allowed.
+    labelled: AtomicUsize,
+    cap: usize,
+    /// The shared set of the endpoints beyond the cap, made when the first one comes.
+    other: std::sync::OnceLock<Arc<EndpointMetrics>>,
+}
+
+/// One endpoint's metrics (labels `service`, `endpoint`), or the shared set of the
+/// endpoints beyond the cap (`endpoint="other"`).
+pub(crate) struct EndpointMetrics {
+    channel: Option<Arc<ChannelMetrics>>,
+    /// Whether it holds one of the channel's labelled slots (given back on drop).
+    labelled: bool,
+    calls: Counter,
+    failures: Counter,
+    duration: Histogram,
+    in_flight: Gauge,
+}
+
+// === impl ChannelMetrics ===
+
+impl ChannelMetrics {
+    /// The channel's handles; `cap` endpoints at most get their own labels; the
+    /// zone shares are published when `zoned`.
+    pub(crate) fn new(service: Arc<str>, cap: usize, zoned: bool) -> Arc<Self> {
+        let labels = [("service", &*service)];
+        Arc::new(ChannelMetrics {
+            calls: counter(names::CALLS, &labels),
+            failures: Default::default(),
+            duration: histogram(names::DURATION, &labels),
+            in_flight: gauge(names::IN_FLIGHT, &labels),
+            endpoints: STATES.map(|state| {
+                gauge(
+                    names::ENDPOINTS,
+                    &[("service", &*service), ("state", state)],
+                )
+            }),
+            tiers: zoned.then(|| {
+                ["local", "region", "other"]
+                    .map(|tier| gauge(names::TIER_SHARE, &[("service", &*service), ("tier", tier)]))
+            }),
+            changes: counter(names::DISCOVERY_CHANGES, &labels),
+            errors: counter(names::DISCOVERY_ERRORS, &labels),
+            labelled: AtomicUsize::new(0),
+            cap,
+            other: std::sync::OnceLock::new(),
+            service,
+        })
+    }
+
+    /// The handles of a new endpoint at `address`: its own while fewer than the cap
+    /// have theirs, else the shared `other` set.
+    pub(crate) fn endpoint(self: &Arc<Self>, address: &str) -> Arc<EndpointMetrics> {
+        let took = self
+            .labelled
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                (n < self.cap).then_some(n + 1)
+            })
+            .is_ok();
+        if !took {
+            let other = self
+                .other
+                .get_or_init(|| Arc::new(self.handles(OTHER_ENDPOINTS, None)));
+            return other.clone();
+        }
+        Arc::new(self.handles(address, Some(self.clone())))
+    }
+
+    fn handles(&self, endpoint: &str, slot: Option<Arc<ChannelMetrics>>) -> EndpointMetrics {
+        let labels = [("service", &*self.service), ("endpoint", endpoint)];
+        EndpointMetrics {
+            labelled: slot.is_some(),
+            channel: slot,
+            calls: counter(names::ENDPOINT_CALLS, &labels),
+            failures: counter(names::ENDPOINT_FAILURES, &labels),
+            duration: histogram(names::ENDPOINT_DURATION, &labels),
+            in_flight: gauge(names::ENDPOINT_IN_FLIGHT, &labels),
+        }
+    }
+
+    /// A call failed before any endpoint took it (fail-fast: no ready instance).
+    pub(crate) fn unavailable(&self) {
+        self.calls.increment(1);
+        self.failure(Some(Code::Unavailable));
+    }
+
+    fn failure(&self, code: Option<Code>) {
+        self.failures[outcome_index(code)]
+            .get_or_init(|| {
+                let labels = [("service", &*self.service), ("code", outcome_label(code))];
+                counter(names::FAILURES, &labels)
+            })
+            .increment(1);
+    }
+
+    /// Discovery changes applied (inserts and removes).
+    pub(crate) fn discovery_change(&self) {
+        self.changes.increment(1);
+    }
+
+    /// A discovery error (logged and ignored by the balancer).
+    pub(crate) fn discovery_error(&self) {
+        self.errors.increment(1);
+    }
+
+    /// Zone-aware routing's shares of the traffic: the client's zone, its region,
+    /// the rest.
+    pub(crate) fn set_tier_shares(&self, shares: [f64; 3]) {
+        for (gauge, share) in self.tiers.iter().flatten().zip(shares) {
+            gauge.set(share);
+        }
+    }
+
+    /// The endpoints by state, as counted now.
+    pub(crate) fn set_endpoints(&self, by_state: [usize; 6]) {
+        for (gauge, n) in self.endpoints.iter().zip(by_state) {
+            gauge.set(n as f64);
+        }
+    }
+}
+
+impl std::fmt::Debug for ChannelMetrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ChannelMetrics")
+            .field("service", &self.service)
+            .field("labelled", &self.labelled.load(Ordering::Relaxed))
+            .field("cap", &self.cap)
+            .finish_non_exhaustive()
+    }
+}
+
+// === impl EndpointMetrics ===
+
+impl EndpointMetrics {
+    /// A call was sent on the endpoint.
+    pub(crate) fn started(&self, channel: &ChannelMetrics) {
+        self.in_flight.increment(1.0);
+        channel.in_flight.increment(1.0);
+    }
+
+    /// A call ended: `code` is its gRPC status (`None` for a transport failure);
+    /// `counted` is false for calls the instance never processed (they are sent
+    /// again, and counted where they end).
+    pub(crate) fn finished(
+        &self,
+        channel: &ChannelMetrics,
+        code: Option<Code>,
+        duration: Duration,
+        counted: bool,
+    ) {
+        self.in_flight.decrement(1.0);
+        channel.in_flight.decrement(1.0);
+        if !counted {
+            return;
+        }
+        let secs = duration.as_secs_f64();
+        self.calls.increment(1);
+        self.duration.record(secs);
+        channel.calls.increment(1);
+        channel.duration.record(secs);
+        if code != Some(Code::Ok) {
+            self.failures.increment(1);
+            channel.failure(code);
+        }
+    }
+}
+
+impl Drop for EndpointMetrics {
+    fn drop(&mut self) {
+        if let Some(channel) = &self.channel
+            && self.labelled
+        {
+            channel.labelled.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+}
+
+impl std::fmt::Debug for EndpointMetrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EndpointMetrics")
+            .field("labelled", &self.labelled)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What one endpoint records into: its channel's handles and its own.
+#[derive(Debug, Clone)]
+pub(crate) struct Telemetry {
+    pub(crate) channel: Arc<ChannelMetrics>,
+    pub(crate) endpoint: Arc<EndpointMetrics>,
+}
+
+impl Telemetry {
+    /// Handles of a channel of their own (endpoints built outside a channel, in tests).
+    #[cfg(test)]
+    pub(crate) fn detached() -> Self {
+        let channel = ChannelMetrics::new("detached".into(), 0, false);
+        let endpoint = channel.endpoint("detached");
+        Telemetry { channel, endpoint }
+    }
+
+    pub(crate) fn started(&self) {
+        self.endpoint.started(&self.channel);
+    }
+
+    pub(crate) fn finished(&self, code: Option<Code>, duration: Duration, counted: bool) {
+        self.endpoint
+            .finished(&self.channel, code, duration, counted);
+    }
+}
+
+/// The index of a state in [`STATES`].
+pub(crate) fn state_index(state: EndpointState) -> usize {
+    usize::from(state.as_u8()).min(STATES.len() - 1)
+}
+
+/// A watch's metrics (labels `service`, `registry`).
+#[derive(Debug, Clone)]
+pub(crate) struct WatchMetrics {
+    success: Gauge,
+    answers: Counter,
+    failures: Counter,
+}
+
+impl WatchMetrics {
+    pub(crate) fn new(registry: &str, service: &str) -> Self {
+        let labels = [("service", service), ("registry", registry)];
+        WatchMetrics {
+            success: gauge(names::WATCH_SUCCESS, &labels),
+            answers: counter(names::WATCH_ANSWERS, &labels),
+            failures: counter(names::WATCH_FAILURES, &labels),
+        }
+    }
+
+    /// An answer arrived (changed or not): the watch is current as of now.
+    pub(crate) fn answered(&self) {
+        self.answers.increment(1);
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        self.success.set(now.as_secs_f64());
+    }
+
+    pub(crate) fn failed(&self) {
+        self.failures.increment(1);
+    }
+}
+
+/// A registration's metrics (labels `service`, `registry`).
+#[derive(Debug, Clone)]
+pub(crate) struct RegistrationMetrics {
+    heartbeats: Counter,
+    failures: Counter,
+    reregistrations: Counter,
+}
+
+impl RegistrationMetrics {
+    pub(crate) fn new(registry: &str, service: &str) -> Self {
+        let labels = [("service", service), ("registry", registry)];
+        RegistrationMetrics {
+            heartbeats: counter(names::HEARTBEATS, &labels),
+            failures: counter(names::HEARTBEAT_FAILURES, &labels),
+            reregistrations: counter(names::REREGISTRATIONS, &labels),
+        }
+    }
+
+    /// A heartbeat (Consul TTL update, etcd lease renewal) the registry accepted.
+    pub(crate) fn heartbeat(&self) {
+        self.heartbeats.increment(1);
+    }
+
+    pub(crate) fn heartbeat_failed(&self) {
+        self.failures.increment(1);
+    }
+
+    /// The registry had lost the registration and it was made again.
+    pub(crate) fn reregistered(&self) {
+        self.reregistrations.increment(1);
+    }
+}
