@@ -6,7 +6,8 @@
 //! ```
 //!
 //! SCENARIO is a number or a name: 1 overhead, 2 propagation, 3 dead, 4 slow,
-//! 5 rolling, 6 scale, 7 blackhole, 8 frozen, 9 maxage; none runs all. A full run
+//! 5 rolling, 6 scale, 7 blackhole, 8 frozen, 9 maxage, 10 weights, 11 zones, 13 subset;
+//! none runs all. A full run
 //! writes `benches/results/*.{json,md,svg}` and regenerates `BENCHMARKS.md`; `--quick`
 //! runs every scenario small (about three minutes in all) and writes only under
 //! `target/bench/quick/`. `--report-only` runs
@@ -48,10 +49,14 @@ mod report;
 mod rolling;
 #[path = "mesh/scale.rs"]
 mod scale;
+#[path = "mesh/scale_big.rs"]
+mod scale_big;
 #[path = "mesh/slow.rs"]
 mod slow;
 #[path = "mesh/stats.rs"]
 mod stats;
+#[path = "mesh/subset.rs"]
+mod subset;
 #[path = "mesh/trial.rs"]
 mod trial;
 #[path = "mesh/worker.rs"]
@@ -63,7 +68,12 @@ use std::process::ExitCode;
 use common::{Config, Res, Section};
 use tokio::time::Instant;
 
-const NAMES: [(&str, &str); 12] = [
+/// Counts the heap in use, for the memory a discovery holds (scenario 6). One relaxed
+/// atomic add per allocation and free, paid alike by every contender.
+#[global_allocator]
+static ALLOC: cap::Cap<std::alloc::System> = cap::Cap::new(std::alloc::System, usize::MAX);
+
+const NAMES: [(&str, &str); 13] = [
     ("1", "overhead"),
     ("2", "propagation"),
     ("3", "dead"),
@@ -76,6 +86,7 @@ const NAMES: [(&str, &str); 12] = [
     ("10", "weights"),
     ("11", "zones"),
     ("12", "worker"),
+    ("13", "subset"),
 ];
 
 const COMMAND: &str = "cargo bench --all-features --bench mesh";
@@ -91,7 +102,7 @@ const COMMAND: &str = "cargo bench --all-features --bench mesh";
 struct Cli {
     /// Scenarios to run, by number or name (1 overhead, 2 propagation, 3 dead, 4 slow,
     /// 5 rolling, 6 scale, 7 blackhole, 8 frozen, 9 maxage, 10 weights, 11 zones,
-    /// 12 worker); none runs all.
+    /// 12 worker, 13 subset); none runs all.
     #[arg(value_parser = scenario_index)]
     scenarios: Vec<usize>,
     /// Runs every scenario small and writes only under `target/bench/quick/`.
@@ -187,7 +198,8 @@ async fn scenario(i: usize, cfg: &Config) -> Res<Section> {
         8 => max_age::run(cfg).await,
         9 => policy::weights(cfg).await,
         10 => policy::zones(cfg).await,
-        _ => worker::run(cfg).await,
+        11 => worker::run(cfg).await,
+        _ => subset::run(cfg).await,
     }
 }
 

@@ -33,7 +33,9 @@ use crate::instance::{Instance, InstanceKey};
 /// ```
 #[derive(Debug, Default)]
 pub struct SnapshotDiff {
-    set: HashMap<InstanceKey, Slot>,
+    // foldhash rather than SipHash: the diff hashes every key of every snapshot, and
+    // its per-process random seed keeps registry-chosen keys from colliding on purpose.
+    set: HashMap<InstanceKey, Slot, foldhash::fast::RandomState>,
     /// The number of the snapshot being applied; a slot not stamped with it is gone.
     round: u64,
 }

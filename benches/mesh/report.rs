@@ -8,7 +8,7 @@ use crate::common::{Res, Section};
 use crate::outcome::Runs;
 
 /// The scenarios in order: key, title.
-pub const TITLES: [(&str, &str); 12] = [
+pub const TITLES: [(&str, &str); 13] = [
     ("1-overhead", "1. Overhead"),
     ("2-propagation", "2. Propagation"),
     ("3-dead-instance", "3. Dead instance"),
@@ -21,6 +21,7 @@ pub const TITLES: [(&str, &str); 12] = [
     ("10-weights", "10. Weights"),
     ("11-zones", "11. Zones"),
     ("12-worker", "12. Worker at scale"),
+    ("13-subset", "13. Subsetting"),
 ];
 
 /// Writes `<out>/<key>.json` and `<out>/<key>.md` (the section with its run header).

@@ -1,5 +1,6 @@
-//! Scenario 6, scale: one service with 5,000 instances (update latency, memory), and
-//! 100 services watched through one client (connections, requests per minute).
+//! Scenario 6, scale: one service with 5,000 and 10,000 instances (update latency,
+//! decode + diff, memory; in `scale_big.rs`), and 100 services watched through one
+//! client (connections, requests per minute).
 
 use std::fmt::Write;
 use std::sync::Arc;
@@ -8,139 +9,24 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use serde_json::json;
-use tokio::time::{Instant, sleep, timeout};
-use tonic_discovery::SnapshotDiff;
-use tonic_discovery::consul::{AddressKind, Client, decode_health};
+use tokio::time::{Instant, sleep};
+use tonic_discovery::consul::Client;
 
-use crate::common::{self, Config, Pacer, Registry, Res, Section};
+use crate::common::{self, Config, Registry, Res, Section};
 use crate::overhead::verdict;
+use crate::scale_big::{Big, big_service, put};
 use crate::stats::quantile;
 
-const BIG: usize = 5000;
+const SIZES: [usize; 2] = [5000, 10000];
 const SERVICES: usize = 100;
 
 pub async fn run(cfg: &Config) -> Res<Section> {
-    let big = big_service(cfg).await?;
+    let mut big = Vec::new();
+    for n in SIZES {
+        big.push(big_service(cfg, n).await?);
+    }
     let many = many_services(cfg).await?;
     Ok(section(&big, &many))
-}
-
-#[derive(Debug, serde::Serialize)]
-struct Big {
-    instances: usize,
-    initial_ms: f64,
-    rss_growth_kib: i64,
-    update_ms: Vec<f64>,
-    fetch_ms: Vec<f64>,
-    body_bytes: usize,
-    decode_ms: Vec<f64>,
-    diff_ms: Vec<f64>,
-    decode_diff_ms: Vec<f64>,
-    json_value_decode_ms: Vec<f64>,
-}
-
-async fn put(http: &reqwest::Client, url: &str, name: &str, id: &str, port: u16) -> Res<()> {
-    let body = json!({"ID": id, "Name": name, "Address": "127.0.0.1", "Port": port}).to_string();
-    let resp = http
-        .put(format!("{url}/v1/agent/service/register"))
-        .body(body)
-        .send()
-        .await?;
-    if !resp.status().is_success() {
-        return Err(format!("register {id}: {}", resp.status()).into());
-    }
-    Ok(())
-}
-
-async fn big_service(cfg: &Config) -> Res<Big> {
-    let registry = Registry::start().await?;
-    let (url, http) = (registry.dev.url(), reqwest::Client::new());
-    for i in 0..BIG {
-        put(&http, &url, "big", &format!("big-{i}"), 20000 + i as u16).await?;
-    }
-    let rss0 = rss_kib();
-    let mut disc = registry.client.discovery("big").build();
-    let t = Instant::now();
-    for _ in 0..BIG {
-        timeout(Duration::from_secs(30), disc.next())
-            .await?
-            .ok_or("discovery ended")??;
-    }
-    let initial_ms = t.elapsed().as_secs_f64() * 1e3;
-    sleep(Duration::from_millis(300)).await;
-    let rss_growth_kib = rss_kib() - rss0;
-    let mut pace = Pacer::new(crate::propagation::GAP);
-    let mut update_ms = Vec::new();
-    for trial in 0..cfg.pick(30, 5) {
-        let port = 40000 + trial as u16;
-        let at = pace.next().await;
-        put(&http, &url, "big", &format!("big-{trial}"), port).await?;
-        timeout(Duration::from_secs(10), disc.next())
-            .await?
-            .ok_or("discovery ended")??;
-        update_ms.push(at.elapsed().as_secs_f64() * 1e3);
-    }
-    // Decode + diff alone, through the same public functions the discovery uses, on
-    // the registry's own answers: each trial changes one instance, fetches the list,
-    // then times the decode and the diff against the previous list.
-    let kind = AddressKind::default();
-    let fetch = || async {
-        let body = http
-            .get(format!("{url}/v1/health/service/big?passing"))
-            .send()
-            .await?
-            .bytes()
-            .await?;
-        Res::Ok(body)
-    };
-    let mut diff = SnapshotDiff::new();
-    diff.apply(decode_health(&fetch().await?, &kind, true)?);
-    let (mut fetch_ms, mut json_value_decode_ms) = (Vec::new(), Vec::new());
-    let (mut decode_ms, mut diff_ms, mut decode_diff_ms) = (Vec::new(), Vec::new(), Vec::new());
-    let mut body_bytes = 0;
-    for trial in 0..cfg.pick(30, 5) {
-        let port = 50000 + trial as u16;
-        put(
-            &http,
-            &url,
-            "big",
-            &format!("big-{}", BIG - 1 - trial),
-            port,
-        )
-        .await?;
-        let t = Instant::now();
-        let body = fetch().await?;
-        fetch_ms.push(t.elapsed().as_secs_f64() * 1e3);
-        body_bytes = body.len();
-        let t = Instant::now();
-        let instances = decode_health(&body, &kind, true)?;
-        let decoded = t.elapsed();
-        let changes = diff.apply_slice(&instances);
-        let total = t.elapsed();
-        if changes.len() != 1 {
-            return Err(format!("expected one change, got {}", changes.len()).into());
-        }
-        decode_ms.push(decoded.as_secs_f64() * 1e3);
-        diff_ms.push((total - decoded).as_secs_f64() * 1e3);
-        decode_diff_ms.push(total.as_secs_f64() * 1e3);
-        let t = Instant::now();
-        let value: serde_json::Value = serde_json::from_slice(&body)?;
-        json_value_decode_ms.push(t.elapsed().as_secs_f64() * 1e3);
-        drop(value);
-    }
-    eprintln!("  big: initial {initial_ms:.0} ms, updates {update_ms:?}");
-    Ok(Big {
-        instances: BIG,
-        initial_ms,
-        rss_growth_kib,
-        update_ms,
-        fetch_ms,
-        body_bytes,
-        decode_ms,
-        diff_ms,
-        decode_diff_ms,
-        json_value_decode_ms,
-    })
 }
 
 #[derive(Debug, serde::Serialize)]
@@ -154,6 +40,8 @@ struct Many {
     requests: u64,
     requests_per_minute: f64,
     expected_per_minute: f64,
+    /// The same 100 watches over HTTPS (HTTP/2): connections once all are parked.
+    tls_connections: Option<usize>,
 }
 
 async fn many_services(cfg: &Config) -> Res<Many> {
@@ -215,10 +103,60 @@ async fn many_services(cfg: &Config) -> Res<Many> {
         pool_max_idle_per_host: 32,
         connections_max,
         connections_end,
+        tls_connections: many_tls().await?,
         requests,
         requests_per_minute: requests as f64 * 60.0 / measured.as_secs_f64(),
         expected_per_minute: SERVICES as f64 * 60.0 / wait.as_secs_f64(),
     })
+}
+
+/// 100 watches through one client over HTTPS: TCP connections once every blocking
+/// query is parked at the registry.
+#[cfg(feature = "tls-ring")]
+async fn many_tls() -> Res<Option<usize>> {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+    const CA: &str = include_str!("../../tests/fixtures/tls/ca.pem");
+    const CERT: &str = include_str!("../../tests/fixtures/tls/server.pem");
+    const KEY: &str = include_str!("../../tests/fixtures/tls/server.key");
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![CertificateDer::from_pem_slice(CERT.as_bytes())?],
+            PrivateKeyDer::from_pem_slice(KEY.as_bytes())?,
+        )?;
+    let dev = tonic_discovery::testkit::ConsulDev::builder()
+        .tls(Arc::new(config))
+        .start()
+        .await?;
+    let client = Client::builder(dev.url())
+        .ca_cert_pem(CA)
+        .tls_server_name("server.dc1.consul")
+        .build()?;
+    let held: Vec<_> = (0..SERVICES)
+        .map(|k| {
+            client
+                .discovery(format!("t{k}"))
+                .passing_only(false)
+                .build()
+        })
+        .collect();
+    common::wait_for(
+        Duration::from_secs(30),
+        "100 parked queries over TLS",
+        || async { dev.blocked_queries() >= SERVICES },
+    )
+    .await?;
+    let n = connections_to(dev.addr().port());
+    drop(held);
+    Ok(Some(n))
+}
+
+#[cfg(not(feature = "tls-ring"))]
+async fn many_tls() -> Res<Option<usize>> {
+    Ok(None)
 }
 
 /// Established TCP connections from this process to `port` on loopback.
@@ -235,18 +173,6 @@ fn connections_to(port: u16) -> usize {
         .count()
 }
 
-/// Resident set size of this process, KiB.
-fn rss_kib() -> i64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
-        })
-        .unwrap_or(0)
-}
-
 fn stat(v: &[f64]) -> String {
     let mut v = v.to_vec();
     v.sort_by(f64::total_cmp);
@@ -258,66 +184,99 @@ fn stat(v: &[f64]) -> String {
     )
 }
 
-fn section(big: &Big, many: &Many) -> Section {
-    let mut md = String::new();
-    let med = |v: &[f64]| {
-        let mut v = v.to_vec();
-        v.sort_by(f64::total_cmp);
-        quantile(&v, 0.5)
+fn med(v: &[f64]) -> f64 {
+    let mut v = v.to_vec();
+    v.sort_by(f64::total_cmp);
+    quantile(&v, 0.5)
+}
+
+fn big_rows(md: &mut String, big: &[Big]) {
+    let row = |md: &mut String, what: &str, f: &dyn Fn(&Big) -> String| {
+        let cells: Vec<String> = big.iter().map(f).collect();
+        let _ = writeln!(md, "| {what} | {} |", cells.join(" | "));
     };
+    let sizes: Vec<String> = big
+        .iter()
+        .map(|b| format!("{} instances", b.instances))
+        .collect();
+    let _ = writeln!(md, "| measurement (ms) | {} |", sizes.join(" | "));
+    let _ = writeln!(md, "|---|{}", "---|".repeat(big.len()));
+    row(md, "first snapshot → one `Insert` per instance", &|b| {
+        format!("{:.1}", b.initial_ms)
+    });
+    row(
+        md,
+        "one instance changed → its `Change` (end to end)",
+        &|b| stat(&b.update_ms),
+    );
+    row(md, "registry share: GET the same list, full body", &|b| {
+        stat(&b.fetch_ms)
+    });
+    row(md, "body size, KiB", &|b| {
+        format!("{}", b.body_bytes / 1024)
+    });
+    row(md, "decode alone (`consul::HealthDecoder::decode`)", &|b| {
+        stat(&b.decode_ms)
+    });
+    row(
+        md,
+        "diff alone (`SnapshotDiff::apply_slice`, one instance changed)",
+        &|b| stat(&b.diff_ms),
+    );
+    row(md, "**decode + diff**", &|b| stat(&b.decode_diff_ms));
+    row(
+        md,
+        "before: every entry decoded (`consul::decode_health`) + diff",
+        &|b| stat(&b.full_decode_diff_ms),
+    );
+    row(
+        md,
+        "reference: `serde_json::Value` decode of that body",
+        &|b| stat(&b.json_value_decode_ms),
+    );
+    row(md, "heap held by the discovery, bytes per instance", &|b| {
+        format!("{:.0}", b.held_bytes as f64 / b.instances as f64)
+    });
+    row(
+        md,
+        "process RSS growth once synced, KiB per instance",
+        &|b| format!("{:.1}", b.rss_growth_kib as f64 / b.instances as f64),
+    );
+}
+
+fn section(big: &[Big], many: &Many) -> Section {
+    let mut md = String::new();
     let _ = writeln!(
         md,
         "**One service, {} instances** (registered in the in-process registry, no checks). Our `consul::Discovery` \
          alone (no balancer). Update = re-register one instance on a new port → the one `Change` out of the \
-         discovery stream: registry wake-up, encoding and sending 5,000 entries, decoding and diffing them. \
+         discovery stream: registry wake-up, encoding and sending every entry, decoding and diffing them. \
          The registry runs in the same process, so its encoding counts against us; the fetch row is the \
          registry's share (plain GET of the same list), the `serde_json::Value` row a reference decoder. \
-         Cells: min / median / max over {} trials.\n",
-        big.instances,
-        big.update_ms.len()
+         The decoder decodes only the entries whose bytes changed since the last answer; the \"before\" row \
+         decodes every entry, as the watch did before it. Heap held: what dropping a synced discovery (and so \
+         its watch, the decoder's cache included) frees, counted by the harness's global allocator; measured \
+         on a discovery whose source replays the registry's answer through the decoder, so that no registry \
+         memory is freed meanwhile. Cells: min / median / max over {} trials.\n",
+        SIZES.map(|n| n.to_string()).join(" and "),
+        big.first().map_or(0, |b| b.update_ms.len())
     );
-    md.push_str("| measurement | ms |\n|---|---|\n");
-    let _ = writeln!(
-        md,
-        "| first snapshot → 5,000 `Insert`s | {:.1} |",
-        big.initial_ms
-    );
-    let _ = writeln!(
-        md,
-        "| one instance changed → its `Change` (end to end) | {} |",
-        stat(&big.update_ms)
-    );
-    let _ = writeln!(
-        md,
-        "| registry share: GET the same list, full body | {} |",
-        stat(&big.fetch_ms)
-    );
-    let _ = writeln!(
-        md,
-        "| decode alone (`consul::decode_health`, {} KiB body) | {} |",
-        big.body_bytes / 1024,
-        stat(&big.decode_ms)
-    );
-    let _ = writeln!(
-        md,
-        "| diff alone (`SnapshotDiff::apply_slice`, one instance changed) | {} |",
-        stat(&big.diff_ms)
-    );
-    let _ = writeln!(md, "| **decode + diff** | {} |", stat(&big.decode_diff_ms));
-    let _ = writeln!(
-        md,
-        "| reference: `serde_json::Value` decode of that body | {} |",
-        stat(&big.json_value_decode_ms)
-    );
-    let est = med(&big.decode_diff_ms);
-    let _ = writeln!(
-        md,
-        "\nDecode + diff of one update, measured alone (the functions the discovery runs, on the registry's \
-         own answers): median **{est:.2} ms** (target < 5 ms: {}). Process RSS growth for the discovery \
-         holding 5,000 instances: {} KiB (upper bound: includes buffers the allocator kept).\n",
-        verdict(est < 5.0),
-        big.rss_growth_kib
-    );
+    big_rows(&mut md, big);
+    for b in big {
+        let est = med(&b.decode_diff_ms);
+        let target = if b.instances <= 5000 { 5.0 } else { 10.0 };
+        let per = b.held_bytes as f64 / b.instances as f64 / 1024.0;
+        let _ = writeln!(
+            md,
+            "\n{} instances: decode + diff median **{est:.2} ms** (target ≤ {target:.0} ms: {}; every entry \
+             decoded: {:.2} ms); heap held {per:.2} KiB per instance (target ≤ 4 KiB: {}).",
+            b.instances,
+            verdict(est <= target),
+            med(&b.full_decode_diff_ms),
+            verdict(per <= 4.0)
+        );
+    }
+    md.push('\n');
     let _ = writeln!(
         md,
         "**{} services watched through one `consul::Client`** (default pool: {} idle connections per host), \
@@ -342,13 +301,26 @@ fn section(big: &Big, many: &Many) -> Section {
     );
     let _ = writeln!(
         md,
-        "\nConnections bounded by the pool setting ({}): {}. Requests ≈ one per service per wait: ratio {:.2} ({}; \
-         Consul's wait jitter of up to wait/16 makes it slightly below 1).",
+        "\nOver plain HTTP/1.1 every waiting blocking query holds a TCP connection of its own, so {} watches \
+         hold about as many connections (the pool setting of {} bounds only idle ones); \
+         `ClientBuilder::max_concurrent_watches` caps them, at the price of freshness for queued watches. \
+         Requests ≈ one per service per wait: ratio {:.2} ({}; Consul's wait jitter of up to wait/16 makes \
+         it slightly below 1).",
+        many.services,
         many.pool_max_idle_per_host,
-        verdict(many.connections_max <= many.pool_max_idle_per_host),
         many.requests_per_minute / many.expected_per_minute,
         verdict((many.requests_per_minute / many.expected_per_minute - 1.0).abs() < 0.15)
     );
+    if let Some(n) = many.tls_connections {
+        let _ = writeln!(
+            md,
+            "\nThe same {} watches over HTTPS (`tls-ring`: the client offers HTTP/2 by ALPN, every blocking query \
+             a stream): **{n}** TCP connection(s) once all {} queries are parked (target ≤ 2: {}).",
+            many.services,
+            many.services,
+            verdict(n <= 2)
+        );
+    }
     Section {
         key: "6-scale",
         json: json!({"big": big, "many": many}),

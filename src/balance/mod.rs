@@ -92,6 +92,7 @@ pub mod policy;
 mod retry;
 mod settings;
 mod stats;
+mod subset;
 #[cfg(feature = "tls-ring")]
 mod tls;
 pub mod tonic;
@@ -105,6 +106,7 @@ pub use future::ResponseFuture;
 pub use info::{EndpointInfo, EndpointState};
 pub use policy::ZoneRouting;
 pub use retry::RetryBudget;
+pub use subset::{Coordinate, Select, Subset};
 #[cfg(feature = "tls-ring")]
 #[cfg_attr(docsrs, doc(cfg(feature = "tls-ring")))]
 pub use tls::TlsConfig;

@@ -22,6 +22,7 @@ pub struct ClientBuilder {
     request_timeout: Duration,
     connect_timeout: Duration,
     pool_max_idle_per_host: usize,
+    max_concurrent_watches: Option<usize>,
     error: Option<Error>,
 }
 
@@ -40,6 +41,7 @@ impl Client {
             request_timeout: Duration::from_secs(10),
             connect_timeout: Duration::from_secs(5),
             pool_max_idle_per_host: 32,
+            max_concurrent_watches: None,
             error: None,
         }
     }
@@ -150,11 +152,39 @@ impl ClientBuilder {
         self
     }
 
-    /// How many idle connections to the agent the pool keeps. Every live watch holds
-    /// one connection while it blocks; Consul allows 200 per client address.
-    /// Default: 32.
+    /// How many idle connections to the agent the pool keeps. Over plain HTTP every
+    /// live watch holds one connection while it blocks (see
+    /// [`max_concurrent_watches`](Self::max_concurrent_watches)); Consul allows 200 per
+    /// client address. Default: 32.
     pub fn pool_max_idle_per_host(mut self, max: usize) -> Self {
         self.pool_max_idle_per_host = max;
+        self
+    }
+
+    /// Caps the blocking reads this client's watches keep in flight at once; further
+    /// ones queue (logged at debug level) until one returns. Default: no cap.
+    ///
+    /// # Connections to the agent
+    ///
+    /// Over plain HTTP the agent speaks HTTP/1.1 only (Consul serves HTTP/2 only over
+    /// TLS, where ALPN selects it). HTTP/1.1 carries one request at a time per
+    /// connection and a blocking query is a request that waits up to `wait` for its
+    /// answer, so every watch waiting on the agent holds a TCP connection of its own:
+    /// 100 watched services are 100 connections, counted against the agent's
+    /// `limits.http_max_conns_per_client` (200 by default). This cap bounds them. The
+    /// price is freshness: a queued watch learns of a change only once a permit frees
+    /// up, so with `wait` = 5 min and more watches than permits a change can wait
+    /// minutes; pair a cap with a short [`wait`](super::DiscoveryBuilder::wait). A
+    /// watch's first, non-blocking read never queues.
+    ///
+    /// Over HTTPS (`tls-ring`) the client offers HTTP/2 and the agent accepts it: every
+    /// blocking query becomes a stream of one shared connection, and no cap is needed.
+    ///
+    /// # Errors
+    ///
+    /// [`build`](Self::build) fails for a cap of 0, which would stall every watch.
+    pub fn max_concurrent_watches(mut self, max: usize) -> Self {
+        self.max_concurrent_watches = Some(max);
         self
     }
 
@@ -198,6 +228,18 @@ impl ClientBuilder {
         let http = http
             .build()
             .map_err(|e| Error::config("building the HTTP client failed").with_source(e))?;
+        let watch_permits = match self.max_concurrent_watches {
+            None => None,
+            Some(n @ 1..=tokio::sync::Semaphore::MAX_PERMITS) => {
+                Some(Arc::new(tokio::sync::Semaphore::new(n)))
+            }
+            Some(n) => {
+                return Err(Error::config(format!(
+                    "max_concurrent_watches({n}): the cap must be between 1 and {}",
+                    tokio::sync::Semaphore::MAX_PERMITS
+                )));
+            }
+        };
         Ok(Client {
             inner: Arc::new(ClientInner {
                 http,
@@ -205,6 +247,7 @@ impl ClientBuilder {
                 token,
                 request_timeout: self.request_timeout,
                 watches: Default::default(),
+                watch_permits,
             }),
         })
     }
@@ -270,6 +313,7 @@ impl fmt::Debug for ClientBuilder {
             .field("request_timeout", &self.request_timeout)
             .field("connect_timeout", &self.connect_timeout)
             .field("pool_max_idle_per_host", &self.pool_max_idle_per_host)
+            .field("max_concurrent_watches", &self.max_concurrent_watches)
             .finish()
     }
 }
@@ -297,6 +341,21 @@ mod tests {
         assert!(p("ftp://x:1").unwrap_err().is_config());
         assert!(p("").unwrap_err().is_config());
         assert!(p("http://").unwrap_err().is_config());
+    }
+
+    #[test]
+    fn a_watch_cap_of_zero_is_refused() {
+        let e = Client::builder("127.0.0.1:8500")
+            .max_concurrent_watches(0)
+            .build()
+            .unwrap_err();
+        assert!(e.is_config(), "{e}");
+        assert!(
+            Client::builder("127.0.0.1:8500")
+                .max_concurrent_watches(4)
+                .build()
+                .is_ok()
+        );
     }
 
     #[test]

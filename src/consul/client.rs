@@ -31,6 +31,8 @@ pub(crate) struct ClientInner {
     pub(crate) request_timeout: Duration,
     /// The live discovery watches, shared by equal queries.
     pub(crate) watches: crate::source::Watches<super::query::QueryOptions>,
+    /// The cap on blocking reads in flight ([`ClientBuilder::max_concurrent_watches`](super::ClientBuilder::max_concurrent_watches)).
+    pub(crate) watch_permits: Option<Arc<tokio::sync::Semaphore>>,
 }
 
 /// An ACL token, kept as the ready `X-Consul-Token` header value (marked sensitive,

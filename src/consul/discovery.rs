@@ -33,6 +33,7 @@ impl Client {
             query: QueryOptions::new(service),
             config: WatchConfig {
                 margin: self.inner.request_timeout,
+                permits: self.inner.watch_permits.clone(),
                 ..WatchConfig::default()
             },
         }

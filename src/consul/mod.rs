@@ -77,6 +77,7 @@
 mod agent;
 mod builder;
 mod client;
+mod decoder;
 mod discovery;
 mod env;
 mod handle;
@@ -93,6 +94,7 @@ pub use crate::register::HealthSource;
 pub use crate::source::{Discovery, WatchObserver, WatchState};
 pub use builder::ClientBuilder;
 pub use client::Client;
+pub use decoder::{Decoded, HealthDecoder};
 pub use discovery::DiscoveryBuilder;
 pub use handle::{Registrar, RegistrationHandle};
 pub use query::Consistency;

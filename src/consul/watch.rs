@@ -12,12 +12,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::sync::{Semaphore, SemaphorePermit};
 use tokio::time::Instant;
 use tower::{Service, ServiceExt};
 use tracing::{debug, info, warn};
 
+use super::decoder::{Decoded, HealthDecoder};
 use super::query::{QueryOptions, WatchRequest, WatchResponse};
-use super::types::decode_health_keeping;
 use crate::backoff::{Backoff, BackoffState};
 use crate::error::{BoxError, Error};
 use crate::source::{Sink, Source};
@@ -30,6 +31,9 @@ pub(crate) struct WatchConfig {
     pub(crate) requery_interval: Duration,
     /// Added to `wait + wait/16` for the HTTP timeout; the whole timeout of a fresh read.
     pub(crate) margin: Duration,
+    /// The client's cap on blocking reads in flight, shared by its watches: a
+    /// blocking read holds a permit while it waits (fresh reads take none).
+    pub(crate) permits: Option<Arc<Semaphore>>,
 }
 
 impl Default for WatchConfig {
@@ -38,6 +42,7 @@ impl Default for WatchConfig {
             backoff: Backoff::new(Duration::from_millis(250), Duration::from_secs(30)),
             requery_interval: Duration::from_secs(1),
             margin: Duration::from_secs(10),
+            permits: None,
         }
     }
 }
@@ -113,6 +118,8 @@ struct Loop {
     index: u64,
     backoff: BackoffState,
     bucket: TokenBucket,
+    /// Decodes only the entries that changed since the last answer.
+    decoder: HealthDecoder,
 }
 
 impl Loop {
@@ -127,9 +134,8 @@ impl Loop {
 
     /// Applies an answer; returns how long to pause before the next read.
     fn on_response(&mut self, resp: WatchResponse, sink: &Sink) -> Duration {
-        let q = &self.query;
-        let instances = match decode_health_keeping(&resp.body, &q.address, q.keep()) {
-            Ok(instances) => instances,
+        let decoded = match self.decoder.decode(&resp.body) {
+            Ok(decoded) => decoded,
             Err(e) => return self.on_error(e, sink),
         };
         self.backoff.reset();
@@ -141,9 +147,17 @@ impl Loop {
         } else {
             new
         };
-        debug!(index = new, instances = instances.len(), "Consul snapshot");
         sink.set_position(self.index);
-        sink.snapshot(instances);
+        match decoded {
+            Decoded::Changed(instances) => {
+                debug!(index = new, instances = instances.len(), "Consul snapshot");
+                sink.snapshot(instances);
+            }
+            Decoded::Unchanged => {
+                debug!(index = new, "Consul snapshot: same entries as the last one");
+                sink.unchanged();
+            }
+        }
         if new > prev {
             Duration::ZERO
         } else {
@@ -199,6 +213,7 @@ where
     info!(service = %query.service, tags = ?query.tags, wait = ?query.wait, "Consul watch started");
     let mut lp = Loop {
         bucket: TokenBucket::new(2, config.requery_interval),
+        decoder: HealthDecoder::keeping(query.address.clone(), query.keep()),
         backoff: BackoffState::new(config.backoff),
         query,
         config,
@@ -206,7 +221,13 @@ where
     };
     loop {
         let req = lp.request();
+        // Queued before the read's timeout starts, so waiting for a permit is no failure.
+        let permit = match (&lp.config.permits, req.index) {
+            (Some(permits), Some(_)) => permit(permits).await,
+            _ => None,
+        };
         let result = read(&mut transport, req).await;
+        drop(permit);
         let pause = match result {
             Ok(resp) => lp.on_response(resp, &sink),
             Err(e) => lp.on_error(e, &sink),
@@ -216,6 +237,16 @@ where
             tokio::time::sleep(pause).await;
         }
     }
+}
+
+/// A permit for one blocking read; waits (with a debug log) while the cap is reached.
+async fn permit(permits: &Semaphore) -> Option<SemaphorePermit<'_>> {
+    if let Ok(permit) = permits.try_acquire() {
+        return Some(permit);
+    }
+    debug!("blocking read queued: the client's cap on concurrent blocking watches is reached");
+    // Only a closed semaphore fails, and this one is never closed.
+    permits.acquire().await.ok()
 }
 
 async fn read<S>(transport: &mut S, req: WatchRequest) -> Result<WatchResponse, Error>

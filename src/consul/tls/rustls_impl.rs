@@ -34,15 +34,21 @@ pub(super) fn client_config(opts: &TlsOptions) -> Result<ClientConfig> {
         .map_err(tls_error)?
         .dangerous()
         .with_custom_certificate_verifier(verifier);
-    match &opts.identity {
-        None => Ok(builder.with_no_client_auth()),
+    let mut config = match &opts.identity {
+        None => builder.with_no_client_auth(),
         Some((cert, key)) => {
             let certs = certs(&cert.load("client certificate")?, "client certificate")?;
             let key = PrivateKeyDer::from_pem_slice(&key.load("client key")?)
                 .map_err(|e| Error::config("client key: no PEM private key").with_source(e))?;
-            builder.with_client_auth_cert(certs, key).map_err(tls_error)
+            builder
+                .with_client_auth_cert(certs, key)
+                .map_err(tls_error)?
         }
-    }
+    };
+    // reqwest leaves a preconfigured config's ALPN alone: offer HTTP/2 ourselves, so
+    // the agent multiplexes every blocking query over one connection.
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(config)
 }
 
 fn verifier(

@@ -4,6 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use tokio::sync::Semaphore;
 use tokio::time::{Instant, timeout};
 use tower_test::mock;
 
@@ -45,6 +46,7 @@ fn config(backoff: Backoff) -> WatchConfig {
         backoff,
         requery_interval: REQUERY,
         margin: MARGIN,
+        permits: None,
     }
 }
 
@@ -338,4 +340,37 @@ fn a_watch_whose_runtime_ended_is_replaced() {
     let second = runtime()
         .block_on(async { subscribe(&watches, query(), config(Backoff::default()), || svc) });
     assert!(!Arc::ptr_eq(&first, &second));
+}
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn blocking_reads_queue_behind_the_clients_cap() {
+    let permits = Arc::new(Semaphore::new(1));
+    let cfg = WatchConfig {
+        permits: Some(permits.clone()),
+        ..config(Backoff::default())
+    };
+    let watches = Watches::default();
+    let (svc_a, mut a) = mock::pair::<WatchRequest, WatchResponse>();
+    let (svc_b, mut b) = mock::pair::<WatchRequest, WatchResponse>();
+    let (mut qa, mut qb) = (query(), query());
+    qa.service = "a".to_owned();
+    qb.service = "b".to_owned();
+    let _wa = subscribe(&watches, qa, cfg.clone(), || svc_a);
+    let _wb = subscribe(&watches, qb, cfg, || svc_b);
+    // Fresh reads take no permit: both go out at once.
+    assert_eq!(answer(&mut a, resp(Some(1), &["a"])).await, None);
+    assert_eq!(answer(&mut b, resp(Some(1), &["b"])).await, None);
+    // One blocking read holds the only permit; the other waits, without failing.
+    let (first, send, other) = tokio::select! {
+        r = a.next_request() => (r, true, &mut b),
+        r = b.next_request() => (r, false, &mut a),
+    };
+    let (req, send_first) = first.expect("a blocking read");
+    assert_eq!(req.index, Some(1));
+    assert_eq!(permits.available_permits(), 0);
+    assert!(timeout(WAIT, other.next_request()).await.is_err());
+    // The first read's answer frees the permit; the queued read goes out.
+    send_first.send_response(resp(Some(2), &[if send { "a" } else { "b" }]));
+    let (req, _pending) = other.next_request().await.expect("the queued read");
+    assert_eq!(req.index, Some(1));
 }

@@ -39,12 +39,12 @@ impl ConsulDevBuilder {
 
     /// Serves HTTPS with this rustls configuration: its certificate chain, and client
     /// authentication when its verifier requires it. The ALPN protocols are replaced
-    /// by `http/1.1`. Default: plain HTTP.
+    /// by `h2` and `http/1.1`, as Consul offers them. Default: plain HTTP.
     #[cfg(feature = "tls-ring")]
     #[cfg_attr(docsrs, doc(cfg(feature = "tls-ring")))]
     pub fn tls(mut self, config: Arc<rustls::ServerConfig>) -> Self {
         let mut config = Arc::unwrap_or_clone(config);
-        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
         self.tls = Some(Arc::new(config));
         self
     }

@@ -125,6 +125,10 @@ async fn accept_conn(stream: tokio::net::TcpStream, shared: Arc<Shared>, tls: Tl
     #[cfg(feature = "tls-ring")]
     if let Some(acceptor) = tls {
         match acceptor.accept(stream).await {
+            // Consul serves HTTP/2 over TLS when ALPN picks it.
+            Ok(stream) if stream.get_ref().1.alpn_protocol() == Some(b"h2") => {
+                serve_h2(stream, shared).await;
+            }
             Ok(stream) => serve_conn(stream, shared).await,
             Err(e) => tracing::debug!(error = %e, "consul-dev TLS handshake failed"),
         }
@@ -134,7 +138,24 @@ async fn accept_conn(stream: tokio::net::TcpStream, shared: Arc<Shared>, tls: Tl
     serve_conn(stream, shared).await;
 }
 
-/// Serves one connection over any stream (TCP or TLS).
+/// Serves one HTTP/2 connection (over TLS, as Consul does).
+#[cfg(feature = "tls-ring")]
+async fn serve_h2<S>(stream: S, shared: Arc<Shared>)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let svc = service_fn(move |req| {
+        let shared = shared.clone();
+        async move { Ok::<_, Infallible>(handle(shared, req).await) }
+    });
+    let conn = hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+        .serve_connection(TokioIo::new(stream), svc);
+    if let Err(e) = conn.await {
+        tracing::trace!(error = %e, "consul-dev connection ended");
+    }
+}
+
+/// Serves one HTTP/1.1 connection over any stream (TCP or TLS).
 pub(super) async fn serve_conn<S>(mut stream: S, shared: Arc<Shared>)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
