@@ -17,6 +17,7 @@ use super::failfast::FailFast;
 use super::info::Registry;
 use super::policy::{Policy, ZoneRouting};
 use super::retry::RetryBudget;
+use super::subset::Subset;
 use super::worker::{self, Worker, WorkerParts};
 use crate::telemetry::ChannelMetrics;
 use crate::{Backoff, BoxError, Error, Instance, InstanceKey, Locality};
@@ -46,6 +47,7 @@ pub struct BalancedChannelBuilder {
     zone_routing: ZoneRouting,
     weighted: bool,
     metrics_endpoints: usize,
+    subset: Option<Subset>,
 }
 
 // === impl BalancedChannelBuilder ===
@@ -68,6 +70,7 @@ impl BalancedChannelBuilder {
             zone_routing: ZoneRouting::new(),
             weighted: true,
             metrics_endpoints: DEFAULT_METRICS_ENDPOINTS,
+            subset: None,
         }
     }
 
@@ -267,6 +270,28 @@ impl BalancedChannelBuilder {
         self
     }
 
+    /// Connects to a subset of the instances only, chosen by `subset` (opt-in; see
+    /// [`Subset`] for the choice of deterministic aperture): with many clients of a
+    /// service of many instances, each client holds `k` connections instead of one
+    /// per instance, and the connections spread evenly over the instances. The
+    /// subset refills: while a member of it is failing (backing off, ejected, not
+    /// serving) the next instance on the ring takes its place, and gives it back
+    /// when it recovers; a removed member is replaced the same way. Default: every
+    /// instance is connected.
+    ///
+    /// ```
+    /// use tonic_discovery::balance::{BalancedChannel, Coordinate, Subset};
+    /// # fn main() -> tonic_discovery::Result<()> {
+    /// // Replica 3 of 100 clients, 16 connections each.
+    /// let builder = BalancedChannel::builder("echo")
+    ///     .subset(Subset::new(Coordinate::new(3, 100)?, 16));
+    /// # let _ = builder; Ok(()) }
+    /// ```
+    pub fn subset(mut self, subset: Subset) -> Self {
+        self.subset = Some(subset);
+        self
+    }
+
     /// How many endpoints get metrics of their own (label `endpoint` = `host:port`,
     /// feature `metrics`); the calls of the others are counted together under
     /// `endpoint="other"`, so a service of 10,000 instances does not make 10,000
@@ -345,6 +370,7 @@ impl BalancedChannelBuilder {
             config: Arc::new(endpoint),
             accrual: Arc::new(self.accrual),
             load: self.load,
+            subset: self.subset,
             metrics: ChannelMetrics::new(
                 name.clone(),
                 self.metrics_endpoints,

@@ -26,9 +26,10 @@ use super::config::{EndpointConfig, LoadMetric};
 use super::dispatch::EndpointFuture;
 use super::endpoint::Endpoint;
 use super::failfast::FailFast;
-use super::info::{Candidate, Registry};
+use super::info::{Candidate, EndpointState, Registry};
 use super::load::{cold_start_rtt, cold_start_sample};
 use super::stats::{EndpointStats, Mode};
+use super::subset::Subset;
 use crate::telemetry::{ChannelMetrics, Telemetry, state_index};
 use crate::{BoxError, Instance, InstanceKey};
 
@@ -70,6 +71,10 @@ pub(crate) struct Worker<D> {
     rng: StdRng,
     /// Draws follow a traffic policy (weights or zones): see [`Registry::draw`].
     policy: bool,
+    /// Subsetting: the ring of every discovered instance, and their descriptions
+    /// (only the subset is connected).
+    subset: Option<Subset>,
+    discovered: HashMap<InstanceKey, Instance>,
     metrics: Arc<ChannelMetrics>,
     /// When the endpoints-by-state gauges are due again (see [`Self::poll_gauges`]).
     gauges: Option<Pin<Box<tokio::time::Sleep>>>,
@@ -93,6 +98,7 @@ pub(crate) struct WorkerParts {
     pub(crate) accrual: Arc<FailureAccrual>,
     pub(crate) load: LoadMetric,
     pub(crate) metrics: Arc<ChannelMetrics>,
+    pub(crate) subset: Option<Subset>,
 }
 
 // === impl Worker ===
@@ -124,6 +130,8 @@ where
             load: parts.load,
             rng: StdRng::from_rng(&mut rand::rng()),
             policy: false,
+            subset: parts.subset,
+            discovered: HashMap::new(),
             metrics: parts.metrics,
             gauges: None,
             gauges_at: tokio::time::Instant::now(),
@@ -137,6 +145,10 @@ where
         // Endpoints first, so that the capacity guard sees the ready set as it is.
         self.poll_endpoints(cx);
         self.poll_trips(cx);
+        if self.reconcile() {
+            // Endpoints that joined start connecting when first polled.
+            self.poll_endpoints(cx);
+        }
         self.policy = self.registry.policy_active();
         self.poll_gauges(cx);
         loop {
@@ -202,7 +214,80 @@ where
         }
     }
 
+    /// A discovered instance: connected at once, or, under subsetting, a member of
+    /// the ring that [`reconcile`](Self::reconcile) connects when it is in the subset
+    /// (and one already connected is updated in place).
     fn insert(&mut self, key: InstanceKey, instance: Instance) {
+        if let Some(subset) = &mut self.subset {
+            subset.insert(key.clone());
+            let connected = self.known.contains_key(&key);
+            self.discovered.insert(key.clone(), instance.clone());
+            if connected {
+                self.connect(key, instance);
+            }
+            return;
+        }
+        self.connect(key, instance);
+    }
+
+    /// An instance gone from discovery.
+    fn remove(&mut self, key: &InstanceKey) {
+        if let Some(subset) = &mut self.subset {
+            subset.remove(key);
+            self.discovered.remove(key);
+        }
+        self.disconnect(key);
+    }
+
+    /// Under subsetting, connects the subset and disconnects the rest: the home
+    /// subset (the members this client's window covers) and, for each home member
+    /// that is failing (backing off after a failed connect or a short-lived
+    /// connection, ejected, or not serving), the next member on the ring in its
+    /// place. A failing home member stays connected (reconnecting, probing) and wins
+    /// its place back when it recovers; the refill then leaves. O(k) per wake-up.
+    /// Returns whether any endpoint joined.
+    fn reconcile(&mut self) -> bool {
+        let Some(subset) = &self.subset else {
+            return false;
+        };
+        let failing = |key: &InstanceKey| {
+            self.known.get(key).is_some_and(|k| {
+                matches!(
+                    k.stats.state(),
+                    EndpointState::Backoff | EndpointState::Ejected | EndpointState::NotServing
+                )
+            })
+        };
+        let mut wanted: Vec<InstanceKey> = subset.select(|_| false).cloned().collect();
+        for key in subset.select(failing) {
+            if !wanted.contains(&key) {
+                wanted.push(key.clone());
+            }
+        }
+        let extra: Vec<InstanceKey> = self
+            .known
+            .keys()
+            .filter(|k| !wanted.contains(k))
+            .cloned()
+            .collect();
+        for key in extra {
+            debug!(service = %self.name, instance = %key, "leaves the subset");
+            self.disconnect(&key);
+        }
+        let mut joined = false;
+        for key in wanted {
+            if !self.known.contains_key(&key)
+                && let Some(instance) = self.discovered.get(&key).cloned()
+            {
+                debug!(service = %self.name, instance = %key, "joins the subset");
+                self.connect(key, instance);
+                joined = true;
+            }
+        }
+        joined
+    }
+
+    fn connect(&mut self, key: InstanceKey, instance: Instance) {
         let addr = instance.authority();
         let policy = self.registry.policy();
         let (weight, tier) = (policy.weight(&instance), policy.tier(&instance));
@@ -274,7 +359,7 @@ where
         rtt
     }
 
-    fn remove(&mut self, key: &InstanceKey) {
+    fn disconnect(&mut self, key: &InstanceKey) {
         if self.cache.evict(key) {
             info!(service = %self.name, instance = %key, "instance removed");
         } else {
