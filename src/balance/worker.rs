@@ -260,7 +260,7 @@ where
         };
         let mut wanted: Vec<InstanceKey> = subset.select(|_| false).cloned().collect();
         for key in subset.select(failing) {
-            if !wanted.contains(&key) {
+            if !wanted.contains(key) {
                 wanted.push(key.clone());
             }
         }
