@@ -161,7 +161,7 @@ struct Tier {
 struct Entry {
     stats: Arc<EndpointStats>,
     weight: u32,
-    /// In service when the worker last looked ([`Registry::refresh`]).
+    /// In service, as the endpoint last published it ([`Registry::set_in_service`]).
     live: bool,
 }
 
@@ -177,7 +177,7 @@ pub(crate) enum Candidate {
 }
 
 /// Two endpoints to compare (the second absent when the tier has one in service),
-/// each with the factor its calls waiting count by (see [`EndpointStats::cost_scaled`]).
+/// each with the factor its calls waiting count by (see [`EndpointStats::prefer_second`]).
 pub(crate) struct Pair {
     pub(crate) a: (Arc<EndpointStats>, f64),
     pub(crate) b: Option<(Arc<EndpointStats>, f64)>,

@@ -279,6 +279,12 @@ impl EndpointStats {
 
     // --- load ---
 
+    /// The cost now (see [`cost_at`](Self::cost_at)).
+    #[cfg(test)]
+    pub(crate) fn cost_scaled(&self, scale: f64) -> f64 {
+        self.cost_at(scale, Instant::now())
+    }
+
     /// The cost the balancer compares: latency estimate × (calls waiting + 1) × the
     /// failure penalty. While calls wait, the time since the instance was last heard
     /// from is a lower bound on its latency, so an instance that stops answering gets
@@ -286,10 +292,10 @@ impl EndpointStats {
     ///
     /// `scale` counts each call waiting that many times: the mean weight over the
     /// endpoint's own under weighted balancing, so load counts per unit of weight
-    /// (see [`policy`](super::policy)); 1 otherwise.
-    pub(crate) fn cost_scaled(&self, scale: f64) -> f64 {
+    /// (see [`policy`](super::policy)); 1 otherwise. `now` is read once by a caller
+    /// that compares two endpoints.
+    fn cost_at(&self, scale: f64, now: Instant) -> f64 {
         let pending = self.pending.load(Ordering::Relaxed);
-        let now = Instant::now();
         let mut rtt = self.rtt.get(now);
         if pending > 0 {
             let heard = self.last_heard.load(Ordering::Relaxed);
@@ -324,7 +330,7 @@ impl EndpointStats {
             .store(self.rtt.since_epoch(now), Ordering::Relaxed);
     }
 
-    /// The cost at scale 1 (see [`cost_scaled`](Self::cost_scaled)).
+    /// The cost at scale 1 (see [`cost_at`](Self::cost_at)).
     #[cfg(test)]
     pub(crate) fn cost(&self) -> f64 {
         self.cost_scaled(1.0)
@@ -343,7 +349,7 @@ impl EndpointStats {
     }
 
     /// Whether `b` should take a call rather than `a`, drawn first (scales as in
-    /// [`cost_scaled`](Self::cost_scaled)): `a` unless `b` costs clearly less (see
+    /// [`cost_at`](Self::cost_at)): `a` unless `b` costs clearly less (see
     /// [`TIE`]); but an endpoint whose cost says nothing (never tried, or
     /// [stale](Self::stale)) takes the call, so that its answer measures it.
     pub(crate) fn prefer_second(a: &Self, sa: f64, b: &Self, sb: f64) -> bool {
@@ -355,7 +361,7 @@ impl EndpointStats {
         if unmeasured(b) {
             return true;
         }
-        b.cost_scaled(sb) * TIE < a.cost_scaled(sa)
+        b.cost_at(sb, now) * TIE < a.cost_at(sa, now)
     }
 
     /// Whether no call was ever sent on the endpoint: its cost is a guess (see
