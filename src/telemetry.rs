@@ -16,6 +16,7 @@ use tonic::Code;
 use crate::balance::EndpointState;
 
 /// Every metric name, with the prefix.
+#[cfg_attr(not(any(feature = "consul", feature = "etcd")), allow(dead_code))]
 pub(crate) mod names {
     pub(crate) const CALLS: &str = "tonic_discovery_balancer_calls_total";
     pub(crate) const FAILURES: &str = "tonic_discovery_balancer_call_failures_total";
@@ -409,14 +410,17 @@ impl WatchMetrics {
     }
 }
 
-/// A registration's metrics (labels `service`, `registry`).
+/// A registration's metrics (labels `service`, `registry`): Consul's and etcd's
+/// (Nacos's SDK keeps its registrations out of sight).
 #[derive(Debug, Clone)]
+#[cfg_attr(not(any(feature = "consul", feature = "etcd")), allow(dead_code))]
 pub(crate) struct RegistrationMetrics {
     heartbeats: Counter,
     failures: Counter,
     reregistrations: Counter,
 }
 
+#[cfg_attr(not(any(feature = "consul", feature = "etcd")), allow(dead_code))]
 impl RegistrationMetrics {
     pub(crate) fn new(registry: &str, service: &str) -> Self {
         let labels = [("service", service), ("registry", registry)];
