@@ -190,7 +190,7 @@ async fn many_services(cfg: &Config) -> Res<Many> {
     .await?;
     sleep(wait).await;
     let port = registry.dev.addr().port();
-    let count = |dev: &tonic_discovery::testkit::ConsulDev| -> u64 {
+    let count = |dev: &consul_dev::ConsulDev| -> u64 {
         dev.request_counts()
             .iter()
             .filter(|(p, _)| p.starts_with("/v1/health/service/w"))

@@ -1,11 +1,11 @@
 //! Events, membership no-ops, coordinates and raft configuration of `ConsulDev`.
 
-mod consul_dev_common;
+mod common;
 mod support;
 
-use consul_dev_common::Api;
+use common::Api;
+use consul_dev::ConsulDev;
 use serde_json::json;
-use tonic_discovery::testkit::ConsulDev;
 
 #[tokio::test]
 async fn events_fire_and_list() {

@@ -1,15 +1,15 @@
 //! Agent check endpoints of `ConsulDev` (TTL updates and expiry, maintenance,
 //! agent health) and its state helpers, over real HTTP.
 
-mod consul_dev_common;
+mod common;
 mod support;
 
 use std::time::Duration;
 
-use consul_dev_common::{Api, fixture};
+use common::{Api, fixture};
+use consul_dev::ConsulDev;
 use reqwest::Method;
 use serde_json::json;
-use tonic_discovery::testkit::ConsulDev;
 
 #[tokio::test]
 async fn ttl_endpoints_answer_like_consul() {

@@ -13,7 +13,7 @@ use std::process::ExitCode;
 
 use clap::error::{ContextKind, ContextValue, ErrorKind};
 use clap::{CommandFactory, Parser};
-use tonic_discovery::testkit::ConsulDev;
+use consul_dev::ConsulDev;
 
 /// The in-process Consul-compatible registry as a standalone process. Prints
 /// `consul-dev listening on http://ADDR` once the API answers; exits 0 on SIGTERM or
@@ -40,7 +40,7 @@ struct Args {
 fn parse_args() -> Args {
     Args::try_parse().unwrap_or_else(|e| {
         // Keeps the message of the hand-written parser this replaced, "unknown flag
-        // --NAME", which tests/consul_dev_binary.rs matches.
+        // --NAME", which tests/binary.rs matches.
         if e.kind() == ErrorKind::UnknownArgument
             && let Some(ContextValue::String(flag)) = e.get(ContextKind::InvalidArg)
         {
@@ -78,7 +78,7 @@ fn main() -> ExitCode {
 }
 
 async fn run(args: Args) -> std::io::Result<()> {
-    tonic_discovery::testkit::trace_init();
+    trace_init();
     let builder = ConsulDev::builder()
         .http_addr(args.http_addr)
         .node_name(args.node_name)
@@ -92,6 +92,16 @@ async fn run(args: Args) -> std::io::Result<()> {
     wait_for_signal().await?;
     drop(dev);
     Ok(())
+}
+
+/// Logs to stderr, filtered by `RUST_LOG` (default `warn`).
+fn trace_init() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
 }
 
 async fn wait_for_signal() -> std::io::Result<()> {

@@ -1,31 +1,32 @@
 //! One run of an HTTP, gRPC or TCP check, with the agent's status rules and
 //! output texts.
 
-use std::time::Duration;
+mod http;
+mod tls;
 
-use tonic_health::pb::health_check_response::ServingStatus;
-use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+use std::time::Duration;
 
 use super::model::{CheckKind, CheckStatus};
 
 /// Runs `probe` once; returns the resulting status and output.
-pub(super) async fn run(
-    probe: &CheckKind,
-    http: Option<&reqwest::Client>,
-    timeout: Duration,
-) -> (CheckStatus, String) {
+pub(super) async fn run(probe: &CheckKind, timeout: Duration) -> (CheckStatus, String) {
     match probe {
         CheckKind::Http {
             url,
             method,
             header,
             body,
-            ..
+            tls_skip_verify,
         } => {
-            let Some(client) = http else {
-                return (CheckStatus::Critical, "HTTP client unavailable".into());
+            let p = http::HttpProbe {
+                url,
+                method,
+                header,
+                body,
+                tls_skip_verify: *tls_skip_verify,
+                disable_redirects: false,
             };
-            http_probe(client, url, method, header, body).await
+            http::run(&p, timeout).await
         }
         CheckKind::Grpc { target, .. } => grpc_probe(target, timeout).await,
         CheckKind::Tcp(addr) => tcp_probe(addr, timeout).await,
@@ -33,46 +34,20 @@ pub(super) async fn run(
     }
 }
 
-async fn http_probe(
-    client: &reqwest::Client,
-    url: &str,
-    method: &str,
-    header: &std::collections::BTreeMap<String, Vec<String>>,
-    body: &str,
-) -> (CheckStatus, String) {
-    let method = if method.is_empty() { "GET" } else { method };
-    let Ok(m) = reqwest::Method::from_bytes(method.as_bytes()) else {
-        return (CheckStatus::Critical, format!("invalid method {method:?}"));
-    };
-    let mut req = client
-        .request(m, url)
-        .header("User-Agent", "Consul Health Check");
-    for (name, values) in header {
-        for v in values {
-            req = req.header(name.as_str(), v.as_str());
-        }
-    }
-    if !body.is_empty() {
-        req = req.body(body.to_owned());
-    }
-    let resp = match req.send().await {
-        Ok(r) => r,
-        Err(e) => return (CheckStatus::Critical, format!("Get {url:?}: {e}")),
-    };
-    let code = resp.status();
-    let text = resp.text().await.unwrap_or_default();
-    let output = format!("HTTP {method} {url}: {code} Output: {text}");
-    let status = if code.is_success() {
-        CheckStatus::Passing
-    } else if code.as_u16() == 429 {
-        CheckStatus::Warning
-    } else {
-        CheckStatus::Critical
-    };
-    (status, output)
+/// Without the `grpc` feature a GRPC check stays critical and says why.
+#[cfg(not(feature = "grpc"))]
+async fn grpc_probe(target: &str, _timeout: Duration) -> (CheckStatus, String) {
+    (
+        CheckStatus::Critical,
+        format!("gRPC {target}: GRPC checks need consul-dev's grpc feature"),
+    )
 }
 
+#[cfg(feature = "grpc")]
 async fn grpc_probe(target: &str, timeout: Duration) -> (CheckStatus, String) {
+    use tonic_health::pb::health_check_response::ServingStatus;
+    use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+
     let (addr, service) = target.split_once('/').unwrap_or((target, ""));
     let endpoint = match tonic::transport::Endpoint::from_shared(format!("http://{addr}")) {
         Ok(e) => e.connect_timeout(timeout).timeout(timeout),

@@ -1,12 +1,12 @@
 //! Health queries of `ConsulDev`: filtering and blocking, over real HTTP.
 
-mod consul_dev_common;
+mod common;
 mod support;
 
-use consul_dev_common::{Api, ids, index_of};
+use common::{Api, ids, index_of};
+use consul_dev::ConsulDev;
 use reqwest::Method;
 use serde_json::json;
-use tonic_discovery::testkit::ConsulDev;
 
 async fn three_instances(api: &Api) {
     for (id, tags, status) in [

@@ -1,13 +1,13 @@
 //! Checks run by `ConsulDev` (HTTP, gRPC, TCP) and the critical-service reaper.
 
-mod consul_dev_common;
+mod common;
 mod support;
 
 use std::time::Duration;
 
-use consul_dev_common::Api;
+use common::Api;
+use consul_dev::ConsulDev;
 use serde_json::json;
-use tonic_discovery::testkit::{ConsulDev, TestEchoServer};
 
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -48,25 +48,71 @@ async fn http_checks_follow_the_status_code() {
     );
 }
 
+/// A tonic server with only `grpc.health.v1.Health` on loopback; dropping the
+/// returned sender stops it.
+#[cfg(feature = "grpc")]
+async fn health_server() -> (
+    std::net::SocketAddr,
+    tonic_health::server::HealthReporter,
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<()>,
+) {
+    let (reporter, service) = tonic_health::server::health_reporter();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        tonic::transport::Server::builder()
+            .add_service(service)
+            .serve_with_incoming_shutdown(tokio_stream_listener(listener), async move {
+                let _ = stopped.await;
+            })
+            .await
+            .expect("health server runs");
+    });
+    (addr, reporter, stop, task)
+}
+
+#[cfg(feature = "grpc")]
+fn tokio_stream_listener(
+    listener: tokio::net::TcpListener,
+) -> impl futures_core::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
+    futures_util::stream::unfold(listener, |l| async move {
+        let next = l.accept().await.map(|(s, _)| s);
+        Some((next, l))
+    })
+}
+
+#[cfg(feature = "grpc")]
 #[tokio::test]
 async fn grpc_checks_use_grpc_health_v1() {
     support::trace_init();
     let dev = ConsulDev::start().await.unwrap();
     let api = Api::new(&dev);
-    let echo = TestEchoServer::start("e1").await.unwrap();
-    let target = format!("{}/echo.v1.Echo", echo.addr());
-    api.register(json!({"Name": "echo", "Port": echo.addr().port(), "Check": {"GRPC": target, "Interval": "50ms"}})).await;
+    let (addr, reporter, stop, task) = health_server().await;
+    reporter
+        .set_service_status("echo.v1.Echo", tonic_health::ServingStatus::Serving)
+        .await;
+    let target = format!("{addr}/echo.v1.Echo");
+    api.register(
+        json!({"Name": "echo", "Port": addr.port(), "Check": {"GRPC": target, "Interval": "50ms"}}),
+    )
+    .await;
     support::eventually(WAIT, "gRPC check passes", || async {
         check_status(&api, "service:echo").await == "passing"
     })
     .await;
-    echo.set_serving(false).await;
+    reporter
+        .set_service_status("echo.v1.Echo", tonic_health::ServingStatus::NotServing)
+        .await;
     support::eventually(WAIT, "gRPC check fails", || async {
         check_status(&api, "service:echo").await == "critical"
     })
     .await;
     let (entries, _) = api.get_json("/v1/health/service/echo?passing").await;
     assert_eq!(entries, json!([]));
+    let _ = stop.send(());
+    task.await.unwrap();
 }
 
 #[tokio::test]

@@ -25,7 +25,7 @@ use super::http::{Reply, Req, decode_path, parse_query};
 use super::request_log::RecordedRequest;
 use super::router;
 use super::shared::Shared;
-use crate::BoxError;
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 type Body = BoxBody<Bytes, BoxError>;
 

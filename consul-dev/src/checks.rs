@@ -124,13 +124,8 @@ async fn run_check(
     interval: Duration,
     timeout: Duration,
 ) {
-    // With `tls-ring`, reqwest carries rustls without a provider and needs a
-    // process default; installing ring's is a no-op when one is already set.
-    #[cfg(feature = "tls-ring")]
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let http = reqwest::Client::builder().timeout(timeout).build().ok();
     loop {
-        let (status, output) = super::probe::run(&probe, http.as_ref(), timeout).await;
+        let (status, output) = super::probe::run(&probe, timeout).await;
         let Some(shared) = shared.upgrade() else {
             return;
         };

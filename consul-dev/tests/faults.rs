@@ -1,15 +1,15 @@
 //! Fault injection of `ConsulDev`, in process and through the admin endpoints.
 
-mod consul_dev_common;
+mod common;
 mod support;
 
 use std::time::Duration;
 
-use consul_dev_common::{Api, ids, index_of};
+use common::{Api, ids, index_of};
+use consul_dev::{ConsulDev, Fault, FaultRule};
 use reqwest::Method;
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tonic_discovery::testkit::{ConsulDev, Fault, FaultRule};
 
 #[tokio::test]
 async fn no_leader_applies_to_a_prefix_for_n_requests() {
@@ -78,7 +78,7 @@ async fn delay_holds_the_response() {
     let api = Api::new(&dev);
     dev.faults()
         .add(FaultRule::new(Fault::Delay(Duration::from_secs(30))).times(1));
-    let client = consul_dev_common::client();
+    let client = common::client();
     let resp = client
         .get(format!("{}/v1/status/leader", dev.url()))
         .timeout(Duration::from_millis(200))

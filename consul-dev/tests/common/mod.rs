@@ -1,10 +1,10 @@
-//! Helpers shared by the `consul_dev_*` tests: a reqwest client and short-hand
+//! Helpers shared by the consul-dev tests: a reqwest client and short-hand
 //! requests against a running `ConsulDev`.
 #![allow(dead_code, unreachable_pub)]
 
+use consul_dev::ConsulDev;
 use reqwest::{Client, Method, Response};
 use serde_json::Value;
-use tonic_discovery::testkit::ConsulDev;
 
 /// The fixtures copied from Consul's API docs (see tests/fixtures/consul/README.md).
 pub fn fixture(name: &str) -> Value {
@@ -16,11 +16,8 @@ pub fn fixture(name: &str) -> Value {
     serde_json::from_str(&text).expect("fixture is JSON")
 }
 
-/// A plain-HTTP reqwest client. With `tls-ring` on, reqwest has rustls without a
-/// provider and wants a process default installed first.
+/// A plain-HTTP reqwest client.
 pub fn client() -> Client {
-    #[cfg(feature = "tls-ring")]
-    let _ = rustls::crypto::ring::default_provider().install_default();
     Client::new()
 }
 

@@ -1,12 +1,12 @@
 //! Catalog, status, self, ACL and KV endpoints of `ConsulDev`.
 
-mod consul_dev_common;
+mod common;
 mod support;
 
-use consul_dev_common::{Api, fixture};
+use common::{Api, fixture};
+use consul_dev::ConsulDev;
 use reqwest::Method;
 use serde_json::json;
-use tonic_discovery::testkit::ConsulDev;
 
 #[tokio::test]
 async fn the_dev_node_has_serf_health_and_the_consul_service() {
@@ -212,7 +212,7 @@ async fn kv_put_get_list_cas_and_delete() {
     );
     let resp = api.get("/v1/kv/app/a").await;
     assert_eq!(resp.status(), 404);
-    assert!(consul_dev_common::index_of(&resp) >= 1);
+    assert!(common::index_of(&resp) >= 1);
 }
 
 #[tokio::test]

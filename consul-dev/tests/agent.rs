@@ -1,12 +1,12 @@
 //! Agent service and check endpoints of `ConsulDev`, over real HTTP.
 
-mod consul_dev_common;
+mod common;
 mod support;
 
-use consul_dev_common::{Api, fixture};
+use common::{Api, fixture};
+use consul_dev::ConsulDev;
 use reqwest::Method;
 use serde_json::json;
-use tonic_discovery::testkit::ConsulDev;
 
 #[tokio::test]
 async fn accepts_the_documented_register_payload() {

@@ -1,4 +1,23 @@
-//! The in-process Consul-compatible registry; see [`ConsulDev`].
+//! A Consul-compatible dev agent, in process or as the `consul-dev` binary: tests of
+//! Consul clients run against it without a Consul binary.
+//!
+//! [`ConsulDev`] serves Consul's HTTP API on loopback with the semantics of `consul agent
+//! -dev` (one server node that is also the agent, its own datacenter only, ACLs off
+//! unless a token is required): status codes, error texts, headers, JSON field names and
+//! zero values as Consul 1.17–1.20 answers, blocking queries with Consul's index rules,
+//! check runners, and test controls a real agent lacks (fault injection, a request log,
+//! snapshots, restarts). The crate's README has the endpoint table.
+//!
+//! | Feature | Default | Enables |
+//! | --- | --- | --- |
+//! | `grpc` | yes | running GRPC checks (tonic's `grpc.health.v1` client) |
+//! | `cli` | yes | the `consul-dev` binary |
+//! | `tls-ring` | no | HTTPS for the API ([`ConsulDevBuilder::tls`]) and `https://` HTTP checks |
+#![cfg_attr(docsrs, feature(doc_cfg))]
+#![doc(test(
+    no_crate_inject,
+    attr(deny(warnings, rust_2018_idioms), allow(dead_code, unused_variables))
+))]
 
 mod admin;
 mod agent;
@@ -118,7 +137,7 @@ use shared::Shared;
 /// ```no_run
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() -> std::io::Result<()> {
-/// use tonic_discovery::testkit::ConsulDev;
+/// use consul_dev::ConsulDev;
 /// let consul = ConsulDev::start().await?;
 /// println!("Consul API at {}", consul.url());
 /// # Ok(()) }

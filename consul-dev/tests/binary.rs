@@ -1,6 +1,7 @@
 //! The `consul-dev` binary: announces its address, serves, exits 0 on SIGTERM.
+#![cfg(feature = "cli")]
 
-mod consul_dev_common;
+mod common;
 mod support;
 
 use std::process::Stdio;
@@ -40,7 +41,7 @@ async fn serves_until_sigterm_and_exits_zero() {
         .to_owned();
     assert!(url.starts_with("http://127.0.0.1:"), "{url}");
 
-    let http = consul_dev_common::client();
+    let http = common::client();
     let body = http
         .get(format!("{url}/v1/agent/self"))
         .send()
