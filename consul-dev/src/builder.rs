@@ -31,6 +31,8 @@ impl ConsulDevBuilder {
                 acl_token: None,
                 reap_interval: Duration::from_secs(30),
                 min_deregister_after: Duration::from_secs(60),
+                enable_script_checks: false,
+                enable_local_script_checks: false,
             },
             #[cfg(feature = "tls-ring")]
             tls: None,
@@ -72,6 +74,28 @@ impl ConsulDevBuilder {
     /// wrong one `403 ACL not found`. Default: none (ACLs off).
     pub fn acl_token(mut self, token: Option<String>) -> Self {
         self.cfg.acl_token = token.filter(|t| !t.is_empty());
+        self
+    }
+
+    /// `-enable-script-checks`: script checks (`Args`/`ScriptArgs`) registered over
+    /// the HTTP API run as processes of this one, with Consul's exit-code rules (0
+    /// passing, 1 warning, else critical). Default: off, as Consul; registering a
+    /// script check then answers 500 `Scripts are disabled on this agent from
+    /// remote calls; …`.
+    ///
+    /// Any client that can reach the API can run commands as this process when this
+    /// is on: keep the API on loopback.
+    pub fn enable_script_checks(mut self, on: bool) -> Self {
+        self.cfg.enable_script_checks = on;
+        self
+    }
+
+    /// `-enable-local-script-checks`: script checks only from the agent's own
+    /// configuration. The dev agent has no configuration files, so HTTP
+    /// registrations of script checks are refused as with scripts off; the setting
+    /// shows in `/v1/agent/self`. Default: off.
+    pub fn enable_local_script_checks(mut self, on: bool) -> Self {
+        self.cfg.enable_local_script_checks = on;
         self
     }
 

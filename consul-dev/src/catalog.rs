@@ -24,6 +24,9 @@ pub(super) async fn services(shared: &Shared, req: &Req) -> HResult {
         }
         None => None,
     };
+    if query::peer(req) {
+        return query::peer_view(shared, &opts, json!({})).await;
+    }
     let (index, out) = query::block(shared, &opts, |s| {
         let mut map: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
         for svc in s
@@ -48,16 +51,32 @@ pub(super) async fn services(shared: &Shared, req: &Req) -> HResult {
     answer(index, &opts, &out)
 }
 
+/// `GET /v1/catalog/service/:service`.
 pub(super) async fn service(shared: &Shared, req: &Req, name: &str) -> HResult {
+    service_nodes(shared, req, name, false).await
+}
+
+/// `GET /v1/catalog/connect/:service`: its Connect-capable instances.
+pub(super) async fn connect(shared: &Shared, req: &Req, name: &str) -> HResult {
+    service_nodes(shared, req, name, true).await
+}
+
+async fn service_nodes(shared: &Shared, req: &Req, name: &str, connect: bool) -> HResult {
     if name.is_empty() {
         return Err(bad_request("Missing service name"));
     }
     let opts = query::parse(shared, req)?;
+    if query::peer(req) {
+        return query::peer_view(shared, &opts, json!([])).await;
+    }
     let tags: Vec<String> = req.params("tag").map(str::to_lowercase).collect();
     let meta = query::node_meta(req);
     let (index, list) = query::block(shared, &opts, |s| {
-        let list: Vec<Value> = s
-            .instances(name)
+        let instances: Box<dyn Iterator<Item = &Service>> = match connect {
+            true => Box::new(s.connect_instances(name)),
+            false => Box::new(s.instances(name)),
+        };
+        let list: Vec<Value> = instances
             .filter(|v| {
                 tags.iter()
                     .all(|t| v.tags.iter().any(|h| h.to_lowercase() == *t))
@@ -65,7 +84,11 @@ pub(super) async fn service(shared: &Shared, req: &Req, name: &str) -> HResult {
             .filter(|v| node_meta_ok(s, &v.node, &meta))
             .filter_map(|v| Some(v.to_catalog_json(s.nodes.get(&v.node)?)))
             .collect();
-        (s.index_for_service(name), list)
+        let index = match connect {
+            true => s.index,
+            false => s.index_for_service(name),
+        };
+        (index, list)
     })
     .await;
     let list = filter::apply(req.param("filter"), list, FILTER_ERR).map_err(bad_request)?;
@@ -74,6 +97,9 @@ pub(super) async fn service(shared: &Shared, req: &Req, name: &str) -> HResult {
 
 pub(super) async fn nodes(shared: &Shared, req: &Req) -> HResult {
     let opts = query::parse(shared, req)?;
+    if query::peer(req) {
+        return query::peer_view(shared, &opts, json!([])).await;
+    }
     let meta = query::node_meta(req);
     let (index, list) = query::block(shared, &opts, |s| {
         let list: Vec<Value> = s
@@ -94,6 +120,16 @@ pub(super) async fn node(shared: &Shared, req: &Req, name: &str) -> HResult {
         return Err(bad_request("Missing node name"));
     }
     let opts = query::parse(shared, req)?;
+    // The filter applies to each of the node's services (`NodeServices.Services`).
+    let filter = match req.param("filter").filter(|f| !f.trim().is_empty()) {
+        Some(src) => {
+            Some(filter::parse(src).map_err(|e| bad_request(format!("{FILTER_ERR}: {e}")))?)
+        }
+        None => None,
+    };
+    if query::peer(req) {
+        return query::peer_view(shared, &opts, Value::Null).await;
+    }
     let (index, out) = query::block(shared, &opts, |s| {
         let Some(node) = s.nodes.get(name) else {
             return (s.index, Value::Null);
@@ -103,6 +139,7 @@ pub(super) async fn node(shared: &Shared, req: &Req, name: &str) -> HResult {
             .values()
             .filter(|v| v.node == name)
             .map(|v| (v.id.clone(), v.to_json()))
+            .filter(|(_, v)| filter.as_ref().is_none_or(|f| f.eval(v)))
             .collect();
         (
             s.index,
@@ -143,6 +180,7 @@ fn decode_node_service(v: &Value, node: &str) -> DecodeResult<Service> {
         enable_tag_override: f.boolean("EnableTagOverride")?,
         proxy: f.raw("Proxy").cloned(),
         connect: f.raw("Connect").cloned(),
+        locality: super::register::locality(f.raw("Locality"))?,
         ..Service::default()
     })
 }

@@ -12,6 +12,8 @@ use super::shared::Shared;
 
 /// Consul's default check timeout.
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+/// `CheckMonitor`'s default timeout for scripts.
+const SCRIPT_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Turns TTL checks critical when their deadline passes; sleeps until the next one.
 pub(super) async fn ttl_loop(shared: Arc<Shared>) {
@@ -97,16 +99,22 @@ fn reap(shared: &Shared) {
     }
 }
 
-/// Starts (or restarts) the runner of an HTTP, gRPC or TCP check.
+/// Starts (or restarts) the runner of an HTTP, gRPC, TCP or script check.
 pub(super) fn start_runner(shared: &Arc<Shared>, check: &Check) {
     let key = (check.node.clone(), check.id.clone());
     let interval = check
         .interval
         .unwrap_or(Duration::from_secs(10))
         .max(Duration::from_millis(10));
-    let timeout = check.timeout.unwrap_or(DEFAULT_TIMEOUT);
+    let default_timeout = match check.kind {
+        CheckKind::Script(_) => SCRIPT_TIMEOUT,
+        _ => DEFAULT_TIMEOUT,
+    };
+    let timeout = check.timeout.unwrap_or(default_timeout);
     let probe = match &check.kind {
         CheckKind::Http { .. } | CheckKind::Grpc { .. } | CheckKind::Tcp(_) => check.kind.clone(),
+        // Only registered when the agent enables script checks.
+        CheckKind::Script(_) => check.kind.clone(),
         _ => {
             shared.set_runner(key, None);
             return;

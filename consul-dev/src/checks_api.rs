@@ -42,6 +42,10 @@ pub(super) fn register(shared: &Arc<Shared>, req: &Req) -> HResult {
     if spec.check.name.is_empty() {
         return Err(bad_request("Missing check name"));
     }
+    // `AgentRegisterCheck` vets the status before the check type, with its own text.
+    if spec.status_given && CheckStatus::parse(&spec.check.output).is_none() {
+        return Err(bad_request("Bad check status"));
+    }
     validate_check(&spec)?;
     let mut check = spec.check;
     if check.id.is_empty() {
@@ -55,13 +59,15 @@ pub(super) fn register(shared: &Arc<Shared>, req: &Req) -> HResult {
             .services
             .get(&(node.clone(), check.service_id.clone()))
         else {
-            return Err(bad_request(format!(
+            // Consul answers 404 here (`HTTPError{StatusCode: http.StatusNotFound}`).
+            return Err(not_found(format!(
                 "ServiceID {:?} does not exist",
                 check.service_id
             )));
         };
         check.service_name = svc.name.clone();
     }
+    super::register::scripts_allowed(&shared.cfg, std::iter::once(&check))?;
     let started = check.clone();
     shared.write(|s| s.upsert_check(check, false));
     checks::start_runner(shared, &started);

@@ -5,7 +5,7 @@ use serde_json::{Value, json};
 
 use super::filter;
 use super::http::{HResult, Req, bad_request};
-use super::model::{Check, CheckStatus};
+use super::model::{Check, CheckStatus, Service};
 use super::query::{self, answer};
 use super::shared::Shared;
 use super::store::Store;
@@ -29,9 +29,13 @@ pub(super) fn node_meta_ok(store: &Store, node: &str, meta: &[(String, String)])
     meta.iter().all(|(k, v)| n.meta.get(k) == Some(v))
 }
 
-fn entries(store: &Store, name: &str, tags: &[String], meta: &[(String, String)]) -> Vec<Value> {
-    store
-        .instances(name)
+fn entries<'a>(
+    store: &'a Store,
+    instances: impl Iterator<Item = &'a Service>,
+    tags: &[String],
+    meta: &[(String, String)],
+) -> Vec<Value> {
+    instances
         .filter(|s| {
             tags.iter()
                 .all(|t| s.tags.iter().any(|have| have.to_lowercase() == *t))
@@ -55,18 +59,40 @@ fn all_passing(entry: &Value) -> bool {
         .is_none_or(|cs| cs.iter().all(|c| c["Status"] == "passing"))
 }
 
-/// `GET /v1/health/service/:service`.
-pub(super) async fn service(shared: &Shared, req: &Req, name: &str) -> HResult {
+/// Which instances a service-entry query lists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Entries {
+    /// `/v1/health/service/:s`: the instances of the service.
+    Service,
+    /// `/v1/health/connect/:s`: its Connect-capable instances (proxies to it and
+    /// Connect-native instances).
+    Connect,
+    /// `/v1/health/ingress/:s`: ingress gateways routing to it (the dev agent has
+    /// no ingress config entries, so none).
+    Ingress,
+}
+
+/// `GET /v1/health/service/:service` and its `connect` and `ingress` variants.
+pub(super) async fn service(shared: &Shared, req: &Req, name: &str, which: Entries) -> HResult {
     if name.is_empty() {
         return Err(bad_request("Missing service name"));
     }
     let opts = query::parse(shared, req)?;
     let passing = query::passing(req)?;
     let filter_src = filter_param(req)?;
+    if query::peer(req) {
+        return query::peer_view(shared, &opts, json!([])).await;
+    }
     let tags: Vec<String> = req.params("tag").map(str::to_lowercase).collect();
     let meta = query::node_meta(req);
-    let (index, list) = query::block(shared, &opts, |s| {
-        (s.index_for_service(name), entries(s, name, &tags, &meta))
+    let (index, list) = query::block(shared, &opts, |s| match which {
+        Entries::Service => (
+            s.index_for_service(name),
+            entries(s, s.instances(name), &tags, &meta),
+        ),
+        // Proxies carry their own names: any change may concern them.
+        Entries::Connect => (s.index, entries(s, s.connect_instances(name), &tags, &meta)),
+        Entries::Ingress => (s.index, Vec::new()),
     })
     .await;
     let mut list = filter::apply(filter_src, list, FILTER_ERR).map_err(bad_request)?;
@@ -84,6 +110,9 @@ async fn check_list(
 ) -> HResult {
     let opts = query::parse(shared, req)?;
     let filter_src = filter_param(req)?;
+    if query::peer(req) {
+        return query::peer_view(shared, &opts, json!([])).await;
+    }
     let meta = query::node_meta(req);
     let (index, list) = query::block(shared, &opts, |s| {
         let checks: Vec<&Check> = s

@@ -2,6 +2,7 @@
 //!
 //! ```text
 //! consul-dev --http-addr 127.0.0.1:8500 [--node-name node1] [--datacenter dc1] [--acl-token T]
+//!            [--enable-script-checks] [--enable-local-script-checks]
 //! ```
 //!
 //! Prints `consul-dev listening on http://ADDR` once the API answers and exits 0 on
@@ -34,11 +35,38 @@ struct Args {
     /// given, keeps it out of the process list [default: none, ACLs off]
     #[arg(long, value_name = "TOKEN")]
     acl_token: Option<String>,
+    /// Run script checks (`Args`) registered over the HTTP API, as Consul's
+    /// -enable-script-checks: anyone who reaches the API runs commands as this process
+    #[arg(long)]
+    enable_script_checks: bool,
+    /// Consul's -enable-local-script-checks: script checks only from configuration
+    /// files, which the dev agent has none of, so HTTP registrations are refused
+    #[arg(long)]
+    enable_local_script_checks: bool,
+}
+
+/// Consul spells its flags with one dash (`-enable-script-checks`); both spellings
+/// are taken.
+fn normalized_args() -> Vec<std::ffi::OsString> {
+    std::env::args_os()
+        .enumerate()
+        .map(|(i, a)| match a.to_str() {
+            Some(s) if i > 0 && s.len() > 2 && s.starts_with('-') && !s.starts_with("--") => {
+                let rest = &s[1..];
+                if rest.starts_with(|c: char| c.is_ascii_alphabetic()) {
+                    format!("-{s}").into()
+                } else {
+                    a
+                }
+            }
+            _ => a,
+        })
+        .collect()
 }
 
 /// Parses the command line; exits 2 on a bad one (0 for `--help` and `--version`).
 fn parse_args() -> Args {
-    Args::try_parse().unwrap_or_else(|e| {
+    Args::try_parse_from(normalized_args()).unwrap_or_else(|e| {
         // Keeps the message of the hand-written parser this replaced, "unknown flag
         // --NAME", which tests/binary.rs matches.
         if e.kind() == ErrorKind::UnknownArgument
@@ -82,7 +110,9 @@ async fn run(args: Args) -> std::io::Result<()> {
     let builder = ConsulDev::builder()
         .http_addr(args.http_addr)
         .node_name(args.node_name)
-        .datacenter(args.datacenter);
+        .datacenter(args.datacenter)
+        .enable_script_checks(args.enable_script_checks)
+        .enable_local_script_checks(args.enable_local_script_checks);
     let token = args
         .acl_token
         .or_else(|| std::env::var("CONSUL_DEV_ACL_TOKEN").ok());

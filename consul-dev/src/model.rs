@@ -35,6 +35,8 @@ pub(super) struct Service {
     pub(super) enable_tag_override: bool,
     pub(super) proxy: Option<Value>,
     pub(super) connect: Option<Value>,
+    /// `Locality` (Consul 1.17+): `{Region, Zone}`, kept as registered.
+    pub(super) locality: Option<Value>,
     pub(super) create_index: u64,
     pub(super) modify_index: u64,
 }
@@ -65,8 +67,11 @@ pub(super) enum CheckKind {
     Grpc { target: String, use_tls: bool },
     /// A TCP connect to `host:port`.
     Tcp(String),
-    /// Script checks are accepted but never run (scripts are disabled).
-    Script,
+    /// `ScriptArgs`: run as a process when the agent enables script checks.
+    Script(Vec<String>),
+    /// UDP, H2PING, OS-service and Docker checks: accepted, never run here (they
+    /// stay at their initial status). The string is Consul's `Type`.
+    Unrun(&'static str),
     /// Checks with no runner here (alias, docker, …): status set from outside.
     #[default]
     Manual,

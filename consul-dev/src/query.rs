@@ -188,6 +188,24 @@ pub(super) fn node_meta(req: &Req) -> Vec<(String, String)> {
         .collect()
 }
 
+/// `peer`: read an imported service's view from that cluster peer. The dev agent has
+/// no peerings and imports nothing, so every peer's view is empty, as Consul answers
+/// for a peer it has imported nothing from.
+pub(super) fn peer(req: &Req) -> bool {
+    req.nonempty("peer").is_some()
+}
+
+/// The empty answer of a `peer` read: index 1 (nothing ever imported), blocking
+/// until the wait ends.
+pub(super) async fn peer_view(
+    shared: &Shared,
+    opts: &QueryOpts,
+    empty: serde_json::Value,
+) -> HResult {
+    let (index, out) = block(shared, opts, |_| (1, empty.clone())).await;
+    answer(index, opts, &out)
+}
+
 /// A finished JSON query answer with its meta headers.
 pub(super) fn answer(index: u64, opts: &QueryOpts, body: &serde_json::Value) -> HResult {
     Ok(Reply::json(body).meta(index, opts.consistency))

@@ -94,8 +94,25 @@ fn service_fields(f: &Fields) -> DecodeResult<Service> {
         enable_tag_override: f.boolean("EnableTagOverride")?,
         proxy: f.raw("Proxy").cloned(),
         connect: f.raw("Connect").cloned(),
+        locality: locality(f.raw("Locality"))?,
         ..Service::default()
     })
+}
+
+/// `structs.Locality`: `Region` and `Zone`, both `omitempty`; `null` is no locality.
+pub(super) fn locality(v: Option<&Value>) -> DecodeResult<Option<Value>> {
+    let Some(v) = v.filter(|v| !v.is_null()) else {
+        return Ok(None);
+    };
+    let f = fields(v, "Locality", &["Region", "Zone"])?;
+    let mut out = Map::new();
+    for key in ["Region", "Zone"] {
+        let value = f.string(key)?;
+        if !value.is_empty() {
+            out.insert(key.into(), json!(value));
+        }
+    }
+    Ok(Some(Value::Object(out)))
 }
 
 fn tagged_addresses(v: Option<&Value>) -> DecodeResult<Map<String, Value>> {
@@ -168,7 +185,10 @@ pub(super) fn decode_check(v: &Value, type_name: &'static str) -> DecodeResult<C
     }
     let status = f.string("Status")?;
     let ttl = f.duration("TTL")?;
-    let script = !f.strings("ScriptArgs")?.is_empty() || !f.strings("Args")?.is_empty();
+    let mut script = f.strings("ScriptArgs")?;
+    if script.is_empty() {
+        script = f.strings("Args")?;
+    }
     let alias = !f.string("AliasService")?.is_empty() || !f.string("AliasNode")?.is_empty();
     let kind = if alias {
         CheckKind::Manual
@@ -196,7 +216,7 @@ pub(super) fn decode_check(v: &Value, type_name: &'static str) -> DecodeResult<C
     })
 }
 
-fn check_kind(f: &Fields, ttl: Option<Duration>, script: bool) -> DecodeResult<CheckKind> {
+fn check_kind(f: &Fields, ttl: Option<Duration>, script: Vec<String>) -> DecodeResult<CheckKind> {
     let http = f.string("HTTP")?;
     let grpc = f.string("GRPC")?;
     let tcp = f.string("TCP")?;
@@ -219,17 +239,35 @@ fn check_kind(f: &Fields, ttl: Option<Duration>, script: bool) -> DecodeResult<C
         }
     } else if !tcp.is_empty() {
         CheckKind::Tcp(tcp)
-    } else if script
-        || !f.string("UDP")?.is_empty()
-        || !f.string("H2PING")?.is_empty()
-        || !f.string("OSService")?.is_empty()
-    {
-        CheckKind::Script
+    } else if !f.string("UDP")?.is_empty() {
+        CheckKind::Unrun("udp")
+    } else if !script.is_empty() && !f.string("DockerContainerID")?.is_empty() {
+        CheckKind::Unrun("docker")
+    } else if !script.is_empty() {
+        CheckKind::Script(script)
+    } else if !f.string("H2PING")?.is_empty() {
+        CheckKind::Unrun("h2ping")
+    } else if !f.string("OSService")?.is_empty() {
+        CheckKind::Unrun("os_service")
     } else if let Some(ttl) = ttl.filter(|t| !t.is_zero()) {
         CheckKind::Ttl(ttl)
     } else {
         CheckKind::Manual
     })
+}
+
+/// Consul's `addCheck` refusal of script checks from the HTTP API unless
+/// `enable_script_checks` is on (a plain error: 500).
+pub(super) fn scripts_allowed<'a>(
+    cfg: &super::shared::Config,
+    mut checks: impl Iterator<Item = &'a Check>,
+) -> Result<(), Reply> {
+    if cfg.enable_script_checks || !checks.any(|c| matches!(c.kind, CheckKind::Script(_))) {
+        return Ok(());
+    }
+    Err(super::http::server_error(
+        "Scripts are disabled on this agent from remote calls; to enable, configure 'enable_script_checks' to true",
+    ))
 }
 
 /// `CheckType.Validate` and the status check, with Consul's 400 texts.
@@ -243,7 +281,11 @@ pub(super) fn validate_check(spec: &CheckSpec) -> Result<(), Reply> {
     let interval = c.interval.is_some_and(|d| !d.is_zero());
     let interval_kind = matches!(
         c.kind,
-        CheckKind::Http { .. } | CheckKind::Grpc { .. } | CheckKind::Tcp(_) | CheckKind::Script
+        CheckKind::Http { .. }
+            | CheckKind::Grpc { .. }
+            | CheckKind::Tcp(_)
+            | CheckKind::Script(_)
+            | CheckKind::Unrun(_)
     );
     let invalid = |m: &str| Err(bad_request(format!("Invalid check: {m}")));
     if interval && spec.ttl_given {

@@ -58,6 +58,9 @@ impl Service {
         m.insert("EnableTagOverride".into(), json!(self.enable_tag_override));
         m.insert("Proxy".into(), self.proxy_json());
         m.insert("Connect".into(), self.connect.clone().unwrap_or(json!({})));
+        if let Some(l) = &self.locality {
+            m.insert("Locality".into(), l.clone());
+        }
         m.insert("CreateIndex".into(), json!(self.create_index));
         m.insert("ModifyIndex".into(), json!(self.modify_index));
         Value::Object(m)
@@ -85,6 +88,9 @@ impl Service {
         }
         if let Some(c) = &self.connect {
             m.insert("Connect".into(), c.clone());
+        }
+        if let Some(l) = &self.locality {
+            m.insert("Locality".into(), l.clone());
         }
         m.insert("Datacenter".into(), json!(datacenter));
         Value::Object(m)
@@ -123,6 +129,9 @@ impl Service {
             "ServiceConnect".into(),
             self.connect.clone().unwrap_or(json!({})),
         );
+        if let Some(l) = &self.locality {
+            m.insert("ServiceLocality".into(), l.clone());
+        }
         m.insert("CreateIndex".into(), json!(self.create_index));
         m.insert("ModifyIndex".into(), json!(self.modify_index));
         Value::Object(m)
@@ -133,12 +142,13 @@ impl Service {
 
 impl Check {
     fn type_name(&self) -> &'static str {
-        match self.kind {
+        match &self.kind {
             CheckKind::Ttl(_) => "ttl",
             CheckKind::Http { .. } => "http",
             CheckKind::Grpc { .. } => "grpc",
             CheckKind::Tcp(_) => "tcp",
-            CheckKind::Script => "script",
+            CheckKind::Script(_) => "script",
+            CheckKind::Unrun(kind) => kind,
             CheckKind::Manual => "",
         }
     }
@@ -174,7 +184,10 @@ impl Check {
             CheckKind::Tcp(addr) => {
                 m.insert("TCP".into(), json!(addr));
             }
-            CheckKind::Ttl(_) | CheckKind::Script | CheckKind::Manual => {}
+            CheckKind::Script(args) => {
+                m.insert("ScriptArgs".into(), json!(args));
+            }
+            CheckKind::Ttl(_) | CheckKind::Unrun(_) | CheckKind::Manual => {}
         }
         let durations = [
             ("Interval", self.interval),

@@ -25,6 +25,11 @@ pub(super) struct Config {
     pub(super) acl_token: Option<String>,
     pub(super) reap_interval: Duration,
     pub(super) min_deregister_after: Duration,
+    /// `enable_script_checks`: script checks registered over HTTP run.
+    pub(super) enable_script_checks: bool,
+    /// `enable_local_script_checks`: only checks from configuration files may be
+    /// scripts; HTTP registrations of script checks are refused.
+    pub(super) enable_local_script_checks: bool,
 }
 
 impl fmt::Debug for Config {

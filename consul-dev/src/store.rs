@@ -245,6 +245,24 @@ impl Store {
         self.services.values().filter(move |s| s.name == name)
     }
 
+    /// The Connect-capable instances of `name`: `connect-proxy` services whose
+    /// `Proxy.DestinationServiceName` is `name`, and Connect-native instances of it.
+    pub(super) fn connect_instances<'a>(
+        &'a self,
+        name: &'a str,
+    ) -> impl Iterator<Item = &'a Service> {
+        self.services.values().filter(move |s| {
+            let proxy_to = s.kind == "connect-proxy"
+                && s.proxy
+                    .as_ref()
+                    .and_then(|p| p["DestinationServiceName"].as_str())
+                    == Some(name);
+            let native = s.name == name
+                && s.connect.as_ref().and_then(|c| c["Native"].as_bool()) == Some(true);
+            proxy_to || native
+        })
+    }
+
     /// The node's checks followed by the instance's own, as Consul's
     /// `parseCheckServiceNodes` lists them.
     pub(super) fn checks_for(&self, svc: &Service) -> Vec<&Check> {

@@ -11,7 +11,22 @@ use serde_json::json;
 #[tokio::test]
 async fn accepts_the_documented_register_payload() {
     support::trace_init();
-    let dev = ConsulDev::start().await.unwrap();
+    // The documented payload has a script check (`Args`): refused by default, as
+    // Consul refuses it, and accepted by an agent with script checks enabled.
+    let default = ConsulDev::start().await.unwrap();
+    let (code, _) = Api::new(&default)
+        .error(
+            Method::PUT,
+            "/v1/agent/service/register",
+            Some(fixture("agent-service-register.json")),
+        )
+        .await;
+    assert_eq!(code, 500);
+    let dev = ConsulDev::builder()
+        .enable_script_checks(true)
+        .start()
+        .await
+        .unwrap();
     let api = Api::new(&dev);
     api.register(fixture("agent-service-register.json")).await;
 

@@ -23,6 +23,8 @@ async fn serves_until_sigterm_and_exits_zero() {
             "node7",
             "--datacenter",
             "dc3",
+            // Consul's single-dash spelling.
+            "-enable-script-checks",
         ])
         .stdout(Stdio::piped())
         .kill_on_drop(true)
@@ -53,6 +55,7 @@ async fn serves_until_sigterm_and_exits_zero() {
     let me: serde_json::Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(me["Config"]["NodeName"], "node7");
     assert_eq!(me["Config"]["Datacenter"], "dc3");
+    assert_eq!(me["DebugConfig"]["EnableRemoteScriptChecks"], true);
 
     let pid = child.id().expect("running").to_string();
     let killed = Command::new("kill")

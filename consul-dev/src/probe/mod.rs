@@ -2,6 +2,7 @@
 //! output texts.
 
 mod http;
+mod script;
 mod tls;
 
 use std::time::Duration;
@@ -30,6 +31,7 @@ pub(super) async fn run(probe: &CheckKind, timeout: Duration) -> (CheckStatus, S
         }
         CheckKind::Grpc { target, .. } => grpc_probe(target, timeout).await,
         CheckKind::Tcp(addr) => tcp_probe(addr, timeout).await,
+        CheckKind::Script(args) => script::run(args, timeout).await,
         _ => (CheckStatus::Critical, String::new()),
     }
 }
