@@ -148,7 +148,7 @@ impl Fields {
             Some(Value::String(s)) if s.is_empty() => Ok(None),
             Some(Value::String(s)) => parse_go_duration(s)
                 .map(Some)
-                .ok_or_else(|| format!("time: invalid duration \"{s}\"")),
+                .ok_or_else(|| go_duration_error(s)),
             Some(v) => Err(self.type_error(field, v, "time.Duration")),
         }
     }
@@ -194,18 +194,129 @@ pub(super) fn parse_go_duration(s: &str) -> Option<Duration> {
         total += value * factor;
         rest = &rest[unit_len..];
     }
+    // Go's durations are int64 nanoseconds: more is an invalid duration.
+    if total > i64::MAX as f64 {
+        return None;
+    }
     if neg {
         return Some(Duration::ZERO);
     }
     Some(Duration::from_nanos(total as u64))
 }
 
-/// Parses a request body as JSON; an empty body decodes as `null`.
+/// Go's `time.ParseDuration` error text for a string [`parse_go_duration`] refused:
+/// `time: missing unit in duration "10"`, `time: unknown unit "x" in duration "10x"`
+/// or `time: invalid duration "abc"`.
+pub(super) fn go_duration_error(s: &str) -> String {
+    let quoted = format!("{s:?}");
+    let mut rest = s.strip_prefix(['-', '+']).unwrap_or(s);
+    while !rest.is_empty() {
+        let num_len = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
+        if rest[..num_len].trim_matches('.').is_empty() {
+            break;
+        }
+        rest = &rest[num_len..];
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
+        let unit = &rest[..unit_len];
+        match unit {
+            "" => return format!("time: missing unit in duration {quoted}"),
+            "ns" | "us" | "µs" | "μs" | "ms" | "s" | "m" | "h" => {}
+            _ => return format!("time: unknown unit {unit:?} in duration {quoted}"),
+        }
+        rest = &rest[unit_len..];
+    }
+    format!("time: invalid duration {quoted}")
+}
+
+/// Parses a request body as JSON as Go's `json.Decoder.Decode` does: an empty body
+/// decodes as `null`, only the first value is read (trailing bytes are ignored), and
+/// syntax errors read as Go's (`unexpected EOF`, `invalid character 'x' looking for
+/// beginning of value`).
 pub(super) fn body_json(body: &[u8]) -> DecodeResult<Value> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(Value::Null);
     }
-    serde_json::from_slice(body).map_err(|e| e.to_string())
+    let mut values = serde_json::Deserializer::from_slice(body).into_iter::<Value>();
+    match values.next() {
+        Some(Ok(v)) => Ok(v),
+        Some(Err(e)) => Err(go_syntax_error(body, &e)),
+        None => Ok(Value::Null),
+    }
+}
+
+/// Go's text for a JSON syntax error found by serde at `e`'s position.
+fn go_syntax_error(body: &[u8], e: &serde_json::Error) -> String {
+    if e.classify() == serde_json::error::Category::Eof {
+        return "unexpected EOF".to_owned();
+    }
+    let Some(c) = char_at(body, e.line(), e.column()) else {
+        return "unexpected EOF".to_owned();
+    };
+    let msg = e.to_string();
+    let literal = literal_context(body, e.line(), e.column());
+    let context = if let Some(literal) = &literal {
+        literal.as_str()
+    } else if msg.starts_with("expected `:`") {
+        "after object key"
+    } else if msg.starts_with("expected `,` or `}`") {
+        "after object key:value pair"
+    } else if msg.starts_with("expected `,` or `]`") {
+        "after array element"
+    } else if msg.starts_with("key must be a string") {
+        "looking for beginning of object key string"
+    } else if msg.starts_with("control character") || msg.starts_with("invalid escape") {
+        "in string literal"
+    } else {
+        "looking for beginning of value"
+    };
+    let quoted = match c {
+        '\'' => "'\\''".to_owned(),
+        '"' => "'\"'".to_owned(),
+        c if c.is_control() => format!("'\\x{:02x}'", c as u32),
+        c => format!("'{c}'"),
+    };
+    format!("invalid character {quoted} {context}")
+}
+
+/// Inside `null`, `true` or `false` gone wrong (`nul`+`x`): Go's `in literal null
+/// (expecting 'l')`.
+fn literal_context(body: &[u8], line: usize, column: usize) -> Option<String> {
+    let text = String::from_utf8_lossy(body);
+    let row = text.split('\n').nth(line.checked_sub(1)?)?.as_bytes();
+    let at = column.checked_sub(1)?.min(row.len());
+    let start = row[..at]
+        .iter()
+        .rposition(|b| !b.is_ascii_alphabetic())
+        .map_or(0, |p| p + 1);
+    let literal = match row.get(start)? {
+        b'n' => "null",
+        b't' => "true",
+        b'f' => "false",
+        _ => return None,
+    };
+    let expecting = literal.as_bytes().get(at - start)?;
+    if start == at || row.get(start..at)? != &literal.as_bytes()[..at - start] {
+        return None;
+    }
+    Some(format!(
+        "in literal {literal} (expecting '{}')",
+        *expecting as char
+    ))
+}
+
+/// The character at serde's 1-based line and column (the column counts bytes).
+fn char_at(body: &[u8], line: usize, column: usize) -> Option<char> {
+    let text = String::from_utf8_lossy(body);
+    let row = text.split('\n').nth(line.checked_sub(1)?)?;
+    let at = column.saturating_sub(1);
+    row.get(at..)
+        .or_else(|| row.get(at.saturating_sub(1)..))?
+        .chars()
+        .next()
 }
 
 #[cfg(test)]
@@ -225,6 +336,56 @@ mod tests {
         assert_eq!(parse_go_duration("10"), None);
         assert_eq!(parse_go_duration("abc"), None);
         assert_eq!(parse_go_duration(""), None);
+    }
+
+    #[test]
+    fn duration_errors_read_as_gos() {
+        assert_eq!(
+            go_duration_error("10"),
+            "time: missing unit in duration \"10\""
+        );
+        assert_eq!(
+            go_duration_error("10x"),
+            "time: unknown unit \"x\" in duration \"10x\""
+        );
+        assert_eq!(go_duration_error("abc"), "time: invalid duration \"abc\"");
+        assert_eq!(
+            go_duration_error("9999999h"),
+            "time: invalid duration \"9999999h\""
+        );
+        assert_eq!(parse_go_duration("9999999h"), None);
+    }
+
+    #[test]
+    fn syntax_errors_read_as_gos() {
+        assert_eq!(body_json(b"{\"Name\": ").unwrap_err(), "unexpected EOF");
+        assert_eq!(
+            body_json(b"xyz").unwrap_err(),
+            "invalid character 'x' looking for beginning of value"
+        );
+        assert_eq!(
+            body_json(b"{\"a\" 1}").unwrap_err(),
+            "invalid character '1' after object key"
+        );
+        assert_eq!(
+            body_json(b"{\"a\": 1 \"b\": 2}").unwrap_err(),
+            "invalid character '\"' after object key:value pair"
+        );
+        // Like Go's Decoder, only the first value counts.
+        assert_eq!(body_json(b"{} trailing").unwrap(), serde_json::json!({}));
+        assert_eq!(body_json(b"  ").unwrap(), Value::Null);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn body_decoding_never_panics(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..64)) {
+            let _ = body_json(&bytes);
+        }
+
+        #[test]
+        fn json_text_decoding_never_panics(text in "[{}\\[\\]\":,a-z0-9 .-]{0,40}") {
+            let _ = body_json(text.as_bytes());
+        }
     }
 
     #[test]

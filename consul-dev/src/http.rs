@@ -150,6 +150,28 @@ impl Reply {
     }
 }
 
+/// Consul's default `kv_max_value_size` and `txn_max_req_len` (512 KiB).
+pub(super) const MAX_VALUE_SIZE: usize = 512 * 1024;
+
+/// The 413 Consul answers when a body's `Content-Length` passes `max`; `setting` is
+/// the configuration key the text links to.
+pub(super) fn too_large(req: &Req, max: usize, setting: &str) -> Result<(), Reply> {
+    let length = req
+        .headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok())
+        .unwrap_or(req.body.len());
+    if length <= max {
+        return Ok(());
+    }
+    let msg = format!(
+        "Request body({length} bytes) too large, max size: {max} bytes. See \
+         https://developer.hashicorp.com/docs/agent/config/config-files#{setting}."
+    );
+    Err(Reply::text(StatusCode::PAYLOAD_TOO_LARGE, msg))
+}
+
 pub(super) fn bad_request(msg: impl Into<String>) -> Reply {
     Reply::text(StatusCode::BAD_REQUEST, msg)
 }

@@ -135,6 +135,7 @@ fn put(shared: &Shared, req: &Req, key: &str) -> HResult {
         Some(v) => v.parse().map_err(|_| bad_request("Invalid flags"))?,
     };
     let cas = uint_param(req, "cas")?;
+    super::http::too_large(req, super::http::MAX_VALUE_SIZE, "kv_max_value_size")?;
     let lock = match (req.nonempty("acquire"), req.nonempty("release")) {
         (Some(id), _) => Lock::Acquire(id),
         (None, Some(id)) => Lock::Release(id),

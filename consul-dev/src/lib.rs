@@ -51,6 +51,9 @@ mod snapshot;
 mod store;
 mod txn;
 
+#[cfg(test)]
+mod proptests;
+
 use std::collections::BTreeMap;
 use std::fmt;
 use std::io;

@@ -29,6 +29,9 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 type Body = BoxBody<Bytes, BoxError>;
 
+/// The most of a request body the agent reads (64 MiB).
+const MAX_BODY: usize = 64 * 1024 * 1024;
+
 /// How accepted connections are wrapped: a TLS acceptor, or nothing.
 #[cfg(feature = "tls-ring")]
 pub(super) type Tls = Option<tokio_rustls::TlsAcceptor>;
@@ -165,8 +168,17 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
     let path = decode_path(parts.uri.path());
     shared.count(&path);
     // The body is read before any fault applies, so the log holds whole requests.
-    let body = match body.collect().await {
+    // Consul sets no general limit; this one only keeps a runaway client from
+    // exhausting memory, far above what any endpoint accepts (KV and txn: 512 KiB).
+    let body = match http_body_util::Limited::new(body, MAX_BODY).collect().await {
         Ok(b) => b.to_bytes(),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+            let reply = Reply::text(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "http: request body too large",
+            );
+            return finish(&shared, reply, &[]);
+        }
         Err(e) => return finish(&shared, super::http::bad_request(e.to_string()), &[]),
     };
     shared.record(RecordedRequest::new(

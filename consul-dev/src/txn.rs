@@ -33,6 +33,7 @@ struct KvOp {
 
 pub(super) fn handle(shared: &Shared, req: &Req) -> HResult {
     query::check_dc(shared, req)?;
+    super::http::too_large(req, super::http::MAX_VALUE_SIZE, "txn_max_req_len")?;
     let body =
         body_json(&req.body).map_err(|e| bad_request(format!("Failed to parse body: {e}")))?;
     let Value::Array(raw_ops) = body else {
