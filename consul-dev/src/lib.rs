@@ -35,6 +35,7 @@ mod http;
 mod kv;
 mod misc;
 mod model;
+mod operator;
 mod prepared;
 mod probe;
 mod query;

@@ -8,7 +8,8 @@ use http::{Method, StatusCode};
 use super::http::{HResult, Reply, Req};
 use super::shared::Shared;
 use super::{
-    admin, agent, agent_health, catalog, checks_api, health, kv, misc, prepared, session, txn,
+    admin, agent, agent_health, catalog, checks_api, health, kv, misc, operator, prepared, session,
+    txn,
 };
 
 /// A matched endpoint with the rest of its path.
@@ -65,10 +66,19 @@ pub(super) enum Ep {
     TokenSelf,
     Queries,
     Query,
+    Acl,
+    AgentToken,
+    ConnectDisabled,
+    AgentMetrics,
+    AgentHost,
+    AutopilotHealth,
+    AutopilotState,
+    AutopilotConfiguration,
 }
 
 const GET: &[Method] = &[Method::GET];
 const PUT: &[Method] = &[Method::PUT];
+const ANY: &[Method] = &[Method::GET, Method::PUT, Method::POST, Method::DELETE];
 
 /// (path, is prefix, methods, endpoint); exact paths before the prefixes they share.
 const ROUTES: &[(&str, bool, &[Method], Ep)] = &[
@@ -145,6 +155,30 @@ const ROUTES: &[(&str, bool, &[Method], Ep)] = &[
     ),
     ("/v1/agent/version", false, GET, Ep::Version),
     ("/v1/acl/token/self", false, GET, Ep::TokenSelf),
+    ("/v1/acl/", true, ANY, Ep::Acl),
+    ("/v1/agent/token/", true, PUT, Ep::AgentToken),
+    ("/v1/agent/metrics", false, GET, Ep::AgentMetrics),
+    ("/v1/agent/host", false, GET, Ep::AgentHost),
+    ("/v1/agent/connect/", true, ANY, Ep::ConnectDisabled),
+    ("/v1/connect/", true, ANY, Ep::ConnectDisabled),
+    (
+        "/v1/operator/autopilot/health",
+        false,
+        GET,
+        Ep::AutopilotHealth,
+    ),
+    (
+        "/v1/operator/autopilot/state",
+        false,
+        GET,
+        Ep::AutopilotState,
+    ),
+    (
+        "/v1/operator/autopilot/configuration",
+        false,
+        GET,
+        Ep::AutopilotConfiguration,
+    ),
     ("/v1/event/fire/", true, PUT, Ep::EventFire),
     ("/v1/event/list", false, GET, Ep::EventList),
     ("/v1/agent/join/", true, PUT, Ep::Accepted),
@@ -183,11 +217,21 @@ pub(super) async fn route(shared: &Arc<Shared>, req: Req) -> Reply {
     if req.path.starts_with(admin::PREFIX) {
         return admin::handle(shared, &req).unwrap_or_else(|e| e);
     }
-    let Some((prefix, methods, ep)) = lookup(&req.path) else {
+    if req.path == "/" {
+        // Consul's index page when the UI is off (consul-dev has no UI).
         return Reply::text(
-            StatusCode::NOT_FOUND,
-            "Invalid URL path: not a recognized HTTP API endpoint",
+            StatusCode::OK,
+            "Consul Agent: UI disabled. To enable, set ui_config.enabled=true in the agent configuration and restart.",
         );
+    }
+    let Some((prefix, methods, ep)) = lookup(&req.path) else {
+        // Consul's `Index` handler, with its trailing newline.
+        let msg = if req.path.contains("/v1/") {
+            "Invalid URL path: not a recognized HTTP API endpoint\n"
+        } else {
+            "Invalid URL path: if attempting to use the HTTP API, ensure the path starts with '/v1/'\n"
+        };
+        return Reply::text(StatusCode::NOT_FOUND, msg);
     };
     let allow = allow_header(methods);
     if req.method == Method::OPTIONS {
@@ -303,5 +347,13 @@ async fn dispatch(shared: &Arc<Shared>, req: &Req, ep: Ep, rest: &str) -> HResul
         Ep::SessionNode => session::node(shared, req, rest).await,
         Ep::SessionList => session::list(shared, req).await,
         Ep::SessionRenew => session::renew(shared, req, rest),
+        Ep::Acl => operator::acl(shared),
+        Ep::AgentToken => operator::agent_token(shared),
+        Ep::ConnectDisabled => operator::connect_disabled(),
+        Ep::AgentMetrics => operator::metrics(shared),
+        Ep::AgentHost => operator::host(),
+        Ep::AutopilotHealth => operator::autopilot_health(shared),
+        Ep::AutopilotState => operator::autopilot_state(shared),
+        Ep::AutopilotConfiguration => operator::autopilot_configuration(),
     }
 }

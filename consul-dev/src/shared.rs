@@ -61,6 +61,8 @@ pub(super) struct Shared {
     pub(super) blocked: AtomicUsize,
     /// Runner tasks of HTTP/gRPC/TCP checks, keyed by (node, check ID).
     pub(super) runners: Mutex<HashMap<(String, String), AbortHandle>>,
+    /// When the agent started (autopilot's `StableSince`).
+    pub(super) started: std::time::SystemTime,
 }
 
 // === impl Shared ===
@@ -77,6 +79,7 @@ impl Shared {
             requests: Mutex::new(RequestLog::default()),
             blocked: AtomicUsize::new(0),
             runners: Mutex::new(HashMap::new()),
+            started: std::time::SystemTime::now(),
         }
     }
 
