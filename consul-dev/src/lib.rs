@@ -27,6 +27,7 @@ mod builder;
 mod catalog;
 mod checks;
 mod checks_api;
+mod config;
 mod decode;
 mod faults;
 mod filter;

@@ -8,8 +8,8 @@ use http::{Method, StatusCode};
 use super::http::{HResult, Reply, Req};
 use super::shared::Shared;
 use super::{
-    admin, agent, agent_health, catalog, checks_api, health, kv, misc, operator, prepared, session,
-    txn,
+    admin, agent, agent_health, catalog, checks_api, config, health, kv, misc, operator, prepared,
+    session, txn,
 };
 
 /// A matched endpoint with the rest of its path.
@@ -67,6 +67,8 @@ pub(super) enum Ep {
     Queries,
     Query,
     Acl,
+    ConfigApply,
+    Config,
     AgentToken,
     ConnectDisabled,
     AgentMetrics,
@@ -157,6 +159,13 @@ const ROUTES: &[(&str, bool, &[Method], Ep)] = &[
     ("/v1/acl/token/self", false, GET, Ep::TokenSelf),
     ("/v1/acl/", true, ANY, Ep::Acl),
     ("/v1/agent/token/", true, PUT, Ep::AgentToken),
+    ("/v1/config", false, PUT, Ep::ConfigApply),
+    (
+        "/v1/config/",
+        true,
+        &[Method::GET, Method::DELETE],
+        Ep::Config,
+    ),
     ("/v1/agent/metrics", false, GET, Ep::AgentMetrics),
     ("/v1/agent/host", false, GET, Ep::AgentHost),
     ("/v1/agent/connect/", true, ANY, Ep::ConnectDisabled),
@@ -348,6 +357,8 @@ async fn dispatch(shared: &Arc<Shared>, req: &Req, ep: Ep, rest: &str) -> HResul
         Ep::SessionList => session::list(shared, req).await,
         Ep::SessionRenew => session::renew(shared, req, rest),
         Ep::Acl => operator::acl(shared),
+        Ep::ConfigApply => config::apply(shared, req),
+        Ep::Config => config::handle(shared, req, rest).await,
         Ep::AgentToken => operator::agent_token(shared),
         Ep::ConnectDisabled => operator::connect_disabled(),
         Ep::AgentMetrics => operator::metrics(shared),

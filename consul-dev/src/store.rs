@@ -38,6 +38,10 @@ pub(super) struct Store {
     pub(super) events: Vec<serde_json::Value>,
     /// Prepared queries, as stored definitions.
     pub(super) queries: Vec<serde_json::Value>,
+    /// Config entries keyed by (kind, name).
+    pub(super) config: BTreeMap<(String, String), super::config::Entry>,
+    /// Index of the last config-entry write.
+    pub(super) config_index: u64,
 }
 
 // === impl Store ===
