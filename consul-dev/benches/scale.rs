@@ -86,7 +86,12 @@ async fn register_all(http: &reqwest::Client, base: &str, n: usize) {
 
 /// One round: blocking queries on `watchers` services, a change to the first;
 /// returns the wake latency and how many of the others returned.
-async fn round(http: &reqwest::Client, dev: &ConsulDev, watchers: usize, r: usize) -> (Duration, usize) {
+async fn round(
+    http: &reqwest::Client,
+    dev: &ConsulDev,
+    watchers: usize,
+    r: usize,
+) -> (Duration, usize) {
     let base = dev.url();
     // Queries of earlier rounds may still be parked until their connections close.
     let parked_before = dev.blocked_queries();
