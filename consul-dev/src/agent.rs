@@ -130,9 +130,28 @@ fn member(shared: &Shared) -> Value {
     })
 }
 
-pub(super) fn members(shared: &Shared) -> HResult {
-    Ok(Reply::json(&json!([member(shared)])))
+/// `GET /v1/agent/members` (`wan`, `segment`, `filter`): the one LAN member, or as
+/// a WAN member `node.dc` on the WAN port.
+pub(super) fn members(shared: &Shared, req: &Req) -> HResult {
+    let wan = req.nonempty("wan").is_some();
+    let segment = req.param("segment").unwrap_or("");
+    if wan && !matches!(segment, "" | "_all") {
+        return Err(bad_request("Cannot provide a segment with wan=true"));
+    }
+    let mut me = member(shared);
+    if wan {
+        let cfg = &shared.cfg;
+        me["Name"] = json!(format!("{}.{}", cfg.node_name, cfg.datacenter));
+        me["Port"] = json!(8302);
+    } else if !matches!(segment, "" | "_all") {
+        // Consul CE has only the default segment.
+        return Ok(Reply::json(&json!([])));
+    }
+    let list = filter::apply(req.param("filter"), vec![me], FILTER_ERR).map_err(bad_request)?;
+    Ok(Reply::json(&Value::Array(list)))
 }
+
+const FILTER_ERR: &str = "Failed to create boolean expression evaluator";
 
 /// The agent's own services (the catalog-only `consul` service excluded).
 fn local_services(shared: &Shared, store: &Store) -> Vec<(String, Value)> {

@@ -83,11 +83,19 @@ impl Service {
         }
         m.insert("Weights".into(), self.weights_json());
         m.insert("EnableTagOverride".into(), json!(self.enable_tag_override));
-        if let Some(p) = &self.proxy {
-            m.insert("Proxy".into(), p.clone());
+        // `buildAgentService`: Proxy only for proxies and gateways, Connect only
+        // for native services.
+        let proxied = self.kind == "connect-proxy" || self.kind.ends_with("-gateway");
+        if proxied {
+            m.insert("Proxy".into(), self.proxy_json());
         }
-        if let Some(c) = &self.connect {
-            m.insert("Connect".into(), c.clone());
+        let native = self
+            .connect
+            .as_ref()
+            .and_then(|c| c["Native"].as_bool())
+            .unwrap_or(false);
+        if native {
+            m.insert("Connect".into(), json!({ "Native": true }));
         }
         if let Some(l) = &self.locality {
             m.insert("Locality".into(), l.clone());

@@ -306,7 +306,7 @@ fn acl(shared: &Shared, req: &Req, ep: Ep) -> Result<(), Reply> {
 async fn dispatch(shared: &Arc<Shared>, req: &Req, ep: Ep, rest: &str) -> HResult {
     match ep {
         Ep::AgentSelf => agent::agent_self(shared),
-        Ep::AgentMembers => agent::members(shared),
+        Ep::AgentMembers => agent::members(shared, req),
         Ep::AgentServices => agent::services(shared, req),
         Ep::AgentService => agent::service(shared, req, rest).await,
         Ep::AgentRegister => agent::register(shared, req),

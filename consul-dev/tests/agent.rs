@@ -256,3 +256,48 @@ async fn agent_services_and_checks_take_a_filter() {
         .await;
     assert_eq!(code, 400);
 }
+
+#[tokio::test]
+async fn agent_services_show_proxy_and_connect_as_build_agent_service_does() {
+    let dev = ConsulDev::start().await.unwrap();
+    let api = Api::new(&dev);
+    api.register(json!({"Name": "web", "Port": 80, "Connect": {"Native": false}, "Proxy": {}}))
+        .await;
+    api.register(json!({"Name": "api", "Port": 81, "Connect": {"Native": true}}))
+        .await;
+    api.register(json!({
+        "Kind": "connect-proxy", "Name": "web-proxy", "Port": 21000,
+        "Proxy": {"DestinationServiceName": "web"},
+    }))
+    .await;
+    let (services, _) = api.get_json("/v1/agent/services").await;
+    assert!(services["web"].get("Proxy").is_none());
+    assert!(services["web"].get("Connect").is_none());
+    assert_eq!(services["api"]["Connect"], json!({"Native": true}));
+    assert_eq!(
+        services["web-proxy"]["Proxy"]["DestinationServiceName"],
+        "web"
+    );
+}
+
+#[tokio::test]
+async fn members_answer_lan_wan_and_segments() {
+    let dev = ConsulDev::start().await.unwrap();
+    let api = Api::new(&dev);
+    let (lan, _) = api.get_json("/v1/agent/members").await;
+    assert_eq!(lan[0]["Name"], "consul-dev");
+    let (wan, _) = api.get_json("/v1/agent/members?wan=1").await;
+    assert_eq!(wan[0]["Name"], "consul-dev.dc1");
+    assert_eq!(wan[0]["Port"], 8302);
+    let (code, text) = api
+        .error(Method::GET, "/v1/agent/members?wan=1&segment=alpha", None)
+        .await;
+    assert_eq!(
+        (code, text.as_str()),
+        (400, "Cannot provide a segment with wan=true")
+    );
+    let (none, _) = api
+        .get_json("/v1/agent/members?filter=Name%20%3D%3D%20%22other%22")
+        .await;
+    assert_eq!(none, json!([]));
+}
