@@ -94,6 +94,24 @@ pub(super) async fn coordinate_nodes(shared: &Shared, req: &Req) -> HResult {
     answer(index, &opts, &list)
 }
 
+/// `GET /v1/coordinate/node/:node`: its coordinate, or 404 with no body for a
+/// node without one, as `CoordinateNode` answers.
+pub(super) async fn coordinate_node(shared: &Shared, req: &Req, node: &str) -> HResult {
+    let opts = query::parse(shared, req)?;
+    let (index, list) = query::block(shared, &opts, |s| {
+        let list = s
+            .nodes
+            .contains_key(node)
+            .then(|| json!([{ "Node": node, "Segment": "", "Partition": "", "Coord": coord() }]));
+        (s.index, list)
+    })
+    .await;
+    match list {
+        Some(list) => answer(index, &opts, &list),
+        None => Err(Reply::new(http::StatusCode::NOT_FOUND, "").meta(index, opts.consistency)),
+    }
+}
+
 pub(super) fn raft_configuration(shared: &Shared) -> HResult {
     let cfg = &shared.cfg;
     Ok(Reply::json(&json!({

@@ -48,6 +48,12 @@ async fn membership_and_cluster_endpoints_answer() {
     let (nodes, _) = api.get_json("/v1/coordinate/nodes").await;
     assert_eq!(nodes[0]["Node"], "n1");
     assert_eq!(nodes[0]["Coord"]["Vec"].as_array().map(Vec::len), Some(8));
+    let (node, index) = api.get_json("/v1/coordinate/node/n1").await;
+    assert_eq!(node[0]["Node"], "n1");
+    assert!(index >= 1);
+    let resp = api.get("/v1/coordinate/node/nobody").await;
+    assert_eq!(resp.status(), 404);
+    assert_eq!(resp.text().await.unwrap(), "");
     let (raft, _) = api.get_json("/v1/operator/raft/configuration").await;
     assert_eq!(raft["Servers"][0]["Leader"], json!(true));
     assert_eq!(raft["Servers"][0]["Node"], "n1");
