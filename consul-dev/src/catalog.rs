@@ -48,7 +48,7 @@ pub(super) async fn services(shared: &Shared, req: &Req) -> HResult {
         (s.index, json!(map))
     })
     .await;
-    answer(index, &opts, &out)
+    query::answer_cacheable(index, &opts, &out)
 }
 
 /// `GET /v1/catalog/service/:service`.
@@ -92,7 +92,7 @@ async fn service_nodes(shared: &Shared, req: &Req, name: &str, connect: bool) ->
     })
     .await;
     let list = filter::apply(req.param("filter"), list, FILTER_ERR).map_err(bad_request)?;
-    answer(index, &opts, &Value::Array(list))
+    query::answer_cacheable(index, &opts, &Value::Array(list))
 }
 
 pub(super) async fn nodes(shared: &Shared, req: &Req) -> HResult {

@@ -99,7 +99,7 @@ pub(super) async fn service(shared: &Shared, req: &Req, name: &str, which: Entri
     if passing {
         list.retain(all_passing);
     }
-    answer(index, &opts, &Value::Array(list))
+    query::answer_cacheable(index, &opts, &Value::Array(list))
 }
 
 /// Runs a check-list query with the global index as its index.

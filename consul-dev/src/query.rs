@@ -26,6 +26,8 @@ pub(super) struct QueryOpts {
     /// Wait time with jitter added.
     pub(super) wait: Duration,
     pub(super) consistency: &'static str,
+    /// `?cached`: answered through the agent cache where the endpoint has one.
+    pub(super) cached: bool,
 }
 
 /// Parses `dc`, consistency flags, `index` and `wait` with Consul's 400 texts.
@@ -46,6 +48,7 @@ pub(super) fn parse(shared: &Shared, req: &Req) -> Result<QueryOpts, Reply> {
         hash,
         wait: with_jitter(wait),
         consistency,
+        cached: req.has("cached"),
     })
 }
 
@@ -209,4 +212,14 @@ pub(super) async fn peer_view(
 /// A finished JSON query answer with its meta headers.
 pub(super) fn answer(index: u64, opts: &QueryOpts, body: &serde_json::Value) -> HResult {
     Ok(Reply::json(body).meta(index, opts.consistency))
+}
+
+/// [`answer`] for endpoints the agent cache serves (health and catalog service
+/// reads): with `?cached`, `X-Cache: MISS`, since every read here is fresh.
+pub(super) fn answer_cacheable(index: u64, opts: &QueryOpts, body: &serde_json::Value) -> HResult {
+    let reply = Reply::json(body).meta(index, opts.consistency);
+    Ok(match opts.cached {
+        true => reply.header("X-Cache", "MISS"),
+        false => reply,
+    })
 }

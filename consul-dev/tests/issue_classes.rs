@@ -231,3 +231,15 @@ async fn enabled_script_checks_follow_the_exit_code() {
     let (me, _) = api.get_json("/v1/agent/self").await;
     assert_eq!(me["Stats"]["agent"]["check_monitors"], "3");
 }
+
+#[tokio::test]
+async fn cached_reads_say_they_missed_the_cache() {
+    let dev = ConsulDev::start().await.unwrap();
+    let api = Api::new(&dev);
+    let resp = api.get("/v1/health/service/consul?cached").await;
+    assert_eq!(resp.headers()["x-cache"], "MISS");
+    let resp = api.get("/v1/catalog/services?cached").await;
+    assert_eq!(resp.headers()["x-cache"], "MISS");
+    let resp = api.get("/v1/health/service/consul").await;
+    assert!(resp.headers().get("x-cache").is_none());
+}
