@@ -5,7 +5,7 @@ use http::StatusCode;
 use serde_json::{Value, json};
 
 use super::b64::base64;
-use super::http::{HResult, Reply, Req, bad_request};
+use super::http::{HResult, Reply, Req, bad_request, server_error};
 use super::query::{self, answer};
 use super::shared::Shared;
 use super::store::Store;
@@ -66,7 +66,8 @@ async fn get(shared: &Shared, req: &Req, key: &str) -> HResult {
     let opts = query::parse(shared, req)?;
     let keys = req.has("keys");
     let recurse = req.has("recurse");
-    let sep = req.param("separator");
+    // Consul still takes its historic misspelling.
+    let sep = req.param("separator").or_else(|| req.param("seperator"));
     let (index, found) = query::block(shared, &opts, |s| {
         let found: Vec<Value> = if keys {
             list_keys(s, key, sep)
@@ -87,7 +88,8 @@ async fn get(shared: &Shared, req: &Req, key: &str) -> HResult {
         (s.kv_index, found)
     })
     .await;
-    if found.is_empty() {
+    // Keys under the root are never "not found", just none.
+    if found.is_empty() && !(keys && key.is_empty()) {
         return Err(Reply::new(StatusCode::NOT_FOUND, "").meta(index, opts.consistency));
     }
     if req.has("raw") && !keys && !recurse {
@@ -108,14 +110,59 @@ async fn get(shared: &Shared, req: &Req, key: &str) -> HResult {
     answer(index, &opts, &Value::Array(found))
 }
 
+/// A `flags` or `cas` parameter: present (even empty) means parsed with Go's
+/// `strconv.ParseUint`, whose error Consul returns as is (a 500).
 fn uint_param(req: &Req, name: &str) -> Result<Option<u64>, Reply> {
-    match req.nonempty(name) {
-        None => Ok(None),
-        Some(v) => v
-            .parse()
-            .map(Some)
-            .map_err(|_| bad_request(format!("Invalid {name} index"))),
+    if !req.has(name) {
+        return Ok(None);
     }
+    let v = req.param(name).unwrap_or("");
+    match v.parse::<u64>() {
+        Ok(n) => Ok(Some(n)),
+        Err(_) => {
+            let why = if !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()) {
+                "value out of range"
+            } else {
+                "invalid syntax"
+            };
+            Err(server_error(format!(
+                "strconv.ParseUint: parsing {v:?}: {why}"
+            )))
+        }
+    }
+}
+
+/// `conflictingFlags`: at most one of `flags` may be given; otherwise 400 with the
+/// whole query, encoded as Go's `url.Values.Encode` (keys sorted).
+fn conflicting(req: &Req, flags: &[&str]) -> Result<(), Reply> {
+    if flags.iter().filter(|f| req.has(f)).count() < 2 {
+        return Ok(());
+    }
+    let mut pairs: Vec<&(String, String)> = req.query.iter().collect();
+    pairs.sort_by(|a, b| a.0.cmp(&b.0));
+    let encoded: Vec<String> = pairs
+        .iter()
+        .map(|(k, v)| format!("{}={}", go_query_escape(k), go_query_escape(v)))
+        .collect();
+    Err(bad_request(format!(
+        "Conflicting flags: {}\n",
+        encoded.join("&")
+    )))
+}
+
+/// Go's `url.QueryEscape`.
+fn go_query_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                out.push(b as char)
+            }
+            b' ' => out.push('+'),
+            _ => out.push_str(&format!("%{b:02X}")),
+        }
+    }
+    out
 }
 
 /// What a `PUT` does besides writing the value.
@@ -130,10 +177,8 @@ fn put(shared: &Shared, req: &Req, key: &str) -> HResult {
     if key.is_empty() {
         return Err(bad_request("Missing key name"));
     }
-    let flags = match req.nonempty("flags") {
-        None => 0,
-        Some(v) => v.parse().map_err(|_| bad_request("Invalid flags"))?,
-    };
+    conflicting(req, &["cas", "acquire", "release"])?;
+    let flags = uint_param(req, "flags")?.unwrap_or(0);
     let cas = uint_param(req, "cas")?;
     super::http::too_large(req, super::http::MAX_VALUE_SIZE, "kv_max_value_size")?;
     let lock = match (req.nonempty("acquire"), req.nonempty("release")) {
@@ -196,14 +241,16 @@ pub(super) fn write_entry(
 
 fn delete(shared: &Shared, req: &Req, key: &str) -> HResult {
     query::check_dc(shared, req)?;
-    let cas = uint_param(req, "cas")?;
+    conflicting(req, &["recurse", "cas"])?;
     let recurse = req.has("recurse");
     if key.is_empty() && !recurse {
         return Err(bad_request("Missing key name"));
     }
+    let cas = uint_param(req, "cas")?;
     let ok = shared.write(|s| {
-        let current = s.kv.get(key).map_or(0, |e| e.modify_index);
-        if cas.is_some_and(|c| c != current) {
+        // A CAS delete of a missing key succeeds, as `kvsDeleteCASTxn` answers.
+        let current = s.kv.get(key).map(|e| e.modify_index);
+        if cas.is_some_and(|c| current.is_some_and(|m| m != c)) {
             return false;
         }
         let idx = s.bump();
