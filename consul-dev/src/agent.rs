@@ -215,11 +215,9 @@ pub(super) fn register(shared: &Arc<Shared>, req: &Req) -> HResult {
             s.upsert_check(c, true);
         }
         let stale: Vec<String> = s
-            .checks
-            .values()
-            .filter(|c| c.node == node && c.service_id == sid && !new_ids.contains(&c.id))
-            .filter(|c| !c.id.starts_with("_service_maintenance:"))
-            .map(|c| c.id.clone())
+            .check_ids_of(&node, &sid)
+            .into_iter()
+            .filter(|id| !new_ids.contains(id) && !id.starts_with("_service_maintenance:"))
             .collect();
         if replace {
             for id in &stale {

@@ -71,7 +71,11 @@ async fn service_nodes(shared: &Shared, req: &Req, name: &str, connect: bool) ->
     }
     let tags: Vec<String> = req.params("tag").map(str::to_lowercase).collect();
     let meta = query::node_meta(req);
-    let (index, list) = query::block(shared, &opts, |s| {
+    let index = |s: &super::store::Store| match connect {
+        true => s.index,
+        false => s.index_for_service(name),
+    };
+    let (index, list) = query::block_indexed(shared, &opts, index, |s| {
         let instances: Box<dyn Iterator<Item = &Service>> = match connect {
             true => Box::new(s.connect_instances(name)),
             false => Box::new(s.instances(name)),
@@ -84,11 +88,7 @@ async fn service_nodes(shared: &Shared, req: &Req, name: &str, connect: bool) ->
             .filter(|v| node_meta_ok(s, &v.node, &meta))
             .filter_map(|v| Some(v.to_catalog_json(s.nodes.get(&v.node)?)))
             .collect();
-        let index = match connect {
-            true => s.index,
-            false => s.index_for_service(name),
-        };
-        (index, list)
+        list
     })
     .await;
     let list = filter::apply(req.param("filter"), list, FILTER_ERR).map_err(bad_request)?;

@@ -85,14 +85,15 @@ pub(super) async fn service(shared: &Shared, req: &Req, name: &str, which: Entri
     }
     let tags: Vec<String> = req.params("tag").map(str::to_lowercase).collect();
     let meta = query::node_meta(req);
-    let (index, list) = query::block(shared, &opts, |s| match which {
-        Entries::Service => (
-            s.index_for_service(name),
-            entries(s, s.instances(name), &tags, &meta),
-        ),
+    let index = |s: &Store| match which {
+        Entries::Service => s.index_for_service(name),
         // Proxies carry their own names: any change may concern them.
-        Entries::Connect => (s.index, entries(s, s.connect_instances(name), &tags, &meta)),
-        Entries::Ingress => (s.index, Vec::new()),
+        Entries::Connect | Entries::Ingress => s.index,
+    };
+    let (index, list) = query::block_indexed(shared, &opts, index, |s| match which {
+        Entries::Service => entries(s, s.instances(name), &tags, &meta),
+        Entries::Connect => entries(s, s.connect_instances(name), &tags, &meta),
+        Entries::Ingress => Vec::new(),
     })
     .await;
     let mut list = filter::apply(filter_src, list, FILTER_ERR).map_err(bad_request)?;

@@ -139,6 +139,22 @@ pub(super) async fn block<T>(
     }
 }
 
+/// [`block`] for queries whose index is cheap to compute and whose result is not:
+/// `index` is checked on every wake-up, and `build` runs once, for the answer. A
+/// change elsewhere in the catalog then costs a waiting query one index look-up.
+pub(super) async fn block_indexed<T>(
+    shared: &Shared,
+    opts: &QueryOpts,
+    index: impl Fn(&Store) -> u64,
+    build: impl FnOnce(&Store) -> T,
+) -> (u64, T) {
+    block(shared, opts, |s| (index(s), ())).await;
+    // The index may have moved since the wait ended: answer with the one the
+    // result is built from.
+    let store = shared.store();
+    (index(&store).max(1), build(&store))
+}
+
 /// Hash-based blocking (`LocalBlockingQuery`): waits while `compute`'s hash equals
 /// `opts.hash`. `compute` returns `None` for a missing resource.
 pub(super) async fn block_hash<T>(

@@ -20,6 +20,13 @@ pub(super) struct Store {
     pub(super) nodes: BTreeMap<String, Node>,
     /// Keyed by (node, service ID).
     pub(super) services: BTreeMap<(String, String), Service>,
+    /// The (node, service ID) keys of each service name's instances, kept with
+    /// `services` by `upsert_service` and `remove_service`: per-service reads and
+    /// index checks then cost the service's size, not the catalog's.
+    by_name: BTreeMap<String, BTreeSet<(String, String)>>,
+    /// The check IDs of each (node, service ID), `""` for node checks, kept with
+    /// `checks` by `put_check` and `take_check`.
+    checks_by_target: BTreeMap<(String, String), BTreeSet<String>>,
     /// Keyed by (node, check ID).
     pub(super) checks: BTreeMap<(String, String), Check>,
     /// Index of the last write touching each service name.
@@ -56,8 +63,22 @@ impl Store {
     /// Records a write touching `service` at the current index.
     pub(super) fn touch_service(&mut self, service: &str) {
         self.service_index.insert(service.to_owned(), self.index);
-        if !self.services.values().any(|s| s.name == service) {
+        if !self.has_instances(service) {
             self.extinction = self.index;
+        }
+    }
+
+    /// Whether service `name` has any instance.
+    fn has_instances(&self, name: &str) -> bool {
+        self.by_name.get(name).is_some_and(|keys| !keys.is_empty())
+    }
+
+    fn unindex_name(&mut self, name: &str, key: &(String, String)) {
+        if let Some(keys) = self.by_name.get_mut(name) {
+            keys.remove(key);
+            if keys.is_empty() {
+                self.by_name.remove(name);
+            }
         }
     }
 
@@ -76,7 +97,7 @@ impl Store {
 
     /// The index a blocking query on `service` reports (Consul's `maxIndexForService`).
     pub(super) fn index_for_service(&self, service: &str) -> u64 {
-        if !self.services.values().any(|s| s.name == service) {
+        if !self.has_instances(service) {
             return self.extinction.max(1);
         }
         self.service_index
@@ -112,6 +133,13 @@ impl Store {
         svc.create_index = old_name.as_ref().map_or(idx, |_| svc.create_index);
         svc.modify_index = idx;
         let name = svc.name.clone();
+        if let Some(old) = &old_name {
+            self.unindex_name(old, &key);
+        }
+        self.by_name
+            .entry(name.clone())
+            .or_default()
+            .insert(key.clone());
         self.services.insert(key, svc);
         if let Some(old) = old_name.filter(|o| *o != name) {
             self.touch_service(&old);
@@ -135,7 +163,7 @@ impl Store {
             (same.ttl_deadline, same.critical_since) = (old.ttl_deadline, old.critical_since);
             if *old == same {
                 // Unchanged definition: only the TTL timer restarts.
-                self.checks.insert(key, check);
+                self.put_check(key, check);
                 return;
             }
         }
@@ -150,7 +178,43 @@ impl Store {
             check.critical_since = Some(Instant::now());
         }
         self.touch_check_target(&check.node, &check.service_id);
-        self.checks.insert(key, check);
+        self.put_check(key, check);
+    }
+
+    /// Inserts a check under `key`, keeping `checks_by_target` in step.
+    fn put_check(&mut self, key: (String, String), check: Check) {
+        let target = (check.node.clone(), check.service_id.clone());
+        if let Some(old) = self.checks.insert(key.clone(), check) {
+            self.untarget(&(old.node, old.service_id), &key.1);
+        }
+        self.checks_by_target
+            .entry(target)
+            .or_default()
+            .insert(key.1);
+    }
+
+    /// The IDs of the checks of service `id` on `node` (`""`: the node's own).
+    pub(super) fn check_ids_of(&self, node: &str, id: &str) -> Vec<String> {
+        self.checks_by_target
+            .get(&(node.to_owned(), id.to_owned()))
+            .map(|ids| ids.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// Removes the check under `key`, keeping `checks_by_target` in step.
+    fn take_check(&mut self, key: &(String, String)) -> Option<Check> {
+        let check = self.checks.remove(key)?;
+        self.untarget(&(check.node.clone(), check.service_id.clone()), &key.1);
+        Some(check)
+    }
+
+    fn untarget(&mut self, target: &(String, String), id: &str) {
+        if let Some(ids) = self.checks_by_target.get_mut(target) {
+            ids.remove(id);
+            if ids.is_empty() {
+                self.checks_by_target.remove(target);
+            }
+        }
     }
 
     fn touch_check_target(&mut self, node: &str, service_id: &str) {
@@ -202,7 +266,7 @@ impl Store {
 
     /// Removes a check; returns whether it existed.
     pub(super) fn remove_check(&mut self, node: &str, id: &str) -> Option<Check> {
-        let check = self.checks.remove(&(node.to_owned(), id.to_owned()))?;
+        let check = self.take_check(&(node.to_owned(), id.to_owned()))?;
         self.bump();
         self.touch_check_target(node, &check.service_id);
         Some(check)
@@ -210,16 +274,17 @@ impl Store {
 
     /// Removes a service and its checks; returns the removed checks' IDs.
     pub(super) fn remove_service(&mut self, node: &str, id: &str) -> Option<Vec<String>> {
-        let svc = self.services.remove(&(node.to_owned(), id.to_owned()))?;
+        let key = (node.to_owned(), id.to_owned());
+        let svc = self.services.remove(&key)?;
+        self.unindex_name(&svc.name, &key);
         self.bump();
         let ids: Vec<String> = self
-            .checks
-            .values()
-            .filter(|c| c.node == node && c.service_id == id)
-            .map(|c| c.id.clone())
-            .collect();
+            .checks_by_target
+            .get(&key)
+            .map(|ids| ids.iter().cloned().collect())
+            .unwrap_or_default();
         for cid in &ids {
-            self.checks.remove(&(node.to_owned(), cid.clone()));
+            self.take_check(&(node.to_owned(), cid.clone()));
         }
         self.touch_service(&svc.name);
         Some(ids)
@@ -239,14 +304,26 @@ impl Store {
         for id in ids {
             self.remove_service(node, &id);
         }
-        self.checks.retain(|(n, _), _| n != node);
+        let keys: Vec<(String, String)> = self
+            .checks
+            .keys()
+            .filter(|(n, _)| n == node)
+            .cloned()
+            .collect();
+        for key in &keys {
+            self.take_check(key);
+        }
         self.bump();
         true
     }
 
     /// Instances of service `name` on every node, in (node, ID) order.
     pub(super) fn instances<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a Service> {
-        self.services.values().filter(move |s| s.name == name)
+        self.by_name
+            .get(name)
+            .into_iter()
+            .flatten()
+            .filter_map(|key| self.services.get(key))
     }
 
     /// The Connect-capable instances of `name`: `connect-proxy` services whose
@@ -270,17 +347,14 @@ impl Store {
     /// The node's checks followed by the instance's own, as Consul's
     /// `parseCheckServiceNodes` lists them.
     pub(super) fn checks_for(&self, svc: &Service) -> Vec<&Check> {
-        let mut out: Vec<&Check> = self
-            .checks
-            .values()
-            .filter(|c| c.node == svc.node && c.service_id.is_empty())
-            .collect();
-        out.extend(
-            self.checks
-                .values()
-                .filter(|c| c.node == svc.node && c.service_id == svc.id),
-        );
-        out
+        let node = (svc.node.clone(), String::new());
+        let own = (svc.node.clone(), svc.id.clone());
+        [node, own]
+            .iter()
+            .filter_map(|target| self.checks_by_target.get(target))
+            .flatten()
+            .filter_map(|id| self.checks.get(&(svc.node.clone(), id.clone())))
+            .collect()
     }
 
     /// Resets the index to `to` as after a restart with older data; ends blocking waits.
