@@ -93,8 +93,11 @@ async fn round(
     r: usize,
 ) -> (Duration, usize) {
     let base = dev.url();
-    // Queries of earlier rounds may still be parked until their connections close.
-    let parked_before = dev.blocked_queries();
+    // Queries of earlier rounds leave once their connections are seen closed.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while dev.blocked_queries() > 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
     let mut others = JoinSet::new();
     for k in 1..watchers {
         let url = format!("{base}/v1/health/service/svc-{k}");
@@ -111,10 +114,10 @@ async fn round(
             Instant::now()
         })
     };
-    // Every query parked on its index before the change (bounded: a query of an
-    // earlier round leaving at the same time must not stall the benchmark).
+    // Every query parked on its index before the change (bounded, so a miscount
+    // cannot stall the benchmark).
     let deadline = Instant::now() + Duration::from_secs(10);
-    while dev.blocked_queries() < parked_before + watchers && Instant::now() < deadline {
+    while dev.blocked_queries() < watchers && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
     let changed = Instant::now();
