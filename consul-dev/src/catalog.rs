@@ -115,7 +115,10 @@ pub(super) async fn nodes(shared: &Shared, req: &Req) -> HResult {
     answer(index, &opts, &Value::Array(list))
 }
 
-pub(super) async fn node(shared: &Shared, req: &Req, name: &str) -> HResult {
+/// `GET /v1/catalog/node/:node` (services keyed by ID) and, with `as_list`,
+/// `/v1/catalog/node-services/:node` (services as a list; an unknown node is
+/// `{"Node": null, "Services": []}` rather than `null`).
+pub(super) async fn node(shared: &Shared, req: &Req, name: &str, as_list: bool) -> HResult {
     if name.is_empty() {
         return Err(bad_request("Missing node name"));
     }
@@ -127,20 +130,27 @@ pub(super) async fn node(shared: &Shared, req: &Req, name: &str) -> HResult {
         }
         None => None,
     };
+    let missing = match as_list {
+        true => json!({ "Node": null, "Services": [] }),
+        false => Value::Null,
+    };
     if query::peer(req) {
-        return query::peer_view(shared, &opts, Value::Null).await;
+        return query::peer_view(shared, &opts, missing).await;
     }
     let (index, out) = query::block(shared, &opts, |s| {
         let Some(node) = s.nodes.get(name) else {
-            return (s.index, Value::Null);
+            return (s.index, missing.clone());
         };
-        let services: Map<String, Value> = s
+        let services = s
             .services
-            .values()
-            .filter(|v| v.node == name)
-            .map(|v| (v.id.clone(), v.to_json()))
-            .filter(|(_, v)| filter.as_ref().is_none_or(|f| f.eval(v)))
-            .collect();
+            .range((name.to_owned(), String::new())..)
+            .take_while(|((n, _), _)| n == name)
+            .map(|(_, v)| (v.id.clone(), v.to_json()))
+            .filter(|(_, v)| filter.as_ref().is_none_or(|f| f.eval(v)));
+        let services = match as_list {
+            true => Value::Array(services.map(|(_, v)| v).collect()),
+            false => Value::Object(services.collect::<Map<String, Value>>()),
+        };
         (
             s.index,
             json!({ "Node": node.to_json(), "Services": services }),

@@ -92,6 +92,16 @@ async fn node_filter_applies_to_each_service() {
         .get_json("/v1/catalog/node/consul-dev?filter=%22v1%22%20in%20Tags")
         .await;
     assert_eq!(node["Services"].as_object().unwrap().len(), 1);
+    // node-services lists them, filtered the same way.
+    let (list, _) = api
+        .get_json("/v1/catalog/node-services/consul-dev?filter=Service%20%3D%3D%20%22db%22")
+        .await;
+    assert_eq!(list["Services"].as_array().unwrap().len(), 1);
+    assert_eq!(list["Services"][0]["ID"], "db");
+    let (none, _) = api.get_json("/v1/catalog/node-services/nobody").await;
+    assert_eq!(none, json!({"Node": null, "Services": []}));
+    let (none, _) = api.get_json("/v1/catalog/node/nobody").await;
+    assert_eq!(none, json!(null));
 }
 
 #[tokio::test]
