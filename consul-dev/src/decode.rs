@@ -6,6 +6,10 @@ use std::time::Duration;
 
 use serde_json::{Map, Value};
 
+mod syntax;
+
+use syntax::go_syntax_error;
+
 /// A decoded JSON object whose keys were mapped onto a struct's field names.
 #[derive(Debug, Default)]
 pub(super) struct Fields {
@@ -248,154 +252,5 @@ pub(super) fn body_json(body: &[u8]) -> DecodeResult<Value> {
     }
 }
 
-/// Go's text for a JSON syntax error found by serde at `e`'s position.
-fn go_syntax_error(body: &[u8], e: &serde_json::Error) -> String {
-    if e.classify() == serde_json::error::Category::Eof {
-        return "unexpected EOF".to_owned();
-    }
-    let Some(c) = char_at(body, e.line(), e.column()) else {
-        return "unexpected EOF".to_owned();
-    };
-    let msg = e.to_string();
-    let literal = literal_context(body, e.line(), e.column());
-    let context = if let Some(literal) = &literal {
-        literal.as_str()
-    } else if msg.starts_with("expected `:`") {
-        "after object key"
-    } else if msg.starts_with("expected `,` or `}`") {
-        "after object key:value pair"
-    } else if msg.starts_with("expected `,` or `]`") {
-        "after array element"
-    } else if msg.starts_with("key must be a string") {
-        "looking for beginning of object key string"
-    } else if msg.starts_with("control character") || msg.starts_with("invalid escape") {
-        "in string literal"
-    } else {
-        "looking for beginning of value"
-    };
-    let quoted = match c {
-        '\'' => "'\\''".to_owned(),
-        '"' => "'\"'".to_owned(),
-        c if c.is_control() => format!("'\\x{:02x}'", c as u32),
-        c => format!("'{c}'"),
-    };
-    format!("invalid character {quoted} {context}")
-}
-
-/// Inside `null`, `true` or `false` gone wrong (`nul`+`x`): Go's `in literal null
-/// (expecting 'l')`.
-fn literal_context(body: &[u8], line: usize, column: usize) -> Option<String> {
-    let text = String::from_utf8_lossy(body);
-    let row = text.split('\n').nth(line.checked_sub(1)?)?.as_bytes();
-    let at = column.checked_sub(1)?.min(row.len());
-    let start = row[..at]
-        .iter()
-        .rposition(|b| !b.is_ascii_alphabetic())
-        .map_or(0, |p| p + 1);
-    let literal = match row.get(start)? {
-        b'n' => "null",
-        b't' => "true",
-        b'f' => "false",
-        _ => return None,
-    };
-    let expecting = literal.as_bytes().get(at - start)?;
-    if start == at || row.get(start..at)? != &literal.as_bytes()[..at - start] {
-        return None;
-    }
-    Some(format!(
-        "in literal {literal} (expecting '{}')",
-        *expecting as char
-    ))
-}
-
-/// The character at serde's 1-based line and column (the column counts bytes).
-fn char_at(body: &[u8], line: usize, column: usize) -> Option<char> {
-    let text = String::from_utf8_lossy(body);
-    let row = text.split('\n').nth(line.checked_sub(1)?)?;
-    let at = column.saturating_sub(1);
-    row.get(at..)
-        .or_else(|| row.get(at.saturating_sub(1)..))?
-        .chars()
-        .next()
-}
-
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn parses_go_durations() {
-        assert_eq!(
-            parse_go_duration("300000ms"),
-            Some(Duration::from_secs(300))
-        );
-        assert_eq!(parse_go_duration("1m30s"), Some(Duration::from_secs(90)));
-        assert_eq!(parse_go_duration("1.5h"), Some(Duration::from_secs(5400)));
-        assert_eq!(parse_go_duration("0"), Some(Duration::ZERO));
-        assert_eq!(parse_go_duration("-5s"), Some(Duration::ZERO));
-        assert_eq!(parse_go_duration("10"), None);
-        assert_eq!(parse_go_duration("abc"), None);
-        assert_eq!(parse_go_duration(""), None);
-    }
-
-    #[test]
-    fn duration_errors_read_as_gos() {
-        assert_eq!(
-            go_duration_error("10"),
-            "time: missing unit in duration \"10\""
-        );
-        assert_eq!(
-            go_duration_error("10x"),
-            "time: unknown unit \"x\" in duration \"10x\""
-        );
-        assert_eq!(go_duration_error("abc"), "time: invalid duration \"abc\"");
-        assert_eq!(
-            go_duration_error("9999999h"),
-            "time: invalid duration \"9999999h\""
-        );
-        assert_eq!(parse_go_duration("9999999h"), None);
-    }
-
-    #[test]
-    fn syntax_errors_read_as_gos() {
-        assert_eq!(body_json(b"{\"Name\": ").unwrap_err(), "unexpected EOF");
-        assert_eq!(
-            body_json(b"xyz").unwrap_err(),
-            "invalid character 'x' looking for beginning of value"
-        );
-        assert_eq!(
-            body_json(b"{\"a\" 1}").unwrap_err(),
-            "invalid character '1' after object key"
-        );
-        assert_eq!(
-            body_json(b"{\"a\": 1 \"b\": 2}").unwrap_err(),
-            "invalid character '\"' after object key:value pair"
-        );
-        // Like Go's Decoder, only the first value counts.
-        assert_eq!(body_json(b"{} trailing").unwrap(), serde_json::json!({}));
-        assert_eq!(body_json(b"  ").unwrap(), Value::Null);
-    }
-
-    proptest::proptest! {
-        #[test]
-        fn body_decoding_never_panics(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..64)) {
-            let _ = body_json(&bytes);
-        }
-
-        #[test]
-        fn json_text_decoding_never_panics(text in "[{}\\[\\]\":,a-z0-9 .-]{0,40}") {
-            let _ = body_json(text.as_bytes());
-        }
-    }
-
-    #[test]
-    fn maps_keys_case_insensitively_and_rejects_unknown() {
-        let v: Value = serde_json::json!({"name": "a", "enable_tag_override": true});
-        let f = fields(&v, "ServiceDefinition", &["Name", "EnableTagOverride"]).unwrap();
-        assert_eq!(f.string("Name").unwrap(), "a");
-        assert!(f.boolean("EnableTagOverride").unwrap());
-        let v: Value = serde_json::json!({"Bogus": 1});
-        let err = fields(&v, "ServiceDefinition", &["Name"]).unwrap_err();
-        assert_eq!(err, "json: unknown field \"Bogus\"");
-    }
-}
+mod tests;

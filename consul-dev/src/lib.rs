@@ -22,6 +22,7 @@
 mod admin;
 mod agent;
 mod agent_health;
+mod agent_self;
 mod b64;
 mod builder;
 mod catalog;

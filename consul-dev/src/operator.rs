@@ -8,7 +8,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use http::StatusCode;
 use serde_json::{Value, json};
 
-use super::agent::{LEADER_ADDR, VERSION};
+use super::agent_self::{LEADER_ADDR, VERSION};
 use super::http::{HResult, Reply};
 use super::shared::Shared;
 

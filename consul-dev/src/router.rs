@@ -8,8 +8,8 @@ use http::{Method, StatusCode};
 use super::http::{HResult, Reply, Req};
 use super::shared::Shared;
 use super::{
-    admin, agent, agent_health, catalog, checks_api, config, health, kv, misc, operator, prepared,
-    session, txn,
+    admin, agent, agent_health, agent_self, catalog, checks_api, config, health, kv, misc,
+    operator, prepared, session, txn,
 };
 
 /// A matched endpoint with the rest of its path.
@@ -315,8 +315,8 @@ fn acl(shared: &Shared, req: &Req, ep: Ep) -> Result<(), Reply> {
 
 async fn dispatch(shared: &Arc<Shared>, req: &Req, ep: Ep, rest: &str) -> HResult {
     match ep {
-        Ep::AgentSelf => agent::agent_self(shared),
-        Ep::AgentMembers => agent::members(shared, req),
+        Ep::AgentSelf => agent_self::agent_self(shared),
+        Ep::AgentMembers => agent_self::members(shared, req),
         Ep::AgentServices => agent::services(shared, req),
         Ep::AgentService => agent::service(shared, req, rest).await,
         Ep::AgentRegister => agent::register(shared, req),
