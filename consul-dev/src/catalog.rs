@@ -186,6 +186,7 @@ fn decode_node_service(v: &Value, node: &str) -> DecodeResult<Service> {
             .unwrap_or_default(),
         meta: f.string_map("Meta")?,
         port: f.int("Port")?.max(0) as u64,
+        socket_path: f.string("SocketPath")?,
         weights,
         enable_tag_override: f.boolean("EnableTagOverride")?,
         proxy: f.raw("Proxy").cloned(),

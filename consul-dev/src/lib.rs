@@ -53,6 +53,7 @@ mod shared;
 mod snapshot;
 mod store;
 mod txn;
+mod validate;
 
 #[cfg(test)]
 mod proptests;

@@ -31,6 +31,8 @@ pub(super) struct Service {
     pub(super) tagged_addresses: Map<String, Value>,
     pub(super) meta: BTreeMap<String, String>,
     pub(super) port: u64,
+    /// `SocketPath`: a Unix socket instead of a port.
+    pub(super) socket_path: String,
     pub(super) weights: (i64, i64),
     pub(super) enable_tag_override: bool,
     pub(super) proxy: Option<Value>,

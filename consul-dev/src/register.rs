@@ -90,6 +90,7 @@ fn service_fields(f: &Fields) -> DecodeResult<Service> {
         tagged_addresses: tagged_addresses(f.raw("TaggedAddresses"))?,
         meta: f.string_map("Meta")?,
         port: f.int("Port")?.max(0) as u64,
+        socket_path: f.string("SocketPath")?,
         weights: weights.unwrap_or((-1, -1)),
         enable_tag_override: f.boolean("EnableTagOverride")?,
         proxy: f.raw("Proxy").cloned(),
@@ -156,6 +157,9 @@ fn validate_service(svc: &mut Service, f: &Fields) -> Result<(), Reply> {
     }
     if svc.meta.keys().any(|k| k.is_empty()) {
         return Err(bad_request("Invalid Service Meta: Key cannot be blank"));
+    }
+    if let Some(text) = super::validate::multierror(&super::validate::node_service(svc)) {
+        return Err(bad_request(format!("Validation failed: {text}")));
     }
     add_default_tagged_addresses(svc);
     Ok(())

@@ -54,6 +54,9 @@ impl Service {
         if self.port != 0 {
             m.insert("Port".into(), json!(self.port));
         }
+        if !self.socket_path.is_empty() {
+            m.insert("SocketPath".into(), json!(self.socket_path));
+        }
         m.insert("Weights".into(), self.weights_json());
         m.insert("EnableTagOverride".into(), json!(self.enable_tag_override));
         m.insert("Proxy".into(), self.proxy_json());
@@ -78,6 +81,9 @@ impl Service {
         m.insert("Meta".into(), json!(self.meta));
         m.insert("Port".into(), json!(self.port));
         m.insert("Address".into(), json!(self.address));
+        if !self.socket_path.is_empty() {
+            m.insert("SocketPath".into(), json!(self.socket_path));
+        }
         if !self.tagged_addresses.is_empty() {
             m.insert("TaggedAddresses".into(), json!(self.tagged_addresses));
         }
@@ -127,7 +133,7 @@ impl Service {
         m.insert("ServiceWeights".into(), self.weights_json());
         m.insert("ServiceMeta".into(), json!(self.meta));
         m.insert("ServicePort".into(), json!(self.port));
-        m.insert("ServiceSocketPath".into(), json!(""));
+        m.insert("ServiceSocketPath".into(), json!(self.socket_path));
         m.insert(
             "ServiceEnableTagOverride".into(),
             json!(self.enable_tag_override),

@@ -301,3 +301,42 @@ async fn members_answer_lan_wan_and_segments() {
         .await;
     assert_eq!(none, json!([]));
 }
+
+#[tokio::test]
+async fn proxies_and_gateways_are_validated_with_multierror_texts() {
+    let dev = ConsulDev::start().await.unwrap();
+    let api = Api::new(&dev);
+    let (code, text) = api
+        .error(
+            Method::PUT,
+            "/v1/agent/service/register",
+            Some(json!({"Kind": "connect-proxy", "Name": "p"})),
+        )
+        .await;
+    assert_eq!(code, 400);
+    assert_eq!(
+        text,
+        "Validation failed: 2 errors occurred:\n\t* Port or SocketPath must be set for a connect-proxy\n\t* Proxy.DestinationServiceName must be non-empty for Connect proxy services\n\n"
+    );
+    let (code, text) = api
+        .error(
+            Method::PUT,
+            "/v1/agent/service/register",
+            Some(json!({"Kind": "mesh-gateway", "Name": "gw"})),
+        )
+        .await;
+    assert_eq!(
+        (code, text.as_str()),
+        (
+            400,
+            "Validation failed: 1 error occurred:\n\t* Port must be non-zero for a mesh-gateway\n\n"
+        )
+    );
+    // A socket path stands in for the port and is returned.
+    api.register(json!({"Name": "sock", "SocketPath": "/tmp/s.sock"}))
+        .await;
+    let (services, _) = api.get_json("/v1/agent/services").await;
+    assert_eq!(services["sock"]["SocketPath"], "/tmp/s.sock");
+    let (catalog, _) = api.get_json("/v1/catalog/service/sock").await;
+    assert_eq!(catalog[0]["ServiceSocketPath"], "/tmp/s.sock");
+}
