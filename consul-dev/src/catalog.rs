@@ -7,7 +7,7 @@ use serde_json::{Map, Value, json};
 use super::decode::{DecodeResult, Fields, body_json, fields};
 use super::filter;
 use super::health::node_meta_ok;
-use super::http::{HResult, Reply, Req, bad_request, decode_failed};
+use super::http::{HResult, Reply, Req, bad_request, decode_failed, server_error};
 use super::model::{Check, CheckKind, CheckStatus, Node, Service};
 use super::query::{self, answer};
 use super::schema::{HEALTH_CHECK_FIELDS, NODE_SERVICE_FIELDS, REGISTER_FIELDS};
@@ -244,23 +244,52 @@ fn register_node(f: &Fields, dc: &str) -> DecodeResult<Node> {
     })
 }
 
+/// go-uuid's `ParseUUID` complaint about `id`, if any.
+fn uuid_error(id: &str) -> Option<&'static str> {
+    if id.len() != 36 {
+        return Some("uuid string is wrong length");
+    }
+    let well_formed = id.char_indices().all(|(i, c)| match i {
+        8 | 13 | 18 | 23 => c == '-',
+        _ => c.is_ascii_hexdigit(),
+    });
+    (!well_formed).then_some("uuid is improperly formatted")
+}
+
 pub(super) fn register(shared: &Shared, req: &Req) -> HResult {
     query::check_dc(shared, req)?;
     let body = body_json(&req.body).map_err(decode_failed)?;
     let f = fields(&body, "RegisterRequest", REGISTER_FIELDS).map_err(decode_failed)?;
     let node = register_node(&f, &shared.cfg.datacenter).map_err(decode_failed)?;
-    if node.name.is_empty() {
-        return Err(bad_request("Missing node name"));
-    }
-    if node.address.is_empty() && !f.boolean("SkipNodeUpdate").unwrap_or(false) {
-        return Err(bad_request("Missing node address"));
-    }
     let svc = match f.raw("Service") {
         Some(v) => Some(decode_node_service(v, &node.name).map_err(decode_failed)?),
         None => None,
     };
-    if svc.as_ref().is_some_and(|s| s.name.is_empty()) {
-        return Err(bad_request("Must provide service name with ID"));
+    // `Catalog.Register` checks these on the server: plain errors, so 500s.
+    if node.name.is_empty() {
+        return Err(server_error("Must provide node"));
+    }
+    if let Some(why) = Some(&node.id)
+        .filter(|id| !id.is_empty())
+        .and_then(|id| uuid_error(id))
+    {
+        return Err(server_error(format!("Bad node ID: {why}")));
+    }
+    if node.address.is_empty() && !f.boolean("SkipNodeUpdate").unwrap_or(false) {
+        return Err(server_error(
+            "Must provide address if SkipNodeUpdate is not set",
+        ));
+    }
+    if let Some(svc) = &svc {
+        if let Some(text) = super::validate::multierror(&super::validate::node_service(svc)) {
+            return Err(server_error(text));
+        }
+        if svc.name.is_empty() {
+            return Err(server_error("Must provide service name with ID"));
+        }
+        if matches!(svc.address.as_str(), "0.0.0.0" | "::" | "[::]") {
+            return Err(server_error("Invalid service address"));
+        }
     }
     let checks = health_checks(&f, &node.name)?;
     shared.write(|s| {

@@ -105,7 +105,31 @@ async fn catalog_register_and_deregister_external_nodes() {
             Some(json!({"Address": "x"})),
         )
         .await;
-    assert_eq!((code, text.as_str()), (400, "Missing node name"));
+    // Catalog.Register's checks are server errors: 500 with their text.
+    assert_eq!((code, text.as_str()), (500, "Must provide node"));
+    for (body, want) in [
+        (
+            json!({"Node": "n"}),
+            "Must provide address if SkipNodeUpdate is not set",
+        ),
+        (
+            json!({"Node": "n", "Address": "10.0.0.1", "ID": "nope"}),
+            "Bad node ID: uuid string is wrong length",
+        ),
+        (
+            json!({"Node": "n", "Address": "10.0.0.1", "Service": {"Service": "s", "Address": "0.0.0.0"}}),
+            "Invalid service address",
+        ),
+        (
+            json!({"Node": "n", "Address": "10.0.0.1", "Service": {"Kind": "connect-proxy", "Service": "p", "Port": 1}}),
+            "1 error occurred:\n\t* Proxy.DestinationServiceName must be non-empty for Connect proxy services\n\n",
+        ),
+    ] {
+        let (code, text) = api
+            .error(Method::PUT, "/v1/catalog/register", Some(body))
+            .await;
+        assert_eq!((code, text.as_str()), (500, want));
+    }
 }
 
 #[tokio::test]
