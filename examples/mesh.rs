@@ -19,12 +19,13 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use clap::Parser;
+use consul_dev::ConsulDev;
 use tokio::time::{Instant, MissedTickBehavior};
 use tonic_discovery::balance::BalancedChannel;
 use tonic_discovery::consul;
+use tonic_discovery::testkit::TestEchoServer;
 use tonic_discovery::testkit::pb::EchoRequest;
 use tonic_discovery::testkit::pb::echo_client::EchoClient;
-use tonic_discovery::testkit::{ConsulDev, TestEchoServer};
 
 const SERVICE: &str = "mesh-echo";
 const TTL: Duration = Duration::from_secs(1);

@@ -22,13 +22,14 @@ use std::time::Duration;
 use clap::builder::RangedU64ValueParser;
 use clap::error::ErrorKind;
 use clap::{CommandFactory, Parser};
+use consul_dev::ConsulDev;
 use tokio::sync::Semaphore;
 use tokio::time::{Instant, MissedTickBehavior};
 use tonic_discovery::balance::{BalancedChannel, EndpointState};
 use tonic_discovery::consul::{Client, Registration, RegistrationHandle};
+use tonic_discovery::testkit::TestEchoServer;
 use tonic_discovery::testkit::pb::EchoRequest;
 use tonic_discovery::testkit::pb::echo_client::EchoClient;
-use tonic_discovery::testkit::{ConsulDev, TestEchoServer};
 
 /// Churn under load in one process: instances register and drain while calls go
 /// through one balanced channel. Exits 1 on any failed call.

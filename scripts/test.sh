@@ -29,12 +29,20 @@ fi
 
 export CARGO_TERM_COLOR=never
 echo "== cargo fmt";    cargo fmt --all --check
-echo "== cargo clippy"; cargo clippy --all-targets --all-features -- -D warnings
+echo "== cargo clippy"; cargo clippy --workspace --all-targets --all-features -- -D warnings
 for f in consul etcd nacos dns health metrics testkit tls-ring; do
   echo "== cargo check --no-default-features --features $f"
   cargo check --no-default-features --features "$f"
 done
+# consul-dev, the Consul-compatible dev agent: its core alone and each feature alone.
+echo "== cargo check -p consul-dev --no-default-features"
+cargo check -p consul-dev --no-default-features
+for f in grpc cli tls-ring; do
+  echo "== cargo check -p consul-dev --no-default-features --features $f"
+  cargo check -p consul-dev --no-default-features --features "$f"
+done
 echo "== cargo test";   cargo test --all-features
+echo "== cargo test -p consul-dev"; cargo test -p consul-dev --all-features
 echo "== cargo bench --quick (the benchmark harness runs; timings are not checked)"
 cargo bench --all-features --bench mesh -- --quick
-echo "== cargo doc";    RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --all-features
+echo "== cargo doc";    RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --all-features

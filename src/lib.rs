@@ -16,7 +16,7 @@
 //! | `nacos` | no | [`nacos`]: discovery through server pushes, registration of ephemeral instances (the official `nacos-sdk`) |
 //! | `dns` | no | `source::Dns`: discovery through A/AAAA or SRV records (`hickory-resolver`), re-resolved at the TTL |
 //! | `health` | no | client-side health checking in the balancer (`BalancedChannelBuilder::health_check`, gRFC A17); `register::HealthSource::tonic_health`: a registration follows a `tonic_health` reporter |
-//! | `testkit` | no | `testkit`: an in-process Consul-compatible registry, the Echo test service, test helpers |
+//! | `testkit` | no | `testkit`: the Echo test service, etcd/Nacos launchers, test helpers (the Consul-compatible dev agent is the `consul-dev` crate) |
 //! | `metrics` | no | metrics through the [`metrics`](https://docs.rs/metrics) facade: calls, failures by gRPC code, latency, endpoints by state, watches, registrations (names in the README) |
 //! | `tls-ring` | no | TLS towards Consul and towards gRPC endpoints (rustls with ring) |
 //!

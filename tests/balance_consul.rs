@@ -6,15 +6,16 @@ mod support;
 
 use std::time::Duration;
 
+use consul_dev::ConsulDev;
 use serde_json::json;
 use support::eventually;
 use tokio::time::Instant;
 use tonic::Code;
 use tonic_discovery::balance::{BalancedChannel, EndpointState};
 use tonic_discovery::consul::Client;
+use tonic_discovery::testkit::TestEchoServer;
 use tonic_discovery::testkit::pb::EchoRequest;
 use tonic_discovery::testkit::pb::echo_client::EchoClient;
-use tonic_discovery::testkit::{ConsulDev, TestEchoServer};
 
 const WAIT: Duration = Duration::from_secs(5);
 

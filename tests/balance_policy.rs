@@ -9,14 +9,15 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use consul_dev::ConsulDev;
 use serde_json::{Value, json};
 use support::eventually;
 use tonic_discovery::Locality;
 use tonic_discovery::balance::{BalancedChannel, EndpointState};
 use tonic_discovery::consul::Client;
+use tonic_discovery::testkit::TestEchoServer;
 use tonic_discovery::testkit::pb::EchoRequest;
 use tonic_discovery::testkit::pb::echo_client::EchoClient;
-use tonic_discovery::testkit::{ConsulDev, TestEchoServer};
 
 const WAIT: Duration = Duration::from_secs(10);
 

@@ -6,9 +6,9 @@ mod support;
 
 use std::time::Duration;
 
+use consul_dev::ConsulDev;
 use futures_util::StreamExt;
 use tonic_discovery::consul::{Client, Discovery};
-use tonic_discovery::testkit::ConsulDev;
 
 use support::eventually;
 

@@ -9,8 +9,8 @@ mod support;
 use std::io::Write;
 use std::time::Duration;
 
+use consul_dev::ConsulDev;
 use tonic_discovery::consul::{Client, Discovery};
-use tonic_discovery::testkit::ConsulDev;
 
 use support::eventually;
 

@@ -168,10 +168,11 @@ fn port_ttl_and_check_rules() {
 
 // === against the in-process registry ===
 
+use consul_dev::ConsulDev;
 use serde_json::Value;
 use tokio::sync::watch;
 use tonic_discovery::consul::{HealthSource, RegistrationHandle};
-use tonic_discovery::testkit::{ConsulDev, TestEchoServer};
+use tonic_discovery::testkit::TestEchoServer;
 
 const WAIT: Duration = Duration::from_secs(5);
 

@@ -10,11 +10,12 @@ mod support;
 
 use std::time::Duration;
 
+use consul_dev::ConsulDev;
 use paced::{assert_none_failed, assert_none_reached_after, sent_to, start_load};
 use tokio::time::Instant;
 use tonic_discovery::balance::{BalancedChannel, EndpointState};
 use tonic_discovery::consul::{Client, Registration, RegistrationHandle};
-use tonic_discovery::testkit::{ConsulDev, TestEchoServer};
+use tonic_discovery::testkit::TestEchoServer;
 
 const WAIT: Duration = Duration::from_secs(10);
 const GRACE: Duration = Duration::from_secs(1);

@@ -50,8 +50,8 @@ async fn invalid_registration_sends_nothing() {
     );
 }
 
+use consul_dev::{ConsulDev, Fault, FaultRule, RecordedRequest};
 use http::Method;
-use tonic_discovery::testkit::{ConsulDev, Fault, FaultRule, RecordedRequest};
 
 const TOKEN: &str = "s3cret-token";
 

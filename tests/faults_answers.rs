@@ -11,9 +11,9 @@
 mod faults_common;
 mod support;
 
+use consul_dev::{Fault, FaultRule};
 use faults_common::{Mesh, Pace, T, Window, max_paced_reads};
 use support::eventually;
-use tonic_discovery::testkit::{Fault, FaultRule};
 
 /// Resets the index to `to` (below the current one), then turns `b` critical.
 async fn index_reset(to: u64) {

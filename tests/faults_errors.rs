@@ -18,11 +18,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use consul_dev::{ConsulDev, Fault, FaultRule};
 use faults_common::{Mesh, Pace, T, Window, max_failed_reads, register, until_ok};
 use support::eventually;
 use tokio::net::TcpListener;
 use tonic_discovery::Backoff;
-use tonic_discovery::testkit::{ConsulDev, Fault, FaultRule};
 
 /// Injects `fault` on health reads, turns `b` critical while it lasts, then lifts it.
 async fn survives(name: &str, fault: Fault, pace: Pace) {

@@ -10,15 +10,16 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+use consul_dev::ConsulDev;
 use metrics::{Counter, Gauge, Histogram, Key, KeyName, Metadata, Recorder, SharedString, Unit};
 use metrics_util::registry::{AtomicStorage, Registry};
 use support::eventually;
 use tonic::Code;
 use tonic_discovery::balance::{BalancedChannel, EndpointState};
 use tonic_discovery::consul::{Client, Registration};
+use tonic_discovery::testkit::TestEchoServer;
 use tonic_discovery::testkit::pb::EchoRequest;
 use tonic_discovery::testkit::pb::echo_client::EchoClient;
-use tonic_discovery::testkit::{ConsulDev, TestEchoServer};
 
 const WAIT: Duration = Duration::from_secs(10);
 

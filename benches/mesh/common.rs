@@ -3,12 +3,13 @@
 use std::future::Future;
 use std::time::Duration;
 
+use consul_dev::ConsulDev;
 use tokio::time::Instant;
 use tonic::transport::{Channel, Endpoint};
 use tonic_discovery::balance::{BalancedChannel, BalancedChannelBuilder, EndpointState};
 use tonic_discovery::consul::{Client, Registration, RegistrationHandle};
+use tonic_discovery::testkit::TestEchoServer;
 use tonic_discovery::testkit::pb::echo_client::EchoClient;
-use tonic_discovery::testkit::{ConsulDev, TestEchoServer};
 use tonic_discovery::{BoxError, Instance, InstanceKey};
 use tower::discover::Change;
 

@@ -49,7 +49,7 @@ pub fn assemble(out: &Path, target: &Path, machine: &str, command: &str) -> Res<
          e.g. `-- 2`). Every section below says when it was run and the load average around it.\n\n\
          **Machine:** {machine}\n\n\
          **Setup:** everything on loopback in one process: the client runtime (tokio multi-thread, 2 workers), \
-         the in-process Consul-compatible registry (`testkit::ConsulDev`) on the client runtime, and the Echo \
+         the in-process Consul-compatible registry (`consul_dev::ConsulDev`) on the client runtime, and the Echo \
          servers as in-process `testkit::TestEchoServer`s, each on its own thread with a current-thread tokio \
          runtime (so a kill closes its listener and every connection at once, as a crashed process would). \
          Servers are not separate processes, so client, registry and servers compete for the same 2 cores. \

@@ -78,7 +78,7 @@ async fn many_services(cfg: &Config) -> Res<Many> {
     .await?;
     sleep(wait).await;
     let port = registry.dev.addr().port();
-    let count = |dev: &tonic_discovery::testkit::ConsulDev| -> u64 {
+    let count = |dev: &consul_dev::ConsulDev| -> u64 {
         dev.request_counts()
             .iter()
             .filter(|(p, _)| p.starts_with("/v1/health/service/w"))
@@ -127,7 +127,7 @@ async fn many_tls() -> Res<Option<usize>> {
             vec![CertificateDer::from_pem_slice(CERT.as_bytes())?],
             PrivateKeyDer::from_pem_slice(KEY.as_bytes())?,
         )?;
-    let dev = tonic_discovery::testkit::ConsulDev::builder()
+    let dev = consul_dev::ConsulDev::builder()
         .tls(Arc::new(config))
         .start()
         .await?;

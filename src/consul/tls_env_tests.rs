@@ -6,7 +6,7 @@ use std::collections::HashMap;
 
 use super::*;
 use crate::consul::Registration;
-use crate::testkit::ConsulDev;
+use consul_dev::ConsulDev;
 
 #[path = "../../tests/support/test_ca.rs"]
 mod test_ca;

@@ -1,11 +1,11 @@
-//! Testing support, behind the `testkit` feature: an in-process Consul-compatible
-//! registry, the Echo gRPC service of `proto/echo.proto` and loopback servers for it
-//! (a tonic one that can fail calls, freeze and age out connections, and a raw HTTP/2
-//! one that refuses streams and sends GOAWAYs), and tracing set-up for tests.
+//! Testing support, behind the `testkit` feature: the Echo gRPC service of
+//! `proto/echo.proto` and loopback servers for it (a tonic one that can fail calls, freeze
+//! and age out connections, and a raw HTTP/2 one that refuses streams and sends GOAWAYs),
+//! launchers of real etcd and Nacos (rnacos) servers, and tracing set-up for tests.
 //!
-//! These are for tests and examples (ours and yours), never for production traffic.
+//! These are for tests and examples (ours and yours), never for production traffic. The
+//! Consul-compatible dev agent these tests run against is its own crate, `consul-dev`.
 
-mod consul_dev;
 mod echo;
 mod echo_conn;
 mod echo_server;
@@ -15,9 +15,6 @@ mod h2_fault;
 mod nacos;
 mod process;
 
-pub use consul_dev::{
-    ConsulDev, ConsulDevBuilder, Fault, FaultId, FaultRule, Faults, RecordedRequest, Snapshot,
-};
 pub use echo::{EchoService, HoldGuard};
 pub use echo_server::{TestEchoServer, TestEchoServerBuilder};
 pub use etcd::EtcdServer;

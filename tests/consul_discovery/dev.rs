@@ -1,7 +1,7 @@
 //! Behaviours that need `ConsulDev`'s own controls: check statuses other than
 //! passing and critical, spurious wake-ups, index resets, fault rules and ACLs.
 
-use tonic_discovery::testkit::{Fault, FaultRule};
+use consul_dev::{Fault, FaultRule};
 
 use super::*;
 

@@ -2,9 +2,9 @@
 //! the agent API with TTL checks, health flipped by check status, and waits on
 //! what the watch has seen.
 
+use consul_dev::{ConsulDev, ConsulDevBuilder, RecordedRequest};
 use serde_json::json;
 use tonic_discovery::consul::Client;
-use tonic_discovery::testkit::{ConsulDev, ConsulDevBuilder, RecordedRequest};
 
 use super::T;
 use crate::support::eventually;

@@ -13,13 +13,14 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use consul_dev::ConsulDev;
 use futures_util::StreamExt;
 use serde_json::json;
 use tokio::time::Instant;
 use tonic_discovery::Backoff;
 use tonic_discovery::balance::{BalancedChannel, EndpointState};
 use tonic_discovery::consul::{Client, WatchObserver};
-use tonic_discovery::testkit::{ConsulDev, TestEchoServer};
+use tonic_discovery::testkit::TestEchoServer;
 
 use crate::support::eventually;
 
