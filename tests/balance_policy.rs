@@ -209,12 +209,13 @@ async fn zones_keep_traffic_local_spill_over_and_return() {
     let mut servers = BTreeMap::new();
     for (id, zone) in [("a1", "a"), ("a2", "a"), ("b1", "b"), ("b2", "b")] {
         let server = TestEchoServer::start(id).await.expect("echo");
-        register(
-            &dev,
-            &server,
-            json!({"Meta": {"zone": zone, "region": "r1"}}),
-        )
-        .await;
+        // Zone a says where it runs in its metadata, zone b in Consul's `Locality`.
+        let place = if zone == "a" {
+            json!({"Meta": {"zone": zone, "region": "r1"}})
+        } else {
+            json!({"Locality": {"Region": "r1", "Zone": zone}})
+        };
+        register(&dev, &server, place).await;
         servers.insert(id, server);
     }
     let client = Client::builder(dev.url()).build().expect("consul client");
