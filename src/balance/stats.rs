@@ -48,11 +48,13 @@ const UNKNOWN_LIMIT: u64 = u64::MAX;
 /// The failure score under which an endpoint whose estimate expired counts as stale.
 const STALE_FAILURES: f64 = 0.01;
 
-/// How much cheaper the second endpoint drawn must be to take a call from the first:
-/// estimates within 25% of each other are noise (one late answer moves a Peak-EWMA
-/// estimate by more), and the first drawn keeps the call, so the draw's proportions
-/// (uniform, or by weight) hold among instances that answer alike. Without it, at low
-/// load, whichever instance happened to answer fastest last took nearly every call.
+/// How much cheaper the second endpoint drawn must be to take a call from the first,
+/// when no call waits on either: estimates within 25% of each other are noise (one
+/// late answer moves a Peak-EWMA estimate by more), and the first drawn keeps the
+/// call, so the draw's proportions (uniform, or by weight) hold among instances that
+/// answer alike. Without it, at low load, whichever instance happened to answer
+/// fastest last took nearly every call. Under load the comparison is strict: there
+/// the tolerance would let a slow instance drawn first keep calls.
 const TIE: f64 = 1.25;
 
 /// The weight of one call in the failure score.
@@ -361,7 +363,12 @@ impl EndpointStats {
         if unmeasured(b) {
             return true;
         }
-        b.cost_at(sb, now) * TIE < a.cost_at(sa, now)
+        // The tolerance is for estimates alone: once calls wait on either, the
+        // comparison is strict, so load (and a slow instance's share) is balanced as
+        // closely as Peak-EWMA allows.
+        let idle = |s: &Self| s.pending.load(Ordering::Relaxed) == 0;
+        let tie = if idle(a) && idle(b) { TIE } else { 1.0 };
+        b.cost_at(sb, now) * tie < a.cost_at(sa, now)
     }
 
     /// Whether no call was ever sent on the endpoint: its cost is a guess (see
