@@ -23,9 +23,8 @@ use crate::BoxError;
 ///
 /// A call that finds a ready endpoint among the two it draws is sent from the
 /// caller's own task, by the same power-of-two-choices rule the worker applies; only
-/// calls that must wait for an endpoint, or that the worker places itself (an
-/// ejected endpoint's probe, an endpoint's first call), and resends go through the
-/// worker.
+/// calls that must wait for an endpoint, an ejected endpoint's probe (the worker
+/// places the one probe) and resends go through the worker.
 ///
 /// `poll_ready` waits for a slot in the bounded queue (see
 /// [`BalancedChannelBuilder::buffer_size`]); it does not wait for an instance and
@@ -129,8 +128,8 @@ impl tower::Service<http::Request<Body>> for BalancedChannel {
         }
         let timeout = call_timeout(self.shared.timeout, request.headers());
         // The fast path: an endpoint that takes the call now gets it from this task;
-        // only calls that must wait (or that the worker must place: probes, endpoints
-        // never tried) cross to the worker.
+        // only calls that must wait (or a probe, which the worker places) cross to
+        // the worker.
         if let Some((stats, direct)) = self.shared.registry.pick_direct() {
             self.tx.abort_send();
             let fut = direct.send(&stats, request);

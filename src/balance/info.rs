@@ -277,6 +277,13 @@ impl Registry {
         }
     }
 
+    /// The weight and tier the endpoint under `key` was inserted with.
+    pub(crate) fn placement(&self, key: &InstanceKey) -> Option<(u32, usize)> {
+        let table = self.read();
+        let slot = table.map.get(key)?;
+        Some((table.tiers[slot.tier].list[slot.index].weight, slot.tier))
+    }
+
     /// Removes an endpoint in O(log n).
     pub(crate) fn remove(&self, key: &InstanceKey) {
         let mut table = self.write();

@@ -84,8 +84,6 @@ pub(crate) struct Worker<D> {
 struct Known {
     authority: String,
     stats: Arc<EndpointStats>,
-    weight: u32,
-    tier: usize,
 }
 
 pub(crate) struct WorkerParts {
@@ -297,8 +295,7 @@ where
             // Only tags, metadata, weight or locality changed: keep the connection
             // and the load estimate.
             debug!(service = %self.name, instance = %key, %addr, weight, tier, "instance updated in place");
-            if (known.weight, known.tier) != (weight, tier) {
-                (known.weight, known.tier) = (weight, tier);
+            if self.registry.placement(&key) != Some((weight, tier)) {
                 self.registry.insert(key, known.stats.clone(), weight, tier);
             }
             return;
@@ -339,8 +336,6 @@ where
             Known {
                 authority: addr,
                 stats,
-                weight,
-                tier,
             },
         );
         self.cache.push(key, endpoint);
@@ -575,7 +570,7 @@ where
 
     /// Power of two choices drawn by the traffic policy (tiers and weights) among
     /// the ready endpoints, with the same precedence as the uniform draw: a probe due
-    /// or an endpoint never tried first. `None` when the draw finds none; the uniform
+    /// first, then an endpoint never tried (see [`EndpointStats::prefer_second`]). `None` when the draw finds none; the uniform
     /// draw then decides, so a stale share never leaves a call waiting while some
     /// endpoint is ready.
     fn sample_policy(&mut self, avoid: Option<&InstanceKey>) -> Option<usize> {
@@ -598,9 +593,7 @@ where
         if let Some(i) = first(&|s| s.mode() == Mode::ProbeAllowed) {
             return Some(i);
         }
-        if let Some(i) = first(&|s| s.untried()) {
-            return Some(i);
-        }
+        // An endpoint never tried (or whose estimate expired) wins inside `cheaper`.
         index(&pair.cheaper())
     }
 
