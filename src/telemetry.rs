@@ -24,6 +24,7 @@ pub(crate) mod names {
     pub(crate) const IN_FLIGHT: &str = "tonic_discovery_balancer_calls_in_flight";
     pub(crate) const ENDPOINTS: &str = "tonic_discovery_balancer_endpoints";
     pub(crate) const TIER_SHARE: &str = "tonic_discovery_balancer_zone_traffic_ratio";
+    pub(crate) const TOO_MANY_PINGS: &str = "tonic_discovery_balancer_too_many_pings_total";
     pub(crate) const ENDPOINT_CALLS: &str = "tonic_discovery_endpoint_calls_total";
     pub(crate) const ENDPOINT_FAILURES: &str = "tonic_discovery_endpoint_call_failures_total";
     pub(crate) const ENDPOINT_DURATION: &str = "tonic_discovery_endpoint_call_duration_seconds";
@@ -162,6 +163,7 @@ pub(crate) struct ChannelMetrics {
     tiers: Option<[Gauge; 3]>,
     changes: Counter,
     errors: Counter,
+    too_many_pings: Counter,
     /// Endpoints with a label of their own, and the most allowed.
     labelled: AtomicUsize,
     cap: usize,
@@ -205,6 +207,7 @@ impl ChannelMetrics {
             }),
             changes: counter(names::DISCOVERY_CHANGES, &labels),
             errors: counter(names::DISCOVERY_ERRORS, &labels),
+            too_many_pings: counter(names::TOO_MANY_PINGS, &labels),
             labelled: AtomicUsize::new(0),
             cap,
             other: std::sync::OnceLock::new(),
@@ -260,6 +263,11 @@ impl ChannelMetrics {
     /// Discovery changes applied (inserts and removes).
     pub(crate) fn discovery_change(&self) {
         self.changes.increment(1);
+    }
+
+    /// A server closed a connection with `GOAWAY(ENHANCE_YOUR_CALM)`: too many PINGs.
+    pub(crate) fn too_many_pings(&self) {
+        self.too_many_pings.increment(1);
     }
 
     /// A discovery error (logged and ignored by the balancer).

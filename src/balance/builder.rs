@@ -96,21 +96,45 @@ impl BalancedChannelBuilder {
     }
 
     /// Sends an HTTP/2 PING when calls are open on a connection but nothing has been
-    /// received on it for this long; `None` turns keep-alive off. Default: 10 s.
+    /// received on it for this long, within the servers' PING policies (below);
+    /// `None` turns keep-alive off. Default: 10 s.
     ///
     /// A crashed or restarted server closes its connections and leaves the ready set at
     /// once. PINGs are for the silent failures: a frozen process or a partition that
     /// sends no FIN or RST. Without an answer within [`Self::keep_alive_timeout`] the
     /// connection is declared dead, its calls fail (`Unavailable`) and the endpoint
-    /// leaves the ready set and reconnects: a call waits at most interval + timeout
-    /// (15 s by default) after the instance last answered.
+    /// leaves the ready set and reconnects: a call sent to a server that no longer
+    /// answers fails at most interval + timeout (15 s by default) after it was sent.
     ///
-    /// A busy connection is never pinged (every answer counts as a sign of life), nor is
-    /// an idle one unless [`Self::keep_alive_while_idle`] is on. Servers police PINGs:
-    /// grpc-go's default policy closes a connection that PINGs more often than every
-    /// 5 minutes while the server sends nothing (a long silent stream) with
-    /// `GOAWAY(ENHANCE_YOUR_CALM)`; the endpoint then doubles its interval for the next
-    /// connection, as grpc-go's own client does.
+    /// # The servers' PING policies
+    ///
+    /// gRPC servers count a PING that comes less than 5 minutes after the previous
+    /// one, while they send no headers or data, as a strike, and close the connection
+    /// on the third with `GOAWAY(ENHANCE_YOUR_CALM, "too_many_pings")`, failing every
+    /// call on it: grpc-go (`keepalive.EnforcementPolicy.MinTime`), gRPC C-core and
+    /// the languages on it (`grpc.http2.min_ping_interval_without_data_ms`,
+    /// `grpc.http2.max_ping_strikes`) and grpc-java (`permitKeepAliveTime`, counted
+    /// from the connection's start too). A PING on a connection without calls counts
+    /// against 2 hours. The channel keeps that count as the strictest of them would and
+    /// never sends a third strike:
+    ///
+    /// - a PING that no server would count goes out after the interval of silence;
+    /// - one that some server would count goes out only while it is at most the
+    ///   second strike and a call was opened since the server last proved it is alive
+    ///   (a PING answer, headers or data): so a call sent to a frozen server is found
+    ///   out within interval + timeout;
+    /// - otherwise the next PING waits until no server counts it:
+    ///   [`Self::keep_alive_permit_time`] (5 minutes) and a tenth after the last.
+    ///
+    /// So a call silent for 10 minutes sees PINGs at 10 s and 5 min 40 s, a server
+    /// stream with a message every 4 minutes one PING after each message, and a
+    /// connection busy with answers a PING after each silence of the interval.
+    ///
+    /// A server configured stricter than the default that still closes a connection
+    /// with `GOAWAY(ENHANCE_YOUR_CALM)`: the calls it names as not processed are sent
+    /// again elsewhere, the endpoint doubles its interval and permitted time for its
+    /// next connection (as grpc-go's client doubles its interval), the event is logged
+    /// as a warning and counted in `tonic_discovery_balancer_too_many_pings_total`.
     pub fn http2_keep_alive_interval(mut self, interval: impl Into<Option<Duration>>) -> Self {
         self.endpoint.keep_alive_interval = interval.into();
         self
@@ -123,9 +147,27 @@ impl BalancedChannelBuilder {
         self
     }
 
-    /// Sends PINGs also while no request is open. Default: false.
+    /// Sends PINGs also while no call is open. Default: false.
+    ///
+    /// Turn it on only for servers that permit PINGs without calls (grpc-go's
+    /// `PermitWithoutStream`, C-core's `grpc.keepalive_permit_without_calls`,
+    /// grpc-java's `permitKeepAliveWithoutCalls`): by default they allow one per 2
+    /// hours, and the channel then PINGs idle connections within
+    /// [`Self::keep_alive_permit_time`] the same way as busy ones.
     pub fn keep_alive_while_idle(mut self, enabled: bool) -> Self {
         self.endpoint.keep_alive_while_idle = enabled;
+        self
+    }
+
+    /// The least time between PINGs, without data from the server, that the servers
+    /// permit without counting a strike (see [`Self::http2_keep_alive_interval`]).
+    /// Default: 5 minutes, the default of grpc-go, gRPC C-core and grpc-java.
+    ///
+    /// Lower it only when every server is configured to permit more (for example
+    /// grpc-go's `EnforcementPolicy{MinTime: 10 * time.Second}`): PINGs then go out as
+    /// often as that permits, and a long call is checked more often.
+    pub fn keep_alive_permit_time(mut self, permitted: Duration) -> Self {
+        self.endpoint.keep_alive_permit_time = permitted;
         self
     }
 
@@ -167,11 +209,9 @@ impl BalancedChannelBuilder {
     /// health service (`UNIMPLEMENTED`) is taken as serving, and a broken stream is
     /// retried with the reconnect backoff and never holds the endpoint out by itself.
     ///
-    /// The stream stays open, so HTTP/2 keep-alive PINGs go out whenever the server
-    /// has been silent for the keep-alive interval; a grpc-go server with its default
-    /// enforcement closes such connections (`GOAWAY ENHANCE_YOUR_CALM`) after a few
-    /// PINGs, and the endpoint then doubles its interval. Raise
-    /// [`Self::http2_keep_alive_interval`] for such servers.
+    /// The stream stays open, so the connection counts as busy for keep-alive: PINGs go
+    /// out within the servers' PING policies (see
+    /// [`Self::http2_keep_alive_interval`]).
     #[cfg(feature = "health")]
     #[cfg_attr(docsrs, doc(cfg(feature = "health")))]
     pub fn health_check(mut self, service: impl Into<String>) -> Self {

@@ -15,6 +15,7 @@ use tonic::Code;
 
 use super::accrual::{CodeSet, Verdict};
 use super::stats::EndpointStats;
+use crate::BoxError;
 
 /// What became of a call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -202,6 +203,19 @@ pub(crate) fn error_outcome(error: &(dyn std::error::Error + 'static)) -> Outcom
     }
 }
 
+/// The error a caller sees for a call that failed with `error` (its outcome
+/// `outcome`): a lost connection (closed, reset, keep-alive timeout, GOAWAY) is
+/// `UNAVAILABLE`, as gRPC's status for a transport failure (tonic would read a bare
+/// I/O error as `UNKNOWN`); other errors go up as they are.
+pub(crate) fn caller_error(error: BoxError, outcome: Outcome) -> BoxError {
+    if outcome != Outcome::ConnectionLost {
+        return error;
+    }
+    Box::new(tonic::Status::unavailable(format!(
+        "the connection to the instance was lost: {error}"
+    )))
+}
+
 /// `grpc-status` of a header block; an unparsable value is `UNKNOWN`, as gRPC reads it.
 fn grpc_status(headers: &HeaderMap) -> Option<Code> {
     let value = headers.get("grpc-status")?;
@@ -232,29 +246,36 @@ impl<B> TrackedBody<B> {
 impl<B> HttpBody for TrackedBody<B>
 where
     B: HttpBody<Data = Bytes>,
-    B::Error: std::error::Error + 'static,
+    B::Error: std::error::Error + Send + Sync + 'static,
 {
     type Data = Bytes;
-    type Error = B::Error;
+    type Error = BoxError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = self.project();
         let frame = ready!(this.inner.poll_frame(cx));
-        match &frame {
+        Poll::Ready(match frame {
             Some(Ok(frame)) => {
                 if let Some(trailers) = frame.trailers_ref() {
                     let code = grpc_status(trailers).unwrap_or(Code::Unknown);
                     this.call.finish(Outcome::Status(code));
                 }
+                Some(Ok(frame))
             }
-            Some(Err(error)) => this.call.finish(error_outcome(error)),
+            Some(Err(error)) => {
+                let outcome = error_outcome(&error);
+                this.call.finish(outcome);
+                Some(Err(caller_error(Box::new(error), outcome)))
+            }
             // The stream ended without trailers: no status, which gRPC reads as an error.
-            None => this.call.finish(Outcome::Status(Code::Unknown)),
-        }
-        Poll::Ready(frame)
+            None => {
+                this.call.finish(Outcome::Status(Code::Unknown));
+                None
+            }
+        })
     }
 
     fn is_end_stream(&self) -> bool {

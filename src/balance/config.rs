@@ -12,6 +12,7 @@ pub(crate) struct EndpointConfig {
     pub(crate) keep_alive_interval: Option<Duration>,
     pub(crate) keep_alive_timeout: Duration,
     pub(crate) keep_alive_while_idle: bool,
+    pub(crate) keep_alive_permit_time: Duration,
     pub(crate) initial_stream_window_size: Option<u32>,
     pub(crate) initial_connection_window_size: Option<u32>,
     pub(crate) concurrency_limit: Option<usize>,
@@ -27,6 +28,17 @@ pub(crate) struct EndpointConfig {
 }
 
 impl EndpointConfig {
+    /// The keep-alive of a new connection, if on.
+    pub(crate) fn keep_alive(&self) -> Option<super::keepalive::KeepAliveConfig> {
+        self.keep_alive_interval
+            .map(|interval| super::keepalive::KeepAliveConfig {
+                interval,
+                timeout: self.keep_alive_timeout,
+                while_idle: self.keep_alive_while_idle,
+                permit_time: self.keep_alive_permit_time,
+            })
+    }
+
     pub(crate) fn scheme(&self) -> http::uri::Scheme {
         #[cfg(feature = "tls-ring")]
         if self.tls.is_some() {
@@ -44,6 +56,7 @@ impl Default for EndpointConfig {
             keep_alive_interval: Some(Duration::from_secs(10)),
             keep_alive_timeout: Duration::from_secs(5),
             keep_alive_while_idle: false,
+            keep_alive_permit_time: super::keepalive::DEFAULT_PERMIT_TIME,
             initial_stream_window_size: None,
             initial_connection_window_size: None,
             concurrency_limit: None,

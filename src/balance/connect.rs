@@ -4,7 +4,6 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Duration;
 
 use hyper::client::conn::http2::{self, SendRequest};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -15,8 +14,9 @@ use tracing::{Instrument, debug};
 
 use super::config::EndpointConfig;
 use super::dispatch::find_h2;
-use super::settings::{OnLimit, WatchSettings};
+use super::keepalive::KeepAliveConfig;
 use super::stats::EndpointStats;
+use super::wire::{OnLimit, Wire};
 use crate::{BoxError, InstanceKey};
 
 /// Opens a TCP connection (and TLS session, if configured) and an HTTP/2 session
@@ -25,12 +25,13 @@ use crate::{BoxError, InstanceKey};
 /// last `SendRequest`) is dropped and in-flight streams finish. It then tells the
 /// worker, which re-checks the endpoint at once so a broken connection leaves the
 /// ready set while idle. The server's stream limit is read off the connection into
-/// `stats` (see [`WatchSettings`]).
+/// `stats`, and keep-alive PINGs go out by the rule of [`super::keepalive`] (see
+/// [`Wire`]).
 pub(super) async fn connect(
     target: Arc<str>,
     host: Arc<str>,
     config: Arc<EndpointConfig>,
-    keep_alive: Option<Duration>,
+    keep_alive: Option<KeepAliveConfig>,
     stats: Arc<EndpointStats>,
     closed_tx: mpsc::UnboundedSender<InstanceKey>,
 ) -> Result<SendRequest<Body>, BoxError> {
@@ -44,9 +45,9 @@ pub(super) async fn connect(
         #[cfg(feature = "tls-ring")]
         if let Some(tls) = &config.tls {
             let io = tls.connect(&host, tcp).await?;
-            return handshake(WatchSettings::new(io, max_streams), &config, keep_alive).await;
+            return handshake(Wire::new(io, max_streams, keep_alive), &config).await;
         }
-        handshake(WatchSettings::new(tcp, max_streams), &config, keep_alive).await
+        handshake(Wire::new(tcp, max_streams, keep_alive), &config).await
     };
     let (send, conn) = tokio::time::timeout(config.connect_timeout, open)
         .await
@@ -56,6 +57,7 @@ pub(super) async fn connect(
             debug!(%error, "connection ended with an error");
             if is_too_many_pings(&error) {
                 stats.too_many_pings.store(true, Ordering::Relaxed);
+                stats.telemetry.channel.too_many_pings();
             }
         }
         let _ = closed_tx.send(stats.key.clone());
@@ -74,32 +76,22 @@ fn is_too_many_pings(error: &hyper::Error) -> bool {
     })
 }
 
-async fn handshake<T>(
+pub(super) async fn handshake<T>(
     io: T,
     config: &EndpointConfig,
-    keep_alive: Option<Duration>,
 ) -> Result<(SendRequest<Body>, Driver), BoxError>
 where
     T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    let (send, conn) = h2_builder(config, keep_alive)
-        .handshake(TokioIo::new(io))
-        .await?;
+    let (send, conn) = h2_builder(config).handshake(TokioIo::new(io)).await?;
     Ok((send, Box::pin(conn)))
 }
 
-fn h2_builder(
-    config: &EndpointConfig,
-    keep_alive: Option<Duration>,
-) -> http2::Builder<TokioExecutor> {
+/// hyper's HTTP/2 client; its own keep-alive stays off ([`Wire`] PINGs instead).
+fn h2_builder(config: &EndpointConfig) -> http2::Builder<TokioExecutor> {
     let mut b = http2::Builder::new(TokioExecutor::new());
     b.timer(TokioTimer::new());
     b.initial_stream_window_size(config.initial_stream_window_size);
     b.initial_connection_window_size(config.initial_connection_window_size);
-    if let Some(interval) = keep_alive {
-        b.keep_alive_interval(interval)
-            .keep_alive_timeout(config.keep_alive_timeout)
-            .keep_alive_while_idle(config.keep_alive_while_idle);
-    }
     b
 }

@@ -25,7 +25,7 @@ use hyper::client::conn::TrySendError;
 use pin_project_lite::pin_project;
 use tonic::body::Body;
 
-use super::call::{Call, Outcome, TrackedBody, error_outcome, status_in_headers};
+use super::call::{Call, Outcome, TrackedBody, caller_error, error_outcome, status_in_headers};
 use crate::{BoxError, InstanceKey};
 
 /// The largest request body kept for a resend (linkerd keeps 64 KiB too). A larger
@@ -196,8 +196,9 @@ fn not_processed_or_failed(
             }
         }
         None => {
-            call.finish(error_outcome(error.as_ref()));
-            CallError::Failed(error)
+            let outcome = error_outcome(error.as_ref());
+            call.finish(outcome);
+            CallError::Failed(caller_error(error, outcome))
         }
     }
 }

@@ -26,6 +26,7 @@ use super::config::EndpointConfig;
 use super::connect::connect;
 use super::dispatch::{CallError, EndpointFuture, Replay};
 use super::info::{EndpointState, Registry};
+use super::keepalive::KeepAliveConfig;
 use super::stats::{EndpointStats, Mode};
 use crate::backoff::BackoffState;
 use crate::{BoxError, Instance, InstanceKey};
@@ -53,8 +54,9 @@ pub(crate) struct Endpoint {
     limit: Option<PollSemaphore>,
     permit: Option<OwnedSemaphorePermit>,
     state: State,
-    /// The HTTP/2 PING interval; doubled when a server says PINGs come too often.
-    keep_alive: Option<Duration>,
+    /// The keep-alive of the next connection; calmer each time a server says PINGs
+    /// come too often.
+    keep_alive: Option<KeepAliveConfig>,
     /// Runs while the endpoint is ejected.
     ejection: Option<Pin<Box<Sleep>>>,
     /// Where the endpoint's service state goes (see [`Self::publish_in_service`]).
@@ -98,7 +100,7 @@ impl Endpoint {
         Ok(Endpoint {
             key: instance.key().clone(),
             stats,
-            keep_alive: config.keep_alive_interval,
+            keep_alive: config.keep_alive(),
             ejection: None,
             registry: None,
             published_in_service: false,
@@ -167,12 +169,19 @@ impl Endpoint {
             .stats
             .too_many_pings
             .swap(false, std::sync::atomic::Ordering::Relaxed)
-            && let Some(interval) = self.keep_alive
+            && let Some(keep_alive) = self.keep_alive
         {
-            // As grpc-go's client does after `GOAWAY(ENHANCE_YOUR_CALM)`.
-            let doubled = interval.saturating_mul(2);
-            warn!(instance = %self.key, addr = %self.target, ?doubled, "the server said PINGs came too often; doubling the keep-alive interval");
-            self.keep_alive = Some(doubled);
+            // As grpc-go's client does after `GOAWAY(ENHANCE_YOUR_CALM)`; the time the
+            // server is taken to permit between PINGs doubles too.
+            let calmer = keep_alive.calmer();
+            warn!(
+                instance = %self.key,
+                addr = %self.target,
+                interval = ?calmer.interval,
+                permit_time = ?calmer.permit_time,
+                "the server closed the connection for too many PINGs (GOAWAY ENHANCE_YOUR_CALM); doubling the keep-alive interval and permitted time"
+            );
+            self.keep_alive = Some(calmer);
         }
         let fut = connect(
             self.target.clone(),

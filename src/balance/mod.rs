@@ -87,15 +87,17 @@ mod future;
 #[cfg(feature = "health")]
 mod health;
 mod info;
+mod keepalive;
 mod load;
 pub mod policy;
 mod retry;
-mod settings;
 mod stats;
 mod subset;
 #[cfg(feature = "tls-ring")]
 mod tls;
 pub mod tonic;
+/// Frame tracking on the connection's bytes (also used by the test kit's servers).
+pub(crate) mod wire;
 mod worker;
 
 pub use accrual::FailureAccrual;

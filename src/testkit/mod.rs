@@ -1,6 +1,7 @@
 //! Testing support, behind the `testkit` feature: the Echo gRPC service of
 //! `proto/echo.proto` and loopback servers for it (a tonic one that can fail calls, freeze
-//! and age out connections, and a raw HTTP/2 one that refuses streams and sends GOAWAYs),
+//! and age out connections, a raw HTTP/2 one that refuses streams and sends GOAWAYs, and one that polices PINGs
+//! as grpc-go does),
 //! launchers of real etcd and Nacos (rnacos) servers, and tracing set-up for tests.
 //!
 //! These are for tests and examples (ours and yours), never for production traffic. The
@@ -13,6 +14,7 @@ mod etcd;
 mod etcd_cluster;
 mod h2_fault;
 mod nacos;
+mod policing;
 mod process;
 
 pub use echo::{EchoService, HoldGuard};
@@ -21,6 +23,7 @@ pub use etcd::EtcdServer;
 pub use etcd_cluster::EtcdCluster;
 pub use h2_fault::H2FaultServer;
 pub use nacos::NacosServer;
+pub use policing::{PingPolicy, PolicingServer};
 
 pub mod pb {
     //! Code generated from `proto/echo.proto` (package `echo.v1`).

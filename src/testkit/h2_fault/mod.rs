@@ -5,6 +5,8 @@ mod conn;
 mod gate;
 mod grpc;
 
+pub(super) use grpc::answer_after;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
