@@ -20,6 +20,12 @@ if ((${#need_apt[@]})); then
   fi
 fi
 
+# The interop tests run a gRPC C-core server: Python's grpcio.
+if ! python3 -c 'import grpc' >/dev/null 2>&1; then
+  echo "installing grpcio (pip install grpcio)"
+  python3 -m pip install --quiet grpcio || echo "grpcio could not be installed: pip install grpcio" >&2
+fi
+
 # The Nacos tests run against rnacos, a Nacos server in Rust (about 10 minutes to build
 # once on 2 cores; the binary lands in ~/.cargo/bin).
 if ! command -v rnacos >/dev/null 2>&1; then

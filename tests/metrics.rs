@@ -3,6 +3,7 @@
 //! real Echo servers on loopback.
 #![cfg(feature = "metrics")]
 
+mod balance_util;
 mod support;
 
 use std::collections::BTreeMap;
@@ -236,4 +237,33 @@ async fn channels_watches_and_registrations_publish_their_metrics() {
         1
     );
     drop(handles);
+}
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn a_server_closing_for_too_many_pings_is_counted() {
+    use tonic_discovery::testkit::{PingPolicy, PolicingServer};
+    support::trace_init();
+    registry();
+    let server = PolicingServer::start("calm-1", PingPolicy::default())
+        .await
+        .expect("server starts");
+    let (feed, disc) = balance_util::discovery();
+    feed.insert_at("calm-1", server.addr());
+    // Told the servers permit a PING every second; this one permits one per 5 minutes.
+    let channel = BalancedChannel::builder("metrics-calm")
+        .keep_alive_permit_time(Duration::from_secs(1))
+        .build(disc)
+        .expect("valid settings");
+    balance_util::call(&channel).await.expect("first call");
+    server.reply_after(Duration::from_secs(600));
+    let status = balance_util::call(&channel)
+        .await
+        .expect_err("closed for too many pings");
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    assert_eq!(server.too_many_pings(), 1);
+    let name = "tonic_discovery_balancer_too_many_pings_total{service=metrics-calm}";
+    support::eventually(WAIT, "the GOAWAY counted", || async {
+        counters().get(name) == Some(&1)
+    })
+    .await;
 }

@@ -45,7 +45,8 @@
 //! serves. A failed connect or a broken connection sends it to reconnect with
 //! jittered backoff, out of the ready set; when a connection closes the worker learns
 //! of it at once, even while idle. HTTP/2 keep-alive (on by default) declares a frozen
-//! instance's connection dead. Endpoints never fail, so a dead instance cannot poison
+//! instance's connection dead, with PINGs kept within the PING policing of gRPC
+//! servers (see [`BalancedChannelBuilder::http2_keep_alive_interval`]). Endpoints never fail, so a dead instance cannot poison
 //! the balancer.
 //!
 //! Requests go to the less loaded of two ready endpoints picked at random (power of
