@@ -17,8 +17,16 @@ const MAX_MESSAGE: usize = 4 * 1024 * 1024;
 /// The gRPC message prefix: a compressed flag and a big-endian length.
 const PREFIX_LEN: usize = 5;
 
-/// Answers one unary stream. A client that goes away midway just ends it.
+/// Answers one unary `Echo` call; other methods get `UNIMPLEMENTED`. A client that
+/// goes away midway just ends it.
 pub(super) async fn answer(request: Request<RecvStream>, respond: SendResponse<Bytes>, id: &str) {
+    if request.uri().path() != ECHO_PATH {
+        let status = (Code::Unimplemented, "only /echo.v1.Echo/Echo is served");
+        if let Err(e) = send_status(respond, status.0, status.1) {
+            tracing::debug!(error = %e, "h2 fault server: answer not sent");
+        }
+        return;
+    }
     answer_after(request, respond, id, std::time::Duration::ZERO).await;
 }
 
