@@ -9,6 +9,9 @@ use std::time::Duration;
 use super::shared::{self, Config, Shared};
 use super::{ConsulDev, checks, server};
 
+/// A dev agent's raft apply of a KV write, rounded up to tokio's timer tick.
+const DEFAULT_KV_COMMIT_LATENCY: Duration = Duration::from_millis(1);
+
 /// Configures a [`ConsulDev`]; from [`ConsulDev::builder`].
 #[must_use]
 pub struct ConsulDevBuilder {
@@ -33,6 +36,7 @@ impl ConsulDevBuilder {
                 min_deregister_after: Duration::from_secs(60),
                 enable_script_checks: false,
                 enable_local_script_checks: false,
+                kv_commit_latency: DEFAULT_KV_COMMIT_LATENCY,
             },
             #[cfg(feature = "tls-ring")]
             tls: None,
@@ -109,6 +113,18 @@ impl ConsulDevBuilder {
     /// Default: 1 min, as Consul.
     pub fn min_deregister_critical_after(mut self, min: Duration) -> Self {
         self.cfg.min_deregister_after = min;
+        self
+    }
+
+    /// How long a KV write (`PUT` or `DELETE` on `/v1/kv/`) takes before it is
+    /// applied and answered, as Consul's raft apply takes time even on a dev agent.
+    /// A read sent at the same moment as a write is then answered from the state
+    /// before it, and a blocking read woken by one write has read the state long
+    /// before the next write lands: a watch that polls while a client writes in a
+    /// loop sees every state, as against Consul. Default: 1 ms; zero applies writes
+    /// at once.
+    pub fn kv_commit_latency(mut self, latency: Duration) -> Self {
+        self.cfg.kv_commit_latency = latency;
         self
     }
 

@@ -30,6 +30,8 @@ pub(super) struct Config {
     /// `enable_local_script_checks`: only checks from configuration files may be
     /// scripts; HTTP registrations of script checks are refused.
     pub(super) enable_local_script_checks: bool,
+    /// How long a KV write takes to commit (Consul's raft apply).
+    pub(super) kv_commit_latency: Duration,
 }
 
 impl fmt::Debug for Config {
