@@ -300,3 +300,41 @@ async fn sessions_lock_and_release_keys() {
         .await;
     assert_eq!((code, text), (404, format!("Session id '{s2}' not found")));
 }
+
+#[tokio::test]
+async fn catalog_writes_to_another_datacenter_have_no_path() {
+    let dev = ConsulDev::start().await.unwrap();
+    let api = Api::new(&dev);
+    let node = json!({"Node": "ext", "Address": "10.0.0.9"});
+    let mut in_body = node.clone();
+    in_body["Datacenter"] = json!("dc2");
+    let gone = json!({"Node": "ext"});
+    for (path, body) in [
+        ("/v1/catalog/register", in_body),
+        ("/v1/catalog/register?dc=dc2", node.clone()),
+        (
+            "/v1/catalog/deregister",
+            json!({"Node": "ext", "Datacenter": "dc2"}),
+        ),
+        ("/v1/catalog/deregister?dc=dc2", gone),
+    ] {
+        let (code, text) = api.error(Method::PUT, path, Some(body)).await;
+        assert_eq!(
+            (code, text.as_str()),
+            (500, "No path to datacenter"),
+            "{path}"
+        );
+    }
+    let resp = api.get("/v1/catalog/node/ext").await;
+    assert_eq!(
+        resp.text().await.unwrap().trim(),
+        "null",
+        "nothing registered"
+    );
+    // The body's own datacenter wins over `?dc`, as `CatalogRegister` reads it first.
+    let mut own = node;
+    own["Datacenter"] = json!("dc1");
+    api.put_ok("/v1/catalog/register?dc=dc2", Some(own)).await;
+    let (ext, _) = api.get_json("/v1/catalog/node/ext").await;
+    assert_eq!(ext["Node"]["Address"], "10.0.0.9");
+}
