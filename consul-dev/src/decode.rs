@@ -57,7 +57,8 @@ pub(super) fn fields(
     Ok(Fields { map, type_name })
 }
 
-fn kind_of(v: &Value) -> &'static str {
+/// The JSON kind Go's decoder names in its type errors.
+pub(super) fn kind_of(v: &Value) -> &'static str {
     match v {
         Value::Null => "null",
         Value::Bool(_) => "bool",

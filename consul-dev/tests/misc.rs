@@ -240,3 +240,44 @@ async fn prepared_queries_round_trip_and_execute() {
         .await;
     assert_eq!((code, text.as_str()), (404, "Query not found"));
 }
+
+#[tokio::test]
+async fn coordinate_updates_are_read_back() {
+    let dev = ConsulDev::builder().node_name("n1").start().await.unwrap();
+    let api = Api::new(&dev);
+    let coord = json!({"Vec": [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8], "Error": 0.5, "Adjustment": 0.01, "Height": 0.0002});
+    let (_, before) = api.get_json("/v1/coordinate/node/n1").await;
+    api.put_ok(
+        "/v1/coordinate/update",
+        Some(json!({"Node": "n1", "Segment": "", "Coord": coord})),
+    )
+    .await;
+    let (node, index) = api.get_json("/v1/coordinate/node/n1").await;
+    assert!(index > before);
+    assert_eq!(
+        node,
+        json!([{"Node": "n1", "Segment": "", "Partition": "", "Coord": coord}])
+    );
+    let (nodes, _) = api.get_json("/v1/coordinate/nodes").await;
+    assert_eq!(nodes[0]["Coord"], coord);
+    // A node not in the catalog is dropped silently, as `CoordinateBatchUpdate` does.
+    api.put_ok(
+        "/v1/coordinate/update",
+        Some(json!({"Node": "nobody", "Coord": coord})),
+    )
+    .await;
+    assert_eq!(api.get("/v1/coordinate/node/nobody").await.status(), 404);
+    let short = json!({"Node": "n1", "Coord": {"Vec": [0.1, 0.2]}});
+    let (code, text) = api
+        .error(reqwest::Method::PUT, "/v1/coordinate/update", Some(short))
+        .await;
+    assert_eq!((code, text.as_str()), (500, "incompatible coordinate"));
+    let unknown = json!({"Node": "n1", "Coords": coord});
+    let (code, text) = api
+        .error(reqwest::Method::PUT, "/v1/coordinate/update", Some(unknown))
+        .await;
+    assert_eq!(
+        (code, text.as_str()),
+        (400, "Request decode failed: json: unknown field \"Coords\"")
+    );
+}
