@@ -35,6 +35,7 @@ mod filter;
 mod health;
 mod http;
 mod kv;
+mod membership;
 mod misc;
 mod model;
 mod operator;

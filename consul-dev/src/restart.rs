@@ -20,6 +20,17 @@ impl ConsulDev {
         }
     }
 
+    /// Resolves once a client has made the agent leave (`PUT /v1/agent/leave`) and
+    /// the connections open then have closed: the registry is then stopped, as
+    /// after [`ConsulDev::stop`]. Pends while it serves and no leave comes.
+    pub async fn left(&mut self) {
+        self.shared.left().cancelled().await;
+        if let Some(listening) = self.listening.as_mut() {
+            listening.finished().await;
+        }
+        self.listening = None;
+    }
+
     /// Serves again on the same address with the state as it is now (after
     /// [`ConsulDev::stop`]; on a running registry every connection is closed first).
     ///

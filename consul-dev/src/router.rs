@@ -8,8 +8,8 @@ use http::{Method, StatusCode};
 use super::http::{HResult, Reply, Req};
 use super::shared::Shared;
 use super::{
-    admin, agent, agent_health, agent_self, catalog, checks_api, config, health, kv, misc,
-    operator, prepared, session, txn,
+    admin, agent, agent_health, agent_self, catalog, checks_api, config, health, kv, membership,
+    misc, operator, prepared, session, txn,
 };
 
 /// A matched endpoint with the rest of its path.
@@ -59,6 +59,9 @@ pub(super) enum Ep {
     EventFire,
     EventList,
     Accepted,
+    AgentLeave,
+    ForceLeave,
+    AgentMonitor,
     CoordinateDatacenters,
     CoordinateNodes,
     CoordinateNode,
@@ -200,8 +203,9 @@ const ROUTES: &[(&str, bool, &[Method], Ep)] = &[
     ("/v1/event/fire/", true, PUT, Ep::EventFire),
     ("/v1/event/list", false, GET, Ep::EventList),
     ("/v1/agent/join/", true, PUT, Ep::Accepted),
-    ("/v1/agent/leave", false, PUT, Ep::Accepted),
-    ("/v1/agent/force-leave/", true, PUT, Ep::Accepted),
+    ("/v1/agent/leave", false, PUT, Ep::AgentLeave),
+    ("/v1/agent/force-leave/", true, PUT, Ep::ForceLeave),
+    ("/v1/agent/monitor", false, GET, Ep::AgentMonitor),
     ("/v1/agent/reload", false, PUT, Ep::Accepted),
     (
         "/v1/coordinate/datacenters",
@@ -359,6 +363,9 @@ async fn dispatch(shared: &Arc<Shared>, req: &Req, ep: Ep, rest: &str) -> HResul
         Ep::EventFire => misc::fire_event(shared, req, rest),
         Ep::EventList => misc::list_events(shared, req).await,
         Ep::Accepted => misc::accepted(),
+        Ep::AgentLeave => membership::leave(shared),
+        Ep::ForceLeave => membership::force_leave(shared, req, rest),
+        Ep::AgentMonitor => membership::monitor(shared, req),
         Ep::CoordinateDatacenters => misc::coordinate_datacenters(shared),
         Ep::CoordinateNodes => misc::coordinate_nodes(shared, req).await,
         Ep::CoordinateNode => misc::coordinate_node(shared, req, rest).await,

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use tokio::sync::{Notify, watch};
 use tokio::task::AbortHandle;
+use tokio_util::sync::CancellationToken;
 
 use super::agent::CONSUL_SERVICE;
 use super::faults::FaultSet;
@@ -65,6 +66,9 @@ pub(super) struct Shared {
     pub(super) runners: Mutex<HashMap<(String, String), AbortHandle>>,
     /// When the agent started (autopilot's `StableSince`).
     pub(super) started: std::time::SystemTime,
+    /// Cancelled by `/v1/agent/leave`: the current listener stops accepting and
+    /// its connections close once their answers are written. Replaced on restart.
+    left: Mutex<CancellationToken>,
 }
 
 // === impl Shared ===
@@ -82,7 +86,25 @@ impl Shared {
             blocked: AtomicUsize::new(0),
             runners: Mutex::new(HashMap::new()),
             started: std::time::SystemTime::now(),
+            left: Mutex::new(CancellationToken::new()),
         }
+    }
+
+    /// A fresh leave token for a listener that starts serving.
+    pub(super) fn serving(&self) -> CancellationToken {
+        let token = CancellationToken::new();
+        *self.left.lock().unwrap_or_else(|p| p.into_inner()) = token.clone();
+        token
+    }
+
+    /// The agent leaves: its listener shuts down gracefully.
+    pub(super) fn leave(&self) {
+        self.left.lock().unwrap_or_else(|p| p.into_inner()).cancel();
+    }
+
+    /// The current leave token (ends streams such as `/v1/agent/monitor`).
+    pub(super) fn left(&self) -> CancellationToken {
+        self.left.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// Locks the store. A poisoned lock is taken over: the store has no invariant a
