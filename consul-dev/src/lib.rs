@@ -39,6 +39,7 @@ mod membership;
 mod misc;
 mod model;
 mod operator;
+mod operator_ops;
 mod prepared;
 mod probe;
 mod query;

@@ -9,7 +9,7 @@ use super::http::{HResult, Reply, Req};
 use super::shared::Shared;
 use super::{
     admin, agent, agent_health, agent_self, catalog, checks_api, config, health, kv, membership,
-    misc, operator, prepared, session, txn,
+    misc, operator, operator_ops, prepared, session, txn,
 };
 
 /// A matched endpoint with the rest of its path.
@@ -82,6 +82,10 @@ pub(super) enum Ep {
     AutopilotHealth,
     AutopilotState,
     AutopilotConfiguration,
+    RaftPeer,
+    TransferLeader,
+    Keyring,
+    Usage,
 }
 
 const GET: &[Method] = &[Method::GET];
@@ -197,9 +201,28 @@ const ROUTES: &[(&str, bool, &[Method], Ep)] = &[
     (
         "/v1/operator/autopilot/configuration",
         false,
-        GET,
+        &[Method::GET, Method::PUT],
         Ep::AutopilotConfiguration,
     ),
+    (
+        "/v1/operator/raft/peer",
+        false,
+        &[Method::DELETE],
+        Ep::RaftPeer,
+    ),
+    (
+        "/v1/operator/raft/transfer-leader",
+        false,
+        &[Method::POST],
+        Ep::TransferLeader,
+    ),
+    (
+        "/v1/operator/keyring",
+        false,
+        &[Method::GET, Method::POST, Method::PUT, Method::DELETE],
+        Ep::Keyring,
+    ),
+    ("/v1/operator/usage", false, GET, Ep::Usage),
     ("/v1/event/fire/", true, PUT, Ep::EventFire),
     ("/v1/event/list", false, GET, Ep::EventList),
     ("/v1/agent/join/", true, PUT, Ep::Accepted),
@@ -386,6 +409,13 @@ async fn dispatch(shared: &Arc<Shared>, req: &Req, ep: Ep, rest: &str) -> HResul
         Ep::AgentHost => operator::host(),
         Ep::AutopilotHealth => operator::autopilot_health(shared),
         Ep::AutopilotState => operator::autopilot_state(shared),
-        Ep::AutopilotConfiguration => operator::autopilot_configuration(),
+        Ep::AutopilotConfiguration if req.method == Method::PUT => {
+            operator_ops::autopilot_put(shared, req)
+        }
+        Ep::AutopilotConfiguration => operator_ops::autopilot_get(shared, req),
+        Ep::RaftPeer => operator_ops::raft_peer(shared, req),
+        Ep::TransferLeader => operator_ops::transfer_leader(shared, req),
+        Ep::Keyring => operator_ops::keyring(shared, req),
+        Ep::Usage => operator_ops::usage(shared, req).await,
     }
 }

@@ -51,6 +51,8 @@ pub(super) struct Store {
     pub(super) config_index: u64,
     /// Network coordinates sent with `/v1/coordinate/update`, keyed by (node, segment).
     pub(super) coordinates: BTreeMap<(String, String), Value>,
+    /// The autopilot configuration once set (Consul's defaults until then).
+    pub(super) autopilot: Option<super::operator_ops::Autopilot>,
 }
 
 // === impl Store ===
