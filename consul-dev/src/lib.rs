@@ -52,6 +52,7 @@ mod schema;
 mod server;
 mod session;
 mod shared;
+mod sidecar;
 mod snapshot;
 mod store;
 mod txn;

@@ -39,6 +39,9 @@ pub(super) struct Service {
     pub(super) connect: Option<Value>,
     /// `Locality` (Consul 1.17+): `{Region, Zone}`, kept as registered.
     pub(super) locality: Option<Value>,
+    /// The parent's ID when the agent registered this one from its
+    /// `Connect.SidecarService` (`LocallyRegisteredAsSidecar`, never rendered).
+    pub(super) sidecar_of: Option<String>,
     pub(super) create_index: u64,
     pub(super) modify_index: u64,
 }
