@@ -32,6 +32,7 @@ mod config;
 mod decode;
 mod faults;
 mod filter;
+mod gateway;
 mod health;
 mod http;
 mod kv;

@@ -8,8 +8,8 @@ use http::{Method, StatusCode};
 use super::http::{HResult, Reply, Req};
 use super::shared::Shared;
 use super::{
-    admin, agent, agent_health, agent_self, catalog, checks_api, config, health, kv, membership,
-    misc, operator, operator_ops, prepared, session, txn,
+    admin, agent, agent_health, agent_self, catalog, checks_api, config, gateway, health, kv,
+    membership, misc, operator, operator_ops, prepared, session, txn,
 };
 
 /// A matched endpoint with the rest of its path.
@@ -36,6 +36,7 @@ pub(super) enum Ep {
     HealthConnect,
     HealthIngress,
     CatalogConnect,
+    GatewayServices,
     HealthChecks,
     HealthNode,
     HealthState,
@@ -135,6 +136,12 @@ const ROUTES: &[(&str, bool, &[Method], Ep)] = &[
     ("/v1/health/connect/", true, GET, Ep::HealthConnect),
     ("/v1/health/ingress/", true, GET, Ep::HealthIngress),
     ("/v1/catalog/connect/", true, GET, Ep::CatalogConnect),
+    (
+        "/v1/catalog/gateway-services/",
+        true,
+        GET,
+        Ep::GatewayServices,
+    ),
     ("/v1/health/checks/", true, GET, Ep::HealthChecks),
     ("/v1/health/node/", true, GET, Ep::HealthNode),
     ("/v1/health/state/", true, GET, Ep::HealthState),
@@ -364,6 +371,7 @@ async fn dispatch(shared: &Arc<Shared>, req: &Req, ep: Ep, rest: &str) -> HResul
         Ep::HealthConnect => health::service(shared, req, rest, health::Entries::Connect).await,
         Ep::HealthIngress => health::service(shared, req, rest, health::Entries::Ingress).await,
         Ep::CatalogConnect => catalog::connect(shared, req, rest).await,
+        Ep::GatewayServices => gateway::services(shared, req, rest).await,
         Ep::HealthChecks => health::checks(shared, req, rest).await,
         Ep::HealthNode => health::node(shared, req, rest).await,
         Ep::HealthState => health::state(shared, req, rest).await,
