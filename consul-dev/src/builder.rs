@@ -30,6 +30,7 @@ impl ConsulDevBuilder {
             cfg: Config {
                 node_name: "consul-dev".to_owned(),
                 node_id: shared::random_uuid(),
+                cluster_id: shared::random_uuid(),
                 datacenter: "dc1".to_owned(),
                 acl_token: None,
                 reap_interval: Duration::from_secs(30),

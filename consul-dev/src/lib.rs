@@ -26,6 +26,7 @@ mod agent_self;
 mod b64;
 mod builder;
 mod catalog;
+mod chain;
 mod checks;
 mod checks_api;
 mod config;

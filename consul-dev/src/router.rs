@@ -8,8 +8,8 @@ use http::{Method, StatusCode};
 use super::http::{HResult, Reply, Req};
 use super::shared::Shared;
 use super::{
-    admin, agent, agent_health, agent_self, catalog, checks_api, config, gateway, health, kv,
-    membership, misc, operator, operator_ops, prepared, session, txn,
+    admin, agent, agent_health, agent_self, catalog, chain, checks_api, config, gateway, health,
+    kv, membership, misc, operator, operator_ops, prepared, session, txn,
 };
 
 /// A matched endpoint with the rest of its path.
@@ -37,6 +37,7 @@ pub(super) enum Ep {
     HealthIngress,
     CatalogConnect,
     GatewayServices,
+    DiscoveryChain,
     HealthChecks,
     HealthNode,
     HealthState,
@@ -230,6 +231,12 @@ const ROUTES: &[(&str, bool, &[Method], Ep)] = &[
         Ep::Keyring,
     ),
     ("/v1/operator/usage", false, GET, Ep::Usage),
+    (
+        "/v1/discovery-chain/",
+        true,
+        &[Method::GET, Method::POST],
+        Ep::DiscoveryChain,
+    ),
     ("/v1/event/fire/", true, PUT, Ep::EventFire),
     ("/v1/event/list", false, GET, Ep::EventList),
     ("/v1/agent/join/", true, PUT, Ep::Accepted),
@@ -372,6 +379,7 @@ async fn dispatch(shared: &Arc<Shared>, req: &Req, ep: Ep, rest: &str) -> HResul
         Ep::HealthIngress => health::service(shared, req, rest, health::Entries::Ingress).await,
         Ep::CatalogConnect => catalog::connect(shared, req, rest).await,
         Ep::GatewayServices => gateway::services(shared, req, rest).await,
+        Ep::DiscoveryChain => chain::read(shared, req, rest).await,
         Ep::HealthChecks => health::checks(shared, req, rest).await,
         Ep::HealthNode => health::node(shared, req, rest).await,
         Ep::HealthState => health::state(shared, req, rest).await,

@@ -22,6 +22,8 @@ use super::store::Store;
 pub(super) struct Config {
     pub(super) node_name: String,
     pub(super) node_id: String,
+    /// The Connect CA's cluster ID: the trust domain is `<cluster_id>.consul`.
+    pub(super) cluster_id: String,
     pub(super) datacenter: String,
     pub(super) acl_token: Option<String>,
     pub(super) reap_interval: Duration,
