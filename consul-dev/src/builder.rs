@@ -147,6 +147,7 @@ impl ConsulDevBuilder {
         let tasks = vec![
             tokio::spawn(checks::ttl_loop(shared.clone())),
             tokio::spawn(checks::reap_loop(shared.clone())),
+            tokio::spawn(checks::alias_loop(shared.clone())),
         ];
         Ok(ConsulDev {
             shared,

@@ -74,6 +74,9 @@ pub(super) enum CheckKind {
     Tcp(String),
     /// `ScriptArgs`: run as a process when the agent enables script checks.
     Script(Vec<String>),
+    /// `AliasService`/`AliasNode`: mirrors the health of a service (or node)
+    /// (`checks::alias_loop`).
+    Alias { service: String, node: String },
     /// UDP, H2PING, OS-service and Docker checks: accepted, never run here (they
     /// stay at their initial status). The string is Consul's `Type`.
     Unrun(&'static str),

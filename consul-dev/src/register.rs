@@ -194,9 +194,11 @@ pub(super) fn decode_check(v: &Value, type_name: &'static str) -> DecodeResult<C
         script = f.strings("Args")?;
     }
     let alias = !f.string("AliasService")?.is_empty() || !f.string("AliasNode")?.is_empty();
-    // `CheckType.Type()` says "alias"; the dev agent does not run alias checks.
     let kind = if alias {
-        CheckKind::Unrun("alias")
+        CheckKind::Alias {
+            service: f.string("AliasService")?,
+            node: f.string("AliasNode")?,
+        }
     } else {
         check_kind(&f, ttl, script)?
     };

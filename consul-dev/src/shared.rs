@@ -185,6 +185,9 @@ impl Drop for Waiting<'_> {
     }
 }
 
+/// The server's check of its node's gossip membership (catalog only, not the agent's).
+pub(super) const SERF_CHECK: &str = "serfHealth";
+
 /// The dev agent's own node, its `serfHealth` check and the `consul` service.
 pub(super) fn seed(shared: &Shared, addr: SocketAddr) {
     let cfg = &shared.cfg;

@@ -371,6 +371,16 @@ async fn sidecar_service_registers_a_connect_proxy_with_consuls_defaults() {
     let aliasing = &checks["service:web-sidecar-proxy:2"];
     assert_eq!(aliasing["Name"], "Connect Sidecar Aliasing web");
     assert_eq!(aliasing["Type"], "alias");
+    // `web` has no checks: the alias passes once it has looked.
+    support::eventually(
+        std::time::Duration::from_secs(5),
+        "the aliasing check passes",
+        || async {
+            let (checks, _) = api.get_json("/v1/agent/checks").await;
+            checks["service:web-sidecar-proxy:2"]["Status"] == "passing"
+        },
+    )
+    .await;
     let (connect, _) = api.get_json("/v1/catalog/connect/web").await;
     assert_eq!(connect[0]["ServiceID"], "web-sidecar-proxy");
     // A second sidecar takes the next free port; a given port and name are kept.
