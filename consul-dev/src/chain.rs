@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use serde_json::{Map, Value, json};
 
-use super::decode::{body_json, fields};
+use super::decode::{body_json, field_of, fields};
 use super::http::{HResult, Reply, Req, bad_request};
 use super::query::{self, answer};
 use super::render::go_duration;
@@ -85,14 +85,6 @@ fn entry_field<'a>(s: &'a Store, kind: &str, name: &str, field: &str) -> Option<
         .and_then(|e| e.field(field))
 }
 
-fn lookup<'a>(v: &'a Value, name: &str) -> Option<&'a Value> {
-    v.as_object()?
-        .iter()
-        .find(|(k, _)| k.replace('_', "").eq_ignore_ascii_case(name))
-        .map(|(_, v)| v)
-        .filter(|v| !v.is_null())
-}
-
 fn duration_of(v: Option<&Value>) -> Option<Duration> {
     match v? {
         Value::String(s) => super::decode::parse_go_duration(s),
@@ -108,7 +100,7 @@ fn compile(s: &Store, name: &str, dc: &str, trust_domain: &str, o: &Overrides) -
         .filter(|p| !p.is_empty())
         .or_else(|| {
             entry_field(s, "proxy-defaults", "global", "Config")
-                .and_then(|c| lookup(c, "protocol"))
+                .and_then(|c| field_of(c, "protocol"))
                 .and_then(Value::as_str)
         })
         .unwrap_or("tcp")

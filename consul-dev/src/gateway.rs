@@ -5,6 +5,7 @@
 use serde_json::{Map, Value, json};
 
 use super::config::Entry;
+use super::decode::field_of as field;
 use super::http::{HResult, Req, bad_request};
 use super::query::{self, answer};
 use super::shared::Shared;
@@ -23,15 +24,6 @@ pub(super) async fn services(shared: &Shared, req: &Req, gateway: &str) -> HResu
         Value::Array(list)
     };
     answer(index, &opts, &body)
-}
-
-/// One field of a JSON object, its key matched case-insensitively.
-fn field<'a>(v: &'a Value, name: &str) -> Option<&'a Value> {
-    v.as_object()?
-        .iter()
-        .find(|(k, _)| k.replace('_', "").eq_ignore_ascii_case(name))
-        .map(|(_, v)| v)
-        .filter(|v| !v.is_null())
 }
 
 fn text<'a>(v: &'a Value, name: &str) -> &'a str {

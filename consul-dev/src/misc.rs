@@ -1,5 +1,5 @@
 //! Smaller endpoints a dev agent answers: user events, cluster membership
-//! no-ops (join, leave, force-leave, reload), coordinates and the raft
+//! no-ops (join, reload), coordinates (read and update) and the raft
 //! configuration.
 
 use serde_json::{Value, json};

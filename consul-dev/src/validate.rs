@@ -7,13 +7,7 @@ use super::model::Service;
 /// Nested sidecar validation: the agent owns the sidecar's ID, and a sidecar has
 /// no sidecar of its own.
 fn sidecar(svc: &Service, errors: &mut Vec<String>) {
-    let field = |v: &serde_json::Value, name: &str| -> Option<serde_json::Value> {
-        v.as_object()?
-            .iter()
-            .find(|(k, _)| k.replace('_', "").eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.clone())
-            .filter(|v| !v.is_null())
-    };
+    use super::decode::field_of as field;
     let Some(def) = svc
         .connect
         .as_ref()
@@ -21,12 +15,12 @@ fn sidecar(svc: &Service, errors: &mut Vec<String>) {
     else {
         return;
     };
-    if field(&def, "ID").is_some_and(|id| id.as_str() != Some("")) {
+    if field(def, "ID").is_some_and(|id| id.as_str() != Some("")) {
         errors.push(
             "A SidecarService cannot specify an ID as this is managed by the agent".to_owned(),
         );
     }
-    let nested = field(&def, "Connect").and_then(|c| field(&c, "SidecarService"));
+    let nested = field(def, "Connect").and_then(|c| field(c, "SidecarService"));
     if nested.is_some() {
         errors.push("A SidecarService cannot have a nested SidecarService".to_owned());
     }
