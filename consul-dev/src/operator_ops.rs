@@ -264,7 +264,9 @@ const CONNECT_KINDS: &[&str] = &[
     "terminating-gateway",
 ];
 
-/// `GET /v1/operator/usage`: `Operator.Usage`'s counts for this datacenter, with
+/// `GET /v1/operator/usage`: `Operator.Usage`'s counts for this datacenter
+/// (`Store.ServiceUsage`: names, instances, Connect instances per kind, billable
+/// instances), with
 /// its query meta in the body as Consul returns the whole `structs.Usage`.
 pub(super) async fn usage(shared: &Shared, req: &Req) -> HResult {
     let opts = query::parse(shared, req)?;
@@ -309,6 +311,5 @@ fn usage_of(s: &Store) -> Value {
         "ServiceInstances": s.services.len(),
         "ConnectServiceInstances": connect,
         "BillableServiceInstances": billable,
-        "Nodes": s.nodes.len(),
     })
 }
