@@ -242,16 +242,9 @@ pub(super) fn keyring(shared: &Shared, req: &Req) -> HResult {
         cfg.datacenter
     ));
     errors.push(format!("{}: {why}", cfg.node_name));
-    Err(server_error(multierror(&errors)))
-}
-
-/// go-multierror's `ListFormatFunc`.
-fn multierror(errors: &[String]) -> String {
-    let points: Vec<String> = errors.iter().map(|e| format!("* {e}")).collect();
-    match errors.len() {
-        1 => format!("1 error occurred:\n\t{}\n\n", points[0]),
-        n => format!("{n} errors occurred:\n\t{}\n\n", points.join("\n\t")),
-    }
+    Err(server_error(
+        super::validate::multierror(&errors).unwrap_or_default(),
+    ))
 }
 
 /// The Connect kinds `ServiceUsage` counts instances of.

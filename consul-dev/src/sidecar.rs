@@ -12,9 +12,8 @@ use super::store::Store;
 /// `connect.sidecar_min_port` and `sidecar_max_port` defaults.
 const SIDECAR_PORTS: std::ops::RangeInclusive<u64> = 21000..=21255;
 
-/// The sidecar's service definition for a parent registered with `body`, or
-/// `None` when it has no `Connect.SidecarService`. Takes the nested definition
-/// out of the parent's `Connect`, as the agent does before storing the parent.
+/// Takes the nested `Connect.SidecarService` definition out of a parent's
+/// `Connect` (the agent does not store it with the parent); `None` without one.
 pub(super) fn take_definition(connect: &mut Option<Value>) -> Option<Value> {
     let obj = connect.as_mut()?.as_object_mut()?;
     let key = obj
