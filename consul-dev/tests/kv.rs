@@ -122,7 +122,15 @@ async fn watch_key(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_watch_sees_every_state_of_a_key_written_in_a_loop() {
-    let dev = ConsulDev::start().await.unwrap();
+    // What we want to test: a watch started together with a write loop, as client
+    // suites run one against Consul, first sees the key absent. Its first read races
+    // the first write; the commit latency decides it, as raft's apply does in Consul.
+    // 50 ms rather than the default 1 ms keeps the test decided on a loaded machine.
+    let dev = ConsulDev::builder()
+        .kv_commit_latency(std::time::Duration::from_millis(50))
+        .start()
+        .await
+        .unwrap();
     let api = Api::new(&dev);
     let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -153,4 +161,29 @@ async fn a_watch_sees_every_state_of_a_key_written_in_a_loop() {
         *seen.lock().unwrap(),
         vec![None, b64("MQ=="), b64("Mg=="), b64("Mw=="), None]
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_during_a_kv_commit_sees_the_state_before_it() {
+    let dev = ConsulDev::builder()
+        .kv_commit_latency(std::time::Duration::from_millis(500))
+        .start()
+        .await
+        .unwrap();
+    let api = Api::new(&dev);
+    let writer = {
+        let api = api.clone();
+        tokio::spawn(async move { api.put("/v1/kv/slow", None).await.status() })
+    };
+    support::eventually(
+        std::time::Duration::from_secs(5),
+        "the write arrives",
+        || async { dev.request_count("/v1/kv/slow") >= 1 },
+    )
+    .await;
+    // The write is committing: a read answers from the state before it.
+    assert_eq!(api.get("/v1/kv/slow").await.status(), 404);
+    assert_eq!(writer.await.unwrap(), 200);
+    let (entries, _) = api.get_json("/v1/kv/slow").await;
+    assert_eq!(entries[0]["Key"], "slow");
 }
