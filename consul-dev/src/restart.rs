@@ -5,6 +5,9 @@ use std::io;
 
 use super::{ConsulDev, server};
 
+/// How long a leaving agent's HTTP server waits for answers in flight.
+const LEAVE_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
+
 // === impl ConsulDev ===
 
 impl ConsulDev {
@@ -21,14 +24,18 @@ impl ConsulDev {
     }
 
     /// Resolves once a client has made the agent leave (`PUT /v1/agent/leave`) and
-    /// the connections open then have closed: the registry is then stopped, as
-    /// after [`ConsulDev::stop`]. Pends while it serves and no leave comes.
+    /// the connections open then have closed: answers in flight get a second to go
+    /// out, then the rest (parked blocking queries) are closed, as Consul's
+    /// `ShutdownEndpoints` does. The registry is then stopped, as after
+    /// [`ConsulDev::stop`]. Pends while it serves and no leave comes.
     pub async fn left(&mut self) {
         self.shared.left().cancelled().await;
-        if let Some(listening) = self.listening.as_mut() {
-            listening.finished().await;
+        if let Some(mut listening) = self.listening.take() {
+            let grace = tokio::time::timeout(LEAVE_GRACE, listening.finished()).await;
+            if grace.is_err() {
+                listening.stop().await;
+            }
         }
-        self.listening = None;
     }
 
     /// Serves again on the same address with the state as it is now (after

@@ -325,6 +325,19 @@ async fn monitor_checks_the_log_level_and_streams() {
 async fn leave_answers_then_the_agent_stops_serving() {
     let mut dev = ConsulDev::start().await.unwrap();
     let api = Api::new(&dev);
+    // A blocking query parked when the agent leaves is closed after the grace.
+    let (_, index) = api.get_json("/v1/kv/?keys").await;
+    let parked = api
+        .http
+        .get(format!("{}/v1/kv/?keys&index={index}&wait=5m", api.base))
+        .send();
+    let parked = tokio::spawn(parked);
+    support::eventually(
+        std::time::Duration::from_secs(5),
+        "the blocking query is parked",
+        || async { dev.blocked_queries() == 1 },
+    )
+    .await;
     let resp = api.put("/v1/agent/leave", None).await;
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.text().await.unwrap(), "");
@@ -343,6 +356,11 @@ async fn leave_answers_then_the_agent_stops_serving() {
     tokio::time::timeout(std::time::Duration::from_secs(5), dev.left())
         .await
         .expect("the agent has left");
+    let closed = parked.await.unwrap();
+    assert!(
+        closed.is_err(),
+        "the parked query's connection closed: {closed:?}"
+    );
     // A restart serves again, with the state kept.
     dev.restart().await.unwrap();
     assert_eq!(fresh.get(&url).send().await.unwrap().status(), 200);
