@@ -34,104 +34,110 @@ pub(super) struct Parent<'a> {
     pub(super) node: &'a str,
 }
 
+/// A definition kept as sent, its keys matched as `lib.DecodeJSON` matches them.
+#[derive(Debug)]
+struct Def(Map<String, Value>);
+
+impl Def {
+    fn key_is(key: &str, name: &str) -> bool {
+        key.replace('_', "").eq_ignore_ascii_case(name)
+    }
+
+    fn get(&self, name: &str) -> Option<&Value> {
+        self.0
+            .iter()
+            .find(|(k, _)| Def::key_is(k, name))
+            .map(|(_, v)| v)
+    }
+
+    /// Whether `name` holds something other than a zero value.
+    fn has(&self, name: &str) -> bool {
+        self.get(name).is_some_and(|v| !is_zero(v))
+    }
+
+    fn set(&mut self, name: &str, value: Value) {
+        self.0.retain(|k, _| !Def::key_is(k, name));
+        self.0.insert(name.to_owned(), value);
+    }
+
+    /// Sets `name` unless it holds something already.
+    fn default(&mut self, name: &str, value: Value) {
+        if !self.has(name) {
+            self.set(name, value);
+        }
+    }
+}
+
 /// Fills the sidecar definition's defaults; the result decodes as any service
 /// definition. 400s with the agent's texts for what it refuses.
 pub(super) fn definition(def: Value, parent: &Parent<'_>, store: &Store) -> Result<Value, Reply> {
-    let Value::Object(mut def) = def else {
+    let Value::Object(def) = def else {
         return Err(super::http::decode_failed(
             "json: cannot unmarshal into Go struct field ServiceConnect.Connect.SidecarService of type structs.ServiceDefinition",
         ));
     };
-    let get = |def: &Map<String, Value>, name: &str| -> Option<Value> {
-        def.iter()
-            .find(|(k, _)| k.replace('_', "").eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.clone())
-            .filter(|v| !v.is_null())
-    };
-    let set = |def: &mut Map<String, Value>, name: &str, value: Value| {
-        def.retain(|k, _| !k.replace('_', "").eq_ignore_ascii_case(name));
-        def.insert(name.to_owned(), value);
-    };
-    set(
-        &mut def,
-        "ID",
-        json!(format!("{}-sidecar-proxy", parent.id)),
-    );
-    let name_given = get(&def, "Name").and_then(|v| v.as_str().map(|s| !s.is_empty()));
-    if name_given != Some(true) {
-        set(
-            &mut def,
-            "Name",
-            json!(format!("{}-sidecar-proxy", parent.name)),
-        );
-    }
-    if get(&def, "Kind").and_then(|v| v.as_str().map(|s| !s.is_empty())) != Some(true) {
-        set(&mut def, "Kind", json!("connect-proxy"));
-    }
-    let no_tags = get(&def, "Tags").is_none_or(|t| t.as_array().is_some_and(Vec::is_empty));
-    if no_tags && !parent.tags.is_empty() {
-        set(&mut def, "Tags", json!(parent.tags));
-    }
-    let no_meta = get(&def, "Meta").is_none_or(|m| m.as_object().is_some_and(Map::is_empty));
-    if no_meta && !parent.meta.is_empty() {
-        set(&mut def, "Meta", json!(parent.meta));
-    }
-    let mut proxy = get(&def, "Proxy")
-        .and_then(|p| p.as_object().cloned())
-        .unwrap_or_default();
-    let mut fill = |name: &str, value: Value| {
-        let has = proxy
-            .iter()
-            .any(|(k, v)| k.eq_ignore_ascii_case(name) && !is_zero(v));
-        if !has {
-            proxy.retain(|k, _| !k.eq_ignore_ascii_case(name));
-            proxy.insert(name.to_owned(), value);
-        }
-    };
-    fill("DestinationServiceName", json!(parent.name));
-    fill("DestinationServiceID", json!(parent.id));
-    fill("LocalServiceAddress", json!("127.0.0.1"));
-    if parent.port > 0 {
-        fill("LocalServicePort", json!(parent.port));
-    }
-    let local_address = proxy
-        .get("LocalServiceAddress")
-        .cloned()
-        .unwrap_or_default();
-    set(&mut def, "Proxy", Value::Object(proxy));
-    let port = match get(&def, "Port")
-        .and_then(|p| p.as_u64())
-        .filter(|p| *p > 0)
-    {
-        Some(p) => p,
-        None => {
-            let port = free_port(store, parent.node).ok_or_else(|| {
-                bad_request(format!(
-                    "Invalid SidecarService: no port provided for sidecar_service and none left in the configured range [{}, {}]",
-                    SIDECAR_PORTS.start(),
-                    SIDECAR_PORTS.end()
-                ))
-            })?;
-            set(&mut def, "Port", json!(port));
-            port
-        }
-    };
-    let has_checks = get(&def, "Check")
-        .is_some_and(|c| c.as_object().is_some_and(|o| !o.is_empty()))
-        || get(&def, "Checks").is_some_and(|c| c.as_array().is_some_and(|a| !a.is_empty()));
-    if !has_checks {
-        let address = get(&def, "Address")
-            .and_then(|a| a.as_str().map(str::to_owned))
+    let mut def = Def(def);
+    identity(&mut def, parent);
+    let local_address = proxy(&mut def, parent);
+    let port = port(&mut def, parent, store)?;
+    if !def.has("Check") && !def.has("Checks") {
+        let address = def
+            .get("Address")
+            .and_then(Value::as_str)
             .filter(|a| !a.is_empty())
-            .or_else(|| local_address.as_str().map(str::to_owned))
-            .unwrap_or_default();
-        set(
-            &mut def,
-            "Checks",
-            default_checks(parent.id, &address, port),
-        );
+            .unwrap_or(&local_address)
+            .to_owned();
+        def.set("Checks", default_checks(parent.id, &address, port));
     }
-    Ok(Value::Object(def))
+    Ok(Value::Object(def.0))
+}
+
+/// The ID the agent owns, and the name, kind, tags and meta it defaults.
+fn identity(def: &mut Def, parent: &Parent<'_>) {
+    def.set("ID", json!(format!("{}-sidecar-proxy", parent.id)));
+    def.default("Name", json!(format!("{}-sidecar-proxy", parent.name)));
+    def.default("Kind", json!("connect-proxy"));
+    if !parent.tags.is_empty() {
+        def.default("Tags", json!(parent.tags));
+    }
+    if !parent.meta.is_empty() {
+        def.default("Meta", json!(parent.meta));
+    }
+}
+
+/// The proxy's destination and local service; returns the local address.
+fn proxy(def: &mut Def, parent: &Parent<'_>) -> String {
+    let given = def.get("Proxy").and_then(Value::as_object).cloned();
+    let mut proxy = Def(given.unwrap_or_default());
+    proxy.default("DestinationServiceName", json!(parent.name));
+    proxy.default("DestinationServiceID", json!(parent.id));
+    proxy.default("LocalServiceAddress", json!("127.0.0.1"));
+    if parent.port > 0 {
+        proxy.default("LocalServicePort", json!(parent.port));
+    }
+    let local = proxy
+        .get("LocalServiceAddress")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_owned();
+    def.set("Proxy", Value::Object(proxy.0));
+    local
+}
+
+/// The sidecar's port: as given, else the first free one of the sidecar range.
+fn port(def: &mut Def, parent: &Parent<'_>, store: &Store) -> Result<u64, Reply> {
+    if let Some(port) = def.get("Port").and_then(Value::as_u64).filter(|p| *p > 0) {
+        return Ok(port);
+    }
+    let port = free_port(store, parent.node).ok_or_else(|| {
+        bad_request(format!(
+            "Invalid SidecarService: no port provided for sidecar_service and none left in the configured range [{}, {}]",
+            SIDECAR_PORTS.start(),
+            SIDECAR_PORTS.end()
+        ))
+    })?;
+    def.set("Port", json!(port));
+    Ok(port)
 }
 
 /// `sidecarDefaultChecks`: the proxy's port listens, and the parent is healthy.
@@ -147,12 +153,15 @@ fn default_checks(parent_id: &str, address: &str, port: u64) -> Value {
     ])
 }
 
+/// Go's zero values, and empty lists and maps (left out, as `omitempty` would).
 fn is_zero(v: &Value) -> bool {
     match v {
         Value::Null => true,
         Value::String(s) => s.is_empty(),
-        Value::Number(n) => n.as_u64() == Some(0),
-        _ => false,
+        Value::Number(n) => n.as_f64() == Some(0.0),
+        Value::Array(a) => a.is_empty(),
+        Value::Object(o) => o.is_empty(),
+        Value::Bool(_) => false,
     }
 }
 
