@@ -94,8 +94,13 @@ fn duration_of(v: Option<&Value>) -> Option<Duration> {
     .filter(|d| !d.is_zero())
 }
 
-fn compile(s: &Store, name: &str, dc: &str, trust_domain: &str, o: &Overrides) -> Value {
-    let protocol = entry_field(s, "service-defaults", name, "Protocol")
+/// The chain's protocol: the override, else `service-defaults`, else the global
+/// `proxy-defaults`, else `tcp`.
+fn protocol(s: &Store, name: &str, o: &Overrides) -> String {
+    if !o.protocol.is_empty() {
+        return o.protocol.clone();
+    }
+    entry_field(s, "service-defaults", name, "Protocol")
         .and_then(Value::as_str)
         .filter(|p| !p.is_empty())
         .or_else(|| {
@@ -104,34 +109,49 @@ fn compile(s: &Store, name: &str, dc: &str, trust_domain: &str, o: &Overrides) -
                 .and_then(Value::as_str)
         })
         .unwrap_or("tcp")
-        .to_owned();
-    let protocol = match o.protocol.as_str() {
-        "" => protocol,
-        p => p.to_owned(),
-    };
-    let resolver = s
+        .to_owned()
+}
+
+/// The resolver node's `Resolver`: synthesized (`Default`) without a
+/// `service-resolver` entry, with the entry's timeouts otherwise.
+fn resolver(s: &Store, name: &str, target_id: &str, connect_timeout: Duration) -> Value {
+    let entry = s
         .config
         .contains_key(&("service-resolver".to_owned(), name.to_owned()));
-    let connect_timeout = o
-        .connect_timeout
-        .or_else(|| duration_of(entry_field(s, "service-resolver", name, "ConnectTimeout")))
-        .unwrap_or(DEFAULT_CONNECT_TIMEOUT);
+    let mut node = Map::new();
+    if !entry {
+        node.insert("Default".into(), json!(true));
+    }
+    node.insert("ConnectTimeout".into(), json!(go_duration(connect_timeout)));
     let request_timeout = duration_of(entry_field(s, "service-resolver", name, "RequestTimeout"));
-    let target_id = format!("{name}.default.default.{dc}");
-    let sni = format!("{name}.default.{dc}.internal.{trust_domain}");
-    let mut resolver_node = Map::new();
-    if !resolver {
-        resolver_node.insert("Default".into(), json!(true));
-    }
-    resolver_node.insert("ConnectTimeout".into(), json!(go_duration(connect_timeout)));
     if let Some(t) = request_timeout {
-        resolver_node.insert("RequestTimeout".into(), json!(t.as_nanos() as u64));
+        node.insert("RequestTimeout".into(), json!(t.as_nanos() as u64));
     }
-    resolver_node.insert("Target".into(), json!(target_id));
+    node.insert("Target".into(), json!(target_id));
+    Value::Object(node)
+}
+
+/// The one target: the service in the datacenter, named by its SNI.
+fn target(name: &str, dc: &str, trust_domain: &str, timeout: Duration, o: &Overrides) -> Value {
+    let sni = format!("{name}.default.{dc}.internal.{trust_domain}");
     let mesh_gateway = match o.mesh_gateway_mode.as_str() {
         "" => json!({}),
         mode => json!({ "Mode": mode }),
     };
+    json!({
+        "ID": format!("{name}.default.default.{dc}"), "Service": name, "Namespace": "default",
+        "Partition": "default", "Datacenter": dc, "MeshGateway": mesh_gateway, "Subset": {},
+        "TransparentProxy": {}, "ConnectTimeout": go_duration(timeout), "SNI": sni, "Name": sni,
+    })
+}
+
+fn compile(s: &Store, name: &str, dc: &str, trust_domain: &str, o: &Overrides) -> Value {
+    let connect_timeout = o
+        .connect_timeout
+        .or_else(|| duration_of(entry_field(s, "service-resolver", name, "ConnectTimeout")))
+        .unwrap_or(DEFAULT_CONNECT_TIMEOUT);
+    let target_id = format!("{name}.default.default.{dc}");
+    let resolver = resolver(s, name, &target_id, connect_timeout);
     let mut chain = Map::new();
     chain.insert("ServiceName".into(), json!(name));
     chain.insert("Namespace".into(), json!("default"));
@@ -140,10 +160,10 @@ fn compile(s: &Store, name: &str, dc: &str, trust_domain: &str, o: &Overrides) -
     if let Some(hash) = customization_hash(o) {
         chain.insert("CustomizationHash".into(), json!(hash));
     }
-    if !resolver {
+    if resolver["Default"] == json!(true) {
         chain.insert("Default".into(), json!(true));
     }
-    chain.insert("Protocol".into(), json!(protocol));
+    chain.insert("Protocol".into(), json!(protocol(s, name, o)));
     if let Some(meta) = entry_field(s, "service-defaults", name, "Meta")
         .filter(|m| m.as_object().is_some_and(|m| !m.is_empty()))
     {
@@ -151,18 +171,10 @@ fn compile(s: &Store, name: &str, dc: &str, trust_domain: &str, o: &Overrides) -
     }
     let node_key = format!("resolver:{target_id}");
     chain.insert("StartNode".into(), json!(node_key));
-    chain.insert(
-        "Nodes".into(),
-        json!({ node_key: { "Type": "resolver", "Name": target_id, "Resolver": resolver_node } }),
-    );
-    chain.insert(
-        "Targets".into(),
-        json!({ target_id.clone(): {
-            "ID": target_id, "Service": name, "Namespace": "default", "Partition": "default",
-            "Datacenter": dc, "MeshGateway": mesh_gateway, "Subset": {}, "TransparentProxy": {},
-            "ConnectTimeout": go_duration(connect_timeout), "SNI": sni, "Name": sni,
-        }}),
-    );
+    let node = json!({ "Type": "resolver", "Name": target_id, "Resolver": resolver });
+    chain.insert("Nodes".into(), json!({ node_key: node }));
+    let target = target(name, dc, trust_domain, connect_timeout, o);
+    chain.insert("Targets".into(), json!({ target_id: target }));
     chain.insert("AutoVirtualIPs".into(), Value::Null);
     chain.insert("ManualVirtualIPs".into(), Value::Null);
     Value::Object(chain)
