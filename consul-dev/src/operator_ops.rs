@@ -132,43 +132,7 @@ const AUTOPILOT_FIELDS: &[&str] = &[
 /// 10 s); `true`, or with `cas` whether the index matched.
 pub(super) fn autopilot_put(shared: &Shared, req: &Req) -> HResult {
     query::check_dc(shared, req)?;
-    let parse_err = |e: String| bad_request(format!("Error parsing autopilot config: {e}"));
-    let body = body_json(&req.body).map_err(parse_err)?;
-    let f = fields(&body, "AutopilotConfiguration", AUTOPILOT_FIELDS).map_err(parse_err)?;
-    let base = Autopilot::default();
-    let uint = |name: &str| -> Result<Option<u64>, Reply> {
-        match f.raw(name) {
-            None => Ok(None),
-            Some(v) => v.as_u64().map(Some).ok_or_else(|| {
-                parse_err(format!(
-                    "json: cannot unmarshal {} into Go struct field AutopilotConfiguration.{name} of type uint64",
-                    super::decode::kind_of(v)
-                ))
-            }),
-        }
-    };
-    let flag = |name: &str, default: bool| match f.raw(name) {
-        None => Ok(default),
-        Some(_) => f.boolean(name).map_err(parse_err),
-    };
-    let mut conf = Autopilot {
-        cleanup_dead_servers: flag("CleanupDeadServers", base.cleanup_dead_servers)?,
-        last_contact_threshold: f
-            .duration("LastContactThreshold")
-            .map_err(parse_err)?
-            .unwrap_or(base.last_contact_threshold),
-        max_trailing_logs: uint("MaxTrailingLogs")?.unwrap_or(base.max_trailing_logs),
-        min_quorum: uint("MinQuorum")?.unwrap_or(0),
-        server_stabilization_time: f
-            .duration("ServerStabilizationTime")
-            .map_err(parse_err)?
-            .unwrap_or(base.server_stabilization_time),
-        redundancy_zone_tag: f.string("RedundancyZoneTag").map_err(parse_err)?,
-        disable_upgrade_migration: flag("DisableUpgradeMigration", false)?,
-        upgrade_version_tag: f.string("UpgradeVersionTag").map_err(parse_err)?,
-        create_index: 0,
-        modify_index: 0,
-    };
+    let mut conf = decode_autopilot(&req.body)?;
     let cas = match req.param("cas") {
         None => None,
         Some(v) => Some(v.parse::<u64>().map_err(|_| {
@@ -190,12 +154,81 @@ pub(super) fn autopilot_put(shared: &Shared, req: &Req) -> HResult {
     Ok(Reply::json(&json!(cas.is_none() || ok)))
 }
 
+/// An `api.AutopilotConfiguration` body over `api.NewAutopilotConfiguration`'s
+/// values; 400 `Error parsing autopilot config: …`.
+fn decode_autopilot(body: &[u8]) -> Result<Autopilot, Reply> {
+    let parse_err = |e: String| bad_request(format!("Error parsing autopilot config: {e}"));
+    let body = body_json(body).map_err(parse_err)?;
+    let f = fields(&body, "AutopilotConfiguration", AUTOPILOT_FIELDS).map_err(parse_err)?;
+    let base = Autopilot::default();
+    let uint = |name: &str| -> Result<Option<u64>, Reply> {
+        match f.raw(name) {
+            None => Ok(None),
+            Some(v) => v.as_u64().map(Some).ok_or_else(|| {
+                parse_err(format!(
+                    "json: cannot unmarshal {} into Go struct field AutopilotConfiguration.{name} of type uint64",
+                    super::decode::kind_of(v)
+                ))
+            }),
+        }
+    };
+    let flag = |name: &str, default: bool| match f.raw(name) {
+        None => Ok(default),
+        Some(_) => f.boolean(name).map_err(parse_err),
+    };
+    let duration = |name: &str, default: Duration| {
+        f.duration(name)
+            .map(|d| d.unwrap_or(default))
+            .map_err(parse_err)
+    };
+    Ok(Autopilot {
+        cleanup_dead_servers: flag("CleanupDeadServers", base.cleanup_dead_servers)?,
+        last_contact_threshold: duration("LastContactThreshold", base.last_contact_threshold)?,
+        max_trailing_logs: uint("MaxTrailingLogs")?.unwrap_or(base.max_trailing_logs),
+        min_quorum: uint("MinQuorum")?.unwrap_or(0),
+        server_stabilization_time: duration(
+            "ServerStabilizationTime",
+            base.server_stabilization_time,
+        )?,
+        redundancy_zone_tag: f.string("RedundancyZoneTag").map_err(parse_err)?,
+        disable_upgrade_migration: flag("DisableUpgradeMigration", false)?,
+        upgrade_version_tag: f.string("UpgradeVersionTag").map_err(parse_err)?,
+        create_index: 0,
+        modify_index: 0,
+    })
+}
+
 /// `/v1/operator/keyring` (GET list, POST install, PUT use, DELETE remove): the
 /// dev agent has no gossip encryption, so Serf's keyring query fails on every
 /// member of each pool (the WAN, then the datacenter's LAN; the LAN only with
 /// `local-only`), and `keyringErrorsOrNil` answers a 500 listing them.
 pub(super) fn keyring(shared: &Shared, req: &Req) -> HResult {
     let get = req.method == http::Method::GET;
+    let local_only = keyring_args(req, get)?;
+    let why = if get {
+        "Keyring is empty (encryption not enabled)"
+    } else {
+        "No keyring to modify (encryption not enabled)"
+    };
+    let cfg = &shared.cfg;
+    let mut errors = Vec::new();
+    if !local_only {
+        errors.push("WAN error: 1/1 nodes reported failure".to_owned());
+        errors.push(format!("{}.{}: {why}", cfg.node_name, cfg.datacenter));
+    }
+    errors.push(format!(
+        "{} (LAN) error: 1/1 nodes reported failure",
+        cfg.datacenter
+    ));
+    errors.push(format!("{}: {why}", cfg.node_name));
+    Err(server_error(
+        super::validate::multierror(&errors).unwrap_or_default(),
+    ))
+}
+
+/// `keyringArgs` from the body (writes) and the query: `relay-factor` and
+/// `local-only` with their 400s; returns `local-only`.
+fn keyring_args(req: &Req, get: bool) -> Result<bool, Reply> {
     if !get {
         let body = body_json(&req.body).map_err(super::http::decode_failed)?;
         let names = ["Key", "Token", "RelayFactor", "LocalOnly"];
@@ -226,25 +259,7 @@ pub(super) fn keyring(shared: &Shared, req: &Req) -> HResult {
             ));
         }
     }
-    let why = if get {
-        "Keyring is empty (encryption not enabled)"
-    } else {
-        "No keyring to modify (encryption not enabled)"
-    };
-    let cfg = &shared.cfg;
-    let mut errors = Vec::new();
-    if !local_only {
-        errors.push("WAN error: 1/1 nodes reported failure".to_owned());
-        errors.push(format!("{}.{}: {why}", cfg.node_name, cfg.datacenter));
-    }
-    errors.push(format!(
-        "{} (LAN) error: 1/1 nodes reported failure",
-        cfg.datacenter
-    ));
-    errors.push(format!("{}: {why}", cfg.node_name));
-    Err(server_error(
-        super::validate::multierror(&errors).unwrap_or_default(),
-    ))
+    Ok(local_only)
 }
 
 /// The Connect kinds `ServiceUsage` counts instances of.
