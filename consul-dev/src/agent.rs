@@ -9,11 +9,11 @@ use serde_json::{Value, json};
 use super::decode::body_json;
 use super::filter;
 use super::http::{HResult, Reply, Req, bad_request, decode_failed, not_found};
-use super::model::{Check, CheckKind, CheckStatus};
+use super::model::{Check, CheckKind, CheckStatus, Service};
 use super::query::{self, parse_bool};
 use super::register::decode_service;
 use super::shared::Shared;
-use super::{checks, store::Store};
+use super::{checks, sidecar, store::Store};
 
 /// The service the dev agent's server registers for itself (catalog only).
 pub(super) const CONSUL_SERVICE: &str = "consul";
@@ -69,8 +69,46 @@ pub(super) fn register(shared: &Arc<Shared>, req: &Req) -> HResult {
     let body = body_json(&req.body).map_err(decode_failed)?;
     let replace = matches!(req.param("replace-existing-checks"), Some("" | "true"));
     let node = shared.cfg.node_name.clone();
-    let (svc, new_checks) = decode_service(&body, &node, shared.cfg.min_deregister_after)?;
+    let (mut svc, new_checks) = decode_service(&body, &node, shared.cfg.min_deregister_after)?;
+    let sidecar = match sidecar::take_definition(&mut svc.connect) {
+        Some(def) => Some(sidecar_of(shared, &svc, def)?),
+        None => None,
+    };
     super::register::scripts_allowed(&shared.cfg, new_checks.iter())?;
+    if let Some((_, checks)) = &sidecar {
+        super::register::scripts_allowed(&shared.cfg, checks.iter())?;
+    }
+    add_service(shared, svc, new_checks, replace);
+    if let Some((sc, checks)) = sidecar {
+        add_service(shared, sc, checks, replace);
+    }
+    Ok(Reply::empty())
+}
+
+/// The sidecar `Connect.SidecarService` asks for, with its checks.
+fn sidecar_of(
+    shared: &Shared,
+    svc: &Service,
+    def: serde_json::Value,
+) -> Result<(Service, Vec<Check>), Reply> {
+    let parent = sidecar::Parent {
+        id: &svc.id,
+        name: &svc.name,
+        port: svc.port,
+        tags: &svc.tags,
+        meta: &svc.meta,
+        node: &svc.node,
+    };
+    let def = sidecar::definition(def, &parent, &shared.store())?;
+    let (mut sc, checks) = decode_service(&def, &svc.node, shared.cfg.min_deregister_after)?;
+    sc.sidecar_of = Some(svc.id.clone());
+    Ok((sc, checks))
+}
+
+/// Stores a service with its checks and starts their runners;
+/// `replace-existing-checks` removes the service's other checks.
+fn add_service(shared: &Arc<Shared>, svc: Service, new_checks: Vec<Check>, replace: bool) {
+    let node = svc.node.clone();
     let sid = svc.id.clone();
     let new_ids: BTreeSet<String> = new_checks.iter().map(|c| c.id.clone()).collect();
     let started: Vec<Check> = new_checks.clone();
@@ -97,12 +135,29 @@ pub(super) fn register(shared: &Arc<Shared>, req: &Req) -> HResult {
     for c in started {
         checks::start_runner(shared, &c);
     }
-    Ok(Reply::empty())
 }
 
 pub(super) fn deregister(shared: &Shared, id: &str) -> HResult {
     let node = shared.cfg.node_name.clone();
-    let removed = shared.write(|s| s.remove_service(&node, id));
+    let removed = shared.write(|s| {
+        let removed = s.remove_service(&node, id)?;
+        // `removeServiceSidecars`: the sidecar the agent registered for it goes too.
+        let sidecar = (node.clone(), format!("{id}-sidecar-proxy"));
+        let owned = s
+            .services
+            .get(&sidecar)
+            .is_some_and(|sc| sc.sidecar_of.as_deref() == Some(id));
+        let sidecar_checks = match owned {
+            true => s.remove_service(&node, &sidecar.1).unwrap_or_default(),
+            false => Vec::new(),
+        };
+        Some(
+            removed
+                .into_iter()
+                .chain(sidecar_checks)
+                .collect::<Vec<_>>(),
+        )
+    });
     let Some(ids) = removed.filter(|_| id != CONSUL_SERVICE) else {
         return Err(not_found(format!(
             "Unknown service ID {id:?}. Ensure that the service ID is passed, not the service name."

@@ -257,9 +257,9 @@ fn uuid_error(id: &str) -> Option<&'static str> {
 }
 
 pub(super) fn register(shared: &Shared, req: &Req) -> HResult {
-    query::check_dc(shared, req)?;
     let body = body_json(&req.body).map_err(decode_failed)?;
     let f = fields(&body, "RegisterRequest", REGISTER_FIELDS).map_err(decode_failed)?;
+    body_dc(shared, req, &f)?;
     let node = register_node(&f, &shared.cfg.datacenter).map_err(decode_failed)?;
     let svc = match f.raw("Service") {
         Some(v) => Some(decode_node_service(v, &node.name).map_err(decode_failed)?),
@@ -310,8 +310,21 @@ pub(super) fn register(shared: &Shared, req: &Req) -> HResult {
     Ok(Reply::json(&json!(true)))
 }
 
+/// The datacenter a catalog write goes to: the body's `Datacenter`, else `?dc`, else
+/// the agent's own (`CatalogRegister`). Another one cannot be reached from a lone
+/// agent: the RPC forward fails with `structs.ErrNoDCPath`, a 500.
+fn body_dc(shared: &Shared, req: &Req, f: &Fields) -> Result<(), Reply> {
+    let dc = f.string("Datacenter").map_err(decode_failed)?;
+    if dc.is_empty() {
+        return query::check_dc(shared, req);
+    }
+    if dc != shared.cfg.datacenter {
+        return Err(server_error("No path to datacenter"));
+    }
+    Ok(())
+}
+
 pub(super) fn deregister(shared: &Shared, req: &Req) -> HResult {
-    query::check_dc(shared, req)?;
     let body = body_json(&req.body).map_err(decode_failed)?;
     let names = [
         "Node",
@@ -324,6 +337,7 @@ pub(super) fn deregister(shared: &Shared, req: &Req) -> HResult {
         "PeerName",
     ];
     let f = fields(&body, "DeregisterRequest", &names).map_err(decode_failed)?;
+    body_dc(shared, req, &f)?;
     let node = f.string("Node").map_err(decode_failed)?;
     if node.is_empty() {
         return Err(bad_request("Missing node name"));

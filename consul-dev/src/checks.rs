@@ -142,3 +142,104 @@ async fn run_check(
         tokio::time::sleep(interval).await;
     }
 }
+
+/// Consul's default `check_output_max_size`.
+const ALIAS_OUTPUT_MAX: usize = 4096;
+
+/// Keeps alias checks in step with what they alias (`CheckAlias`): after every
+/// change to the state, each alias check takes the worst status of the aliased
+/// service's checks (and, for a local alias, the agent's node checks), passing
+/// when there are none, critical when the service is not there.
+pub(super) async fn alias_loop(shared: Arc<Shared>) {
+    let mut changed = shared.changed.subscribe();
+    loop {
+        changed.borrow_and_update();
+        update_aliases(&shared);
+        if changed.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+fn update_aliases(shared: &Shared) {
+    let updates: Vec<(String, String, CheckStatus, String)> = {
+        let store = shared.store();
+        store
+            .checks
+            .values()
+            .filter_map(|c| match &c.kind {
+                CheckKind::Alias { service, node } => {
+                    let (status, mut output) = alias_status(&store, c, service, node);
+                    // Outputs quote outputs: two aliases of each other settle once
+                    // theirs reach the agent's 4 KiB output limit.
+                    if output.len() > ALIAS_OUTPUT_MAX {
+                        let mut end = ALIAS_OUTPUT_MAX;
+                        while !output.is_char_boundary(end) {
+                            end -= 1;
+                        }
+                        output.truncate(end);
+                    }
+                    let changed = status != c.status || output != c.output;
+                    changed.then(|| (c.node.clone(), c.id.clone(), status, output))
+                }
+                _ => None,
+            })
+            .collect()
+    };
+    if updates.is_empty() {
+        return;
+    }
+    shared.write(|s| {
+        for (node, id, status, output) in &updates {
+            s.set_check_status(node, id, *status, output);
+        }
+    });
+}
+
+/// `CheckAlias.processChecks` over the checks of the aliased node.
+fn alias_status(
+    store: &super::store::Store,
+    alias: &Check,
+    service: &str,
+    node: &str,
+) -> (CheckStatus, String) {
+    let local = node.is_empty();
+    let target = if local { alias.node.as_str() } else { node };
+    let mut status = CheckStatus::Passing;
+    let mut output = "No checks found.".to_owned();
+    let mut found = false;
+    let candidates = store.checks.values().filter(|c| {
+        c.node == target && c.id != alias.id && !(local && c.id == super::shared::SERF_CHECK)
+    });
+    for c in candidates {
+        let matches = !service.is_empty() && c.service_id == service;
+        if !c.service_id.is_empty() && !matches {
+            continue;
+        }
+        found |= matches;
+        match c.status {
+            CheckStatus::Critical | CheckStatus::Warning => {
+                status = c.status;
+                output = format!("Aliased check {:?} failing: {}", c.name, c.output);
+                if c.status == CheckStatus::Critical {
+                    break;
+                }
+            }
+            CheckStatus::Passing if status == CheckStatus::Passing => {
+                output = "All checks passing.".to_owned();
+            }
+            CheckStatus::Passing => {}
+        }
+    }
+    let exists = service.is_empty()
+        || store
+            .services
+            .contains_key(&(target.to_owned(), service.to_owned()));
+    if !found && !exists {
+        return (
+            CheckStatus::Critical,
+            format!("Service {service} could not be found on node {node}"),
+        );
+    }
+    (status, output)
+}

@@ -42,6 +42,20 @@ pub(super) struct Entry {
 }
 
 impl Entry {
+    /// A field of the entry as sent, its key matched as `lib.DecodeJSON` does.
+    pub(super) fn field(&self, name: &str) -> Option<&Value> {
+        self.body
+            .iter()
+            .find(|(k, _)| k.replace('_', "").eq_ignore_ascii_case(name))
+            .map(|(_, v)| v)
+            .filter(|v| !v.is_null())
+    }
+
+    /// When the entry was last written.
+    pub(super) fn modify_index(&self) -> u64 {
+        self.modify_index
+    }
+
     fn to_json(&self) -> Value {
         let mut m = self.body.clone();
         m.insert("CreateIndex".into(), json!(self.create_index));

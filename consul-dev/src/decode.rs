@@ -57,7 +57,18 @@ pub(super) fn fields(
     Ok(Fields { map, type_name })
 }
 
-fn kind_of(v: &Value) -> &'static str {
+/// A field of a JSON object kept as sent, its key matched as `lib.DecodeJSON`
+/// matches keys (any case, `_` ignored); `null` is absent.
+pub(super) fn field_of<'a>(v: &'a Value, name: &str) -> Option<&'a Value> {
+    v.as_object()?
+        .iter()
+        .find(|(k, _)| k.replace('_', "").eq_ignore_ascii_case(name))
+        .map(|(_, v)| v)
+        .filter(|v| !v.is_null())
+}
+
+/// The JSON kind Go's decoder names in its type errors.
+pub(super) fn kind_of(v: &Value) -> &'static str {
     match v {
         Value::Null => "null",
         Value::Bool(_) => "bool",

@@ -24,6 +24,9 @@ pub(super) struct Reply {
     pub(super) headers: Vec<(&'static str, String)>,
     pub(super) body: Bytes,
     pub(super) content_type: Option<&'static str>,
+    /// A streaming answer (`/v1/agent/monitor`): after `body`, the response stays
+    /// open until this token is cancelled or the client goes away.
+    pub(super) open_until: Option<tokio_util::sync::CancellationToken>,
 }
 
 /// Handlers return errors as replies too.
@@ -89,6 +92,7 @@ impl Reply {
             headers: Vec::new(),
             body: body.into(),
             content_type: None,
+            open_until: None,
         }
     }
 

@@ -22,8 +22,15 @@ pub(super) struct Entry {
 }
 
 pub(super) async fn handle(shared: &Shared, req: &Req, key: &str) -> HResult {
+    if req.method == http::Method::GET {
+        return get(shared, req, key).await;
+    }
+    // The raft apply every KV write waits for (see `kv_commit_latency`).
+    let latency = shared.cfg.kv_commit_latency;
+    if !latency.is_zero() {
+        tokio::time::sleep(latency).await;
+    }
     match req.method {
-        http::Method::GET => get(shared, req, key).await,
         http::Method::PUT => put(shared, req, key),
         _ => delete(shared, req, key),
     }
@@ -66,6 +73,10 @@ async fn get(shared: &Shared, req: &Req, key: &str) -> HResult {
     let opts = query::parse(shared, req)?;
     let keys = req.has("keys");
     let recurse = req.has("recurse");
+    // `KVSGet`: only a list (`recurse`, `keys`) may name no key.
+    if key.is_empty() && !keys && !recurse {
+        return Err(bad_request("Missing key name"));
+    }
     // Consul still takes its historic misspelling.
     let sep = req.param("separator").or_else(|| req.param("seperator"));
     let (index, found) = query::block(shared, &opts, |s| {

@@ -26,18 +26,22 @@ mod agent_self;
 mod b64;
 mod builder;
 mod catalog;
+mod chain;
 mod checks;
 mod checks_api;
 mod config;
 mod decode;
 mod faults;
 mod filter;
+mod gateway;
 mod health;
 mod http;
 mod kv;
+mod membership;
 mod misc;
 mod model;
 mod operator;
+mod operator_ops;
 mod prepared;
 mod probe;
 mod query;
@@ -50,6 +54,7 @@ mod schema;
 mod server;
 mod session;
 mod shared;
+mod sidecar;
 mod snapshot;
 mod store;
 mod txn;
@@ -84,10 +89,12 @@ use shared::Shared;
 ///
 /// # Endpoints
 ///
-/// Agent (services, checks, health, maintenance, self, members, metrics), catalog,
+/// Agent (services with their sidecars, checks, health, maintenance, self, members,
+/// metrics, leave, force-leave, monitor), catalog (gateway services included),
 /// health (service, connect, ingress, checks, node, state), status, KV, sessions, txn,
-/// events, coordinates, prepared queries, autopilot and raft reads, config entries,
-/// and the answers of ACL and Connect endpoints while those are off. The crate's
+/// events, coordinates, prepared queries, operator (raft, autopilot, keyring, usage),
+/// config entries, discovery chains of plain services, and the answers of ACL and
+/// Connect CA endpoints while those are off. The crate's
 /// README has the table of what is implemented, partial or left out, with the reason
 /// for each gap.
 ///

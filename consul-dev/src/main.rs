@@ -116,10 +116,14 @@ async fn run(args: Args) -> std::io::Result<()> {
     let token = args
         .acl_token
         .or_else(|| std::env::var("CONSUL_DEV_ACL_TOKEN").ok());
-    let dev = builder.acl_token(token).start().await?;
+    let mut dev = builder.acl_token(token).start().await?;
     // The listener is bound and the accept loop spawned: connections are served.
     println!("consul-dev listening on {}", dev.url());
-    wait_for_signal().await?;
+    // Like `consul agent`, the process ends after `/v1/agent/leave`.
+    tokio::select! {
+        signalled = wait_for_signal() => signalled?,
+        () = dev.left() => {}
+    }
     drop(dev);
     Ok(())
 }

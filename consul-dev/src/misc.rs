@@ -1,13 +1,15 @@
 //! Smaller endpoints a dev agent answers: user events, cluster membership
-//! no-ops (join, leave, force-leave, reload), coordinates and the raft
+//! no-ops (join, reload), coordinates (read and update) and the raft
 //! configuration.
 
 use serde_json::{Value, json};
 
 use super::b64::base64;
-use super::http::{HResult, Reply, Req, bad_request};
+use super::decode::{body_json, fields, kind_of};
+use super::http::{HResult, Reply, Req, bad_request, decode_failed, server_error};
 use super::query::{self, answer};
 use super::shared::{Shared, random_uuid};
+use super::store::Store;
 
 /// How many events the agent keeps (Consul's user event buffer).
 const EVENT_BUFFER: usize = 256;
@@ -83,18 +85,29 @@ pub(super) fn coordinate_datacenters(shared: &Shared) -> HResult {
 pub(super) async fn coordinate_nodes(shared: &Shared, req: &Req) -> HResult {
     let opts = query::parse(shared, req)?;
     let (index, list) = query::block(shared, &opts, |s| {
-        let list: Vec<Value> = s
-            .nodes
-            .keys()
-            .map(|n| json!({ "Node": n, "Segment": "", "Partition": "", "Coord": coord() }))
-            .collect();
+        let list: Vec<Value> = s.nodes.keys().flat_map(|n| node_coords(s, n)).collect();
         (s.index, Value::Array(list))
     })
     .await;
     answer(index, &opts, &list)
 }
 
-/// `GET /v1/coordinate/node/:node`: its coordinate, or 404 with no body for a
+/// A node's coordinates, one per segment it sent one for; the origin for a node that
+/// sent none (the dev agent's own node reports its coordinate at once).
+fn node_coords(s: &Store, node: &str) -> Vec<Value> {
+    let sent: Vec<Value> = s
+        .coordinates
+        .range((node.to_owned(), String::new())..)
+        .take_while(|((n, _), _)| n == node)
+        .map(|((n, seg), c)| json!({ "Node": n, "Segment": seg, "Partition": "", "Coord": c }))
+        .collect();
+    if !sent.is_empty() {
+        return sent;
+    }
+    vec![json!({ "Node": node, "Segment": "", "Partition": "", "Coord": coord() })]
+}
+
+/// `GET /v1/coordinate/node/:node`: its coordinates, or 404 with no body for a
 /// node without one, as `CoordinateNode` answers.
 pub(super) async fn coordinate_node(shared: &Shared, req: &Req, node: &str) -> HResult {
     let opts = query::parse(shared, req)?;
@@ -102,7 +115,7 @@ pub(super) async fn coordinate_node(shared: &Shared, req: &Req, node: &str) -> H
         let list = s
             .nodes
             .contains_key(node)
-            .then(|| json!([{ "Node": node, "Segment": "", "Partition": "", "Coord": coord() }]));
+            .then(|| Value::Array(node_coords(s, node)));
         (s.index, list)
     })
     .await;
@@ -111,6 +124,84 @@ pub(super) async fn coordinate_node(shared: &Shared, req: &Req, node: &str) -> H
         None => Err(Reply::new(http::StatusCode::NOT_FOUND, "").meta(index, opts.consistency)),
     }
 }
+
+/// `PUT /v1/coordinate/update`: `Coordinate.Update` stores a node's coordinate
+/// (a dev agent flushes its batch every 100 ms; here it is stored at once).
+/// Updates for nodes not in the catalog are dropped, as `CoordinateBatchUpdate`
+/// does; a coordinate of another dimensionality is `incompatible coordinate`.
+pub(super) fn coordinate_update(shared: &Shared, req: &Req) -> HResult {
+    let body = body_json(&req.body).map_err(decode_failed)?;
+    let names = [
+        "Datacenter",
+        "Node",
+        "Segment",
+        "Coord",
+        "Partition",
+        "Token",
+    ];
+    let f = fields(&body, "CoordinateUpdateRequest", &names).map_err(decode_failed)?;
+    let dc = f.string("Datacenter").map_err(decode_failed)?;
+    if dc.is_empty() {
+        query::check_dc(shared, req)?;
+    } else if dc != shared.cfg.datacenter {
+        return Err(server_error("No path to datacenter"));
+    }
+    let node = f.string("Node").map_err(decode_failed)?;
+    let segment = f.string("Segment").map_err(decode_failed)?;
+    let coord = decode_coord(f.raw("Coord"))?;
+    shared.write(|s| {
+        if s.nodes.contains_key(&node) {
+            s.bump();
+            s.coordinates.insert((node, segment), coord);
+        }
+    });
+    Ok(Reply::empty())
+}
+
+/// A `coordinate.Coordinate`: eight dimensions, as Serf's default configuration.
+fn decode_coord(raw: Option<&Value>) -> Result<Value, Reply> {
+    let Some(raw) = raw else {
+        return Err(server_error("invalid coordinate"));
+    };
+    let names = ["Vec", "Error", "Adjustment", "Height"];
+    let f = fields(raw, "Coordinate", &names).map_err(decode_failed)?;
+    let number = |name: &str| match f.raw(name) {
+        None => Ok(0.0),
+        Some(Value::Number(n)) => Ok(n.as_f64().unwrap_or(0.0)),
+        Some(other) => Err(decode_failed(format!(
+            "json: cannot unmarshal {} into Go struct field Coordinate.Coord.{name} of type float64",
+            kind_of(other)
+        ))),
+    };
+    let vec: Vec<f64> = match f.raw("Vec") {
+        None => Vec::new(),
+        Some(Value::Array(items)) => items
+            .iter()
+            .map(|v| v.as_f64())
+            .collect::<Option<_>>()
+            .ok_or_else(|| {
+                decode_failed("json: cannot unmarshal into Go struct field Coordinate.Coord.Vec of type float64")
+            })?,
+        Some(other) => {
+            return Err(decode_failed(format!(
+                "json: cannot unmarshal {} into Go struct field Coordinate.Coord.Vec of type []float64",
+                kind_of(other)
+            )));
+        }
+    };
+    if vec.len() != COORD_DIMENSIONS {
+        return Err(server_error("incompatible coordinate"));
+    }
+    Ok(json!({
+        "Vec": vec,
+        "Error": number("Error")?,
+        "Adjustment": number("Adjustment")?,
+        "Height": number("Height")?,
+    }))
+}
+
+/// Serf's `coordinate.DefaultConfig().Dimensionality`.
+const COORD_DIMENSIONS: usize = 8;
 
 pub(super) fn raft_configuration(shared: &Shared) -> HResult {
     let cfg = &shared.cfg;

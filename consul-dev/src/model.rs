@@ -39,6 +39,9 @@ pub(super) struct Service {
     pub(super) connect: Option<Value>,
     /// `Locality` (Consul 1.17+): `{Region, Zone}`, kept as registered.
     pub(super) locality: Option<Value>,
+    /// The parent's ID when the agent registered this one from its
+    /// `Connect.SidecarService` (`LocallyRegisteredAsSidecar`, never rendered).
+    pub(super) sidecar_of: Option<String>,
     pub(super) create_index: u64,
     pub(super) modify_index: u64,
 }
@@ -71,6 +74,9 @@ pub(super) enum CheckKind {
     Tcp(String),
     /// `ScriptArgs`: run as a process when the agent enables script checks.
     Script(Vec<String>),
+    /// `AliasService`/`AliasNode`: mirrors the health of a service (or node)
+    /// (`checks::alias_loop`).
+    Alias { service: String, node: String },
     /// UDP, H2PING, OS-service and Docker checks: accepted, never run here (they
     /// stay at their initial status). The string is Consul's `Type`.
     Unrun(&'static str),

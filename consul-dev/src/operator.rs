@@ -83,22 +83,6 @@ pub(super) fn autopilot_state(shared: &Shared) -> HResult {
     })))
 }
 
-/// `GET /v1/operator/autopilot/configuration`: Consul's defaults.
-pub(super) fn autopilot_configuration() -> HResult {
-    Ok(Reply::json(&json!({
-        "CleanupDeadServers": true,
-        "LastContactThreshold": "200ms",
-        "MaxTrailingLogs": 250,
-        "MinQuorum": 0,
-        "ServerStabilizationTime": "10s",
-        "RedundancyZoneTag": "",
-        "DisableUpgradeMigration": false,
-        "UpgradeVersionTag": "",
-        "CreateIndex": 1,
-        "ModifyIndex": 1,
-    })))
-}
-
 /// `GET /v1/agent/metrics`: go-metrics' in-memory summary, with the gauges clients
 /// look for and no samples.
 pub(super) fn metrics(shared: &Shared) -> HResult {

@@ -195,7 +195,10 @@ pub(super) fn decode_check(v: &Value, type_name: &'static str) -> DecodeResult<C
     }
     let alias = !f.string("AliasService")?.is_empty() || !f.string("AliasNode")?.is_empty();
     let kind = if alias {
-        CheckKind::Manual
+        CheckKind::Alias {
+            service: f.string("AliasService")?,
+            node: f.string("AliasNode")?,
+        }
     } else {
         check_kind(&f, ttl, script)?
     };
@@ -283,14 +286,15 @@ pub(super) fn validate_check(spec: &CheckSpec) -> Result<(), Reply> {
         ));
     }
     let interval = c.interval.is_some_and(|d| !d.is_zero());
-    let interval_kind = matches!(
-        c.kind,
-        CheckKind::Http { .. }
-            | CheckKind::Grpc { .. }
-            | CheckKind::Tcp(_)
-            | CheckKind::Script(_)
-            | CheckKind::Unrun(_)
-    );
+    let interval_kind = !spec.alias
+        && matches!(
+            c.kind,
+            CheckKind::Http { .. }
+                | CheckKind::Grpc { .. }
+                | CheckKind::Tcp(_)
+                | CheckKind::Script(_)
+                | CheckKind::Unrun(_)
+        );
     let invalid = |m: &str| Err(bad_request(format!("Invalid check: {m}")));
     if interval && spec.ttl_given {
         return invalid("Interval and TTL cannot both be specified");

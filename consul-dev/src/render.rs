@@ -162,6 +162,7 @@ impl Check {
             CheckKind::Grpc { .. } => "grpc",
             CheckKind::Tcp(_) => "tcp",
             CheckKind::Script(_) => "script",
+            CheckKind::Alias { .. } => "alias",
             CheckKind::Unrun(kind) => kind,
             CheckKind::Manual => "",
         }
@@ -200,6 +201,13 @@ impl Check {
             }
             CheckKind::Script(args) => {
                 m.insert("ScriptArgs".into(), json!(args));
+            }
+            CheckKind::Alias { service, node } => {
+                for (key, value) in [("AliasNode", node), ("AliasService", service)] {
+                    if !value.is_empty() {
+                        m.insert(key.into(), json!(value));
+                    }
+                }
             }
             CheckKind::Ttl(_) | CheckKind::Unrun(_) | CheckKind::Manual => {}
         }

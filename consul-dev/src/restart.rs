@@ -5,6 +5,9 @@ use std::io;
 
 use super::{ConsulDev, server};
 
+/// How long a leaving agent's HTTP server waits for answers in flight.
+const LEAVE_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
+
 // === impl ConsulDev ===
 
 impl ConsulDev {
@@ -17,6 +20,21 @@ impl ConsulDev {
     pub async fn stop(&mut self) {
         if let Some(listening) = self.listening.take() {
             listening.stop().await;
+        }
+    }
+
+    /// Resolves once a client has made the agent leave (`PUT /v1/agent/leave`) and
+    /// the connections open then have closed: answers in flight get a second to go
+    /// out, then the rest (parked blocking queries) are closed, as Consul's
+    /// `ShutdownEndpoints` does. The registry is then stopped, as after
+    /// [`ConsulDev::stop`]. Pends while it serves and no leave comes.
+    pub async fn left(&mut self) {
+        self.shared.left().cancelled().await;
+        if let Some(mut listening) = self.listening.take() {
+            let grace = tokio::time::timeout(LEAVE_GRACE, listening.finished()).await;
+            if grace.is_err() {
+                listening.stop().await;
+            }
         }
     }
 

@@ -8,8 +8,8 @@ use http::{Method, StatusCode};
 use super::http::{HResult, Reply, Req};
 use super::shared::Shared;
 use super::{
-    admin, agent, agent_health, agent_self, catalog, checks_api, config, health, kv, misc,
-    operator, prepared, session, txn,
+    admin, agent, agent_health, agent_self, catalog, chain, checks_api, config, gateway, health,
+    kv, membership, misc, operator, operator_ops, prepared, session, txn,
 };
 
 /// A matched endpoint with the rest of its path.
@@ -36,6 +36,8 @@ pub(super) enum Ep {
     HealthConnect,
     HealthIngress,
     CatalogConnect,
+    GatewayServices,
+    DiscoveryChain,
     HealthChecks,
     HealthNode,
     HealthState,
@@ -59,9 +61,13 @@ pub(super) enum Ep {
     EventFire,
     EventList,
     Accepted,
+    AgentLeave,
+    ForceLeave,
+    AgentMonitor,
     CoordinateDatacenters,
     CoordinateNodes,
     CoordinateNode,
+    CoordinateUpdate,
     RaftConfiguration,
     Txn,
     Version,
@@ -78,6 +84,10 @@ pub(super) enum Ep {
     AutopilotHealth,
     AutopilotState,
     AutopilotConfiguration,
+    RaftPeer,
+    TransferLeader,
+    Keyring,
+    Usage,
 }
 
 const GET: &[Method] = &[Method::GET];
@@ -127,6 +137,12 @@ const ROUTES: &[(&str, bool, &[Method], Ep)] = &[
     ("/v1/health/connect/", true, GET, Ep::HealthConnect),
     ("/v1/health/ingress/", true, GET, Ep::HealthIngress),
     ("/v1/catalog/connect/", true, GET, Ep::CatalogConnect),
+    (
+        "/v1/catalog/gateway-services/",
+        true,
+        GET,
+        Ep::GatewayServices,
+    ),
     ("/v1/health/checks/", true, GET, Ep::HealthChecks),
     ("/v1/health/node/", true, GET, Ep::HealthNode),
     ("/v1/health/state/", true, GET, Ep::HealthState),
@@ -193,14 +209,40 @@ const ROUTES: &[(&str, bool, &[Method], Ep)] = &[
     (
         "/v1/operator/autopilot/configuration",
         false,
-        GET,
+        &[Method::GET, Method::PUT],
         Ep::AutopilotConfiguration,
+    ),
+    (
+        "/v1/operator/raft/peer",
+        false,
+        &[Method::DELETE],
+        Ep::RaftPeer,
+    ),
+    (
+        "/v1/operator/raft/transfer-leader",
+        false,
+        &[Method::POST],
+        Ep::TransferLeader,
+    ),
+    (
+        "/v1/operator/keyring",
+        false,
+        &[Method::GET, Method::POST, Method::PUT, Method::DELETE],
+        Ep::Keyring,
+    ),
+    ("/v1/operator/usage", false, GET, Ep::Usage),
+    (
+        "/v1/discovery-chain/",
+        true,
+        &[Method::GET, Method::POST],
+        Ep::DiscoveryChain,
     ),
     ("/v1/event/fire/", true, PUT, Ep::EventFire),
     ("/v1/event/list", false, GET, Ep::EventList),
     ("/v1/agent/join/", true, PUT, Ep::Accepted),
-    ("/v1/agent/leave", false, PUT, Ep::Accepted),
-    ("/v1/agent/force-leave/", true, PUT, Ep::Accepted),
+    ("/v1/agent/leave", false, PUT, Ep::AgentLeave),
+    ("/v1/agent/force-leave/", true, PUT, Ep::ForceLeave),
+    ("/v1/agent/monitor", false, GET, Ep::AgentMonitor),
     ("/v1/agent/reload", false, PUT, Ep::Accepted),
     (
         "/v1/coordinate/datacenters",
@@ -210,7 +252,7 @@ const ROUTES: &[(&str, bool, &[Method], Ep)] = &[
     ),
     ("/v1/coordinate/nodes", false, GET, Ep::CoordinateNodes),
     ("/v1/coordinate/node/", true, GET, Ep::CoordinateNode),
-    ("/v1/coordinate/update", false, PUT, Ep::Accepted),
+    ("/v1/coordinate/update", false, PUT, Ep::CoordinateUpdate),
     (
         "/v1/operator/raft/configuration",
         false,
@@ -336,6 +378,8 @@ async fn dispatch(shared: &Arc<Shared>, req: &Req, ep: Ep, rest: &str) -> HResul
         Ep::HealthConnect => health::service(shared, req, rest, health::Entries::Connect).await,
         Ep::HealthIngress => health::service(shared, req, rest, health::Entries::Ingress).await,
         Ep::CatalogConnect => catalog::connect(shared, req, rest).await,
+        Ep::GatewayServices => gateway::services(shared, req, rest).await,
+        Ep::DiscoveryChain => chain::read(shared, req, rest).await,
         Ep::HealthChecks => health::checks(shared, req, rest).await,
         Ep::HealthNode => health::node(shared, req, rest).await,
         Ep::HealthState => health::state(shared, req, rest).await,
@@ -358,9 +402,13 @@ async fn dispatch(shared: &Arc<Shared>, req: &Req, ep: Ep, rest: &str) -> HResul
         Ep::EventFire => misc::fire_event(shared, req, rest),
         Ep::EventList => misc::list_events(shared, req).await,
         Ep::Accepted => misc::accepted(),
+        Ep::AgentLeave => membership::leave(shared),
+        Ep::ForceLeave => membership::force_leave(shared, req, rest),
+        Ep::AgentMonitor => membership::monitor(shared, req),
         Ep::CoordinateDatacenters => misc::coordinate_datacenters(shared),
         Ep::CoordinateNodes => misc::coordinate_nodes(shared, req).await,
         Ep::CoordinateNode => misc::coordinate_node(shared, req, rest).await,
+        Ep::CoordinateUpdate => misc::coordinate_update(shared, req),
         Ep::RaftConfiguration => misc::raft_configuration(shared),
         Ep::SessionCreate => session::create(shared, req),
         Ep::SessionDestroy => session::destroy(shared, req, rest),
@@ -377,6 +425,13 @@ async fn dispatch(shared: &Arc<Shared>, req: &Req, ep: Ep, rest: &str) -> HResul
         Ep::AgentHost => operator::host(),
         Ep::AutopilotHealth => operator::autopilot_health(shared),
         Ep::AutopilotState => operator::autopilot_state(shared),
-        Ep::AutopilotConfiguration => operator::autopilot_configuration(),
+        Ep::AutopilotConfiguration if req.method == Method::PUT => {
+            operator_ops::autopilot_put(shared, req)
+        }
+        Ep::AutopilotConfiguration => operator_ops::autopilot_get(shared, req),
+        Ep::RaftPeer => operator_ops::raft_peer(shared, req),
+        Ep::TransferLeader => operator_ops::transfer_leader(shared, req),
+        Ep::Keyring => operator_ops::keyring(shared, req),
+        Ep::Usage => operator_ops::usage(shared, req).await,
     }
 }

@@ -10,6 +10,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::Bytes;
+use futures_util::StreamExt as _;
 use http::{HeaderValue, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, StreamBody, combinators::BoxBody};
 use hyper::body::{Frame, Incoming};
@@ -67,7 +68,8 @@ impl Listening {
     /// Serves `listener` on a task.
     pub(super) fn start(listener: TcpListener, shared: Arc<Shared>, tls: Tls) -> Self {
         let stop = CancellationToken::new();
-        let task = tokio::spawn(serve(listener, shared, tls, stop.clone()));
+        let left = shared.serving();
+        let task = tokio::spawn(serve(listener, shared, tls, stop.clone(), left));
         Listening { task, stop }
     }
 
@@ -75,6 +77,12 @@ impl Listening {
     pub(super) async fn stop(self) {
         self.stop.cancel();
         let _ = self.task.await;
+    }
+
+    /// Waits until the accept loop has returned by itself (after a leave, once its
+    /// connections have closed).
+    pub(super) async fn finished(&mut self) {
+        let _ = (&mut self.task).await;
     }
 
     /// Stops at once without waiting (dropping the registry).
@@ -100,16 +108,28 @@ pub(super) fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
 
 /// Accepts connections until `stop`; then closes the listener and every
 /// connection before returning. Aborting the task drops every connection too (the
-/// `JoinSet` aborts them).
-async fn serve(listener: TcpListener, shared: Arc<Shared>, tls: Tls, stop: CancellationToken) {
+/// `JoinSet` aborts them). When the agent leaves (`left`), the listener closes at
+/// once and the task returns when the connections have closed gracefully.
+async fn serve(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    tls: Tls,
+    stop: CancellationToken,
+    left: CancellationToken,
+) {
     let mut conns = JoinSet::new();
+    let mut listener = Some(listener);
     loop {
+        if listener.is_none() && conns.is_empty() {
+            return;
+        }
         tokio::select! {
             () = stop.cancelled() => break,
-            accepted = listener.accept() => match accepted {
+            () = left.cancelled(), if listener.is_some() => listener = None,
+            accepted = accept(listener.as_ref()) => match accepted {
                 Ok((stream, _peer)) => {
                     let _ = stream.set_nodelay(true);
-                    conns.spawn(accept_conn(stream, shared.clone(), tls.clone()));
+                    conns.spawn(accept_conn(stream, shared.clone(), tls.clone(), left.clone()));
                 }
                 Err(e) => {
                     tracing::debug!(error = %e, "consul-dev accept failed");
@@ -123,27 +143,40 @@ async fn serve(listener: TcpListener, shared: Arc<Shared>, tls: Tls, stop: Cance
     conns.shutdown().await;
 }
 
+/// Accepts on `listener`; pends forever without one (after a leave).
+async fn accept(listener: Option<&TcpListener>) -> io::Result<(tokio::net::TcpStream, SocketAddr)> {
+    match listener {
+        Some(l) => l.accept().await,
+        None => std::future::pending().await,
+    }
+}
+
 /// Runs the TLS handshake when configured, then serves the connection.
-async fn accept_conn(stream: tokio::net::TcpStream, shared: Arc<Shared>, tls: Tls) {
+async fn accept_conn(
+    stream: tokio::net::TcpStream,
+    shared: Arc<Shared>,
+    tls: Tls,
+    left: CancellationToken,
+) {
     #[cfg(feature = "tls-ring")]
     if let Some(acceptor) = tls {
         match acceptor.accept(stream).await {
             // Consul serves HTTP/2 over TLS when ALPN picks it.
             Ok(stream) if stream.get_ref().1.alpn_protocol() == Some(b"h2") => {
-                serve_h2(stream, shared).await;
+                serve_h2(stream, shared, left).await;
             }
-            Ok(stream) => serve_conn(stream, shared).await,
+            Ok(stream) => serve_conn(stream, shared, left).await,
             Err(e) => tracing::debug!(error = %e, "consul-dev TLS handshake failed"),
         }
         return;
     }
     let _ = tls;
-    serve_conn(stream, shared).await;
+    serve_conn(stream, shared, left).await;
 }
 
 /// Serves one HTTP/2 connection (over TLS, as Consul does).
 #[cfg(feature = "tls-ring")]
-async fn serve_h2<S>(stream: S, shared: Arc<Shared>)
+async fn serve_h2<S>(stream: S, shared: Arc<Shared>, left: CancellationToken)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -153,13 +186,21 @@ where
     });
     let conn = hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
         .serve_connection(TokioIo::new(stream), svc);
-    if let Err(e) = conn.await {
+    let mut conn = std::pin::pin!(conn);
+    let ended = tokio::select! {
+        ended = conn.as_mut() => ended,
+        () = left.cancelled() => {
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+    };
+    if let Err(e) = ended {
         tracing::trace!(error = %e, "consul-dev connection ended");
     }
 }
 
 /// Serves one HTTP/1.1 connection over any stream (TCP or TLS).
-pub(super) async fn serve_conn<S>(mut stream: S, shared: Arc<Shared>)
+pub(super) async fn serve_conn<S>(mut stream: S, shared: Arc<Shared>, left: CancellationToken)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -179,7 +220,16 @@ where
     let conn = hyper::server::conn::http1::Builder::new()
         .keep_alive(true)
         .serve_connection(TokioIo::new(stream), svc);
-    if let Err(e) = conn.await {
+    let mut conn = std::pin::pin!(conn);
+    // After a leave, the answer in flight is written, then the connection closes.
+    let ended = tokio::select! {
+        ended = conn.as_mut() => ended,
+        () = left.cancelled() => {
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+    };
+    if let Err(e) = ended {
         tracing::trace!(error = %e, "consul-dev connection ended");
     }
 }
@@ -290,7 +340,9 @@ fn finish(shared: &Shared, mut reply: Reply, faults: &[Fault]) -> Response<Body>
         };
         builder = builder.header(*name, value);
     }
-    let out = if faults.contains(&Fault::DropConnection) {
+    let out = if let Some(until) = reply.open_until {
+        builder.body(open_stream(body, until))
+    } else if faults.contains(&Fault::DropConnection) {
         builder = builder.header("content-length", body.len().to_string());
         builder.body(truncated_stream(body))
     } else {
@@ -302,6 +354,19 @@ fn finish(shared: &Shared, mut reply: Reply, faults: &[Fault]) -> Response<Body>
         *resp.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
         resp
     })
+}
+
+/// `body`, then nothing until `until` is cancelled: a streaming answer with
+/// nothing more to stream.
+fn open_stream(body: Bytes, until: CancellationToken) -> Body {
+    let first = (!body.is_empty()).then(|| Ok(Frame::data(body)));
+    let head = futures_util::stream::iter(first);
+    let rest = futures_util::stream::once(async move {
+        until.cancelled().await;
+        None::<Result<Frame<Bytes>, BoxError>>
+    })
+    .filter_map(std::future::ready);
+    BodyExt::boxed(StreamBody::new(futures_util::StreamExt::chain(head, rest)))
 }
 
 /// Half the body, then an error: hyper closes the connection mid-body. The pause

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use tokio::sync::{Notify, watch};
 use tokio::task::AbortHandle;
+use tokio_util::sync::CancellationToken;
 
 use super::agent::CONSUL_SERVICE;
 use super::faults::FaultSet;
@@ -21,6 +22,8 @@ use super::store::Store;
 pub(super) struct Config {
     pub(super) node_name: String,
     pub(super) node_id: String,
+    /// The Connect CA's cluster ID: the trust domain is `<cluster_id>.consul`.
+    pub(super) cluster_id: String,
     pub(super) datacenter: String,
     pub(super) acl_token: Option<String>,
     pub(super) reap_interval: Duration,
@@ -30,6 +33,8 @@ pub(super) struct Config {
     /// `enable_local_script_checks`: only checks from configuration files may be
     /// scripts; HTTP registrations of script checks are refused.
     pub(super) enable_local_script_checks: bool,
+    /// How long a KV write takes to commit (Consul's raft apply).
+    pub(super) kv_commit_latency: Duration,
 }
 
 impl fmt::Debug for Config {
@@ -63,6 +68,9 @@ pub(super) struct Shared {
     pub(super) runners: Mutex<HashMap<(String, String), AbortHandle>>,
     /// When the agent started (autopilot's `StableSince`).
     pub(super) started: std::time::SystemTime,
+    /// Cancelled by `/v1/agent/leave`: the current listener stops accepting and
+    /// its connections close once their answers are written. Replaced on restart.
+    left: Mutex<CancellationToken>,
 }
 
 // === impl Shared ===
@@ -80,7 +88,25 @@ impl Shared {
             blocked: AtomicUsize::new(0),
             runners: Mutex::new(HashMap::new()),
             started: std::time::SystemTime::now(),
+            left: Mutex::new(CancellationToken::new()),
         }
+    }
+
+    /// A fresh leave token for a listener that starts serving.
+    pub(super) fn serving(&self) -> CancellationToken {
+        let token = CancellationToken::new();
+        *self.left.lock().unwrap_or_else(|p| p.into_inner()) = token.clone();
+        token
+    }
+
+    /// The agent leaves: its listener shuts down gracefully.
+    pub(super) fn leave(&self) {
+        self.left.lock().unwrap_or_else(|p| p.into_inner()).cancel();
+    }
+
+    /// The current leave token (ends streams such as `/v1/agent/monitor`).
+    pub(super) fn left(&self) -> CancellationToken {
+        self.left.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// Locks the store. A poisoned lock is taken over: the store has no invariant a
@@ -158,6 +184,9 @@ impl Drop for Waiting<'_> {
         self.0.fetch_sub(1, Ordering::SeqCst);
     }
 }
+
+/// The server's check of its node's gossip membership (catalog only, not the agent's).
+pub(super) const SERF_CHECK: &str = "serfHealth";
 
 /// The dev agent's own node, its `serfHealth` check and the `consul` service.
 pub(super) fn seed(shared: &Shared, addr: SocketAddr) {

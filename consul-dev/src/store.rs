@@ -49,6 +49,10 @@ pub(super) struct Store {
     pub(super) config: BTreeMap<(String, String), super::config::Entry>,
     /// Index of the last config-entry write.
     pub(super) config_index: u64,
+    /// Network coordinates sent with `/v1/coordinate/update`, keyed by (node, segment).
+    pub(super) coordinates: BTreeMap<(String, String), Value>,
+    /// The autopilot configuration once set (Consul's defaults until then).
+    pub(super) autopilot: Option<super::operator_ops::Autopilot>,
 }
 
 // === impl Store ===
@@ -295,6 +299,7 @@ impl Store {
         if self.nodes.remove(node).is_none() {
             return false;
         }
+        self.coordinates.retain(|(n, _), _| n != node);
         let ids: Vec<String> = self
             .services
             .keys()

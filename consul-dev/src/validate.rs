@@ -4,6 +4,28 @@
 
 use super::model::Service;
 
+/// Nested sidecar validation: the agent owns the sidecar's ID, and a sidecar has
+/// no sidecar of its own.
+fn sidecar(svc: &Service, errors: &mut Vec<String>) {
+    use super::decode::field_of as field;
+    let Some(def) = svc
+        .connect
+        .as_ref()
+        .and_then(|c| field(c, "SidecarService"))
+    else {
+        return;
+    };
+    if field(def, "ID").is_some_and(|id| id.as_str() != Some("")) {
+        errors.push(
+            "A SidecarService cannot specify an ID as this is managed by the agent".to_owned(),
+        );
+    }
+    let nested = field(def, "Connect").and_then(|c| field(c, "SidecarService"));
+    if nested.is_some() {
+        errors.push("A SidecarService cannot have a nested SidecarService".to_owned());
+    }
+}
+
 /// The problems `NodeService.Validate` finds, in its order.
 pub(super) fn node_service(svc: &Service) -> Vec<String> {
     let mut errors = Vec::new();
@@ -42,6 +64,7 @@ pub(super) fn node_service(svc: &Service) -> Vec<String> {
         }
     }
     gateway(svc, &proxy, &mut errors);
+    sidecar(svc, &mut errors);
     if native && no_port {
         errors.push("Port or SocketPath must be set for a Connect native service.".to_owned());
     }

@@ -340,3 +340,101 @@ async fn proxies_and_gateways_are_validated_with_multierror_texts() {
     let (catalog, _) = api.get_json("/v1/catalog/service/sock").await;
     assert_eq!(catalog[0]["ServiceSocketPath"], "/tmp/s.sock");
 }
+
+#[tokio::test]
+async fn sidecar_service_registers_a_connect_proxy_with_consuls_defaults() {
+    let dev = ConsulDev::start().await.unwrap();
+    let api = Api::new(&dev);
+    api.register(json!({
+        "Name": "web", "Port": 8080, "Tags": ["v1"], "Meta": {"team": "a"},
+        "Connect": {"SidecarService": {}},
+    }))
+    .await;
+    let (services, _) = api.get_json("/v1/agent/services").await;
+    let proxy = &services["web-sidecar-proxy"];
+    assert_eq!(proxy["Kind"], "connect-proxy");
+    assert_eq!(proxy["Service"], "web-sidecar-proxy");
+    assert_eq!(proxy["Port"], 21000);
+    assert_eq!(proxy["Tags"], json!(["v1"]));
+    assert_eq!(proxy["Meta"], json!({"team": "a"}));
+    assert_eq!(proxy["Proxy"]["DestinationServiceName"], "web");
+    assert_eq!(proxy["Proxy"]["DestinationServiceID"], "web");
+    assert_eq!(proxy["Proxy"]["LocalServiceAddress"], "127.0.0.1");
+    assert_eq!(proxy["Proxy"]["LocalServicePort"], 8080);
+    // The registration sugar is not kept on the parent.
+    assert_eq!(services["web"]["Connect"].get("SidecarService"), None);
+    let (checks, _) = api.get_json("/v1/agent/checks").await;
+    let listening = &checks["service:web-sidecar-proxy:1"];
+    assert_eq!(listening["Name"], "Connect Sidecar Listening");
+    assert_eq!(listening["Type"], "tcp");
+    assert_eq!(listening["ServiceID"], "web-sidecar-proxy");
+    let aliasing = &checks["service:web-sidecar-proxy:2"];
+    assert_eq!(aliasing["Name"], "Connect Sidecar Aliasing web");
+    assert_eq!(aliasing["Type"], "alias");
+    // `web` has no checks: the alias passes once it has looked.
+    support::eventually(
+        std::time::Duration::from_secs(5),
+        "the aliasing check passes",
+        || async {
+            let (checks, _) = api.get_json("/v1/agent/checks").await;
+            checks["service:web-sidecar-proxy:2"]["Status"] == "passing"
+        },
+    )
+    .await;
+    let (connect, _) = api.get_json("/v1/catalog/connect/web").await;
+    assert_eq!(connect[0]["ServiceID"], "web-sidecar-proxy");
+    // A second sidecar takes the next free port; a given port and name are kept.
+    api.register(json!({
+        "Name": "api", "Port": 9090,
+        "Connect": {"SidecarService": {"Port": 0}},
+    }))
+    .await;
+    api.register(json!({
+        "Name": "db", "Port": 5432,
+        "Connect": {"SidecarService": {"Name": "db-proxy", "Port": 30000,
+            "Check": {"TTL": "10s"}}},
+    }))
+    .await;
+    let (services, _) = api.get_json("/v1/agent/services").await;
+    assert_eq!(services["api-sidecar-proxy"]["Port"], 21001);
+    assert_eq!(services["db-sidecar-proxy"]["Service"], "db-proxy");
+    assert_eq!(services["db-sidecar-proxy"]["Port"], 30000);
+    let (checks, _) = api.get_json("/v1/agent/checks").await;
+    assert_eq!(checks["service:db-sidecar-proxy"]["Type"], "ttl");
+    // Deregistering the parent deregisters its sidecar.
+    api.put_ok("/v1/agent/service/deregister/web", None).await;
+    let (services, _) = api.get_json("/v1/agent/services").await;
+    assert!(services.get("web-sidecar-proxy").is_none(), "{services}");
+    assert!(services.get("api-sidecar-proxy").is_some());
+}
+
+#[tokio::test]
+async fn sidecar_service_refuses_an_id_and_nesting() {
+    let dev = ConsulDev::start().await.unwrap();
+    let api = Api::new(&dev);
+    let with_id = json!({"Name": "web", "Port": 1, "Connect": {"SidecarService": {"ID": "x"}}});
+    let (code, text) = api
+        .error(Method::PUT, "/v1/agent/service/register", Some(with_id))
+        .await;
+    assert_eq!(
+        (code, text.as_str()),
+        (
+            400,
+            "Validation failed: 1 error occurred:\n\t* A SidecarService cannot specify an ID as this is managed by the agent\n\n"
+        )
+    );
+    let nested = json!({"Name": "web", "Port": 1,
+        "Connect": {"SidecarService": {"Connect": {"SidecarService": {}}}}});
+    let (code, text) = api
+        .error(Method::PUT, "/v1/agent/service/register", Some(nested))
+        .await;
+    assert_eq!(
+        (code, text.as_str()),
+        (
+            400,
+            "Validation failed: 1 error occurred:\n\t* A SidecarService cannot have a nested SidecarService\n\n"
+        )
+    );
+    let (services, _) = api.get_json("/v1/agent/services").await;
+    assert_eq!(services, json!({}));
+}

@@ -173,3 +173,66 @@ async fn agent_health_answers_with_status_codes() {
         .await;
     assert_eq!(code, 503);
 }
+
+#[tokio::test]
+async fn alias_checks_follow_the_aliased_service() {
+    let dev = ConsulDev::start().await.unwrap();
+    let api = Api::new(&dev);
+    api.register(json!({"Name": "web", "Port": 80, "Check": {"TTL": "30s"}}))
+        .await;
+    api.put_ok(
+        "/v1/agent/check/register",
+        Some(json!({"Name": "web-alias", "AliasService": "web"})),
+    )
+    .await;
+    let alias = |dev_api: Api| async move {
+        let (checks, _) = dev_api.get_json("/v1/agent/checks").await;
+        (
+            checks["web-alias"]["Status"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned(),
+            checks["web-alias"]["Output"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned(),
+        )
+    };
+    let (checks, _) = api.get_json("/v1/agent/checks").await;
+    assert_eq!(checks["web-alias"]["Type"], "alias");
+    assert_eq!(checks["web-alias"]["Definition"]["AliasService"], "web");
+    support::eventually(Duration::from_secs(5), "the alias is critical", || {
+        let api = api.clone();
+        async move {
+            alias(api).await
+                == (
+                    "critical".to_owned(),
+                    "Aliased check \"Service 'web' check\" failing: ".to_owned(),
+                )
+        }
+    })
+    .await;
+    api.put_ok("/v1/agent/check/pass/service:web?note=ok", None)
+        .await;
+    support::eventually(Duration::from_secs(5), "the alias passes", || {
+        let api = api.clone();
+        async move { alias(api).await == ("passing".to_owned(), "All checks passing.".to_owned()) }
+    })
+    .await;
+    api.put_ok("/v1/agent/service/deregister/web", None).await;
+    support::eventually(
+        Duration::from_secs(5),
+        "the alias misses its service",
+        || {
+            let api = api.clone();
+            async move {
+                alias(api).await
+                    == (
+                        "critical".to_owned(),
+                        "Service web could not be found on node ".to_owned(),
+                    )
+            }
+        },
+    )
+    .await;
+}

@@ -82,3 +82,35 @@ async fn rejects_unknown_flags() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("unknown flag --bogus"));
 }
+
+#[tokio::test]
+async fn exits_zero_after_agent_leave() {
+    let mut child = Command::new(BIN)
+        .args(["--http-addr", "127.0.0.1:0"])
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut lines = BufReader::new(stdout).lines();
+    let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
+        .await
+        .expect("announces itself")
+        .unwrap()
+        .expect("a line");
+    let url = line
+        .strip_prefix("consul-dev listening on ")
+        .expect("announcement format")
+        .to_owned();
+    let resp = common::client()
+        .put(format!("{url}/v1/agent/leave"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let status = tokio::time::timeout(Duration::from_secs(30), child.wait())
+        .await
+        .expect("exits after leaving")
+        .unwrap();
+    assert_eq!(status.code(), Some(0));
+}

@@ -300,3 +300,109 @@ async fn sessions_lock_and_release_keys() {
         .await;
     assert_eq!((code, text), (404, format!("Session id '{s2}' not found")));
 }
+
+#[tokio::test]
+async fn catalog_writes_to_another_datacenter_have_no_path() {
+    let dev = ConsulDev::start().await.unwrap();
+    let api = Api::new(&dev);
+    let node = json!({"Node": "ext", "Address": "10.0.0.9"});
+    let mut in_body = node.clone();
+    in_body["Datacenter"] = json!("dc2");
+    let gone = json!({"Node": "ext"});
+    for (path, body) in [
+        ("/v1/catalog/register", in_body),
+        ("/v1/catalog/register?dc=dc2", node.clone()),
+        (
+            "/v1/catalog/deregister",
+            json!({"Node": "ext", "Datacenter": "dc2"}),
+        ),
+        ("/v1/catalog/deregister?dc=dc2", gone),
+    ] {
+        let (code, text) = api.error(Method::PUT, path, Some(body)).await;
+        assert_eq!(
+            (code, text.as_str()),
+            (500, "No path to datacenter"),
+            "{path}"
+        );
+    }
+    let resp = api.get("/v1/catalog/node/ext").await;
+    assert_eq!(
+        resp.text().await.unwrap().trim(),
+        "null",
+        "nothing registered"
+    );
+    // The body's own datacenter wins over `?dc`, as `CatalogRegister` reads it first.
+    let mut own = node;
+    own["Datacenter"] = json!("dc1");
+    api.put_ok("/v1/catalog/register?dc=dc2", Some(own)).await;
+    let (ext, _) = api.get_json("/v1/catalog/node/ext").await;
+    assert_eq!(ext["Node"]["Address"], "10.0.0.9");
+}
+
+#[tokio::test]
+async fn gateway_services_list_what_gateway_entries_link() {
+    let dev = ConsulDev::start().await.unwrap();
+    let api = Api::new(&dev);
+    let (code, text) = api
+        .error(Method::GET, "/v1/catalog/gateway-services/", None)
+        .await;
+    assert_eq!((code, text.as_str()), (400, "Missing gateway name"));
+    // No config entry links anything to this gateway yet.
+    let resp = api.get("/v1/catalog/gateway-services/egress").await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.text().await.unwrap().trim(), "null");
+    api.register(json!({"Name": "billing", "Port": 1})).await;
+    api.register(json!({"Name": "api", "Port": 2})).await;
+    api.put_ok(
+        "/v1/config",
+        Some(json!({
+            "Kind": "terminating-gateway", "Name": "egress",
+            "Services": [{"Name": "mail", "CAFile": "/ca.pem", "SNI": "mail.example"}],
+        })),
+    )
+    .await;
+    let (linked, _) = api.get_json("/v1/catalog/gateway-services/egress").await;
+    assert_eq!(linked.as_array().map(Vec::len), Some(1));
+    assert_eq!(linked[0]["Gateway"], json!({"Name": "egress"}));
+    assert_eq!(linked[0]["Service"], json!({"Name": "mail"}));
+    assert_eq!(linked[0]["GatewayKind"], "terminating-gateway");
+    assert_eq!(linked[0]["CAFile"], "/ca.pem");
+    assert_eq!(linked[0]["SNI"], "mail.example");
+    assert_eq!(linked[0].get("CertFile"), None, "omitted when empty");
+    api.put_ok(
+        "/v1/config",
+        Some(json!({
+            "Kind": "ingress-gateway", "Name": "in",
+            "Listeners": [
+                {"Port": 8080, "Protocol": "http", "Services": [{"Name": "*"}]},
+                {"Port": 9090, "Services": [{"Name": "billing", "Hosts": ["b.example"]}]},
+            ],
+        })),
+    )
+    .await;
+    let (linked, _) = api.get_json("/v1/catalog/gateway-services/in").await;
+    let summary: Vec<(String, u64, String, bool)> = linked
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| {
+            (
+                g["Service"]["Name"].as_str().unwrap().to_owned(),
+                g["Port"].as_u64().unwrap(),
+                g["Protocol"].as_str().unwrap().to_owned(),
+                g["FromWildcard"] == json!(true),
+            )
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        vec![
+            ("api".to_owned(), 8080, "http".to_owned(), true),
+            ("billing".to_owned(), 8080, "http".to_owned(), true),
+            ("billing".to_owned(), 9090, "tcp".to_owned(), false),
+            ("consul".to_owned(), 8080, "http".to_owned(), true),
+        ]
+    );
+    assert_eq!(linked[2]["Hosts"], json!(["b.example"]));
+    assert_eq!(linked[0]["GatewayKind"], "ingress-gateway");
+}

@@ -35,12 +35,7 @@ async fn events_fire_and_list() {
 async fn membership_and_cluster_endpoints_answer() {
     let dev = ConsulDev::builder().node_name("n1").start().await.unwrap();
     let api = Api::new(&dev);
-    for path in [
-        "/v1/agent/join/127.0.0.1",
-        "/v1/agent/leave",
-        "/v1/agent/force-leave/x",
-        "/v1/agent/reload",
-    ] {
+    for path in ["/v1/agent/join/127.0.0.1", "/v1/agent/reload"] {
         api.put_ok(path, None).await;
     }
     let (dcs, _) = api.get_json("/v1/coordinate/datacenters").await;
@@ -239,4 +234,134 @@ async fn prepared_queries_round_trip_and_execute() {
         .error(reqwest::Method::GET, &format!("/v1/query/{id}"), None)
         .await;
     assert_eq!((code, text.as_str()), (404, "Query not found"));
+}
+
+#[tokio::test]
+async fn coordinate_updates_are_read_back() {
+    let dev = ConsulDev::builder().node_name("n1").start().await.unwrap();
+    let api = Api::new(&dev);
+    let coord = json!({"Vec": [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8], "Error": 0.5, "Adjustment": 0.01, "Height": 0.0002});
+    let (_, before) = api.get_json("/v1/coordinate/node/n1").await;
+    api.put_ok(
+        "/v1/coordinate/update",
+        Some(json!({"Node": "n1", "Segment": "", "Coord": coord})),
+    )
+    .await;
+    let (node, index) = api.get_json("/v1/coordinate/node/n1").await;
+    assert!(index > before);
+    assert_eq!(
+        node,
+        json!([{"Node": "n1", "Segment": "", "Partition": "", "Coord": coord}])
+    );
+    let (nodes, _) = api.get_json("/v1/coordinate/nodes").await;
+    assert_eq!(nodes[0]["Coord"], coord);
+    // A node not in the catalog is dropped silently, as `CoordinateBatchUpdate` does.
+    api.put_ok(
+        "/v1/coordinate/update",
+        Some(json!({"Node": "nobody", "Coord": coord})),
+    )
+    .await;
+    assert_eq!(api.get("/v1/coordinate/node/nobody").await.status(), 404);
+    let short = json!({"Node": "n1", "Coord": {"Vec": [0.1, 0.2]}});
+    let (code, text) = api
+        .error(reqwest::Method::PUT, "/v1/coordinate/update", Some(short))
+        .await;
+    assert_eq!((code, text.as_str()), (500, "incompatible coordinate"));
+    let unknown = json!({"Node": "n1", "Coords": coord});
+    let (code, text) = api
+        .error(reqwest::Method::PUT, "/v1/coordinate/update", Some(unknown))
+        .await;
+    assert_eq!(
+        (code, text.as_str()),
+        (400, "Request decode failed: json: unknown field \"Coords\"")
+    );
+}
+
+#[tokio::test]
+async fn force_leave_knows_only_the_agent_itself() {
+    let dev = ConsulDev::builder().node_name("n1").start().await.unwrap();
+    let api = Api::new(&dev);
+    // Removing an alive member (the agent) does nothing, on either pool.
+    for path in [
+        "/v1/agent/force-leave/n1",
+        "/v1/agent/force-leave/n1?prune",
+        "/v1/agent/force-leave/n1.dc1?wan",
+    ] {
+        api.put_ok(path, None).await;
+    }
+    for (path, name) in [
+        ("/v1/agent/force-leave/gone?prune", "gone"),
+        ("/v1/agent/force-leave/n1?wan", "n1"),
+        ("/v1/agent/force-leave/", ""),
+    ] {
+        let (code, text) = api.error(reqwest::Method::PUT, path, None).await;
+        assert_eq!(
+            (code, text),
+            (500, format!("agent: No node found with name '{name}'")),
+            "{path}"
+        );
+    }
+    let (members, _) = api.get_json("/v1/agent/members").await;
+    assert_eq!(members.as_array().map(Vec::len), Some(1));
+}
+
+#[tokio::test]
+async fn monitor_checks_the_log_level_and_streams() {
+    let dev = ConsulDev::start().await.unwrap();
+    let api = Api::new(&dev);
+    for level in ["verbose", "fatal"] {
+        let path = format!("/v1/agent/monitor?loglevel={level}");
+        let (code, text) = api.error(reqwest::Method::GET, &path, None).await;
+        assert_eq!((code, text), (400, format!("Unknown log level: {level}")));
+    }
+    // A known level (any case) answers 200 at once and keeps the body open.
+    let mut resp = api.get("/v1/agent/monitor?loglevel=debug").await;
+    assert_eq!(resp.status(), 200);
+    let next = tokio::time::timeout(std::time::Duration::from_millis(100), resp.chunk()).await;
+    assert!(next.is_err(), "the stream stays open: {next:?}");
+}
+
+#[tokio::test]
+async fn leave_answers_then_the_agent_stops_serving() {
+    let mut dev = ConsulDev::start().await.unwrap();
+    let api = Api::new(&dev);
+    // A blocking query parked when the agent leaves is closed after the grace.
+    let (_, index) = api.get_json("/v1/kv/?keys").await;
+    let parked = api
+        .http
+        .get(format!("{}/v1/kv/?keys&index={index}&wait=5m", api.base))
+        .send();
+    let parked = tokio::spawn(parked);
+    support::eventually(
+        std::time::Duration::from_secs(5),
+        "the blocking query is parked",
+        || async { dev.blocked_queries() == 1 },
+    )
+    .await;
+    let resp = api.put("/v1/agent/leave", None).await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.text().await.unwrap(), "");
+    // The agent shut down: new connections are refused.
+    let fresh = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .build()
+        .unwrap();
+    let url = format!("{}/v1/agent/self", dev.url());
+    support::eventually(
+        std::time::Duration::from_secs(5),
+        "connections are refused",
+        || async { fresh.get(&url).send().await.is_err() },
+    )
+    .await;
+    tokio::time::timeout(std::time::Duration::from_secs(5), dev.left())
+        .await
+        .expect("the agent has left");
+    let closed = parked.await.unwrap();
+    assert!(
+        closed.is_err(),
+        "the parked query's connection closed: {closed:?}"
+    );
+    // A restart serves again, with the state kept.
+    dev.restart().await.unwrap();
+    assert_eq!(fresh.get(&url).send().await.unwrap().status(), 200);
 }
