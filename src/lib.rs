@@ -7,6 +7,58 @@
 //! itself with [`consul::Registration`]: a valid name, a unique ID, and a TTL check kept
 //! passing by a background task until the server drains.
 //!
+//! # Example
+//!
+//! A server registers with the local Consul agent, serves, and drains on Ctrl-C; a
+//! client balances over the passing instances. `EchoServer`, `EchoClient` and
+//! `EchoRequest` stand for your tonic-generated code, `MyEcho` for your service.
+//!
+//! ```no_run
+//! use std::net::SocketAddr;
+//! use std::time::Duration;
+//! use tonic::transport::Server;
+//! use tonic_discovery::{balance::BalancedChannel, consul};
+//! # use tonic_discovery::testkit::EchoService as MyEcho;
+//! # use tonic_discovery::testkit::pb::{EchoRequest, echo_client::EchoClient, echo_server::EchoServer};
+//! type BoxError = Box<dyn std::error::Error>;
+//!
+//! /// Registers, serves, and on Ctrl-C leaves discovery, gives clients 5 s to notice,
+//! /// deregisters and stops (finishing the requests in flight).
+//! async fn server(consul: consul::Client, addr: SocketAddr) -> Result<(), BoxError> {
+//!     // The handle keeps the TTL check passing. Keep it: dropping it deregisters.
+//!     let registration = consul
+//!         .register(consul::Registration::new("echo", addr).ttl(Duration::from_secs(10)))
+//!         .await?;
+//!     let ctrl_c = async {
+//!         let _ = tokio::signal::ctrl_c().await;
+//!     };
+//!     Server::builder()
+//!         .add_service(EchoServer::new(MyEcho::new("echo-1")))
+//!         .serve_with_shutdown(addr, registration.drain_on(ctrl_c, Duration::from_secs(5)))
+//!         .await?;
+//!     Ok(())
+//! }
+//!
+//! /// One channel over the passing instances of `echo`, in a generated client.
+//! async fn client(consul: consul::Client) -> Result<(), BoxError> {
+//!     let discovery = consul.discovery("echo").build();
+//!     let channel = BalancedChannel::builder("echo").build(discovery)?;
+//!     let mut client = EchoClient::new(channel);
+//!     let reply = client.echo(EchoRequest { message: "hi".into() }).await?;
+//!     println!("answered by {}", reply.into_inner().instance_id);
+//!     Ok(())
+//! }
+//!
+//! #[tokio::main]
+//! async fn main() -> Result<(), BoxError> {
+//!     // CONSUL_HTTP_ADDR (default http://127.0.0.1:8500), CONSUL_HTTP_TOKEN, …
+//!     let consul = consul::Client::from_env()?;
+//!     let addr = "127.0.0.1:50051".parse()?;
+//!     tokio::try_join!(server(consul.clone(), addr), client(consul))?;
+//!     Ok(())
+//! }
+//! ```
+//!
 //! # Features
 //!
 //! | feature | default | what |

@@ -17,59 +17,114 @@ pub(crate) const MAX_META_PAIRS: usize = 64;
 pub(crate) const MAX_META_KEY_LEN: usize = 128;
 pub(crate) const MAX_META_VALUE_LEN: usize = 512;
 
-/// Checks a service name: a DNS label of ASCII letters, digits and dashes, 1 to 63
-/// bytes, neither starting nor ending with a dash.
+/// The default rule for service names, as every refusal states it.
+pub(crate) const NAME_RULE: &str = "a service name is a DNS label: 1 to 63 ASCII letters, \
+     digits and dashes, not starting or ending with a dash";
+/// The rule for service names with `allow_non_dns_name(true)`.
+pub(crate) const NON_DNS_NAME_RULE: &str = "with `allow_non_dns_name(true)`, a service name \
+     is 1 to 63 ASCII letters, digits, dashes, underscores and dots";
+/// The rule for instance IDs, as every refusal states it.
+pub(crate) const ID_RULE: &str =
+    "an instance ID is 1 to 128 ASCII letters, digits, `-`, `_`, `.` and `:`";
+
+/// Checks a service name against the default rule ([`NAME_RULE`]): a DNS label. A name
+/// Consul accepts but DNS cannot carry (underscores, dots) is refused with the dashed
+/// name to use instead, and the opt-in that allows it while a fleet migrates.
 pub(crate) fn service_name(name: &str) -> Result<()> {
     if name.is_empty() {
-        return Err(Error::config("service name is empty"));
+        return Err(Error::config(format!("service name is empty; {NAME_RULE}")));
     }
-    if name.contains('_') {
+    if let Some(c) = name.chars().find(|c| !is_dns_char(*c)) {
+        if is_non_dns_name(name) {
+            let what = if c == '_' { "an underscore" } else { "a dot" };
+            return Err(Error::config(format!(
+                "service name `{name}` contains {what}, which DNS names cannot carry, so the \
+                 service would not be discoverable through DNS; {NAME_RULE}: use `{}` \
+                 instead, or register with `allow_non_dns_name(true)` while clients move",
+                dashed(name)
+            )));
+        }
         return Err(Error::config(format!(
-            "service name `{name}` contains an underscore, which DNS names cannot carry, so the \
-             service would not be discoverable through DNS; use `{}` instead",
-            name.replace('_', "-")
-        )));
-    }
-    if let Some(c) = name
-        .chars()
-        .find(|c| !c.is_ascii_alphanumeric() && *c != '-')
-    {
-        return Err(Error::config(format!(
-            "service name `{name}` contains {c:?}; use only ASCII letters, digits and dashes \
-             (a DNS label)"
+            "service name `{name}` contains {c:?}; {NAME_RULE}"
         )));
     }
     if name.len() > MAX_NAME_LEN {
         return Err(Error::config(format!(
-            "service name `{name}` is {} bytes long; a DNS label holds at most {MAX_NAME_LEN}",
+            "service name `{name}` is {} bytes long; {NAME_RULE}",
             name.len()
         )));
     }
     if name.starts_with('-') || name.ends_with('-') {
         return Err(Error::config(format!(
-            "service name `{name}` starts or ends with a dash, which a DNS label cannot"
+            "service name `{name}` starts or ends with a dash; {NAME_RULE}"
         )));
     }
     Ok(())
 }
 
-/// Checks an instance ID: 1 to 128 ASCII letters, digits, `-`, `_`, `.` or `:`.
+/// Checks a service name against the opt-in rule ([`NON_DNS_NAME_RULE`]): what Consul
+/// accepts (it only warns that DNS cannot serve it), within the DNS label's length so
+/// that the default instance ID still has room for the host and port.
+pub(crate) fn non_dns_service_name(name: &str) -> Result<()> {
+    if name.is_empty() {
+        return Err(Error::config(format!(
+            "service name is empty; {NON_DNS_NAME_RULE}"
+        )));
+    }
+    if let Some(c) = name.chars().find(|c| !is_non_dns_char(*c)) {
+        return Err(Error::config(format!(
+            "service name `{name}` contains {c:?}; {NON_DNS_NAME_RULE}"
+        )));
+    }
+    if name.len() > MAX_NAME_LEN {
+        return Err(Error::config(format!(
+            "service name `{name}` is {} bytes long; {NON_DNS_NAME_RULE}",
+            name.len()
+        )));
+    }
+    Ok(())
+}
+
+/// Whether `name` passes the default rule: DNS can carry it.
+pub(crate) fn is_dns_name(name: &str) -> bool {
+    service_name(name).is_ok()
+}
+
+/// Within the opt-in rule's characters (not necessarily its length).
+fn is_non_dns_name(name: &str) -> bool {
+    name.chars().all(is_non_dns_char)
+}
+
+fn is_dns_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || c == '-'
+}
+
+fn is_non_dns_char(c: char) -> bool {
+    is_dns_char(c) || matches!(c, '_' | '.')
+}
+
+/// `name` with underscores and dots as dashes, and no dash at either end.
+fn dashed(name: &str) -> String {
+    name.replace(['_', '.'], "-").trim_matches('-').to_owned()
+}
+
+/// Checks an instance ID against [`ID_RULE`].
 ///
 /// IDs go into URL paths (`/v1/agent/service/deregister/:id`) and check IDs
 /// (`service:<id>`), so slashes, spaces and other characters are refused.
 pub(crate) fn instance_id(id: &str) -> Result<()> {
     if id.is_empty() {
-        return Err(Error::config("service ID is empty"));
+        return Err(Error::config(format!("service ID is empty; {ID_RULE}")));
     }
     if id.len() > MAX_ID_LEN {
         return Err(Error::config(format!(
-            "service ID `{id}` is {} bytes long; at most {MAX_ID_LEN} are allowed",
+            "service ID `{id}` is {} bytes long; {ID_RULE}",
             id.len()
         )));
     }
     if let Some(c) = id.chars().find(|c| !is_id_char(*c)) {
         return Err(Error::config(format!(
-            "service ID `{id}` contains {c:?}; use only ASCII letters, digits, `-`, `_`, `.` and `:`"
+            "service ID `{id}` contains {c:?}; {ID_RULE}"
         )));
     }
     Ok(())
@@ -165,6 +220,59 @@ mod tests {
         assert!(e.contains("underscore"), "{e}");
         assert!(e.contains("DNS"), "{e}");
         assert!(e.contains("`user-service`"), "{e}");
+        assert!(e.contains(NAME_RULE), "{e}");
+        assert!(e.contains("allow_non_dns_name(true)"), "{e}");
+    }
+
+    #[test]
+    fn dot_error_suggests_dashes_and_the_opt_in() {
+        let e = service_name("_billing.v1").unwrap_err().to_string();
+        assert!(e.contains("a dot") || e.contains("an underscore"), "{e}");
+        assert!(e.contains("`billing-v1`"), "{e}");
+        assert!(e.contains("allow_non_dns_name(true)"), "{e}");
+    }
+
+    #[test]
+    fn every_name_refusal_names_the_rule() {
+        let too_long = "a".repeat(64);
+        for bad in ["", "-echo", "echo-", "echo v1", "écho", too_long.as_str()] {
+            let e = service_name(bad).unwrap_err().to_string();
+            assert!(e.contains(NAME_RULE), "{bad:?}: {e}");
+        }
+        for bad in ["", "echo v1", "echo/v1", too_long.as_str()] {
+            let e = non_dns_service_name(bad).unwrap_err().to_string();
+            assert!(e.contains(NON_DNS_NAME_RULE), "{bad:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn the_opt_in_takes_underscores_and_dots_and_nothing_else() {
+        let longest = "a_".repeat(31) + "b";
+        for ok in [
+            "user_service",
+            "billing.v1",
+            "a",
+            "_x.",
+            longest.as_str(),
+            "echo",
+        ] {
+            assert!(non_dns_service_name(ok).is_ok(), "{ok} should be accepted");
+            assert_eq!(is_dns_name(ok), service_name(ok).is_ok(), "{ok}");
+        }
+        assert!(!is_dns_name("user_service"));
+        assert!(is_dns_name("user-service"));
+        let too_long = "a.".repeat(32);
+        for bad in ["", "a/b", "a b", "a:b", "ü", too_long.as_str()] {
+            assert!(non_dns_service_name(bad).unwrap_err().is_config(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn every_id_refusal_names_the_rule() {
+        for bad in ["", "a/b", "a b", &"a".repeat(129)] {
+            let e = instance_id(bad).unwrap_err().to_string();
+            assert!(e.contains(ID_RULE), "{bad:?}: {e}");
+        }
     }
 
     #[test]

@@ -1,9 +1,12 @@
 //! `consul-dev`: the in-process Consul-compatible registry as a standalone process.
 //!
 //! ```text
-//! consul-dev --http-addr 127.0.0.1:8500 [--node-name node1] [--datacenter dc1] [--acl-token T]
-//!            [--enable-script-checks] [--enable-local-script-checks]
+//! consul-dev [--http-addr 127.0.0.1:8500] [--node-name consul-dev] [--datacenter dc1]
+//!            [--acl-token T] [--enable-script-checks] [--enable-local-script-checks]
 //! ```
+//!
+//! The defaults are those of `consul agent -dev` (API on `127.0.0.1:8500`), except the
+//! node name, which is `consul-dev` rather than the host's name.
 //!
 //! Prints `consul-dev listening on http://ADDR` once the API answers and exits 0 on
 //! SIGTERM or SIGINT. The ACL token may also come from `CONSUL_DEV_ACL_TOKEN`, which
@@ -22,8 +25,9 @@ use consul_dev::ConsulDev;
 #[derive(Parser)]
 #[command(name = "consul-dev", version)]
 struct Args {
-    /// Address of the HTTP API; port 0 picks a free one.
-    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:0")]
+    /// Address of the HTTP API, 127.0.0.1:8500 as `consul agent -dev`; port 0 picks a
+    /// free one
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8500")]
     http_addr: SocketAddr,
     /// The agent's node name.
     #[arg(long, value_name = "NAME", default_value = "consul-dev")]
@@ -154,5 +158,16 @@ mod tests {
     #[test]
     fn command_line() {
         super::Args::command().debug_assert();
+    }
+
+    #[test]
+    fn defaults_to_the_dev_agent_address_and_says_so() {
+        use clap::Parser;
+        let args = super::Args::try_parse_from(["consul-dev"]).expect("no flags parse");
+        assert_eq!(args.http_addr, "127.0.0.1:8500".parse().unwrap());
+        assert_eq!(args.node_name, "consul-dev");
+        let help = super::Args::command().render_long_help().to_string();
+        assert!(help.contains("[default: 127.0.0.1:8500]"), "{help}");
+        assert!(help.contains("consul agent -dev"), "{help}");
     }
 }

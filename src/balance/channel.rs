@@ -21,6 +21,24 @@ use crate::BoxError;
 /// Clone it freely: every clone shares the same worker task and endpoints. Hand it
 /// to any tonic-generated client (`EchoClient::new(channel)`).
 ///
+/// ```no_run
+/// use std::time::Duration;
+/// use tonic_discovery::{balance::BalancedChannel, consul};
+/// # use tonic_discovery::testkit::pb::{EchoRequest, echo_client::EchoClient};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let consul = consul::Client::from_env()?;
+/// let channel = BalancedChannel::builder("echo")
+///     .timeout(Duration::from_secs(2))
+///     .build(consul.discovery("echo").build())?;
+/// // Clones share the worker and the connections: one per generated client is fine.
+/// let mut client = EchoClient::new(channel.clone());
+/// let reply = client.echo(EchoRequest::default()).await?;
+/// # Ok(())
+/// # }
+/// ```
+///
 /// A call that finds a ready endpoint among the two it draws is sent from the
 /// caller's own task, by the same power-of-two-choices rule the worker applies; only
 /// calls that must wait for an endpoint, an ejected endpoint's probe (the worker

@@ -41,7 +41,30 @@ pub struct Registrar {
 
 impl Client {
     /// Registers `registration` with the agent, reports its check once, and starts the
-    /// heartbeat on a spawned task owned by the returned handle.
+    /// heartbeat on a spawned task owned by the returned handle. Keep the handle while
+    /// the server serves: dropping it deregisters.
+    ///
+    /// ```no_run
+    /// use std::time::Duration;
+    /// use tonic_discovery::consul::{Client, Registration};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let consul = Client::from_env()?;
+    /// let listener = tokio::net::TcpListener::bind("0.0.0.0:50051").await?;
+    /// // A wildcard bind is advertised at the address that routes towards the agent.
+    /// let registration = Registration::new("echo", listener.local_addr()?)
+    ///     .tag("v2")
+    ///     .ttl(Duration::from_secs(10));
+    /// let handle = consul.register(registration).await?;
+    ///
+    /// // … serve on `listener` …
+    ///
+    /// // Out of discovery, 5 s for clients and requests in flight, then deregistered.
+    /// handle.drain(Duration::from_secs(5)).await?;
+    /// # Ok(())
+    /// # }
+    /// ```
     ///
     /// # Errors
     ///

@@ -42,6 +42,24 @@
 //!   every instance drains to empty with `Remove`s.
 //! - **Drop.** The watch task ends when the last discovery using it drops.
 //!
+//! # With the balanced channel
+//!
+//! ```no_run
+//! use tonic_discovery::{balance::BalancedChannel, consul};
+//! # use tonic_discovery::testkit::pb::{EchoRequest, echo_client::EchoClient};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let consul = consul::Client::from_env()?;
+//! // The passing instances of `echo` tagged `v2`, as a balanced channel.
+//! let discovery = consul.discovery("echo").tag("v2").build();
+//! let channel = BalancedChannel::builder("echo").build(discovery)?;
+//! // Into any tonic-generated client (here the Echo service's).
+//! let reply = EchoClient::new(channel).echo(EchoRequest::default()).await?;
+//! # Ok(())
+//! # }
+//! ```
+//!
 //! # Using it alone with tower's balancer
 //!
 //! Map each instance to a service (here a stand-in for a connection) and hand the

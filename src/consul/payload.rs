@@ -32,6 +32,16 @@ impl Registration {
     /// for a wildcard bind) and builds the payload.
     pub(crate) async fn resolve(self, agent: &Url) -> Result<(Resolved, HealthSource)> {
         let reg = self.validate()?;
+        if !validate::is_dns_name(&reg.name) {
+            // Once per registration: re-registrations after an agent restart reuse the
+            // payload and do not come back here.
+            tracing::warn!(
+                service = %reg.name,
+                "registering a service name DNS cannot carry (allowed by \
+                 `allow_non_dns_name`): Consul's DNS interface will not serve it; move its \
+                 clients to a name of letters, digits and dashes"
+            );
+        }
         let ip = match reg.advertise {
             Some(ip) => ip,
             None if !reg.bind.ip().is_unspecified() => reg.bind.ip(),

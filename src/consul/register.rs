@@ -51,6 +51,7 @@ pub struct Registration {
     pub(crate) heartbeat: Option<Duration>,
     pub(crate) extra_checks: Vec<ExtraCheck>,
     pub(crate) health: HealthSource,
+    pub(crate) allow_non_dns_name: bool,
     error: Option<Error>,
 }
 
@@ -66,9 +67,30 @@ pub(crate) enum ExtraCheck {
 impl Registration {
     /// An instance of service `name` listening on `addr`.
     ///
-    /// `name` must be a DNS label: ASCII letters, digits and dashes, at most 63 bytes.
+    /// `name` must be a DNS label: ASCII letters, digits and dashes, at most 63 bytes,
+    /// not starting or ending with a dash (or, with
+    /// [`allow_non_dns_name`](Self::allow_non_dns_name), underscores and dots too).
     /// `addr` is where the server is bound; its port must not be 0 (bind first, then
     /// register the listener's `local_addr()`).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tonic_discovery::consul::Registration;
+    ///
+    /// let registration = Registration::new("greeter", "10.0.0.7:50051".parse().unwrap())
+    ///     .id("greeter-1")
+    ///     .tag("v2")
+    ///     .meta("version", "2.1.0")
+    ///     .ttl(Duration::from_secs(10))
+    ///     .validate()
+    ///     .expect("a valid registration");
+    ///
+    /// // Names DNS cannot carry are refused, with the dashed name to use instead.
+    /// let refused = Registration::new("user_service", "10.0.0.7:50051".parse().unwrap())
+    ///     .validate()
+    ///     .unwrap_err();
+    /// assert!(refused.to_string().contains("`user-service`"));
+    /// ```
     pub fn new(name: impl Into<String>, addr: SocketAddr) -> Self {
         let name = name.into();
         let mut reg = Registration {
@@ -86,10 +108,31 @@ impl Registration {
             heartbeat: None,
             extra_checks: Vec::new(),
             health: HealthSource::always_passing(),
+            allow_non_dns_name: false,
         };
-        let checked = validate::service_name(&reg.name).and_then(|()| port(addr));
-        reg.fail_if(checked);
+        reg.fail_if(port(addr));
         reg
+    }
+
+    /// Accepts a service name that Consul takes but DNS cannot carry: underscores and
+    /// dots besides letters, digits and dashes, 1 to 63 bytes. Such a service is
+    /// discoverable through the HTTP API (every discovery of this crate finds it, no
+    /// opt-in needed there) but not through Consul's DNS interface, which is why the
+    /// default refuses it; this lets a fleet keep its old name while its clients move
+    /// to a dashed one. Registering logs a warning once per registration. Default:
+    /// `false`.
+    ///
+    /// ```
+    /// use tonic_discovery::consul::Registration;
+    ///
+    /// let registration = Registration::new("user_service", "10.0.0.7:50051".parse().unwrap())
+    ///     .allow_non_dns_name(true)
+    ///     .validate()
+    ///     .expect("allowed by the opt-in");
+    /// ```
+    pub fn allow_non_dns_name(mut self, allow: bool) -> Self {
+        self.allow_non_dns_name = allow;
+        self
     }
 
     /// The instance ID. Default: `<name>-<hostname>-<port>` (hostname sanitised to
@@ -231,9 +274,15 @@ impl Registration {
     ///
     /// # Errors
     ///
-    /// The first configuration error a setter met, or a heartbeat interval that is zero
-    /// or above half the TTL.
+    /// A service name outside its rule (see [`new`](Self::new) and
+    /// [`allow_non_dns_name`](Self::allow_non_dns_name)), the first configuration error
+    /// a setter met, or a heartbeat interval that is zero or above half the TTL.
     pub fn validate(mut self) -> Result<Self> {
+        if self.allow_non_dns_name {
+            validate::non_dns_service_name(&self.name)?;
+        } else {
+            validate::service_name(&self.name)?;
+        }
         if let Some(e) = self.error.take() {
             return Err(e);
         }
@@ -280,6 +329,7 @@ impl fmt::Debug for Registration {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("consul::Registration")
             .field("name", &self.name)
+            .field("allow_non_dns_name", &self.allow_non_dns_name)
             .field("id", &self.id)
             .field("bind", &self.bind)
             .field("advertise", &self.advertise)

@@ -18,6 +18,7 @@
 //!
 //! ```no_run
 //! use std::time::Duration;
+//! use tonic_discovery::balance::BalancedChannel;
 //! use tonic_discovery::etcd::{Client, Registration};
 //!
 //! # #[tokio::main(flavor = "current_thread")]
@@ -29,8 +30,10 @@
 //!     Registration::new("echo", "10.0.0.7:50051".parse().unwrap()).ttl(Duration::from_secs(10));
 //! let handle = etcd.register(registration).await?;
 //!
-//! // A client follows the instances: a `Stream` of `tower::discover::Change`s.
+//! // A client follows the instances (a `Stream` of `tower::discover::Change`s)
+//! // through a balanced channel, for any tonic-generated client.
 //! let discovery = etcd.discovery("echo").build();
+//! let channel = BalancedChannel::builder("echo").build(discovery)?;
 //!
 //! handle.drain(Duration::from_secs(5)).await?;
 //! # Ok(())

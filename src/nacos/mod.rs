@@ -16,6 +16,7 @@
 //!
 //! ```no_run
 //! use std::time::Duration;
+//! use tonic_discovery::balance::BalancedChannel;
 //! use tonic_discovery::nacos::{Client, Registration};
 //!
 //! # #[tokio::main(flavor = "current_thread")]
@@ -28,8 +29,10 @@
 //!     .meta("version", "2");
 //! let handle = nacos.register(registration).await?;
 //!
-//! // A client follows the instances: a `Stream` of `tower::discover::Change`s.
+//! // A client follows the instances (a `Stream` of `tower::discover::Change`s)
+//! // through a balanced channel, for any tonic-generated client.
 //! let discovery = nacos.discovery("echo").build();
+//! let channel = BalancedChannel::builder("echo").build(discovery)?;
 //!
 //! handle.drain(Duration::from_secs(5)).await?;
 //! # Ok(())

@@ -31,6 +31,7 @@ pub struct Registration {
     weight: f64,
     meta: BTreeMap<String, String>,
     pub(super) health: HealthSource,
+    allow_non_dns_name: bool,
 }
 
 // === impl Registration ===
@@ -39,7 +40,8 @@ impl Registration {
     /// An instance of service `name` listening on `addr`.
     ///
     /// `name` follows the same rules as everywhere in this crate: ASCII letters, digits
-    /// and dashes, 1 to 63 bytes (a DNS label; no underscores). `addr`'s port must not
+    /// and dashes, 1 to 63 bytes (a DNS label; underscores and dots only with
+    /// [`allow_non_dns_name`](Self::allow_non_dns_name)). `addr`'s port must not
     /// be 0, and a wildcard IP (`0.0.0.0`, `[::]`) needs [`advertise`](Self::advertise).
     pub fn new(name: impl Into<String>, addr: SocketAddr) -> Self {
         Registration {
@@ -51,7 +53,18 @@ impl Registration {
             weight: 1.0,
             meta: BTreeMap::new(),
             health: HealthSource::always_passing(),
+            allow_non_dns_name: false,
         }
+    }
+
+    /// Accepts a service name with underscores and dots besides letters, digits and
+    /// dashes (1 to 63 bytes), which Nacos takes but DNS cannot carry, so that a fleet
+    /// can keep its old name while its clients move to a dashed one. Discovery of such
+    /// names needs no opt-in. Registering logs a warning once per registration.
+    /// Default: `false`.
+    pub fn allow_non_dns_name(mut self, allow: bool) -> Self {
+        self.allow_non_dns_name = allow;
+        self
     }
 
     /// The group. Default: the client's.
@@ -121,7 +134,11 @@ impl Registration {
     /// A configuration error for an invalid service, group or cluster name, weight or
     /// metadata, port 0, or a wildcard address without [`advertise`](Self::advertise).
     pub fn validate(self) -> Result<Self> {
-        validate::service_name(&self.service)?;
+        if self.allow_non_dns_name {
+            validate::non_dns_service_name(&self.service)?;
+        } else {
+            validate::service_name(&self.service)?;
+        }
         if let Some(group) = &self.group {
             check_group(group)?;
         }
@@ -226,6 +243,7 @@ impl fmt::Debug for Registration {
             .field("address", &self.address())
             .field("weight", &self.weight)
             .field("health", &self.health)
+            .field("allow_non_dns_name", &self.allow_non_dns_name)
             .finish()
     }
 }
@@ -247,6 +265,15 @@ mod tests {
         }
         let e = Registration::new("echo_v2", addr()).validate().unwrap_err();
         assert!(e.to_string().contains("echo-v2"), "suggests dashes: {e}");
+        for opted in ["echo_v2", "com.example.echo"] {
+            let r = Registration::new(opted, addr()).allow_non_dns_name(true);
+            assert!(r.validate().is_ok(), "{opted} with the opt-in");
+        }
+        let e = Registration::new("echo/v2", addr())
+            .allow_non_dns_name(true)
+            .validate()
+            .unwrap_err();
+        assert!(e.to_string().contains("allow_non_dns_name(true)"), "{e}");
         for bad in ["", "a@@b", "a b"] {
             let e = Registration::new("echo", addr())
                 .group(bad)

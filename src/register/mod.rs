@@ -109,14 +109,29 @@ pub trait Registrar: Send + Sync + 'static {
 /// such as [`consul::RegistrationHandle`](crate::consul::RegistrationHandle), are
 /// this type). It owns the task that keeps the registration alive.
 ///
-/// End it with [`drain`](Self::drain) (out of discovery, wait, remove) or
+/// Keep it for as long as the server serves: **dropping it deregisters the instance**,
+/// so `client.register(registration).await?;` on its own registers and deregisters at
+/// once (the compiler warns: the type is `#[must_use]`). End it with
+/// [`drain`](Self::drain) (out of discovery, wait, remove), for instance through
+/// [`drain_on`](Self::drain_on) as a server's shutdown signal, or
 /// [`deregister`](Self::deregister).
+///
+/// ```compile_fail
+/// # async fn f(consul: tonic_discovery::consul::Client) -> tonic_discovery::Result<()> {
+/// # let registration = tonic_discovery::consul::Registration::new("echo", "10.0.0.7:50051".parse().unwrap());
+/// // Registered, and deregistered at once: the handle is dropped (a warning, an error here).
+/// consul.register(registration).await?;
+/// # Ok(())
+/// # }
+/// ```
 ///
 /// # Drop
 ///
 /// Dropping the handle stops the keep-alive at once and removes the registration
 /// best-effort on a spawned task (skipped when no tokio runtime is running); each
 /// registry's handle type says what happens when that does not reach the registry.
+#[must_use = "dropping a RegistrationHandle deregisters the instance: keep it while the \
+              server serves, then `drain` or `deregister` it"]
 pub struct RegistrationHandle<R: Registrar> {
     registrar: Arc<R>,
     stop: CancellationToken,
@@ -223,6 +238,31 @@ impl<R: Registrar> RegistrationHandle<R> {
     /// A future for `tonic::transport::Server::serve_with_shutdown`: waits for `signal`,
     /// [drains](Self::drain) for `grace`, then resolves so that the server stops
     /// accepting and finishes the requests in flight. Drain errors are logged.
+    ///
+    /// ```no_run
+    /// use std::time::Duration;
+    /// use tonic::transport::Server;
+    /// use tonic_discovery::consul;
+    /// # use tonic_discovery::testkit::{EchoService, pb::echo_server::EchoServer};
+    ///
+    /// # #[tokio::main]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let addr = "10.0.0.7:50051".parse()?;
+    /// let consul = consul::Client::from_env()?;
+    /// let registration = consul.register(consul::Registration::new("echo", addr)).await?;
+    ///
+    /// // On Ctrl-C: out of discovery, 5 s for clients to notice, deregistered; then the
+    /// // server stops accepting and finishes what is in flight.
+    /// let ctrl_c = async {
+    ///     let _ = tokio::signal::ctrl_c().await;
+    /// };
+    /// Server::builder()
+    ///     .add_service(EchoServer::new(EchoService::new("echo-1")))
+    ///     .serve_with_shutdown(addr, registration.drain_on(ctrl_c, Duration::from_secs(5)))
+    ///     .await?;
+    /// # Ok(())
+    /// # }
+    /// ```
     pub async fn drain_on<F>(self, signal: F, grace: Duration)
     where
         F: Future<Output = ()>,
