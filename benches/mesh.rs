@@ -6,7 +6,8 @@
 //! ```
 //!
 //! SCENARIO is a number or a name: 1 overhead, 2 propagation, 3 dead, 4 slow,
-//! 5 rolling, 6 scale, 7 blackhole, 8 frozen, 9 maxage, 10 weights, 11 zones, 13 subset;
+//! 5 rolling, 6 scale, 7 blackhole, 8 frozen, 9 maxage, 10 weights, 11 zones, 12 worker,
+//! 13 subset, 14 fleet;
 //! none runs all. A full run
 //! writes `benches/results/*.{json,md,svg}` and regenerates `BENCHMARKS.md`; `--quick`
 //! runs every scenario small (about three minutes in all) and writes only under
@@ -23,6 +24,8 @@ mod chart;
 mod common;
 #[path = "mesh/dead.rs"]
 mod dead;
+#[path = "mesh/fleet.rs"]
+mod fleet;
 #[path = "mesh/frozen.rs"]
 mod frozen;
 #[path = "mesh/load.rs"]
@@ -73,7 +76,7 @@ use tokio::time::Instant;
 #[global_allocator]
 static ALLOC: cap::Cap<std::alloc::System> = cap::Cap::new(std::alloc::System, usize::MAX);
 
-const NAMES: [(&str, &str); 13] = [
+const NAMES: [(&str, &str); 14] = [
     ("1", "overhead"),
     ("2", "propagation"),
     ("3", "dead"),
@@ -87,6 +90,7 @@ const NAMES: [(&str, &str); 13] = [
     ("11", "zones"),
     ("12", "worker"),
     ("13", "subset"),
+    ("14", "fleet"),
 ];
 
 const COMMAND: &str = "cargo bench --all-features --bench mesh";
@@ -102,7 +106,7 @@ const COMMAND: &str = "cargo bench --all-features --bench mesh";
 struct Cli {
     /// Scenarios to run, by number or name (1 overhead, 2 propagation, 3 dead, 4 slow,
     /// 5 rolling, 6 scale, 7 blackhole, 8 frozen, 9 maxage, 10 weights, 11 zones,
-    /// 12 worker, 13 subset); none runs all.
+    /// 12 worker, 13 subset, 14 fleet); none runs all.
     #[arg(value_parser = scenario_index)]
     scenarios: Vec<usize>,
     /// Runs every scenario small and writes only under `target/bench/quick/`.
@@ -199,7 +203,8 @@ async fn scenario(i: usize, cfg: &Config) -> Res<Section> {
         9 => policy::weights(cfg).await,
         10 => policy::zones(cfg).await,
         11 => worker::run(cfg).await,
-        _ => subset::run(cfg).await,
+        12 => subset::run(cfg).await,
+        _ => fleet::run(cfg).await,
     }
 }
 

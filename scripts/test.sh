@@ -36,7 +36,7 @@ fi
 export CARGO_TERM_COLOR=never
 echo "== cargo fmt";    cargo fmt --all --check
 echo "== cargo clippy"; cargo clippy --workspace --all-targets --all-features -- -D warnings
-for f in consul etcd nacos dns health metrics testkit tls-ring; do
+for f in consul etcd nacos dns health metrics testkit tls-ring tls-webpki-roots; do
   echo "== cargo check --no-default-features --features $f"
   cargo check --no-default-features --features "$f"
 done

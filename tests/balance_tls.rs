@@ -85,3 +85,75 @@ fn bad_pem_is_a_config_error() {
     let err = TlsConfig::new("not a certificate").expect_err("no CA");
     assert!(err.is_config(), "{err}");
 }
+
+#[tokio::test]
+async fn a_rustls_client_config_of_its_own_is_used_as_given() {
+    support::trace_init();
+    let (addr, server) = tls_server("tls-c").await;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls::pki_types::pem::PemObject::pem_slice_iter(CA.as_bytes()) {
+        roots.add(cert.expect("CA PEM")).expect("CA accepted");
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("protocol versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    // No ALPN set on the config: the channel offers h2 itself.
+    let tls = TlsConfig::from_rustls(config).domain_name("echo.test");
+    let (feed, disc) = discovery();
+    let channel = BalancedChannel::builder("echo")
+        .tls(tls)
+        .build(disc)
+        .expect("valid balancer settings");
+    feed.insert_at("tls-c", addr);
+    assert_eq!(call(&channel).await.expect("call over TLS"), "tls-c");
+    // The identity belongs on the rustls config.
+    let err = TlsConfig::from_rustls(rustls::ClientConfig::clone(&rustls_config()))
+        .identity(CERT, KEY)
+        .expect_err("no identity on a given config");
+    assert!(err.to_string().contains("from_rustls"), "{err}");
+    server.abort();
+}
+
+fn rustls_config() -> rustls::ClientConfig {
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("protocol versions")
+        .with_root_certificates(rustls::RootCertStore::empty())
+        .with_no_client_auth()
+}
+
+#[cfg(feature = "tls-webpki-roots")]
+#[tokio::test]
+async fn webpki_roots_do_not_trust_a_private_ca() {
+    support::trace_init();
+    let (addr, server) = tls_server("tls-d").await;
+    let tls = TlsConfig::webpki_roots()
+        .expect("Mozilla's roots")
+        .domain_name("echo.test");
+    let (feed, disc) = discovery();
+    let channel = BalancedChannel::builder("echo")
+        .tls(tls)
+        .build(disc)
+        .expect("valid balancer settings");
+    feed.insert_at("tls-d", addr);
+    eventually(
+        Duration::from_secs(5),
+        "an endpoint whose certificate is not trusted backing off",
+        || async { state(&channel, "tls-d") == Some(EndpointState::Backoff) },
+    )
+    .await;
+    server.abort();
+}
+
+#[tokio::test]
+async fn native_roots_load_or_say_why_not() {
+    // Machines without a CA bundle have nothing to load: the error says so.
+    match TlsConfig::native_roots() {
+        Ok(tls) => assert!(format!("{tls:?}").contains("roots: Some(")),
+        Err(e) => assert!(e.to_string().contains("trust store"), "{e}"),
+    }
+}

@@ -8,7 +8,7 @@ use crate::common::{Res, Section};
 use crate::outcome::Runs;
 
 /// The scenarios in order: key, title.
-pub const TITLES: [(&str, &str); 13] = [
+pub const TITLES: [(&str, &str); 14] = [
     ("1-overhead", "1. Overhead"),
     ("2-propagation", "2. Propagation"),
     ("3-dead-instance", "3. Dead instance"),
@@ -22,6 +22,7 @@ pub const TITLES: [(&str, &str); 13] = [
     ("11-zones", "11. Zones"),
     ("12-worker", "12. Worker at scale"),
     ("13-subset", "13. Subsetting"),
+    ("14-fleet", "14. Fleet"),
 ];
 
 /// Writes `<out>/<key>.json` and `<out>/<key>.md` (the section with its run header).

@@ -219,6 +219,42 @@ impl BalancedChannelBuilder {
         self
     }
 
+    /// Opens every instance's connection with `connector` instead of TCP, as tonic's
+    /// `Endpoint::connect_with_connector` does: a `tower::Service<Uri>` returning the
+    /// connection's byte stream (Unix sockets, a proxy's tunnel, an in-memory transport
+    /// in tests). It is called with `http://host:port` of the instance (`https://…`
+    /// with [`Self::tls`], whose handshake then runs over the stream it returns), within
+    /// the connect timeout; [`Self::tcp_nodelay`] does not apply. Default: TCP.
+    ///
+    /// ```no_run
+    /// # use tonic_discovery::balance::BalancedChannel;
+    /// # use tonic_discovery::{Instance, InstanceKey};
+    /// # use tower::discover::Change;
+    /// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+    /// // Every instance is reached through one Unix socket (a local proxy, say).
+    /// let connector = tower::service_fn(|_uri: http::Uri| {
+    ///     tokio::net::UnixStream::connect("/run/echo.sock")
+    /// });
+    /// let key = InstanceKey::new("node-1", "echo-1");
+    /// let discovery = futures_util::stream::iter([Ok::<_, std::convert::Infallible>(
+    ///     Change::Insert(key.clone(), Instance::new(key, "localhost", 50051)),
+    /// )]);
+    /// let channel = BalancedChannel::builder("echo")
+    ///     .connector(connector)
+    ///     .build(discovery)?;
+    /// # Ok(()) }
+    /// ```
+    pub fn connector<C>(mut self, connector: C) -> Self
+    where
+        C: tower::Service<http::Uri> + Clone + Send + Sync + 'static,
+        C::Response: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
+        C::Error: Into<crate::BoxError>,
+        C::Future: Send + 'static,
+    {
+        self.endpoint.connector = Some(super::connector::Connector::new(connector));
+        self
+    }
+
     /// Connects to every instance over TLS (with `https` URIs). Default: plaintext.
     #[cfg(feature = "tls-ring")]
     #[cfg_attr(docsrs, doc(cfg(feature = "tls-ring")))]

@@ -25,6 +25,8 @@ pub(crate) struct EndpointConfig {
     pub(crate) health_check: Option<std::sync::Arc<str>>,
     #[cfg(feature = "tls-ring")]
     pub(crate) tls: Option<super::tls::TlsConfig>,
+    /// Opens connections instead of TCP, when set.
+    pub(crate) connector: Option<super::connector::Connector>,
 }
 
 impl EndpointConfig {
@@ -66,6 +68,7 @@ impl Default for EndpointConfig {
             health_check: None,
             #[cfg(feature = "tls-ring")]
             tls: None,
+            connector: None,
         }
     }
 }

@@ -19,7 +19,8 @@ use super::stats::EndpointStats;
 use super::wire::{OnLimit, Wire};
 use crate::{BoxError, InstanceKey};
 
-/// Opens a TCP connection (and TLS session, if configured) and an HTTP/2 session
+/// Opens a TCP connection, or the custom connector's, (and TLS session, if
+/// configured) and an HTTP/2 session
 /// within the connect timeout, and spawns the connection's driver. The driver ends
 /// when the connection closes: when the server goes away, or after the endpoint (the
 /// last `SendRequest`) is dropped and in-flight streams finish. It then tells the
@@ -40,6 +41,20 @@ pub(super) async fn connect(
     let limit_stats = stats.clone();
     let max_streams: OnLimit = Arc::new(move |max| limit_stats.set_max_streams(max));
     let open = async {
+        if let Some(connector) = &config.connector {
+            let uri = http::Uri::builder()
+                .scheme(config.scheme())
+                .authority(&*target)
+                .path_and_query("/")
+                .build()?;
+            let io = connector.connect(uri).await?;
+            #[cfg(feature = "tls-ring")]
+            if let Some(tls) = &config.tls {
+                let io = tls.connect(&host, io).await?;
+                return handshake(Wire::new(io, max_streams, keep_alive), &config).await;
+            }
+            return handshake(Wire::new(io, max_streams, keep_alive), &config).await;
+        }
         let tcp = TcpStream::connect(&*target).await?;
         tcp.set_nodelay(config.tcp_nodelay)?;
         #[cfg(feature = "tls-ring")]

@@ -81,6 +81,7 @@ mod call;
 mod channel;
 mod config;
 mod connect;
+mod connector;
 mod dispatch;
 mod endpoint;
 mod failfast;

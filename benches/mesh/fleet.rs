@@ -1,0 +1,397 @@
+//! Scenario 14, fleet: 1,000 real endpoints (tonic Echo servers on loopback, spread
+//! over four server runtimes), an open-loop load, and 2% of them black-holed
+//! (`UNAVAILABLE` at once) for 10 s, then restored: how many calls fail, how soon each
+//! ejected endpoint gets its probe once its ejection runs out, and how soon each
+//! restored one is back in service. tonic's balancer over the same endpoints beside it.
+
+use std::collections::HashMap;
+use std::fmt::Write;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use serde_json::json;
+use tokio::sync::oneshot;
+use tokio::time::Instant;
+use tonic::Code;
+use tonic::transport::server::TcpIncoming;
+use tonic_discovery::balance::{BalancedChannel, EndpointState};
+use tonic_discovery::testkit::EchoService;
+use tonic_discovery::testkit::pb::echo_server::EchoServer;
+use tonic_discovery::{Instance, InstanceKey};
+use tower::discover::Change;
+
+use crate::common::{Config, Res, Section, wait_for};
+use crate::load::{Chan, Event, OpenLoad, boxed};
+use crate::overhead::verdict;
+
+/// Targets of the issue: failed calls in the 10 s after the fault, %; probe delay past
+/// the ejection's end, ms; restored endpoint back in service, ms.
+const MAX_FAILED_PCT: f64 = 0.5;
+const MAX_PROBE_DELAY_MS: f64 = 50.0;
+const MAX_BACK_MS: f64 = 2000.0;
+
+/// Endpoints served by a few runtimes, each on a thread of its own.
+struct Fleet {
+    services: Vec<EchoService>,
+    addrs: Vec<SocketAddr>,
+    stops: Vec<oneshot::Sender<()>>,
+}
+
+impl Fleet {
+    fn start(prefix: &str, n: usize, threads: usize) -> Res<Fleet> {
+        let mut services = Vec::with_capacity(n);
+        let mut addrs = Vec::with_capacity(n);
+        let mut per_thread: Vec<Vec<(std::net::TcpListener, EchoService)>> =
+            (0..threads).map(|_| Vec::new()).collect();
+        for i in 0..n {
+            let listener = std::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0)))?;
+            listener.set_nonblocking(true)?;
+            addrs.push(listener.local_addr()?);
+            let service = EchoService::new(format!("{prefix}{i}"));
+            services.push(service.clone());
+            per_thread[i % threads].push((listener, service));
+        }
+        let mut stops = Vec::new();
+        for (t, servers) in per_thread.into_iter().enumerate() {
+            let (stop, stopped) = oneshot::channel::<()>();
+            stops.push(stop);
+            std::thread::Builder::new()
+                .name(format!("fleet-{t}"))
+                .spawn(move || {
+                    let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                    else {
+                        return;
+                    };
+                    rt.block_on(async move {
+                        for (listener, service) in servers {
+                            let Ok(listener) = tokio::net::TcpListener::from_std(listener) else {
+                                continue;
+                            };
+                            let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+                            tokio::spawn(
+                                tonic::transport::Server::builder()
+                                    .add_service(EchoServer::new(service))
+                                    .serve_with_incoming(incoming),
+                            );
+                        }
+                        let _ = stopped.await;
+                    });
+                    rt.shutdown_background();
+                })?;
+        }
+        Ok(Fleet {
+            services,
+            addrs,
+            stops,
+        })
+    }
+
+    fn key(&self, i: usize) -> InstanceKey {
+        InstanceKey::new("fleet", self.services[i].id())
+    }
+
+    fn ours(&self) -> Res<BalancedChannel> {
+        let changes: Vec<Result<Change<InstanceKey, Instance>, std::convert::Infallible>> = (0
+            ..self.addrs.len())
+            .map(|i| {
+                let key = self.key(i);
+                let addr = self.addrs[i];
+                Ok(Change::Insert(
+                    key.clone(),
+                    Instance::new(key, addr.ip().to_string(), addr.port()),
+                ))
+            })
+            .collect();
+        let discovery = futures_util::stream::iter(changes).chain(futures_util::stream::pending());
+        Ok(BalancedChannel::builder("fleet")
+            .metrics_endpoints(0)
+            .build(discovery)?)
+    }
+
+    fn tonic(&self) -> Res<Chan> {
+        let endpoints = self
+            .addrs
+            .iter()
+            .map(|a| tonic::transport::Endpoint::from_shared(format!("http://{a}")))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(boxed(tonic::transport::Channel::balance_list(
+            endpoints.into_iter(),
+        )))
+    }
+}
+
+impl Drop for Fleet {
+    fn drop(&mut self) {
+        for stop in self.stops.drain(..) {
+            let _ = stop.send(());
+        }
+    }
+}
+
+/// What one contender's run measured.
+#[derive(Debug, Default)]
+struct Run {
+    requests: usize,
+    /// Calls sent in the window after the fault, and of them failed.
+    window: usize,
+    window_failed: usize,
+    failed_after_window: usize,
+    /// Per ejection that ran out: ms from its end to the endpoint leaving `Ejected`.
+    probe_delays: Vec<f64>,
+    ejections: usize,
+    /// Ejections that ran out and got no probe before the restore.
+    unprobed: usize,
+    /// Per restored endpoint: ms from the restore to its first answered call.
+    back_ms: Vec<f64>,
+    not_back: usize,
+}
+
+fn quantile(v: &[f64], q: f64) -> f64 {
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    let mut s = v.to_vec();
+    s.sort_by(f64::total_cmp);
+    let i = ((q * s.len() as f64).ceil() as usize).clamp(1, s.len()) - 1;
+    s[i]
+}
+
+pub async fn run(cfg: &Config) -> Res<Section> {
+    let n = cfg.pick(1000, 200);
+    let holed = n / 50;
+    let rate = cfg.pick(1000, 500);
+    let window = Duration::from_millis(cfg.pick(10_000, 4000));
+    let after = Duration::from_millis(cfg.pick(5000, 3000));
+    eprintln!("  {n} endpoints, {holed} black-holed, {rate} calls/s");
+
+    let fleet = Fleet::start("fleet-", n, 4)?;
+    let ours = fleet.ours()?;
+    wait_for(Duration::from_secs(60), "every endpoint ready", || async {
+        ours.endpoints()
+            .iter()
+            .filter(|e| e.state() == EndpointState::Ready)
+            .count()
+            == n
+    })
+    .await?;
+    let ours_run = measure(
+        &fleet,
+        boxed(ours.clone()),
+        Some(&ours),
+        holed,
+        rate,
+        window,
+        after,
+    )
+    .await?;
+    drop(ours);
+    let tonic = fleet.tonic()?;
+    let tonic_run = measure(&fleet, tonic, None, holed, rate, window, after).await?;
+
+    let mut md = format!(
+        "{n} endpoints (tonic Echo servers on loopback, {} per server runtime, four runtimes on \
+         threads of their own), open loop {rate} calls/s (2 s deadline per call). After a 3 s \
+         warm-up, {holed} of them (2%) answer every call at once with `UNAVAILABLE` for {:.0} s, \
+         then answer normally again; the load goes on {:.0} s after. ours = `BalancedChannel` \
+         over the same {n} instances (defaults), tonic-balance = `Channel::balance_list`. Probe \
+         delay: for each ejection of a black-holed endpoint that ran out, the time from its end \
+         to the first call its server received after it (the channel's state and the servers' \
+         counts read every 2 ms; an ejection whose probe had not come by the restore counts \
+         with its delay until then). Back \
+         in service: restore → the endpoint's first answered call.\n\n",
+        n / 4,
+        window.as_secs_f64(),
+        after.as_secs_f64()
+    );
+    let _ = writeln!(
+        md,
+        "| contender | requests | failed in the {:.0} s after the fault | failed after | ejections that ran out (no probe before the restore) | probe delay p50 / p99 / max ms | back in service p50 / max ms | not back |\n|---|---|---|---|---|---|---|---|",
+        window.as_secs_f64()
+    );
+    for (name, r) in [("tonic-balance", &tonic_run), ("ours", &ours_run)] {
+        let pct = 100.0 * r.window_failed as f64 / r.window.max(1) as f64;
+        let probes = if r.probe_delays.is_empty() {
+            "–".to_owned()
+        } else {
+            format!(
+                "{:.0} / {:.0} / {:.0}",
+                quantile(&r.probe_delays, 0.5),
+                quantile(&r.probe_delays, 0.99),
+                quantile(&r.probe_delays, 1.0)
+            )
+        };
+        let back = if r.back_ms.is_empty() {
+            "–".to_owned()
+        } else {
+            format!(
+                "{:.0} / {:.0}",
+                quantile(&r.back_ms, 0.5),
+                quantile(&r.back_ms, 1.0)
+            )
+        };
+        let _ = writeln!(
+            md,
+            "| {name} | {} | {} of {} ({pct:.2}%) | {} | {} ({}) | {probes} | {back} | {} |",
+            r.requests,
+            r.window_failed,
+            r.window,
+            r.failed_after_window,
+            r.ejections,
+            r.unprobed,
+            r.not_back
+        );
+    }
+    let pct = 100.0 * ours_run.window_failed as f64 / ours_run.window.max(1) as f64;
+    let probe_max = quantile(&ours_run.probe_delays, 1.0);
+    let back_max = quantile(&ours_run.back_ms, 1.0);
+    let _ = writeln!(
+        md,
+        "\nTargets, ours: failed calls ≤ {MAX_FAILED_PCT}% of those sent in the {:.0} s after \
+         the fault — {pct:.2}% ({}); every ejected endpoint probed within its backoff + \
+         {MAX_PROBE_DELAY_MS:.0} ms — max {probe_max:.0} ms past the ejection's end ({}); every \
+         restored endpoint back in service within {:.0} s — max {back_max:.0} ms, {} not back ({}).",
+        window.as_secs_f64(),
+        verdict(pct <= MAX_FAILED_PCT),
+        verdict(!ours_run.probe_delays.is_empty() && probe_max <= MAX_PROBE_DELAY_MS),
+        MAX_BACK_MS / 1000.0,
+        ours_run.not_back,
+        verdict(ours_run.not_back == 0 && back_max <= MAX_BACK_MS),
+    );
+    let json = json!({
+        "endpoints": n,
+        "black_holed": holed,
+        "rate": rate,
+        "ours": to_json(&ours_run),
+        "tonic_balance": to_json(&tonic_run),
+    });
+    Ok(Section {
+        key: "14-fleet",
+        json,
+        markdown: md,
+    })
+}
+
+fn to_json(r: &Run) -> serde_json::Value {
+    json!({
+        "requests": r.requests,
+        "window": r.window,
+        "window_failed": r.window_failed,
+        "failed_after_window": r.failed_after_window,
+        "ejections": r.ejections,
+        "unprobed": r.unprobed,
+        "probe_delays_ms": r.probe_delays,
+        "back_ms": r.back_ms,
+        "not_back": r.not_back,
+    })
+}
+
+async fn measure(
+    fleet: &Fleet,
+    chan: Chan,
+    ours: Option<&BalancedChannel>,
+    holed: usize,
+    rate: u32,
+    window: Duration,
+    after: Duration,
+) -> Res<Run> {
+    for s in &fleet.services {
+        s.fail_with(None);
+    }
+    let load = OpenLoad::start(chan, rate, Duration::from_secs(2));
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    // The black-holed: spread over the fleet.
+    let step = fleet.services.len() / holed.max(1);
+    let holes: Vec<usize> = (0..holed).map(|i| i * step).collect();
+    let ids: HashMap<String, usize> = holes
+        .iter()
+        .map(|&i| (fleet.services[i].id().to_owned(), i))
+        .collect();
+    let fault = Instant::now();
+    for &i in &holes {
+        fleet.services[i].fail_with(Some(Code::Unavailable));
+    }
+    // Watch the black-holed endpoints: the channel's ejections, and the calls that
+    // reach each server (none while it is ejected: the first after the ejection's end
+    // is its probe).
+    let mut probe_delays = Vec::new();
+    let mut ejections = 0;
+    let mut unprobed = 0;
+    // Per black-holed endpoint: the end of its current ejection and the calls its
+    // server had received while it was ejected.
+    let mut watch: HashMap<usize, (Instant, u64)> = HashMap::new();
+    let restore_at = fault + window;
+    while Instant::now() < restore_at {
+        if let Some(ours) = ours {
+            let now = Instant::now();
+            for e in ours.endpoints() {
+                let Some(&i) = ids.get(e.key().id()) else {
+                    continue;
+                };
+                let received = fleet.services[i].received();
+                if let (EndpointState::Ejected, Some(end)) = (e.state(), e.ejected_until())
+                    && now < end
+                {
+                    watch.insert(i, (end, received));
+                    continue;
+                }
+                if let Some(&(end, before)) = watch.get(&i)
+                    && now >= end
+                    && received > before
+                {
+                    watch.remove(&i);
+                    ejections += 1;
+                    probe_delays.push((now - end).as_secs_f64() * 1000.0);
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    // Ejections that ran out and got no probe before the restore: their delay is at
+    // least until the restore.
+    for (end, _) in watch.values() {
+        if *end < restore_at {
+            ejections += 1;
+            unprobed += 1;
+            probe_delays.push((restore_at - *end).as_secs_f64() * 1000.0);
+        }
+    }
+    let served_before: Vec<u64> = holes.iter().map(|&i| fleet.services[i].served()).collect();
+    let restored = Instant::now();
+    for &i in &holes {
+        fleet.services[i].fail_with(None);
+    }
+    let mut back_ms = vec![None; holes.len()];
+    let end = restored + after;
+    while Instant::now() < end {
+        let now = Instant::now();
+        for (k, &i) in holes.iter().enumerate() {
+            if back_ms[k].is_none() && fleet.services[i].served() > served_before[k] {
+                back_ms[k] = Some((now - restored).as_secs_f64() * 1000.0);
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let events: Vec<Event> = load.finish().await;
+    let mut run = Run {
+        requests: events.len(),
+        probe_delays,
+        ejections,
+        unprobed,
+        ..Run::default()
+    };
+    for e in &events {
+        let failed = e.outcome.is_err();
+        if e.sent >= fault && e.sent < restore_at {
+            run.window += 1;
+            run.window_failed += usize::from(failed);
+        } else if e.sent >= restore_at && failed {
+            run.failed_after_window += 1;
+        }
+    }
+    run.not_back = back_ms.iter().filter(|b| b.is_none()).count();
+    run.back_ms = back_ms.into_iter().flatten().collect();
+    Ok(run)
+}
