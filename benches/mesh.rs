@@ -7,7 +7,7 @@
 //!
 //! SCENARIO is a number or a name: 1 overhead, 2 propagation, 3 dead, 4 slow,
 //! 5 rolling, 6 scale, 7 blackhole, 8 frozen, 9 maxage, 10 weights, 11 zones, 12 worker,
-//! 13 subset, 14 fleet;
+//! 13 subset, 14 fleet, 15 saturation;
 //! none runs all. A full run
 //! writes `benches/results/*.{json,md,svg}` and regenerates `BENCHMARKS.md`; `--quick`
 //! runs every scenario small (about three minutes in all) and writes only under
@@ -50,6 +50,8 @@ mod propagation_nacos;
 mod report;
 #[path = "mesh/rolling.rs"]
 mod rolling;
+#[path = "mesh/saturation.rs"]
+mod saturation;
 #[path = "mesh/scale.rs"]
 mod scale;
 #[path = "mesh/scale_big.rs"]
@@ -76,7 +78,7 @@ use tokio::time::Instant;
 #[global_allocator]
 static ALLOC: cap::Cap<std::alloc::System> = cap::Cap::new(std::alloc::System, usize::MAX);
 
-const NAMES: [(&str, &str); 14] = [
+const NAMES: [(&str, &str); 15] = [
     ("1", "overhead"),
     ("2", "propagation"),
     ("3", "dead"),
@@ -91,6 +93,7 @@ const NAMES: [(&str, &str); 14] = [
     ("12", "worker"),
     ("13", "subset"),
     ("14", "fleet"),
+    ("15", "saturation"),
 ];
 
 const COMMAND: &str = "cargo bench --all-features --bench mesh";
@@ -106,7 +109,7 @@ const COMMAND: &str = "cargo bench --all-features --bench mesh";
 struct Cli {
     /// Scenarios to run, by number or name (1 overhead, 2 propagation, 3 dead, 4 slow,
     /// 5 rolling, 6 scale, 7 blackhole, 8 frozen, 9 maxage, 10 weights, 11 zones,
-    /// 12 worker, 13 subset, 14 fleet); none runs all.
+    /// 12 worker, 13 subset, 14 fleet, 15 saturation); none runs all.
     #[arg(value_parser = scenario_index)]
     scenarios: Vec<usize>,
     /// Runs every scenario small and writes only under `target/bench/quick/`.
@@ -204,7 +207,8 @@ async fn scenario(i: usize, cfg: &Config) -> Res<Section> {
         10 => policy::zones(cfg).await,
         11 => worker::run(cfg).await,
         12 => subset::run(cfg).await,
-        _ => fleet::run(cfg).await,
+        13 => fleet::run(cfg).await,
+        _ => saturation::run(cfg).await,
     }
 }
 

@@ -70,6 +70,9 @@ pub struct Closed {
     pub ok: u64,
     pub errors: u64,
     pub rate: f64,
+    /// The client's CPU time per answered call over the measured run, µs (NaN when
+    /// unknown).
+    pub cpu_us_per_call: f64,
     pub per_instance: HashMap<String, u64>,
 }
 
@@ -77,6 +80,15 @@ pub struct Closed {
 pub async fn closed_loop(chan: &Chan, workers: usize, warmup: Duration, run: Duration) -> Closed {
     let start = Instant::now() + warmup;
     let end = start + run;
+    // The client's CPU time over the measured run, read at its start and end.
+    let cpu = tokio::spawn(async move {
+        tokio::time::sleep_until(start).await;
+        let before = stats::client_cpu();
+        tokio::time::sleep_until(end).await;
+        before
+            .zip(stats::client_cpu())
+            .map(|(a, b)| b.saturating_sub(a))
+    });
     let mut tasks = JoinSet::new();
     for _ in 0..workers {
         let mut client = EchoClient::new(chan.clone());
@@ -86,6 +98,7 @@ pub async fn closed_loop(chan: &Chan, workers: usize, warmup: Duration, run: Dur
                 ok: 0,
                 errors: 0,
                 rate: 0.0,
+                cpu_us_per_call: f64::NAN,
                 per_instance: HashMap::new(),
             };
             loop {
@@ -114,6 +127,7 @@ pub async fn closed_loop(chan: &Chan, workers: usize, warmup: Duration, run: Dur
         ok: 0,
         errors: 0,
         rate: 0.0,
+        cpu_us_per_call: f64::NAN,
         per_instance: HashMap::new(),
     };
     while let Some(Ok(part)) = tasks.join_next().await {
@@ -125,6 +139,11 @@ pub async fn closed_loop(chan: &Chan, workers: usize, warmup: Duration, run: Dur
         }
     }
     total.rate = total.ok as f64 / run.as_secs_f64();
+    if let Ok(Some(cpu)) = cpu.await
+        && total.ok > 0
+    {
+        total.cpu_us_per_call = cpu.as_secs_f64() * 1e6 / total.ok as f64;
+    }
     total
 }
 

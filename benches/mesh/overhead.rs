@@ -18,6 +18,9 @@ struct Runs {
     c1_p99_us: Vec<f64>,
     c64_rps: Vec<f64>,
     c64_p99_ms: Vec<f64>,
+    /// The client's CPU time per call (all its threads, user + system), µs.
+    c1_cpu_us: Vec<f64>,
+    c64_cpu_us: Vec<f64>,
     errors: Vec<f64>,
 }
 
@@ -45,6 +48,8 @@ pub async fn run(cfg: &Config) -> Res<Section> {
             r.c1_p99_us.push(q_us(&c1.hist, 0.99));
             r.c64_rps.push(c64.rate);
             r.c64_p99_ms.push(q_us(&c64.hist, 0.99) / 1e3);
+            r.c1_cpu_us.push(c1.cpu_us_per_call);
+            r.c64_cpu_us.push(c64.cpu_us_per_call);
             r.errors.push((c1.errors + c64.errors) as f64);
             eprintln!(
                 "  run {run} {:<14} c=1 p50 {:.0} µs | c=64 {:.0} req/s",
@@ -66,20 +71,24 @@ fn section(cfg: &Config, runs: &[Runs], dur: Duration) -> Section {
          plain → server 0, tonic-balance = `Channel::balance_list` over the 3 servers, ours = \
          `BalancedChannel` over `consul::Discovery` (3 registered instances). Cells: min / median / max over runs. \
          Each server is one current-thread runtime, so plain's c=64 throughput can be bounded by its single \
-         server; compare c=64 between the two balanced contenders.\n",
+         server; compare c=64 between the two balanced contenders. CPU per call: the client's threads' user + \
+         system time (every thread but the servers', from `/proc/self/task/*/stat`, 10 ms ticks) over the \
+         measured seconds, divided by the calls answered; the servers' share of the cores does not move it.\n",
         cfg.runs(),
         dur.as_secs_f64()
     );
-    md.push_str("| contender | c=1 p50 µs | c=1 p99 µs | c=64 req/s | c=64 p99 ms | errors |\n");
-    md.push_str("|---|---|---|---|---|---|\n");
+    md.push_str("| contender | c=1 p50 µs | c=1 p99 µs | c=64 req/s | c=64 p99 ms | c=1 CPU µs/call | c=64 CPU µs/call | errors |\n");
+    md.push_str("|---|---|---|---|---|---|---|---|\n");
     for (name, r) in NAMES.iter().zip(runs) {
         let _ = writeln!(
             md,
-            "| {name} | {} | {} | {} | {} | {} |",
+            "| {name} | {} | {} | {} | {} | {} | {} | {} |",
             Spread::of(&r.c1_p50_us).show(0),
             Spread::of(&r.c1_p99_us).show(0),
             Spread::of(&r.c64_rps).show(0),
             Spread::of(&r.c64_p99_ms).show(2),
+            Spread::of(&r.c1_cpu_us).show(1),
+            Spread::of(&r.c64_cpu_us).show(1),
             Spread::of(&r.errors).show(0),
         );
     }
@@ -87,16 +96,21 @@ fn section(cfg: &Config, runs: &[Runs], dur: Duration) -> Section {
     let (p, t, o) = (&runs[0], &runs[1], &runs[2]);
     let p50_vs_plain = med(&o.c1_p50_us) / med(&p.c1_p50_us);
     let rps_vs_tonic = med(&o.c64_rps) / med(&t.c64_rps);
+    let cpu_vs_tonic = med(&o.c64_cpu_us) / med(&t.c64_cpu_us);
     let _ = writeln!(
         md,
-        "\nRatios (of medians): ours / plain c=1 p50 **{}** (target ≤ 1.05: {}); ours / tonic-balance c=1 p50 {}; \
-         ours / tonic-balance c=64 throughput **{}** (target ≥ 1.00: {}); ours / plain c=64 throughput {}.",
+        "\nRatios (of medians): ours / plain c=1 p50 **{}** (target ≤ 1.00: {}); ours / tonic-balance c=1 p50 {}; \
+         ours / tonic-balance c=64 throughput **{}** (target ≥ 1.00: {}); ours / plain c=64 throughput {}; \
+         client CPU per call at c=64, ours / tonic-balance **{}** (target ≤ 1.00: {}), ours / plain {}.",
         ratio(med(&o.c1_p50_us), med(&p.c1_p50_us)),
-        verdict(p50_vs_plain <= 1.05),
+        verdict(p50_vs_plain <= 1.0),
         ratio(med(&o.c1_p50_us), med(&t.c1_p50_us)),
         ratio(med(&o.c64_rps), med(&t.c64_rps)),
         verdict(rps_vs_tonic >= 1.0),
         ratio(med(&o.c64_rps), med(&p.c64_rps)),
+        ratio(med(&o.c64_cpu_us), med(&t.c64_cpu_us)),
+        verdict(cpu_vs_tonic <= 1.0),
+        ratio(med(&o.c64_cpu_us), med(&p.c64_cpu_us)),
     );
     let json = json!({
         "runs": cfg.runs(),
@@ -104,6 +118,7 @@ fn section(cfg: &Config, runs: &[Runs], dur: Duration) -> Section {
         "contenders": NAMES.iter().zip(runs).map(|(n, r)| json!({"name": n, "runs": r})).collect::<Vec<_>>(),
         "ratio_p50_ours_over_plain": p50_vs_plain,
         "ratio_c64_ours_over_tonic_balance": rps_vs_tonic,
+        "ratio_c64_cpu_per_call_ours_over_tonic_balance": cpu_vs_tonic,
     });
     Section {
         key: "1-overhead",

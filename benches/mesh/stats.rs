@@ -77,3 +77,30 @@ pub fn ratio(a: f64, b: f64) -> String {
     }
     format!("{:.2}×", a / b)
 }
+
+/// The CPU time (user + system) the client's threads have used so far: every thread of
+/// this process but the servers' (named `echo-…`, `fleet-…`, `h2-fault-…`), read from
+/// `/proc/self/task/*/stat` in clock ticks. `None` off Linux.
+pub fn client_cpu() -> Option<Duration> {
+    let ticks_per_s = 100.0; // USER_HZ on Linux
+    let mut ticks = 0u64;
+    for task in std::fs::read_dir("/proc/self/task").ok()? {
+        let Ok(task) = task else { continue };
+        let Ok(stat) = std::fs::read_to_string(task.path().join("stat")) else {
+            continue;
+        };
+        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
+            continue;
+        };
+        let name = &stat[open + 1..close];
+        if name.starts_with("echo-") || name.starts_with("fleet-") || name.starts_with("h2-fault") {
+            continue;
+        }
+        // After the name: state is field 3; utime and stime are fields 14 and 15.
+        let fields: Vec<&str> = stat[close + 1..].split_whitespace().collect();
+        let utime: u64 = fields.get(11).and_then(|f| f.parse().ok()).unwrap_or(0);
+        let stime: u64 = fields.get(12).and_then(|f| f.parse().ok()).unwrap_or(0);
+        ticks += utime + stime;
+    }
+    Some(Duration::from_secs_f64(ticks as f64 / ticks_per_s))
+}
