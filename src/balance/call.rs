@@ -71,7 +71,16 @@ pub(crate) struct Call {
 // === impl Call ===
 
 impl Call {
+    /// A call on a stream slot taken without the limit (tests of a call alone).
+    #[cfg(test)]
     pub(crate) fn start(stats: Arc<EndpointStats>, probe: bool) -> Self {
+        stats.force_reserve_stream();
+        Call::start_reserved(stats, probe)
+    }
+
+    /// A call on the stream slot its sender reserved
+    /// ([`EndpointStats::try_reserve_stream`]); the call's end gives it back.
+    pub(crate) fn start_reserved(stats: Arc<EndpointStats>, probe: bool) -> Self {
         stats.call_started();
         stats.telemetry.started();
         Call {

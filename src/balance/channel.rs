@@ -130,9 +130,9 @@ impl tower::Service<http::Request<Body>> for BalancedChannel {
         // The fast path: an endpoint that takes the call now gets it from this task;
         // only calls that must wait (or a probe, which the worker places) cross to
         // the worker.
-        if let Some((stats, direct)) = self.shared.registry.pick_direct() {
+        if let Some(reserved) = self.shared.registry.pick_direct() {
             self.tx.abort_send();
-            let fut = direct.send(&stats, request);
+            let fut = reserved.send(request);
             return ResponseFuture::called(fut, self.shared.clone(), timeout);
         }
         let (tx, rx) = oneshot::channel();
