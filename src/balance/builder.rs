@@ -191,6 +191,11 @@ impl BalancedChannelBuilder {
     /// `Unavailable` (and the requests after it fail at once, until an instance is
     /// ready). Default: 3 s, as linkerd's outbound default: long enough to ride out
     /// a reconnect, short enough that callers see an outage rather than a hang.
+    ///
+    /// The timer runs only while no instance could take a call at all (none
+    /// connected, in service and serving): a request that waits because every
+    /// instance is at its stream or concurrency limit waits for a stream to free
+    /// up, within the request timeout ([`timeout`](Self::timeout)).
     pub fn failfast_timeout(mut self, timeout: Duration) -> Self {
         self.failfast = timeout;
         self

@@ -12,7 +12,7 @@ use tower::retry::budget::TpsBudget;
 
 use super::builder::BalancedChannelBuilder;
 use super::future::{ResponseFuture, call_timeout};
-use super::info::{EndpointInfo, Registry};
+use super::info::{EndpointInfo, Registry, Waiting};
 use super::worker::Message;
 use crate::BoxError;
 
@@ -140,6 +140,7 @@ impl tower::Service<http::Request<Body>> for BalancedChannel {
             request,
             tx,
             avoid: None,
+            _waiting: Waiting::new(&self.shared.registry),
         };
         if self.tx.send_item(msg).is_err() {
             return ResponseFuture::failed(self.closed());

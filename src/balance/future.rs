@@ -16,6 +16,7 @@ use tracing::debug;
 
 use super::channel::Shared;
 use super::dispatch::CallError;
+use super::info::Waiting;
 use super::worker::{CallFuture, Message};
 use crate::BoxError;
 
@@ -160,6 +161,7 @@ fn resend(
         request,
         tx,
         avoid: Some(endpoint),
+        _waiting: Waiting::new(&shared.registry),
     };
     shared
         .resend

@@ -135,6 +135,34 @@ struct Inner {
     probes: Mutex<VecDeque<Arc<EndpointStats>>>,
     /// The queue's length, read by every caller without the lock.
     probes_due: AtomicUsize,
+    /// Calls waiting for the worker (see [`Waiting`]): while any wait, callers queue
+    /// behind them instead of taking freed capacity first.
+    waiting: AtomicUsize,
+}
+
+/// One call handed to the worker, counted in the registry until the worker is done
+/// with it (sent, failed, or given up by its caller), when this is dropped.
+pub(crate) struct Waiting(Registry);
+
+// === impl Waiting ===
+
+impl Waiting {
+    pub(crate) fn new(registry: &Registry) -> Self {
+        registry.inner.waiting.fetch_add(1, Ordering::AcqRel);
+        Waiting(registry.clone())
+    }
+}
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        self.0.inner.waiting.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl fmt::Debug for Waiting {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Waiting")
+    }
 }
 
 /// Draws per candidate before a draw gives up.
@@ -228,6 +256,7 @@ impl Registry {
                 policy,
                 probes: Mutex::new(VecDeque::new()),
                 probes_due: AtomicUsize::new(0),
+                waiting: AtomicUsize::new(0),
             }),
         }
     }
@@ -485,14 +514,16 @@ impl Registry {
     /// tried, or whose estimate expired, takes the call (see
     /// [`EndpointStats::prefer_second`]). `None` leaves the call to the worker: fewer
     /// than two ready endpoints found (one, when it is the only endpoint in service),
-    /// or a probe is due anywhere (the worker sends the probes, see
-    /// [`next_probe`](Self::next_probe)).
+    /// a probe is due anywhere (the worker sends the probes, see
+    /// [`next_probe`](Self::next_probe)), or calls wait for the worker: they are
+    /// served first, in order, so a caller in a closed loop cannot take a stream
+    /// freed under them.
     ///
     /// The pick comes with a stream slot reserved on its connection (see
     /// [`EndpointStats::try_reserve_stream`]); when the slot went to another caller
     /// in the meantime, the call goes to the worker.
     pub(crate) fn pick_direct(&self) -> Option<Reserved> {
-        if self.probes_due() {
+        if self.probes_due() || self.inner.waiting.load(Ordering::Acquire) > 0 {
             return None;
         }
         let pair = self.draw(&mut rand::rng(), |s| {
@@ -503,6 +534,14 @@ impl Registry {
             }
         })?;
         Reserved::new(pair.cheaper())
+    }
+
+    /// Whether the table has the endpoint under `key` in service.
+    #[cfg(test)]
+    pub(crate) fn in_service(&self, key: &InstanceKey) -> Option<bool> {
+        let table = self.read();
+        let slot = table.map.get(key)?;
+        Some(table.tiers[slot.tier].list[slot.index].live)
     }
 
     /// The stats of the endpoint under `key`.

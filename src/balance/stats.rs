@@ -232,6 +232,10 @@ impl EndpointStats {
                 warn!(instance = %self.key, addr = %self.address, "health: not serving; out of the ready set");
             }
             self.waker.wake();
+            // The worker re-checks the endpoint, which publishes its state to the
+            // table draws come from (a ready endpoint is otherwise polled only when
+            // a draw lands on it). A key without a trip is only re-checked.
+            let _ = self.trips.send(self.key.clone());
         }
     }
 

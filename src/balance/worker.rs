@@ -27,7 +27,7 @@ use super::config::{EndpointConfig, LoadMetric};
 use super::dispatch::EndpointFuture;
 use super::endpoint::Endpoint;
 use super::failfast::FailFast;
-use super::info::{Candidate, EndpointState, Probe, Registry};
+use super::info::{Candidate, EndpointState, Probe, Registry, Waiting};
 use super::load::{cold_start_rtt, cold_start_sample};
 use super::stats::{EndpointStats, Mode};
 use super::subset::Subset;
@@ -49,6 +49,8 @@ pub(crate) struct Message {
     pub(crate) tx: oneshot::Sender<Result<CallFuture, BoxError>>,
     /// The endpoint that did not process this request before, to avoid on a resend.
     pub(crate) avoid: Option<InstanceKey>,
+    /// Counts the call as waiting for the worker until the message is dropped.
+    pub(crate) _waiting: Waiting,
 }
 
 pub(crate) struct Worker<D> {
@@ -490,12 +492,16 @@ where
     }
 
     /// Handles the endpoints whose failure detectors tripped: ejects each one the
-    /// capacity guard allows.
+    /// capacity guard allows. Endpoints whose health changed come this way too: the
+    /// re-check publishes their service state at once.
     fn poll_trips(&mut self, cx: &mut Context<'_>) {
         while let Poll::Ready(Some(key)) = self.trips_rx.poll_recv(cx) {
             let Some(stats) = self.known.get(&key).map(|k| k.stats.clone()) else {
                 continue;
             };
+            if let Err(error) = self.cache.check_ready(cx, &key) {
+                warn!(service = %self.name, %error, "endpoint failed");
+            }
             if !stats.take_trip() {
                 continue;
             }
@@ -624,6 +630,14 @@ where
             let fut = self.cache.call_ready_index(index, msg.request);
             let _ = msg.tx.send(Ok(fut));
             return Poll::Ready(());
+        }
+        if self.any_in_service() {
+            // Busy, not gone (at their stream or concurrency limits): the call waits
+            // for a stream to free up, which wakes the worker; fail-fast is for when
+            // nothing could take it.
+            self.failfast.disarm();
+            self.current = Some(msg);
+            return Poll::Pending;
         }
         let was_active = self.failfast.is_active();
         if self.failfast.poll_expired(cx) {

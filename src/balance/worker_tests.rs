@@ -198,12 +198,22 @@ impl Fleet {
 
     /// One call through the channel; its `grpc-status`.
     async fn call(&mut self) -> String {
+        status(self.send().await.await)
+    }
+
+    /// Starts a call through the channel.
+    async fn send(&mut self) -> crate::balance::ResponseFuture {
         let request = http::Request::new(tonic::body::Body::empty());
         let channel = self.channel.ready().await.expect("channel ready");
-        let response = channel.call(request).await.expect("a response");
-        let status = response.headers().get("grpc-status").expect("a status");
-        status.to_str().expect("ascii").to_owned()
+        channel.call(request)
     }
+}
+
+/// A response's `grpc-status`.
+fn status(response: Result<http::Response<tonic::body::Body>, BoxError>) -> String {
+    let response = response.expect("a response");
+    let status = response.headers().get("grpc-status").expect("a status");
+    status.to_str().expect("ascii").to_owned()
 }
 
 /// Waits (in paused time, a millisecond a step) until `cond` holds, at most `limit`.
@@ -320,4 +330,66 @@ async fn a_failing_refill_stays_out_for_its_backoff() {
         connects <= 7,
         "{connects} connects to a refused refill in 5 s"
     );
+}
+
+/// What we want to test: a call waiting in the worker's queue is served before a
+/// caller that comes later takes the stream freed under it. Before, a caller in a
+/// closed loop took it through the fast path while the queued call kept waiting.
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn a_queued_call_is_served_before_a_later_caller_takes_the_freed_stream() {
+    let mut fleet = Fleet::new(1, FailureAccrual::default());
+    ready(&fleet, 1).await;
+    let stats = fleet.stats(0);
+    stats.set_max_streams(1);
+    let held = fleet.registry.pick_direct().expect("the only stream");
+    // Finds the endpoint full: waits in the worker's queue.
+    let queued = fleet.send().await;
+    drop(held);
+    // A caller comes back before the worker has run.
+    let later = fleet.send().await;
+    assert_eq!(
+        stats.open_streams(),
+        0,
+        "the later caller took the stream freed under the queued call"
+    );
+    assert_eq!(status(queued.await), "0");
+    assert_eq!(status(later.await), "0");
+}
+
+/// What we want to test: fail-fast fires only when no endpoint could take a call; a
+/// call waiting for a busy endpoint (at its stream limit) longer than the fail-fast
+/// timeout is served once a stream frees up. Before, it failed with `Unavailable`.
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn a_call_waits_for_a_busy_endpoint_past_the_failfast_timeout() {
+    let mut fleet = Fleet::new(1, FailureAccrual::default());
+    ready(&fleet, 1).await;
+    fleet.stats(0).set_max_streams(1);
+    let held = fleet.registry.pick_direct().expect("the only stream");
+    let queued = tokio::spawn(fleet.send().await);
+    // Scenario time: past the 3 s fail-fast timeout, every timer run at its time.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert!(!queued.is_finished(), "failed while the endpoint was busy");
+    drop(held);
+    assert_eq!(status(queued.await.expect("no panic")), "0");
+}
+
+/// What we want to test: an endpoint whose server says `NOT_SERVING` leaves the
+/// table that draws, tier shares and weights come from at once, and returns when it
+/// serves again. Before, the table learnt it only when some draw polled it.
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn a_health_change_refreshes_the_table_at_once() {
+    let fleet = Fleet::new(3, FailureAccrual::default());
+    ready(&fleet, 3).await;
+    let key = Fleet::key(1);
+    assert_eq!(fleet.registry.in_service(&key), Some(true));
+    fleet.stats(1).set_serving(false);
+    until(Duration::from_secs(1), "out of the table", || {
+        fleet.registry.in_service(&key) == Some(false)
+    })
+    .await;
+    fleet.stats(1).set_serving(true);
+    until(Duration::from_secs(1), "back in the table", || {
+        fleet.registry.in_service(&key) == Some(true)
+    })
+    .await;
 }
