@@ -10,6 +10,7 @@ use bytes::Bytes;
 use http::{HeaderMap, StatusCode};
 use http_body::{Body as HttpBody, Frame, SizeHint};
 use pin_project_lite::pin_project;
+use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
 use tonic::Code;
 
@@ -34,6 +35,10 @@ pub(crate) enum Outcome {
     DeadlineExpired,
     /// The request never reached the instance; it is sent elsewhere.
     NotSent,
+    /// The instance refused the stream (`REFUSED_STREAM`: it did not process it,
+    /// typically shedding load) and the request could not be sent elsewhere: the
+    /// endpoint is avoided for a while, but this is no failure of the instance.
+    Shed,
 }
 
 impl Outcome {
@@ -45,6 +50,7 @@ impl Outcome {
             Outcome::DeadlineExpired
             | Outcome::Cancelled
             | Outcome::NotSent
+            | Outcome::Shed
             | Outcome::ConnectionLost => return None,
         };
         Some(if failed {
@@ -66,6 +72,9 @@ pub(crate) struct Call {
     latency: Option<Duration>,
     probe: bool,
     done: bool,
+    /// The endpoint's concurrency-limit permit, if one is set: held to the end of
+    /// the response, body included, so streaming calls count.
+    permit: Option<OwnedSemaphorePermit>,
 }
 
 // === impl Call ===
@@ -90,7 +99,14 @@ impl Call {
             latency: None,
             probe,
             done: false,
+            permit: None,
         }
+    }
+
+    /// Holds the endpoint's concurrency-limit permit until the call ends.
+    pub(crate) fn holding(mut self, permit: Option<OwnedSemaphorePermit>) -> Self {
+        self.permit = permit;
+        self
     }
 
     pub(crate) fn key(&self) -> &crate::InstanceKey {
@@ -119,6 +135,7 @@ impl Call {
         if std::mem::replace(&mut self.done, true) {
             return;
         }
+        self.permit = None;
         let latency = match self.latency {
             Some(latency) => latency,
             None => {
@@ -132,6 +149,7 @@ impl Call {
         let code = match outcome {
             Outcome::Status(code) => Some(code),
             Outcome::Transport | Outcome::ConnectionLost | Outcome::NotSent => None,
+            Outcome::Shed => Some(Code::Unavailable),
             Outcome::Cancelled => Some(Code::Cancelled),
             Outcome::DeadlineExpired => Some(Code::DeadlineExceeded),
         };
@@ -142,6 +160,9 @@ impl Call {
         match outcome.verdict(self.codes) {
             Some(verdict) => self.stats.record(verdict, latency, self.probe),
             None => {
+                if outcome == Outcome::Shed {
+                    self.stats.shed();
+                }
                 if outcome != Outcome::NotSent {
                     if self.latency.is_some() {
                         self.stats.rtt.observe(latency);

@@ -519,19 +519,14 @@ fn send_on(
     if !req.headers().contains_key(USER_AGENT) {
         req.headers_mut().insert(USER_AGENT, DEFAULT_USER_AGENT);
     }
-    let call = Call::start_reserved(stats.clone(), probe);
+    let call = Call::start_reserved(stats.clone(), probe).holding(permit);
     let (req, replay) = if resends {
         let (req, replay) = Replay::record(req);
         (req, Some(replay))
     } else {
         (req, None)
     };
-    let fut = send.try_send_request(req);
-    let fut = Box::pin(async move {
-        let res = fut.await;
-        drop(permit);
-        res
-    });
+    let fut = Box::pin(send.try_send_request(req));
     EndpointFuture::new(fut, call, replay)
 }
 

@@ -522,6 +522,14 @@ impl EndpointStats {
         }
     }
 
+    /// The instance refused a stream it could not take (load shedding): its cost
+    /// rises as for a failure, so calls avoid it while the score fades, but the
+    /// detectors do not count it, so shedding does not get it ejected.
+    pub(crate) fn shed(&self) {
+        let _health = self.health();
+        self.score(true, Instant::now());
+    }
+
     /// Folds the failures held out of the score into it.
     fn flush_deferred(&self, health: &mut Health, now: Instant) {
         for _ in 0..std::mem::take(&mut health.deferred) {

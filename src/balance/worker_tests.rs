@@ -22,27 +22,51 @@ const MAX_STREAMS: u32 = 100;
 
 type Changes = mpsc::UnboundedSender<Result<Change<InstanceKey, Instance>, BoxError>>;
 
-/// What the in-process servers answer, by address: `grpc-status` 0 unless set;
-/// the addresses that refuse connections; the connects each address saw.
+/// How an in-process server answers a stream.
+#[derive(Debug, Clone, Copy)]
+enum Answer {
+    /// At once, trailers-only, with this `grpc-status`.
+    Status(&'static str),
+    /// Response headers, then a body that stays open (held in [`Servers::held`]).
+    Stream,
+    /// `REFUSED_STREAM` after this long.
+    Refuse(Duration),
+}
+
+/// What the in-process servers answer, by address (`grpc-status` 0 unless set); the
+/// addresses that refuse connections; the connects each address saw; the streams
+/// each saw, with their `grpc-timeout`; the response bodies held open.
 #[derive(Default)]
 struct Servers {
-    answers: Mutex<HashMap<String, &'static str>>,
+    answers: Mutex<HashMap<String, Answer>>,
     refused: Mutex<HashSet<String>>,
     connects: Mutex<HashMap<String, usize>>,
+    streams: Mutex<Vec<(String, Option<String>)>>,
+    held: Mutex<Vec<h2::SendStream<Bytes>>>,
 }
 
 impl Servers {
-    fn answer(&self, addr: &str) -> &'static str {
-        self.answers
-            .lock()
-            .unwrap()
-            .get(addr)
-            .copied()
-            .unwrap_or("0")
+    fn answer(&self, addr: &str) -> Answer {
+        let answers = self.answers.lock().unwrap();
+        answers.get(addr).copied().unwrap_or(Answer::Status("0"))
     }
 
     fn set(&self, addr: &str, status: &'static str) {
-        self.answers.lock().unwrap().insert(addr.to_owned(), status);
+        self.answer_with(addr, Answer::Status(status));
+    }
+
+    fn answer_with(&self, addr: &str, answer: Answer) {
+        self.answers.lock().unwrap().insert(addr.to_owned(), answer);
+    }
+
+    /// The streams `addr` saw, with their `grpc-timeout`.
+    fn streams(&self, addr: &str) -> Vec<Option<String>> {
+        let streams = self.streams.lock().unwrap();
+        streams
+            .iter()
+            .filter(|(a, _)| a == addr)
+            .map(|(_, t)| t.clone())
+            .collect()
     }
 
     fn refuse(&self, addr: &str) {
@@ -70,8 +94,7 @@ impl Servers {
     }
 }
 
-/// One in-process server: answers every stream at once with the status `servers`
-/// gives its address, in a trailers-only response.
+/// One in-process server: answers each stream as `servers` says for its address.
 async fn serve(io: DuplexStream, addr: String, servers: Arc<Servers>) {
     let handshake = h2::server::Builder::new()
         .max_concurrent_streams(MAX_STREAMS)
@@ -79,13 +102,39 @@ async fn serve(io: DuplexStream, addr: String, servers: Arc<Servers>) {
     let Ok(mut conn) = handshake.await else {
         return;
     };
-    while let Some(Ok((_request, mut respond))) = conn.accept().await {
-        let response = http::Response::builder()
-            .header("content-type", "application/grpc")
-            .header("grpc-status", servers.answer(&addr))
-            .body(())
-            .expect("a valid response");
-        let _ = respond.send_response(response, true);
+    while let Some(Ok((request, respond))) = conn.accept().await {
+        let timeout = request.headers().get("grpc-timeout");
+        let timeout = timeout.and_then(|t| t.to_str().ok()).map(str::to_owned);
+        servers
+            .streams
+            .lock()
+            .unwrap()
+            .push((addr.clone(), timeout));
+        tokio::spawn(answer(respond, servers.answer(&addr), servers.clone()));
+    }
+}
+
+async fn answer(
+    mut respond: h2::server::SendResponse<Bytes>,
+    answer: Answer,
+    servers: Arc<Servers>,
+) {
+    let response = http::Response::builder().header("content-type", "application/grpc");
+    match answer {
+        Answer::Status(status) => {
+            let response = response.header("grpc-status", status).body(());
+            let _ = respond.send_response(response.expect("a valid response"), true);
+        }
+        Answer::Stream => {
+            let response = response.body(()).expect("a valid response");
+            if let Ok(body) = respond.send_response(response, false) {
+                servers.held.lock().unwrap().push(body);
+            }
+        }
+        Answer::Refuse(after) => {
+            tokio::time::sleep(after).await;
+            respond.send_reset(h2::Reason::REFUSED_STREAM);
+        }
     }
 }
 
@@ -132,6 +181,24 @@ impl Fleet {
         subset: Option<Subset>,
         setup: impl FnOnce(&Servers),
     ) -> Fleet {
+        let config = EndpointConfig::default();
+        Fleet::build(n, accrual, subset, config, 0, setup)
+    }
+
+    /// As [`new`](Self::new), with these endpoint settings and resends at most.
+    fn configured(n: usize, config: EndpointConfig, max_resends: u32) -> Fleet {
+        let accrual = FailureAccrual::default();
+        Fleet::build(n, accrual, None, config, max_resends, |_| {})
+    }
+
+    fn build(
+        n: usize,
+        accrual: FailureAccrual,
+        subset: Option<Subset>,
+        config: EndpointConfig,
+        max_resends: u32,
+        setup: impl FnOnce(&Servers),
+    ) -> Fleet {
         let (changes, mut rx) = mpsc::unbounded_channel();
         let discovery = futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx));
         let (tx, requests) = mpsc::channel(1024);
@@ -144,7 +211,7 @@ impl Fleet {
             resends,
             failfast: FailFast::new(Duration::from_secs(3)),
             registry: registry.clone(),
-            config: Arc::new(EndpointConfig::default()),
+            config: Arc::new(config),
             accrual: Arc::new(accrual),
             load: LoadMetric::default(),
             metrics: ChannelMetrics::new(name.clone(), 0, false),
@@ -161,7 +228,7 @@ impl Fleet {
             timeout: None,
             resend,
             budget: RetryBudget::default().build(),
-            max_resends: 0,
+            max_resends,
         });
         let fleet = Fleet {
             channel: BalancedChannel::new(PollSender::new(tx), shared),
@@ -392,4 +459,111 @@ async fn a_health_change_refreshes_the_table_at_once() {
         fleet.registry.in_service(&key) == Some(true)
     })
     .await;
+}
+
+fn addr(i: usize) -> String {
+    Fleet::instance(i).authority()
+}
+
+/// What we want to test: `concurrency_limit` covers a call until its response body
+/// ends, so streaming calls count (the builder promises at most `limit` requests in
+/// flight). Before, the permit went back at the response headers.
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn the_concurrency_limit_covers_a_call_to_the_end_of_its_body() {
+    let config = EndpointConfig {
+        concurrency_limit: Some(1),
+        ..EndpointConfig::default()
+    };
+    let mut fleet = Fleet::configured(1, config, 0);
+    fleet.servers.answer_with(&addr(0), Answer::Stream);
+    ready(&fleet, 1).await;
+    let streaming = fleet.send().await.await.expect("response headers");
+    let second = tokio::spawn(fleet.send().await);
+    // Scenario time for the worker to send the second call, if it would.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(
+        fleet.servers.streams(&addr(0)).len(),
+        1,
+        "a second call went while the first one's body was open"
+    );
+    drop(streaming);
+    until(Duration::from_secs(1), "the second call is sent", || {
+        fleet.servers.streams(&addr(0)).len() == 2
+    })
+    .await;
+    second.abort();
+}
+
+/// What we want to test: a `REFUSED_STREAM` that cannot be sent elsewhere is load
+/// shedding, not a failure of the instance: it is not counted towards ejection.
+/// Before, it counted as a transport failure, so a server shedding load got itself
+/// ejected.
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn a_refused_stream_that_cannot_be_resent_does_not_eject() {
+    let accrual = FailureAccrual::default().consecutive_failures(1);
+    // Without resends, a refused request cannot be sent elsewhere.
+    let config = EndpointConfig {
+        resends: false,
+        ..EndpointConfig::default()
+    };
+    let mut fleet = Fleet::build(2, accrual, None, config, 0, |servers| {
+        servers.answer_with(&addr(0), Answer::Refuse(Duration::ZERO));
+    });
+    ready(&fleet, 2).await;
+    // Until the shedding instance has refused a call (it takes the first call it
+    // is drawn for: it was never tried).
+    for _ in 0..100 {
+        if !fleet.servers.streams(&addr(0)).is_empty() {
+            break;
+        }
+        let _ = fleet.send().await.await;
+    }
+    assert_eq!(
+        fleet.servers.streams(&addr(0)).len(),
+        1,
+        "a call was refused"
+    );
+    // Scenario time for the worker to handle a trip, if one were sent.
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    assert_eq!(fleet.stats(0).mode(), Mode::In, "ejected for shedding load");
+}
+
+/// What we want to test: a call resent to another instance carries the time that
+/// remains in its `grpc-timeout`, so the second server's deadline is not later than
+/// the caller's. Before, it kept its original value.
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn a_resent_call_carries_the_time_that_remains() {
+    let config = EndpointConfig {
+        resends: true,
+        ..EndpointConfig::default()
+    };
+    let mut fleet = Fleet::configured(2, config, 1);
+    // The first instance refuses every stream after 300 ms.
+    fleet
+        .servers
+        .answer_with(&addr(0), Answer::Refuse(Duration::from_millis(300)));
+    ready(&fleet, 2).await;
+    for _ in 0..100 {
+        if !fleet.servers.streams(&addr(0)).is_empty() {
+            break;
+        }
+        let mut request = http::Request::new(tonic::body::Body::empty());
+        let timeout = http::HeaderValue::from_static("1S");
+        request.headers_mut().insert("grpc-timeout", timeout);
+        let channel = fleet.channel.ready().await.expect("channel ready");
+        assert_eq!(
+            status(channel.call(request).await),
+            "0",
+            "resent and served"
+        );
+    }
+    let first = fleet.servers.streams(&addr(0));
+    assert_eq!(first, [Some("1S".to_owned())]);
+    let resent = fleet.servers.streams(&addr(1));
+    let last = resent.last().cloned().flatten().expect("a grpc-timeout");
+    let left = crate::balance::future::parse_grpc_timeout(&last).expect("valid");
+    assert!(
+        left <= Duration::from_millis(700),
+        "resent with {last} after 300 ms of a 1 s timeout"
+    );
 }
