@@ -300,7 +300,10 @@ impl BalancedChannelBuilder {
     /// How many endpoints get metrics of their own (label `endpoint` = `host:port`,
     /// feature `metrics`); the calls of the others are counted together under
     /// `endpoint="other"`, so a service of 10,000 instances does not make 10,000
-    /// series per metric. A removed endpoint gives its place back. Default: 32; 0
+    /// series per metric. The cap counts every address labelled over the channel's
+    /// life, since a metrics recorder keeps a series once made: over a rolling
+    /// deployment, the new addresses beyond the cap go under `other` (an address that
+    /// returns keeps its label). Default: 32; 0
     /// counts every call under `other` (the channel's own metrics are always there).
     pub fn metrics_endpoints(mut self, max: usize) -> Self {
         self.metrics_endpoints = max;
