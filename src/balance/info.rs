@@ -536,6 +536,12 @@ impl Registry {
         Reserved::new(pair.cheaper())
     }
 
+    /// Each tier's endpoints and endpoints in service.
+    #[cfg(test)]
+    pub(crate) fn counts(&self) -> ([usize; TIERS], [usize; TIERS]) {
+        self.read().counts()
+    }
+
     /// Whether the table has the endpoint under `key` in service.
     #[cfg(test)]
     pub(crate) fn in_service(&self, key: &InstanceKey) -> Option<bool> {
@@ -668,7 +674,7 @@ mod tests {
     use crate::balance::policy::ZoneRouting;
     use crate::{Instance, Locality};
 
-    fn stats(id: &str) -> Arc<EndpointStats> {
+    pub(super) fn stats(id: &str) -> Arc<EndpointStats> {
         let (trips, _) = tokio::sync::mpsc::unbounded_channel();
         let s = EndpointStats::new(
             InstanceKey::new("n", id),
@@ -823,3 +829,7 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+#[path = "info_props.rs"]
+mod props;
