@@ -523,15 +523,19 @@ where
     }
 
     /// The capacity guard: at most the configured fraction of the endpoints out at
-    /// once, and never the last ready one.
+    /// once, and never the last ready one. An endpoint due a probe counts as out
+    /// until its probe succeeds: it takes one call, not its share.
     fn may_eject(&self, key: &InstanceKey) -> bool {
         let others = self.known.iter().filter(|(k, _)| *k != key);
         let out = others
             .clone()
             .filter(|(_, known)| known.stats.mode() != Mode::In)
             .count();
-        // In service whatever their load: busy endpoints count, connecting ones not.
-        let in_service = others.filter(|(_, known)| known.stats.in_service()).count();
+        // In service whatever their load: busy endpoints count, connecting ones and
+        // those due a probe not.
+        let in_service = others
+            .filter(|(_, known)| known.stats.mode() == Mode::In && known.stats.in_service())
+            .count();
         out < self.accrual.max_ejected(self.known.len()) && in_service > 0
     }
 

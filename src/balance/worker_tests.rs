@@ -567,3 +567,37 @@ async fn a_resent_call_carries_the_time_that_remains() {
         "resent with {last} after 300 ms of a 1 s timeout"
     );
 }
+
+/// What we want to test: the capacity guard counts an endpoint due a probe as out
+/// until its probe succeeds, so it never lets the last endpoint in service be
+/// ejected on the strength of one that may take a single call. Before, the probe-due
+/// endpoint counted as in service.
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn the_guard_does_not_count_an_endpoint_due_a_probe_as_in_service() {
+    let accrual = FailureAccrual::default().max_ejected_fraction(1.0);
+    let fleet = Fleet::new(2, accrual);
+    ready(&fleet, 2).await;
+    let (a, b) = (fleet.stats(0), fleet.stats(1));
+    for _ in 0..5 {
+        a.record(Verdict::Failure, Duration::from_millis(1), false);
+    }
+    until(Duration::from_secs(1), "a ejected", || {
+        a.mode() == Mode::Ejected
+    })
+    .await;
+    until(Duration::from_secs(2), "a due a probe", || {
+        a.mode() == Mode::ProbeAllowed
+    })
+    .await;
+    // b fails too, while no call has taken a's probe.
+    for _ in 0..5 {
+        b.record(Verdict::Failure, Duration::from_millis(1), false);
+    }
+    // Scenario time for the worker to handle the trip.
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    assert_eq!(
+        b.mode(),
+        Mode::In,
+        "the last endpoint in service was ejected"
+    );
+}
