@@ -601,3 +601,32 @@ async fn the_guard_does_not_count_an_endpoint_due_a_probe_as_in_service() {
         "the last endpoint in service was ejected"
     );
 }
+
+/// What we want to test: with many probes due at once in a fleet of a thousand, each
+/// of the next calls takes one, so all are taken within as many calls.
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn many_probes_due_take_one_call_each_in_a_fleet_of_a_thousand() {
+    const N: usize = 1_000;
+    const EJECTED: usize = 20;
+    let mut fleet = Fleet::new(N, FailureAccrual::default());
+    ready(&fleet, N).await;
+    let ejected: Vec<_> = (0..EJECTED).map(|i| fleet.stats(i * 37)).collect();
+    for s in &ejected {
+        for _ in 0..5 {
+            s.record(Verdict::Failure, Duration::from_millis(1), false);
+        }
+    }
+    until(Duration::from_secs(1), "all ejected", || {
+        ejected.iter().all(|s| s.mode() == Mode::Ejected)
+    })
+    .await;
+    until(Duration::from_secs(2), "all due a probe", || {
+        ejected.iter().all(|s| s.mode() == Mode::ProbeAllowed)
+    })
+    .await;
+    for _ in 0..EJECTED {
+        assert_eq!(fleet.call().await, "0");
+    }
+    let back = ejected.iter().filter(|s| s.mode() == Mode::In).count();
+    assert_eq!(back, EJECTED, "probes taken by the next {EJECTED} calls");
+}
