@@ -8,7 +8,6 @@
 //! metrics table.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use tonic::Code;
@@ -164,8 +163,11 @@ pub(crate) struct ChannelMetrics {
     changes: Counter,
     errors: Counter,
     too_many_pings: Counter,
-    /// Endpoints with a label of their own, and the most allowed.
-    labelled: AtomicUsize,
+    /// The addresses that got a label of their own, and the most allowed. Never
+    /// given back: a recorder keeps a series once made, so over a rolling
+    /// deployment the cap must count every address labelled, not only the current
+    /// ones; an address that returns finds its label again.
+    labelled: std::sync::Mutex<std::collections::HashSet<Box<str>>>,
     cap: usize,
     /// The shared set of the endpoints beyond the cap, made when the first one comes.
     other: std::sync::OnceLock<Arc<EndpointMetrics>>,
@@ -174,8 +176,7 @@ pub(crate) struct ChannelMetrics {
 /// One endpoint's metrics (labels `service`, `endpoint`), or the shared set of the
 /// endpoints beyond the cap (`endpoint="other"`).
 pub(crate) struct EndpointMetrics {
-    channel: Option<Arc<ChannelMetrics>>,
-    /// Whether it holds one of the channel's labelled slots (given back on drop).
+    /// Whether it has a label of its own.
     labelled: bool,
     calls: Counter,
     failures: Counter,
@@ -208,36 +209,38 @@ impl ChannelMetrics {
             changes: counter(names::DISCOVERY_CHANGES, &labels),
             errors: counter(names::DISCOVERY_ERRORS, &labels),
             too_many_pings: counter(names::TOO_MANY_PINGS, &labels),
-            labelled: AtomicUsize::new(0),
+            labelled: std::sync::Mutex::default(),
             cap,
             other: std::sync::OnceLock::new(),
             service,
         })
     }
 
-    /// The handles of a new endpoint at `address`: its own while fewer than the cap
-    /// have theirs, else the shared `other` set.
+    /// The handles of a new endpoint at `address`: its own if the address had them
+    /// before or fewer than the cap addresses ever had theirs, else the shared
+    /// `other` set. O(1); called per endpoint, not per call.
     pub(crate) fn endpoint(self: &Arc<Self>, address: &str) -> Arc<EndpointMetrics> {
-        let took = self
-            .labelled
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
-                (n < self.cap).then_some(n + 1)
-            })
-            .is_ok();
+        let took = {
+            let mut labelled = self
+                .labelled
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            labelled.contains(address)
+                || (labelled.len() < self.cap && labelled.insert(address.into()))
+        };
         if !took {
             let other = self
                 .other
-                .get_or_init(|| Arc::new(self.handles(OTHER_ENDPOINTS, None)));
+                .get_or_init(|| Arc::new(self.handles(OTHER_ENDPOINTS, false)));
             return other.clone();
         }
-        Arc::new(self.handles(address, Some(self.clone())))
+        Arc::new(self.handles(address, true))
     }
 
-    fn handles(&self, endpoint: &str, slot: Option<Arc<ChannelMetrics>>) -> EndpointMetrics {
+    fn handles(&self, endpoint: &str, labelled: bool) -> EndpointMetrics {
         let labels = [("service", &*self.service), ("endpoint", endpoint)];
         EndpointMetrics {
-            labelled: slot.is_some(),
-            channel: slot,
+            labelled,
             calls: counter(names::ENDPOINT_CALLS, &labels),
             failures: counter(names::ENDPOINT_FAILURES, &labels),
             duration: histogram(names::ENDPOINT_DURATION, &labels),
@@ -295,7 +298,6 @@ impl std::fmt::Debug for ChannelMetrics {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ChannelMetrics")
             .field("service", &self.service)
-            .field("labelled", &self.labelled.load(Ordering::Relaxed))
             .field("cap", &self.cap)
             .finish_non_exhaustive()
     }
@@ -333,16 +335,6 @@ impl EndpointMetrics {
         if code != Some(Code::Ok) {
             self.failures.increment(1);
             channel.failure(code);
-        }
-    }
-}
-
-impl Drop for EndpointMetrics {
-    fn drop(&mut self) {
-        if let Some(channel) = &self.channel
-            && self.labelled
-        {
-            channel.labelled.fetch_sub(1, Ordering::Relaxed);
         }
     }
 }
@@ -451,5 +443,32 @@ impl RegistrationMetrics {
     /// The registry had lost the registration and it was made again.
     pub(crate) fn reregistered(&self) {
         self.reregistrations.increment(1);
+    }
+}
+
+#[cfg(test)]
+mod cap_tests {
+    use super::*;
+
+    /// What we want to test: the cap on labelled endpoints bounds the series over a
+    /// rolling deployment, where each instance is replaced by one at a new address.
+    /// Before, a removed endpoint gave its place back, so every new address got a
+    /// series of its own while the recorder kept the old ones.
+    #[test]
+    fn the_label_cap_counts_every_address_ever_labelled() {
+        let channel = ChannelMetrics::new("rolling".into(), 2, false);
+        let mut labelled = 0;
+        for generation in 0..5 {
+            let endpoints: Vec<_> = (0..2)
+                .map(|i| channel.endpoint(&format!("10.0.{generation}.{i}:80")))
+                .collect();
+            labelled += endpoints.iter().filter(|e| e.labelled).count();
+            // The deployment replaces them.
+            drop(endpoints);
+        }
+        assert_eq!(labelled, 2, "labelled addresses over the deployment");
+        // An address labelled before keeps its label.
+        assert!(channel.endpoint("10.0.0.1:80").labelled);
+        assert!(!channel.endpoint("10.0.9.9:80").labelled);
     }
 }

@@ -238,17 +238,19 @@ async fn a_burst_does_not_spill_onto_the_slow_instance() {
 }
 
 /// What we want to test: an instance at its concurrency limit gets no more requests;
-/// they wait for it (here until the fail-fast timeout), and it takes them again once
-/// its request in flight is answered.
+/// they wait for it, past the fail-fast timeout (it is busy, not gone: fail-fast is
+/// for when no instance is in service), and it takes them once its request in flight
+/// is answered.
 #[tokio::test]
 async fn concurrency_limit_holds_requests_back() {
     support::trace_init();
     let s = servers(&["a"]).await;
     let hold = s[0].service().hold();
     let (feed, disc) = discovery();
+    let failfast = Duration::from_millis(300);
     let channel = BalancedChannel::builder("echo")
         .concurrency_limit(1)
-        .failfast_timeout(Duration::from_millis(300))
+        .failfast_timeout(failfast)
         .build(disc)
         .expect("valid balancer settings");
     feed.insert(&s[0]);
@@ -262,20 +264,22 @@ async fn concurrency_limit_holds_requests_back() {
     })
     .await;
     // Without the limit the second request would reach a and stay held there.
-    let second = tokio::time::timeout(WAIT, call(&channel))
-        .await
-        .expect("the second request was sent to a held instance");
-    let status = second.expect_err("a is at its limit");
-    assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+    let mut second = tokio::spawn({
+        let channel = channel.clone();
+        async move { call(&channel).await }
+    });
+    let waited = tokio::time::timeout(failfast * 2, &mut second).await;
+    assert!(
+        waited.is_err(),
+        "the second request did not wait: {waited:?}"
+    );
     assert_eq!(s[0].service().received(), 1, "second request reached a");
     assert!(!first.is_finished(), "answered while held");
 
     drop(hold);
     assert_eq!(first.await.expect("join").expect("first call"), "a");
-    eventually(WAIT, "a takes requests again", || async {
-        call(&channel).await.is_ok()
-    })
-    .await;
+    let second = tokio::time::timeout(WAIT, second).await.expect("served");
+    assert_eq!(second.expect("join").expect("second call"), "a");
     assert_eq!(s[0].service().served(), 2);
 }
 

@@ -361,14 +361,21 @@ async fn an_endpoint_at_the_servers_stream_limit_is_not_ready() {
     })
     .await;
     // The server allows one stream: the second call must not queue on the connection
-    // behind the first, but wait for a ready endpoint and fail fast.
-    let second = call(&channel).await.expect_err("no stream left");
-    assert_eq!(second.code(), Code::Unavailable);
-    assert!(second.message().contains("no ready instance"), "{second:?}");
+    // behind the first, but wait for the endpoint's stream, past the fail-fast
+    // timeout (the endpoint is busy, not gone).
+    let mut second = tokio::spawn({
+        let channel = channel.clone();
+        async move { call(&channel).await }
+    });
+    let waited = tokio::time::timeout(Duration::from_millis(600), &mut second).await;
+    assert!(waited.is_err(), "the second call did not wait: {waited:?}");
+    assert_eq!(server.service().received(), 1, "queued on the connection");
     let open = channel.endpoints()[0].open_streams();
     assert_eq!(open, 1);
     drop(hold);
     assert_eq!(first.await.expect("join").expect("first call"), "a");
+    let second = tokio::time::timeout(WAIT, second).await.expect("served");
+    assert_eq!(second.expect("join").expect("second call"), "a");
     assert_eq!(call(&channel).await.expect("capacity again"), "a");
 }
 

@@ -275,7 +275,12 @@ impl Detector {
         now: Instant,
     ) -> bool {
         let failed = verdict == Verdict::Failure;
-        self.consecutive = if failed { self.consecutive + 1 } else { 0 };
+        // Saturating: with both detectors off nothing resets the count but a success.
+        self.consecutive = if failed {
+            self.consecutive.saturating_add(1)
+        } else {
+            0
+        };
         let consecutive_trip = config.consecutive.is_some_and(|n| self.consecutive >= n);
         let rate_trip = config
             .rate
@@ -299,8 +304,8 @@ impl Detector {
                 ..Bucket::default()
             };
         }
-        bucket.calls += 1;
-        bucket.failures += u32::from(failed);
+        bucket.calls = bucket.calls.saturating_add(1);
+        bucket.failures = bucket.failures.saturating_add(u32::from(failed));
         if !failed {
             return false;
         }

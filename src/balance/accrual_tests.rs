@@ -149,3 +149,18 @@ fn code_sets_hold_what_they_were_given() {
     assert!(!set.contains(Code::Ok) && !set.contains(Code::DeadlineExceeded));
     assert_eq!(format!("{set:?}").matches(',').count(), 1);
 }
+
+#[tokio::test(start_paused = true)]
+async fn the_consecutive_count_saturates() {
+    // Both detectors off: nothing trips, and the count only grows.
+    let cfg = config()
+        .without_failure_rate()
+        .without_consecutive_failures();
+    let mut d = Detector::new();
+    d.consecutive = u32::MAX - 1;
+    let epoch = Instant::now();
+    for _ in 0..3 {
+        assert!(!d.record(&cfg, Verdict::Failure, epoch, Instant::now()));
+    }
+    assert_eq!(d.consecutive(), u32::MAX);
+}

@@ -267,6 +267,11 @@ impl BalancedChannelBuilder {
     /// `Unavailable` (and the requests after it fail at once, until an instance is
     /// ready). Default: 3 s, as linkerd's outbound default: long enough to ride out
     /// a reconnect, short enough that callers see an outage rather than a hang.
+    ///
+    /// The timer runs only while no instance could take a call at all (none
+    /// connected, in service and serving): a request that waits because every
+    /// instance is at its stream or concurrency limit waits for a stream to free
+    /// up, within the request timeout ([`timeout`](Self::timeout)).
     pub fn failfast_timeout(mut self, timeout: Duration) -> Self {
         self.failfast = timeout;
         self
@@ -371,7 +376,10 @@ impl BalancedChannelBuilder {
     /// How many endpoints get metrics of their own (label `endpoint` = `host:port`,
     /// feature `metrics`); the calls of the others are counted together under
     /// `endpoint="other"`, so a service of 10,000 instances does not make 10,000
-    /// series per metric. A removed endpoint gives its place back. Default: 32; 0
+    /// series per metric. The cap counts every address labelled over the channel's
+    /// life, since a metrics recorder keeps a series once made: over a rolling
+    /// deployment, the new addresses beyond the cap go under `other` (an address that
+    /// returns keeps its label). Default: 32; 0
     /// counts every call under `other` (the channel's own metrics are always there).
     pub fn metrics_endpoints(mut self, max: usize) -> Self {
         self.metrics_endpoints = max;

@@ -10,6 +10,7 @@ use bytes::Bytes;
 use http::{HeaderMap, StatusCode};
 use http_body::{Body as HttpBody, Frame, SizeHint};
 use pin_project_lite::pin_project;
+use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
 use tonic::Code;
 
@@ -35,6 +36,10 @@ pub(crate) enum Outcome {
     DeadlineExpired,
     /// The request never reached the instance; it is sent elsewhere.
     NotSent,
+    /// The instance refused the stream (`REFUSED_STREAM`: it did not process it,
+    /// typically shedding load) and the request could not be sent elsewhere: the
+    /// endpoint is avoided for a while, but this is no failure of the instance.
+    Shed,
 }
 
 impl Outcome {
@@ -46,6 +51,7 @@ impl Outcome {
             Outcome::DeadlineExpired
             | Outcome::Cancelled
             | Outcome::NotSent
+            | Outcome::Shed
             | Outcome::ConnectionLost => return None,
         };
         Some(if failed {
@@ -67,12 +73,24 @@ pub(crate) struct Call {
     latency: Option<Duration>,
     probe: bool,
     done: bool,
+    /// The endpoint's concurrency-limit permit, if one is set: held to the end of
+    /// the response, body included, so streaming calls count.
+    permit: Option<OwnedSemaphorePermit>,
 }
 
 // === impl Call ===
 
 impl Call {
+    /// A call on a stream slot taken without the limit (tests of a call alone).
+    #[cfg(test)]
     pub(crate) fn start(stats: Arc<EndpointStats>, probe: bool) -> Self {
+        stats.force_reserve_stream();
+        Call::start_reserved(stats, probe)
+    }
+
+    /// A call on the stream slot its sender reserved
+    /// ([`EndpointStats::try_reserve_stream`]); the call's end gives it back.
+    pub(crate) fn start_reserved(stats: Arc<EndpointStats>, probe: bool) -> Self {
         stats.call_started();
         stats.telemetry.started();
         Call {
@@ -82,7 +100,14 @@ impl Call {
             latency: None,
             probe,
             done: false,
+            permit: None,
         }
+    }
+
+    /// Holds the endpoint's concurrency-limit permit until the call ends.
+    pub(crate) fn holding(mut self, permit: Option<OwnedSemaphorePermit>) -> Self {
+        self.permit = permit;
+        self
     }
 
     pub(crate) fn key(&self) -> &crate::InstanceKey {
@@ -111,6 +136,7 @@ impl Call {
         if std::mem::replace(&mut self.done, true) {
             return;
         }
+        self.permit = None;
         let latency = match self.latency {
             Some(latency) => latency,
             None => {
@@ -124,6 +150,7 @@ impl Call {
         let code = match outcome {
             Outcome::Status(code) => Some(code),
             Outcome::Transport | Outcome::ConnectionLost | Outcome::NotSent => None,
+            Outcome::Shed => Some(Code::Unavailable),
             Outcome::Cancelled => Some(Code::Cancelled),
             Outcome::DeadlineExpired => Some(Code::DeadlineExceeded),
         };
@@ -134,6 +161,9 @@ impl Call {
         match outcome.verdict(self.codes) {
             Some(verdict) => self.stats.record(verdict, latency, self.probe),
             None => {
+                if outcome == Outcome::Shed {
+                    self.stats.shed();
+                }
                 if outcome != Outcome::NotSent {
                     if self.latency.is_some() {
                         self.stats.rtt.observe(latency);

@@ -12,7 +12,7 @@ use tower::retry::budget::TpsBudget;
 
 use super::builder::BalancedChannelBuilder;
 use super::future::{ResponseFuture, call_timeout};
-use super::info::{EndpointInfo, Registry};
+use super::info::{EndpointInfo, Registry, Waiting};
 use super::worker::Message;
 use crate::BoxError;
 
@@ -41,14 +41,16 @@ use crate::BoxError;
 ///
 /// A call that finds a ready endpoint among the two it draws is sent from the
 /// caller's own task, by the same power-of-two-choices rule the worker applies; only
-/// calls that must wait for an endpoint, an ejected endpoint's probe (the worker
-/// places the one probe) and resends go through the worker.
+/// calls that must wait for an endpoint, resends, the calls that come while others
+/// wait for the worker (so that those are served first, in order) and those that
+/// come while an ejected endpoint's probe is due (the worker sends each probe with
+/// the next call) go through the worker.
 ///
 /// `poll_ready` waits for a slot in the bounded queue (see
 /// [`BalancedChannelBuilder::buffer_size`]); it does not wait for an instance and
 /// never fails. A
-/// request that finds no ready instance waits at most the fail-fast timeout and then
-/// fails with `Unavailable`; the error is a boxed [`tonic::Status`], so generated
+/// request that finds no instance in service waits at most the fail-fast timeout and
+/// then fails with `Unavailable` (one that finds them all busy waits for a stream); the error is a boxed [`tonic::Status`], so generated
 /// clients report its code. When the worker has ended, calls fail with `Unavailable`
 /// saying so.
 ///
@@ -148,9 +150,9 @@ impl tower::Service<http::Request<Body>> for BalancedChannel {
         // The fast path: an endpoint that takes the call now gets it from this task;
         // only calls that must wait (or a probe, which the worker places) cross to
         // the worker.
-        if let Some((stats, direct)) = self.shared.registry.pick_direct() {
+        if let Some(reserved) = self.shared.registry.pick_direct() {
             self.tx.abort_send();
-            let fut = direct.send(&stats, request);
+            let fut = reserved.send(request);
             return ResponseFuture::called(fut, self.shared.clone(), timeout);
         }
         let (tx, rx) = oneshot::channel();
@@ -158,6 +160,7 @@ impl tower::Service<http::Request<Body>> for BalancedChannel {
             request,
             tx,
             avoid: None,
+            _waiting: Waiting::new(&self.shared.registry),
         };
         if self.tx.send_item(msg).is_err() {
             return ResponseFuture::failed(self.closed());

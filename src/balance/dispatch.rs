@@ -196,7 +196,11 @@ fn not_processed_or_failed(
             }
         }
         None => {
-            let outcome = error_outcome(error.as_ref());
+            let outcome = if refused_stream(&error) {
+                Outcome::Shed
+            } else {
+                error_outcome(error.as_ref())
+            };
             call.finish(outcome);
             CallError::Failed(caller_error(error, outcome))
         }
@@ -214,6 +218,13 @@ pub(crate) fn never_processed(error: &BoxError) -> bool {
         return false;
     }
     (h2.is_reset() && h2.reason() == Some(h2::Reason::REFUSED_STREAM)) || h2.is_go_away()
+}
+
+/// Whether the server reset the stream with `REFUSED_STREAM`.
+fn refused_stream(error: &BoxError) -> bool {
+    find_h2(error.as_ref()).is_some_and(|h2| {
+        h2.is_remote() && h2.is_reset() && h2.reason() == Some(h2::Reason::REFUSED_STREAM)
+    })
 }
 
 /// The `h2::Error` in an error's source chain.

@@ -63,7 +63,7 @@ pub(crate) struct Endpoint {
     registry: Option<Registry>,
     published_in_service: bool,
     #[cfg(test)]
-    mock_connect: Option<Arc<dyn Fn() -> ConnectFuture + Send + Sync>>,
+    pub(super) mock_connect: Option<Arc<dyn Fn() -> ConnectFuture + Send + Sync>>,
 }
 
 enum State {
@@ -273,13 +273,20 @@ impl Endpoint {
     /// change of these passes through `poll_ready` in the worker: connection changes
     /// and the endpoint's wakers (ejection timer, health) poll it, and the worker
     /// re-checks an endpoint it ejects or picks.
+    ///
+    /// An endpoint due a probe (its ejection ran out) and able to take it joins the
+    /// registry's queue of probes due, here too: the worker sends it the next call.
     fn publish_in_service(&mut self) {
         let now = self.stats.in_service();
-        if let Some(registry) = &self.registry
-            && now != self.published_in_service
-        {
+        let Some(registry) = &self.registry else {
+            return;
+        };
+        if now != self.published_in_service {
             self.published_in_service = now;
             registry.set_in_service(&self.key, &self.stats, now);
+        }
+        if now && self.stats.mode() == Mode::ProbeAllowed {
+            registry.queue_probe(&self.stats);
         }
     }
 
@@ -404,9 +411,11 @@ impl tower::Service<http::Request<Body>> for Endpoint {
         ready.map(Ok)
     }
 
+    /// Sends on the stream slot the worker reserved when it picked the endpoint.
     fn call(&mut self, req: http::Request<Body>) -> EndpointFuture {
         let permit = self.permit.take();
         let State::Connected { send, .. } = &mut self.state else {
+            self.stats.stream_ended();
             let msg = format!("endpoint {} called while not connected", self.target);
             return EndpointFuture::failed(msg.into());
         };
@@ -448,19 +457,46 @@ impl Direct {
     pub(crate) fn is_ready(&self) -> bool {
         self.send.is_ready()
     }
+}
 
-    /// Sends `req` on the connection, tracked as a call of `stats`'s endpoint.
-    pub(crate) fn send(
-        mut self,
-        stats: &Arc<EndpointStats>,
-        req: http::Request<Body>,
-    ) -> EndpointFuture {
-        let origin = (&self.scheme, &self.authority);
-        send_on(
-            &mut self.send,
-            origin,
-            self.resends,
+/// A stream slot reserved on an endpoint's open connection for a caller that sends
+/// without the worker (see [`Registry::pick_direct`]): given back if dropped unsent.
+pub(crate) struct Reserved {
+    stats: Arc<EndpointStats>,
+    direct: Option<Direct>,
+}
+
+// === impl Reserved ===
+
+impl Reserved {
+    /// Reserves a slot on `stats`'s current connection, if it is open and a stream
+    /// fits under the server's limit.
+    pub(crate) fn new(stats: Arc<EndpointStats>) -> Option<Self> {
+        if !stats.try_reserve_stream() {
+            return None;
+        }
+        let Some(direct) = stats.direct() else {
+            stats.stream_ended();
+            return None;
+        };
+        Some(Reserved {
             stats,
+            direct: Some(direct),
+        })
+    }
+
+    /// Sends `req` on the slot, tracked as a call of the endpoint.
+    pub(crate) fn send(mut self, req: http::Request<Body>) -> EndpointFuture {
+        let Some(mut direct) = self.direct.take() else {
+            // Not reachable: the connection is only taken here.
+            return EndpointFuture::failed("a stream slot sent twice".into());
+        };
+        let origin = (&direct.scheme, &direct.authority);
+        send_on(
+            &mut direct.send,
+            origin,
+            direct.resends,
+            &self.stats,
             req,
             false,
             None,
@@ -468,8 +504,17 @@ impl Direct {
     }
 }
 
-/// Sends `req` on a connection, tracked as a call of `stats`'s endpoint: the one
-/// dispatch of the worker's calls and of those a caller sends itself.
+impl Drop for Reserved {
+    fn drop(&mut self) {
+        if self.direct.is_some() {
+            self.stats.stream_ended();
+        }
+    }
+}
+
+/// Sends `req` on a connection, tracked as a call of `stats`'s endpoint, on the
+/// stream slot reserved for it: the one dispatch of the worker's calls and of those a
+/// caller sends itself.
 fn send_on(
     send: &mut SendRequest<Body>,
     (scheme, authority): (&Scheme, &Authority),
@@ -483,19 +528,14 @@ fn send_on(
     if !req.headers().contains_key(USER_AGENT) {
         req.headers_mut().insert(USER_AGENT, DEFAULT_USER_AGENT);
     }
-    let call = Call::start(stats.clone(), probe);
+    let call = Call::start_reserved(stats.clone(), probe).holding(permit);
     let (req, replay) = if resends {
         let (req, replay) = Replay::record(req);
         (req, Some(replay))
     } else {
         (req, None)
     };
-    let fut = send.try_send_request(req);
-    let fut = Box::pin(async move {
-        let res = fut.await;
-        drop(permit);
-        res
-    });
+    let fut = Box::pin(send.try_send_request(req));
     EndpointFuture::new(fut, call, replay)
 }
 

@@ -1,6 +1,7 @@
 //! The fail-fast timer: how long a request may wait for a ready endpoint.
 //!
-//! The timer runs while a request waits and no endpoint is ready. When it fires the
+//! The timer runs while a request waits and no endpoint is in service (busy ones,
+//! at their stream or concurrency limits, stop it: the request waits for them). When it fires the
 //! channel enters fail-fast: the waiting request and every request after it fail at
 //! once with `Unavailable`, until an endpoint is ready again.
 

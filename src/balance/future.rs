@@ -16,6 +16,7 @@ use tracing::debug;
 
 use super::channel::Shared;
 use super::dispatch::CallError;
+use super::info::Waiting;
 use super::worker::{CallFuture, Message};
 use crate::BoxError;
 
@@ -108,7 +109,12 @@ impl Future for ResponseFuture {
                 },
                 StateProj::Called { fut } => match ready!(Pin::new(fut).poll(cx)) {
                     Ok(response) => return Poll::Ready(Ok(response)),
-                    Err(error) => match resend(error, this.shared.as_deref(), this.resends) {
+                    Err(error) => match resend(
+                        error,
+                        this.shared.as_deref(),
+                        this.resends,
+                        remaining(this.deadline.as_ref().get_ref().as_ref()),
+                    ) {
                         Ok(rx) => this.state.set(State::Queued { rx }),
                         Err(error) => return Poll::Ready(Err(error)),
                     },
@@ -124,12 +130,23 @@ impl Future for ResponseFuture {
     }
 }
 
+/// The time left before the call's deadline, if it has one.
+fn remaining(deadline: Option<&Sleep>) -> Option<Duration> {
+    deadline.map(|d| {
+        d.deadline()
+            .saturating_duration_since(tokio::time::Instant::now())
+    })
+}
+
 /// Sends a request the instance did not process back to the worker, for another
-/// instance, when the per-call limit and the budget allow.
+/// instance, when the per-call limit and the budget allow. Its `grpc-timeout`, if
+/// it has one, becomes the time that `remains`, so the next server's deadline is not
+/// later than the caller's.
 fn resend(
     error: CallError,
     shared: Option<&Shared>,
     resends: &mut u32,
+    remains: Option<Duration>,
 ) -> Result<oneshot::Receiver<Result<CallFuture, BoxError>>, BoxError> {
     let CallError::NotProcessed {
         request,
@@ -152,14 +169,21 @@ fn resend(
     }
     *resends += 1;
     debug!(instance = %endpoint, %error, attempt = *resends, "not processed; resending to another instance");
-    let request = (*request)
+    let mut request = (*request)
         .into_inner()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some(remains) = remains
+        && request.headers().contains_key("grpc-timeout")
+        && let Ok(value) = http::HeaderValue::try_from(grpc_timeout(remains))
+    {
+        request.headers_mut().insert("grpc-timeout", value);
+    }
     let (tx, rx) = oneshot::channel();
     let msg = Message {
         request,
         tx,
         avoid: Some(endpoint),
+        _waiting: Waiting::new(&shared.registry),
     };
     shared
         .resend
@@ -206,8 +230,21 @@ pub(crate) fn call_timeout(
     }
 }
 
+/// A `grpc-timeout` value for `d` (at most 8 digits), rounded down to the unit:
+/// microseconds up to 100 s, then milliseconds, then seconds.
+fn grpc_timeout(d: Duration) -> String {
+    const MAX: u128 = 99_999_999;
+    if d.as_micros() <= MAX {
+        format!("{}u", d.as_micros())
+    } else if d.as_millis() <= MAX {
+        format!("{}m", d.as_millis())
+    } else {
+        format!("{}S", u128::from(d.as_secs()).min(MAX))
+    }
+}
+
 /// Parses a `grpc-timeout` value: at most 8 digits and a unit (gRPC over HTTP/2).
-fn parse_grpc_timeout(s: &str) -> Option<Duration> {
+pub(crate) fn parse_grpc_timeout(s: &str) -> Option<Duration> {
     let unit_at = s.len().checked_sub(1)?;
     let (value, unit) = (s.get(..unit_at)?, s.get(unit_at..)?);
     if value.is_empty() || value.len() > 8 {
@@ -228,6 +265,24 @@ fn parse_grpc_timeout(s: &str) -> Option<Duration> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn remaining_times_encode_within_eight_digits_never_longer() {
+        for d in [
+            Duration::ZERO,
+            Duration::from_nanos(1_500),
+            Duration::from_millis(700),
+            Duration::from_secs(99),
+            Duration::from_secs(101),
+            Duration::from_secs(200_000),
+            Duration::from_secs(u64::MAX / 4),
+        ] {
+            let value = grpc_timeout(d);
+            let parsed = parse_grpc_timeout(&value).expect("a valid grpc-timeout");
+            assert!(parsed <= d, "{d:?} encoded as {value}");
+            assert!(d - parsed < Duration::from_secs(1) || d > Duration::from_secs(99_999_999));
+        }
+    }
 
     #[test]
     fn grpc_timeout_values_parse() {

@@ -1,16 +1,16 @@
 //! What the channel publishes about its endpoints, for health pages and tests.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fmt;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 
 use rand::Rng;
 use tokio::time::Instant;
 
-use super::endpoint::Direct;
+use super::endpoint::Reserved;
 use super::policy::{Fenwick, Policy, TIERS, tier_shares};
-use super::stats::{EndpointStats, Mode};
+use super::stats::EndpointStats;
 use crate::InstanceKey;
 
 /// The state of one endpoint.
@@ -129,6 +129,40 @@ struct Inner {
     /// [`tier_shares`]); only read when zone-aware routing is on.
     shares: [AtomicU64; TIERS],
     policy: Policy,
+    /// Endpoints whose ejection ran out, in the order their probes fell due: the
+    /// worker gives each the next call it can send there, whatever the fleet size
+    /// (a draw would land on one with a probability of 2/N).
+    probes: Mutex<VecDeque<Arc<EndpointStats>>>,
+    /// The queue's length, read by every caller without the lock.
+    probes_due: AtomicUsize,
+    /// Calls waiting for the worker (see [`Waiting`]): while any wait, callers queue
+    /// behind them instead of taking freed capacity first.
+    waiting: AtomicUsize,
+}
+
+/// One call handed to the worker, counted in the registry until the worker is done
+/// with it (sent, failed, or given up by its caller), when this is dropped.
+pub(crate) struct Waiting(Registry);
+
+// === impl Waiting ===
+
+impl Waiting {
+    pub(crate) fn new(registry: &Registry) -> Self {
+        registry.inner.waiting.fetch_add(1, Ordering::AcqRel);
+        Waiting(registry.clone())
+    }
+}
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        self.0.inner.waiting.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl fmt::Debug for Waiting {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Waiting")
+    }
 }
 
 /// Draws per candidate before a draw gives up.
@@ -172,8 +206,17 @@ pub(crate) enum Candidate {
     Take,
     /// Draw again.
     Skip,
-    /// Give up the draw.
-    Abort,
+}
+
+/// What the worker makes of a probe due (see [`Registry::next_probe`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Probe {
+    /// Send the call there.
+    Take,
+    /// Leave it queued (busy now, or the endpoint the call avoids).
+    Keep,
+    /// Leave it out of the queue.
+    Drop,
 }
 
 /// Two endpoints to compare (the second absent when the tier has one in service),
@@ -211,6 +254,9 @@ impl Registry {
                 table: RwLock::new(Table::default()),
                 shares,
                 policy,
+                probes: Mutex::new(VecDeque::new()),
+                probes_due: AtomicUsize::new(0),
+                waiting: AtomicUsize::new(0),
             }),
         }
     }
@@ -284,11 +330,76 @@ impl Registry {
         Some((table.tiers[slot.tier].list[slot.index].weight, slot.tier))
     }
 
-    /// Removes an endpoint in O(log n).
+    /// Removes an endpoint in O(log n) (and from the probes due, in O(probes due)).
     pub(crate) fn remove(&self, key: &InstanceKey) {
         let mut table = self.write();
         table.remove(key);
         self.update_shares(&table);
+        drop(table);
+        if self.probes_due() {
+            let mut probes = self.probes();
+            probes.retain(|s| {
+                let keep = s.key != *key;
+                if !keep {
+                    // It may come back (subsetting keeps a failing member's stats).
+                    s.probe_queued.store(false, Ordering::Release);
+                }
+                keep
+            });
+            self.inner.probes_due.store(probes.len(), Ordering::Release);
+        }
+    }
+
+    fn probes(&self) -> MutexGuard<'_, VecDeque<Arc<EndpointStats>>> {
+        self.inner
+            .probes
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Queues the probe of an endpoint whose ejection ran out (once: an endpoint
+    /// already queued stays where it is).
+    pub(crate) fn queue_probe(&self, stats: &Arc<EndpointStats>) {
+        if stats.probe_queued.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let mut probes = self.probes();
+        probes.push_back(stats.clone());
+        self.inner.probes_due.store(probes.len(), Ordering::Release);
+    }
+
+    /// Whether any probe is due: callers then leave their call to the worker, which
+    /// sends the probes (one atomic load).
+    pub(crate) fn probes_due(&self) -> bool {
+        self.inner.probes_due.load(Ordering::Acquire) > 0
+    }
+
+    /// The first probe due that `take` accepts, in queue order. `take` says what to
+    /// do with each: [`Probe::Take`] it (it leaves the queue), [`Probe::Keep`] it
+    /// queued for a later call, or [`Probe::Drop`] it (no longer due, or out of
+    /// service: its endpoint queues it again when it is back). O(probes due).
+    pub(crate) fn next_probe(
+        &self,
+        mut take: impl FnMut(&Arc<EndpointStats>) -> Probe,
+    ) -> Option<Arc<EndpointStats>> {
+        let mut probes = self.probes();
+        let mut found = None;
+        let mut i = 0;
+        while i < probes.len() {
+            match take(&probes[i]) {
+                Probe::Keep => i += 1,
+                verdict => {
+                    let stats = probes.remove(i)?;
+                    stats.probe_queued.store(false, Ordering::Release);
+                    if verdict == Probe::Take {
+                        found = Some(stats);
+                        break;
+                    }
+                }
+            }
+        }
+        self.inner.probes_due.store(probes.len(), Ordering::Release);
+        found
     }
 
     /// Whether draws follow a traffic policy: zone-aware routing, or weights that
@@ -376,23 +487,17 @@ impl Registry {
             }
             Some(t.live_weights.find(target))
         };
-        let draw = |rng: &mut R, other: Option<usize>| -> Option<Option<usize>> {
-            for _ in 0..DRAWS {
-                let Some(i) = pick(rng, other) else { continue };
-                match judge(&t.list[i].stats) {
-                    Candidate::Take => return Some(Some(i)),
-                    Candidate::Skip => {}
-                    Candidate::Abort => return None,
-                }
-            }
-            Some(None)
+        let draw = |rng: &mut R, other: Option<usize>| -> Option<usize> {
+            (0..DRAWS)
+                .filter_map(|_| pick(rng, other))
+                .find(|&i| judge(&t.list[i].stats) == Candidate::Take)
         };
-        let a = draw(rng, None)??;
+        let a = draw(rng, None)?;
         let ea = &t.list[a];
         let b = if alone {
             None
         } else {
-            Some(draw(rng, Some(a))??)
+            Some(draw(rng, Some(a))?)
         };
         Some(Pair {
             a: (ea.stats.clone(), scale(ea)),
@@ -409,20 +514,48 @@ impl Registry {
     /// tried, or whose estimate expired, takes the call (see
     /// [`EndpointStats::prefer_second`]). `None` leaves the call to the worker: fewer
     /// than two ready endpoints found (one, when it is the only endpoint in service),
-    /// or one drawn is due a probe (the worker sends the one probe).
-    pub(crate) fn pick_direct(&self) -> Option<(Arc<EndpointStats>, Direct)> {
+    /// a probe is due anywhere (the worker sends the probes, see
+    /// [`next_probe`](Self::next_probe)), or calls wait for the worker: they are
+    /// served first, in order, so a caller in a closed loop cannot take a stream
+    /// freed under them.
+    ///
+    /// The pick comes with a stream slot reserved on its connection (see
+    /// [`EndpointStats::try_reserve_stream`]); when the slot went to another caller
+    /// in the meantime, the call goes to the worker.
+    pub(crate) fn pick_direct(&self) -> Option<Reserved> {
+        if self.probes_due() || self.inner.waiting.load(Ordering::Acquire) > 0 {
+            return None;
+        }
         let pair = self.draw(&mut rand::rng(), |s| {
-            if s.mode() == Mode::ProbeAllowed {
-                Candidate::Abort
-            } else if s.direct_ready() {
+            if s.direct_ready() {
                 Candidate::Take
             } else {
                 Candidate::Skip
             }
         })?;
-        let pick = pair.cheaper();
-        let direct = pick.direct()?;
-        Some((pick, direct))
+        Reserved::new(pair.cheaper())
+    }
+
+    /// Each tier's endpoints and endpoints in service.
+    #[cfg(test)]
+    pub(crate) fn counts(&self) -> ([usize; TIERS], [usize; TIERS]) {
+        self.read().counts()
+    }
+
+    /// Whether the table has the endpoint under `key` in service.
+    #[cfg(test)]
+    pub(crate) fn in_service(&self, key: &InstanceKey) -> Option<bool> {
+        let table = self.read();
+        let slot = table.map.get(key)?;
+        Some(table.tiers[slot.tier].list[slot.index].live)
+    }
+
+    /// The stats of the endpoint under `key`.
+    #[cfg(test)]
+    pub(crate) fn stats(&self, key: &InstanceKey) -> Option<Arc<EndpointStats>> {
+        let table = self.read();
+        let slot = table.map.get(key)?;
+        Some(table.tiers[slot.tier].list[slot.index].stats.clone())
     }
 
     pub(crate) fn snapshot(&self) -> Vec<EndpointInfo> {
@@ -541,7 +674,7 @@ mod tests {
     use crate::balance::policy::ZoneRouting;
     use crate::{Instance, Locality};
 
-    fn stats(id: &str) -> Arc<EndpointStats> {
+    pub(super) fn stats(id: &str) -> Arc<EndpointStats> {
         let (trips, _) = tokio::sync::mpsc::unbounded_channel();
         let s = EndpointStats::new(
             InstanceKey::new("n", id),
@@ -616,7 +749,6 @@ mod tests {
         let tried = |s: &EndpointStats| {
             s.call_started();
             s.headers_received(Instant::now(), true);
-            s.stream_ended();
         };
         // Never tried, an endpoint takes the call whatever its cost.
         tried(&a);
@@ -697,3 +829,7 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+#[path = "info_props.rs"]
+mod props;

@@ -52,9 +52,12 @@
 //! Requests go to the less loaded of two ready endpoints picked at random (power of
 //! two choices) under Peak-EWMA load, so slow instances get less traffic. A newly
 //! inserted instance starts from the median estimate of the ready ones, so it
-//! competes at once (see [`LoadMetric`]). With no
-//! ready endpoint a request waits at most the fail-fast timeout, then fails with
-//! `Unavailable` naming the service. A request stops counting towards its
+//! competes at once (see [`LoadMetric`]). With no endpoint in service (connected,
+//! not ejected, serving) a request waits at most the fail-fast timeout, then fails
+//! with `Unavailable` naming the service; one that waits only because every endpoint
+//! is at its stream or concurrency limit waits for a stream, within the request
+//! timeout. Requests waiting for the worker are served in order, before later
+//! callers take a freed stream. A request stops counting towards its
 //! endpoint's load when the response headers arrive, so long streaming responses
 //! are not counted while they stream.
 //!

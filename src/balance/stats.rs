@@ -93,7 +93,8 @@ pub(crate) struct EndpointStats {
     /// When a response last arrived, or a first call went out to an idle endpoint
     /// (nanoseconds since the estimate's epoch).
     last_heard: AtomicU64,
-    /// HTTP/2 streams open on the connection: from the call to the end of the response.
+    /// HTTP/2 streams open on the connection, or reserved for a call about to be
+    /// sent: from the reservation to the end of the response.
     open_streams: AtomicUsize,
     /// The server's `SETTINGS_MAX_CONCURRENT_STREAMS` on the current connection,
     /// [`UNKNOWN_LIMIT`] until its first SETTINGS frame arrives.
@@ -102,6 +103,10 @@ pub(crate) struct EndpointStats {
     pub(crate) too_many_pings: AtomicBool,
     /// The server's health service said `NOT_SERVING` (client-side health checking).
     not_serving: AtomicBool,
+    /// In the registry's queue of probes due (see [`Registry::queue_probe`]).
+    ///
+    /// [`Registry::queue_probe`]: super::info::Registry::queue_probe
+    pub(crate) probe_queued: AtomicBool,
     /// The capacity guard refused to eject the endpoint and it has not succeeded since:
     /// its failures are penalised at once and by [`REFUSED_PENALTY`]. Written under the
     /// health lock.
@@ -161,6 +166,7 @@ impl EndpointStats {
             max_streams: AtomicU64::new(UNKNOWN_LIMIT),
             too_many_pings: AtomicBool::new(false),
             not_serving: AtomicBool::new(false),
+            probe_queued: AtomicBool::new(false),
             refused: AtomicBool::new(false),
             waker: AtomicWaker::new(),
             direct: RwLock::new(None),
@@ -226,6 +232,10 @@ impl EndpointStats {
                 warn!(instance = %self.key, addr = %self.address, "health: not serving; out of the ready set");
             }
             self.waker.wake();
+            // The worker re-checks the endpoint, which publishes its state to the
+            // table draws come from (a ready endpoint is otherwise polled only when
+            // a draw lands on it). A key without a trip is only re-checked.
+            let _ = self.trips.send(self.key.clone());
         }
     }
 
@@ -384,7 +394,6 @@ impl EndpointStats {
         if self.pending.fetch_add(1, Ordering::Relaxed) == 0 {
             self.heard(Instant::now());
         }
-        self.open_streams.fetch_add(1, Ordering::Relaxed);
     }
 
     /// A call stops waiting: it got its headers (`heard`), or it ended without.
@@ -422,6 +431,28 @@ impl EndpointStats {
     pub(crate) fn set_max_streams(&self, max: u32) {
         self.max_streams.store(u64::from(max), Ordering::Relaxed);
         self.waker.wake();
+    }
+
+    /// Takes a stream slot under the server's stream limit, in one atomic step, so
+    /// callers that find the last slot free at the same time cannot all take it (the
+    /// excess would queue inside hyper). The slot is the call's from then on: its
+    /// end ([`stream_ended`](Self::stream_ended)) gives it back, and so does whoever
+    /// reserved it and does not send after all.
+    pub(crate) fn try_reserve_stream(&self) -> bool {
+        let max = self.max_streams.load(Ordering::Relaxed);
+        max != UNKNOWN_LIMIT
+            && self
+                .open_streams
+                .fetch_update(Ordering::AcqRel, Ordering::Relaxed, |n| {
+                    ((n as u64) < max).then_some(n + 1)
+                })
+                .is_ok()
+    }
+
+    /// Takes a stream slot whatever the limit (tests of a call alone).
+    #[cfg(test)]
+    pub(crate) fn force_reserve_stream(&self) {
+        self.open_streams.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Whether another stream fits under the server's stream limit (never while the
@@ -489,6 +520,14 @@ impl EndpointStats {
             health.trip_sent = true;
             let _ = self.trips.send(self.key.clone());
         }
+    }
+
+    /// The instance refused a stream it could not take (load shedding): its cost
+    /// rises as for a failure, so calls avoid it while the score fades, but the
+    /// detectors do not count it, so shedding does not get it ejected.
+    pub(crate) fn shed(&self) {
+        let _health = self.health();
+        self.score(true, Instant::now());
     }
 
     /// Folds the failures held out of the score into it.

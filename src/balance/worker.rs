@@ -16,6 +16,7 @@ use futures_core::Stream;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
 use tonic::body::Body;
 use tower::discover::Change;
 use tower::ready_cache::ReadyCache;
@@ -26,7 +27,7 @@ use super::config::{EndpointConfig, LoadMetric};
 use super::dispatch::EndpointFuture;
 use super::endpoint::Endpoint;
 use super::failfast::FailFast;
-use super::info::{Candidate, EndpointState, Registry};
+use super::info::{Candidate, EndpointState, Probe, Registry, Waiting};
 use super::load::{cold_start_rtt, cold_start_sample};
 use super::stats::{EndpointStats, Mode};
 use super::subset::Subset;
@@ -48,6 +49,8 @@ pub(crate) struct Message {
     pub(crate) tx: oneshot::Sender<Result<CallFuture, BoxError>>,
     /// The endpoint that did not process this request before, to avoid on a resend.
     pub(crate) avoid: Option<InstanceKey>,
+    /// Counts the call as waiting for the worker until the message is dropped.
+    pub(crate) _waiting: Waiting,
 }
 
 pub(crate) struct Worker<D> {
@@ -75,15 +78,46 @@ pub(crate) struct Worker<D> {
     /// (only the subset is connected).
     subset: Option<Subset>,
     discovered: HashMap<InstanceKey, Instance>,
+    /// Members that left the subset failing, with their failure state: they count
+    /// as failing until their time is up (see [`Self::reconcile`]).
+    absent: HashMap<InstanceKey, Absent>,
+    /// Wakes the worker when the first of the `absent` may return.
+    absent_timer: Option<Pin<Box<tokio::time::Sleep>>>,
     metrics: Arc<ChannelMetrics>,
     /// When the endpoints-by-state gauges are due again (see [`Self::poll_gauges`]).
     gauges: Option<Pin<Box<tokio::time::Sleep>>>,
     gauges_at: tokio::time::Instant,
+    /// Connects endpoints over in-memory transports instead of TCP.
+    #[cfg(test)]
+    mock_connect: Option<MockConnect>,
 }
+
+#[cfg(test)]
+pub(crate) type MockConnect =
+    Arc<dyn Fn(&Arc<EndpointStats>) -> super::endpoint::ConnectFuture + Send + Sync>;
 
 struct Known {
     authority: String,
     stats: Arc<EndpointStats>,
+}
+
+/// A member that left the subset while failing.
+struct Absent {
+    /// Its stats, ejection and failure score included, for when it returns.
+    stats: Arc<EndpointStats>,
+    /// How many times in a row it left failing (its backoff's failure count).
+    failures: u32,
+    /// Until when it counts as failing.
+    until: Instant,
+}
+
+/// Whether an endpoint in this state is failing, for subsetting: backing off after a
+/// failed connect or a short-lived connection, ejected, or not serving.
+fn is_failing(state: EndpointState) -> bool {
+    matches!(
+        state,
+        EndpointState::Backoff | EndpointState::Ejected | EndpointState::NotServing
+    )
 }
 
 pub(crate) struct WorkerParts {
@@ -130,9 +164,13 @@ where
             policy: false,
             subset: parts.subset,
             discovered: HashMap::new(),
+            absent: HashMap::new(),
+            absent_timer: None,
             metrics: parts.metrics,
             gauges: None,
             gauges_at: tokio::time::Instant::now(),
+            #[cfg(test)]
+            mock_connect: None,
         }
     }
 
@@ -147,6 +185,7 @@ where
             // Endpoints that joined start connecting when first polled.
             self.poll_endpoints(cx);
         }
+        self.poll_absent(cx);
         self.policy = self.registry.policy_active();
         self.poll_gauges(cx);
         loop {
@@ -233,6 +272,7 @@ where
         if let Some(subset) = &mut self.subset {
             subset.remove(key);
             self.discovered.remove(key);
+            self.absent.remove(key);
         }
         self.disconnect(key);
     }
@@ -244,17 +284,24 @@ where
     /// place. A failing home member stays connected (reconnecting, probing) and wins
     /// its place back when it recovers; the refill then leaves. O(k) per wake-up.
     /// Returns whether any endpoint joined.
+    ///
+    /// A member that leaves while failing (a refill that failed too) is remembered
+    /// ([`Absent`]): it counts as failing for a backoff that grows each time it
+    /// leaves failing in a row, and returns with its stats (ejection, failure score).
+    /// Without the memory it was wanted again at the next wake-up as a new member,
+    /// and a refused refill became a connect loop paced only by connect latency.
     fn reconcile(&mut self) -> bool {
         let Some(subset) = &self.subset else {
             return false;
         };
+        let now = Instant::now();
+        let failing_now = |key: &InstanceKey| {
+            self.known
+                .get(key)
+                .is_some_and(|k| is_failing(k.stats.state()))
+        };
         let failing = |key: &InstanceKey| {
-            self.known.get(key).is_some_and(|k| {
-                matches!(
-                    k.stats.state(),
-                    EndpointState::Backoff | EndpointState::Ejected | EndpointState::NotServing
-                )
-            })
+            failing_now(key) || self.absent.get(key).is_some_and(|a| a.until > now)
         };
         let mut wanted: Vec<InstanceKey> = subset.select(|_| false).cloned().collect();
         for key in subset.select(failing) {
@@ -262,14 +309,31 @@ where
                 wanted.push(key.clone());
             }
         }
-        let extra: Vec<InstanceKey> = self
+        let extra: Vec<(InstanceKey, bool)> = self
             .known
             .keys()
             .filter(|k| !wanted.contains(k))
+            .map(|k| (k.clone(), failing_now(k)))
+            .collect();
+        // A member serving again is forgiven its past failures.
+        let recovered: Vec<InstanceKey> = wanted
+            .iter()
+            .filter(|k| self.absent.contains_key(*k))
+            .filter(|k| {
+                self.known.get(*k).is_some_and(|known| {
+                    known.stats.state() == EndpointState::Ready && known.stats.mode() == Mode::In
+                })
+            })
             .cloned()
             .collect();
-        for key in extra {
-            debug!(service = %self.name, instance = %key, "leaves the subset");
+        for key in recovered {
+            self.absent.remove(&key);
+        }
+        for (key, failed) in extra {
+            debug!(service = %self.name, instance = %key, failed, "leaves the subset");
+            if failed {
+                self.remember(&key, now);
+            }
             self.disconnect(&key);
         }
         let mut joined = false;
@@ -283,6 +347,55 @@ where
             }
         }
         joined
+    }
+
+    /// Remembers a member leaving the subset failing: out for the reconnect
+    /// backoff's next delay (or its ejection, if longer).
+    fn remember(&mut self, key: &InstanceKey, now: Instant) {
+        let Some(known) = self.known.get(key) else {
+            return;
+        };
+        let failures = self
+            .absent
+            .get(key)
+            .map_or(1, |a| a.failures.saturating_add(1));
+        let delay = self.config.reconnect_backoff.delay(failures);
+        let until = (now + delay).max(known.stats.ejected_until().unwrap_or(now));
+        debug!(service = %self.name, instance = %key, failures, ?delay, "failing member out of the subset");
+        let stats = known.stats.clone();
+        self.absent.insert(
+            key.clone(),
+            Absent {
+                stats,
+                failures,
+                until,
+            },
+        );
+    }
+
+    /// Wakes the worker when the first remembered member's time is up, so that it
+    /// may return to the subset while no other wake-up comes. O(remembered).
+    fn poll_absent(&mut self, cx: &mut Context<'_>) {
+        let now = Instant::now();
+        let next = self
+            .absent
+            .values()
+            .map(|a| a.until)
+            .filter(|&u| u > now)
+            .min();
+        let Some(next) = next else {
+            self.absent_timer = None;
+            return;
+        };
+        let timer = self
+            .absent_timer
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(next)));
+        if timer.deadline() != next {
+            timer.as_mut().reset(next);
+        }
+        if timer.as_mut().poll(cx).is_ready() {
+            cx.waker().wake_by_ref();
+        }
     }
 
     fn connect(&mut self, key: InstanceKey, instance: Instance) {
@@ -300,18 +413,27 @@ where
             }
             return;
         }
-        let stats = EndpointStats::new(
-            key.clone(),
-            addr.clone(),
-            self.initial_rtt(),
-            self.load.decay(),
-            self.accrual.clone(),
-            self.trips_tx.clone(),
-            Telemetry {
-                channel: self.metrics.clone(),
-                endpoint: self.metrics.endpoint(&addr),
-            },
-        );
+        // A member back in the subset keeps what it had when it left failing.
+        let remembered = self
+            .absent
+            .get(&key)
+            .filter(|a| a.stats.address == addr)
+            .map(|a| a.stats.clone());
+        let stats = match remembered {
+            Some(stats) => stats,
+            None => EndpointStats::new(
+                key.clone(),
+                addr.clone(),
+                self.initial_rtt(),
+                self.load.decay(),
+                self.accrual.clone(),
+                self.trips_tx.clone(),
+                Telemetry {
+                    channel: self.metrics.clone(),
+                    endpoint: self.metrics.endpoint(&addr),
+                },
+            ),
+        };
         let mut endpoint = match Endpoint::new(
             &instance,
             self.config.clone(),
@@ -327,6 +449,11 @@ where
                 return;
             }
         };
+        #[cfg(test)]
+        if let Some(mock) = self.mock_connect.clone() {
+            let stats = stats.clone();
+            endpoint.mock_connect = Some(Arc::new(move || mock(&stats)));
+        }
         endpoint.publish_to(self.registry.clone());
         info!(service = %self.name, instance = %key, %addr, weight, tier, "instance inserted");
         self.registry
@@ -365,12 +492,16 @@ where
     }
 
     /// Handles the endpoints whose failure detectors tripped: ejects each one the
-    /// capacity guard allows.
+    /// capacity guard allows. Endpoints whose health changed come this way too: the
+    /// re-check publishes their service state at once.
     fn poll_trips(&mut self, cx: &mut Context<'_>) {
         while let Poll::Ready(Some(key)) = self.trips_rx.poll_recv(cx) {
             let Some(stats) = self.known.get(&key).map(|k| k.stats.clone()) else {
                 continue;
             };
+            if let Err(error) = self.cache.check_ready(cx, &key) {
+                warn!(service = %self.name, %error, "endpoint failed");
+            }
             if !stats.take_trip() {
                 continue;
             }
@@ -392,15 +523,19 @@ where
     }
 
     /// The capacity guard: at most the configured fraction of the endpoints out at
-    /// once, and never the last ready one.
+    /// once, and never the last ready one. An endpoint due a probe counts as out
+    /// until its probe succeeds: it takes one call, not its share.
     fn may_eject(&self, key: &InstanceKey) -> bool {
         let others = self.known.iter().filter(|(k, _)| *k != key);
         let out = others
             .clone()
             .filter(|(_, known)| known.stats.mode() != Mode::In)
             .count();
-        // In service whatever their load: busy endpoints count, connecting ones not.
-        let in_service = others.filter(|(_, known)| known.stats.in_service()).count();
+        // In service whatever their load: busy endpoints count, connecting ones and
+        // those due a probe not.
+        let in_service = others
+            .filter(|(_, known)| known.stats.mode() == Mode::In && known.stats.in_service())
+            .count();
         out < self.accrual.max_ejected(self.known.len()) && in_service > 0
     }
 
@@ -487,7 +622,10 @@ where
         if msg.tx.is_closed() {
             return Poll::Ready(());
         }
-        let mut picked = self.pick(cx, msg.avoid.as_ref());
+        let mut picked = self.pick_probe(cx, msg.avoid.as_ref());
+        if picked.is_none() {
+            picked = self.pick(cx, msg.avoid.as_ref());
+        }
         if picked.is_none() && !self.any_in_service() && self.lift_ejections(cx) {
             picked = self.pick(cx, msg.avoid.as_ref());
         }
@@ -496,6 +634,14 @@ where
             let fut = self.cache.call_ready_index(index, msg.request);
             let _ = msg.tx.send(Ok(fut));
             return Poll::Ready(());
+        }
+        if self.any_in_service() {
+            // Busy, not gone (at their stream or concurrency limits): the call waits
+            // for a stream to free up, which wakes the worker; fail-fast is for when
+            // nothing could take it.
+            self.failfast.disarm();
+            self.current = Some(msg);
+            return Poll::Pending;
         }
         let was_active = self.failfast.is_active();
         if self.failfast.poll_expired(cx) {
@@ -524,6 +670,71 @@ where
         Box::new(tonic::Status::unavailable(msg))
     }
 
+    /// The first probe due that can go now (see [`Registry::next_probe`]): an
+    /// endpoint whose ejection ran out gets the next call, whatever the fleet size.
+    /// One due but busy (at its stream limit) or the endpoint the call avoids stays
+    /// queued; one no longer due, gone, or out of service leaves the queue (its
+    /// endpoint queues it again when it is back in service).
+    fn pick_probe(&mut self, cx: &mut Context<'_>, avoid: Option<&InstanceKey>) -> Option<usize> {
+        if !self.registry.probes_due() {
+            return None;
+        }
+        if self.cache.ready_len() < self.cache.len() {
+            self.poll_endpoints(cx);
+        }
+        let (cache, known) = (&mut self.cache, &self.known);
+        let stats = self.registry.next_probe(|s| {
+            let current = known.get(&s.key).is_some_and(|k| Arc::ptr_eq(&k.stats, s));
+            if !current || s.mode() != Mode::ProbeAllowed {
+                return Probe::Drop;
+            }
+            if avoid == Some(&s.key) {
+                return Probe::Keep;
+            }
+            let ready = cache
+                .get_ready(&s.key)
+                .map(|(i, _, _)| i)
+                .is_some_and(|i| matches!(cache.check_ready_index(cx, i), Ok(true)));
+            if ready && s.try_reserve_stream() {
+                Probe::Take
+            } else if s.in_service() {
+                Probe::Keep
+            } else {
+                Probe::Drop
+            }
+        })?;
+        let index = self.cache.get_ready(&stats.key).map(|(i, _, _)| i);
+        if index.is_none() {
+            // Not reachable: it was ready a moment ago, and nothing polled it since.
+            stats.stream_ended();
+        }
+        index
+    }
+
+    /// Whether the ready endpoint at `index` takes the call: ready when re-checked,
+    /// and a stream slot reserved for the call (see
+    /// [`EndpointStats::try_reserve_stream`]). One whose last slot a caller took in
+    /// the meantime goes back to pending until a stream frees up.
+    fn claim(&mut self, cx: &mut Context<'_>, index: usize) -> bool {
+        match self.cache.check_ready_index(cx, index) {
+            Ok(true) => {}
+            Ok(false) => return false,
+            Err(error) => {
+                warn!(service = %self.name, %error, "endpoint failed");
+                return false;
+            }
+        }
+        let reserved = self
+            .cache
+            .get_ready_index(index)
+            .is_some_and(|(_, endpoint)| endpoint.stats().try_reserve_stream());
+        if !reserved {
+            // Full now: the re-check moves it to pending, woken when a stream ends.
+            let _ = self.cache.check_ready_index(cx, index);
+        }
+        reserved
+    }
+
     /// Power of two choices over the ready endpoints, re-checking the chosen one.
     fn pick(&mut self, cx: &mut Context<'_>, avoid: Option<&InstanceKey>) -> Option<usize> {
         // An endpoint just called sits in the pending set until polled, although it
@@ -541,10 +752,8 @@ where
             // (nor sends one out of the client's zone while its zone has one ready).
             let uniform_ok = !self.policy || round == 1;
             while let Some(index) = self.sample(avoid, uniform_ok) {
-                match self.cache.check_ready_index(cx, index) {
-                    Ok(true) => return Some(index),
-                    Ok(false) => {}
-                    Err(error) => warn!(service = %self.name, %error, "endpoint failed"),
+                if self.claim(cx, index) {
+                    return Some(index);
                 }
             }
             // Endpoints that went back to pending (just called, or not ready after
@@ -662,3 +871,7 @@ where
 {
     std::future::poll_fn(move |cx| worker.poll_worker(cx))
 }
+
+#[cfg(test)]
+#[path = "worker_tests.rs"]
+mod tests;
