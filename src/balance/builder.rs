@@ -11,13 +11,14 @@ use tower::discover::Change;
 use tracing::Instrument;
 
 use super::accrual::FailureAccrual;
-use super::channel::{BalancedChannel, Shared};
+use super::channel::BalancedChannel;
 use super::config::{EndpointConfig, LoadMetric};
 use super::failfast::FailFast;
-use super::info::Registry;
+use super::future::Shared;
 use super::policy::{Policy, ZoneRouting};
 use super::retry::RetryBudget;
 use super::subset::Subset;
+use super::table::Registry;
 use super::worker::{self, Worker, WorkerParts};
 use crate::telemetry::ChannelMetrics;
 use crate::{Backoff, BoxError, Error, Instance, InstanceKey, Locality};
@@ -48,6 +49,15 @@ pub struct BalancedChannelBuilder {
     weighted: bool,
     metrics_endpoints: usize,
     subset: Option<Subset>,
+}
+
+// === impl BalancedChannel ===
+
+impl BalancedChannel {
+    /// A builder for a channel to the instances of `service`, named in errors and logs.
+    pub fn builder(service: impl Into<String>) -> BalancedChannelBuilder {
+        BalancedChannelBuilder::new(service.into())
+    }
 }
 
 // === impl BalancedChannelBuilder ===

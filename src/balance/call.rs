@@ -223,7 +223,7 @@ pub(crate) fn error_outcome(error: &(dyn std::error::Error + 'static)) -> Outcom
     {
         return Outcome::Cancelled;
     }
-    match super::dispatch::find_h2(error) {
+    match super::call::find_h2(error) {
         Some(h2) if h2.is_reset() && h2.is_remote() => match h2.reason() {
             Some(h2::Reason::CANCEL) => Outcome::Status(Code::Cancelled),
             _ => Outcome::Transport,
@@ -231,6 +231,18 @@ pub(crate) fn error_outcome(error: &(dyn std::error::Error + 'static)) -> Outcom
         Some(h2) if h2.is_reset() => Outcome::Cancelled,
         _ => Outcome::ConnectionLost,
     }
+}
+
+/// The `h2::Error` in an error's source chain.
+pub(crate) fn find_h2<'a>(error: &'a (dyn std::error::Error + 'static)) -> Option<&'a h2::Error> {
+    let mut next = Some(error);
+    while let Some(e) = next {
+        if let Some(h2) = e.downcast_ref::<h2::Error>() {
+            return Some(h2);
+        }
+        next = e.source();
+    }
+    None
 }
 
 /// The error a caller sees for a call that failed with `error` (its outcome

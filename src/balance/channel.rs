@@ -3,16 +3,14 @@
 use std::fmt;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Duration;
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 use tokio_util::sync::PollSender;
 use tonic::body::Body;
-use tower::retry::budget::TpsBudget;
 
-use super::builder::BalancedChannelBuilder;
-use super::future::{ResponseFuture, call_timeout};
-use super::info::{EndpointInfo, Registry, Waiting};
+use super::future::{ResponseFuture, Shared, call_timeout};
+use super::info::EndpointInfo;
+use super::table::Waiting;
 use super::worker::Message;
 use crate::BoxError;
 
@@ -22,8 +20,7 @@ use crate::BoxError;
 /// to any tonic-generated client (`EchoClient::new(channel)`).
 ///
 /// ```no_run
-/// use std::time::Duration;
-/// use tonic_discovery::{balance::BalancedChannel, consul};
+/// /// use tonic_discovery::{balance::BalancedChannel, consul};
 /// # use tonic_discovery::testkit::pb::{EchoRequest, echo_client::EchoClient};
 ///
 /// # #[tokio::main(flavor = "current_thread")]
@@ -64,25 +61,9 @@ pub struct BalancedChannel {
     shared: Arc<Shared>,
 }
 
-#[derive(Debug)]
-pub(crate) struct Shared {
-    pub(crate) name: Arc<str>,
-    pub(crate) registry: Registry,
-    pub(crate) timeout: Option<Duration>,
-    /// Where requests an instance did not process go back to the worker.
-    pub(crate) resend: mpsc::UnboundedSender<Message>,
-    pub(crate) budget: TpsBudget,
-    pub(crate) max_resends: u32,
-}
-
 // === impl BalancedChannel ===
 
 impl BalancedChannel {
-    /// A builder for a channel to the instances of `service`, named in errors and logs.
-    pub fn builder(service: impl Into<String>) -> BalancedChannelBuilder {
-        BalancedChannelBuilder::new(service.into())
-    }
-
     pub(crate) fn new(tx: PollSender<Message>, shared: Arc<Shared>) -> Self {
         BalancedChannel {
             tx,

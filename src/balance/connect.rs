@@ -12,8 +12,8 @@ use tokio::sync::mpsc;
 use tonic::body::Body;
 use tracing::{Instrument, debug};
 
+use super::call::find_h2;
 use super::config::EndpointConfig;
-use super::dispatch::find_h2;
 use super::keepalive::KeepAliveConfig;
 use super::stats::EndpointStats;
 use super::wire::{OnLimit, Wire};

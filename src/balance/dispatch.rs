@@ -25,7 +25,9 @@ use hyper::client::conn::TrySendError;
 use pin_project_lite::pin_project;
 use tonic::body::Body;
 
-use super::call::{Call, Outcome, TrackedBody, caller_error, error_outcome, status_in_headers};
+use super::call::{
+    Call, Outcome, TrackedBody, caller_error, error_outcome, find_h2, status_in_headers,
+};
 use crate::{BoxError, InstanceKey};
 
 /// The largest request body kept for a resend (linkerd keeps 64 KiB too). A larger
@@ -225,18 +227,6 @@ fn refused_stream(error: &BoxError) -> bool {
     find_h2(error.as_ref()).is_some_and(|h2| {
         h2.is_remote() && h2.is_reset() && h2.reason() == Some(h2::Reason::REFUSED_STREAM)
     })
-}
-
-/// The `h2::Error` in an error's source chain.
-pub(crate) fn find_h2<'a>(error: &'a (dyn StdError + 'static)) -> Option<&'a h2::Error> {
-    let mut next = Some(error);
-    while let Some(e) = next {
-        if let Some(h2) = e.downcast_ref::<h2::Error>() {
-            return Some(h2);
-        }
-        next = e.source();
-    }
-    None
 }
 
 trait Split {

@@ -12,8 +12,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
-use http::header::{HeaderValue, USER_AGENT};
-use http::uri::{Authority, PathAndQuery, Scheme, Uri};
+use http::uri::{Authority, Scheme};
 use hyper::client::conn::http2::SendRequest;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio::time::{Instant, Sleep};
@@ -21,22 +20,21 @@ use tokio_util::sync::PollSemaphore;
 use tonic::body::Body;
 use tracing::{Instrument, debug, info, warn};
 
-use super::call::Call;
 use super::config::EndpointConfig;
 use super::connect::connect;
-use super::dispatch::{CallError, EndpointFuture, Replay};
-use super::info::{EndpointState, Registry};
+use super::direct::Direct;
+use super::dispatch::{CallError, EndpointFuture};
+use super::info::EndpointState;
 use super::keepalive::KeepAliveConfig;
+use super::send::send_on;
 use super::stats::{EndpointStats, Mode};
+use super::table::Registry;
 use crate::backoff::BackoffState;
 use crate::{BoxError, Instance, InstanceKey};
 
 /// A connection that closes sooner than this after opening counts as a failed
 /// connect, so a server that accepts and drops connections is retried with backoff.
 const MIN_HEALTHY: Duration = Duration::from_secs(1);
-
-const DEFAULT_USER_AGENT: HeaderValue =
-    HeaderValue::from_static(concat!("tonic-discovery/", env!("CARGO_PKG_VERSION")));
 
 pub(crate) type ConnectFuture =
     Pin<Box<dyn Future<Output = Result<SendRequest<Body>, BoxError>> + Send>>;
@@ -441,104 +439,6 @@ impl Drop for Endpoint {
     }
 }
 
-/// What it takes to send a call on an endpoint's current connection: kept in its
-/// [`EndpointStats`] while connected, so that a caller can send without the worker
-/// (see [`BalancedChannel`](super::BalancedChannel)).
-#[derive(Clone)]
-pub(crate) struct Direct {
-    send: SendRequest<Body>,
-    scheme: Scheme,
-    authority: Authority,
-    resends: bool,
-}
-
-impl Direct {
-    /// Whether the connection takes a request now (not closed).
-    pub(crate) fn is_ready(&self) -> bool {
-        self.send.is_ready()
-    }
-}
-
-/// A stream slot reserved on an endpoint's open connection for a caller that sends
-/// without the worker (see [`Registry::pick_direct`]): given back if dropped unsent.
-pub(crate) struct Reserved {
-    stats: Arc<EndpointStats>,
-    direct: Option<Direct>,
-}
-
-// === impl Reserved ===
-
-impl Reserved {
-    /// Reserves a slot on `stats`'s current connection, if it is open and a stream
-    /// fits under the server's limit.
-    pub(crate) fn new(stats: Arc<EndpointStats>) -> Option<Self> {
-        if !stats.try_reserve_stream() {
-            return None;
-        }
-        let Some(direct) = stats.direct() else {
-            stats.stream_ended();
-            return None;
-        };
-        Some(Reserved {
-            stats,
-            direct: Some(direct),
-        })
-    }
-
-    /// Sends `req` on the slot, tracked as a call of the endpoint.
-    pub(crate) fn send(mut self, req: http::Request<Body>) -> EndpointFuture {
-        let Some(mut direct) = self.direct.take() else {
-            // Not reachable: the connection is only taken here.
-            return EndpointFuture::failed("a stream slot sent twice".into());
-        };
-        let origin = (&direct.scheme, &direct.authority);
-        send_on(
-            &mut direct.send,
-            origin,
-            direct.resends,
-            &self.stats,
-            req,
-            false,
-            None,
-        )
-    }
-}
-
-impl Drop for Reserved {
-    fn drop(&mut self) {
-        if self.direct.is_some() {
-            self.stats.stream_ended();
-        }
-    }
-}
-
-/// Sends `req` on a connection, tracked as a call of `stats`'s endpoint, on the
-/// stream slot reserved for it: the one dispatch of the worker's calls and of those a
-/// caller sends itself.
-fn send_on(
-    send: &mut SendRequest<Body>,
-    (scheme, authority): (&Scheme, &Authority),
-    resends: bool,
-    stats: &Arc<EndpointStats>,
-    mut req: http::Request<Body>,
-    probe: bool,
-    permit: Option<OwnedSemaphorePermit>,
-) -> EndpointFuture {
-    set_origin(req.uri_mut(), scheme, authority);
-    if !req.headers().contains_key(USER_AGENT) {
-        req.headers_mut().insert(USER_AGENT, DEFAULT_USER_AGENT);
-    }
-    let call = Call::start_reserved(stats.clone(), probe).holding(permit);
-    let (req, replay) = if resends {
-        let (req, replay) = Replay::record(req);
-        (req, Some(replay))
-    } else {
-        (req, None)
-    };
-    let fut = Box::pin(send.try_send_request(req));
-    EndpointFuture::new(fut, call, replay)
-}
-
 impl std::fmt::Debug for Endpoint {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Endpoint")
@@ -556,19 +456,6 @@ struct AbortOnDrop(tokio::task::AbortHandle);
 impl Drop for AbortOnDrop {
     fn drop(&mut self) {
         self.0.abort();
-    }
-}
-
-/// Points `uri` at the instance, keeping its path and query.
-pub(crate) fn set_origin(uri: &mut Uri, scheme: &Scheme, authority: &Authority) {
-    let mut parts = std::mem::take(uri).into_parts();
-    parts.scheme = Some(scheme.clone());
-    parts.authority = Some(authority.clone());
-    if parts.path_and_query.is_none() {
-        parts.path_and_query = Some(PathAndQuery::from_static("/"));
-    }
-    if let Ok(new) = Uri::from_parts(parts) {
-        *uri = new;
     }
 }
 

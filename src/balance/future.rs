@@ -14,9 +14,11 @@ use tonic::body::Body;
 use tower::retry::budget::Budget;
 use tracing::debug;
 
-use super::channel::Shared;
+use tokio::sync::mpsc;
+use tower::retry::budget::TpsBudget;
+
 use super::dispatch::CallError;
-use super::info::Waiting;
+use super::table::{Registry, Waiting};
 use super::worker::{CallFuture, Message};
 use crate::BoxError;
 
@@ -128,6 +130,19 @@ impl Future for ResponseFuture {
             }
         }
     }
+}
+
+/// What a channel shares with its calls' futures: the name, the table, the
+/// timeout and the way back to the worker for resends.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub(crate) name: Arc<str>,
+    pub(crate) registry: Registry,
+    pub(crate) timeout: Option<Duration>,
+    /// Where requests an instance did not process go back to the worker.
+    pub(crate) resend: mpsc::UnboundedSender<Message>,
+    pub(crate) budget: TpsBudget,
+    pub(crate) max_resends: u32,
 }
 
 /// The time left before the call's deadline, if it has one.

@@ -20,7 +20,7 @@ use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 use tracing::{debug, info, warn};
 
-use super::endpoint::set_origin;
+use super::send::set_origin;
 use super::stats::EndpointStats;
 use crate::Backoff;
 use crate::backoff::BackoffState;

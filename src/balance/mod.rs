@@ -85,9 +85,11 @@ mod channel;
 mod config;
 mod connect;
 mod connector;
+mod direct;
 mod dispatch;
 mod endpoint;
 mod failfast;
+mod fenwick;
 mod future;
 #[cfg(feature = "health")]
 mod health;
@@ -96,8 +98,10 @@ mod keepalive;
 mod load;
 pub mod policy;
 mod retry;
+mod send;
 mod stats;
 mod subset;
+mod table;
 #[cfg(feature = "tls-ring")]
 mod tls;
 pub mod tonic;

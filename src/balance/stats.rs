@@ -18,7 +18,7 @@ use tokio::time::Instant;
 use tracing::{info, warn};
 
 use super::accrual::{CodeSet, Detector, FailureAccrual, Verdict};
-use super::endpoint::Direct;
+use super::direct::Direct;
 use super::info::EndpointState;
 use super::load::RttEstimate;
 use crate::InstanceKey;
@@ -114,7 +114,7 @@ pub(crate) struct EndpointStats {
     not_serving: AtomicBool,
     /// In the registry's queue of probes due (see [`Registry::queue_probe`]).
     ///
-    /// [`Registry::queue_probe`]: super::info::Registry::queue_probe
+    /// [`Registry::queue_probe`]: super::table::Registry::queue_probe
     pub(crate) probe_queued: AtomicBool,
     /// The capacity guard refused to eject the endpoint and it has not succeeded since:
     /// its failures are penalised at once and by [`REFUSED_PENALTY`]. Written under the

@@ -27,10 +27,11 @@ use super::config::{EndpointConfig, LoadMetric};
 use super::dispatch::EndpointFuture;
 use super::endpoint::Endpoint;
 use super::failfast::FailFast;
-use super::info::{Candidate, EndpointState, Probe, Registry, Waiting};
+use super::info::EndpointState;
 use super::load::{cold_start_rtt, cold_start_sample};
 use super::stats::{EndpointStats, Mode};
 use super::subset::Subset;
+use super::table::{Candidate, Probe, Registry, Waiting};
 use crate::telemetry::{ChannelMetrics, Telemetry, state_index};
 use crate::{BoxError, Instance, InstanceKey};
 

@@ -13,8 +13,9 @@ use tower::{Service, ServiceExt};
 
 use super::*;
 use crate::balance::accrual::Verdict;
-use crate::balance::channel::{BalancedChannel, Shared};
+use crate::balance::channel::BalancedChannel;
 use crate::balance::endpoint::ConnectFuture;
+use crate::balance::future::Shared;
 use crate::balance::retry::RetryBudget;
 
 /// The stream limit the in-process servers announce.

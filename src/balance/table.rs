@@ -1,0 +1,768 @@
+//! The endpoint table: the endpoints in service, read by callers to send without the
+//! worker and by the worker's traffic-policy draw, and the queue of probes due.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::fmt;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
+
+use rand::Rng;
+
+use super::fenwick::Fenwick;
+use super::info::EndpointInfo;
+use super::policy::{Policy, TIERS, tier_shares};
+use super::send::Reserved;
+use super::stats::EndpointStats;
+use crate::InstanceKey;
+
+/// The current endpoints, updated by the worker on discovery changes (and, under a
+/// traffic policy, when endpoints enter or leave service), never on the request path;
+/// endpoints update their own state atomically. Callers read it to send without the
+/// worker ([`pick_direct`](Self::pick_direct)); the worker draws from it too when
+/// weights or zones apply ([`draw`](Self::draw)).
+#[derive(Clone)]
+pub(crate) struct Registry {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    table: RwLock<Table>,
+    /// Each tier's share of the traffic, cumulative, as `f64` bits (see
+    /// [`tier_shares`]); only read when zone-aware routing is on.
+    shares: [AtomicU64; TIERS],
+    policy: Policy,
+    /// Endpoints whose ejection ran out, in the order their probes fell due: the
+    /// worker gives each the next call it can send there, whatever the fleet size
+    /// (a draw would land on one with a probability of 2/N).
+    probes: Mutex<VecDeque<Arc<EndpointStats>>>,
+    /// The queue's length, read by every caller without the lock.
+    probes_due: AtomicUsize,
+    /// Calls waiting for the worker (see [`Waiting`]): while any wait, callers queue
+    /// behind them instead of taking freed capacity first.
+    waiting: AtomicUsize,
+}
+
+/// One call handed to the worker, counted in the registry until the worker is done
+/// with it (sent, failed, or given up by its caller), when this is dropped.
+pub(crate) struct Waiting(Registry);
+
+// === impl Waiting ===
+
+impl Waiting {
+    pub(crate) fn new(registry: &Registry) -> Self {
+        registry.inner.waiting.fetch_add(1, Ordering::AcqRel);
+        Waiting(registry.clone())
+    }
+}
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        self.0.inner.waiting.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl fmt::Debug for Waiting {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Waiting")
+    }
+}
+
+/// Draws per candidate before a draw gives up.
+const DRAWS: usize = 4;
+
+#[derive(Default)]
+struct Table {
+    map: HashMap<InstanceKey, Slot>,
+    tiers: [Tier; TIERS],
+}
+
+#[derive(Clone, Copy)]
+struct Slot {
+    tier: usize,
+    index: usize,
+}
+
+/// The endpoints of one tier (the client's zone, its region, the rest; all in the
+/// first when zone-aware routing is off).
+#[derive(Default)]
+struct Tier {
+    list: Vec<Entry>,
+    /// The weights of the entries in service (`live`), by index, for draws by weight.
+    live_weights: Fenwick,
+    live: usize,
+    /// How many entries have each weight: more than one key means draws by weight.
+    weights: BTreeMap<u32, usize>,
+}
+
+struct Entry {
+    stats: Arc<EndpointStats>,
+    weight: u32,
+    /// In service, as the endpoint last published it ([`Registry::set_in_service`]).
+    live: bool,
+}
+
+/// What a draw makes of a candidate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Candidate {
+    /// It may be compared.
+    Take,
+    /// Draw again.
+    Skip,
+}
+
+/// What the worker makes of a probe due (see [`Registry::next_probe`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Probe {
+    /// Send the call there.
+    Take,
+    /// Leave it queued (busy now, or the endpoint the call avoids).
+    Keep,
+    /// Leave it out of the queue.
+    Drop,
+}
+
+/// Two endpoints to compare (the second absent when the tier has one in service),
+/// each with the factor its calls waiting count by (see [`EndpointStats::prefer_second`]).
+pub(crate) struct Pair {
+    pub(crate) a: (Arc<EndpointStats>, f64),
+    pub(crate) b: Option<(Arc<EndpointStats>, f64)>,
+}
+
+impl Pair {
+    /// The one to call: the first drawn unless the second costs clearly less (see
+    /// [`EndpointStats::prefer_second`]), so estimates that differ by noise leave the
+    /// draw's proportions (uniform, or by weight) in place.
+    pub(crate) fn cheaper(self) -> Arc<EndpointStats> {
+        match self.b {
+            Some((b, sb)) if EndpointStats::prefer_second(&self.a.0, self.a.1, &b, sb) => b,
+            _ => self.a.0,
+        }
+    }
+}
+
+// === impl Registry ===
+
+impl Default for Registry {
+    fn default() -> Self {
+        Registry::new(Policy::default())
+    }
+}
+
+impl Registry {
+    pub(crate) fn new(policy: Policy) -> Self {
+        let shares = [1.0f64, 1.0, 1.0].map(|s| AtomicU64::new(s.to_bits()));
+        Registry {
+            inner: Arc::new(Inner {
+                table: RwLock::new(Table::default()),
+                shares,
+                policy,
+                probes: Mutex::new(VecDeque::new()),
+                probes_due: AtomicUsize::new(0),
+                waiting: AtomicUsize::new(0),
+            }),
+        }
+    }
+
+    pub(crate) fn policy(&self) -> &Policy {
+        &self.inner.policy
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Table> {
+        self.inner
+            .table
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Table> {
+        self.inner
+            .table
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Adds an endpoint (replacing one under the same key) in O(log n).
+    pub(crate) fn insert(
+        &self,
+        key: InstanceKey,
+        shared: Arc<EndpointStats>,
+        weight: u32,
+        tier: usize,
+    ) {
+        let mut table = self.write();
+        // The same endpoint again (its weight or tier changed) keeps its service state.
+        let live = table.map.get(&key).is_some_and(|slot| {
+            let entry = &table.tiers[slot.tier].list[slot.index];
+            Arc::ptr_eq(&entry.stats, &shared) && entry.live
+        });
+        table.remove(&key);
+        let t = &mut table.tiers[tier];
+        let index = t.list.len();
+        t.list.push(Entry {
+            stats: shared,
+            weight,
+            live: false,
+        });
+        t.live_weights.push(0);
+        *t.weights.entry(weight).or_default() += 1;
+        t.set_live(index, live);
+        table.map.insert(key, Slot { tier, index });
+        self.update_shares(&table);
+    }
+
+    /// Whether the endpoint under `key` is in service (connected, not ejected,
+    /// serving), as the endpoint publishes it: only endpoints in service are drawn.
+    /// O(log n). `stats` guards against a key that now names another endpoint.
+    pub(crate) fn set_in_service(&self, key: &InstanceKey, stats: &Arc<EndpointStats>, live: bool) {
+        let mut table = self.write();
+        let Some(&Slot { tier, index }) = table.map.get(key) else {
+            return;
+        };
+        let t = &mut table.tiers[tier];
+        if Arc::ptr_eq(&t.list[index].stats, stats) && t.list[index].live != live {
+            t.set_live(index, live);
+            self.update_shares(&table);
+        }
+    }
+
+    /// The weight and tier the endpoint under `key` was inserted with.
+    pub(crate) fn placement(&self, key: &InstanceKey) -> Option<(u32, usize)> {
+        let table = self.read();
+        let slot = table.map.get(key)?;
+        Some((table.tiers[slot.tier].list[slot.index].weight, slot.tier))
+    }
+
+    /// Removes an endpoint in O(log n) (and from the probes due, in O(probes due)).
+    pub(crate) fn remove(&self, key: &InstanceKey) {
+        let mut table = self.write();
+        table.remove(key);
+        self.update_shares(&table);
+        drop(table);
+        if self.probes_due() {
+            let mut probes = self.probes();
+            probes.retain(|s| {
+                let keep = s.key != *key;
+                if !keep {
+                    // It may come back (subsetting keeps a failing member's stats).
+                    s.probe_queued.store(false, Ordering::Release);
+                }
+                keep
+            });
+            self.inner.probes_due.store(probes.len(), Ordering::Release);
+        }
+    }
+
+    fn probes(&self) -> MutexGuard<'_, VecDeque<Arc<EndpointStats>>> {
+        self.inner
+            .probes
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Queues the probe of an endpoint whose ejection ran out (once: an endpoint
+    /// already queued stays where it is).
+    pub(crate) fn queue_probe(&self, stats: &Arc<EndpointStats>) {
+        if stats.probe_queued.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let mut probes = self.probes();
+        probes.push_back(stats.clone());
+        self.inner.probes_due.store(probes.len(), Ordering::Release);
+    }
+
+    /// Whether any probe is due: callers then leave their call to the worker, which
+    /// sends the probes (one atomic load).
+    pub(crate) fn probes_due(&self) -> bool {
+        self.inner.probes_due.load(Ordering::Acquire) > 0
+    }
+
+    /// The first probe due that `take` accepts, in queue order. `take` says what to
+    /// do with each: [`Probe::Take`] it (it leaves the queue), [`Probe::Keep`] it
+    /// queued for a later call, or [`Probe::Drop`] it (no longer due, or out of
+    /// service: its endpoint queues it again when it is back). O(probes due).
+    pub(crate) fn next_probe(
+        &self,
+        mut take: impl FnMut(&Arc<EndpointStats>) -> Probe,
+    ) -> Option<Arc<EndpointStats>> {
+        let mut probes = self.probes();
+        let mut found = None;
+        let mut i = 0;
+        while i < probes.len() {
+            match take(&probes[i]) {
+                Probe::Keep => i += 1,
+                verdict => {
+                    let stats = probes.remove(i)?;
+                    stats.probe_queued.store(false, Ordering::Release);
+                    if verdict == Probe::Take {
+                        found = Some(stats);
+                        break;
+                    }
+                }
+            }
+        }
+        self.inner.probes_due.store(probes.len(), Ordering::Release);
+        found
+    }
+
+    /// Whether draws follow a traffic policy: zone-aware routing, or weights that
+    /// differ within a tier. Otherwise every draw is uniform over the endpoints.
+    pub(crate) fn policy_active(&self) -> bool {
+        self.inner.policy.zoned() || self.read().tiers.iter().any(Tier::weighted)
+    }
+
+    /// Recomputes the tiers' shares from their counts of endpoints and of endpoints
+    /// in service, whenever either changes (under the write lock): O(1).
+    fn update_shares(&self, table: &Table) {
+        if !self.inner.policy.zoned() {
+            return;
+        }
+        let (total, ready) = table.counts();
+        let shares = tier_shares(self.inner.policy.routing(), total, ready);
+        let mut sum = 0.0;
+        for (slot, share) in self.inner.shares.iter().zip(shares) {
+            sum += share;
+            slot.store(sum.to_bits(), Ordering::Relaxed);
+        }
+    }
+
+    /// The tiers' current shares of the traffic (not cumulative).
+    pub(crate) fn shares(&self) -> [f64; TIERS] {
+        let cumulative = self
+            .inner
+            .shares
+            .each_ref()
+            .map(|s| f64::from_bits(s.load(Ordering::Relaxed)));
+        [
+            cumulative[0],
+            cumulative[1] - cumulative[0],
+            cumulative[2] - cumulative[1],
+        ]
+    }
+
+    /// Draws two endpoints to compare, by the traffic policy: a tier by the tiers'
+    /// shares, then each candidate by weight (uniformly when weights are equal),
+    /// judged by `judge`; a candidate it skips is drawn again, a few times at most.
+    /// `None` when no pair is found, unless `alone_ok` and the tier has one endpoint
+    /// in service (or one endpoint at all when no policy applies), which is then
+    /// returned alone.
+    pub(crate) fn draw<R: Rng + ?Sized>(
+        &self,
+        rng: &mut R,
+        judge: impl Fn(&EndpointStats) -> Candidate,
+    ) -> Option<Pair> {
+        let table = self.read();
+        let tier = if self.inner.policy.zoned() {
+            let r: f64 = rng.random();
+            let cumulative =
+                |i: usize| f64::from_bits(self.inner.shares[i].load(Ordering::Relaxed));
+            (0..TIERS).find(|&i| r < cumulative(i)).unwrap_or(0)
+        } else {
+            0
+        };
+        let t = &table.tiers[tier];
+        // Draws are by weight (all 1 when weights are equal or ignored) among the
+        // endpoints in service, whose count is known: one in service is taken alone
+        // (a failing one the capacity guard keeps is then the only choice anyway).
+        let alone = t.live <= 1;
+        let mean = if t.live > 0 {
+            t.live_weights.total() as f64 / t.live as f64
+        } else {
+            1.0
+        };
+        let scale = |e: &Entry| mean / f64::from(e.weight);
+        let pick = |rng: &mut R, other: Option<usize>| -> Option<usize> {
+            // The second among the others: the first's weight range is cut out of
+            // the draw.
+            let total = t.live_weights.total();
+            let (cut_at, cut) = match other {
+                Some(a) if t.list[a].live => {
+                    (t.live_weights.prefix(a), u64::from(t.list[a].weight))
+                }
+                _ => (0, 0),
+            };
+            if total <= cut {
+                return None;
+            }
+            let mut target = rng.random_range(0..total - cut);
+            if target >= cut_at {
+                target += cut;
+            }
+            Some(t.live_weights.find(target))
+        };
+        let draw = |rng: &mut R, other: Option<usize>| -> Option<usize> {
+            (0..DRAWS)
+                .filter_map(|_| pick(rng, other))
+                .find(|&i| judge(&t.list[i].stats) == Candidate::Take)
+        };
+        let a = draw(rng, None)?;
+        let ea = &t.list[a];
+        let b = if alone {
+            None
+        } else {
+            Some(draw(rng, Some(a))?)
+        };
+        Some(Pair {
+            a: (ea.stats.clone(), scale(ea)),
+            b: b.map(|b| (t.list[b].stats.clone(), scale(&t.list[b]))),
+        })
+    }
+
+    /// Power of two choices over the endpoints a caller may send on now (see
+    /// [`EndpointStats::direct`]), by the same draw and cost the worker uses. Two are
+    /// drawn among those ready, as the worker draws from its ready set: an endpoint
+    /// that is not (ejected, connecting, at its stream limit) is drawn again, a few
+    /// times at most, never taken by default, since an instance the guard keeps in
+    /// service despite its failures must still lose its comparison. An endpoint never
+    /// tried, or whose estimate expired, takes the call (see
+    /// [`EndpointStats::prefer_second`]). `None` leaves the call to the worker: fewer
+    /// than two ready endpoints found (one, when it is the only endpoint in service),
+    /// a probe is due anywhere (the worker sends the probes, see
+    /// [`next_probe`](Self::next_probe)), or calls wait for the worker: they are
+    /// served first, in order, so a caller in a closed loop cannot take a stream
+    /// freed under them.
+    ///
+    /// The pick comes with a stream slot reserved on its connection (see
+    /// [`EndpointStats::try_reserve_stream`]); when the slot went to another caller
+    /// in the meantime, the call goes to the worker.
+    pub(crate) fn pick_direct(&self) -> Option<Reserved> {
+        if self.probes_due() || self.inner.waiting.load(Ordering::Acquire) > 0 {
+            return None;
+        }
+        let pair = self.draw(&mut rand::rng(), |s| {
+            if s.direct_ready() {
+                Candidate::Take
+            } else {
+                Candidate::Skip
+            }
+        })?;
+        Reserved::new(pair.cheaper())
+    }
+
+    /// Each tier's endpoints and endpoints in service.
+    #[cfg(test)]
+    pub(crate) fn counts(&self) -> ([usize; TIERS], [usize; TIERS]) {
+        self.read().counts()
+    }
+
+    /// Whether the table has the endpoint under `key` in service.
+    #[cfg(test)]
+    pub(crate) fn in_service(&self, key: &InstanceKey) -> Option<bool> {
+        let table = self.read();
+        let slot = table.map.get(key)?;
+        Some(table.tiers[slot.tier].list[slot.index].live)
+    }
+
+    /// The stats of the endpoint under `key`.
+    #[cfg(test)]
+    pub(crate) fn stats(&self, key: &InstanceKey) -> Option<Arc<EndpointStats>> {
+        let table = self.read();
+        let slot = table.map.get(key)?;
+        Some(table.tiers[slot.tier].list[slot.index].stats.clone())
+    }
+
+    pub(crate) fn snapshot(&self) -> Vec<EndpointInfo> {
+        let table = self.read();
+        let mut infos: Vec<EndpointInfo> = table
+            .map
+            .iter()
+            .map(|(key, slot)| {
+                let entry = &table.tiers[slot.tier].list[slot.index];
+                let stats = &entry.stats;
+                EndpointInfo {
+                    key: key.clone(),
+                    address: stats.address.clone(),
+                    state: stats.state(),
+                    ejected_until: stats.ejected_until(),
+                    open_streams: stats.open_streams(),
+                    weight: entry.weight,
+                    tier: slot.tier,
+                }
+            })
+            .collect();
+        infos.sort_by(|a, b| a.key.cmp(&b.key));
+        infos
+    }
+}
+
+// === impl Table ===
+
+impl Table {
+    /// Each tier's endpoints and endpoints in service.
+    fn counts(&self) -> ([usize; TIERS], [usize; TIERS]) {
+        (
+            self.tiers.each_ref().map(|t| t.list.len()),
+            self.tiers.each_ref().map(|t| t.live),
+        )
+    }
+
+    fn remove(&mut self, key: &InstanceKey) {
+        let Some(Slot { tier, index }) = self.map.remove(key) else {
+            return;
+        };
+        let t = &mut self.tiers[tier];
+        if let Some(moved) = t.swap_remove(index)
+            && let Some(slot) = self.map.get_mut(&moved)
+        {
+            slot.index = index;
+        }
+    }
+}
+
+// === impl Tier ===
+
+impl Tier {
+    fn weighted(&self) -> bool {
+        self.weights.len() > 1
+    }
+
+    fn set_live(&mut self, index: usize, live: bool) {
+        let entry = &mut self.list[index];
+        if entry.live == live {
+            return;
+        }
+        entry.live = live;
+        let w = i64::from(entry.weight);
+        if live {
+            self.live_weights.add(index, w);
+            self.live += 1;
+        } else {
+            self.live_weights.add(index, -w);
+            self.live -= 1;
+        }
+    }
+
+    /// Removes the entry at `index`, moving the last one there; returns the moved
+    /// entry's key.
+    fn swap_remove(&mut self, index: usize) -> Option<InstanceKey> {
+        self.set_live(index, false);
+        let last = self.list.len() - 1;
+        let moved_live = self.list[last].live;
+        if index != last && moved_live {
+            self.set_live(last, false);
+        }
+        self.live_weights.pop_zero();
+        let removed = self.list.swap_remove(index);
+        if let Some(n) = self.weights.get_mut(&removed.weight) {
+            *n -= 1;
+            if *n == 0 {
+                self.weights.remove(&removed.weight);
+            }
+        }
+        if index == last {
+            return None;
+        }
+        if moved_live {
+            self.set_live(index, true);
+        }
+        Some(self.list[index].stats.key.clone())
+    }
+}
+
+impl fmt::Debug for Registry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list().entries(self.snapshot()).finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::time::Instant;
+
+    use crate::balance::info::EndpointState;
+    use std::time::Duration;
+
+    use rand::SeedableRng;
+    use rand::rngs::StdRng;
+
+    use super::*;
+    use crate::balance::FailureAccrual;
+    use crate::balance::policy::ZoneRouting;
+    use crate::{Instance, Locality};
+
+    pub(super) fn stats(id: &str) -> Arc<EndpointStats> {
+        let (trips, _) = tokio::sync::mpsc::unbounded_channel();
+        let s = EndpointStats::new(
+            InstanceKey::new("n", id),
+            format!("{id}:1"),
+            Duration::from_millis(1),
+            Duration::from_secs(10),
+            Arc::new(FailureAccrual::default()),
+            trips,
+            crate::telemetry::Telemetry::detached(),
+        );
+        s.set_conn(EndpointState::Ready);
+        s
+    }
+
+    /// Inserts an endpoint in service, as its first poll would publish it.
+    fn add(registry: &Registry, id: &str, weight: u32, tier: usize) {
+        let s = stats(id);
+        registry.insert(s.key.clone(), s.clone(), weight, tier);
+        registry.set_in_service(&s.key, &s, true);
+    }
+
+    fn take(_: &EndpointStats) -> Candidate {
+        Candidate::Take
+    }
+
+    /// How often each id is drawn first, and that the second is always another.
+    fn first_shares(registry: &Registry, draws: usize) -> BTreeMap<String, f64> {
+        let mut rng = StdRng::seed_from_u64(7);
+        let mut counts = BTreeMap::<String, usize>::new();
+        for _ in 0..draws {
+            let pair = registry.draw(&mut rng, take).expect("a pair");
+            if let Some((b, _)) = &pair.b {
+                assert_ne!(
+                    b.key, pair.a.0.key,
+                    "the second candidate is another endpoint"
+                );
+            }
+            *counts.entry(pair.a.0.key.id().to_owned()).or_default() += 1;
+        }
+        counts
+            .into_iter()
+            .map(|(k, n)| (k, n as f64 / draws as f64))
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn weights_set_how_often_an_endpoint_is_drawn() {
+        let registry = Registry::default();
+        for (id, w) in [("w1", 1), ("w2", 2), ("w4", 4)] {
+            add(&registry, id, w, 0);
+        }
+        assert!(registry.policy_active());
+        let shares = first_shares(&registry, 70_000);
+        for (id, want) in [("w1", 1.0 / 7.0), ("w2", 2.0 / 7.0), ("w4", 4.0 / 7.0)] {
+            assert!((shares[id] - want).abs() < 0.01, "{id}: {shares:?}");
+        }
+        // Out of service, an endpoint is no longer drawn.
+        let w4 = registry.read().tiers[0].list[2].stats.clone();
+        registry.set_in_service(&w4.key, &w4, false);
+        let shares = first_shares(&registry, 30_000);
+        assert!(!shares.contains_key("w4"), "{shares:?}");
+        assert!((shares["w1"] - 1.0 / 3.0).abs() < 0.01, "{shares:?}");
+        // Removal keeps the draw consistent (the last entry moves into the hole).
+        registry.remove(&InstanceKey::new("n", "w1"));
+        let shares = first_shares(&registry, 1_000);
+        assert_eq!(shares.keys().collect::<Vec<_>>(), ["w2"]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn close_costs_keep_the_first_drawn_and_stale_estimates_get_a_call() {
+        let (a, b) = (stats("a"), stats("b"));
+        let tried = |s: &EndpointStats| {
+            s.call_started();
+            s.headers_received(Instant::now(), true);
+        };
+        // Never tried, an endpoint takes the call whatever its cost.
+        tried(&a);
+        a.rtt.reset(Duration::from_micros(100));
+        b.rtt.reset(Duration::from_micros(900));
+        assert!(EndpointStats::prefer_second(&a, 1.0, &b, 1.0));
+        tried(&b);
+        a.rtt.reset(Duration::from_micros(100));
+        b.rtt.reset(Duration::from_micros(120));
+        assert!(!EndpointStats::prefer_second(&a, 1.0, &b, 1.0));
+        assert!(
+            !EndpointStats::prefer_second(&b, 1.0, &a, 1.0),
+            "within 25%: the first drawn keeps the call"
+        );
+        b.rtt.reset(Duration::from_micros(300));
+        assert!(
+            EndpointStats::prefer_second(&b, 1.0, &a, 1.0),
+            "clearly cheaper wins"
+        );
+        // `b` keeps losing; once its estimate expired it takes the call when drawn,
+        // and its answer sets a new estimate.
+        tokio::time::advance(Duration::from_millis(900)).await;
+        a.rtt.reset(Duration::from_micros(100));
+        tokio::time::advance(Duration::from_millis(200)).await;
+        assert!(b.stale(Instant::now()) && !a.stale(Instant::now()));
+        assert!(EndpointStats::prefer_second(&a, 1.0, &b, 1.0));
+        b.rtt.observe(Duration::from_micros(100));
+        assert!(!b.stale(Instant::now()));
+        assert!(!EndpointStats::prefer_second(&a, 1.0, &b, 1.0));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn latency_overrides_a_weight_only_past_one_and_a_half_times() {
+        let (heavy, light) = (stats("heavy"), stats("light"));
+        for s in [&heavy, &light] {
+            s.call_started();
+            s.headers_received(Instant::now(), true);
+        }
+        // Weights 4 and 1 over a mean of 2.5: scales 0.625 and 2.5.
+        let (sh, sl) = (2.5 / 4.0, 2.5 / 1.0);
+        // The heavy one answers 40% later: still its call.
+        heavy.rtt.reset(Duration::from_micros(140));
+        light.rtt.reset(Duration::from_micros(100));
+        assert!(!EndpointStats::prefer_second(&heavy, sh, &light, sl));
+        // 1.6 times as dear: the light one takes it.
+        heavy.rtt.reset(Duration::from_micros(160));
+        assert!(EndpointStats::prefer_second(&heavy, sh, &light, sl));
+        // Equal weights under load keep the strict comparison: 10% cheaper wins.
+        let (a, b) = (stats("a"), stats("b"));
+        for s in [&a, &b] {
+            s.call_started();
+            s.headers_received(Instant::now(), true);
+        }
+        a.call_started();
+        a.rtt.reset(Duration::from_micros(100));
+        b.rtt.reset(Duration::from_micros(180));
+        assert!(EndpointStats::prefer_second(&a, 1.0, &b, 1.0));
+    }
+
+    #[tokio::test]
+    async fn equal_weights_draw_uniformly_without_a_policy() {
+        let registry = Registry::default();
+        for id in ["a", "b", "c"] {
+            add(&registry, id, 5, 0);
+        }
+        assert!(!registry.policy_active());
+        let shares = first_shares(&registry, 30_000);
+        for id in ["a", "b", "c"] {
+            assert!((shares[id] - 1.0 / 3.0).abs() < 0.01, "{shares:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn zones_spill_over_in_proportion_to_missing_capacity() {
+        let policy = Policy::new(
+            Some(Locality::new("r", "a")),
+            "zone".into(),
+            "region".into(),
+            ZoneRouting::new(),
+            true,
+        );
+        let registry = Registry::new(policy.clone());
+        for (id, zone) in [("a1", "a"), ("a2", "a"), ("b1", "b"), ("b2", "b")] {
+            let instance = Instance::new(InstanceKey::new("n", id), "127.0.0.1", 1)
+                .with_locality(Locality::new("r", zone));
+            add(&registry, id, 1, policy.tier(&instance));
+        }
+        let zone_a = |shares: &BTreeMap<String, f64>| {
+            shares
+                .iter()
+                .filter(|(k, _)| k.starts_with('a'))
+                .map(|(_, v)| v)
+                .sum::<f64>()
+        };
+        assert_eq!(zone_a(&first_shares(&registry, 10_000)), 1.0);
+        let a1 = registry.read().tiers[0].list[0].stats.clone();
+        registry.set_in_service(&a1.key, &a1, false);
+        let shares = first_shares(&registry, 40_000);
+        assert!((zone_a(&shares) - 0.7).abs() < 0.01, "{shares:?}");
+        assert!(!shares.contains_key(a1.key.id()));
+        registry.set_in_service(&a1.key, &a1, true);
+        assert_eq!(
+            zone_a(&first_shares(&registry, 10_000)),
+            1.0,
+            "traffic returns"
+        );
+    }
+}
+
+#[cfg(test)]
+#[path = "table_props.rs"]
+mod props;
