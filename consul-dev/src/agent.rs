@@ -12,6 +12,7 @@ use super::http::{HResult, Reply, Req, bad_request, decode_failed, not_found};
 use super::model::{Check, CheckKind, CheckStatus, Service};
 use super::query::{self, parse_bool};
 use super::register::decode_service;
+use super::render::ServiceView;
 use super::shared::Shared;
 use super::{checks, sidecar, store::Store};
 
@@ -21,11 +22,14 @@ pub(super) const CONSUL_SERVICE: &str = "consul";
 /// The agent's own services (the catalog-only `consul` service excluded).
 fn local_services(shared: &Shared, store: &Store) -> Vec<(String, Value)> {
     let node = &shared.cfg.node_name;
+    let view = ServiceView::Agent {
+        datacenter: &shared.cfg.datacenter,
+    };
     store
         .services
         .values()
         .filter(|s| s.node == *node && s.id != CONSUL_SERVICE)
-        .map(|s| (s.id.clone(), s.to_agent_json(&shared.cfg.datacenter)))
+        .map(|s| (s.id.clone(), s.to_json(view)))
         .collect()
 }
 
@@ -42,7 +46,9 @@ pub(super) async fn service(shared: &Shared, req: &Req, id: &str) -> HResult {
     let found = query::block_hash(shared, &opts, |store| {
         let svc = store.services.get(&(node.clone(), id.to_owned()));
         let svc = svc.filter(|s| s.id != CONSUL_SERVICE)?;
-        let json = svc.to_agent_json(&shared.cfg.datacenter);
+        let json = svc.to_json(ServiceView::Agent {
+            datacenter: &shared.cfg.datacenter,
+        });
         Some((content_hash(&json), json))
     })
     .await;

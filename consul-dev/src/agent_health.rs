@@ -8,6 +8,7 @@ use serde_json::{Value, json};
 use super::agent::CONSUL_SERVICE;
 use super::http::{HResult, Reply, Req, bad_request};
 use super::model::{CheckStatus, Service};
+use super::render::ServiceView;
 use super::shared::Shared;
 use super::store::Store;
 
@@ -44,7 +45,7 @@ fn info(shared: &Shared, store: &Store, svc: &Service) -> (&'static str, Value) 
     let checks = store.checks_for(svc);
     let body = json!({
         "AggregatedStatus": status,
-        "Service": svc.to_agent_json(&shared.cfg.datacenter),
+        "Service": svc.to_json(ServiceView::Agent { datacenter: &shared.cfg.datacenter }),
         "Checks": store.render_checks(&checks),
     });
     (status, body)

@@ -10,6 +10,7 @@ use super::health::node_meta_ok;
 use super::http::{HResult, Reply, Req, bad_request, decode_failed, server_error};
 use super::model::{Check, CheckKind, CheckStatus, Node, Service};
 use super::query::{self, answer};
+use super::render::ServiceView;
 use super::schema::{HEALTH_CHECK_FIELDS, NODE_SERVICE_FIELDS, REGISTER_FIELDS};
 use super::shared::Shared;
 
@@ -145,7 +146,7 @@ pub(super) async fn node(shared: &Shared, req: &Req, name: &str, as_list: bool) 
             .services
             .range((name.to_owned(), String::new())..)
             .take_while(|((n, _), _)| n == name)
-            .map(|(_, v)| (v.id.clone(), v.to_json()))
+            .map(|(_, v)| (v.id.clone(), v.to_json(ServiceView::Node)))
             .filter(|(_, v)| filter.as_ref().is_none_or(|f| f.eval(v)));
         let services = match as_list {
             true => Value::Array(services.map(|(_, v)| v).collect()),

@@ -7,6 +7,7 @@ use super::filter;
 use super::http::{HResult, Req, bad_request};
 use super::model::{Check, CheckStatus, Service};
 use super::query::{self, answer};
+use super::render::ServiceView;
 use super::shared::Shared;
 use super::store::Store;
 
@@ -46,7 +47,7 @@ fn entries<'a>(
             let checks = store.checks_for(s);
             Some(json!({
                 "Node": node.to_json(),
-                "Service": s.to_json(),
+                "Service": s.to_json(ServiceView::Node),
                 "Checks": store.render_checks(&checks),
             }))
         })

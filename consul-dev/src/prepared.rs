@@ -9,6 +9,7 @@ use serde_json::{Value, json};
 use super::decode::body_json;
 use super::http::{HResult, Reply, Req, bad_request, decode_failed};
 use super::query::{self, answer};
+use super::render::ServiceView;
 use super::shared::{Shared, random_uuid};
 use super::store::Store;
 
@@ -146,7 +147,7 @@ fn execute(shared: &Shared, id: &str) -> HResult {
             let checks = store.checks_for(s);
             let passing = checks.iter().all(|c| c.status != super::model::CheckStatus::Critical);
             let ok = passing && (!only_passing || checks.iter().all(|c| c.status == super::model::CheckStatus::Passing));
-            ok.then(|| json!({ "Node": node.to_json(), "Service": s.to_json(), "Checks": store.render_checks(&checks) }))
+            ok.then(|| json!({ "Node": node.to_json(), "Service": s.to_json(ServiceView::Node), "Checks": store.render_checks(&checks) }))
         })
         .collect();
     Ok(Reply::json(&json!({
