@@ -1,15 +1,25 @@
 //! Admin endpoints under `/_consul_dev/` (a path Consul does not use), so a
 //! `consul-dev` process can be driven from outside, and the state helpers they
-//! share with [`ConsulDev`](super::ConsulDev).
+//! share with [`ConsulDev`](super::ConsulDev), and its fault-injection handle.
+
+use std::fmt;
+use std::sync::Arc;
 
 use http::{Method, StatusCode};
 use serde_json::json;
 
 use super::decode::body_json;
-use super::faults::{FaultRule, parse_fault};
+use super::faults::{FaultId, FaultRule, parse_fault};
 use super::http::{HResult, Reply, Req, bad_request, decode_failed};
 use super::model::CheckStatus;
 use super::shared::Shared;
+
+/// The fault-injection handle of a running registry, from
+/// [`ConsulDev::faults`](super::ConsulDev::faults).
+#[derive(Clone)]
+pub struct Faults {
+    pub(super) shared: Arc<Shared>,
+}
 
 /// Where the admin endpoints live.
 pub(super) const PREFIX: &str = "/_consul_dev/";
@@ -102,7 +112,7 @@ pub(super) fn forget_all(shared: &Shared) {
         let services: Vec<String> = s
             .services
             .values()
-            .filter(|v| v.node == node && v.id != super::agent::CONSUL_SERVICE)
+            .filter(|v| v.node == node && v.id != super::model::CONSUL_SERVICE)
             .map(|v| v.id.clone())
             .collect();
         for id in &services {
@@ -130,4 +140,42 @@ pub(super) fn set_check_status(
 ) -> bool {
     let node = shared.cfg.node_name.clone();
     shared.write(|s| s.set_check_status(&node, id, status, output))
+}
+
+// === impl Faults ===
+
+impl Faults {
+    /// Switches a fault rule on; returns its id.
+    pub fn add(&self, rule: FaultRule) -> FaultId {
+        self.shared.faults.add(rule)
+    }
+
+    /// Switches a rule off; returns whether it was still active.
+    pub fn remove(&self, id: FaultId) -> bool {
+        self.shared.faults.remove(id.get())
+    }
+
+    /// Switches every rule off.
+    pub fn clear(&self) {
+        self.shared.faults.clear();
+    }
+
+    /// Sets the raft index to `to` (e.g. 0 or a value below the current one), as after
+    /// a restart from an older snapshot. Pending blocking queries return at once
+    /// with the lower index.
+    pub fn reset_index(&self, to: u64) {
+        self.shared.write(|s| s.reset_index(to));
+    }
+
+    /// Wakes every blocking query with unchanged data: all indexes move forward
+    /// without any change in content, as after an idempotent write.
+    pub fn spurious_wakeup(&self) {
+        spurious_wakeup(&self.shared);
+    }
+}
+
+impl fmt::Debug for Faults {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Faults").finish_non_exhaustive()
+    }
 }

@@ -9,15 +9,12 @@ use serde_json::{Value, json};
 use super::decode::body_json;
 use super::filter;
 use super::http::{HResult, Reply, Req, bad_request, decode_failed, not_found};
-use super::model::{Check, CheckKind, CheckStatus, Service};
+use super::model::{CONSUL_SERVICE, Check, CheckKind, CheckStatus, Service};
 use super::query::{self, parse_bool};
 use super::register::decode_service;
 use super::render::ServiceView;
 use super::shared::Shared;
 use super::{checks, sidecar, store::Store};
-
-/// The service the dev agent's server registers for itself (catalog only).
-pub(super) const CONSUL_SERVICE: &str = "consul";
 
 /// The agent's own services (the catalog-only `consul` service excluded).
 fn local_services(shared: &Shared, store: &Store) -> Vec<(String, Value)> {

@@ -5,9 +5,8 @@
 use http::StatusCode;
 use serde_json::{Value, json};
 
-use super::agent::CONSUL_SERVICE;
 use super::http::{HResult, Reply, Req, bad_request};
-use super::model::{CheckStatus, Service};
+use super::model::{CONSUL_SERVICE, CheckStatus, Service};
 use super::render::ServiceView;
 use super::shared::Shared;
 use super::store::Store;

@@ -3,10 +3,9 @@
 
 use serde_json::{Value, json};
 
-use super::agent::CONSUL_SERVICE;
 use super::filter;
 use super::http::{HResult, Reply, Req, bad_request};
-use super::model::CheckKind;
+use super::model::{CONSUL_SERVICE, CheckKind};
 use super::shared::Shared;
 
 /// The server RPC address the dev agent reports as the raft leader (`/v1/status/leader`).

@@ -8,6 +8,7 @@ use serde_json::{Map, Value, json};
 use super::decode::body_json;
 use super::http::{HResult, Reply, Req, bad_request, server_error};
 use super::query::{self, answer};
+use super::records::ConfigEntry as Entry;
 use super::shared::Shared;
 
 /// The kinds `structs.ValidateConfigEntryKind` accepts.
@@ -32,14 +33,6 @@ const KINDS: &[&str] = &[
     "jwt-provider",
     "control-plane-request-limit",
 ];
-
-/// One stored entry.
-#[derive(Debug, Clone)]
-pub(super) struct Entry {
-    body: Map<String, Value>,
-    create_index: u64,
-    modify_index: u64,
-}
 
 impl Entry {
     /// A field of the entry as sent, its key matched as `lib.DecodeJSON` does.

@@ -1,14 +1,12 @@
 //! Fault injection: rules that make the registry misbehave as a real Consul
 //! sometimes does, for all paths or a path prefix, forever or for the next N requests.
 
-use std::fmt;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use serde_json::Value;
 
 use super::http::parse_delay;
-use super::shared::Shared;
 
 /// One way to misbehave.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -56,16 +54,9 @@ pub struct FaultRule {
     times: Option<u64>,
 }
 
-/// Identifies an injected rule, to switch it off with [`Faults::remove`].
+/// Identifies an injected rule, to switch it off with [`Faults::remove`](super::Faults::remove).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct FaultId(u64);
-
-/// The fault-injection handle of a running registry, from
-/// [`ConsulDev::faults`](super::ConsulDev::faults).
-#[derive(Clone)]
-pub struct Faults {
-    pub(super) shared: Arc<Shared>,
-}
 
 /// The active rules.
 #[derive(Debug, Default)]
@@ -158,44 +149,6 @@ impl FaultSet {
         }
         rules.retain(|(_, r)| r.times != Some(0));
         out
-    }
-}
-
-// === impl Faults ===
-
-impl Faults {
-    /// Switches a fault rule on; returns its id.
-    pub fn add(&self, rule: FaultRule) -> FaultId {
-        self.shared.faults.add(rule)
-    }
-
-    /// Switches a rule off; returns whether it was still active.
-    pub fn remove(&self, id: FaultId) -> bool {
-        self.shared.faults.remove(id.0)
-    }
-
-    /// Switches every rule off.
-    pub fn clear(&self) {
-        self.shared.faults.clear();
-    }
-
-    /// Sets the raft index to `to` (e.g. 0 or a value below the current one), as after
-    /// a restart from an older snapshot. Pending blocking queries return at once
-    /// with the lower index.
-    pub fn reset_index(&self, to: u64) {
-        self.shared.write(|s| s.reset_index(to));
-    }
-
-    /// Wakes every blocking query with unchanged data: all indexes move forward
-    /// without any change in content, as after an idempotent write.
-    pub fn spurious_wakeup(&self) {
-        super::admin::spurious_wakeup(&self.shared);
-    }
-}
-
-impl fmt::Debug for Faults {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Faults").finish_non_exhaustive()
     }
 }
 

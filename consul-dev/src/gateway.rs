@@ -4,10 +4,10 @@
 
 use serde_json::{Map, Value, json};
 
-use super::config::Entry;
 use super::decode::field_of as field;
 use super::http::{HResult, Req, bad_request};
 use super::query::{self, answer};
+use super::records::ConfigEntry as Entry;
 use super::shared::Shared;
 use super::store::Store;
 

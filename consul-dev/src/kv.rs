@@ -7,19 +7,9 @@ use serde_json::{Value, json};
 use super::b64::base64;
 use super::http::{HResult, Reply, Req, bad_request, server_error};
 use super::query::{self, answer};
+use super::records::KvEntry as Entry;
 use super::shared::Shared;
 use super::store::Store;
-
-/// One KV entry.
-#[derive(Debug, Clone, Default)]
-pub(super) struct Entry {
-    pub(super) value: Vec<u8>,
-    pub(super) flags: u64,
-    pub(super) lock_index: u64,
-    pub(super) session: Option<String>,
-    pub(super) create_index: u64,
-    pub(super) modify_index: u64,
-}
 
 pub(super) async fn handle(shared: &Shared, req: &Req, key: &str) -> HResult {
     if req.method == http::Method::GET {

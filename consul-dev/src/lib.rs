@@ -45,6 +45,7 @@ mod operator_ops;
 mod prepared;
 mod probe;
 mod query;
+mod records;
 mod register;
 mod render;
 mod request_log;
@@ -71,8 +72,9 @@ use std::sync::Arc;
 
 use tokio::task::JoinHandle;
 
+pub use admin::Faults;
 pub use builder::ConsulDevBuilder;
-pub use faults::{Fault, FaultId, FaultRule, Faults};
+pub use faults::{Fault, FaultId, FaultRule};
 pub use request_log::RecordedRequest;
 pub use snapshot::Snapshot;
 

@@ -6,6 +6,9 @@ use std::time::Duration;
 use serde_json::{Map, Value};
 use tokio::time::Instant;
 
+/// The service the dev agent's server registers for itself (catalog only).
+pub(super) const CONSUL_SERVICE: &str = "consul";
+
 /// A catalog node.
 #[derive(Debug, Clone, Default)]
 pub(super) struct Node {

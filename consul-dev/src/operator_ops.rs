@@ -10,6 +10,7 @@ use serde_json::{Value, json};
 use super::decode::{body_json, fields};
 use super::http::{HResult, Reply, Req, bad_request, server_error};
 use super::query::{self, answer};
+use super::records::Autopilot;
 use super::render::go_duration;
 use super::shared::Shared;
 use super::store::Store;
@@ -54,39 +55,6 @@ pub(super) fn transfer_leader(shared: &Shared, req: &Req) -> HResult {
     Err(server_error(format!(
         "rpc error: code = Unknown desc = {why}"
     )))
-}
-
-/// The stored autopilot configuration (`structs.AutopilotConfig`).
-#[derive(Debug, Clone)]
-pub(super) struct Autopilot {
-    cleanup_dead_servers: bool,
-    last_contact_threshold: Duration,
-    max_trailing_logs: u64,
-    min_quorum: u64,
-    server_stabilization_time: Duration,
-    redundancy_zone_tag: String,
-    disable_upgrade_migration: bool,
-    upgrade_version_tag: String,
-    create_index: u64,
-    modify_index: u64,
-}
-
-impl Default for Autopilot {
-    /// Consul's defaults, written at index 1 when the leader starts.
-    fn default() -> Self {
-        Autopilot {
-            cleanup_dead_servers: true,
-            last_contact_threshold: Duration::from_millis(200),
-            max_trailing_logs: 250,
-            min_quorum: 0,
-            server_stabilization_time: Duration::from_secs(10),
-            redundancy_zone_tag: String::new(),
-            disable_upgrade_migration: false,
-            upgrade_version_tag: String::new(),
-            create_index: 1,
-            modify_index: 1,
-        }
-    }
 }
 
 impl Autopilot {
@@ -310,7 +278,7 @@ fn usage_of(s: &Store) -> Value {
         if let Some(n) = connect.get_mut(kind) {
             *n = json!(n.as_u64().unwrap_or(0) + 1);
         }
-        if svc.kind.is_empty() && svc.name != super::agent::CONSUL_SERVICE {
+        if svc.kind.is_empty() && svc.name != super::model::CONSUL_SERVICE {
             billable += 1;
         }
     }

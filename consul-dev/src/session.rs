@@ -14,24 +14,9 @@ use super::decode::{Fields, body_json, fields, parse_go_duration};
 use super::http::{HResult, Reply, Req, bad_request, decode_failed, server_error};
 use super::model::CheckStatus;
 use super::query::{self, answer};
+use super::records::Session;
 use super::shared::{Shared, random_uuid};
 use super::store::Store;
-
-/// One session.
-#[derive(Debug, Clone)]
-pub(super) struct Session {
-    id: String,
-    name: String,
-    node: String,
-    lock_delay: Duration,
-    behavior: String,
-    ttl: String,
-    node_checks: Vec<String>,
-    /// When the session is invalidated unless renewed (sessions with a TTL).
-    expires: Option<Instant>,
-    create_index: u64,
-    modify_index: u64,
-}
 
 impl Session {
     fn to_json(&self) -> Value {

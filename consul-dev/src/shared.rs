@@ -11,9 +11,8 @@ use tokio::sync::{Notify, watch};
 use tokio::task::AbortHandle;
 use tokio_util::sync::CancellationToken;
 
-use super::agent::CONSUL_SERVICE;
 use super::faults::FaultSet;
-use super::model::{Check, CheckKind, CheckStatus, Node, Service};
+use super::model::{CONSUL_SERVICE, Check, CheckKind, CheckStatus, Node, Service};
 use super::request_log::{RecordedRequest, RequestLog};
 use super::store::Store;
 

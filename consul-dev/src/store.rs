@@ -34,11 +34,11 @@ pub(super) struct Store {
     /// Index of the last time a service name lost its last instance.
     pub(super) extinction: u64,
     /// KV entries keyed by key.
-    pub(super) kv: BTreeMap<String, super::kv::Entry>,
+    pub(super) kv: BTreeMap<String, super::records::KvEntry>,
     /// Index of the last KV write (deletes included).
     pub(super) kv_index: u64,
     /// Sessions keyed by ID.
-    pub(super) sessions: BTreeMap<String, super::session::Session>,
+    pub(super) sessions: BTreeMap<String, super::records::Session>,
     /// Index of the last session write.
     pub(super) session_index: u64,
     /// The last user events fired, oldest first.
@@ -46,13 +46,13 @@ pub(super) struct Store {
     /// Prepared queries, as stored definitions.
     pub(super) queries: Vec<serde_json::Value>,
     /// Config entries keyed by (kind, name).
-    pub(super) config: BTreeMap<(String, String), super::config::Entry>,
+    pub(super) config: BTreeMap<(String, String), super::records::ConfigEntry>,
     /// Index of the last config-entry write.
     pub(super) config_index: u64,
     /// Network coordinates sent with `/v1/coordinate/update`, keyed by (node, segment).
     pub(super) coordinates: BTreeMap<(String, String), Value>,
     /// The autopilot configuration once set (Consul's defaults until then).
-    pub(super) autopilot: Option<super::operator_ops::Autopilot>,
+    pub(super) autopilot: Option<super::records::Autopilot>,
 }
 
 // === impl Store ===
