@@ -1,6 +1,6 @@
 //! Admin endpoints under `/_consul_dev/` (a path Consul does not use), so a
 //! `consul-dev` process can be driven from outside, and the state helpers they
-//! share with [`ConsulDev`](super::ConsulDev), and its fault-injection handle.
+//! share with [`ConsulDev`](crate::ConsulDev), and its fault-injection handle.
 
 use std::fmt;
 use std::sync::Arc;
@@ -8,24 +8,24 @@ use std::sync::Arc;
 use http::{Method, StatusCode};
 use serde_json::json;
 
-use super::decode::body_json;
-use super::faults::{FaultId, FaultRule, parse_fault};
-use super::http::{HResult, Reply, Req, bad_request, decode_failed};
-use super::model::CheckStatus;
-use super::shared::Shared;
+use crate::http::decode::body_json;
+use crate::http::{HResult, Reply, Req, bad_request, decode_failed};
+use crate::shared::Shared;
+use crate::shared::faults::{FaultId, FaultRule, parse_fault};
+use crate::store::model::CheckStatus;
 
 /// The fault-injection handle of a running registry, from
-/// [`ConsulDev::faults`](super::ConsulDev::faults).
+/// [`ConsulDev::faults`](crate::ConsulDev::faults).
 #[derive(Clone)]
 pub struct Faults {
-    pub(super) shared: Arc<Shared>,
+    pub(crate) shared: Arc<Shared>,
 }
 
 /// Where the admin endpoints live.
-pub(super) const PREFIX: &str = "/_consul_dev/";
+pub(crate) const PREFIX: &str = "/_consul_dev/";
 
 /// Routes an admin request.
-pub(super) fn handle(shared: &Shared, req: &Req) -> HResult {
+pub(crate) fn handle(shared: &Shared, req: &Req) -> HResult {
     let rest = &req.path[PREFIX.len()..];
     match (&req.method, rest) {
         (&Method::PUT, "faults") => add_fault(shared, req),
@@ -94,7 +94,7 @@ fn add_fault(shared: &Shared, req: &Req) -> HResult {
 }
 
 /// Moves every index forward without changing data (see `Faults::spurious_wakeup`).
-pub(super) fn spurious_wakeup(shared: &Shared) {
+pub(crate) fn spurious_wakeup(shared: &Shared) {
     shared.write(|s| {
         let idx = s.bump();
         for v in s.service_index.values_mut() {
@@ -106,13 +106,13 @@ pub(super) fn spurious_wakeup(shared: &Shared) {
 }
 
 /// Removes the agent's services and checks, as an agent restarted without state.
-pub(super) fn forget_all(shared: &Shared) {
+pub(crate) fn forget_all(shared: &Shared) {
     let node = shared.cfg.node_name.clone();
     shared.write(|s| {
         let services: Vec<String> = s
             .services
             .values()
-            .filter(|v| v.node == node && v.id != super::model::CONSUL_SERVICE)
+            .filter(|v| v.node == node && v.id != crate::store::model::CONSUL_SERVICE)
             .map(|v| v.id.clone())
             .collect();
         for id in &services {
@@ -132,7 +132,7 @@ pub(super) fn forget_all(shared: &Shared) {
 }
 
 /// Sets a check of the agent's node; returns whether it exists.
-pub(super) fn set_check_status(
+pub(crate) fn set_check_status(
     shared: &Shared,
     id: &str,
     status: CheckStatus,

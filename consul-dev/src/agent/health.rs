@@ -5,11 +5,11 @@
 use http::StatusCode;
 use serde_json::{Value, json};
 
-use super::http::{HResult, Reply, Req, bad_request};
-use super::model::{CONSUL_SERVICE, CheckStatus, Service};
-use super::render::ServiceView;
-use super::shared::Shared;
-use super::store::Store;
+use crate::http::{HResult, Reply, Req, bad_request};
+use crate::shared::Shared;
+use crate::store::Store;
+use crate::store::model::{CONSUL_SERVICE, CheckStatus, Service};
+use crate::store::render::ServiceView;
 
 /// Consul's `AggregatedStatus`: maintenance > critical > warning > passing.
 fn aggregate(store: &Store, svc: &Service) -> &'static str {
@@ -73,7 +73,7 @@ fn local<'a>(shared: &Shared, store: &'a Store) -> impl Iterator<Item = &'a Serv
         .filter(move |s| s.node == node && s.id != CONSUL_SERVICE)
 }
 
-pub(super) fn by_id(shared: &Shared, req: &Req, id: &str) -> HResult {
+pub(crate) fn by_id(shared: &Shared, req: &Req, id: &str) -> HResult {
     if id.is_empty() {
         return Err(bad_request("Missing serviceID"));
     }
@@ -88,7 +88,7 @@ pub(super) fn by_id(shared: &Shared, req: &Req, id: &str) -> HResult {
     Ok(reply(code(status), text, status, &body))
 }
 
-pub(super) fn by_name(shared: &Shared, req: &Req, name: &str) -> HResult {
+pub(crate) fn by_name(shared: &Shared, req: &Req, name: &str) -> HResult {
     if name.is_empty() {
         return Err(bad_request("Missing service Name"));
     }

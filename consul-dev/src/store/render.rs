@@ -5,12 +5,12 @@ use std::time::Duration;
 
 use serde_json::{Map, Value, json};
 
-use super::model::{Check, CheckKind, Node, Service};
+use crate::store::model::{Check, CheckKind, Node, Service};
 
 // === impl Node ===
 
 impl Node {
-    pub(super) fn to_json(&self) -> Value {
+    pub(crate) fn to_json(&self) -> Value {
         json!({
             "ID": self.id,
             "Node": self.name,
@@ -27,7 +27,7 @@ impl Node {
 /// The shape [`Service::to_json`] renders: serde_json's map keeps keys sorted, so the
 /// two shapes differ only in which fields they carry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum ServiceView<'a> {
+pub(crate) enum ServiceView<'a> {
     /// `structs.NodeService`: `Port` omitted when zero, `Proxy` and `Connect` always,
     /// the raft indexes.
     Node,
@@ -55,7 +55,7 @@ impl Service {
     /// The service as `structs.NodeService` (health entries, `/v1/catalog/node/:n`) or
     /// as `api.AgentService` (`/v1/agent/services`): one field list, the view deciding
     /// the fields the two shapes render differently.
-    pub(super) fn to_json(&self, view: ServiceView<'_>) -> Value {
+    pub(crate) fn to_json(&self, view: ServiceView<'_>) -> Value {
         let agent = matches!(view, ServiceView::Agent { .. });
         let mut m = Map::new();
         if !self.kind.is_empty() {
@@ -110,7 +110,7 @@ impl Service {
     }
 
     /// `ServiceNode`, as in `/v1/catalog/service/:s`.
-    pub(super) fn to_catalog_json(&self, node: &Node) -> Value {
+    pub(crate) fn to_catalog_json(&self, node: &Node) -> Value {
         let mut m = Map::new();
         m.insert("ID".into(), json!(node.id));
         m.insert("Node".into(), json!(node.name));
@@ -224,7 +224,7 @@ impl Check {
     }
 
     /// `HealthCheck`, as in health and agent check lists.
-    pub(super) fn to_json(&self, service_tags: &[String]) -> Value {
+    pub(crate) fn to_json(&self, service_tags: &[String]) -> Value {
         json!({
             "Node": self.node,
             "CheckID": self.id,
@@ -247,7 +247,7 @@ impl Check {
 }
 
 /// Formats a duration as Go's `time.Duration.String()` does (`1m30s`, `250ms`, `0s`).
-pub(super) fn go_duration(d: Duration) -> String {
+pub(crate) fn go_duration(d: Duration) -> String {
     let nanos = d.as_nanos();
     if nanos == 0 {
         return "0s".to_owned();

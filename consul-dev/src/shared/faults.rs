@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use super::http::parse_delay;
+use crate::http::parse_delay;
 
 /// One way to misbehave.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -54,13 +54,13 @@ pub struct FaultRule {
     times: Option<u64>,
 }
 
-/// Identifies an injected rule, to switch it off with [`Faults::remove`](super::Faults::remove).
+/// Identifies an injected rule, to switch it off with [`Faults::remove`](crate::Faults::remove).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct FaultId(u64);
 
 /// The active rules.
 #[derive(Debug, Default)]
-pub(super) struct FaultSet {
+pub(crate) struct FaultSet {
     rules: Mutex<Vec<(u64, FaultRule)>>,
     next_id: Mutex<u64>,
 }
@@ -103,7 +103,7 @@ impl FaultRule {
 // === impl FaultId ===
 
 impl FaultId {
-    pub(super) fn get(self) -> u64 {
+    pub(crate) fn get(self) -> u64 {
         self.0
     }
 }
@@ -111,7 +111,7 @@ impl FaultId {
 // === impl FaultSet ===
 
 impl FaultSet {
-    pub(super) fn add(&self, rule: FaultRule) -> FaultId {
+    pub(crate) fn add(&self, rule: FaultRule) -> FaultId {
         let mut next = self.next_id.lock().unwrap_or_else(|p| p.into_inner());
         *next += 1;
         let id = *next;
@@ -123,20 +123,20 @@ impl FaultSet {
         self.rules.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    pub(super) fn remove(&self, id: u64) -> bool {
+    pub(crate) fn remove(&self, id: u64) -> bool {
         let mut rules = self.lock();
         let before = rules.len();
         rules.retain(|(i, _)| *i != id);
         rules.len() != before
     }
 
-    pub(super) fn clear(&self) {
+    pub(crate) fn clear(&self) {
         self.lock().clear();
     }
 
     /// Takes the faults applying to one request on `path` (`None`: a new
     /// connection, before any request is read), using up counted rules.
-    pub(super) fn take(&self, path: Option<&str>, filter: impl Fn(&Fault) -> bool) -> Vec<Fault> {
+    pub(crate) fn take(&self, path: Option<&str>, filter: impl Fn(&Fault) -> bool) -> Vec<Fault> {
         let mut rules = self.lock();
         let mut out = Vec::new();
         for (_, rule) in rules.iter_mut() {
@@ -153,17 +153,17 @@ impl FaultSet {
 }
 
 /// The bytes Consul writes on a connection over the per-client limit (go-connlimit).
-pub(super) const TOO_MANY_CONNECTIONS: &[u8] = b"HTTP/1.1 429 Too Many Requests\r\n\
+pub(crate) const TOO_MANY_CONNECTIONS: &[u8] = b"HTTP/1.1 429 Too Many Requests\r\n\
 Content-Type: text/plain\r\nConnection: close\r\n\r\n\
 Your IP is issuing too many concurrent connections, please rate limit your calls\n";
 
 /// The body of the 429 answer.
-pub(super) const TOO_MANY_CONNECTIONS_BODY: &str =
+pub(crate) const TOO_MANY_CONNECTIONS_BODY: &str =
     "Your IP is issuing too many concurrent connections, please rate limit your calls\n";
 
 /// Parses a fault as the admin endpoint takes it: `Fault` names it, `Delay` and
 /// `Status`/`Body` carry the arguments of `delay` and `answer`.
-pub(super) fn parse_fault(spec: &Value) -> Option<Fault> {
+pub(crate) fn parse_fault(spec: &Value) -> Option<Fault> {
     let name = spec["Fault"].as_str().unwrap_or("");
     Some(match name {
         "no-leader" => Fault::NoLeader,

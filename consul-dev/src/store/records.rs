@@ -1,7 +1,7 @@
 //! The records the store keeps for the endpoint families above it: KV entries,
 //! sessions, config entries and the autopilot configuration. Plain data, so the
 //! store depends on none of the endpoints; their handlers and renderings live with
-//! the endpoints (`kv`, `session`, `config`, `operator_ops`).
+//! the endpoints (`kv`, `session`, `config`, `operator::ops`).
 
 use std::time::Duration;
 
@@ -10,52 +10,52 @@ use tokio::time::Instant;
 
 /// One KV entry.
 #[derive(Debug, Clone, Default)]
-pub(super) struct KvEntry {
-    pub(super) value: Vec<u8>,
-    pub(super) flags: u64,
-    pub(super) lock_index: u64,
-    pub(super) session: Option<String>,
-    pub(super) create_index: u64,
-    pub(super) modify_index: u64,
+pub(crate) struct KvEntry {
+    pub(crate) value: Vec<u8>,
+    pub(crate) flags: u64,
+    pub(crate) lock_index: u64,
+    pub(crate) session: Option<String>,
+    pub(crate) create_index: u64,
+    pub(crate) modify_index: u64,
 }
 
 /// One session.
 #[derive(Debug, Clone)]
-pub(super) struct Session {
-    pub(super) id: String,
-    pub(super) name: String,
-    pub(super) node: String,
-    pub(super) lock_delay: Duration,
-    pub(super) behavior: String,
-    pub(super) ttl: String,
-    pub(super) node_checks: Vec<String>,
+pub(crate) struct Session {
+    pub(crate) id: String,
+    pub(crate) name: String,
+    pub(crate) node: String,
+    pub(crate) lock_delay: Duration,
+    pub(crate) behavior: String,
+    pub(crate) ttl: String,
+    pub(crate) node_checks: Vec<String>,
     /// When the session is invalidated unless renewed (sessions with a TTL).
-    pub(super) expires: Option<Instant>,
-    pub(super) create_index: u64,
-    pub(super) modify_index: u64,
+    pub(crate) expires: Option<Instant>,
+    pub(crate) create_index: u64,
+    pub(crate) modify_index: u64,
 }
 
 /// One stored config entry.
 #[derive(Debug, Clone)]
-pub(super) struct ConfigEntry {
-    pub(super) body: Map<String, Value>,
-    pub(super) create_index: u64,
-    pub(super) modify_index: u64,
+pub(crate) struct ConfigEntry {
+    pub(crate) body: Map<String, Value>,
+    pub(crate) create_index: u64,
+    pub(crate) modify_index: u64,
 }
 
 /// The stored autopilot configuration (`structs.AutopilotConfig`).
 #[derive(Debug, Clone)]
-pub(super) struct Autopilot {
-    pub(super) cleanup_dead_servers: bool,
-    pub(super) last_contact_threshold: Duration,
-    pub(super) max_trailing_logs: u64,
-    pub(super) min_quorum: u64,
-    pub(super) server_stabilization_time: Duration,
-    pub(super) redundancy_zone_tag: String,
-    pub(super) disable_upgrade_migration: bool,
-    pub(super) upgrade_version_tag: String,
-    pub(super) create_index: u64,
-    pub(super) modify_index: u64,
+pub(crate) struct Autopilot {
+    pub(crate) cleanup_dead_servers: bool,
+    pub(crate) last_contact_threshold: Duration,
+    pub(crate) max_trailing_logs: u64,
+    pub(crate) min_quorum: u64,
+    pub(crate) server_stabilization_time: Duration,
+    pub(crate) redundancy_zone_tag: String,
+    pub(crate) disable_upgrade_migration: bool,
+    pub(crate) upgrade_version_tag: String,
+    pub(crate) create_index: u64,
+    pub(crate) modify_index: u64,
 }
 
 impl Default for Autopilot {
