@@ -145,7 +145,7 @@ fn apply(s: &mut Store, op: &KvOp) -> Result<Vec<Value>, String> {
     }
 }
 
-/// A write verb; `refused` completes Consul's "failed to <verb> key" text.
+/// A write verb; `refused` completes Consul's `failed to <verb> key` text.
 fn write(
     s: &mut Store,
     op: &KvOp,
