@@ -9,35 +9,33 @@
 
 use std::time::Duration;
 
+use clap::Parser;
 use consul_dev::ConsulDev;
 use serde_json::json;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
-/// Command-line settings (`--services`, `--watchers`, `--rounds`); cargo's own
-/// `--bench` flag is skipped.
+/// Command-line settings; cargo's own `--bench` flag is accepted and ignored, any other
+/// unknown flag is refused.
+#[derive(Debug, Parser)]
+#[command(about = "consul-dev scale benchmark: registration memory and blocking-query wakes")]
 struct Settings {
+    /// Services to register, each with one TTL check.
+    #[arg(long, default_value_t = 10_000)]
     services: usize,
+    /// Blocking queries per round, one per service (clamped to 1..=services).
+    #[arg(long, default_value_t = 200)]
     watchers: usize,
+    /// Rounds of change-and-wake.
+    #[arg(long, default_value_t = 20)]
     rounds: usize,
+    /// Passed by `cargo bench`; ignored.
+    #[arg(long, hide = true)]
+    bench: bool,
 }
 
 fn settings() -> Settings {
-    let mut s = Settings {
-        services: 10_000,
-        watchers: 200,
-        rounds: 20,
-    };
-    let args: Vec<String> = std::env::args().collect();
-    for pair in args.windows(2) {
-        let value = pair[1].parse().ok();
-        match (pair[0].as_str(), value) {
-            ("--services", Some(v)) => s.services = v,
-            ("--watchers", Some(v)) => s.watchers = v,
-            ("--rounds", Some(v)) => s.rounds = v,
-            _ => {}
-        }
-    }
+    let mut s = Settings::parse();
     s.watchers = s.watchers.clamp(1, s.services.max(1));
     s
 }

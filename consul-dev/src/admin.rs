@@ -1,21 +1,31 @@
 //! Admin endpoints under `/_consul_dev/` (a path Consul does not use), so a
 //! `consul-dev` process can be driven from outside, and the state helpers they
-//! share with [`ConsulDev`](super::ConsulDev).
+//! share with [`ConsulDev`](crate::ConsulDev), and its fault-injection handle.
+
+use std::fmt;
+use std::sync::Arc;
 
 use http::{Method, StatusCode};
 use serde_json::json;
 
-use super::decode::body_json;
-use super::faults::{FaultRule, parse_fault};
-use super::http::{HResult, Reply, Req, bad_request, decode_failed};
-use super::model::CheckStatus;
-use super::shared::Shared;
+use crate::http::decode::body_json;
+use crate::http::{HResult, Reply, Req, bad_request, decode_failed};
+use crate::shared::Shared;
+use crate::shared::faults::{FaultId, FaultRule, parse_fault};
+use crate::store::model::CheckStatus;
+
+/// The fault-injection handle of a running registry, from
+/// [`ConsulDev::faults`](crate::ConsulDev::faults).
+#[derive(Clone)]
+pub struct Faults {
+    pub(crate) shared: Arc<Shared>,
+}
 
 /// Where the admin endpoints live.
-pub(super) const PREFIX: &str = "/_consul_dev/";
+pub(crate) const PREFIX: &str = "/_consul_dev/";
 
 /// Routes an admin request.
-pub(super) fn handle(shared: &Shared, req: &Req) -> HResult {
+pub(crate) fn handle(shared: &Shared, req: &Req) -> HResult {
     let rest = &req.path[PREFIX.len()..];
     match (&req.method, rest) {
         (&Method::PUT, "faults") => add_fault(shared, req),
@@ -84,7 +94,7 @@ fn add_fault(shared: &Shared, req: &Req) -> HResult {
 }
 
 /// Moves every index forward without changing data (see `Faults::spurious_wakeup`).
-pub(super) fn spurious_wakeup(shared: &Shared) {
+pub(crate) fn spurious_wakeup(shared: &Shared) {
     shared.write(|s| {
         let idx = s.bump();
         for v in s.service_index.values_mut() {
@@ -96,13 +106,13 @@ pub(super) fn spurious_wakeup(shared: &Shared) {
 }
 
 /// Removes the agent's services and checks, as an agent restarted without state.
-pub(super) fn forget_all(shared: &Shared) {
+pub(crate) fn forget_all(shared: &Shared) {
     let node = shared.cfg.node_name.clone();
     shared.write(|s| {
         let services: Vec<String> = s
             .services
             .values()
-            .filter(|v| v.node == node && v.id != super::agent::CONSUL_SERVICE)
+            .filter(|v| v.node == node && v.id != crate::store::model::CONSUL_SERVICE)
             .map(|v| v.id.clone())
             .collect();
         for id in &services {
@@ -122,7 +132,7 @@ pub(super) fn forget_all(shared: &Shared) {
 }
 
 /// Sets a check of the agent's node; returns whether it exists.
-pub(super) fn set_check_status(
+pub(crate) fn set_check_status(
     shared: &Shared,
     id: &str,
     status: CheckStatus,
@@ -130,4 +140,42 @@ pub(super) fn set_check_status(
 ) -> bool {
     let node = shared.cfg.node_name.clone();
     shared.write(|s| s.set_check_status(&node, id, status, output))
+}
+
+// === impl Faults ===
+
+impl Faults {
+    /// Switches a fault rule on; returns its id.
+    pub fn add(&self, rule: FaultRule) -> FaultId {
+        self.shared.faults.add(rule)
+    }
+
+    /// Switches a rule off; returns whether it was still active.
+    pub fn remove(&self, id: FaultId) -> bool {
+        self.shared.faults.remove(id.get())
+    }
+
+    /// Switches every rule off.
+    pub fn clear(&self) {
+        self.shared.faults.clear();
+    }
+
+    /// Sets the raft index to `to` (e.g. 0 or a value below the current one), as after
+    /// a restart from an older snapshot. Pending blocking queries return at once
+    /// with the lower index.
+    pub fn reset_index(&self, to: u64) {
+        self.shared.write(|s| s.reset_index(to));
+    }
+
+    /// Wakes every blocking query with unchanged data: all indexes move forward
+    /// without any change in content, as after an idempotent write.
+    pub fn spurious_wakeup(&self) {
+        spurious_wakeup(&self.shared);
+    }
+}
+
+impl fmt::Debug for Faults {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Faults").finish_non_exhaustive()
+    }
 }

@@ -1,48 +1,65 @@
 //! Agent endpoints: local services (register, deregister, list,
 //! get with hash blocking, maintenance).
+//!
+//! The agent family: `health` (`/v1/agent/health/service/…`), `info` (`self`,
+//! `members`), `checks_api` (`/v1/agent/check/…`, `/v1/agent/checks`), `register`
+//! (decoding and validation of service and check definitions, shared with the
+//! catalog), `validate` (`NodeService.Validate`), `sidecar` (sidecar proxies) and
+//! `membership` (`leave`, `force-leave`, `monitor`).
+
+pub(crate) mod checks_api;
+pub(crate) mod health;
+pub(crate) mod info;
+pub(crate) mod membership;
+pub(crate) mod register;
+pub(crate) mod sidecar;
+pub(crate) mod validate;
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use serde_json::{Value, json};
 
-use super::decode::body_json;
-use super::filter;
-use super::http::{HResult, Reply, Req, bad_request, decode_failed, not_found};
-use super::model::{Check, CheckKind, CheckStatus, Service};
-use super::query::{self, parse_bool};
-use super::register::decode_service;
-use super::shared::Shared;
-use super::{checks, sidecar, store::Store};
-
-/// The service the dev agent's server registers for itself (catalog only).
-pub(super) const CONSUL_SERVICE: &str = "consul";
+use crate::agent::register::decode_service;
+use crate::http::decode::body_json;
+use crate::http::{HResult, Reply, Req, bad_request, decode_failed, not_found};
+use crate::query::filter;
+use crate::query::{self, parse_bool};
+use crate::shared::Shared;
+use crate::store::model::{CONSUL_SERVICE, Check, CheckKind, CheckStatus, Service};
+use crate::store::render::ServiceView;
+use crate::{checks, store::Store};
 
 /// The agent's own services (the catalog-only `consul` service excluded).
 fn local_services(shared: &Shared, store: &Store) -> Vec<(String, Value)> {
     let node = &shared.cfg.node_name;
+    let view = ServiceView::Agent {
+        datacenter: &shared.cfg.datacenter,
+    };
     store
         .services
         .values()
         .filter(|s| s.node == *node && s.id != CONSUL_SERVICE)
-        .map(|s| (s.id.clone(), s.to_agent_json(&shared.cfg.datacenter)))
+        .map(|s| (s.id.clone(), s.to_json(view)))
         .collect()
 }
 
-pub(super) fn services(shared: &Shared, req: &Req) -> HResult {
+pub(crate) fn services(shared: &Shared, req: &Req) -> HResult {
     let list = local_services(shared, &shared.store());
     let out = filter::apply_keyed(req.param("filter"), list).map_err(bad_request)?;
     Ok(Reply::json(&out))
 }
 
 /// `GET /v1/agent/service/:id`, with hash-based blocking.
-pub(super) async fn service(shared: &Shared, req: &Req, id: &str) -> HResult {
+pub(crate) async fn service(shared: &Shared, req: &Req, id: &str) -> HResult {
     let opts = query::parse(shared, req)?;
     let node = shared.cfg.node_name.clone();
     let found = query::block_hash(shared, &opts, |store| {
         let svc = store.services.get(&(node.clone(), id.to_owned()));
         let svc = svc.filter(|s| s.id != CONSUL_SERVICE)?;
-        let json = svc.to_agent_json(&shared.cfg.datacenter);
+        let json = svc.to_json(ServiceView::Agent {
+            datacenter: &shared.cfg.datacenter,
+        });
         Some((content_hash(&json), json))
     })
     .await;
@@ -65,7 +82,7 @@ fn content_hash(v: &Value) -> String {
     format!("{h:016x}")
 }
 
-pub(super) fn register(shared: &Arc<Shared>, req: &Req) -> HResult {
+pub(crate) fn register(shared: &Arc<Shared>, req: &Req) -> HResult {
     let body = body_json(&req.body).map_err(decode_failed)?;
     let replace = matches!(req.param("replace-existing-checks"), Some("" | "true"));
     let node = shared.cfg.node_name.clone();
@@ -74,9 +91,9 @@ pub(super) fn register(shared: &Arc<Shared>, req: &Req) -> HResult {
         Some(def) => Some(sidecar_of(shared, &svc, def)?),
         None => None,
     };
-    super::register::scripts_allowed(&shared.cfg, new_checks.iter())?;
+    crate::agent::register::scripts_allowed(&shared.cfg, new_checks.iter())?;
     if let Some((_, checks)) = &sidecar {
-        super::register::scripts_allowed(&shared.cfg, checks.iter())?;
+        crate::agent::register::scripts_allowed(&shared.cfg, checks.iter())?;
     }
     add_service(shared, svc, new_checks, replace);
     if let Some((sc, checks)) = sidecar {
@@ -137,7 +154,7 @@ fn add_service(shared: &Arc<Shared>, svc: Service, new_checks: Vec<Check>, repla
     }
 }
 
-pub(super) fn deregister(shared: &Shared, id: &str) -> HResult {
+pub(crate) fn deregister(shared: &Shared, id: &str) -> HResult {
     let node = shared.cfg.node_name.clone();
     let removed = shared.write(|s| {
         let removed = s.remove_service(&node, id)?;
@@ -178,7 +195,7 @@ fn enable_param(req: &Req) -> Result<bool, Reply> {
     }
 }
 
-pub(super) fn maintenance(shared: &Shared, req: &Req, id: &str) -> HResult {
+pub(crate) fn maintenance(shared: &Shared, req: &Req, id: &str) -> HResult {
     if id.is_empty() {
         return Err(bad_request("Missing service ID"));
     }
@@ -212,7 +229,7 @@ pub(super) fn maintenance(shared: &Shared, req: &Req, id: &str) -> HResult {
     Ok(Reply::empty())
 }
 
-pub(super) fn node_maintenance(shared: &Shared, req: &Req) -> HResult {
+pub(crate) fn node_maintenance(shared: &Shared, req: &Req) -> HResult {
     let enable = enable_param(req)?;
     let reason = req.nonempty("reason").unwrap_or(
         "Maintenance mode is enabled for this node, but no reason was provided. This is a default message.",

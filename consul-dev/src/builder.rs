@@ -6,8 +6,8 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::shared::{self, Config, Shared};
-use super::{ConsulDev, checks, server};
+use crate::shared::{self, Config, Shared};
+use crate::{ConsulDev, checks, server};
 
 /// A dev agent's raft apply of a KV write, rounded up to tokio's timer tick.
 const DEFAULT_KV_COMMIT_LATENCY: Duration = Duration::from_millis(1);
@@ -24,7 +24,7 @@ pub struct ConsulDevBuilder {
 // === impl ConsulDevBuilder ===
 
 impl ConsulDevBuilder {
-    pub(super) fn new() -> Self {
+    pub(crate) fn new() -> Self {
         ConsulDevBuilder {
             http_addr: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
             cfg: Config {

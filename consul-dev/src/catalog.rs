@@ -1,21 +1,27 @@
 //! Catalog endpoints: services, service/:s, nodes, node/:n, register, deregister.
+//!
+//! `gateway` answers `/v1/catalog/gateway-services/:g` from the gateways' config
+//! entries.
+
+pub(crate) mod gateway;
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::{Map, Value, json};
 
-use super::decode::{DecodeResult, Fields, body_json, fields};
-use super::filter;
-use super::health::node_meta_ok;
-use super::http::{HResult, Reply, Req, bad_request, decode_failed, server_error};
-use super::model::{Check, CheckKind, CheckStatus, Node, Service};
-use super::query::{self, answer};
-use super::schema::{HEALTH_CHECK_FIELDS, NODE_SERVICE_FIELDS, REGISTER_FIELDS};
-use super::shared::Shared;
+use crate::health::node_meta_ok;
+use crate::http::decode::{DecodeResult, Fields, body_json, fields};
+use crate::http::schema::{HEALTH_CHECK_FIELDS, NODE_SERVICE_FIELDS, REGISTER_FIELDS};
+use crate::http::{HResult, Reply, Req, bad_request, decode_failed, server_error};
+use crate::query::filter;
+use crate::query::{self, answer};
+use crate::shared::Shared;
+use crate::store::model::{Check, CheckKind, CheckStatus, Node, Service};
+use crate::store::render::ServiceView;
 
 const FILTER_ERR: &str = "Failed to create boolean expression evaluator";
 
-pub(super) async fn services(shared: &Shared, req: &Req) -> HResult {
+pub(crate) async fn services(shared: &Shared, req: &Req) -> HResult {
     let opts = query::parse(shared, req)?;
     let meta = query::node_meta(req);
     let filter = match req.param("filter").filter(|f| !f.trim().is_empty()) {
@@ -52,12 +58,12 @@ pub(super) async fn services(shared: &Shared, req: &Req) -> HResult {
 }
 
 /// `GET /v1/catalog/service/:service`.
-pub(super) async fn service(shared: &Shared, req: &Req, name: &str) -> HResult {
+pub(crate) async fn service(shared: &Shared, req: &Req, name: &str) -> HResult {
     service_nodes(shared, req, name, false).await
 }
 
 /// `GET /v1/catalog/connect/:service`: its Connect-capable instances.
-pub(super) async fn connect(shared: &Shared, req: &Req, name: &str) -> HResult {
+pub(crate) async fn connect(shared: &Shared, req: &Req, name: &str) -> HResult {
     service_nodes(shared, req, name, true).await
 }
 
@@ -71,7 +77,7 @@ async fn service_nodes(shared: &Shared, req: &Req, name: &str, connect: bool) ->
     }
     let tags: Vec<String> = req.params("tag").map(str::to_lowercase).collect();
     let meta = query::node_meta(req);
-    let index = |s: &super::store::Store| match connect {
+    let index = |s: &crate::store::Store| match connect {
         true => s.index,
         false => s.index_for_service(name),
     };
@@ -95,7 +101,7 @@ async fn service_nodes(shared: &Shared, req: &Req, name: &str, connect: bool) ->
     query::answer_cacheable(index, &opts, &Value::Array(list))
 }
 
-pub(super) async fn nodes(shared: &Shared, req: &Req) -> HResult {
+pub(crate) async fn nodes(shared: &Shared, req: &Req) -> HResult {
     let opts = query::parse(shared, req)?;
     if query::peer(req) {
         return query::peer_view(shared, &opts, json!([])).await;
@@ -118,7 +124,7 @@ pub(super) async fn nodes(shared: &Shared, req: &Req) -> HResult {
 /// `GET /v1/catalog/node/:node` (services keyed by ID) and, with `as_list`,
 /// `/v1/catalog/node-services/:node` (services as a list; an unknown node is
 /// `{"Node": null, "Services": []}` rather than `null`).
-pub(super) async fn node(shared: &Shared, req: &Req, name: &str, as_list: bool) -> HResult {
+pub(crate) async fn node(shared: &Shared, req: &Req, name: &str, as_list: bool) -> HResult {
     if name.is_empty() {
         return Err(bad_request("Missing node name"));
     }
@@ -145,7 +151,7 @@ pub(super) async fn node(shared: &Shared, req: &Req, name: &str, as_list: bool) 
             .services
             .range((name.to_owned(), String::new())..)
             .take_while(|((n, _), _)| n == name)
-            .map(|(_, v)| (v.id.clone(), v.to_json()))
+            .map(|(_, v)| (v.id.clone(), v.to_json(ServiceView::Node)))
             .filter(|(_, v)| filter.as_ref().is_none_or(|f| f.eval(v)));
         let services = match as_list {
             true => Value::Array(services.map(|(_, v)| v).collect()),
@@ -191,7 +197,7 @@ fn decode_node_service(v: &Value, node: &str) -> DecodeResult<Service> {
         enable_tag_override: f.boolean("EnableTagOverride")?,
         proxy: f.raw("Proxy").cloned(),
         connect: f.raw("Connect").cloned(),
-        locality: super::register::locality(f.raw("Locality"))?,
+        locality: crate::agent::register::locality(f.raw("Locality"))?,
         ..Service::default()
     })
 }
@@ -256,7 +262,7 @@ fn uuid_error(id: &str) -> Option<&'static str> {
     (!well_formed).then_some("uuid is improperly formatted")
 }
 
-pub(super) fn register(shared: &Shared, req: &Req) -> HResult {
+pub(crate) fn register(shared: &Shared, req: &Req) -> HResult {
     let body = body_json(&req.body).map_err(decode_failed)?;
     let f = fields(&body, "RegisterRequest", REGISTER_FIELDS).map_err(decode_failed)?;
     body_dc(shared, req, &f)?;
@@ -281,7 +287,9 @@ pub(super) fn register(shared: &Shared, req: &Req) -> HResult {
         ));
     }
     if let Some(svc) = &svc {
-        if let Some(text) = super::validate::multierror(&super::validate::node_service(svc)) {
+        if let Some(text) =
+            crate::agent::validate::multierror(&crate::agent::validate::node_service(svc))
+        {
             return Err(server_error(text));
         }
         if svc.name.is_empty() {
@@ -324,7 +332,7 @@ fn body_dc(shared: &Shared, req: &Req, f: &Fields) -> Result<(), Reply> {
     Ok(())
 }
 
-pub(super) fn deregister(shared: &Shared, req: &Req) -> HResult {
+pub(crate) fn deregister(shared: &Shared, req: &Req) -> HResult {
     let body = body_json(&req.body).map_err(decode_failed)?;
     let names = [
         "Node",

@@ -1,14 +1,18 @@
 //! Background check machinery: TTL expiry, the critical-service reaper, and the
 //! runners of HTTP, gRPC and TCP checks. All are owned by the registry and end
 //! with it.
+//!
+//! `probe` runs one HTTP, TCP, gRPC or script check.
+
+pub(crate) mod probe;
 
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use tokio::time::{Instant, sleep_until};
 
-use super::model::{Check, CheckKind, CheckStatus};
-use super::shared::Shared;
+use crate::shared::Shared;
+use crate::store::model::{Check, CheckKind, CheckStatus};
 
 /// Consul's default check timeout.
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -16,7 +20,7 @@ const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 const SCRIPT_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Turns TTL checks critical when their deadline passes; sleeps until the next one.
-pub(super) async fn ttl_loop(shared: Arc<Shared>) {
+pub(crate) async fn ttl_loop(shared: Arc<Shared>) {
     loop {
         let next = expire_due(&shared);
         let notified = shared.timers.notified();
@@ -48,7 +52,7 @@ fn expire_due(shared: &Shared) -> Option<Instant> {
         store.set_check_status(node, id, CheckStatus::Critical, output);
     }
     let next_check = store.checks.values().filter_map(|c| c.ttl_deadline).min();
-    let (expired, next_session) = super::session::expire(&mut store, now);
+    let (expired, next_session) = crate::session::expire(&mut store, now);
     let next = next_check.into_iter().chain(next_session).min();
     drop(store);
     if !due.is_empty() || expired {
@@ -67,7 +71,7 @@ fn expired_output(last: &str) -> String {
 
 /// Every `reap_interval`, deregisters local services with a check critical for
 /// longer than its `DeregisterCriticalServiceAfter`.
-pub(super) async fn reap_loop(shared: Arc<Shared>) {
+pub(crate) async fn reap_loop(shared: Arc<Shared>) {
     let mut tick = tokio::time::interval(shared.cfg.reap_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -100,7 +104,7 @@ fn reap(shared: &Shared) {
 }
 
 /// Starts (or restarts) the runner of an HTTP, gRPC, TCP or script check.
-pub(super) fn start_runner(shared: &Arc<Shared>, check: &Check) {
+pub(crate) fn start_runner(shared: &Arc<Shared>, check: &Check) {
     let key = (check.node.clone(), check.id.clone());
     let interval = check
         .interval
@@ -133,7 +137,7 @@ async fn run_check(
     timeout: Duration,
 ) {
     loop {
-        let (status, output) = super::probe::run(&probe, timeout).await;
+        let (status, output) = crate::checks::probe::run(&probe, timeout).await;
         let Some(shared) = shared.upgrade() else {
             return;
         };
@@ -150,7 +154,7 @@ const ALIAS_OUTPUT_MAX: usize = 4096;
 /// change to the state, each alias check takes the worst status of the aliased
 /// service's checks (and, for a local alias, the agent's node checks), passing
 /// when there are none, critical when the service is not there.
-pub(super) async fn alias_loop(shared: Arc<Shared>) {
+pub(crate) async fn alias_loop(shared: Arc<Shared>) {
     let mut changed = shared.changed.subscribe();
     loop {
         changed.borrow_and_update();
@@ -198,7 +202,7 @@ fn update_aliases(shared: &Shared) {
 
 /// `CheckAlias.processChecks` over the checks of the aliased node.
 fn alias_status(
-    store: &super::store::Store,
+    store: &crate::store::Store,
     alias: &Check,
     service: &str,
     node: &str,
@@ -209,7 +213,7 @@ fn alias_status(
     let mut output = "No checks found.".to_owned();
     let mut found = false;
     let candidates = store.checks.values().filter(|c| {
-        c.node == target && c.id != alias.id && !(local && c.id == super::shared::SERF_CHECK)
+        c.node == target && c.id != alias.id && !(local && c.id == crate::shared::SERF_CHECK)
     });
     for c in candidates {
         let matches = !service.is_empty() && c.service_id == service;

@@ -2,13 +2,18 @@
 //! agent with Connect disabled accepts, kept as their JSON with `Kind`, `Name` and
 //! raft indexes. Entries are stored as sent (no per-kind defaults or validation
 //! beyond the kind and name); `service-intentions` needs Connect and is refused.
+//!
+//! `chain` compiles a discovery chain from the stored entries.
+
+pub(crate) mod chain;
 
 use serde_json::{Map, Value, json};
 
-use super::decode::body_json;
-use super::http::{HResult, Reply, Req, bad_request, server_error};
-use super::query::{self, answer};
-use super::shared::Shared;
+use crate::http::decode::body_json;
+use crate::http::{HResult, Reply, Req, bad_request, server_error};
+use crate::query::{self, answer};
+use crate::shared::Shared;
+use crate::store::records::ConfigEntry as Entry;
 
 /// The kinds `structs.ValidateConfigEntryKind` accepts.
 const KINDS: &[&str] = &[
@@ -33,17 +38,9 @@ const KINDS: &[&str] = &[
     "control-plane-request-limit",
 ];
 
-/// One stored entry.
-#[derive(Debug, Clone)]
-pub(super) struct Entry {
-    body: Map<String, Value>,
-    create_index: u64,
-    modify_index: u64,
-}
-
 impl Entry {
     /// A field of the entry as sent, its key matched as `lib.DecodeJSON` does.
-    pub(super) fn field(&self, name: &str) -> Option<&Value> {
+    pub(crate) fn field(&self, name: &str) -> Option<&Value> {
         self.body
             .iter()
             .find(|(k, _)| k.replace('_', "").eq_ignore_ascii_case(name))
@@ -52,7 +49,7 @@ impl Entry {
     }
 
     /// When the entry was last written.
-    pub(super) fn modify_index(&self) -> u64 {
+    pub(crate) fn modify_index(&self) -> u64 {
         self.modify_index
     }
 
@@ -69,7 +66,7 @@ fn invalid_kind(kind: &str) -> Reply {
 }
 
 /// `GET` and `DELETE /v1/config/:kind[/:name]`.
-pub(super) async fn handle(shared: &Shared, req: &Req, rest: &str) -> HResult {
+pub(crate) async fn handle(shared: &Shared, req: &Req, rest: &str) -> HResult {
     let (kind, name) = match rest.split_once('/') {
         Some((k, n)) => (k, Some(n)),
         None => (rest, None),
@@ -144,7 +141,7 @@ fn delete(shared: &Shared, req: &Req, kind: &str, name: Option<&str>) -> HResult
 
 /// `PUT /v1/config` (`?cas=`): stores the entry; answers `true` (or `false` on a
 /// CAS mismatch).
-pub(super) fn apply(shared: &Shared, req: &Req) -> HResult {
+pub(crate) fn apply(shared: &Shared, req: &Req) -> HResult {
     query::check_dc(shared, req)?;
     let failed = |e: &str| bad_request(format!("Request decoding failed: {e}"));
     let body = body_json(&req.body).map_err(|e| failed(&e))?;

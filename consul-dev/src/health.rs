@@ -3,17 +3,18 @@
 
 use serde_json::{Value, json};
 
-use super::filter;
-use super::http::{HResult, Req, bad_request};
-use super::model::{Check, CheckStatus, Service};
-use super::query::{self, answer};
-use super::shared::Shared;
-use super::store::Store;
+use crate::http::{HResult, Req, bad_request};
+use crate::query::filter;
+use crate::query::{self, answer};
+use crate::shared::Shared;
+use crate::store::Store;
+use crate::store::model::{Check, CheckStatus, Service};
+use crate::store::render::ServiceView;
 
 const FILTER_ERR: &str = "Failed to create boolean expression evaluator";
 
 /// Parses `?filter` up front so a bad one is a 400 before any blocking.
-fn filter_param(req: &Req) -> Result<Option<&str>, super::http::Reply> {
+fn filter_param(req: &Req) -> Result<Option<&str>, crate::http::Reply> {
     let src = req.param("filter").filter(|f| !f.trim().is_empty());
     if let Some(src) = src {
         filter::parse(src).map_err(|e| bad_request(format!("{FILTER_ERR}: {e}")))?;
@@ -22,7 +23,7 @@ fn filter_param(req: &Req) -> Result<Option<&str>, super::http::Reply> {
 }
 
 /// Whether a node passes the `node-meta` filters.
-pub(super) fn node_meta_ok(store: &Store, node: &str, meta: &[(String, String)]) -> bool {
+pub(crate) fn node_meta_ok(store: &Store, node: &str, meta: &[(String, String)]) -> bool {
     let Some(n) = store.nodes.get(node) else {
         return false;
     };
@@ -46,7 +47,7 @@ fn entries<'a>(
             let checks = store.checks_for(s);
             Some(json!({
                 "Node": node.to_json(),
-                "Service": s.to_json(),
+                "Service": s.to_json(ServiceView::Node),
                 "Checks": store.render_checks(&checks),
             }))
         })
@@ -61,7 +62,7 @@ fn all_passing(entry: &Value) -> bool {
 
 /// Which instances a service-entry query lists.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Entries {
+pub(crate) enum Entries {
     /// `/v1/health/service/:s`: the instances of the service.
     Service,
     /// `/v1/health/connect/:s`: its Connect-capable instances (proxies to it and
@@ -73,7 +74,7 @@ pub(super) enum Entries {
 }
 
 /// `GET /v1/health/service/:service` and its `connect` and `ingress` variants.
-pub(super) async fn service(shared: &Shared, req: &Req, name: &str, which: Entries) -> HResult {
+pub(crate) async fn service(shared: &Shared, req: &Req, name: &str, which: Entries) -> HResult {
     if name.is_empty() {
         return Err(bad_request("Missing service name"));
     }
@@ -130,7 +131,7 @@ async fn check_list(
 }
 
 /// `GET /v1/health/checks/:service`.
-pub(super) async fn checks(shared: &Shared, req: &Req, name: &str) -> HResult {
+pub(crate) async fn checks(shared: &Shared, req: &Req, name: &str) -> HResult {
     if name.is_empty() {
         return Err(bad_request("Missing service name"));
     }
@@ -138,7 +139,7 @@ pub(super) async fn checks(shared: &Shared, req: &Req, name: &str) -> HResult {
 }
 
 /// `GET /v1/health/node/:node`.
-pub(super) async fn node(shared: &Shared, req: &Req, node: &str) -> HResult {
+pub(crate) async fn node(shared: &Shared, req: &Req, node: &str) -> HResult {
     if node.is_empty() {
         return Err(bad_request("Missing node name"));
     }
@@ -146,7 +147,7 @@ pub(super) async fn node(shared: &Shared, req: &Req, node: &str) -> HResult {
 }
 
 /// `GET /v1/health/state/:state` (`any`, `passing`, `warning`, `critical`).
-pub(super) async fn state(shared: &Shared, req: &Req, state: &str) -> HResult {
+pub(crate) async fn state(shared: &Shared, req: &Req, state: &str) -> HResult {
     if state.is_empty() {
         return Err(bad_request("Missing check state"));
     }

@@ -1,5 +1,13 @@
 //! Requests and replies as the handlers see them, and Consul's response conventions
 //! (plain-text errors, JSON bodies, the query meta headers).
+//!
+//! The leaf of the HTTP front (it depends on no other module but its own):
+//! `decode` (`lib.DecodeJSON`), `schema` (the field lists of Consul's structs) and
+//! `b64`. The accept loop and routing are in `server`.
+
+pub(crate) mod b64;
+pub(crate) mod decode;
+pub(crate) mod schema;
 
 use std::time::Duration;
 
@@ -9,28 +17,28 @@ use serde_json::Value;
 
 /// A request, body read in full, query decoded.
 #[derive(Debug)]
-pub(super) struct Req {
-    pub(super) method: Method,
-    pub(super) path: String,
-    pub(super) query: Vec<(String, String)>,
-    pub(super) headers: HeaderMap,
-    pub(super) body: Bytes,
+pub(crate) struct Req {
+    pub(crate) method: Method,
+    pub(crate) path: String,
+    pub(crate) query: Vec<(String, String)>,
+    pub(crate) headers: HeaderMap,
+    pub(crate) body: Bytes,
 }
 
 /// A reply before faults and common headers are applied.
 #[derive(Debug)]
-pub(super) struct Reply {
-    pub(super) status: StatusCode,
-    pub(super) headers: Vec<(&'static str, String)>,
-    pub(super) body: Bytes,
-    pub(super) content_type: Option<&'static str>,
+pub(crate) struct Reply {
+    pub(crate) status: StatusCode,
+    pub(crate) headers: Vec<(&'static str, String)>,
+    pub(crate) body: Bytes,
+    pub(crate) content_type: Option<&'static str>,
     /// A streaming answer (`/v1/agent/monitor`): after `body`, the response stays
     /// open until this token is cancelled or the client goes away.
-    pub(super) open_until: Option<tokio_util::sync::CancellationToken>,
+    pub(crate) open_until: Option<tokio_util::sync::CancellationToken>,
 }
 
 /// Handlers return errors as replies too.
-pub(super) type HResult = Result<Reply, Reply>;
+pub(crate) type HResult = Result<Reply, Reply>;
 
 /// Content type Go's `http.DetectContentType` gives plain-text error bodies.
 const TEXT: &str = "text/plain; charset=utf-8";
@@ -39,7 +47,7 @@ const TEXT: &str = "text/plain; charset=utf-8";
 
 impl Req {
     /// The first value of a query parameter (`Some("")` when given bare).
-    pub(super) fn param(&self, key: &str) -> Option<&str> {
+    pub(crate) fn param(&self, key: &str) -> Option<&str> {
         self.query
             .iter()
             .find(|(k, _)| k == key)
@@ -47,16 +55,16 @@ impl Req {
     }
 
     /// A non-empty query parameter.
-    pub(super) fn nonempty(&self, key: &str) -> Option<&str> {
+    pub(crate) fn nonempty(&self, key: &str) -> Option<&str> {
         self.param(key).filter(|v| !v.is_empty())
     }
 
-    pub(super) fn has(&self, key: &str) -> bool {
+    pub(crate) fn has(&self, key: &str) -> bool {
         self.param(key).is_some()
     }
 
     /// Every value of a repeated query parameter.
-    pub(super) fn params<'a>(&'a self, key: &'a str) -> impl Iterator<Item = &'a str> {
+    pub(crate) fn params<'a>(&'a self, key: &'a str) -> impl Iterator<Item = &'a str> {
         self.query
             .iter()
             .filter(move |(k, _)| k == key)
@@ -65,7 +73,7 @@ impl Req {
 
     /// The ACL token by Consul's precedence: `?token`, `X-Consul-Token`, then
     /// `Authorization: Bearer`.
-    pub(super) fn token(&self) -> Option<String> {
+    pub(crate) fn token(&self) -> Option<String> {
         if let Some(t) = self.nonempty("token") {
             return Some(t.to_owned());
         }
@@ -86,7 +94,7 @@ impl Req {
 // === impl Reply ===
 
 impl Reply {
-    pub(super) fn new(status: StatusCode, body: impl Into<Bytes>) -> Self {
+    pub(crate) fn new(status: StatusCode, body: impl Into<Bytes>) -> Self {
         Reply {
             status,
             headers: Vec::new(),
@@ -97,7 +105,7 @@ impl Reply {
     }
 
     /// `200` with a JSON body.
-    pub(super) fn json(value: &Value) -> Self {
+    pub(crate) fn json(value: &Value) -> Self {
         let mut body = serde_json::to_vec(value).unwrap_or_default();
         body.push(b'\n');
         let mut r = Reply::new(StatusCode::OK, body);
@@ -106,12 +114,12 @@ impl Reply {
     }
 
     /// `200` with no body (successful writes).
-    pub(super) fn empty() -> Self {
+    pub(crate) fn empty() -> Self {
         Reply::new(StatusCode::OK, Bytes::new())
     }
 
     /// A plain-text answer with `status`.
-    pub(super) fn text(status: StatusCode, msg: impl Into<String>) -> Self {
+    pub(crate) fn text(status: StatusCode, msg: impl Into<String>) -> Self {
         let mut r = Reply::new(status, msg.into());
         if !r.body.is_empty() {
             r.content_type = Some(TEXT);
@@ -119,13 +127,13 @@ impl Reply {
         r
     }
 
-    pub(super) fn header(mut self, name: &'static str, value: impl Into<String>) -> Self {
+    pub(crate) fn header(mut self, name: &'static str, value: impl Into<String>) -> Self {
         self.headers.push((name, value.into()));
         self
     }
 
     /// Adds the headers of a query answer (`setMeta`); index 0 is sent as 1.
-    pub(super) fn meta(self, index: u64, consistency: &str) -> Self {
+    pub(crate) fn meta(self, index: u64, consistency: &str) -> Self {
         self.header("X-Consul-Index", index.max(1).to_string())
             .header("X-Consul-KnownLeader", "true")
             .header("X-Consul-LastContact", "0")
@@ -136,7 +144,7 @@ impl Reply {
 
 impl Reply {
     /// Re-indents a JSON body as `?pretty` asks (Go's `json.MarshalIndent`, 4 spaces).
-    pub(super) fn pretty(mut self) -> Self {
+    pub(crate) fn pretty(mut self) -> Self {
         if self.content_type != Some("application/json") {
             return self;
         }
@@ -155,11 +163,11 @@ impl Reply {
 }
 
 /// Consul's default `kv_max_value_size` and `txn_max_req_len` (512 KiB).
-pub(super) const MAX_VALUE_SIZE: usize = 512 * 1024;
+pub(crate) const MAX_VALUE_SIZE: usize = 512 * 1024;
 
 /// The 413 Consul answers when a body's `Content-Length` passes `max`; `setting` is
 /// the configuration key the text links to.
-pub(super) fn too_large(req: &Req, max: usize, setting: &str) -> Result<(), Reply> {
+pub(crate) fn too_large(req: &Req, max: usize, setting: &str) -> Result<(), Reply> {
     let length = req
         .headers
         .get(http::header::CONTENT_LENGTH)
@@ -176,24 +184,24 @@ pub(super) fn too_large(req: &Req, max: usize, setting: &str) -> Result<(), Repl
     Err(Reply::text(StatusCode::PAYLOAD_TOO_LARGE, msg))
 }
 
-pub(super) fn bad_request(msg: impl Into<String>) -> Reply {
+pub(crate) fn bad_request(msg: impl Into<String>) -> Reply {
     Reply::text(StatusCode::BAD_REQUEST, msg)
 }
 
-pub(super) fn not_found(msg: impl Into<String>) -> Reply {
+pub(crate) fn not_found(msg: impl Into<String>) -> Reply {
     Reply::text(StatusCode::NOT_FOUND, msg)
 }
 
-pub(super) fn server_error(msg: impl Into<String>) -> Reply {
+pub(crate) fn server_error(msg: impl Into<String>) -> Reply {
     Reply::text(StatusCode::INTERNAL_SERVER_ERROR, msg)
 }
 
-pub(super) fn decode_failed(msg: impl std::fmt::Display) -> Reply {
+pub(crate) fn decode_failed(msg: impl std::fmt::Display) -> Reply {
     bad_request(format!("Request decode failed: {msg}"))
 }
 
 /// Parses a query string into pairs, percent-decoding both sides.
-pub(super) fn parse_query(q: Option<&str>) -> Vec<(String, String)> {
+pub(crate) fn parse_query(q: Option<&str>) -> Vec<(String, String)> {
     let Some(q) = q else { return Vec::new() };
     q.split('&')
         .filter(|p| !p.is_empty())
@@ -205,12 +213,12 @@ pub(super) fn parse_query(q: Option<&str>) -> Vec<(String, String)> {
 }
 
 /// Percent-decodes a query component (`+` is a space).
-pub(super) fn percent_decode(s: &str) -> String {
+pub(crate) fn percent_decode(s: &str) -> String {
     decode_component(s, true)
 }
 
 /// Percent-decodes a path (`+` stays).
-pub(super) fn decode_path(s: &str) -> String {
+pub(crate) fn decode_path(s: &str) -> String {
     decode_component(s, false)
 }
 
@@ -240,9 +248,9 @@ fn decode_component(s: &str, plus_is_space: bool) -> String {
 }
 
 /// A delay to hold a response, as the admin endpoint takes it.
-pub(super) fn parse_delay(v: &Value) -> Option<Duration> {
+pub(crate) fn parse_delay(v: &Value) -> Option<Duration> {
     match v {
-        Value::String(s) => super::decode::parse_go_duration(s),
+        Value::String(s) => crate::http::decode::parse_go_duration(s),
         Value::Number(n) => n.as_u64().map(Duration::from_millis),
         _ => None,
     }

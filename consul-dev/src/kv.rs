@@ -1,27 +1,21 @@
 //! The KV store: `GET` (with `recurse`, `keys`, `separator`, `raw`, blocking),
 //! `PUT` (with `flags`, `cas`) and `DELETE` (with `recurse`, `cas`).
+//!
+//! `txn` runs `/v1/txn`'s KV operations on the same entries.
+
+pub(crate) mod txn;
 
 use http::StatusCode;
 use serde_json::{Value, json};
 
-use super::b64::base64;
-use super::http::{HResult, Reply, Req, bad_request, server_error};
-use super::query::{self, answer};
-use super::shared::Shared;
-use super::store::Store;
+use crate::http::b64::base64;
+use crate::http::{HResult, Reply, Req, bad_request, server_error};
+use crate::query::{self, answer};
+use crate::shared::Shared;
+use crate::store::Store;
+use crate::store::records::KvEntry as Entry;
 
-/// One KV entry.
-#[derive(Debug, Clone, Default)]
-pub(super) struct Entry {
-    pub(super) value: Vec<u8>,
-    pub(super) flags: u64,
-    pub(super) lock_index: u64,
-    pub(super) session: Option<String>,
-    pub(super) create_index: u64,
-    pub(super) modify_index: u64,
-}
-
-pub(super) async fn handle(shared: &Shared, req: &Req, key: &str) -> HResult {
+pub(crate) async fn handle(shared: &Shared, req: &Req, key: &str) -> HResult {
     if req.method == http::Method::GET {
         return get(shared, req, key).await;
     }
@@ -36,7 +30,7 @@ pub(super) async fn handle(shared: &Shared, req: &Req, key: &str) -> HResult {
     }
 }
 
-pub(super) fn entry_json(key: &str, e: &Entry) -> Value {
+pub(crate) fn entry_json(key: &str, e: &Entry) -> Value {
     let mut v = json!({
         "LockIndex": e.lock_index,
         "Key": key,
@@ -177,7 +171,7 @@ fn go_query_escape(s: &str) -> String {
 }
 
 /// What a `PUT` does besides writing the value.
-pub(super) enum Lock<'a> {
+pub(crate) enum Lock<'a> {
     None,
     Acquire(&'a str),
     Release(&'a str),
@@ -191,7 +185,7 @@ fn put(shared: &Shared, req: &Req, key: &str) -> HResult {
     conflicting(req, &["cas", "acquire", "release"])?;
     let flags = uint_param(req, "flags")?.unwrap_or(0);
     let cas = uint_param(req, "cas")?;
-    super::http::too_large(req, super::http::MAX_VALUE_SIZE, "kv_max_value_size")?;
+    crate::http::too_large(req, crate::http::MAX_VALUE_SIZE, "kv_max_value_size")?;
     let lock = match (req.nonempty("acquire"), req.nonempty("release")) {
         (Some(id), _) => Lock::Acquire(id),
         (None, Some(id)) => Lock::Release(id),
@@ -202,7 +196,7 @@ fn put(shared: &Shared, req: &Req, key: &str) -> HResult {
 }
 
 /// One KV write with Consul's CAS and lock rules; `Ok(false)` when refused.
-pub(super) fn write_entry(
+pub(crate) fn write_entry(
     s: &mut Store,
     key: &str,
     value: Vec<u8>,
@@ -219,7 +213,7 @@ pub(super) fn write_entry(
         Lock::None => (held_by, old.as_ref().map_or(0, |e| e.lock_index)),
         Lock::Acquire(id) => {
             if !s.sessions.contains_key(*id) {
-                return Err(super::http::server_error(format!("invalid session {id:?}")));
+                return Err(crate::http::server_error(format!("invalid session {id:?}")));
             }
             match held_by.as_deref() {
                 Some(h) if h == *id => (held_by.clone(), old.as_ref().map_or(0, |e| e.lock_index)),

@@ -21,44 +21,23 @@
 
 mod admin;
 mod agent;
-mod agent_health;
-mod agent_self;
-mod b64;
 mod builder;
 mod catalog;
-mod chain;
 mod checks;
-mod checks_api;
 mod config;
-mod decode;
-mod faults;
-mod filter;
-mod gateway;
 mod health;
 mod http;
 mod kv;
-mod membership;
 mod misc;
-mod model;
 mod operator;
-mod operator_ops;
 mod prepared;
-mod probe;
 mod query;
-mod register;
-mod render;
-mod request_log;
 mod restart;
-mod router;
-mod schema;
 mod server;
 mod session;
 mod shared;
-mod sidecar;
 mod snapshot;
 mod store;
-mod txn;
-mod validate;
 
 #[cfg(test)]
 mod proptests;
@@ -71,13 +50,14 @@ use std::sync::Arc;
 
 use tokio::task::JoinHandle;
 
+pub use admin::Faults;
 pub use builder::ConsulDevBuilder;
-pub use faults::{Fault, FaultId, FaultRule, Faults};
-pub use request_log::RecordedRequest;
+pub use shared::faults::{Fault, FaultId, FaultRule};
+pub use shared::request_log::RecordedRequest;
 pub use snapshot::Snapshot;
 
-use model::CheckStatus;
 use shared::Shared;
+use store::model::CheckStatus;
 
 /// An in-process Consul-compatible registry listening on loopback.
 ///

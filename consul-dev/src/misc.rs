@@ -4,17 +4,17 @@
 
 use serde_json::{Value, json};
 
-use super::b64::base64;
-use super::decode::{body_json, fields, kind_of};
-use super::http::{HResult, Reply, Req, bad_request, decode_failed, server_error};
-use super::query::{self, answer};
-use super::shared::{Shared, random_uuid};
-use super::store::Store;
+use crate::http::b64::base64;
+use crate::http::decode::{body_json, fields, kind_of};
+use crate::http::{HResult, Reply, Req, bad_request, decode_failed, server_error};
+use crate::query::{self, answer};
+use crate::shared::{Shared, random_uuid};
+use crate::store::Store;
 
 /// How many events the agent keeps (Consul's user event buffer).
 const EVENT_BUFFER: usize = 256;
 
-pub(super) fn fire_event(shared: &Shared, req: &Req, name: &str) -> HResult {
+pub(crate) fn fire_event(shared: &Shared, req: &Req, name: &str) -> HResult {
     query::check_dc(shared, req)?;
     if name.is_empty() {
         return Err(bad_request("Missing name"));
@@ -47,7 +47,7 @@ pub(super) fn fire_event(shared: &Shared, req: &Req, name: &str) -> HResult {
     Ok(Reply::json(&event))
 }
 
-pub(super) async fn list_events(shared: &Shared, req: &Req) -> HResult {
+pub(crate) async fn list_events(shared: &Shared, req: &Req) -> HResult {
     let opts = query::parse(shared, req)?;
     let name = req.nonempty("name");
     let (index, list) = query::block(shared, &opts, |s| {
@@ -65,7 +65,7 @@ pub(super) async fn list_events(shared: &Shared, req: &Req) -> HResult {
 }
 
 /// `join`, `leave`, `force-leave`, `reload`: accepted, nothing to do for one node.
-pub(super) fn accepted() -> HResult {
+pub(crate) fn accepted() -> HResult {
     Ok(Reply::empty())
 }
 
@@ -73,7 +73,7 @@ fn coord() -> Value {
     json!({ "Vec": [0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0], "Error": 1.5, "Adjustment": 0.0, "Height": 1e-5 })
 }
 
-pub(super) fn coordinate_datacenters(shared: &Shared) -> HResult {
+pub(crate) fn coordinate_datacenters(shared: &Shared) -> HResult {
     let cfg = &shared.cfg;
     Ok(Reply::json(&json!([{
         "Datacenter": cfg.datacenter,
@@ -82,7 +82,7 @@ pub(super) fn coordinate_datacenters(shared: &Shared) -> HResult {
     }])))
 }
 
-pub(super) async fn coordinate_nodes(shared: &Shared, req: &Req) -> HResult {
+pub(crate) async fn coordinate_nodes(shared: &Shared, req: &Req) -> HResult {
     let opts = query::parse(shared, req)?;
     let (index, list) = query::block(shared, &opts, |s| {
         let list: Vec<Value> = s.nodes.keys().flat_map(|n| node_coords(s, n)).collect();
@@ -109,7 +109,7 @@ fn node_coords(s: &Store, node: &str) -> Vec<Value> {
 
 /// `GET /v1/coordinate/node/:node`: its coordinates, or 404 with no body for a
 /// node without one, as `CoordinateNode` answers.
-pub(super) async fn coordinate_node(shared: &Shared, req: &Req, node: &str) -> HResult {
+pub(crate) async fn coordinate_node(shared: &Shared, req: &Req, node: &str) -> HResult {
     let opts = query::parse(shared, req)?;
     let (index, list) = query::block(shared, &opts, |s| {
         let list = s
@@ -129,7 +129,7 @@ pub(super) async fn coordinate_node(shared: &Shared, req: &Req, node: &str) -> H
 /// (a dev agent flushes its batch every 100 ms; here it is stored at once).
 /// Updates for nodes not in the catalog are dropped, as `CoordinateBatchUpdate`
 /// does; a coordinate of another dimensionality is `incompatible coordinate`.
-pub(super) fn coordinate_update(shared: &Shared, req: &Req) -> HResult {
+pub(crate) fn coordinate_update(shared: &Shared, req: &Req) -> HResult {
     let body = body_json(&req.body).map_err(decode_failed)?;
     let names = [
         "Datacenter",
@@ -203,7 +203,7 @@ fn decode_coord(raw: Option<&Value>) -> Result<Value, Reply> {
 /// Serf's `coordinate.DefaultConfig().Dimensionality`.
 const COORD_DIMENSIONS: usize = 8;
 
-pub(super) fn raft_configuration(shared: &Shared) -> HResult {
+pub(crate) fn raft_configuration(shared: &Shared) -> HResult {
     let cfg = &shared.cfg;
     Ok(Reply::json(&json!({
         "Servers": [{
@@ -214,7 +214,7 @@ pub(super) fn raft_configuration(shared: &Shared) -> HResult {
     })))
 }
 
-pub(super) fn version() -> HResult {
+pub(crate) fn version() -> HResult {
     Ok(Reply::json(&json!({
         "SHA": "consul-dev", "BuildDate": "2023-11-03T00:00:00Z", "HumanVersion": "1.17.0", "FIPS": "",
     })))
@@ -222,7 +222,7 @@ pub(super) fn version() -> HResult {
 
 /// `GET /v1/acl/token/self`: the one configured token as a global-management
 /// token, or 401 when ACLs are off. (The router already refused other tokens.)
-pub(super) fn token_self(shared: &Shared) -> HResult {
+pub(crate) fn token_self(shared: &Shared) -> HResult {
     let Some(secret) = &shared.cfg.acl_token else {
         return Err(Reply::text(
             http::StatusCode::UNAUTHORIZED,

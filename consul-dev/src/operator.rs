@@ -2,15 +2,20 @@
 //! well-formed values: autopilot health, state and configuration, agent metrics
 //! and host information; and the answers of what a dev agent with ACLs or Connect
 //! disabled refuses.
+//!
+//! `ops` holds the operator writes and reports (raft peers, leadership transfer,
+//! autopilot configuration, keyring, usage).
+
+pub(crate) mod ops;
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use http::StatusCode;
 use serde_json::{Value, json};
 
-use super::agent_self::{LEADER_ADDR, VERSION};
-use super::http::{HResult, Reply};
-use super::shared::Shared;
+use crate::agent::info::{LEADER_ADDR, VERSION};
+use crate::http::{HResult, Reply};
+use crate::shared::Shared;
 
 /// `aclDisabled`: what every ACL endpoint answers while ACLs are off.
 const ACL_DISABLED: &str = "ACL support disabled";
@@ -20,7 +25,7 @@ const CONNECT_DISABLED: &str = "Connect must be enabled in order to use this end
 
 /// `/v1/acl/*` other than `token/self`: 401 while ACLs are off; the dev agent does
 /// not manage ACLs when they are on (one configured token only).
-pub(super) fn acl(shared: &Shared) -> HResult {
+pub(crate) fn acl(shared: &Shared) -> HResult {
     if shared.cfg.acl_token.is_none() {
         return Err(Reply::text(StatusCode::UNAUTHORIZED, ACL_DISABLED));
     }
@@ -31,7 +36,7 @@ pub(super) fn acl(shared: &Shared) -> HResult {
 }
 
 /// `PUT /v1/agent/token/:kind`: 401 while ACLs are off; accepted otherwise.
-pub(super) fn agent_token(shared: &Shared) -> HResult {
+pub(crate) fn agent_token(shared: &Shared) -> HResult {
     if shared.cfg.acl_token.is_none() {
         return Err(Reply::text(StatusCode::UNAUTHORIZED, ACL_DISABLED));
     }
@@ -39,7 +44,7 @@ pub(super) fn agent_token(shared: &Shared) -> HResult {
 }
 
 /// `/v1/connect/*` and `/v1/agent/connect/*`: Connect is disabled.
-pub(super) fn connect_disabled() -> HResult {
+pub(crate) fn connect_disabled() -> HResult {
     Err(Reply::text(
         StatusCode::INTERNAL_SERVER_ERROR,
         CONNECT_DISABLED,
@@ -58,7 +63,7 @@ fn server(shared: &Shared) -> Value {
 }
 
 /// `GET /v1/operator/autopilot/health`: one healthy voter, no failure tolerance.
-pub(super) fn autopilot_health(shared: &Shared) -> HResult {
+pub(crate) fn autopilot_health(shared: &Shared) -> HResult {
     Ok(Reply::json(&json!({
         "Healthy": true,
         "FailureTolerance": 0,
@@ -67,7 +72,7 @@ pub(super) fn autopilot_health(shared: &Shared) -> HResult {
 }
 
 /// `GET /v1/operator/autopilot/state`.
-pub(super) fn autopilot_state(shared: &Shared) -> HResult {
+pub(crate) fn autopilot_state(shared: &Shared) -> HResult {
     let cfg = &shared.cfg;
     let mut s = server(shared);
     s["Status"] = json!("leader");
@@ -85,7 +90,7 @@ pub(super) fn autopilot_state(shared: &Shared) -> HResult {
 
 /// `GET /v1/agent/metrics`: go-metrics' in-memory summary, with the gauges clients
 /// look for and no samples.
-pub(super) fn metrics(shared: &Shared) -> HResult {
+pub(crate) fn metrics(shared: &Shared) -> HResult {
     let store = shared.store();
     let services = store.services.len();
     drop(store);
@@ -106,7 +111,7 @@ pub(super) fn metrics(shared: &Shared) -> HResult {
 }
 
 /// `GET /v1/agent/host`: the host's name, OS and architecture (gopsutil's keys).
-pub(super) fn host() -> HResult {
+pub(crate) fn host() -> HResult {
     let name = std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|s| s.trim().to_owned())
         .unwrap_or_default();
@@ -127,7 +132,7 @@ pub(super) fn host() -> HResult {
 }
 
 /// Go's `time.Time.String()` of a UTC instant: `2023-11-03 10:20:30 +0000 UTC`.
-pub(super) fn go_time(t: SystemTime) -> String {
+pub(crate) fn go_time(t: SystemTime) -> String {
     let secs = t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
     let (days, rem) = (secs / 86_400, secs % 86_400);
     let (y, m, d) = civil_from_days(days as i64);

@@ -6,14 +6,15 @@
 use http::{Method, StatusCode};
 use serde_json::{Value, json};
 
-use super::decode::body_json;
-use super::http::{HResult, Reply, Req, bad_request, decode_failed};
-use super::query::{self, answer};
-use super::shared::{Shared, random_uuid};
-use super::store::Store;
+use crate::http::decode::body_json;
+use crate::http::{HResult, Reply, Req, bad_request, decode_failed};
+use crate::query::{self, answer};
+use crate::shared::{Shared, random_uuid};
+use crate::store::Store;
+use crate::store::render::ServiceView;
 
 /// `POST /v1/query` and `GET /v1/query`.
-pub(super) async fn collection(shared: &Shared, req: &Req) -> HResult {
+pub(crate) async fn collection(shared: &Shared, req: &Req) -> HResult {
     query::check_dc(shared, req)?;
     if req.method == Method::POST {
         let mut def = definition(req)?;
@@ -32,7 +33,7 @@ pub(super) async fn collection(shared: &Shared, req: &Req) -> HResult {
 }
 
 /// `/v1/query/:id[/explain|/execute]`.
-pub(super) async fn item(shared: &Shared, req: &Req, rest: &str) -> HResult {
+pub(crate) async fn item(shared: &Shared, req: &Req, rest: &str) -> HResult {
     query::check_dc(shared, req)?;
     let (id, action) = rest.split_once('/').unwrap_or((rest, ""));
     if id.is_empty() {
@@ -144,9 +145,9 @@ fn execute(shared: &Shared, id: &str) -> HResult {
         .filter_map(|s| {
             let node = store.nodes.get(&s.node)?;
             let checks = store.checks_for(s);
-            let passing = checks.iter().all(|c| c.status != super::model::CheckStatus::Critical);
-            let ok = passing && (!only_passing || checks.iter().all(|c| c.status == super::model::CheckStatus::Passing));
-            ok.then(|| json!({ "Node": node.to_json(), "Service": s.to_json(), "Checks": store.render_checks(&checks) }))
+            let passing = checks.iter().all(|c| c.status != crate::store::model::CheckStatus::Critical);
+            let ok = passing && (!only_passing || checks.iter().all(|c| c.status == crate::store::model::CheckStatus::Passing));
+            ok.then(|| json!({ "Node": node.to_json(), "Service": s.to_json(ServiceView::Node), "Checks": store.render_checks(&checks) }))
         })
         .collect();
     Ok(Reply::json(&json!({

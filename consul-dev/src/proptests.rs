@@ -4,8 +4,8 @@
 use proptest::prelude::*;
 use serde_json::Value;
 
-use super::decode::parse_go_duration;
-use super::register::{decode_check, decode_service};
+use crate::agent::register::{decode_check, decode_service};
+use crate::http::decode::parse_go_duration;
 
 /// Any JSON value up to a small depth, with Consul's field names among the keys so
 /// decoding goes past the unknown-field check.
@@ -66,7 +66,7 @@ proptest! {
 
     #[test]
     fn filter_parsing_and_evaluation_never_panic(src in "[ -~]{0,40}", value in json()) {
-        if let Ok(expr) = super::filter::parse(&src) {
+        if let Ok(expr) = crate::query::filter::parse(&src) {
             let _ = expr.eval(&value);
         }
     }
@@ -76,7 +76,7 @@ proptest! {
         src in r#"(Service|Tags|Meta\.[a-z]+|Checks\.Status|"[a-z]*"| |==|!=|in|not|and|or|contains|matches|is|empty|\(|\)){0,12}"#,
         value in json(),
     ) {
-        if let Ok(expr) = super::filter::parse(&src) {
+        if let Ok(expr) = crate::query::filter::parse(&src) {
             let _ = expr.eval(&value);
         }
     }

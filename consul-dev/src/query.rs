@@ -1,15 +1,19 @@
 //! Query options (`index`, `wait`, consistency flags, `dc`) and the blocking
 //! machinery: index-based for catalog/health, hash-based for agent-local state.
+//!
+//! `filter` is the `filter` parameter's expression language (go-bexpr).
+
+pub(crate) mod filter;
 
 use std::time::Duration;
 
 use rand::Rng;
 use tokio::time::Instant;
 
-use super::decode::parse_go_duration;
-use super::http::{HResult, Reply, Req, bad_request, server_error};
-use super::shared::Shared;
-use super::store::Store;
+use crate::http::decode::parse_go_duration;
+use crate::http::{HResult, Reply, Req, bad_request, server_error};
+use crate::shared::Shared;
+use crate::store::Store;
 
 /// Consul's `default_query_time`.
 const DEFAULT_WAIT: Duration = Duration::from_secs(300);
@@ -20,18 +24,18 @@ const JITTER_FRACTION: u32 = 16;
 
 /// The parsed blocking-query options of one request.
 #[derive(Debug, Clone)]
-pub(super) struct QueryOpts {
-    pub(super) index: u64,
-    pub(super) hash: Option<String>,
+pub(crate) struct QueryOpts {
+    pub(crate) index: u64,
+    pub(crate) hash: Option<String>,
     /// Wait time with jitter added.
-    pub(super) wait: Duration,
-    pub(super) consistency: &'static str,
+    pub(crate) wait: Duration,
+    pub(crate) consistency: &'static str,
     /// `?cached`: answered through the agent cache where the endpoint has one.
-    pub(super) cached: bool,
+    pub(crate) cached: bool,
 }
 
 /// Parses `dc`, consistency flags, `index` and `wait` with Consul's 400 texts.
-pub(super) fn parse(shared: &Shared, req: &Req) -> Result<QueryOpts, Reply> {
+pub(crate) fn parse(shared: &Shared, req: &Req) -> Result<QueryOpts, Reply> {
     check_dc(shared, req)?;
     let consistency = consistency(req)?;
     let index = match req.nonempty("index") {
@@ -71,7 +75,7 @@ fn with_jitter(wait: Duration) -> Duration {
 }
 
 /// Rejects other datacenters as a lone dev agent does.
-pub(super) fn check_dc(shared: &Shared, req: &Req) -> Result<(), Reply> {
+pub(crate) fn check_dc(shared: &Shared, req: &Req) -> Result<(), Reply> {
     match req.nonempty("dc") {
         Some(dc) if dc != shared.cfg.datacenter => Err(server_error("No path to datacenter")),
         _ => Ok(()),
@@ -109,7 +113,7 @@ fn consistency(req: &Req) -> Result<&'static str, Reply> {
 
 /// Runs `compute` until its index passes `opts.index`, the wait ends, or the index
 /// is reset (a snapshot restore ends waits in Consul too); returns the last result.
-pub(super) async fn block<T>(
+pub(crate) async fn block<T>(
     shared: &Shared,
     opts: &QueryOpts,
     mut compute: impl FnMut(&Store) -> (u64, T),
@@ -142,7 +146,7 @@ pub(super) async fn block<T>(
 /// [`block`] for queries whose index is cheap to compute and whose result is not:
 /// `index` is checked on every wake-up, and `build` runs once, for the answer. A
 /// change elsewhere in the catalog then costs a waiting query one index look-up.
-pub(super) async fn block_indexed<T>(
+pub(crate) async fn block_indexed<T>(
     shared: &Shared,
     opts: &QueryOpts,
     index: impl Fn(&Store) -> u64,
@@ -157,7 +161,7 @@ pub(super) async fn block_indexed<T>(
 
 /// Hash-based blocking (`LocalBlockingQuery`): waits while `compute`'s hash equals
 /// `opts.hash`. `compute` returns `None` for a missing resource.
-pub(super) async fn block_hash<T>(
+pub(crate) async fn block_hash<T>(
     shared: &Shared,
     opts: &QueryOpts,
     mut compute: impl FnMut(&Store) -> Option<(String, T)>,
@@ -181,7 +185,7 @@ pub(super) async fn block_hash<T>(
 }
 
 /// Parses `?passing` like Consul (bare flag is true; else `strconv.ParseBool`).
-pub(super) fn passing(req: &Req) -> Result<bool, Reply> {
+pub(crate) fn passing(req: &Req) -> Result<bool, Reply> {
     match req.param("passing") {
         None | Some("") => Ok(req.has("passing")),
         Some(v) => parse_bool(v).ok_or_else(|| bad_request("Invalid value for ?passing")),
@@ -189,7 +193,7 @@ pub(super) fn passing(req: &Req) -> Result<bool, Reply> {
 }
 
 /// Go's `strconv.ParseBool`.
-pub(super) fn parse_bool(v: &str) -> Option<bool> {
+pub(crate) fn parse_bool(v: &str) -> Option<bool> {
     match v {
         "1" | "t" | "T" | "TRUE" | "true" | "True" => Some(true),
         "0" | "f" | "F" | "FALSE" | "false" | "False" => Some(false),
@@ -198,7 +202,7 @@ pub(super) fn parse_bool(v: &str) -> Option<bool> {
 }
 
 /// `node-meta` filters (`key:value`, AND).
-pub(super) fn node_meta(req: &Req) -> Vec<(String, String)> {
+pub(crate) fn node_meta(req: &Req) -> Vec<(String, String)> {
     req.params("node-meta")
         .map(|kv| {
             let (k, v) = kv.split_once(':').unwrap_or((kv, ""));
@@ -210,13 +214,13 @@ pub(super) fn node_meta(req: &Req) -> Vec<(String, String)> {
 /// `peer`: read an imported service's view from that cluster peer. The dev agent has
 /// no peerings and imports nothing, so every peer's view is empty, as Consul answers
 /// for a peer it has imported nothing from.
-pub(super) fn peer(req: &Req) -> bool {
+pub(crate) fn peer(req: &Req) -> bool {
     req.nonempty("peer").is_some()
 }
 
 /// The empty answer of a `peer` read: index 1 (nothing ever imported), blocking
 /// until the wait ends.
-pub(super) async fn peer_view(
+pub(crate) async fn peer_view(
     shared: &Shared,
     opts: &QueryOpts,
     empty: serde_json::Value,
@@ -226,13 +230,13 @@ pub(super) async fn peer_view(
 }
 
 /// A finished JSON query answer with its meta headers.
-pub(super) fn answer(index: u64, opts: &QueryOpts, body: &serde_json::Value) -> HResult {
+pub(crate) fn answer(index: u64, opts: &QueryOpts, body: &serde_json::Value) -> HResult {
     Ok(Reply::json(body).meta(index, opts.consistency))
 }
 
 /// [`answer`] for endpoints the agent cache serves (health and catalog service
 /// reads): with `?cached`, `X-Cache: MISS`, since every read here is fresh.
-pub(super) fn answer_cacheable(index: u64, opts: &QueryOpts, body: &serde_json::Value) -> HResult {
+pub(crate) fn answer_cacheable(index: u64, opts: &QueryOpts, body: &serde_json::Value) -> HResult {
     let reply = Reply::json(body).meta(index, opts.consistency);
     Ok(match opts.cached {
         true => reply.header("X-Cache", "MISS"),

@@ -3,7 +3,7 @@
 
 use std::io;
 
-use super::{ConsulDev, server};
+use crate::{ConsulDev, server};
 
 /// How long a leaving agent's HTTP server waits for answers in flight.
 const LEAVE_GRACE: std::time::Duration = std::time::Duration::from_secs(1);

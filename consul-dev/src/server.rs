@@ -3,6 +3,10 @@
 //!
 //! Connections are served from any `AsyncRead + AsyncWrite` stream: plain TCP, or
 //! TLS when the builder has a server configuration (`tls-ring`).
+//!
+//! `router` holds Consul's path table and dispatches to the endpoint families.
+
+pub(crate) mod router;
 
 use std::convert::Infallible;
 use std::io;
@@ -21,11 +25,10 @@ use tokio::net::{TcpListener, TcpSocket};
 use tokio::task::{JoinHandle, JoinSet};
 use tokio_util::sync::CancellationToken;
 
-use super::faults::{Fault, TOO_MANY_CONNECTIONS, TOO_MANY_CONNECTIONS_BODY};
-use super::http::{Reply, Req, decode_path, parse_query};
-use super::request_log::RecordedRequest;
-use super::router;
-use super::shared::Shared;
+use crate::http::{Reply, Req, decode_path, parse_query};
+use crate::shared::Shared;
+use crate::shared::faults::{Fault, TOO_MANY_CONNECTIONS, TOO_MANY_CONNECTIONS_BODY};
+use crate::shared::request_log::RecordedRequest;
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 type Body = BoxBody<Bytes, BoxError>;
@@ -35,17 +38,17 @@ const MAX_BODY: usize = 64 * 1024 * 1024;
 
 /// How accepted connections are wrapped: a TLS acceptor, or nothing.
 #[cfg(feature = "tls-ring")]
-pub(super) type Tls = Option<tokio_rustls::TlsAcceptor>;
+pub(crate) type Tls = Option<tokio_rustls::TlsAcceptor>;
 /// How accepted connections are wrapped: nothing without the `tls-ring` feature.
 #[cfg(not(feature = "tls-ring"))]
-pub(super) type Tls = NoTls;
+pub(crate) type Tls = NoTls;
 
 /// Plain TCP.
 #[cfg(not(feature = "tls-ring"))]
 #[derive(Debug, Clone)]
-pub(super) struct NoTls;
+pub(crate) struct NoTls;
 
-pub(super) fn is_tls(tls: &Tls) -> bool {
+pub(crate) fn is_tls(tls: &Tls) -> bool {
     #[cfg(feature = "tls-ring")]
     return tls.is_some();
     #[cfg(not(feature = "tls-ring"))]
@@ -57,7 +60,7 @@ pub(super) fn is_tls(tls: &Tls) -> bool {
 
 /// A running accept loop and its connections; from [`Listening::start`].
 #[derive(Debug)]
-pub(super) struct Listening {
+pub(crate) struct Listening {
     task: JoinHandle<()>,
     stop: CancellationToken,
 }
@@ -66,7 +69,7 @@ pub(super) struct Listening {
 
 impl Listening {
     /// Serves `listener` on a task.
-    pub(super) fn start(listener: TcpListener, shared: Arc<Shared>, tls: Tls) -> Self {
+    pub(crate) fn start(listener: TcpListener, shared: Arc<Shared>, tls: Tls) -> Self {
         let stop = CancellationToken::new();
         let left = shared.serving();
         let task = tokio::spawn(serve(listener, shared, tls, stop.clone(), left));
@@ -74,19 +77,19 @@ impl Listening {
     }
 
     /// Closes the listener and every connection, and waits until they are closed.
-    pub(super) async fn stop(self) {
+    pub(crate) async fn stop(self) {
         self.stop.cancel();
         let _ = self.task.await;
     }
 
     /// Waits until the accept loop has returned by itself (after a leave, once its
     /// connections have closed).
-    pub(super) async fn finished(&mut self) {
+    pub(crate) async fn finished(&mut self) {
         let _ = (&mut self.task).await;
     }
 
     /// Stops at once without waiting (dropping the registry).
-    pub(super) fn abort(&self) {
+    pub(crate) fn abort(&self) {
         self.task.abort();
     }
 }
@@ -94,7 +97,7 @@ impl Listening {
 /// Binds a listener with `SO_REUSEADDR` (as tokio's `bind` does on Unix), so a
 /// restarted registry gets its port back while connections of its previous life
 /// linger in `TIME_WAIT`.
-pub(super) fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
+pub(crate) fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
     let socket = if addr.is_ipv4() {
         TcpSocket::new_v4()?
     } else {
@@ -200,7 +203,7 @@ where
 }
 
 /// Serves one HTTP/1.1 connection over any stream (TCP or TLS).
-pub(super) async fn serve_conn<S>(mut stream: S, shared: Arc<Shared>, left: CancellationToken)
+pub(crate) async fn serve_conn<S>(mut stream: S, shared: Arc<Shared>, left: CancellationToken)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -250,7 +253,7 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
             );
             return finish(&shared, reply, &[]);
         }
-        Err(e) => return finish(&shared, super::http::bad_request(e.to_string()), &[]),
+        Err(e) => return finish(&shared, crate::http::bad_request(e.to_string()), &[]),
     };
     shared.record(RecordedRequest::new(
         parts.method.clone(),
@@ -290,7 +293,7 @@ async fn refuse(shared: &Shared, faults: &[Fault]) -> Option<Response<Body>> {
         return Some(resp);
     }
     if faults.contains(&Fault::NoLeader) {
-        let reply = super::http::server_error("No cluster leader");
+        let reply = crate::http::server_error("No cluster leader");
         return Some(finish(shared, reply, &[]));
     }
     let (status, body) = faults.iter().find_map(|f| match f {

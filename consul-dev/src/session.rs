@@ -10,28 +10,13 @@ use tokio::time::Instant;
 use http::StatusCode;
 use serde_json::{Value, json};
 
-use super::decode::{Fields, body_json, fields, parse_go_duration};
-use super::http::{HResult, Reply, Req, bad_request, decode_failed, server_error};
-use super::model::CheckStatus;
-use super::query::{self, answer};
-use super::shared::{Shared, random_uuid};
-use super::store::Store;
-
-/// One session.
-#[derive(Debug, Clone)]
-pub(super) struct Session {
-    id: String,
-    name: String,
-    node: String,
-    lock_delay: Duration,
-    behavior: String,
-    ttl: String,
-    node_checks: Vec<String>,
-    /// When the session is invalidated unless renewed (sessions with a TTL).
-    expires: Option<Instant>,
-    create_index: u64,
-    modify_index: u64,
-}
+use crate::http::decode::{Fields, body_json, fields, parse_go_duration};
+use crate::http::{HResult, Reply, Req, bad_request, decode_failed, server_error};
+use crate::query::{self, answer};
+use crate::shared::{Shared, random_uuid};
+use crate::store::Store;
+use crate::store::model::CheckStatus;
+use crate::store::records::Session;
 
 impl Session {
     fn to_json(&self) -> Value {
@@ -57,7 +42,7 @@ const FIELDS: &[&str] = &[
     "ServiceChecks", "Namespace", "Partition", "CreateIndex", "ModifyIndex",
 ];
 
-pub(super) fn create(shared: &Shared, req: &Req) -> HResult {
+pub(crate) fn create(shared: &Shared, req: &Req) -> HResult {
     query::check_dc(shared, req)?;
     let body = body_json(&req.body).map_err(decode_failed)?;
     let f = fields(&body, "Session", FIELDS).map_err(decode_failed)?;
@@ -143,7 +128,7 @@ fn lock_delay(f: &Fields) -> Result<Duration, Reply> {
     Ok(d.unwrap_or(Duration::from_secs(15)))
 }
 
-pub(super) fn destroy(shared: &Shared, req: &Req, id: &str) -> HResult {
+pub(crate) fn destroy(shared: &Shared, req: &Req, id: &str) -> HResult {
     query::check_dc(shared, req)?;
     if id.is_empty() {
         return Err(bad_request("Missing session"));
@@ -190,25 +175,25 @@ async fn list_where(shared: &Shared, req: &Req, keep: impl Fn(&Session) -> bool)
     answer(index, &opts, &list)
 }
 
-pub(super) async fn info(shared: &Shared, req: &Req, id: &str) -> HResult {
+pub(crate) async fn info(shared: &Shared, req: &Req, id: &str) -> HResult {
     if id.is_empty() {
         return Err(bad_request("Missing session"));
     }
     list_where(shared, req, |s| s.id == id).await
 }
 
-pub(super) async fn node(shared: &Shared, req: &Req, node: &str) -> HResult {
+pub(crate) async fn node(shared: &Shared, req: &Req, node: &str) -> HResult {
     if node.is_empty() {
         return Err(bad_request("Missing node name"));
     }
     list_where(shared, req, |s| s.node == node).await
 }
 
-pub(super) async fn list(shared: &Shared, req: &Req) -> HResult {
+pub(crate) async fn list(shared: &Shared, req: &Req) -> HResult {
     list_where(shared, req, |_| true).await
 }
 
-pub(super) fn renew(shared: &Shared, req: &Req, id: &str) -> HResult {
+pub(crate) fn renew(shared: &Shared, req: &Req, id: &str) -> HResult {
     query::check_dc(shared, req)?;
     if id.is_empty() {
         return Err(bad_request("Missing session"));
@@ -230,7 +215,7 @@ pub(super) fn renew(shared: &Shared, req: &Req, id: &str) -> HResult {
 
 /// Restarts every session's TTL from `now`, as Consul does when a leader takes
 /// over (a snapshot restore included).
-pub(super) fn restart_ttls(s: &mut Store, now: Instant) {
+pub(crate) fn restart_ttls(s: &mut Store, now: Instant) {
     for session in s.sessions.values_mut() {
         let ttl = parse_go_duration(&session.ttl).filter(|d| !d.is_zero());
         session.expires = ttl.map(|d| now + d);
@@ -239,7 +224,7 @@ pub(super) fn restart_ttls(s: &mut Store, now: Instant) {
 
 /// Invalidates sessions whose TTL ran out; returns whether any did and the next
 /// expiry.
-pub(super) fn expire(s: &mut Store, now: Instant) -> (bool, Option<Instant>) {
+pub(crate) fn expire(s: &mut Store, now: Instant) -> (bool, Option<Instant>) {
     let due: Vec<String> = s
         .sessions
         .values()

@@ -1,4 +1,10 @@
 //! State shared by the server, the request handlers and the background tasks.
+//!
+//! With the state the test controls keep: `faults` (the active fault rules) and
+//! `request_log`.
+
+pub(crate) mod faults;
+pub(crate) mod request_log;
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
@@ -11,30 +17,29 @@ use tokio::sync::{Notify, watch};
 use tokio::task::AbortHandle;
 use tokio_util::sync::CancellationToken;
 
-use super::agent::CONSUL_SERVICE;
-use super::faults::FaultSet;
-use super::model::{Check, CheckKind, CheckStatus, Node, Service};
-use super::request_log::{RecordedRequest, RequestLog};
-use super::store::Store;
+use crate::shared::faults::FaultSet;
+use crate::shared::request_log::{RecordedRequest, RequestLog};
+use crate::store::Store;
+use crate::store::model::{CONSUL_SERVICE, Check, CheckKind, CheckStatus, Node, Service};
 
 /// Fixed configuration of one registry.
 #[derive(Clone)]
-pub(super) struct Config {
-    pub(super) node_name: String,
-    pub(super) node_id: String,
+pub(crate) struct Config {
+    pub(crate) node_name: String,
+    pub(crate) node_id: String,
     /// The Connect CA's cluster ID: the trust domain is `<cluster_id>.consul`.
-    pub(super) cluster_id: String,
-    pub(super) datacenter: String,
-    pub(super) acl_token: Option<String>,
-    pub(super) reap_interval: Duration,
-    pub(super) min_deregister_after: Duration,
+    pub(crate) cluster_id: String,
+    pub(crate) datacenter: String,
+    pub(crate) acl_token: Option<String>,
+    pub(crate) reap_interval: Duration,
+    pub(crate) min_deregister_after: Duration,
     /// `enable_script_checks`: script checks registered over HTTP run.
-    pub(super) enable_script_checks: bool,
+    pub(crate) enable_script_checks: bool,
     /// `enable_local_script_checks`: only checks from configuration files may be
     /// scripts; HTTP registrations of script checks are refused.
-    pub(super) enable_local_script_checks: bool,
+    pub(crate) enable_local_script_checks: bool,
     /// How long a KV write takes to commit (Consul's raft apply).
-    pub(super) kv_commit_latency: Duration,
+    pub(crate) kv_commit_latency: Duration,
 }
 
 impl fmt::Debug for Config {
@@ -51,23 +56,23 @@ impl fmt::Debug for Config {
 
 /// Everything the registry's tasks share.
 #[derive(Debug)]
-pub(super) struct Shared {
-    pub(super) cfg: Config,
-    pub(super) store: Mutex<Store>,
+pub(crate) struct Shared {
+    pub(crate) cfg: Config,
+    pub(crate) store: Mutex<Store>,
     /// Bumped on every write and on faults that wake blocking queries.
-    pub(super) changed: watch::Sender<u64>,
+    pub(crate) changed: watch::Sender<u64>,
     /// Wakes the TTL timer task when a deadline changes.
-    pub(super) timers: Notify,
-    pub(super) faults: FaultSet,
-    pub(super) counts: Mutex<BTreeMap<String, u64>>,
+    pub(crate) timers: Notify,
+    pub(crate) faults: FaultSet,
+    pub(crate) counts: Mutex<BTreeMap<String, u64>>,
     /// The last requests received, oldest first.
-    pub(super) requests: Mutex<RequestLog>,
+    pub(crate) requests: Mutex<RequestLog>,
     /// How many blocking queries are waiting for a change right now.
-    pub(super) blocked: AtomicUsize,
+    pub(crate) blocked: AtomicUsize,
     /// Runner tasks of HTTP/gRPC/TCP checks, keyed by (node, check ID).
-    pub(super) runners: Mutex<HashMap<(String, String), AbortHandle>>,
+    pub(crate) runners: Mutex<HashMap<(String, String), AbortHandle>>,
     /// When the agent started (autopilot's `StableSince`).
-    pub(super) started: std::time::SystemTime,
+    pub(crate) started: std::time::SystemTime,
     /// Cancelled by `/v1/agent/leave`: the current listener stops accepting and
     /// its connections close once their answers are written. Replaced on restart.
     left: Mutex<CancellationToken>,
@@ -76,7 +81,7 @@ pub(super) struct Shared {
 // === impl Shared ===
 
 impl Shared {
-    pub(super) fn new(cfg: Config) -> Self {
+    pub(crate) fn new(cfg: Config) -> Self {
         Shared {
             cfg,
             store: Mutex::new(Store::default()),
@@ -93,70 +98,70 @@ impl Shared {
     }
 
     /// A fresh leave token for a listener that starts serving.
-    pub(super) fn serving(&self) -> CancellationToken {
+    pub(crate) fn serving(&self) -> CancellationToken {
         let token = CancellationToken::new();
         *self.left.lock().unwrap_or_else(|p| p.into_inner()) = token.clone();
         token
     }
 
     /// The agent leaves: its listener shuts down gracefully.
-    pub(super) fn leave(&self) {
+    pub(crate) fn leave(&self) {
         self.left.lock().unwrap_or_else(|p| p.into_inner()).cancel();
     }
 
     /// The current leave token (ends streams such as `/v1/agent/monitor`).
-    pub(super) fn left(&self) -> CancellationToken {
+    pub(crate) fn left(&self) -> CancellationToken {
         self.left.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// Locks the store. A poisoned lock is taken over: the store has no invariant a
     /// panicking writer could have broken halfway that matters more than serving.
-    pub(super) fn store(&self) -> MutexGuard<'_, Store> {
+    pub(crate) fn store(&self) -> MutexGuard<'_, Store> {
         self.store.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Runs a write against the store, then wakes blocking queries and timers.
-    pub(super) fn write<T>(&self, f: impl FnOnce(&mut Store) -> T) -> T {
+    pub(crate) fn write<T>(&self, f: impl FnOnce(&mut Store) -> T) -> T {
         let out = f(&mut self.store());
         self.wake();
         out
     }
 
     /// Wakes every blocking query (they re-check their index) and the timer task.
-    pub(super) fn wake(&self) {
+    pub(crate) fn wake(&self) {
         self.changed.send_modify(|g| *g = g.wrapping_add(1));
         self.timers.notify_one();
     }
 
-    pub(super) fn count(&self, path: &str) {
+    pub(crate) fn count(&self, path: &str) {
         let mut counts = self.counts.lock().unwrap_or_else(|p| p.into_inner());
         *counts.entry(path.to_owned()).or_default() += 1;
     }
 
     /// Appends a request to the log.
-    pub(super) fn record(&self, request: RecordedRequest) {
+    pub(crate) fn record(&self, request: RecordedRequest) {
         self.log().push(request);
     }
 
-    pub(super) fn log(&self) -> MutexGuard<'_, RequestLog> {
+    pub(crate) fn log(&self) -> MutexGuard<'_, RequestLog> {
         self.requests.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Counts a blocking query as waiting until the guard drops (the query
     /// answers, or its connection closes and the handler is dropped).
-    pub(super) fn waiting(&self) -> Waiting<'_> {
+    pub(crate) fn waiting(&self) -> Waiting<'_> {
         self.blocked.fetch_add(1, Ordering::SeqCst);
         Waiting(&self.blocked)
     }
 
-    pub(super) fn counts(&self) -> BTreeMap<String, u64> {
+    pub(crate) fn counts(&self) -> BTreeMap<String, u64> {
         self.counts
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone()
     }
 
-    pub(super) fn set_runner(&self, key: (String, String), task: Option<AbortHandle>) {
+    pub(crate) fn set_runner(&self, key: (String, String), task: Option<AbortHandle>) {
         let mut runners = self.runners.lock().unwrap_or_else(|p| p.into_inner());
         let old = match task {
             Some(t) => runners.insert(key, t),
@@ -167,7 +172,7 @@ impl Shared {
         }
     }
 
-    pub(super) fn abort_runners(&self) {
+    pub(crate) fn abort_runners(&self) {
         let mut runners = self.runners.lock().unwrap_or_else(|p| p.into_inner());
         for (_, task) in runners.drain() {
             task.abort();
@@ -177,7 +182,7 @@ impl Shared {
 
 /// A blocking query counted in [`Shared::blocked`]; from [`Shared::waiting`].
 #[derive(Debug)]
-pub(super) struct Waiting<'a>(&'a AtomicUsize);
+pub(crate) struct Waiting<'a>(&'a AtomicUsize);
 
 impl Drop for Waiting<'_> {
     fn drop(&mut self) {
@@ -186,10 +191,10 @@ impl Drop for Waiting<'_> {
 }
 
 /// The server's check of its node's gossip membership (catalog only, not the agent's).
-pub(super) const SERF_CHECK: &str = "serfHealth";
+pub(crate) const SERF_CHECK: &str = "serfHealth";
 
 /// The dev agent's own node, its `serfHealth` check and the `consul` service.
-pub(super) fn seed(shared: &Shared, addr: SocketAddr) {
+pub(crate) fn seed(shared: &Shared, addr: SocketAddr) {
     let cfg = &shared.cfg;
     let ip = addr.ip().to_string();
     let node = Node {
@@ -234,7 +239,7 @@ pub(super) fn seed(shared: &Shared, addr: SocketAddr) {
 }
 
 /// A random UUID-shaped ID (node IDs, session IDs).
-pub(super) fn random_uuid() -> String {
+pub(crate) fn random_uuid() -> String {
     let b: [u8; 16] = rand::random();
     let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
     format!(

@@ -6,9 +6,9 @@ use std::fmt;
 
 use tokio::time::Instant;
 
-use super::model::{Check, CheckKind};
-use super::store::Store;
-use super::{ConsulDev, checks, session};
+use crate::store::Store;
+use crate::store::model::{Check, CheckKind};
+use crate::{ConsulDev, checks, session};
 
 /// The registry's state at one moment: catalog, checks, KV, sessions, prepared
 /// queries and every index. From [`ConsulDev::snapshot`], for

@@ -1,25 +1,33 @@
 //! The state store: nodes, services and checks of the catalog (the agent's own
 //! node included), the raft-like index, the per-service indexes and the
 //! "last extinction" index that Consul keeps for blocking queries.
+//!
+//! The store's leaf types are its submodules: `model` (nodes, services, checks),
+//! `records` (what the endpoint families keep: KV entries, sessions, config entries,
+//! autopilot) and `render` (their JSON shapes). Nothing here depends on an endpoint.
+
+pub(crate) mod model;
+pub(crate) mod records;
+pub(crate) mod render;
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::Value;
 use tokio::time::Instant;
 
-use super::model::{Check, CheckStatus, Node, Service};
+use crate::store::model::{Check, CheckStatus, Node, Service};
 
 /// Everything the registry knows. Always used behind the `Shared` mutex; cloned
 /// whole for a snapshot.
 #[derive(Debug, Clone, Default)]
-pub(super) struct Store {
+pub(crate) struct Store {
     /// The raft-like index: bumped on every write.
-    pub(super) index: u64,
+    pub(crate) index: u64,
     /// Bumped when the index is reset, as a snapshot restore: ends blocking waits.
-    pub(super) epoch: u64,
-    pub(super) nodes: BTreeMap<String, Node>,
+    pub(crate) epoch: u64,
+    pub(crate) nodes: BTreeMap<String, Node>,
     /// Keyed by (node, service ID).
-    pub(super) services: BTreeMap<(String, String), Service>,
+    pub(crate) services: BTreeMap<(String, String), Service>,
     /// The (node, service ID) keys of each service name's instances, kept with
     /// `services` by `upsert_service` and `remove_service`: per-service reads and
     /// index checks then cost the service's size, not the catalog's.
@@ -28,44 +36,44 @@ pub(super) struct Store {
     /// `checks` by `put_check` and `take_check`.
     checks_by_target: BTreeMap<(String, String), BTreeSet<String>>,
     /// Keyed by (node, check ID).
-    pub(super) checks: BTreeMap<(String, String), Check>,
+    pub(crate) checks: BTreeMap<(String, String), Check>,
     /// Index of the last write touching each service name.
-    pub(super) service_index: BTreeMap<String, u64>,
+    pub(crate) service_index: BTreeMap<String, u64>,
     /// Index of the last time a service name lost its last instance.
-    pub(super) extinction: u64,
+    pub(crate) extinction: u64,
     /// KV entries keyed by key.
-    pub(super) kv: BTreeMap<String, super::kv::Entry>,
+    pub(crate) kv: BTreeMap<String, crate::store::records::KvEntry>,
     /// Index of the last KV write (deletes included).
-    pub(super) kv_index: u64,
+    pub(crate) kv_index: u64,
     /// Sessions keyed by ID.
-    pub(super) sessions: BTreeMap<String, super::session::Session>,
+    pub(crate) sessions: BTreeMap<String, crate::store::records::Session>,
     /// Index of the last session write.
-    pub(super) session_index: u64,
+    pub(crate) session_index: u64,
     /// The last user events fired, oldest first.
-    pub(super) events: Vec<serde_json::Value>,
+    pub(crate) events: Vec<serde_json::Value>,
     /// Prepared queries, as stored definitions.
-    pub(super) queries: Vec<serde_json::Value>,
+    pub(crate) queries: Vec<serde_json::Value>,
     /// Config entries keyed by (kind, name).
-    pub(super) config: BTreeMap<(String, String), super::config::Entry>,
+    pub(crate) config: BTreeMap<(String, String), crate::store::records::ConfigEntry>,
     /// Index of the last config-entry write.
-    pub(super) config_index: u64,
+    pub(crate) config_index: u64,
     /// Network coordinates sent with `/v1/coordinate/update`, keyed by (node, segment).
-    pub(super) coordinates: BTreeMap<(String, String), Value>,
+    pub(crate) coordinates: BTreeMap<(String, String), Value>,
     /// The autopilot configuration once set (Consul's defaults until then).
-    pub(super) autopilot: Option<super::operator_ops::Autopilot>,
+    pub(crate) autopilot: Option<crate::store::records::Autopilot>,
 }
 
 // === impl Store ===
 
 impl Store {
     /// Starts a write: bumps and returns the new index.
-    pub(super) fn bump(&mut self) -> u64 {
+    pub(crate) fn bump(&mut self) -> u64 {
         self.index += 1;
         self.index
     }
 
     /// Records a write touching `service` at the current index.
-    pub(super) fn touch_service(&mut self, service: &str) {
+    pub(crate) fn touch_service(&mut self, service: &str) {
         self.service_index.insert(service.to_owned(), self.index);
         if !self.has_instances(service) {
             self.extinction = self.index;
@@ -87,7 +95,7 @@ impl Store {
     }
 
     /// Records a write touching every service on `node` (node checks, node updates).
-    pub(super) fn touch_node(&mut self, node: &str) {
+    pub(crate) fn touch_node(&mut self, node: &str) {
         let names: BTreeSet<String> = self
             .services
             .values()
@@ -100,7 +108,7 @@ impl Store {
     }
 
     /// The index a blocking query on `service` reports (Consul's `maxIndexForService`).
-    pub(super) fn index_for_service(&self, service: &str) -> u64 {
+    pub(crate) fn index_for_service(&self, service: &str) -> u64 {
         if !self.has_instances(service) {
             return self.extinction.max(1);
         }
@@ -112,7 +120,7 @@ impl Store {
     }
 
     /// Inserts or replaces a node; a changed node touches its services.
-    pub(super) fn upsert_node(&mut self, mut node: Node) {
+    pub(crate) fn upsert_node(&mut self, mut node: Node) {
         let idx = self.bump();
         node.modify_index = idx;
         node.create_index = self.nodes.get(&node.name).map_or(idx, |n| n.create_index);
@@ -122,7 +130,7 @@ impl Store {
     }
 
     /// Inserts or replaces a service (keeping its create index).
-    pub(super) fn upsert_service(&mut self, mut svc: Service) {
+    pub(crate) fn upsert_service(&mut self, mut svc: Service) {
         let key = (svc.node.clone(), svc.id.clone());
         let old = self.services.get(&key);
         if let Some(old) = old {
@@ -153,7 +161,7 @@ impl Store {
 
     /// Inserts or replaces a check. Keeps status and output of an existing check of
     /// the same ID unless `keep_status` is false.
-    pub(super) fn upsert_check(&mut self, mut check: Check, keep_status: bool) {
+    pub(crate) fn upsert_check(&mut self, mut check: Check, keep_status: bool) {
         let key = (check.node.clone(), check.id.clone());
         if let Some(old) = self.checks.get(&key) {
             check.create_index = old.create_index;
@@ -198,7 +206,7 @@ impl Store {
     }
 
     /// The IDs of the checks of service `id` on `node` (`""`: the node's own).
-    pub(super) fn check_ids_of(&self, node: &str, id: &str) -> Vec<String> {
+    pub(crate) fn check_ids_of(&self, node: &str, id: &str) -> Vec<String> {
         self.checks_by_target
             .get(&(node.to_owned(), id.to_owned()))
             .map(|ids| ids.iter().cloned().collect())
@@ -232,7 +240,7 @@ impl Store {
 
     /// Sets a check's status and output. Only a status change is a write (bumps
     /// the index and wakes queries).
-    pub(super) fn set_check_status(
+    pub(crate) fn set_check_status(
         &mut self,
         node: &str,
         id: &str,
@@ -269,7 +277,7 @@ impl Store {
     }
 
     /// Removes a check; returns whether it existed.
-    pub(super) fn remove_check(&mut self, node: &str, id: &str) -> Option<Check> {
+    pub(crate) fn remove_check(&mut self, node: &str, id: &str) -> Option<Check> {
         let check = self.take_check(&(node.to_owned(), id.to_owned()))?;
         self.bump();
         self.touch_check_target(node, &check.service_id);
@@ -277,7 +285,7 @@ impl Store {
     }
 
     /// Removes a service and its checks; returns the removed checks' IDs.
-    pub(super) fn remove_service(&mut self, node: &str, id: &str) -> Option<Vec<String>> {
+    pub(crate) fn remove_service(&mut self, node: &str, id: &str) -> Option<Vec<String>> {
         let key = (node.to_owned(), id.to_owned());
         let svc = self.services.remove(&key)?;
         self.unindex_name(&svc.name, &key);
@@ -295,7 +303,7 @@ impl Store {
     }
 
     /// Removes a node with its services and checks.
-    pub(super) fn remove_node(&mut self, node: &str) -> bool {
+    pub(crate) fn remove_node(&mut self, node: &str) -> bool {
         if self.nodes.remove(node).is_none() {
             return false;
         }
@@ -323,7 +331,7 @@ impl Store {
     }
 
     /// Instances of service `name` on every node, in (node, ID) order.
-    pub(super) fn instances<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a Service> {
+    pub(crate) fn instances<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a Service> {
         self.by_name
             .get(name)
             .into_iter()
@@ -333,7 +341,7 @@ impl Store {
 
     /// The Connect-capable instances of `name`: `connect-proxy` services whose
     /// `Proxy.DestinationServiceName` is `name`, and Connect-native instances of it.
-    pub(super) fn connect_instances<'a>(
+    pub(crate) fn connect_instances<'a>(
         &'a self,
         name: &'a str,
     ) -> impl Iterator<Item = &'a Service> {
@@ -351,7 +359,7 @@ impl Store {
 
     /// The node's checks followed by the instance's own, as Consul's
     /// `parseCheckServiceNodes` lists them.
-    pub(super) fn checks_for(&self, svc: &Service) -> Vec<&Check> {
+    pub(crate) fn checks_for(&self, svc: &Service) -> Vec<&Check> {
         let node = (svc.node.clone(), String::new());
         let own = (svc.node.clone(), svc.id.clone());
         [node, own]
@@ -363,7 +371,7 @@ impl Store {
     }
 
     /// Resets the index to `to` as after a restart with older data; ends blocking waits.
-    pub(super) fn reset_index(&mut self, to: u64) {
+    pub(crate) fn reset_index(&mut self, to: u64) {
         // Consul reports index 0 as 1; storing 1 keeps the next write's index (2)
         // distinct from the state answered right after the reset, as in Consul,
         // where one index never stands for two states. Storing 0 would answer the
@@ -380,7 +388,7 @@ impl Store {
     }
 
     /// Tags of a service, for `ServiceTags` on its checks.
-    pub(super) fn service_tags(&self, node: &str, service_id: &str) -> Vec<String> {
+    pub(crate) fn service_tags(&self, node: &str, service_id: &str) -> Vec<String> {
         self.services
             .get(&(node.to_owned(), service_id.to_owned()))
             .map(|s| s.tags.clone())
@@ -388,7 +396,7 @@ impl Store {
     }
 
     /// Renders a service's check list for responses.
-    pub(super) fn render_checks(&self, checks: &[&Check]) -> Value {
+    pub(crate) fn render_checks(&self, checks: &[&Check]) -> Value {
         Value::Array(
             checks
                 .iter()

@@ -2,12 +2,12 @@
 //! agent applies at registration, with go-multierror's text (`Validation failed: 1
 //! error occurred:\n\t* …\n\n`).
 
-use super::model::Service;
+use crate::store::model::Service;
 
 /// Nested sidecar validation: the agent owns the sidecar's ID, and a sidecar has
 /// no sidecar of its own.
 fn sidecar(svc: &Service, errors: &mut Vec<String>) {
-    use super::decode::field_of as field;
+    use crate::http::decode::field_of as field;
     let Some(def) = svc
         .connect
         .as_ref()
@@ -27,7 +27,7 @@ fn sidecar(svc: &Service, errors: &mut Vec<String>) {
 }
 
 /// The problems `NodeService.Validate` finds, in its order.
-pub(super) fn node_service(svc: &Service) -> Vec<String> {
+pub(crate) fn node_service(svc: &Service) -> Vec<String> {
     let mut errors = Vec::new();
     let proxy = |field: &str| -> String {
         svc.proxy
@@ -97,7 +97,7 @@ fn gateway(svc: &Service, proxy: &dyn Fn(&str) -> String, errors: &mut Vec<Strin
 }
 
 /// go-multierror's `Error()` text for `errors` (none: `None`).
-pub(super) fn multierror(errors: &[String]) -> Option<String> {
+pub(crate) fn multierror(errors: &[String]) -> Option<String> {
     let (first, rest) = errors.split_first()?;
     let count = errors.len();
     let noun = if count == 1 { "error" } else { "errors" };

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use tokio::process::Command;
 
-use crate::model::CheckStatus;
+use crate::store::model::CheckStatus;
 
 /// Consul's `DefaultBufSize` for check output.
 const OUTPUT_MAX: usize = 4096;

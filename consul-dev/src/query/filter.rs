@@ -7,7 +7,7 @@ use serde_json::Value;
 
 /// A parsed filter expression.
 #[derive(Debug, Clone)]
-pub(super) enum Expr {
+pub(crate) enum Expr {
     And(Box<Expr>, Box<Expr>),
     Or(Box<Expr>, Box<Expr>),
     Not(Box<Expr>),
@@ -19,7 +19,7 @@ pub(super) enum Expr {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Op {
+pub(crate) enum Op {
     Eq,
     Ne,
     Contains,
@@ -32,7 +32,7 @@ pub(super) enum Op {
 
 impl Expr {
     /// Whether `item` passes the filter.
-    pub(super) fn eval(&self, item: &Value) -> bool {
+    pub(crate) fn eval(&self, item: &Value) -> bool {
         match self {
             Expr::And(a, b) => a.eval(item) && b.eval(item),
             Expr::Or(a, b) => a.eval(item) || b.eval(item),
@@ -111,7 +111,7 @@ fn eval_match(found: &[&Value], op: Op, value: &str) -> bool {
 }
 
 /// Applies `?filter` to a list; `prefix` is the 400 text's start.
-pub(super) fn apply(
+pub(crate) fn apply(
     filter: Option<&str>,
     items: Vec<Value>,
     prefix: &str,
@@ -125,7 +125,7 @@ pub(super) fn apply(
 
 /// Applies `?filter` to the values of an object keyed by id (`/v1/agent/services`,
 /// `/v1/agent/checks`) and returns the object of the entries kept.
-pub(super) fn apply_keyed(
+pub(crate) fn apply_keyed(
     filter: Option<&str>,
     items: Vec<(String, Value)>,
 ) -> Result<Value, String> {
@@ -142,7 +142,7 @@ pub(super) fn apply_keyed(
 
 mod parse;
 
-pub(super) use parse::parse;
+pub(crate) use parse::parse;
 
 #[cfg(test)]
 mod tests;

@@ -6,22 +6,22 @@ use std::time::Duration;
 
 use serde_json::{Map, Value, json};
 
-use super::decode::{DecodeResult, Fields, fields};
-use super::http::{Reply, bad_request, decode_failed};
-use super::model::{Check, CheckKind, CheckStatus, Service};
-use super::schema::{CHECK_FIELDS, SERVICE_FIELDS};
+use crate::http::decode::{DecodeResult, Fields, fields};
+use crate::http::schema::{CHECK_FIELDS, SERVICE_FIELDS};
+use crate::http::{Reply, bad_request, decode_failed};
+use crate::store::model::{Check, CheckKind, CheckStatus, Service};
 
 /// A decoded check definition; `check.id`/`name` may still be empty.
 #[derive(Debug)]
-pub(super) struct CheckSpec {
-    pub(super) check: Check,
-    pub(super) status_given: bool,
+pub(crate) struct CheckSpec {
+    pub(crate) check: Check,
+    pub(crate) status_given: bool,
     alias: bool,
     ttl_given: bool,
 }
 
 /// Decodes a register body into the service and its checks (IDs, names defaulted).
-pub(super) fn decode_service(
+pub(crate) fn decode_service(
     v: &Value,
     node: &str,
     min_dereg: Duration,
@@ -101,7 +101,7 @@ fn service_fields(f: &Fields) -> DecodeResult<Service> {
 }
 
 /// `structs.Locality`: `Region` and `Zone`, both `omitempty`; `null` is no locality.
-pub(super) fn locality(v: Option<&Value>) -> DecodeResult<Option<Value>> {
+pub(crate) fn locality(v: Option<&Value>) -> DecodeResult<Option<Value>> {
     let Some(v) = v.filter(|v| !v.is_null()) else {
         return Ok(None);
     };
@@ -158,7 +158,9 @@ fn validate_service(svc: &mut Service, f: &Fields) -> Result<(), Reply> {
     if svc.meta.keys().any(|k| k.is_empty()) {
         return Err(bad_request("Invalid Service Meta: Key cannot be blank"));
     }
-    if let Some(text) = super::validate::multierror(&super::validate::node_service(svc)) {
+    if let Some(text) =
+        crate::agent::validate::multierror(&crate::agent::validate::node_service(svc))
+    {
         return Err(bad_request(format!("Validation failed: {text}")));
     }
     add_default_tagged_addresses(svc);
@@ -181,7 +183,7 @@ fn add_default_tagged_addresses(svc: &mut Service) {
 }
 
 /// Decodes one check body (`CheckType` or `CheckDefinition`).
-pub(super) fn decode_check(v: &Value, type_name: &'static str) -> DecodeResult<CheckSpec> {
+pub(crate) fn decode_check(v: &Value, type_name: &'static str) -> DecodeResult<CheckSpec> {
     let f = fields(v, type_name, CHECK_FIELDS)?;
     let mut id = f.string("CheckID")?;
     if id.is_empty() {
@@ -265,20 +267,20 @@ fn check_kind(f: &Fields, ttl: Option<Duration>, script: Vec<String>) -> DecodeR
 
 /// Consul's `addCheck` refusal of script checks from the HTTP API unless
 /// `enable_script_checks` is on (a plain error: 500).
-pub(super) fn scripts_allowed<'a>(
-    cfg: &super::shared::Config,
+pub(crate) fn scripts_allowed<'a>(
+    cfg: &crate::shared::Config,
     mut checks: impl Iterator<Item = &'a Check>,
 ) -> Result<(), Reply> {
     if cfg.enable_script_checks || !checks.any(|c| matches!(c.kind, CheckKind::Script(_))) {
         return Ok(());
     }
-    Err(super::http::server_error(
+    Err(crate::http::server_error(
         "Scripts are disabled on this agent from remote calls; to enable, configure 'enable_script_checks' to true",
     ))
 }
 
 /// `CheckType.Validate` and the status check, with Consul's 400 texts.
-pub(super) fn validate_check(spec: &CheckSpec) -> Result<(), Reply> {
+pub(crate) fn validate_check(spec: &CheckSpec) -> Result<(), Reply> {
     let c = &spec.check;
     if spec.status_given && CheckStatus::parse(&c.output).is_none() {
         return Err(bad_request(
@@ -317,7 +319,7 @@ pub(super) fn validate_check(spec: &CheckSpec) -> Result<(), Reply> {
 }
 
 /// Applies status, minimum deregister time and the TTL deadline.
-pub(super) fn finish_check(c: &mut Check, node: &str, min_dereg: Duration) {
+pub(crate) fn finish_check(c: &mut Check, node: &str, min_dereg: Duration) {
     c.node = node.to_owned();
     c.status = CheckStatus::parse(&c.output).unwrap_or(CheckStatus::Critical);
     c.output = String::new();

@@ -12,16 +12,16 @@ use syntax::go_syntax_error;
 
 /// A decoded JSON object whose keys were mapped onto a struct's field names.
 #[derive(Debug, Default)]
-pub(super) struct Fields {
+pub(crate) struct Fields {
     map: Map<String, Value>,
     type_name: &'static str,
 }
 
 /// Why a body could not be decoded: the text after `Request decode failed: `.
-pub(super) type DecodeResult<T> = Result<T, String>;
+pub(crate) type DecodeResult<T> = Result<T, String>;
 
 /// Maps `value`'s keys onto `fields` (Go field names), rejecting unknown keys.
-pub(super) fn fields(
+pub(crate) fn fields(
     value: &Value,
     type_name: &'static str,
     names: &[&str],
@@ -59,7 +59,7 @@ pub(super) fn fields(
 
 /// A field of a JSON object kept as sent, its key matched as `lib.DecodeJSON`
 /// matches keys (any case, `_` ignored); `null` is absent.
-pub(super) fn field_of<'a>(v: &'a Value, name: &str) -> Option<&'a Value> {
+pub(crate) fn field_of<'a>(v: &'a Value, name: &str) -> Option<&'a Value> {
     v.as_object()?
         .iter()
         .find(|(k, _)| k.replace('_', "").eq_ignore_ascii_case(name))
@@ -68,7 +68,7 @@ pub(super) fn field_of<'a>(v: &'a Value, name: &str) -> Option<&'a Value> {
 }
 
 /// The JSON kind Go's decoder names in its type errors.
-pub(super) fn kind_of(v: &Value) -> &'static str {
+pub(crate) fn kind_of(v: &Value) -> &'static str {
     match v {
         Value::Null => "null",
         Value::Bool(_) => "bool",
@@ -91,11 +91,11 @@ impl Fields {
     }
 
     /// The raw value of a field, if present and not null.
-    pub(super) fn raw(&self, field: &str) -> Option<&Value> {
+    pub(crate) fn raw(&self, field: &str) -> Option<&Value> {
         self.map.get(field).filter(|v| !v.is_null())
     }
 
-    pub(super) fn string(&self, field: &str) -> DecodeResult<String> {
+    pub(crate) fn string(&self, field: &str) -> DecodeResult<String> {
         match self.raw(field) {
             None => Ok(String::new()),
             Some(Value::String(s)) => Ok(s.clone()),
@@ -103,7 +103,7 @@ impl Fields {
         }
     }
 
-    pub(super) fn boolean(&self, field: &str) -> DecodeResult<bool> {
+    pub(crate) fn boolean(&self, field: &str) -> DecodeResult<bool> {
         match self.raw(field) {
             None => Ok(false),
             Some(Value::Bool(b)) => Ok(*b),
@@ -111,7 +111,7 @@ impl Fields {
         }
     }
 
-    pub(super) fn int(&self, field: &str) -> DecodeResult<i64> {
+    pub(crate) fn int(&self, field: &str) -> DecodeResult<i64> {
         match self.raw(field) {
             None => Ok(0),
             Some(Value::Number(n)) => n
@@ -121,7 +121,7 @@ impl Fields {
         }
     }
 
-    pub(super) fn strings(&self, field: &str) -> DecodeResult<Vec<String>> {
+    pub(crate) fn strings(&self, field: &str) -> DecodeResult<Vec<String>> {
         match self.raw(field) {
             None => Ok(Vec::new()),
             Some(Value::Array(items)) => items
@@ -135,7 +135,7 @@ impl Fields {
         }
     }
 
-    pub(super) fn string_map(
+    pub(crate) fn string_map(
         &self,
         field: &str,
     ) -> DecodeResult<std::collections::BTreeMap<String, String>> {
@@ -153,7 +153,7 @@ impl Fields {
     }
 
     /// A Go duration string or a number of nanoseconds.
-    pub(super) fn duration(&self, field: &str) -> DecodeResult<Option<Duration>> {
+    pub(crate) fn duration(&self, field: &str) -> DecodeResult<Option<Duration>> {
         match self.raw(field) {
             None => Ok(None),
             Some(Value::Number(n)) => {
@@ -171,7 +171,7 @@ impl Fields {
 
 /// Parses Go's `time.ParseDuration` grammar (`300ms`, `1.5h`, `1m30s`, `-2s`, `0`).
 /// Negative durations come back as zero.
-pub(super) fn parse_go_duration(s: &str) -> Option<Duration> {
+pub(crate) fn parse_go_duration(s: &str) -> Option<Duration> {
     let (neg, mut rest) = match s.as_bytes().first()? {
         b'-' => (true, &s[1..]),
         b'+' => (false, &s[1..]),
@@ -222,7 +222,7 @@ pub(super) fn parse_go_duration(s: &str) -> Option<Duration> {
 /// Go's `time.ParseDuration` error text for a string [`parse_go_duration`] refused:
 /// `time: missing unit in duration "10"`, `time: unknown unit "x" in duration "10x"`
 /// or `time: invalid duration "abc"`.
-pub(super) fn go_duration_error(s: &str) -> String {
+pub(crate) fn go_duration_error(s: &str) -> String {
     let quoted = format!("{s:?}");
     let mut rest = s.strip_prefix(['-', '+']).unwrap_or(s);
     while !rest.is_empty() {
@@ -251,7 +251,7 @@ pub(super) fn go_duration_error(s: &str) -> String {
 /// decodes as `null`, only the first value is read (trailing bytes are ignored), and
 /// syntax errors read as Go's (`unexpected EOF`, `invalid character 'x' looking for
 /// beginning of value`).
-pub(super) fn body_json(body: &[u8]) -> DecodeResult<Value> {
+pub(crate) fn body_json(body: &[u8]) -> DecodeResult<Value> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(Value::Null);
     }

@@ -8,15 +8,15 @@ use bytes::Bytes;
 use http::{HeaderMap, Method, Uri};
 
 /// How many requests the log keeps (the oldest are dropped first).
-pub(super) const RECORDED_REQUESTS: usize = 4096;
+pub(crate) const RECORDED_REQUESTS: usize = 4096;
 /// Bodies are kept up to this size, so a busy registry's log stays small.
-pub(super) const RECORDED_BODY: usize = 64 * 1024;
+pub(crate) const RECORDED_BODY: usize = 64 * 1024;
 
 /// Header names whose values [`RecordedRequest`]'s `Debug` hides.
 const SECRET_HEADERS: &[&str] = &["x-consul-token", "authorization"];
 
 /// One request as the registry received it, from
-/// [`ConsulDev::requests`](super::ConsulDev::requests).
+/// [`ConsulDev::requests`](crate::ConsulDev::requests).
 ///
 /// Faulty answers are recorded too: the log is what clients sent, not what was
 /// served. `Debug` hides the ACL token (headers and `?token=`).
@@ -31,7 +31,7 @@ pub struct RecordedRequest {
 
 /// The last [`RECORDED_REQUESTS`] requests, oldest first.
 #[derive(Debug, Default)]
-pub(super) struct RequestLog {
+pub(crate) struct RequestLog {
     requests: VecDeque<RecordedRequest>,
 }
 
@@ -40,7 +40,7 @@ pub(super) struct RequestLog {
 impl RecordedRequest {
     /// `path` is the percent-decoded path the router saw; bodies over
     /// [`RECORDED_BODY`] are cut (copied, so the request's buffer is not kept).
-    pub(super) fn new(
+    pub(crate) fn new(
         method: Method,
         uri: Uri,
         path: String,
@@ -130,7 +130,7 @@ fn redacted_query(query: Option<&str>) -> Option<String> {
 
 impl RequestLog {
     /// Appends a request, dropping the oldest past [`RECORDED_REQUESTS`].
-    pub(super) fn push(&mut self, request: RecordedRequest) {
+    pub(crate) fn push(&mut self, request: RecordedRequest) {
         if self.requests.len() == RECORDED_REQUESTS {
             self.requests.pop_front();
         }
@@ -138,12 +138,12 @@ impl RequestLog {
     }
 
     /// Every recorded request, oldest first.
-    pub(super) fn to_vec(&self) -> Vec<RecordedRequest> {
+    pub(crate) fn to_vec(&self) -> Vec<RecordedRequest> {
         self.requests.iter().cloned().collect()
     }
 
     /// The targets (path and query, as sent), oldest first.
-    pub(super) fn uris(&self) -> Vec<String> {
+    pub(crate) fn uris(&self) -> Vec<String> {
         self.requests.iter().map(|r| r.uri.to_string()).collect()
     }
 }

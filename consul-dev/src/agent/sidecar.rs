@@ -6,15 +6,15 @@
 
 use serde_json::{Map, Value, json};
 
-use super::http::{Reply, bad_request};
-use super::store::Store;
+use crate::http::{Reply, bad_request};
+use crate::store::Store;
 
 /// `connect.sidecar_min_port` and `sidecar_max_port` defaults.
 const SIDECAR_PORTS: std::ops::RangeInclusive<u64> = 21000..=21255;
 
 /// Takes the nested `Connect.SidecarService` definition out of a parent's
 /// `Connect` (the agent does not store it with the parent); `None` without one.
-pub(super) fn take_definition(connect: &mut Option<Value>) -> Option<Value> {
+pub(crate) fn take_definition(connect: &mut Option<Value>) -> Option<Value> {
     let obj = connect.as_mut()?.as_object_mut()?;
     let key = obj
         .keys()
@@ -25,13 +25,13 @@ pub(super) fn take_definition(connect: &mut Option<Value>) -> Option<Value> {
 
 /// The parent's facts the sidecar's defaults come from.
 #[derive(Debug)]
-pub(super) struct Parent<'a> {
-    pub(super) id: &'a str,
-    pub(super) name: &'a str,
-    pub(super) port: u64,
-    pub(super) tags: &'a [String],
-    pub(super) meta: &'a std::collections::BTreeMap<String, String>,
-    pub(super) node: &'a str,
+pub(crate) struct Parent<'a> {
+    pub(crate) id: &'a str,
+    pub(crate) name: &'a str,
+    pub(crate) port: u64,
+    pub(crate) tags: &'a [String],
+    pub(crate) meta: &'a std::collections::BTreeMap<String, String>,
+    pub(crate) node: &'a str,
 }
 
 /// A definition kept as sent, its keys matched as `lib.DecodeJSON` matches them.
@@ -70,9 +70,9 @@ impl Def {
 
 /// Fills the sidecar definition's defaults; the result decodes as any service
 /// definition. 400s with the agent's texts for what it refuses.
-pub(super) fn definition(def: Value, parent: &Parent<'_>, store: &Store) -> Result<Value, Reply> {
+pub(crate) fn definition(def: Value, parent: &Parent<'_>, store: &Store) -> Result<Value, Reply> {
     let Value::Object(def) = def else {
-        return Err(super::http::decode_failed(
+        return Err(crate::http::decode_failed(
             "json: cannot unmarshal into Go struct field ServiceConnect.Connect.SidecarService of type structs.ServiceDefinition",
         ));
     };

@@ -7,19 +7,20 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use super::decode::{body_json, fields};
-use super::http::{HResult, Reply, Req, bad_request, server_error};
-use super::query::{self, answer};
-use super::render::go_duration;
-use super::shared::Shared;
-use super::store::Store;
+use crate::http::decode::{body_json, fields};
+use crate::http::{HResult, Reply, Req, bad_request, server_error};
+use crate::query::{self, answer};
+use crate::shared::Shared;
+use crate::store::Store;
+use crate::store::records::Autopilot;
+use crate::store::render::go_duration;
 
 /// The agent's raft address, as `/v1/operator/raft/configuration` lists it.
-use super::agent_self::LEADER_ADDR;
+use crate::agent::info::LEADER_ADDR;
 
 /// `DELETE /v1/operator/raft/peer?id=|address=`: the agent is the only voter, and
 /// raft refuses a configuration without one; anything else is not a peer.
-pub(super) fn raft_peer(shared: &Shared, req: &Req) -> HResult {
+pub(crate) fn raft_peer(shared: &Shared, req: &Req) -> HResult {
     query::check_dc(shared, req)?;
     match (req.param("id"), req.param("address")) {
         (None, None) => Err(bad_request(
@@ -41,7 +42,7 @@ pub(super) fn raft_peer(shared: &Shared, req: &Req) -> HResult {
 
 /// `POST /v1/operator/raft/transfer-leader[?id=]`: raft has no other voter to hand
 /// leadership to. The error comes back through Consul's internal gRPC client.
-pub(super) fn transfer_leader(shared: &Shared, req: &Req) -> HResult {
+pub(crate) fn transfer_leader(shared: &Shared, req: &Req) -> HResult {
     let why = match req.nonempty("id") {
         None => "cannot find peer".to_owned(),
         // raft finds no replication state for itself, and formats the `*ServerID`
@@ -54,39 +55,6 @@ pub(super) fn transfer_leader(shared: &Shared, req: &Req) -> HResult {
     Err(server_error(format!(
         "rpc error: code = Unknown desc = {why}"
     )))
-}
-
-/// The stored autopilot configuration (`structs.AutopilotConfig`).
-#[derive(Debug, Clone)]
-pub(super) struct Autopilot {
-    cleanup_dead_servers: bool,
-    last_contact_threshold: Duration,
-    max_trailing_logs: u64,
-    min_quorum: u64,
-    server_stabilization_time: Duration,
-    redundancy_zone_tag: String,
-    disable_upgrade_migration: bool,
-    upgrade_version_tag: String,
-    create_index: u64,
-    modify_index: u64,
-}
-
-impl Default for Autopilot {
-    /// Consul's defaults, written at index 1 when the leader starts.
-    fn default() -> Self {
-        Autopilot {
-            cleanup_dead_servers: true,
-            last_contact_threshold: Duration::from_millis(200),
-            max_trailing_logs: 250,
-            min_quorum: 0,
-            server_stabilization_time: Duration::from_secs(10),
-            redundancy_zone_tag: String::new(),
-            disable_upgrade_migration: false,
-            upgrade_version_tag: String::new(),
-            create_index: 1,
-            modify_index: 1,
-        }
-    }
 }
 
 impl Autopilot {
@@ -107,7 +75,7 @@ impl Autopilot {
 }
 
 /// `GET /v1/operator/autopilot/configuration`.
-pub(super) fn autopilot_get(shared: &Shared, req: &Req) -> HResult {
+pub(crate) fn autopilot_get(shared: &Shared, req: &Req) -> HResult {
     let opts = query::parse(shared, req)?;
     let store = shared.store();
     let conf = store.autopilot.clone().unwrap_or_default();
@@ -130,7 +98,7 @@ const AUTOPILOT_FIELDS: &[&str] = &[
 /// `PUT /v1/operator/autopilot/configuration[?cas=]`: fields left out take
 /// `api.NewAutopilotConfiguration`'s values (dead-server cleanup on, 200 ms,
 /// 10 s); `true`, or with `cas` whether the index matched.
-pub(super) fn autopilot_put(shared: &Shared, req: &Req) -> HResult {
+pub(crate) fn autopilot_put(shared: &Shared, req: &Req) -> HResult {
     query::check_dc(shared, req)?;
     let mut conf = decode_autopilot(&req.body)?;
     let cas = match req.param("cas") {
@@ -167,7 +135,7 @@ fn decode_autopilot(body: &[u8]) -> Result<Autopilot, Reply> {
             Some(v) => v.as_u64().map(Some).ok_or_else(|| {
                 parse_err(format!(
                     "json: cannot unmarshal {} into Go struct field AutopilotConfiguration.{name} of type uint64",
-                    super::decode::kind_of(v)
+                    crate::http::decode::kind_of(v)
                 ))
             }),
         }
@@ -202,7 +170,7 @@ fn decode_autopilot(body: &[u8]) -> Result<Autopilot, Reply> {
 /// dev agent has no gossip encryption, so Serf's keyring query fails on every
 /// member of each pool (the WAN, then the datacenter's LAN; the LAN only with
 /// `local-only`), and `keyringErrorsOrNil` answers a 500 listing them.
-pub(super) fn keyring(shared: &Shared, req: &Req) -> HResult {
+pub(crate) fn keyring(shared: &Shared, req: &Req) -> HResult {
     let get = req.method == http::Method::GET;
     let local_only = keyring_args(req, get)?;
     let why = if get {
@@ -222,7 +190,7 @@ pub(super) fn keyring(shared: &Shared, req: &Req) -> HResult {
     ));
     errors.push(format!("{}: {why}", cfg.node_name));
     Err(server_error(
-        super::validate::multierror(&errors).unwrap_or_default(),
+        crate::agent::validate::multierror(&errors).unwrap_or_default(),
     ))
 }
 
@@ -230,9 +198,9 @@ pub(super) fn keyring(shared: &Shared, req: &Req) -> HResult {
 /// `local-only` with their 400s; returns `local-only`.
 fn keyring_args(req: &Req, get: bool) -> Result<bool, Reply> {
     if !get {
-        let body = body_json(&req.body).map_err(super::http::decode_failed)?;
+        let body = body_json(&req.body).map_err(crate::http::decode_failed)?;
         let names = ["Key", "Token", "RelayFactor", "LocalOnly"];
-        fields(&body, "keyringArgs", &names).map_err(super::http::decode_failed)?;
+        fields(&body, "keyringArgs", &names).map_err(crate::http::decode_failed)?;
     }
     if let Some(v) = req.nonempty("relay-factor") {
         let n: i64 = v.parse().map_err(|_| {
@@ -276,7 +244,7 @@ const CONNECT_KINDS: &[&str] = &[
 /// (`Store.ServiceUsage`: names, instances, Connect instances per kind, billable
 /// instances), with
 /// its query meta in the body as Consul returns the whole `structs.Usage`.
-pub(super) async fn usage(shared: &Shared, req: &Req) -> HResult {
+pub(crate) async fn usage(shared: &Shared, req: &Req) -> HResult {
     let opts = query::parse(shared, req)?;
     let (index, counts) = query::block(shared, &opts, |s| (s.index, usage_of(s))).await;
     let body = json!({
@@ -310,7 +278,7 @@ fn usage_of(s: &Store) -> Value {
         if let Some(n) = connect.get_mut(kind) {
             *n = json!(n.as_u64().unwrap_or(0) + 1);
         }
-        if svc.kind.is_empty() && svc.name != super::agent::CONSUL_SERVICE {
+        if svc.kind.is_empty() && svc.name != crate::store::model::CONSUL_SERVICE {
             billable += 1;
         }
     }

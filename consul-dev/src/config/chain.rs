@@ -8,12 +8,12 @@ use std::time::Duration;
 
 use serde_json::{Map, Value, json};
 
-use super::decode::{body_json, field_of, fields};
-use super::http::{HResult, Reply, Req, bad_request};
-use super::query::{self, answer};
-use super::render::go_duration;
-use super::shared::Shared;
-use super::store::Store;
+use crate::http::decode::{body_json, field_of, fields};
+use crate::http::{HResult, Reply, Req, bad_request};
+use crate::query::{self, answer};
+use crate::shared::Shared;
+use crate::store::Store;
+use crate::store::render::go_duration;
 
 /// `discoverychain`'s default connect timeout.
 const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -26,7 +26,7 @@ struct Overrides {
     mesh_gateway_mode: String,
 }
 
-pub(super) async fn read(shared: &Shared, req: &Req, name: &str) -> HResult {
+pub(crate) async fn read(shared: &Shared, req: &Req, name: &str) -> HResult {
     let opts = query::parse(shared, req)?;
     if name.is_empty() {
         return Err(bad_request("Missing chain name"));
@@ -87,7 +87,7 @@ fn entry_field<'a>(s: &'a Store, kind: &str, name: &str, field: &str) -> Option<
 
 fn duration_of(v: Option<&Value>) -> Option<Duration> {
     match v? {
-        Value::String(s) => super::decode::parse_go_duration(s),
+        Value::String(s) => crate::http::decode::parse_go_duration(s),
         Value::Number(n) => n.as_u64().map(Duration::from_nanos),
         _ => None,
     }

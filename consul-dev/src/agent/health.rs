@@ -5,11 +5,11 @@
 use http::StatusCode;
 use serde_json::{Value, json};
 
-use super::agent::CONSUL_SERVICE;
-use super::http::{HResult, Reply, Req, bad_request};
-use super::model::{CheckStatus, Service};
-use super::shared::Shared;
-use super::store::Store;
+use crate::http::{HResult, Reply, Req, bad_request};
+use crate::shared::Shared;
+use crate::store::Store;
+use crate::store::model::{CONSUL_SERVICE, CheckStatus, Service};
+use crate::store::render::ServiceView;
 
 /// Consul's `AggregatedStatus`: maintenance > critical > warning > passing.
 fn aggregate(store: &Store, svc: &Service) -> &'static str {
@@ -44,7 +44,7 @@ fn info(shared: &Shared, store: &Store, svc: &Service) -> (&'static str, Value) 
     let checks = store.checks_for(svc);
     let body = json!({
         "AggregatedStatus": status,
-        "Service": svc.to_agent_json(&shared.cfg.datacenter),
+        "Service": svc.to_json(ServiceView::Agent { datacenter: &shared.cfg.datacenter }),
         "Checks": store.render_checks(&checks),
     });
     (status, body)
@@ -73,7 +73,7 @@ fn local<'a>(shared: &Shared, store: &'a Store) -> impl Iterator<Item = &'a Serv
         .filter(move |s| s.node == node && s.id != CONSUL_SERVICE)
 }
 
-pub(super) fn by_id(shared: &Shared, req: &Req, id: &str) -> HResult {
+pub(crate) fn by_id(shared: &Shared, req: &Req, id: &str) -> HResult {
     if id.is_empty() {
         return Err(bad_request("Missing serviceID"));
     }
@@ -88,7 +88,7 @@ pub(super) fn by_id(shared: &Shared, req: &Req, id: &str) -> HResult {
     Ok(reply(code(status), text, status, &body))
 }
 
-pub(super) fn by_name(shared: &Shared, req: &Req, name: &str) -> HResult {
+pub(crate) fn by_name(shared: &Shared, req: &Req, name: &str) -> HResult {
     if name.is_empty() {
         return Err(bad_request("Missing service Name"));
     }

@@ -5,16 +5,13 @@ use std::sync::Arc;
 
 use http::{Method, StatusCode};
 
-use super::http::{HResult, Reply, Req};
-use super::shared::Shared;
-use super::{
-    admin, agent, agent_health, agent_self, catalog, chain, checks_api, config, gateway, health,
-    kv, membership, misc, operator, operator_ops, prepared, session, txn,
-};
+use crate::http::{HResult, Reply, Req};
+use crate::shared::Shared;
+use crate::{admin, agent, catalog, config, health, kv, misc, operator, prepared, session};
 
 /// A matched endpoint with the rest of its path.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Ep {
+pub(crate) enum Ep {
     AgentSelf,
     AgentMembers,
     AgentServices,
@@ -274,7 +271,7 @@ const ROUTES: &[(&str, bool, &[Method], Ep)] = &[
 ];
 
 /// Routes one request to its handler and turns its result into a reply.
-pub(super) async fn route(shared: &Arc<Shared>, req: Req) -> Reply {
+pub(crate) async fn route(shared: &Arc<Shared>, req: Req) -> Reply {
     if req.path.starts_with(admin::PREFIX) {
         return admin::handle(shared, &req).unwrap_or_else(|e| e);
     }
@@ -357,29 +354,29 @@ fn acl(shared: &Shared, req: &Req, ep: Ep) -> Result<(), Reply> {
 
 async fn dispatch(shared: &Arc<Shared>, req: &Req, ep: Ep, rest: &str) -> HResult {
     match ep {
-        Ep::AgentSelf => agent_self::agent_self(shared),
-        Ep::AgentMembers => agent_self::members(shared, req),
+        Ep::AgentSelf => agent::info::agent_self(shared),
+        Ep::AgentMembers => agent::info::members(shared, req),
         Ep::AgentServices => agent::services(shared, req),
         Ep::AgentService => agent::service(shared, req, rest).await,
         Ep::AgentRegister => agent::register(shared, req),
         Ep::AgentDeregister => agent::deregister(shared, rest),
         Ep::AgentMaintenance => agent::maintenance(shared, req, rest),
-        Ep::AgentHealthId => agent_health::by_id(shared, req, rest),
-        Ep::AgentHealthName => agent_health::by_name(shared, req, rest),
+        Ep::AgentHealthId => agent::health::by_id(shared, req, rest),
+        Ep::AgentHealthName => agent::health::by_name(shared, req, rest),
         Ep::NodeMaintenance => agent::node_maintenance(shared, req),
-        Ep::AgentChecks => checks_api::list(shared, req),
-        Ep::CheckRegister => checks_api::register(shared, req),
-        Ep::CheckDeregister => checks_api::deregister(shared, rest),
-        Ep::CheckPass => checks_api::ttl(shared, req, rest, "passing"),
-        Ep::CheckWarn => checks_api::ttl(shared, req, rest, "warning"),
-        Ep::CheckFail => checks_api::ttl(shared, req, rest, "critical"),
-        Ep::CheckUpdate => checks_api::update(shared, req, rest),
+        Ep::AgentChecks => agent::checks_api::list(shared, req),
+        Ep::CheckRegister => agent::checks_api::register(shared, req),
+        Ep::CheckDeregister => agent::checks_api::deregister(shared, rest),
+        Ep::CheckPass => agent::checks_api::ttl(shared, req, rest, "passing"),
+        Ep::CheckWarn => agent::checks_api::ttl(shared, req, rest, "warning"),
+        Ep::CheckFail => agent::checks_api::ttl(shared, req, rest, "critical"),
+        Ep::CheckUpdate => agent::checks_api::update(shared, req, rest),
         Ep::HealthService => health::service(shared, req, rest, health::Entries::Service).await,
         Ep::HealthConnect => health::service(shared, req, rest, health::Entries::Connect).await,
         Ep::HealthIngress => health::service(shared, req, rest, health::Entries::Ingress).await,
         Ep::CatalogConnect => catalog::connect(shared, req, rest).await,
-        Ep::GatewayServices => gateway::services(shared, req, rest).await,
-        Ep::DiscoveryChain => chain::read(shared, req, rest).await,
+        Ep::GatewayServices => catalog::gateway::services(shared, req, rest).await,
+        Ep::DiscoveryChain => config::chain::read(shared, req, rest).await,
         Ep::HealthChecks => health::checks(shared, req, rest).await,
         Ep::HealthNode => health::node(shared, req, rest).await,
         Ep::HealthState => health::state(shared, req, rest).await,
@@ -394,7 +391,7 @@ async fn dispatch(shared: &Arc<Shared>, req: &Req, ep: Ep, rest: &str) -> HResul
         Ep::StatusLeader => Ok(Reply::json(&serde_json::json!("127.0.0.1:8300"))),
         Ep::StatusPeers => Ok(Reply::json(&serde_json::json!(["127.0.0.1:8300"]))),
         Ep::Kv => kv::handle(shared, req, rest).await,
-        Ep::Txn => txn::handle(shared, req),
+        Ep::Txn => kv::txn::handle(shared, req),
         Ep::Queries => prepared::collection(shared, req).await,
         Ep::Query => prepared::item(shared, req, rest).await,
         Ep::Version => misc::version(),
@@ -402,9 +399,9 @@ async fn dispatch(shared: &Arc<Shared>, req: &Req, ep: Ep, rest: &str) -> HResul
         Ep::EventFire => misc::fire_event(shared, req, rest),
         Ep::EventList => misc::list_events(shared, req).await,
         Ep::Accepted => misc::accepted(),
-        Ep::AgentLeave => membership::leave(shared),
-        Ep::ForceLeave => membership::force_leave(shared, req, rest),
-        Ep::AgentMonitor => membership::monitor(shared, req),
+        Ep::AgentLeave => agent::membership::leave(shared),
+        Ep::ForceLeave => agent::membership::force_leave(shared, req, rest),
+        Ep::AgentMonitor => agent::membership::monitor(shared, req),
         Ep::CoordinateDatacenters => misc::coordinate_datacenters(shared),
         Ep::CoordinateNodes => misc::coordinate_nodes(shared, req).await,
         Ep::CoordinateNode => misc::coordinate_node(shared, req, rest).await,
@@ -426,12 +423,12 @@ async fn dispatch(shared: &Arc<Shared>, req: &Req, ep: Ep, rest: &str) -> HResul
         Ep::AutopilotHealth => operator::autopilot_health(shared),
         Ep::AutopilotState => operator::autopilot_state(shared),
         Ep::AutopilotConfiguration if req.method == Method::PUT => {
-            operator_ops::autopilot_put(shared, req)
+            operator::ops::autopilot_put(shared, req)
         }
-        Ep::AutopilotConfiguration => operator_ops::autopilot_get(shared, req),
-        Ep::RaftPeer => operator_ops::raft_peer(shared, req),
-        Ep::TransferLeader => operator_ops::transfer_leader(shared, req),
-        Ep::Keyring => operator_ops::keyring(shared, req),
-        Ep::Usage => operator_ops::usage(shared, req).await,
+        Ep::AutopilotConfiguration => operator::ops::autopilot_get(shared, req),
+        Ep::RaftPeer => operator::ops::raft_peer(shared, req),
+        Ep::TransferLeader => operator::ops::transfer_leader(shared, req),
+        Ep::Keyring => operator::ops::keyring(shared, req),
+        Ep::Usage => operator::ops::usage(shared, req).await,
     }
 }

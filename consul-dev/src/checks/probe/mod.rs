@@ -7,10 +7,10 @@ mod tls;
 
 use std::time::Duration;
 
-use super::model::{CheckKind, CheckStatus};
+use crate::store::model::{CheckKind, CheckStatus};
 
 /// Runs `probe` once; returns the resulting status and output.
-pub(super) async fn run(probe: &CheckKind, timeout: Duration) -> (CheckStatus, String) {
+pub(crate) async fn run(probe: &CheckKind, timeout: Duration) -> (CheckStatus, String) {
     match probe {
         CheckKind::Http {
             url,

@@ -2,7 +2,7 @@
 
 /// `ServiceDefinition` (agent service register).
 #[rustfmt::skip]
-pub(super) const SERVICE_FIELDS: &[&str] = &[
+pub(crate) const SERVICE_FIELDS: &[&str] = &[
     "Kind", "ID", "Name", "Tags", "Address", "TaggedAddresses", "Meta", "Port", "SocketPath",
     "Check", "Checks", "Weights", "Token", "EnableTagOverride", "Proxy", "Connect", "Namespace",
     "Partition", "Locality",
@@ -10,7 +10,7 @@ pub(super) const SERVICE_FIELDS: &[&str] = &[
 
 /// `CheckType` plus the `CheckDefinition` extras (`ID`, `ServiceID`, `Token`…).
 #[rustfmt::skip]
-pub(super) const CHECK_FIELDS: &[&str] = &[
+pub(crate) const CHECK_FIELDS: &[&str] = &[
     "ID", "CheckID", "Name", "Status", "Notes", "ServiceID", "Token", "Namespace", "Partition",
     "ScriptArgs", "Args", "HTTP", "H2PING", "H2PingUseTLS", "Header", "Method", "Body",
     "DisableRedirects", "TCP", "TCPUseTLS", "UDP", "Interval", "AliasNode", "AliasService",
@@ -21,7 +21,7 @@ pub(super) const CHECK_FIELDS: &[&str] = &[
 
 /// `RegisterRequest` (catalog register).
 #[rustfmt::skip]
-pub(super) const REGISTER_FIELDS: &[&str] = &[
+pub(crate) const REGISTER_FIELDS: &[&str] = &[
     "ID", "Node", "Address", "Datacenter", "TaggedAddresses", "NodeMeta", "Service", "Check",
     "Checks", "SkipNodeUpdate", "Token", "Locality", "PeerName", "Partition", "EnterpriseMeta",
     "RaftIndex", "WriteRequest",
@@ -29,7 +29,7 @@ pub(super) const REGISTER_FIELDS: &[&str] = &[
 
 /// `NodeService` (catalog register `Service`).
 #[rustfmt::skip]
-pub(super) const NODE_SERVICE_FIELDS: &[&str] = &[
+pub(crate) const NODE_SERVICE_FIELDS: &[&str] = &[
     "Kind", "ID", "Service", "Tags", "Address", "TaggedAddresses", "Meta", "Port", "SocketPath",
     "Weights", "EnableTagOverride", "Proxy", "Connect", "Locality", "PeerName", "Namespace",
     "Partition", "CreateIndex", "ModifyIndex", "LocallyRegisteredAsSidecar", "RaftIndex",
@@ -38,7 +38,7 @@ pub(super) const NODE_SERVICE_FIELDS: &[&str] = &[
 
 /// `HealthCheck` (catalog register `Check`/`Checks`).
 #[rustfmt::skip]
-pub(super) const HEALTH_CHECK_FIELDS: &[&str] = &[
+pub(crate) const HEALTH_CHECK_FIELDS: &[&str] = &[
     "Node", "CheckID", "Name", "Status", "Notes", "Output", "ServiceID", "ServiceName",
     "ServiceTags", "Type", "Interval", "Timeout", "ExposedPort", "Definition", "Namespace",
     "Partition", "PeerName", "CreateIndex", "ModifyIndex", "RaftIndex",

@@ -5,12 +5,12 @@ use std::time::Duration;
 
 use serde_json::{Map, Value, json};
 
-use super::model::{Check, CheckKind, Node, Service};
+use crate::store::model::{Check, CheckKind, Node, Service};
 
 // === impl Node ===
 
 impl Node {
-    pub(super) fn to_json(&self) -> Value {
+    pub(crate) fn to_json(&self) -> Value {
         json!({
             "ID": self.id,
             "Node": self.name,
@@ -22,6 +22,21 @@ impl Node {
             "ModifyIndex": self.modify_index,
         })
     }
+}
+
+/// The shape [`Service::to_json`] renders: serde_json's map keeps keys sorted, so the
+/// two shapes differ only in which fields they carry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ServiceView<'a> {
+    /// `structs.NodeService`: `Port` omitted when zero, `Proxy` and `Connect` always,
+    /// the raft indexes.
+    Node,
+    /// `api.AgentService`: `Port` always, `Proxy` for proxies and gateways only,
+    /// `Connect` for native services only, the agent's datacenter.
+    Agent {
+        /// The agent's datacenter.
+        datacenter: &'a str,
+    },
 }
 
 // === impl Service ===
@@ -37,8 +52,11 @@ impl Service {
             .unwrap_or_else(|| json!({ "Mode": "", "MeshGateway": {}, "Expose": {} }))
     }
 
-    /// `NodeService`, as in health entries.
-    pub(super) fn to_json(&self) -> Value {
+    /// The service as `structs.NodeService` (health entries, `/v1/catalog/node/:n`) or
+    /// as `api.AgentService` (`/v1/agent/services`): one field list, the view deciding
+    /// the fields the two shapes render differently.
+    pub(crate) fn to_json(&self, view: ServiceView<'_>) -> Value {
+        let agent = matches!(view, ServiceView::Agent { .. });
         let mut m = Map::new();
         if !self.kind.is_empty() {
             m.insert("Kind".into(), json!(self.kind));
@@ -51,7 +69,8 @@ impl Service {
             m.insert("TaggedAddresses".into(), json!(self.tagged_addresses));
         }
         m.insert("Meta".into(), json!(self.meta));
-        if self.port != 0 {
+        // `NodeService` omits a zero port; `AgentService` always has one.
+        if agent || self.port != 0 {
             m.insert("Port".into(), json!(self.port));
         }
         if !self.socket_path.is_empty() {
@@ -59,59 +78,39 @@ impl Service {
         }
         m.insert("Weights".into(), self.weights_json());
         m.insert("EnableTagOverride".into(), json!(self.enable_tag_override));
-        m.insert("Proxy".into(), self.proxy_json());
-        m.insert("Connect".into(), self.connect.clone().unwrap_or(json!({})));
         if let Some(l) = &self.locality {
             m.insert("Locality".into(), l.clone());
         }
-        m.insert("CreateIndex".into(), json!(self.create_index));
-        m.insert("ModifyIndex".into(), json!(self.modify_index));
-        Value::Object(m)
-    }
-
-    /// `AgentService`, as in `/v1/agent/services`.
-    pub(super) fn to_agent_json(&self, datacenter: &str) -> Value {
-        let mut m = Map::new();
-        if !self.kind.is_empty() {
-            m.insert("Kind".into(), json!(self.kind));
+        match view {
+            ServiceView::Node => {
+                m.insert("Proxy".into(), self.proxy_json());
+                m.insert("Connect".into(), self.connect.clone().unwrap_or(json!({})));
+                m.insert("CreateIndex".into(), json!(self.create_index));
+                m.insert("ModifyIndex".into(), json!(self.modify_index));
+            }
+            ServiceView::Agent { datacenter } => {
+                // `buildAgentService`: Proxy only for proxies and gateways, Connect
+                // only for native services.
+                let proxied = self.kind == "connect-proxy" || self.kind.ends_with("-gateway");
+                if proxied {
+                    m.insert("Proxy".into(), self.proxy_json());
+                }
+                let native = self
+                    .connect
+                    .as_ref()
+                    .and_then(|c| c["Native"].as_bool())
+                    .unwrap_or(false);
+                if native {
+                    m.insert("Connect".into(), json!({ "Native": true }));
+                }
+                m.insert("Datacenter".into(), json!(datacenter));
+            }
         }
-        m.insert("ID".into(), json!(self.id));
-        m.insert("Service".into(), json!(self.name));
-        m.insert("Tags".into(), json!(self.tags));
-        m.insert("Meta".into(), json!(self.meta));
-        m.insert("Port".into(), json!(self.port));
-        m.insert("Address".into(), json!(self.address));
-        if !self.socket_path.is_empty() {
-            m.insert("SocketPath".into(), json!(self.socket_path));
-        }
-        if !self.tagged_addresses.is_empty() {
-            m.insert("TaggedAddresses".into(), json!(self.tagged_addresses));
-        }
-        m.insert("Weights".into(), self.weights_json());
-        m.insert("EnableTagOverride".into(), json!(self.enable_tag_override));
-        // `buildAgentService`: Proxy only for proxies and gateways, Connect only
-        // for native services.
-        let proxied = self.kind == "connect-proxy" || self.kind.ends_with("-gateway");
-        if proxied {
-            m.insert("Proxy".into(), self.proxy_json());
-        }
-        let native = self
-            .connect
-            .as_ref()
-            .and_then(|c| c["Native"].as_bool())
-            .unwrap_or(false);
-        if native {
-            m.insert("Connect".into(), json!({ "Native": true }));
-        }
-        if let Some(l) = &self.locality {
-            m.insert("Locality".into(), l.clone());
-        }
-        m.insert("Datacenter".into(), json!(datacenter));
         Value::Object(m)
     }
 
     /// `ServiceNode`, as in `/v1/catalog/service/:s`.
-    pub(super) fn to_catalog_json(&self, node: &Node) -> Value {
+    pub(crate) fn to_catalog_json(&self, node: &Node) -> Value {
         let mut m = Map::new();
         m.insert("ID".into(), json!(node.id));
         m.insert("Node".into(), json!(node.name));
@@ -225,7 +224,7 @@ impl Check {
     }
 
     /// `HealthCheck`, as in health and agent check lists.
-    pub(super) fn to_json(&self, service_tags: &[String]) -> Value {
+    pub(crate) fn to_json(&self, service_tags: &[String]) -> Value {
         json!({
             "Node": self.node,
             "CheckID": self.id,
@@ -248,7 +247,7 @@ impl Check {
 }
 
 /// Formats a duration as Go's `time.Duration.String()` does (`1m30s`, `250ms`, `0s`).
-pub(super) fn go_duration(d: Duration) -> String {
+pub(crate) fn go_duration(d: Duration) -> String {
     let nanos = d.as_nanos();
     if nanos == 0 {
         return "0s".to_owned();

@@ -4,8 +4,8 @@
 
 use http::StatusCode;
 
-use super::http::{HResult, Reply, Req, bad_request, server_error};
-use super::shared::Shared;
+use crate::http::{HResult, Reply, Req, bad_request, server_error};
+use crate::shared::Shared;
 
 /// hclog's levels as `logging.ValidateLogLevel` accepts them (any case).
 const LOG_LEVELS: &[&str] = &["TRACE", "DEBUG", "INFO", "WARN", "ERR", "ERROR"];
@@ -14,7 +14,7 @@ const LOG_LEVELS: &[&str] = &["TRACE", "DEBUG", "INFO", "WARN", "ERR", "ERROR"];
 /// (`Agent.Leave`, then `ShutdownAgent`). This answer is written, then the
 /// listener closes and every connection closes once its answer is out;
 /// `ConsulDev::restart` serves again.
-pub(super) fn leave(shared: &Shared) -> HResult {
+pub(crate) fn leave(shared: &Shared) -> HResult {
     shared.leave();
     Ok(Reply::empty())
 }
@@ -23,7 +23,7 @@ pub(super) fn leave(shared: &Shared) -> HResult {
 /// LAN and WAN pools. The agent is the only member of both (as `node` on the LAN,
 /// `node.dc` on the WAN), and removing an alive member does nothing; any other
 /// name is no member: a 500 with Serf's text.
-pub(super) fn force_leave(shared: &Shared, req: &Req, node: &str) -> HResult {
+pub(crate) fn force_leave(shared: &Shared, req: &Req, node: &str) -> HResult {
     let cfg = &shared.cfg;
     let wan_name = format!("{}.{}", cfg.node_name, cfg.datacenter);
     let wan_node = if node.ends_with(&format!(".{}", cfg.datacenter)) {
@@ -50,7 +50,7 @@ pub(super) fn force_leave(shared: &Shared, req: &Req, node: &str) -> HResult {
 /// log level: X` for a level hclog does not have; otherwise a 200 whose body
 /// streams the agent's log lines until the client leaves. consul-dev writes no
 /// agent log, so the stream stays open and empty.
-pub(super) fn monitor(shared: &Shared, req: &Req) -> HResult {
+pub(crate) fn monitor(shared: &Shared, req: &Req) -> HResult {
     let level = req.nonempty("loglevel").unwrap_or("INFO");
     if !LOG_LEVELS.contains(&level.to_uppercase().as_str()) {
         return Err(bad_request(format!("Unknown log level: {level}")));

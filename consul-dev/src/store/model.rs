@@ -6,49 +6,52 @@ use std::time::Duration;
 use serde_json::{Map, Value};
 use tokio::time::Instant;
 
+/// The service the dev agent's server registers for itself (catalog only).
+pub(crate) const CONSUL_SERVICE: &str = "consul";
+
 /// A catalog node.
 #[derive(Debug, Clone, Default)]
-pub(super) struct Node {
-    pub(super) id: String,
-    pub(super) name: String,
-    pub(super) address: String,
-    pub(super) datacenter: String,
-    pub(super) tagged_addresses: BTreeMap<String, String>,
-    pub(super) meta: BTreeMap<String, String>,
-    pub(super) create_index: u64,
-    pub(super) modify_index: u64,
+pub(crate) struct Node {
+    pub(crate) id: String,
+    pub(crate) name: String,
+    pub(crate) address: String,
+    pub(crate) datacenter: String,
+    pub(crate) tagged_addresses: BTreeMap<String, String>,
+    pub(crate) meta: BTreeMap<String, String>,
+    pub(crate) create_index: u64,
+    pub(crate) modify_index: u64,
 }
 
 /// A service instance on a node.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub(super) struct Service {
-    pub(super) node: String,
-    pub(super) kind: String,
-    pub(super) id: String,
-    pub(super) name: String,
-    pub(super) tags: Vec<String>,
-    pub(super) address: String,
-    pub(super) tagged_addresses: Map<String, Value>,
-    pub(super) meta: BTreeMap<String, String>,
-    pub(super) port: u64,
+pub(crate) struct Service {
+    pub(crate) node: String,
+    pub(crate) kind: String,
+    pub(crate) id: String,
+    pub(crate) name: String,
+    pub(crate) tags: Vec<String>,
+    pub(crate) address: String,
+    pub(crate) tagged_addresses: Map<String, Value>,
+    pub(crate) meta: BTreeMap<String, String>,
+    pub(crate) port: u64,
     /// `SocketPath`: a Unix socket instead of a port.
-    pub(super) socket_path: String,
-    pub(super) weights: (i64, i64),
-    pub(super) enable_tag_override: bool,
-    pub(super) proxy: Option<Value>,
-    pub(super) connect: Option<Value>,
+    pub(crate) socket_path: String,
+    pub(crate) weights: (i64, i64),
+    pub(crate) enable_tag_override: bool,
+    pub(crate) proxy: Option<Value>,
+    pub(crate) connect: Option<Value>,
     /// `Locality` (Consul 1.17+): `{Region, Zone}`, kept as registered.
-    pub(super) locality: Option<Value>,
+    pub(crate) locality: Option<Value>,
     /// The parent's ID when the agent registered this one from its
     /// `Connect.SidecarService` (`LocallyRegisteredAsSidecar`, never rendered).
-    pub(super) sidecar_of: Option<String>,
-    pub(super) create_index: u64,
-    pub(super) modify_index: u64,
+    pub(crate) sidecar_of: Option<String>,
+    pub(crate) create_index: u64,
+    pub(crate) modify_index: u64,
 }
 
 /// A check's status.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub(super) enum CheckStatus {
+pub(crate) enum CheckStatus {
     Passing,
     Warning,
     #[default]
@@ -57,7 +60,7 @@ pub(super) enum CheckStatus {
 
 /// What runs a check.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub(super) enum CheckKind {
+pub(crate) enum CheckKind {
     /// Updated from outside; turns critical when the TTL runs out.
     Ttl(Duration),
     /// `GET`/`Method` on a URL: 2xx passing, 429 warning, else critical.
@@ -87,31 +90,31 @@ pub(super) enum CheckKind {
 
 /// A health check, of a service or of its node (empty `service_id`).
 #[derive(Debug, Clone, Default, PartialEq)]
-pub(super) struct Check {
-    pub(super) node: String,
-    pub(super) id: String,
-    pub(super) name: String,
-    pub(super) status: CheckStatus,
-    pub(super) notes: String,
-    pub(super) output: String,
-    pub(super) service_id: String,
-    pub(super) service_name: String,
-    pub(super) kind: CheckKind,
-    pub(super) interval: Option<Duration>,
-    pub(super) timeout: Option<Duration>,
-    pub(super) deregister_after: Option<Duration>,
+pub(crate) struct Check {
+    pub(crate) node: String,
+    pub(crate) id: String,
+    pub(crate) name: String,
+    pub(crate) status: CheckStatus,
+    pub(crate) notes: String,
+    pub(crate) output: String,
+    pub(crate) service_id: String,
+    pub(crate) service_name: String,
+    pub(crate) kind: CheckKind,
+    pub(crate) interval: Option<Duration>,
+    pub(crate) timeout: Option<Duration>,
+    pub(crate) deregister_after: Option<Duration>,
     /// When a TTL check turns critical unless updated.
-    pub(super) ttl_deadline: Option<Instant>,
+    pub(crate) ttl_deadline: Option<Instant>,
     /// Since when the check is critical (for the reaper).
-    pub(super) critical_since: Option<Instant>,
-    pub(super) create_index: u64,
-    pub(super) modify_index: u64,
+    pub(crate) critical_since: Option<Instant>,
+    pub(crate) create_index: u64,
+    pub(crate) modify_index: u64,
 }
 
 // === impl CheckStatus ===
 
 impl CheckStatus {
-    pub(super) fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             CheckStatus::Passing => "passing",
             CheckStatus::Warning => "warning",
@@ -119,7 +122,7 @@ impl CheckStatus {
         }
     }
 
-    pub(super) fn parse(s: &str) -> Option<Self> {
+    pub(crate) fn parse(s: &str) -> Option<Self> {
         match s {
             "passing" => Some(CheckStatus::Passing),
             "warning" => Some(CheckStatus::Warning),

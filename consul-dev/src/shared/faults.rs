@@ -1,14 +1,12 @@
 //! Fault injection: rules that make the registry misbehave as a real Consul
 //! sometimes does, for all paths or a path prefix, forever or for the next N requests.
 
-use std::fmt;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use serde_json::Value;
 
-use super::http::parse_delay;
-use super::shared::Shared;
+use crate::http::parse_delay;
 
 /// One way to misbehave.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -56,20 +54,13 @@ pub struct FaultRule {
     times: Option<u64>,
 }
 
-/// Identifies an injected rule, to switch it off with [`Faults::remove`].
+/// Identifies an injected rule, to switch it off with [`Faults::remove`](crate::Faults::remove).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct FaultId(u64);
 
-/// The fault-injection handle of a running registry, from
-/// [`ConsulDev::faults`](super::ConsulDev::faults).
-#[derive(Clone)]
-pub struct Faults {
-    pub(super) shared: Arc<Shared>,
-}
-
 /// The active rules.
 #[derive(Debug, Default)]
-pub(super) struct FaultSet {
+pub(crate) struct FaultSet {
     rules: Mutex<Vec<(u64, FaultRule)>>,
     next_id: Mutex<u64>,
 }
@@ -112,7 +103,7 @@ impl FaultRule {
 // === impl FaultId ===
 
 impl FaultId {
-    pub(super) fn get(self) -> u64 {
+    pub(crate) fn get(self) -> u64 {
         self.0
     }
 }
@@ -120,7 +111,7 @@ impl FaultId {
 // === impl FaultSet ===
 
 impl FaultSet {
-    pub(super) fn add(&self, rule: FaultRule) -> FaultId {
+    pub(crate) fn add(&self, rule: FaultRule) -> FaultId {
         let mut next = self.next_id.lock().unwrap_or_else(|p| p.into_inner());
         *next += 1;
         let id = *next;
@@ -132,20 +123,20 @@ impl FaultSet {
         self.rules.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    pub(super) fn remove(&self, id: u64) -> bool {
+    pub(crate) fn remove(&self, id: u64) -> bool {
         let mut rules = self.lock();
         let before = rules.len();
         rules.retain(|(i, _)| *i != id);
         rules.len() != before
     }
 
-    pub(super) fn clear(&self) {
+    pub(crate) fn clear(&self) {
         self.lock().clear();
     }
 
     /// Takes the faults applying to one request on `path` (`None`: a new
     /// connection, before any request is read), using up counted rules.
-    pub(super) fn take(&self, path: Option<&str>, filter: impl Fn(&Fault) -> bool) -> Vec<Fault> {
+    pub(crate) fn take(&self, path: Option<&str>, filter: impl Fn(&Fault) -> bool) -> Vec<Fault> {
         let mut rules = self.lock();
         let mut out = Vec::new();
         for (_, rule) in rules.iter_mut() {
@@ -161,56 +152,18 @@ impl FaultSet {
     }
 }
 
-// === impl Faults ===
-
-impl Faults {
-    /// Switches a fault rule on; returns its id.
-    pub fn add(&self, rule: FaultRule) -> FaultId {
-        self.shared.faults.add(rule)
-    }
-
-    /// Switches a rule off; returns whether it was still active.
-    pub fn remove(&self, id: FaultId) -> bool {
-        self.shared.faults.remove(id.0)
-    }
-
-    /// Switches every rule off.
-    pub fn clear(&self) {
-        self.shared.faults.clear();
-    }
-
-    /// Sets the raft index to `to` (e.g. 0 or a value below the current one), as after
-    /// a restart from an older snapshot. Pending blocking queries return at once
-    /// with the lower index.
-    pub fn reset_index(&self, to: u64) {
-        self.shared.write(|s| s.reset_index(to));
-    }
-
-    /// Wakes every blocking query with unchanged data: all indexes move forward
-    /// without any change in content, as after an idempotent write.
-    pub fn spurious_wakeup(&self) {
-        super::admin::spurious_wakeup(&self.shared);
-    }
-}
-
-impl fmt::Debug for Faults {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Faults").finish_non_exhaustive()
-    }
-}
-
 /// The bytes Consul writes on a connection over the per-client limit (go-connlimit).
-pub(super) const TOO_MANY_CONNECTIONS: &[u8] = b"HTTP/1.1 429 Too Many Requests\r\n\
+pub(crate) const TOO_MANY_CONNECTIONS: &[u8] = b"HTTP/1.1 429 Too Many Requests\r\n\
 Content-Type: text/plain\r\nConnection: close\r\n\r\n\
 Your IP is issuing too many concurrent connections, please rate limit your calls\n";
 
 /// The body of the 429 answer.
-pub(super) const TOO_MANY_CONNECTIONS_BODY: &str =
+pub(crate) const TOO_MANY_CONNECTIONS_BODY: &str =
     "Your IP is issuing too many concurrent connections, please rate limit your calls\n";
 
 /// Parses a fault as the admin endpoint takes it: `Fault` names it, `Delay` and
 /// `Status`/`Body` carry the arguments of `delay` and `answer`.
-pub(super) fn parse_fault(spec: &Value) -> Option<Fault> {
+pub(crate) fn parse_fault(spec: &Value) -> Option<Fault> {
     let name = spec["Fault"].as_str().unwrap_or("");
     Some(match name {
         "no-leader" => Fault::NoLeader,

@@ -3,18 +3,17 @@
 
 use serde_json::{Value, json};
 
-use super::agent::CONSUL_SERVICE;
-use super::filter;
-use super::http::{HResult, Reply, Req, bad_request};
-use super::model::CheckKind;
-use super::shared::Shared;
+use crate::http::{HResult, Reply, Req, bad_request};
+use crate::query::filter;
+use crate::shared::Shared;
+use crate::store::model::{CONSUL_SERVICE, CheckKind};
 
 /// The server RPC address the dev agent reports as the raft leader (`/v1/status/leader`).
-pub(super) const LEADER_ADDR: &str = "127.0.0.1:8300";
+pub(crate) const LEADER_ADDR: &str = "127.0.0.1:8300";
 /// The Consul version the dev agent reports.
-pub(super) const VERSION: &str = "1.17.0";
+pub(crate) const VERSION: &str = "1.17.0";
 
-pub(super) fn agent_self(shared: &Shared) -> HResult {
+pub(crate) fn agent_self(shared: &Shared) -> HResult {
     let cfg = &shared.cfg;
     Ok(Reply::json(&json!({
         "Config": {
@@ -124,7 +123,7 @@ fn member(shared: &Shared) -> Value {
 
 /// `GET /v1/agent/members` (`wan`, `segment`, `filter`): the one LAN member, or as
 /// a WAN member `node.dc` on the WAN port.
-pub(super) fn members(shared: &Shared, req: &Req) -> HResult {
+pub(crate) fn members(shared: &Shared, req: &Req) -> HResult {
     let wan = req.nonempty("wan").is_some();
     let segment = req.param("segment").unwrap_or("");
     if wan && !matches!(segment, "" | "_all") {

@@ -5,18 +5,18 @@ use std::sync::Arc;
 use http::StatusCode;
 use serde_json::Value;
 
-use super::checks;
-use super::decode::{body_json, fields};
-use super::filter;
-use super::http::{HResult, Reply, Req, bad_request, decode_failed, not_found};
-use super::model::{CheckKind, CheckStatus};
-use super::register::{decode_check, finish_check, validate_check};
-use super::shared::Shared;
+use crate::agent::register::{decode_check, finish_check, validate_check};
+use crate::checks;
+use crate::http::decode::{body_json, fields};
+use crate::http::{HResult, Reply, Req, bad_request, decode_failed, not_found};
+use crate::query::filter;
+use crate::shared::Shared;
+use crate::store::model::{CheckKind, CheckStatus};
 
 /// Consul's default `OutputMaxSize`.
 const OUTPUT_MAX: usize = 4096;
 
-pub(super) fn list(shared: &Shared, req: &Req) -> HResult {
+pub(crate) fn list(shared: &Shared, req: &Req) -> HResult {
     let node = &shared.cfg.node_name;
     let items: Vec<(String, Value)> = {
         let store = shared.store();
@@ -36,7 +36,7 @@ pub(super) fn list(shared: &Shared, req: &Req) -> HResult {
     Ok(Reply::json(&out))
 }
 
-pub(super) fn register(shared: &Arc<Shared>, req: &Req) -> HResult {
+pub(crate) fn register(shared: &Arc<Shared>, req: &Req) -> HResult {
     let body = body_json(&req.body).map_err(decode_failed)?;
     let spec = decode_check(&body, "CheckDefinition").map_err(decode_failed)?;
     if spec.check.name.is_empty() {
@@ -67,7 +67,7 @@ pub(super) fn register(shared: &Arc<Shared>, req: &Req) -> HResult {
         };
         check.service_name = svc.name.clone();
     }
-    super::register::scripts_allowed(&shared.cfg, std::iter::once(&check))?;
+    crate::agent::register::scripts_allowed(&shared.cfg, std::iter::once(&check))?;
     let started = check.clone();
     shared.write(|s| s.upsert_check(check, false));
     checks::start_runner(shared, &started);
@@ -80,7 +80,7 @@ fn unknown_check(id: &str) -> Reply {
     ))
 }
 
-pub(super) fn deregister(shared: &Shared, id: &str) -> HResult {
+pub(crate) fn deregister(shared: &Shared, id: &str) -> HResult {
     let node = shared.cfg.node_name.clone();
     if shared.write(|s| s.remove_check(&node, id)).is_none() {
         return Err(unknown_check(id));
@@ -89,11 +89,11 @@ pub(super) fn deregister(shared: &Shared, id: &str) -> HResult {
     Ok(Reply::empty())
 }
 
-pub(super) fn ttl(shared: &Shared, req: &Req, id: &str, status: &str) -> HResult {
+pub(crate) fn ttl(shared: &Shared, req: &Req, id: &str, status: &str) -> HResult {
     update_ttl(shared, id, status, req.param("note").unwrap_or(""))
 }
 
-pub(super) fn update(shared: &Shared, req: &Req, id: &str) -> HResult {
+pub(crate) fn update(shared: &Shared, req: &Req, id: &str) -> HResult {
     let body = body_json(&req.body).map_err(decode_failed)?;
     let f = fields(&body, "checkUpdate", &["Status", "Output"]).map_err(decode_failed)?;
     let status = f.string("Status").map_err(decode_failed)?;
@@ -127,7 +127,7 @@ fn update_ttl(shared: &Shared, id: &str, status: &str, output: &str) -> HResult 
 }
 
 /// `SetStatus` truncation: `<first N bytes> ... (captured N of M bytes)`.
-pub(super) fn truncate_output(output: &str) -> String {
+pub(crate) fn truncate_output(output: &str) -> String {
     if output.len() <= OUTPUT_MAX {
         return output.to_owned();
     }

@@ -4,14 +4,14 @@
 
 use serde_json::{Map, Value, json};
 
-use super::config::Entry;
-use super::decode::field_of as field;
-use super::http::{HResult, Req, bad_request};
-use super::query::{self, answer};
-use super::shared::Shared;
-use super::store::Store;
+use crate::http::decode::field_of as field;
+use crate::http::{HResult, Req, bad_request};
+use crate::query::{self, answer};
+use crate::shared::Shared;
+use crate::store::Store;
+use crate::store::records::ConfigEntry as Entry;
 
-pub(super) async fn services(shared: &Shared, req: &Req, gateway: &str) -> HResult {
+pub(crate) async fn services(shared: &Shared, req: &Req, gateway: &str) -> HResult {
     let opts = query::parse(shared, req)?;
     if gateway.is_empty() {
         return Err(bad_request("Missing gateway name"));

@@ -4,13 +4,13 @@
 use http::StatusCode;
 use serde_json::{Value, json};
 
-use super::b64;
-use super::decode::{body_json, fields};
-use super::http::{HResult, Reply, Req, bad_request};
-use super::kv::{Lock, entry_json, write_entry};
-use super::query;
-use super::shared::Shared;
-use super::store::Store;
+use crate::http::b64;
+use crate::http::decode::{body_json, fields};
+use crate::http::{HResult, Reply, Req, bad_request};
+use crate::kv::{Lock, entry_json, write_entry};
+use crate::query;
+use crate::shared::Shared;
+use crate::store::Store;
 
 /// Consul's `maxTxnOps`.
 const MAX_OPS: usize = 128;
@@ -31,9 +31,9 @@ struct KvOp {
     session: String,
 }
 
-pub(super) fn handle(shared: &Shared, req: &Req) -> HResult {
+pub(crate) fn handle(shared: &Shared, req: &Req) -> HResult {
     query::check_dc(shared, req)?;
-    super::http::too_large(req, super::http::MAX_VALUE_SIZE, "txn_max_req_len")?;
+    crate::http::too_large(req, crate::http::MAX_VALUE_SIZE, "txn_max_req_len")?;
     let body =
         body_json(&req.body).map_err(|e| bad_request(format!("Failed to parse body: {e}")))?;
     let Value::Array(raw_ops) = body else {
@@ -145,7 +145,7 @@ fn apply(s: &mut Store, op: &KvOp) -> Result<Vec<Value>, String> {
     }
 }
 
-/// A write verb; `refused` completes Consul's "failed to <verb> key" text.
+/// A write verb; `refused` completes Consul's `failed to <verb> key` text.
 fn write(
     s: &mut Store,
     op: &KvOp,

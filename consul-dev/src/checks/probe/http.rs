@@ -12,7 +12,7 @@ use http::{Method, Request, StatusCode, Uri};
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
 
-use crate::model::CheckStatus;
+use crate::store::model::CheckStatus;
 
 /// Consul's default `OutputMaxSize` (4 KiB).
 const OUTPUT_MAX: usize = 4096;
