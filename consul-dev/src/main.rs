@@ -121,11 +121,14 @@ async fn run(args: Args) -> std::io::Result<()> {
         .acl_token
         .or_else(|| std::env::var("CONSUL_DEV_ACL_TOKEN").ok());
     let mut dev = builder.acl_token(token).start().await?;
+    // The handlers are in place before the line that says the agent is up, so a
+    // signal sent as soon as it is read ends the process as it should.
+    let mut signals = Signals::install()?;
     // The listener is bound and the accept loop spawned: connections are served.
     println!("consul-dev listening on {}", dev.url());
     // Like `consul agent`, the process ends after `/v1/agent/leave`.
     tokio::select! {
-        signalled = wait_for_signal() => signalled?,
+        () = signals.recv() => {}
         () = dev.left() => {}
     }
     drop(dev);
@@ -142,12 +145,27 @@ fn trace_init() {
         .try_init();
 }
 
-async fn wait_for_signal() -> std::io::Result<()> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate())?;
-    tokio::select! {
-        r = tokio::signal::ctrl_c() => r,
-        _ = term.recv() => Ok(()),
+/// SIGTERM and SIGINT, listened for from the moment they are installed.
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> std::io::Result<Self> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Signals {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+        })
+    }
+
+    /// Waits for either.
+    async fn recv(&mut self) {
+        tokio::select! {
+            _ = self.term.recv() => {}
+            _ = self.int.recv() => {}
+        }
     }
 }
 

@@ -33,6 +33,7 @@ pub(crate) const HEADERS: u8 = 0x1;
 pub(crate) const RST_STREAM: u8 = 0x3;
 pub(crate) const SETTINGS: u8 = 0x4;
 pub(crate) const PING: u8 = 0x6;
+#[cfg_attr(not(feature = "testkit"), allow(dead_code))]
 pub(crate) const GOAWAY: u8 = 0x7;
 /// The ACK flag of SETTINGS and PING; END_STREAM of DATA and HEADERS.
 pub(crate) const ACK: u8 = 0x1;
