@@ -5,7 +5,7 @@ use std::fmt;
 
 use super::client::Client;
 use super::keys::KeyLayout;
-use super::state::WatchState;
+use super::state::Cursor;
 use super::watch::Watch;
 use crate::backoff::{Backoff, BackoffState};
 use crate::source::Discovery;
@@ -83,7 +83,7 @@ impl DiscoveryBuilder {
         let filter = self.filter;
         let discovery = Discovery::shared(&watches, key, service, || Watch {
             prefix: self.layout.prefix(&self.service),
-            state: WatchState::new(self.layout, self.service.clone()),
+            state: Cursor::new(self.layout, self.service.clone()),
             client: self.client,
             retry: BackoffState::new(self.backoff),
         });

@@ -27,6 +27,14 @@ impl Sink {
         Sink { tx, metrics }
     }
 
+    /// A sink of its own and a receiver of what it publishes, for a source's unit
+    /// tests.
+    #[cfg(test)]
+    pub(crate) fn detached(registry: &str) -> (Self, watch::Receiver<WatchState>) {
+        let (tx, rx) = watch::channel(WatchState::default());
+        (Sink::new(tx, WatchMetrics::new(registry, "test")), rx)
+    }
+
     /// The whole set now. A key listed twice keeps its last entry.
     pub fn snapshot(&self, instances: impl IntoIterator<Item = Instance>) {
         let mut set: Vec<Instance> = instances.into_iter().collect();
