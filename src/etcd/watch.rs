@@ -5,7 +5,7 @@ use etcd_client::{GetOptions, WatchOptions, WatchResponse, WatchStream};
 
 use super::client::{Client, map_error};
 use super::state::{Cursor, Event};
-use crate::backoff::BackoffState;
+use crate::backoff::Backoff;
 use crate::error::{Error, Result};
 use crate::source::{Sink, Source};
 
@@ -25,12 +25,16 @@ pub(super) struct Watch {
     pub(super) client: Client,
     pub(super) prefix: String,
     pub(super) state: Cursor,
-    pub(super) retry: BackoffState,
+    pub(super) backoff: Backoff,
 }
 
 impl Source for Watch {
     fn registry(&self) -> &'static str {
         "etcd"
+    }
+
+    fn backoff(&self) -> Backoff {
+        self.backoff
     }
 
     async fn run(mut self, sink: Sink) {
@@ -56,7 +60,6 @@ impl Source for Watch {
 impl Watch {
     /// etcd answered: the failures are over (the set is published by the caller).
     fn recovered(&mut self, sink: &Sink) {
-        self.retry.reset();
         self.publish_revision(sink);
     }
 
@@ -66,10 +69,8 @@ impl Watch {
     }
 
     async fn pause(&mut self, sink: &Sink, error: &Error, what: &str) {
-        let delay = self.retry.next_delay();
-        sink.failed(error);
-        tracing::warn!(%error, ?delay, revision = self.state.revision(), "etcd {what} failed; retrying");
-        tokio::time::sleep(delay).await;
+        tracing::debug!(revision = self.state.revision(), "etcd {what} failed");
+        tokio::time::sleep(sink.retry_later(error)).await;
     }
 
     /// Reads the whole prefix and reports it as a snapshot.

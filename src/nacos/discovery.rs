@@ -49,7 +49,7 @@ impl DiscoveryBuilder {
             keep_last_on_empty: false,
             options: Options {
                 resync: Duration::from_secs(30),
-                backoff: Backoff::new(Duration::from_millis(100), Duration::from_secs(5)),
+                backoff: crate::source::DEFAULT_BACKOFF,
             },
             filter: MetaFilter::default(),
         }
@@ -89,7 +89,8 @@ impl DiscoveryBuilder {
         self
     }
 
-    /// Delay between queries while the server fails. Default: 100 ms to 5 s. Shared as
+    /// Delay between queries while the server fails. Default:
+    /// [`DEFAULT_BACKOFF`](crate::source::DEFAULT_BACKOFF) (100 ms to 5 s). Shared as
     /// [`resync_interval`](Self::resync_interval) is.
     pub fn backoff(mut self, backoff: Backoff) -> Self {
         self.options.backoff = backoff;
