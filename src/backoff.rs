@@ -24,10 +24,15 @@ impl Backoff {
     /// A backoff from `min` up to `max` with a jitter of 0.2.
     ///
     /// `max` below `min` is taken as `min`.
-    pub fn new(min: Duration, max: Duration) -> Self {
+    pub const fn new(min: Duration, max: Duration) -> Self {
+        let max = if max.as_nanos() < min.as_nanos() {
+            min
+        } else {
+            max
+        };
         Backoff {
             min,
-            max: max.max(min),
+            max,
             jitter: 0.2,
         }
     }

@@ -133,44 +133,6 @@ impl SnapshotDiff {
         changes
     }
 
-    /// Applies one new or changed instance (etcd applies watch events one by one); `None` when it is already applied as is.
-    #[cfg_attr(not(feature = "etcd"), allow(dead_code))]
-    pub(crate) fn insert(&mut self, instance: Instance) -> Option<Change<InstanceKey, Instance>> {
-        let round = self.round;
-        if let Some(slot) = self.set.get_mut(instance.key()) {
-            slot.seen = round;
-            if slot.instance == instance {
-                return None;
-            }
-            slot.instance = instance.clone();
-            return Some(Change::Insert(instance.key().clone(), instance));
-        }
-        let key = instance.key().clone();
-        let slot = Slot {
-            instance: instance.clone(),
-            seen: round,
-            written: round,
-        };
-        self.set.insert(key.clone(), slot);
-        Some(Change::Insert(key, instance))
-    }
-
-    /// Removes one instance; `None` when it is not applied.
-    #[cfg_attr(not(feature = "etcd"), allow(dead_code))]
-    pub(crate) fn remove(&mut self, key: &InstanceKey) -> Option<Change<InstanceKey, Instance>> {
-        self.set.remove(key)?;
-        Some(Change::Remove(key.clone()))
-    }
-
-    /// The applied keys, sorted.
-    #[cfg(test)]
-    #[cfg_attr(not(feature = "etcd"), allow(dead_code))]
-    pub(crate) fn keys(&self) -> Vec<&InstanceKey> {
-        let mut keys: Vec<_> = self.set.keys().collect();
-        keys.sort();
-        keys
-    }
-
     /// How many instances the consumer has been told about.
     pub fn len(&self) -> usize {
         self.set.len()

@@ -148,6 +148,15 @@ impl register::Registrar for Registrar {
             .await
     }
 
+    /// Reports the TTL check passing again. (Consul registrations follow health in
+    /// their heartbeat and start no following handle, so nothing calls this today.)
+    async fn restore(&self) -> Result<()> {
+        let reg = &self.reg;
+        self.agent
+            .update_ttl(&reg.check_id, CheckStatus::Passing, "serving")
+            .await
+    }
+
     /// Deregisters; a service the agent had already forgotten (404) is no error.
     async fn deregister(&self) -> Result<()> {
         match self.agent.deregister(&self.reg.service_id).await {

@@ -15,11 +15,11 @@ use std::time::Duration;
 use tokio::sync::{Semaphore, SemaphorePermit};
 use tokio::time::Instant;
 use tower::{Service, ServiceExt};
-use tracing::{debug, info, warn};
+use tracing::{debug, info};
 
 use super::decoder::{Decoded, HealthDecoder};
 use super::query::{QueryOptions, WatchRequest, WatchResponse};
-use crate::backoff::{Backoff, BackoffState};
+use crate::backoff::Backoff;
 use crate::error::{BoxError, Error};
 use crate::source::{Sink, Source};
 
@@ -116,7 +116,6 @@ struct Loop {
     query: Arc<QueryOptions>,
     config: WatchConfig,
     index: u64,
-    backoff: BackoffState,
     bucket: TokenBucket,
     /// Decodes only the entries that changed since the last answer.
     decoder: HealthDecoder,
@@ -138,7 +137,6 @@ impl Loop {
             Ok(decoded) => decoded,
             Err(e) => return self.on_error(e, sink),
         };
-        self.backoff.reset();
         let prev = self.index;
         let new = resp.index.unwrap_or(0);
         self.index = if new < prev {
@@ -166,19 +164,9 @@ impl Loop {
     }
 
     fn on_error(&mut self, e: Error, sink: &Sink) -> Duration {
-        let delay = self.backoff.next_delay();
         self.index = 0;
         sink.set_position(0);
-        let failures = sink.failed(&e);
-        let kept = sink.state().instances().len();
-        warn!(
-            error = %e,
-            failures,
-            retry_in = ?delay,
-            kept_instances = kept,
-            "Consul watch failed; keeping the last known instances"
-        );
-        delay
+        sink.retry_later(&e)
     }
 }
 
@@ -199,6 +187,13 @@ where
         "consul"
     }
 
+    /// 250 ms to 30 s (or the builder's): one agent serves every service on its host
+    /// and the servers a whole datacenter, so a fleet backs off further than from a
+    /// registry of its own while Consul elects a leader or restarts.
+    fn backoff(&self) -> Backoff {
+        self.config.backoff
+    }
+
     async fn run(self, sink: Sink) {
         run(self.transport, self.query, self.config, sink).await;
     }
@@ -214,7 +209,6 @@ where
     let mut lp = Loop {
         bucket: TokenBucket::new(2, config.requery_interval),
         decoder: HealthDecoder::keeping(query.address.clone(), query.keep()),
-        backoff: BackoffState::new(config.backoff),
         query,
         config,
         index: 0,

@@ -5,9 +5,9 @@ use std::fmt;
 
 use super::client::Client;
 use super::keys::KeyLayout;
-use super::state::WatchState;
+use super::state::Cursor;
 use super::watch::Watch;
-use crate::backoff::{Backoff, BackoffState};
+use crate::backoff::Backoff;
 use crate::source::Discovery;
 use crate::source::meta_filter::MetaFilter;
 
@@ -29,10 +29,7 @@ impl DiscoveryBuilder {
             client,
             service,
             layout: KeyLayout::default(),
-            backoff: Backoff::new(
-                std::time::Duration::from_millis(100),
-                std::time::Duration::from_secs(5),
-            ),
+            backoff: crate::source::DEFAULT_BACKOFF,
             filter: MetaFilter::default(),
         }
     }
@@ -43,7 +40,8 @@ impl DiscoveryBuilder {
         self
     }
 
-    /// Delay between attempts to read or watch while etcd fails. Default: 100 ms to 5 s.
+    /// Delay between attempts to read or watch while etcd fails. Default:
+    /// [`DEFAULT_BACKOFF`](crate::source::DEFAULT_BACKOFF) (100 ms to 5 s).
     pub fn backoff(mut self, backoff: Backoff) -> Self {
         self.backoff = backoff;
         self
@@ -83,9 +81,9 @@ impl DiscoveryBuilder {
         let filter = self.filter;
         let discovery = Discovery::shared(&watches, key, service, || Watch {
             prefix: self.layout.prefix(&self.service),
-            state: WatchState::new(self.layout, self.service.clone()),
+            state: Cursor::new(self.layout, self.service.clone()),
             client: self.client,
-            retry: BackoffState::new(self.backoff),
+            backoff: self.backoff,
         });
         filter.apply(discovery)
     }

@@ -1,11 +1,12 @@
-//! What a discovery knows: the applied instances and the revision they reflect.
+//! What the watch of one prefix knows: the revision it has applied, and how a read or
+//! a watch response becomes what the registry says (a snapshot, or inserts and
+//! removes). The set itself is kept by the core ([`Sink`](crate::source::Sink)).
 //!
 //! Pure logic, kept apart from the watch loop so the revision rules are tested alone.
 
-use tower::discover::Change;
+use std::collections::BTreeMap;
 
 use super::keys::KeyLayout;
-use crate::change::SnapshotDiff;
 use crate::instance::{Instance, InstanceKey};
 
 /// One watch event, reduced to what discovery needs.
@@ -30,22 +31,28 @@ impl Event {
     }
 }
 
-/// The applied set of one service (an instance's key is its etcd key), and the last
-/// applied revision.
+/// What one watch response says, net of its events: each key is either inserted (new
+/// or changed) or removed, never both, so the two lists apply in any order.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(crate) struct Delta {
+    pub(crate) inserts: Vec<Instance>,
+    pub(crate) removes: Vec<InstanceKey>,
+}
+
+/// The revision one prefix watch has applied, and the decoding of its keys (an
+/// instance's key is its etcd key).
 #[derive(Debug)]
-pub(crate) struct WatchState {
+pub(crate) struct Cursor {
     layout: KeyLayout,
     service: String,
-    applied: SnapshotDiff,
     revision: i64,
 }
 
-impl WatchState {
+impl Cursor {
     pub(crate) fn new(layout: KeyLayout, service: String) -> Self {
-        WatchState {
+        Cursor {
             layout,
             service,
-            applied: SnapshotDiff::default(),
             revision: 0,
         }
     }
@@ -55,29 +62,29 @@ impl WatchState {
         self.revision
     }
 
-    /// Replaces the set with a full read of the prefix taken at `revision`, and returns
-    /// the difference: inserts (new or changed) first, then removes.
+    /// A full read of the prefix taken at `revision`: the whole set now (keys that do
+    /// not decode are skipped).
     pub(crate) fn resync(
         &mut self,
         revision: i64,
         kvs: impl IntoIterator<Item = (String, Vec<u8>)>,
-    ) -> Vec<Change<InstanceKey, Instance>> {
-        let next: Vec<Instance> = kvs
+    ) -> Vec<Instance> {
+        let set = kvs
             .into_iter()
             .filter_map(|(key, value)| self.decode(&key, &value))
             .collect();
-        let changes = self.applied.apply(next);
         self.revision = revision;
-        changes
+        set
     }
 
-    /// Applies the events of one watch response. Events at or below the last applied
-    /// revision were applied already (a resumed watch, or etcd 3.4 repeating them) and
-    /// are dropped. All events of one revision arrive in one response, so the revision
-    /// advances once, after the whole response.
-    pub(crate) fn apply(&mut self, events: Vec<Event>) -> Vec<Change<InstanceKey, Instance>> {
+    /// The events of one watch response, net per key (the last event of a key wins).
+    /// Events at or below the last applied revision were applied already (a resumed
+    /// watch, or etcd 3.4 repeating them) and are dropped. All events of one revision
+    /// arrive in one response, so the revision advances once, after the whole
+    /// response. A put that no longer decodes removes the key.
+    pub(crate) fn apply(&mut self, events: Vec<Event>) -> Delta {
         let floor = self.revision;
-        let mut changes = Vec::new();
+        let mut net: BTreeMap<String, Option<Instance>> = BTreeMap::new();
         for event in events {
             let revision = event.mod_revision();
             if revision <= floor {
@@ -85,16 +92,23 @@ impl WatchState {
             }
             self.revision = self.revision.max(revision);
             match event {
-                Event::Put { key, value, .. } => match self.decode(&key, &value) {
-                    Some(instance) => changes.extend(self.applied.insert(instance)),
-                    None => changes.extend(self.applied.remove(&InstanceKey::new("", key))),
-                },
+                Event::Put { key, value, .. } => {
+                    let instance = self.decode(&key, &value);
+                    net.insert(key, instance);
+                }
                 Event::Delete { key, .. } => {
-                    changes.extend(self.applied.remove(&InstanceKey::new("", key)));
+                    net.insert(key, None);
                 }
             }
         }
-        changes
+        let mut delta = Delta::default();
+        for (key, instance) in net {
+            match instance {
+                Some(instance) => delta.inserts.push(instance),
+                None => delta.removes.push(InstanceKey::new("", key)),
+            }
+        }
+        delta
     }
 
     /// A progress notification: nothing changed up to `revision`.
@@ -110,15 +124,6 @@ impl WatchState {
                 None
             }
         }
-    }
-
-    #[cfg(test)]
-    pub(crate) fn keys(&self) -> Vec<String> {
-        self.applied
-            .keys()
-            .into_iter()
-            .map(|k| k.id().to_owned())
-            .collect()
     }
 }
 

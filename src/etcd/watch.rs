@@ -2,13 +2,11 @@
 //! from the next revision, rebuilds broken watches and reads again after compaction.
 
 use etcd_client::{GetOptions, WatchOptions, WatchResponse, WatchStream};
-use tower::discover::Change;
 
 use super::client::{Client, map_error};
-use super::state::{Event, WatchState};
-use crate::backoff::BackoffState;
+use super::state::{Cursor, Event};
+use crate::backoff::Backoff;
 use crate::error::{Error, Result};
-use crate::instance::{Instance, InstanceKey};
 use crate::source::{Sink, Source};
 
 /// Why following a watch stream stopped.
@@ -26,13 +24,17 @@ pub(super) struct Watch {
     // Fields are set by `DiscoveryBuilder::build`.
     pub(super) client: Client,
     pub(super) prefix: String,
-    pub(super) state: WatchState,
-    pub(super) retry: BackoffState,
+    pub(super) state: Cursor,
+    pub(super) backoff: Backoff,
 }
 
 impl Source for Watch {
     fn registry(&self) -> &'static str {
         "etcd"
+    }
+
+    fn backoff(&self) -> Backoff {
+        self.backoff
     }
 
     async fn run(mut self, sink: Sink) {
@@ -58,7 +60,6 @@ impl Source for Watch {
 impl Watch {
     /// etcd answered: the failures are over (the set is published by the caller).
     fn recovered(&mut self, sink: &Sink) {
-        self.retry.reset();
         self.publish_revision(sink);
     }
 
@@ -68,13 +69,11 @@ impl Watch {
     }
 
     async fn pause(&mut self, sink: &Sink, error: &Error, what: &str) {
-        let delay = self.retry.next_delay();
-        sink.failed(error);
-        tracing::warn!(%error, ?delay, revision = self.state.revision(), "etcd {what} failed; retrying");
-        tokio::time::sleep(delay).await;
+        tracing::debug!(revision = self.state.revision(), "etcd {what} failed");
+        tokio::time::sleep(sink.retry_later(error)).await;
     }
 
-    /// Reads the whole prefix and emits the difference to the applied set.
+    /// Reads the whole prefix and reports it as a snapshot.
     async fn resync(&mut self, sink: &Sink) -> Result<()> {
         let mut etcd = self.client.etcd();
         let options = GetOptions::new().with_prefix();
@@ -90,10 +89,10 @@ impl Watch {
             let key = String::from_utf8_lossy(kv.key()).into_owned();
             (key, kv.value().to_vec())
         });
-        let changes = self.state.resync(revision, kvs.collect::<Vec<_>>());
-        tracing::debug!(revision, changes = changes.len(), "etcd prefix read");
+        let set = self.state.resync(revision, kvs.collect::<Vec<_>>());
+        tracing::debug!(revision, instances = set.len(), "etcd prefix read");
         self.recovered(sink);
-        send(sink, changes);
+        sink.snapshot(set);
         Ok(())
     }
 
@@ -152,28 +151,17 @@ impl Watch {
             }
             return None;
         }
-        let changes = self.state.apply(events(&resp));
+        let delta = self.state.apply(events(&resp));
         self.publish_revision(sink);
         tracing::trace!(
             events = resp.events().len(),
-            changes = changes.len(),
+            inserts = delta.inserts.len(),
+            removes = delta.removes.len(),
             "etcd watch events"
         );
-        send(sink, changes);
+        sink.apply(delta.inserts, delta.removes);
         sink.is_closed().then_some(Stop::Closed)
     }
-}
-
-/// Publishes changes to the shared set, all at once.
-fn send(sink: &Sink, changes: Vec<Change<InstanceKey, Instance>>) {
-    let (mut inserts, mut removes) = (Vec::new(), Vec::new());
-    for change in changes {
-        match change {
-            Change::Insert(_, instance) => inserts.push(instance),
-            Change::Remove(key) => removes.push(key),
-        }
-    }
-    sink.apply(inserts, removes);
 }
 
 /// Converts a response's events. A deleted key comes as a tombstone whose version is 0;

@@ -17,7 +17,7 @@ use super::register::Registration;
 use super::subscription::Subscriptions;
 
 /// The shared watches of one client's discoveries.
-pub(crate) type WatchMap = crate::source::Watches<(String, String, Vec<String>, bool)>;
+pub(crate) type WatchMap = crate::source::Watches<(String, String, Vec<String>)>;
 use crate::error::{Error, Result};
 
 /// Nacos's default namespace (its id is `public`, also spelled as empty).

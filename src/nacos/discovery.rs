@@ -34,7 +34,6 @@ struct NacosSource {
     rx: watch::Receiver<Snapshot>,
     service: String,
     clusters: Vec<String>,
-    keep_last_on_empty: bool,
 }
 
 // === impl DiscoveryBuilder ===
@@ -49,7 +48,7 @@ impl DiscoveryBuilder {
             keep_last_on_empty: false,
             options: Options {
                 resync: Duration::from_secs(30),
-                backoff: Backoff::new(Duration::from_millis(100), Duration::from_secs(5)),
+                backoff: crate::source::DEFAULT_BACKOFF,
             },
             filter: MetaFilter::default(),
         }
@@ -69,13 +68,8 @@ impl DiscoveryBuilder {
     }
 
     /// Keeps the last instances when the server lists none that can serve, as the
-    /// SDK's "push empty protection" does. Default: off, the set follows the server,
-    /// so a service whose last instance leaves fails fast instead of sending to an
-    /// instance that is gone.
-    ///
-    /// Turn it on to ride out a registry that restarts empty: until the services
-    /// register again, the old set keeps serving. While the server is unreachable the
-    /// last set is kept either way.
+    /// SDK's "push empty protection" does: the core's
+    /// [`Discovery::keep_last_on_empty`], which every registry has. Default: off.
     pub fn keep_last_on_empty(mut self, keep: bool) -> Self {
         self.keep_last_on_empty = keep;
         self
@@ -89,7 +83,8 @@ impl DiscoveryBuilder {
         self
     }
 
-    /// Delay between queries while the server fails. Default: 100 ms to 5 s. Shared as
+    /// Delay between queries while the server fails. Default:
+    /// [`DEFAULT_BACKOFF`](crate::source::DEFAULT_BACKOFF) (100 ms to 5 s). Shared as
     /// [`resync_interval`](Self::resync_interval) is.
     pub fn backoff(mut self, backoff: Backoff) -> Self {
         self.options.backoff = backoff;
@@ -128,12 +123,7 @@ impl DiscoveryBuilder {
         let mut clusters = self.clusters;
         clusters.sort();
         clusters.dedup();
-        let key = (
-            self.group.clone(),
-            self.service.clone(),
-            clusters.clone(),
-            self.keep_last_on_empty,
-        );
+        let key = (self.group.clone(), self.service.clone(), clusters.clone());
         let client = self.client.clone();
         let service = self.service.clone();
         let filter = self.filter.clone();
@@ -151,10 +141,11 @@ impl DiscoveryBuilder {
                 rx,
                 service: self.service,
                 clusters,
-                keep_last_on_empty: self.keep_last_on_empty,
             }
         });
-        filter.apply(discovery)
+        filter
+            .apply(discovery)
+            .keep_last_on_empty(self.keep_last_on_empty)
     }
 }
 
@@ -192,14 +183,7 @@ impl Source for NacosSource {
             let Some(records) = published.records else {
                 continue;
             };
-            let next = select(&self.service, &records, &self.clusters);
-            let current = sink.state().instances().len();
-            if next.is_empty() && self.keep_last_on_empty && current > 0 {
-                tracing::info!("no instance can serve; keeping the last {current}");
-                sink.unchanged();
-                continue;
-            }
-            sink.snapshot(next);
+            sink.snapshot(select(&self.service, &records, &self.clusters));
         }
     }
 }

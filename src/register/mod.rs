@@ -30,6 +30,10 @@
 //!         println!("{} out of discovery", self.0);
 //!         Ok(())
 //!     }
+//!     async fn restore(&self) -> tonic_discovery::Result<()> {
+//!         println!("{} back in discovery", self.0);
+//!         Ok(())
+//!     }
 //!     async fn deregister(&self) -> tonic_discovery::Result<()> {
 //!         println!("{} removed", self.0);
 //!         Ok(())
@@ -82,12 +86,9 @@ pub trait Registrar: Send + Sync + 'static {
     /// [health-following](RegistrationHandle::following_health) handle, and never after
     /// its keep-alive ended.
     ///
-    /// Default: nothing, for registries that carry the health status in their
-    /// keep-alive (Consul's TTL heartbeat reports passing again) and so never start a
-    /// following handle. A registrar used with `following_health` must implement it.
-    fn restore(&self) -> impl Future<Output = Result<()>> + Send {
-        std::future::ready(Ok(()))
-    }
+    /// Required, so that a following handle can never withdraw an instance for good
+    /// by a forgotten implementation.
+    fn restore(&self) -> impl Future<Output = Result<()>> + Send;
 
     /// Removes the registration for good.
     fn deregister(&self) -> impl Future<Output = Result<()>> + Send;

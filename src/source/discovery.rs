@@ -38,6 +38,7 @@ pub struct Discovery {
     pending: VecDeque<Change<InstanceKey, Instance>>,
     ended: bool,
     filter: Option<Filter>,
+    keep_last_on_empty: bool,
 }
 
 /// A predicate on instances (see [`Discovery::with_filter`]).
@@ -91,6 +92,7 @@ impl Discovery {
             pending: VecDeque::new(),
             ended: false,
             filter: None,
+            keep_last_on_empty: false,
         }
     }
 
@@ -121,6 +123,21 @@ impl Discovery {
         self
     }
 
+    /// Keeps the last instances when the registry lists none that can serve (after
+    /// [`with_filter`](Self::with_filter)), as Nacos SDKs' "push empty protection"
+    /// does. Default: off, the set follows the registry, so a service whose last
+    /// instance leaves fails fast instead of sending to an instance that is gone.
+    ///
+    /// Turn it on to ride out a registry that restarts empty: until the services
+    /// register again, the old set keeps serving. While the registry is unreachable
+    /// the last set is kept either way. Per discovery: the shared watch, its
+    /// [`state`](Self::state) and other discoveries of it are unaffected.
+    #[must_use]
+    pub fn keep_last_on_empty(mut self, keep: bool) -> Self {
+        self.keep_last_on_empty = keep;
+        self
+    }
+
     /// The service this discovery watches.
     pub fn service(&self) -> &str {
         &self.service
@@ -145,6 +162,11 @@ impl Discovery {
                 &kept
             }
         };
+        if instances.is_empty() && self.keep_last_on_empty && !self.applied.is_empty() {
+            let kept = self.applied.len();
+            info!(service = %self.service, kept, "no instance can serve; keeping the last ones");
+            return;
+        }
         for change in self.applied.apply_slice(instances) {
             match &change {
                 Change::Insert(k, i) => {
@@ -210,3 +232,65 @@ const _: () = {
     }
     let _ = assert_all;
 };
+
+#[cfg(test)]
+mod tests {
+    use futures_util::{FutureExt, StreamExt};
+
+    use super::*;
+    use crate::source::StaticList;
+
+    fn instance(id: &str) -> Instance {
+        Instance::new(StaticList::key(id), "127.0.0.1", 1)
+    }
+
+    /// The next change, if one is ready now.
+    fn ready(d: &mut Discovery) -> Option<String> {
+        match d.next().now_or_never()? {
+            Some(Ok(Change::Insert(k, _))) => Some(format!("+{}", k.id())),
+            Some(Ok(Change::Remove(k))) => Some(format!("-{}", k.id())),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    /// The changes ready now, sorted.
+    fn drain(d: &mut Discovery) -> Vec<String> {
+        let mut changes: Vec<String> = std::iter::from_fn(|| ready(d)).collect();
+        changes.sort();
+        changes
+    }
+
+    /// Waits (bounded) until the shared watch holds `n` instances.
+    async fn published(d: &Discovery, n: usize) {
+        let mut observer = d.observer();
+        let wait = async {
+            while !(observer.state().is_synced() && observer.state().instances().len() == n) {
+                assert!(observer.changed().await, "the watch ended");
+            }
+        };
+        tokio::time::timeout(std::time::Duration::from_secs(5), wait)
+            .await
+            .expect("the static list was not published within 5 s");
+    }
+
+    #[tokio::test]
+    async fn keep_last_on_empty_keeps_the_set_until_the_registry_lists_again() {
+        let list = StaticList::new([instance("a:1"), instance("b:1")]);
+        let mut kept = list.discovery("svc").keep_last_on_empty(true);
+        let mut plain = list.discovery("svc");
+        published(&kept, 2).await;
+        assert_eq!(drain(&mut kept), ["+a:1", "+b:1"]);
+        assert_eq!(drain(&mut plain), ["+a:1", "+b:1"]);
+        list.replace([]);
+        published(&kept, 0).await;
+        assert!(drain(&mut kept).is_empty(), "the empty list is not applied");
+        assert_eq!(drain(&mut plain), ["-a:1", "-b:1"]);
+        assert!(
+            kept.state().instances().is_empty(),
+            "the shared state follows the registry"
+        );
+        list.replace([instance("c:1")]);
+        published(&kept, 1).await;
+        assert_eq!(drain(&mut kept), ["+c:1", "-a:1", "-b:1"]);
+    }
+}

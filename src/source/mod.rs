@@ -73,6 +73,9 @@ mod state;
 mod static_list;
 
 use std::future::Future;
+use std::time::Duration;
+
+use crate::backoff::Backoff;
 
 pub use discovery::{Discovery, Filter};
 #[cfg(feature = "dns")]
@@ -87,10 +90,12 @@ pub use static_list::{StaticList, StaticSource};
 ///
 /// [`run`](Self::run) reads the registry and reports every change through the
 /// [`Sink`]: full snapshots ([`Sink::snapshot`]) or deltas ([`Sink::insert`],
-/// [`Sink::remove`]) as the registry gives them, and failures ([`Sink::failed`]). It
-/// should not return while the sink is open: retry failures with backoff (the last
-/// set stays meanwhile) and end when [`Sink::closed`] resolves, or simply run until
-/// the task is aborted, which happens when the last discovery using the watch drops.
+/// [`Sink::remove`]) as the registry gives them, and failures
+/// ([`Sink::retry_later`], which records and logs the failure and says how long to
+/// wait, following [`backoff`](Self::backoff)). It should not return while the sink is
+/// open: wait as told after a failure (the last set stays meanwhile) and end when
+/// [`Sink::closed`] resolves, or simply run until the task is aborted, which happens
+/// when the last discovery using the watch drops.
 pub trait Source: Send + 'static {
     /// Watches the service, reporting to `sink`.
     fn run(self, sink: Sink) -> impl Future<Output = ()> + Send + 'static;
@@ -100,4 +105,19 @@ pub trait Source: Send + 'static {
     fn registry(&self) -> &'static str {
         "custom"
     }
+
+    /// How long to wait between attempts while the registry fails, as
+    /// [`Sink::retry_later`] answers. Default: [`DEFAULT_BACKOFF`]. A source that
+    /// overrides it says why.
+    fn backoff(&self) -> Backoff {
+        DEFAULT_BACKOFF
+    }
 }
+
+/// The failure backoff of every source that does not say otherwise: 100 ms doubling
+/// to 5 s, jitter 0.2. The first retry comes quickly, as most failures are one lost
+/// connection or a registry restarting; the 5 s cap bounds how stale the set may stay
+/// after the registry is back, and the jitter keeps a fleet from retrying in step.
+/// etcd and Nacos use it; Consul and DNS override it (see their builders).
+pub const DEFAULT_BACKOFF: Backoff =
+    Backoff::new(Duration::from_millis(100), Duration::from_secs(5));

@@ -112,7 +112,8 @@ impl Watch {
     pub(crate) fn new<S: Source>(source: S, service: &str, span: tracing::Span) -> Self {
         let (tx, rx) = watch::channel(WatchState::default());
         let metrics = WatchMetrics::new(source.registry(), service);
-        let fut = source.run(Sink::new(tx, metrics)).instrument(span);
+        let sink = Sink::new(tx, metrics, source.registry(), source.backoff());
+        let fut = source.run(sink).instrument(span);
         Watch {
             rx,
             task: Mutex::new(Task::NotStarted(Box::pin(fut))),

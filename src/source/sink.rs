@@ -2,11 +2,13 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::time::Duration;
 
 use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::state::WatchState;
+use crate::backoff::Backoff;
 use crate::instance::{Instance, InstanceKey};
 use crate::telemetry::WatchMetrics;
 
@@ -18,13 +20,34 @@ use crate::telemetry::WatchMetrics;
 pub struct Sink {
     tx: watch::Sender<WatchState>,
     metrics: WatchMetrics,
+    registry: &'static str,
+    backoff: Backoff,
 }
 
 // === impl Sink ===
 
 impl Sink {
-    pub(crate) fn new(tx: watch::Sender<WatchState>, metrics: WatchMetrics) -> Self {
-        Sink { tx, metrics }
+    pub(crate) fn new(
+        tx: watch::Sender<WatchState>,
+        metrics: WatchMetrics,
+        registry: &'static str,
+        backoff: Backoff,
+    ) -> Self {
+        Sink {
+            tx,
+            metrics,
+            registry,
+            backoff,
+        }
+    }
+
+    /// A sink of its own and a receiver of what it publishes, for a source's unit
+    /// tests.
+    #[cfg(test)]
+    pub(crate) fn detached(registry: &'static str) -> (Self, watch::Receiver<WatchState>) {
+        let (tx, rx) = watch::channel(WatchState::default());
+        let metrics = WatchMetrics::new(registry, "test");
+        (Sink::new(tx, metrics, "test", super::DEFAULT_BACKOFF), rx)
     }
 
     /// The whole set now. A key listed twice keeps its last entry.
@@ -100,8 +123,29 @@ impl Sink {
         });
     }
 
-    /// A read failed; the set stays. Returns the number of failures in a row. (The
-    /// source logs it, with what it knows of the cause.)
+    /// A read failed; the set stays. Records the failure (state and metrics), logs it
+    /// with the registry's name, the failures in a row and the instances kept, and
+    /// returns how long to wait before the next attempt: the source's
+    /// [`backoff`](super::Source::backoff) after that many failures in a row (any
+    /// answer starts the sequence again).
+    pub fn retry_later(&self, error: impl fmt::Display) -> Duration {
+        let error = error.to_string();
+        let failures = self.failed(&error);
+        let delay = self.backoff.delay(failures);
+        let kept = self.tx.borrow().instances.len();
+        tracing::warn!(
+            registry = self.registry,
+            %error,
+            failures,
+            kept,
+            retry_in = ?delay,
+            "registry read failed; keeping the last known instances"
+        );
+        delay
+    }
+
+    /// A read failed; the set stays. Returns the number of failures in a row. Records
+    /// only: [`retry_later`](Self::retry_later) also logs and says how long to wait.
     pub fn failed(&self, error: impl fmt::Display) -> u32 {
         let mut failures = 0;
         self.metrics.failed();
@@ -159,5 +203,30 @@ impl fmt::Debug for Sink {
             .field("instances", &state.instances.len())
             .field("generation", &state.generation)
             .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn instance(id: &str) -> Instance {
+        Instance::new(InstanceKey::new("", id), "127.0.0.1", 1)
+    }
+
+    #[test]
+    fn retry_later_follows_the_backoff_and_an_answer_restarts_it() {
+        let (mut sink, rx) = Sink::detached("test");
+        sink.backoff =
+            Backoff::new(Duration::from_millis(10), Duration::from_millis(40)).jitter(0.0);
+        sink.snapshot([instance("a")]);
+        let delays: Vec<_> = (0..4).map(|_| sink.retry_later("down")).collect();
+        let ms = Duration::from_millis;
+        assert_eq!(delays, [ms(10), ms(20), ms(40), ms(40)]);
+        assert_eq!(rx.borrow().consecutive_failures(), 4);
+        assert_eq!(rx.borrow().last_error(), Some("down"));
+        assert_eq!(rx.borrow().instances().len(), 1, "a failure keeps the set");
+        sink.unchanged();
+        assert_eq!(sink.retry_later("down again"), ms(10));
     }
 }

@@ -9,7 +9,7 @@ use tokio::time::{Instant, sleep};
 use super::Inner;
 use super::resolve::{Resolved, resolve};
 use super::target::Target;
-use crate::backoff::BackoffState;
+use crate::backoff::Backoff;
 use crate::error::Error;
 use crate::source::{Sink, Source};
 
@@ -17,15 +17,13 @@ use crate::source::{Sink, Source};
 pub(super) struct DnsSource {
     dns: Arc<Inner>,
     target: Target,
-    retry: BackoffState,
 }
 
 // === impl DnsSource ===
 
 impl DnsSource {
     pub(super) fn new(dns: Arc<Inner>, target: Target) -> Self {
-        let retry = BackoffState::new(dns.backoff);
-        DnsSource { dns, target, retry }
+        DnsSource { dns, target }
     }
 
     /// Resolves once, reports to `sink`, and returns how long to wait before the next
@@ -41,7 +39,6 @@ impl DnsSource {
     }
 
     fn publish(&mut self, sink: &Sink, resolved: Resolved) -> Duration {
-        self.retry.reset();
         let next = resolved.ttl.clamp(self.dns.min_ttl, self.dns.max_ttl);
         tracing::debug!(
             instances = resolved.instances.len(),
@@ -54,17 +51,20 @@ impl DnsSource {
     }
 
     fn failed(&mut self, sink: &Sink, error: &Error) -> Duration {
-        let delay = self.retry.next_delay();
-        let failures = sink.failed(error);
-        let kept = sink.state().instances().len();
-        tracing::warn!(%error, failures, kept, ?delay, "DNS resolution failed; keeping the last set");
-        delay
+        sink.retry_later(error)
     }
 }
 
 impl Source for DnsSource {
     fn registry(&self) -> &'static str {
         "dns"
+    }
+
+    /// 1 s to 30 s (or the builder's): a failing name is most often a zone or
+    /// resolver problem that lasts, and resolvers rate-limit clients that ask again
+    /// at once.
+    fn backoff(&self) -> Backoff {
+        self.dns.backoff
     }
 
     async fn run(mut self, sink: Sink) {
@@ -91,7 +91,6 @@ impl fmt::Debug for DnsSource {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("DnsSource")
             .field("target", &self.target)
-            .field("failures", &self.retry.failures())
             .finish()
     }
 }
