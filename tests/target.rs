@@ -52,7 +52,7 @@ fn ready_ids(channel: &BalancedChannel) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_consul_target_balances_over_the_tagged_instances() {
-    let _t = support::trace_init();
+    support::trace_init();
     // With `tls-ring`, reqwest is built without a default crypto provider.
     #[cfg(feature = "tls-ring")]
     let _ = rustls::crypto::ring::default_provider().install_default();
@@ -89,7 +89,7 @@ async fn a_consul_target_balances_over_the_tagged_instances() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_consul_target_without_a_service_takes_one() {
-    let _t = support::trace_init();
+    support::trace_init();
     #[cfg(feature = "tls-ring")]
     let _ = rustls::crypto::ring::default_provider().install_default();
     let dev = ConsulDev::start().await.expect("registry");
@@ -105,7 +105,7 @@ async fn a_consul_target_without_a_service_takes_one() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_static_target_balances_over_its_list() {
-    let _t = support::trace_init();
+    support::trace_init();
     let a = TestEchoServer::start("a").await.expect("echo");
     let b = TestEchoServer::start("b").await.expect("echo");
     let target = Target::parse(&format!("static:///{},{}", a.addr(), b.addr())).expect("target");
