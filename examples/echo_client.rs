@@ -2,8 +2,8 @@
 //! prints once a second where the requests went.
 //!
 //! ```text
-//! cargo run --release --example echo_client -- --registry consul://127.0.0.1:8500 \
-//!     --service echo [--tag T]... [--rps 200] [--concurrency 8] [--duration 10s] \
+//! cargo run --release --example echo_client -- --registry consul://127.0.0.1:8500/echo \
+//!     [--service echo] [--tag T]... [--rps 200] [--concurrency 8] [--duration 10s] \
 //!     [--timeout 500ms] [--zone Z [--region R]] [--metrics 127.0.0.1:9000]
 //! ```
 //!
@@ -18,11 +18,12 @@
 //! none); a call that misses it counts as `DeadlineExceeded`.
 //! The ACL token, if any, comes from `CONSUL_HTTP_TOKEN` or `CONSUL_HTTP_TOKEN_FILE`.
 //!
-//! Without a registry: `--registry static://127.0.0.1:50051,127.0.0.1:50052` balances
-//! over a fixed list, and (build with `--features dns`) `--registry dns://HOST:PORT`
-//! over the A/AAAA records of `HOST`, `--registry dns+srv://_grpc._tcp.example.com`
-//! over SRV records, both re-resolved at the records' TTL. `--service` then only names
-//! the channel in logs.
+//! `--registry` takes a target URI (`tonic_discovery::Target`): the service is its path
+//! or `--service`. Without a registry: `--registry static:///127.0.0.1:50051,127.0.0.1:50052`
+//! balances over a fixed list, and (build with `--features dns`)
+//! `--registry dns:///HOST:PORT` over the A/AAAA records of `HOST`,
+//! `--registry dns+srv:///_grpc._tcp.example.com` over SRV records, both re-resolved at
+//! the records' TTL. `--service` is then optional and only names the channel in logs.
 
 #[path = "common/mod.rs"]
 mod common;
@@ -39,7 +40,7 @@ use tonic_discovery::balance::BalancedChannel;
 use tonic_discovery::testkit::pb::EchoRequest;
 use tonic_discovery::testkit::pb::echo_client::EchoClient;
 
-use common::Registry;
+use tonic_discovery::Target;
 
 #[derive(Default)]
 struct Counts {
@@ -79,15 +80,17 @@ impl Counts {
     after_help = "Consul's ACL token, if any, comes from CONSUL_HTTP_TOKEN or CONSUL_HTTP_TOKEN_FILE."
 )]
 struct Options {
-    /// Where to discover instances: consul://HOST:PORT, etcd://HOST:PORT[,HOST:PORT…]
-    /// (feature etcd), nacos://HOST:PORT[?namespace=NS&group=G] (feature nacos),
-    /// static://HOST:PORT[,HOST:PORT…] (a fixed list), dns://HOST:PORT (A/AAAA
-    /// records) or dns+srv://NAME (SRV records) (both feature dns).
-    #[arg(long, value_name = "URL", value_parser = Registry::parse_for_discovery)]
-    registry: Registry,
-    /// Service name to discover.
+    /// Where to discover instances, a target URI: consul://HOST:PORT[/SERVICE][?tag=…],
+    /// etcd://HOST:PORT[,HOST:PORT…][/SERVICE] (feature etcd),
+    /// nacos://HOST:PORT[/SERVICE][?namespace=NS&group=G&cluster=C] (feature nacos),
+    /// static:///HOST:PORT[,HOST:PORT…] (a fixed list), dns:///HOST:PORT (A/AAAA
+    /// records) or dns+srv:///NAME (SRV records) (both feature dns).
+    #[arg(long, value_name = "URI", value_parser = common::target)]
+    registry: Target,
+    /// Service name to discover, unless the target names it (static and DNS targets
+    /// need none).
     #[arg(long, value_name = "NAME")]
-    service: String,
+    service: Option<String>,
     /// Only instances carrying this tag (Consul only); repeat to require several.
     #[arg(long = "tag", value_name = "TAG")]
     tags: Vec<String>,
@@ -125,16 +128,15 @@ async fn main() {
     if let Some(addr) = options.metrics {
         common::serve_metrics(addr);
     }
-    let mut builder = BalancedChannel::builder(&options.service);
+    let target =
+        common::client_target(&options.registry, options.service.as_deref(), &options.tags)
+            .unwrap_or_else(|e| common::fail(&e));
+    let mut builder = BalancedChannel::builder(target.name());
     if let Some(zone) = &options.zone {
         let region = options.region.as_deref().unwrap_or_default();
         builder = builder.locality(tonic_discovery::Locality::new(region, zone));
     }
-    let channel = match options
-        .registry
-        .channel(&options.service, &options.tags, builder)
-        .await
-    {
+    let channel = match common::channel(&target, builder).await {
         Ok(channel) => channel,
         Err(e) => common::fail(&format!("registry: {e}")),
     };

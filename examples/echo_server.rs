@@ -6,14 +6,15 @@
 //! ```text
 //! cargo run --release --example echo_server -- --listen 127.0.0.1:0 \
 //!     --registry consul://127.0.0.1:8500 --service echo [--id ID] [--tag T]... \
-//!     [--ttl 2s] [--weight N] [--zone Z] [--meta K=V]... [--drain-grace 2s] \
+//!     [--ttl 2s] [--weight N] [--zone Z [--region R]] [--meta K=V]... [--drain-grace 2s] \
 //!     [--fail-after 30s] [--max-connection-age 10s]
 //! ```
 //!
 //! `--registry none` serves without registering; `--registry etcd://HOST:PORT[,…]` registers
 //! in etcd (build with `--features etcd`), `--registry nacos://HOST:PORT[?namespace=NS&group=G]`
 //! in Nacos (build with `--features nacos`; an ephemeral instance held by the connection).
-//! A server cannot register in a `static://` list or in DNS (`dns://`, `dns+srv://`): those
+//! The service is `--service` or the registry's path (`consul://127.0.0.1:8500/echo`).
+//! A server cannot register in a `static:` list or in DNS (`dns:`, `dns+srv:`): those
 //! are refused; serve with `--registry none` and give the address to the clients' list or
 //! DNS records. Consul's ACL token and TLS settings come from
 //! the `CONSUL_*` environment variables. Prints `serving ID on ADDR` once it accepts
@@ -67,12 +68,13 @@ struct Options {
     listen: SocketAddr,
     /// Where to register: consul://HOST:PORT, etcd://HOST:PORT[,HOST:PORT…] (feature etcd),
     /// nacos://HOST:PORT[?namespace=NS&group=G] (feature nacos), or none (serve only; use
-    /// it for clients with static:// or dns://, which a server cannot register in).
+    /// it for clients with static: or dns: targets, which a server cannot register in).
     #[arg(long, value_name = "URL")]
     registry: Registry,
-    /// Service name to register under.
+    /// Service name to register under, unless the registry target names it
+    /// (consul://HOST:PORT/SERVICE).
     #[arg(long, value_name = "NAME")]
-    service: String,
+    service: Option<String>,
     /// Instance ID [default: derived from the service name and address]
     #[arg(long)]
     id: Option<String>,
@@ -91,6 +93,10 @@ struct Options {
     /// metadata entry in etcd [default: none]
     #[arg(long, value_name = "ZONE")]
     zone: Option<String>,
+    /// The instance's region: Consul `Service.Locality.Region`, a `region` metadata
+    /// entry in etcd and Nacos [default: none]
+    #[arg(long, value_name = "REGION", requires = "zone")]
+    region: Option<String>,
     /// A metadata entry (Consul `Meta`, Nacos and etcd metadata); repeat for several.
     #[arg(long = "meta", value_name = "KEY=VALUE", value_parser = common::key_value)]
     meta: Vec<(String, String)>,
@@ -136,11 +142,18 @@ async fn run(options: Options) -> Result<(), String> {
         ttl: options.ttl,
         weight: options.weight,
         zone: options.zone.clone(),
+        region: options.region.clone(),
         meta: options.meta.clone(),
     };
+    let target = match &options.registry {
+        Registry::Target(target) => Some(target),
+        Registry::None => None,
+    };
+    let service = common::service(target, options.service.as_deref())?
+        .ok_or("--service is needed: the registry names no service")?;
     let (id, registered) = options
         .registry
-        .register(&options.service, addr, &publish, health)
+        .register(&service, addr, &publish, health)
         .await?;
 
     let grace = options.drain_grace;

@@ -1,11 +1,12 @@
 //! The crate's job in 30 seconds, with nothing installed:
 //!
 //! ```text
-//! cargo run --example mesh [--features metrics -- --metrics 127.0.0.1:9000]
+//! cargo run --example mesh [-- --registry consul://127.0.0.1:8500]
+//! cargo run --example mesh --features metrics -- --metrics 127.0.0.1:9000
 //! ```
 //!
-//! An in-process Consul-compatible registry (or the Consul at `CONSUL_HTTP_ADDR` when it
-//! is set), three Echo servers that register themselves with a TTL check, and a client
+//! An in-process Consul-compatible registry (or the Consul agent named by `--registry`,
+//! else by `CONSUL_HTTP_ADDR` when it is set), three Echo servers that register themselves with a TTL check, and a client
 //! calling through one balanced channel. Every second it prints where the requests went,
 //! while one instance fails its health check, one joins, and one is killed without
 //! deregistering. It ends with a summary.
@@ -23,6 +24,7 @@ use consul_dev::ConsulDev;
 use tokio::time::{Instant, MissedTickBehavior};
 use tonic_discovery::balance::BalancedChannel;
 use tonic_discovery::consul;
+use tonic_discovery::target::{Scheme, Target};
 use tonic_discovery::testkit::TestEchoServer;
 use tonic_discovery::testkit::pb::EchoRequest;
 use tonic_discovery::testkit::pb::echo_client::EchoClient;
@@ -38,10 +40,16 @@ const WORKERS: usize = 8;
 #[derive(Parser)]
 #[command(
     name = "mesh",
-    after_help = "Uses the Consul agent at CONSUL_HTTP_ADDR when it is set (token and TLS from \
-                  the other CONSUL_* variables), else an in-process Consul-compatible registry."
+    after_help = "Uses the Consul agent named by --registry, else the one at CONSUL_HTTP_ADDR \
+                  when it is set (token and TLS from the other CONSUL_* variables), else an \
+                  in-process Consul-compatible registry."
 )]
 struct Cli {
+    /// The Consul agent to register in and discover from: consul://HOST:PORT (the
+    /// demo's service is always `mesh-echo`) [default: CONSUL_HTTP_ADDR when set, else
+    /// an in-process registry]
+    #[arg(long, value_name = "URI", value_parser = consul_target)]
+    registry: Option<Target>,
     /// Serves the balancer's metrics in the Prometheus text format at
     /// http://ADDR/metrics while the demo runs (build with --features metrics)
     /// [default: off]
@@ -72,7 +80,7 @@ async fn main() {
     if let Some(addr) = cli.metrics {
         common::serve_metrics(addr);
     }
-    let (_registry, client) = registry().await;
+    let (_registry, client) = registry(cli.registry.as_ref()).await;
     let mut instances = BTreeMap::new();
     for id in ["a", "b", "c"] {
         instances.insert(id, start_instance(&client, id).await);
@@ -137,8 +145,30 @@ struct Events {
     c_killed: Option<Instant>,
 }
 
-/// The registry: Consul at `CONSUL_HTTP_ADDR`, else an in-process `ConsulDev`.
-async fn registry() -> (Option<ConsulDev>, consul::Client) {
+/// `--registry`: a `consul://` target without a service (the demo names its own).
+fn consul_target(s: &str) -> Result<Target, String> {
+    let target = common::target(s)?;
+    if target.scheme() != Scheme::Consul {
+        return Err("mesh needs a consul:// registry (it fails Consul health checks)".into());
+    }
+    if target.service().is_some() {
+        return Err(format!(
+            "mesh registers and discovers `{SERVICE}`: drop the path"
+        ));
+    }
+    Ok(target)
+}
+
+/// The registry: `--registry`, else Consul at `CONSUL_HTTP_ADDR`, else an in-process
+/// `ConsulDev`.
+async fn registry(target: Option<&Target>) -> (Option<ConsulDev>, consul::Client) {
+    if let Some(target) = target {
+        let client = target
+            .consul_client()
+            .unwrap_or_else(|e| common::fail(&e.to_string()));
+        println!("using the Consul agent at {}", client.address());
+        return (None, client);
+    }
     if std::env::var_os("CONSUL_HTTP_ADDR").is_some() {
         let client = consul::Client::from_env().unwrap_or_else(|e| common::fail(&e.to_string()));
         println!("using the Consul agent at {}", client.address());

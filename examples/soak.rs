@@ -3,14 +3,14 @@
 //! An in-process registry (`ConsulDev`), Echo servers that register with a TTL
 //! heartbeat (`consul::Registration`), and a `BalancedChannel` over
 //! `consul::Discovery`. Every `--churn` one instance registers or drains (check
-//! critical, `--grace`, deregister, then its server shuts down), between `--min`
-//! and `--max` live instances, while `--rate` calls per second go through the
+//! critical, `--drain-grace`, deregister, then its server shuts down), between `--min`
+//! and `--max` live instances, while `--rps` calls per second go through the
 //! channel. Reports failed calls (target 0: every call goes to a passing instance
 //! or one draining and still up) and the resident memory at start and end.
 //!
 //! ```text
-//! cargo run --release --example soak -- --duration 10m [--rate 500] [--churn 200ms]
-//!     [--grace 1s] [--min 3] [--max 8]
+//! cargo run --release --example soak -- --duration 10m [--rps 500] [--churn 200ms]
+//!     [--drain-grace 1s] [--min 3] [--max 8]
 //! ```
 
 mod common;
@@ -40,14 +40,14 @@ struct Config {
     #[arg(long, value_name = "DURATION", default_value = "10m", value_parser = common::run_length)]
     duration: Duration,
     /// Calls per second through the balanced channel (at most 1000000).
-    #[arg(long, value_name = "N", default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
-    rate: u32,
+    #[arg(long, value_name = "N", default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..=1_000_000), alias = "rate")]
+    rps: u32,
     /// How often one instance registers or drains.
     #[arg(long, value_name = "DURATION", default_value = "200ms", value_parser = common::period)]
     churn: Duration,
     /// How long a draining instance keeps serving after leaving the registry.
-    #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = humantime::parse_duration)]
-    grace: Duration,
+    #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = humantime::parse_duration, alias = "grace")]
+    drain_grace: Duration,
     /// Fewest live instances.
     #[arg(long, value_name = "N", default_value_t = 3, value_parser = RangedU64ValueParser::<usize>::new().range(1..))]
     min: usize,
@@ -193,7 +193,7 @@ async fn main() {
         next_id: 0,
         registered: 0,
         drained: Arc::new(AtomicU64::new(0)),
-        grace: config.grace,
+        grace: config.drain_grace,
     };
     for _ in 0..config.min {
         churn.register().await.unwrap_or_else(|e| common::fail(&e));
@@ -222,12 +222,12 @@ async fn run(config: Config, mut churn: Churn, channel: BalancedChannel) -> Chur
     let until = start + config.duration;
     let rss_start = rss_kb();
     let tally = Arc::new(Tally::default());
-    let load = tokio::spawn(load(channel.clone(), config.rate, until, tally.clone()));
+    let load = tokio::spawn(load(channel.clone(), config.rps, until, tally.clone()));
     let mut churn_tick = tokio::time::interval(config.churn);
     let mut report = tokio::time::interval(Duration::from_secs(10));
     println!(
         "soak: {:?} at {} calls/s, churn every {:?}, RSS {rss_start} kB",
-        config.duration, config.rate, config.churn
+        config.duration, config.rps, config.churn
     );
     while Instant::now() < until {
         tokio::select! {

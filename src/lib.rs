@@ -113,6 +113,7 @@ pub mod etcd;
 pub mod nacos;
 pub mod register;
 pub mod source;
+pub mod target;
 #[cfg(feature = "testkit")]
 #[cfg_attr(docsrs, doc(cfg(feature = "testkit")))]
 pub mod testkit;
@@ -121,3 +122,4 @@ pub use backoff::Backoff;
 pub use change::SnapshotDiff;
 pub use error::{BoxError, Error, Result};
 pub use instance::{Instance, InstanceKey, Locality};
+pub use target::Target;

@@ -7,7 +7,9 @@ use std::net::SocketAddr;
 use std::str::FromStr;
 use std::time::Duration;
 
+use tonic_discovery::Target;
 use tonic_discovery::balance::{BalancedChannel, BalancedChannelBuilder};
+use tonic_discovery::target::Scheme;
 
 /// The longest run a `--duration` may ask for. A run's end is `Instant::now() + duration`,
 /// which panics on overflow for absurd values; a year is far beyond any real run.
@@ -31,31 +33,15 @@ pub(crate) fn period(s: &str) -> Result<Duration, String> {
     Ok(d)
 }
 
-/// Where instances are registered and discovered: `consul://HOST:PORT`,
-/// `etcd://HOST:PORT[,HOST:PORT…]`, `nacos://HOST:PORT[,…][?namespace=NS&group=G]`, or
-/// `none`; for clients only, `static://HOST:PORT[,HOST:PORT…]` (a fixed list),
-/// `dns://HOST:PORT` (A/AAAA records) and `dns+srv://NAME` (SRV records). Parsed by clap
-/// through `FromStr`.
+/// Where a server registers: a registry target (`consul://HOST:PORT`,
+/// `etcd://HOST:PORT[,…]`, `nacos://HOST:PORT[,…][?namespace=NS&group=G]`; see
+/// `tonic_discovery::target`), or `none`. Parsed by clap through `FromStr`.
 #[derive(Clone)]
 pub(crate) enum Registry {
     /// No registry: serve only.
     None,
-    /// A Consul agent's HTTP address (`http://…`).
-    Consul(String),
-    /// etcd endpoints, comma-separated (needs the `etcd` feature).
-    #[cfg(feature = "etcd")]
-    Etcd(String),
-    /// A Nacos URL (needs the `nacos` feature).
-    #[cfg(feature = "nacos")]
-    Nacos(String),
-    /// A fixed list of `host:port` addresses (clients only).
-    Static(Vec<String>),
-    /// The A/AAAA records of `host:port` (clients only; needs the `dns` feature).
-    #[cfg(feature = "dns")]
-    Dns(String),
-    /// The SRV records of a name (clients only; needs the `dns` feature).
-    #[cfg(feature = "dns")]
-    DnsSrv(String),
+    /// A registry target; its path, if any, names the service.
+    Target(Target),
 }
 
 impl FromStr for Registry {
@@ -65,74 +51,80 @@ impl FromStr for Registry {
         if s == "none" {
             return Ok(Registry::None);
         }
-        if let Some(addr) = s.strip_prefix("consul://") {
-            return Ok(Registry::Consul(format!("http://{addr}")));
-        }
-        if s.starts_with("http://") || s.starts_with("https://") {
-            return Ok(Registry::Consul(s.to_owned()));
-        }
-        if s.starts_with("etcd://") {
-            #[cfg(feature = "etcd")]
-            return Ok(Registry::Etcd(s.to_owned()));
-            #[cfg(not(feature = "etcd"))]
-            return Err("etcd://… needs the etcd feature: cargo run --features etcd …".into());
-        }
-        if s.starts_with("nacos://") {
-            #[cfg(feature = "nacos")]
-            return Ok(Registry::Nacos(s.to_owned()));
-            #[cfg(not(feature = "nacos"))]
-            return Err("nacos://… needs the nacos feature: cargo run --features nacos …".into());
-        }
-        if let Some(addrs) = s.strip_prefix("static://") {
-            return Self::static_list(addrs);
-        }
-        if s.starts_with("dns://") || s.starts_with("dns+srv://") {
-            return Self::dns(s);
-        }
-        Err(
-            "expected consul://HOST:PORT, etcd://HOST:PORT[,HOST:PORT], \
-             nacos://HOST:PORT[?namespace=NS&group=G], static://HOST:PORT[,HOST:PORT], \
-             dns://HOST:PORT, dns+srv://NAME or none"
-                .to_owned(),
-        )
+        target(s).map(Registry::Target)
     }
 }
 
-impl Registry {
-    /// `static://` addresses, checked now so that a typo fails on the command line.
-    fn static_list(addrs: &str) -> Result<Self, String> {
-        if addrs.is_empty() {
-            return Err("static:// needs at least one HOST:PORT".to_owned());
-        }
-        let addrs: Vec<String> = addrs.split(',').map(str::to_owned).collect();
-        tonic_discovery::source::StaticList::from_addrs(&addrs).map_err(|e| e.to_string())?;
-        Ok(Registry::Static(addrs))
-    }
+/// A client's `--registry` target URI, parsed by the library.
+pub(crate) fn target(s: &str) -> Result<Target, String> {
+    Target::parse(s).map_err(|e| e.to_string())
+}
 
-    /// `dns://HOST:PORT` or `dns+srv://NAME`.
-    #[cfg(feature = "dns")]
-    fn dns(s: &str) -> Result<Self, String> {
-        match (s.strip_prefix("dns://"), s.strip_prefix("dns+srv://")) {
-            (Some(addr), _) => Ok(Registry::Dns(addr.to_owned())),
-            (_, Some(name)) => Ok(Registry::DnsSrv(name.to_owned())),
-            _ => Err(format!(
-                "`{s}` is neither dns://HOST:PORT nor dns+srv://NAME"
-            )),
-        }
+/// The service: the target's path or `--service`; both given must agree. `None` when
+/// neither names one (fine for static and DNS targets).
+pub(crate) fn service(
+    target: Option<&Target>,
+    flag: Option<&str>,
+) -> Result<Option<String>, String> {
+    match (target.and_then(Target::service), flag) {
+        (Some(a), Some(b)) if a != b => Err(format!(
+            "--service {b} disagrees with the target's service `{a}`"
+        )),
+        (Some(a), _) => Ok(Some(a.to_owned())),
+        (None, b) => Ok(b.map(str::to_owned)),
     }
+}
 
-    #[cfg(not(feature = "dns"))]
-    fn dns(_: &str) -> Result<Self, String> {
-        Err("dns://… and dns+srv://… need the dns feature: cargo run --features dns …".into())
-    }
-
-    /// A registry to discover from: any but `none`, which only a server can use.
-    pub(crate) fn parse_for_discovery(s: &str) -> Result<Self, String> {
-        match s.parse()? {
-            Registry::None => Err("a client needs a registry to discover from".to_owned()),
-            registry => Ok(registry),
+/// A client's target with `--tag`s added to a `consul://` target's query and the
+/// service from `--service` when the target names none.
+pub(crate) fn client_target(
+    target: &Target,
+    service_flag: Option<&str>,
+    tags: &[String],
+) -> Result<Target, String> {
+    let service = service(Some(target), service_flag)?;
+    let mut target = target.clone();
+    if !tags.is_empty() {
+        if target.scheme() != Scheme::Consul {
+            return Err("--tag needs a consul:// target".into());
         }
+        let mut uri = target.to_string();
+        for tag in tags {
+            uri.push(if uri.contains('?') { '&' } else { '?' });
+            uri.push_str("tag=");
+            uri.push_str(&percent_encode(tag));
+        }
+        target = self::target(&uri)?;
     }
+    if let Some(service) = service {
+        target = target.with_service(service);
+    } else if target.needs_service() {
+        return Err(format!(
+            "target `{target}` names no service: add /SERVICE to it or pass --service"
+        ));
+    }
+    Ok(target)
+}
+
+/// Percent-encodes everything but unreserved characters, for a query value.
+fn percent_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                char::from(b).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// A balanced channel over a client's target (see [`client_target`]).
+pub(crate) async fn channel(
+    target: &Target,
+    builder: BalancedChannelBuilder,
+) -> Result<BalancedChannel, String> {
+    let discovery = target.discovery().await.map_err(|e| e.to_string())?;
+    builder.build(discovery).map_err(|e| e.to_string())
 }
 
 /// A registration kept alive in the registry until drained.
@@ -161,90 +153,6 @@ impl Registered {
 }
 
 impl Registry {
-    /// A Consul client for `addr`, with the token and TLS settings of the
-    /// `CONSUL_*` environment variables.
-    fn consul(addr: &str) -> Result<tonic_discovery::consul::Client, String> {
-        tonic_discovery::consul::ClientBuilder::from_env()
-            .address(addr)
-            .build()
-            .map_err(|e| e.to_string())
-    }
-
-    #[cfg(feature = "etcd")]
-    async fn etcd(endpoints: &str) -> Result<tonic_discovery::etcd::Client, String> {
-        tonic_discovery::etcd::Client::connect(endpoints)
-            .await
-            .map_err(|e| e.to_string())
-    }
-
-    #[cfg(feature = "nacos")]
-    async fn nacos(url: &str) -> Result<tonic_discovery::nacos::Client, String> {
-        tonic_discovery::nacos::Client::connect(url)
-            .await
-            .map_err(|e| e.to_string())
-    }
-
-    /// A balanced channel over the instances of `service` that carry every tag
-    /// (tags are a Consul notion; the other registries refuse them). A static list or
-    /// DNS has no service names: `service` only names the channel in logs.
-    pub(crate) async fn channel(
-        &self,
-        service: &str,
-        tags: &[String],
-        builder: BalancedChannelBuilder,
-    ) -> Result<BalancedChannel, String> {
-        if !tags.is_empty() && !matches!(self, Registry::Consul(_)) {
-            return Err("--tag needs a Consul registry".into());
-        }
-        match self {
-            Registry::None => Err("a client needs a registry".into()),
-            Registry::Consul(addr) => {
-                let mut discovery = Self::consul(addr)?.discovery(service);
-                for tag in tags {
-                    discovery = discovery.tag(tag.clone());
-                }
-                builder.build(discovery.build()).map_err(|e| e.to_string())
-            }
-            #[cfg(feature = "etcd")]
-            Registry::Etcd(endpoints) => {
-                let client = Self::etcd(endpoints).await?;
-                builder
-                    .build(client.discovery(service).build())
-                    .map_err(|e| e.to_string())
-            }
-            #[cfg(feature = "nacos")]
-            Registry::Nacos(url) => {
-                let client = Self::nacos(url).await?;
-                builder
-                    .build(client.discovery(service).build())
-                    .map_err(|e| e.to_string())
-            }
-            Registry::Static(addrs) => {
-                let list = tonic_discovery::source::StaticList::from_addrs(addrs)
-                    .map_err(|e| e.to_string())?;
-                builder
-                    .build(list.discovery(service))
-                    .map_err(|e| e.to_string())
-            }
-            #[cfg(feature = "dns")]
-            Registry::Dns(addr) => {
-                let dns = tonic_discovery::source::Dns::builder()
-                    .build()
-                    .map_err(|e| e.to_string())?;
-                let discovery = dns.host_discovery(addr).map_err(|e| e.to_string())?;
-                builder.build(discovery).map_err(|e| e.to_string())
-            }
-            #[cfg(feature = "dns")]
-            Registry::DnsSrv(name) => {
-                let dns = tonic_discovery::source::Dns::builder()
-                    .build()
-                    .map_err(|e| e.to_string())?;
-                let discovery = dns.srv_discovery(name).map_err(|e| e.to_string())?;
-                builder.build(discovery).map_err(|e| e.to_string())
-            }
-        }
-    }
-
     /// Registers `service` at `addr`, out of discovery while `health` says not serving.
     pub(crate) async fn register(
         &self,
@@ -259,26 +167,29 @@ impl Registry {
             ttl,
             weight,
             zone,
+            region,
             meta,
         } = publish;
         let id = id.as_deref();
-        match self {
+        let target = match self {
             Registry::None => {
                 let id = id.map_or_else(|| format!("{service}-{}", addr.port()), str::to_owned);
-                Ok((id, Registered::None))
+                return Ok((id, Registered::None));
             }
-            Registry::Static(_) => Err(
+            Registry::Target(target) => target,
+        };
+        match target.scheme() {
+            Scheme::Static => Err(
                 "a static list cannot be registered in: serve with --registry none and give \
-                 the address to the clients' static://"
+                 the address to the clients' static:///"
                     .into(),
             ),
-            #[cfg(feature = "dns")]
-            Registry::Dns(_) | Registry::DnsSrv(_) => Err(
+            Scheme::Dns | Scheme::DnsSrv => Err(
                 "DNS cannot be registered in from here: serve with --registry none and add \
                  the address to the DNS records the clients resolve"
                     .into(),
             ),
-            Registry::Consul(url) => {
+            Scheme::Consul => {
                 let mut reg =
                     tonic_discovery::consul::Registration::new(service, addr).health(health);
                 if let Some(id) = id {
@@ -294,19 +205,22 @@ impl Registry {
                     reg = reg.weights(*weight, 1);
                 }
                 if let Some(zone) = zone {
-                    reg = reg.locality(tonic_discovery::Locality::new("", zone));
+                    let region = region.as_deref().unwrap_or_default();
+                    reg = reg.locality(tonic_discovery::Locality::new(region, zone));
                 }
                 for (k, v) in meta {
                     reg = reg.meta(k.clone(), v.clone());
                 }
-                let handle = Self::consul(url)?
+                let handle = target
+                    .consul_client()
+                    .map_err(|e| e.to_string())?
                     .register(reg)
                     .await
                     .map_err(|e| e.to_string())?;
                 Ok((handle.id().to_owned(), Registered::Consul(handle)))
             }
             #[cfg(feature = "etcd")]
-            Registry::Etcd(endpoints) => {
+            Scheme::Etcd => {
                 if !tags.is_empty() {
                     return Err("--tag needs a Consul registry".into());
                 }
@@ -325,11 +239,16 @@ impl Registry {
                 if let Some(zone) = zone {
                     reg = reg.meta("zone", zone.clone());
                 }
+                if let Some(region) = region {
+                    reg = reg.meta("region", region.clone());
+                }
                 for (k, v) in meta {
                     reg = reg.meta(k.clone(), v.clone());
                 }
-                let handle = Self::etcd(endpoints)
-                    .await?
+                let handle = target
+                    .etcd_client()
+                    .await
+                    .map_err(|e| e.to_string())?
                     .register(reg)
                     .await
                     .map_err(|e| e.to_string())?;
@@ -337,7 +256,7 @@ impl Registry {
                 Ok((id, Registered::Etcd(Box::new(handle))))
             }
             #[cfg(feature = "nacos")]
-            Registry::Nacos(url) => {
+            Scheme::Nacos => {
                 if !tags.is_empty() {
                     return Err("--tag needs a Consul registry".into());
                 }
@@ -360,17 +279,24 @@ impl Registry {
                 if let Some(zone) = zone {
                     reg = reg.cluster(zone.clone());
                 }
+                if let Some(region) = region {
+                    reg = reg.meta("region", region.clone());
+                }
                 for (k, v) in meta {
                     reg = reg.meta(k.clone(), v.clone());
                 }
-                let handle = Self::nacos(url)
-                    .await?
+                let handle = target
+                    .nacos_client()
+                    .await
+                    .map_err(|e| e.to_string())?
                     .register(reg)
                     .await
                     .map_err(|e| e.to_string())?;
                 let id = id.map_or_else(|| handle.id().to_owned(), str::to_owned);
                 Ok((id, Registered::Nacos(handle)))
             }
+            // A scheme this build lacks never parses; a scheme added later lands here.
+            _ => Err(format!("cannot register in `{target}`")),
         }
     }
 }
@@ -383,6 +309,7 @@ pub(crate) struct Publish {
     pub(crate) ttl: Option<Duration>,
     pub(crate) weight: Option<u32>,
     pub(crate) zone: Option<String>,
+    pub(crate) region: Option<String>,
     pub(crate) meta: Vec<(String, String)>,
 }
 
@@ -446,28 +373,18 @@ mod tests {
         assert!(matches!("none".parse(), Ok(Registry::None)));
         assert!(matches!(
             "consul://127.0.0.1:8500".parse(),
-            Ok(Registry::Consul(url)) if url == "http://127.0.0.1:8500"
+            Ok(Registry::Target(_))
         ));
         assert!("zookeeper://x".parse::<Registry>().is_err());
-        assert!(Registry::parse_for_discovery("none").is_err());
-        assert!(matches!(
-            "static://127.0.0.1:1,[::1]:2".parse(),
-            Ok(Registry::Static(addrs)) if addrs == ["127.0.0.1:1", "[::1]:2"]
-        ));
-        for bad in ["static://", "static://127.0.0.1", "static://h:1,"] {
-            assert!(bad.parse::<Registry>().is_err(), "{bad}");
-        }
-        #[cfg(feature = "dns")]
-        {
-            assert!(
-                matches!("dns://localhost:1".parse(), Ok(Registry::Dns(a)) if a == "localhost:1")
-            );
-            assert!(matches!(
-                "dns+srv://_grpc._tcp.x".parse(),
-                Ok(Registry::DnsSrv(n)) if n == "_grpc._tcp.x"
-            ));
-        }
-        #[cfg(not(feature = "dns"))]
-        assert!("dns://localhost:1".parse::<Registry>().is_err());
+        let t = target("static:///127.0.0.1:1").unwrap();
+        assert_eq!(client_target(&t, None, &[]).unwrap().service(), None);
+        assert!(client_target(&t, None, &["a".into()]).is_err());
+        let c = target("consul://127.0.0.1:8500").unwrap();
+        assert!(client_target(&c, None, &[]).is_err(), "no service");
+        let c = client_target(&c, Some("echo"), &["a b&c".into()]).unwrap();
+        assert_eq!(c.to_string(), "consul://127.0.0.1:8500?tag=a%20b%26c");
+        assert_eq!(c.service(), Some("echo"));
+        let named = target("consul://127.0.0.1:8500/echo").unwrap();
+        assert!(client_target(&named, Some("other"), &[]).is_err());
     }
 }
