@@ -57,15 +57,6 @@ const STALE_FAILURES: f64 = 0.01;
 /// the tolerance would let a slow instance drawn first keep calls.
 const TIE: f64 = 1.25;
 
-/// Between two endpoints of different weights, the first drawn (drawn by weight) keeps
-/// the call unless the other costs less by this factor, idle or under load: the
-/// weights set the traffic shares among instances that answer alike, and latency
-/// overrides a weight only for an instance clearly slower than its peer, so that the
-/// latency a heavier instance gains from its larger share (noise under load) does not
-/// take its share back. An instance made 10 ms slow costs tens of times more and
-/// still loses.
-const WEIGHT_TIE: f64 = 1.5;
-
 /// The weight of one call in the failure score.
 const FAILURE_ALPHA: f64 = 0.2;
 
@@ -371,7 +362,7 @@ impl EndpointStats {
 
     /// Whether `b` should take a call rather than `a`, drawn first (scales as in
     /// [`cost_at`](Self::cost_at)): `a` unless `b` costs clearly less (see
-    /// [`TIE`], and [`WEIGHT_TIE`] between different weights); but an endpoint whose cost says nothing (never tried, or
+    /// [`TIE`]); but an endpoint whose cost says nothing (never tried, or
     /// [stale](Self::stale)) takes the call, so that its answer measures it.
     pub(crate) fn prefer_second(a: &Self, sa: f64, b: &Self, sb: f64) -> bool {
         let now = Instant::now();
@@ -385,16 +376,8 @@ impl EndpointStats {
         // The tolerance is for estimates alone: once calls wait on either, the
         // comparison is strict, so load (and a slow instance's share) is balanced as
         // closely as Peak-EWMA allows.
-        // Scales differ exactly when weights do (each is the mean weight over the
-        // endpoint's own).
         let idle = |s: &Self| s.pending.load(Ordering::Relaxed) == 0;
-        let tie = if sa != sb {
-            WEIGHT_TIE
-        } else if idle(a) && idle(b) {
-            TIE
-        } else {
-            1.0
-        };
+        let tie = if idle(a) && idle(b) { TIE } else { 1.0 };
         b.cost_at(sb, now) * tie < a.cost_at(sa, now)
     }
 
