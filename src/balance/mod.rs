@@ -36,7 +36,12 @@
 //! One worker task owns the discovery stream, the endpoints and the bounded request
 //! queue, and polls all three on every wake-up, so discovery changes apply while no
 //! request is in flight: an inserted instance connects at once, a removed one's
-//! connection closes once its requests in flight finish.
+//! connection closes once its requests in flight finish. The endpoints in service are
+//! published in one table that callers read: a call that finds one with a free stream
+//! reserves the stream and is sent from the caller's task, without the worker. Calls
+//! go through the worker when none does, while calls already wait there (they are
+//! served first), and while a probe is due (it takes the next call, whatever the
+//! number of endpoints).
 //!
 //! Each endpoint is one HTTP/2 connection with truthful readiness: it is ready only
 //! while its connection is up, failure accrual has not ejected it, a stream fits under
@@ -46,8 +51,8 @@
 //! jittered backoff, out of the ready set; when a connection closes the worker learns
 //! of it at once, even while idle. HTTP/2 keep-alive (on by default) declares a frozen
 //! instance's connection dead, with PINGs kept within the PING policing of gRPC
-//! servers (see [`BalancedChannelBuilder::http2_keep_alive_interval`]). Endpoints never fail, so a dead instance cannot poison
-//! the balancer.
+//! servers (see [`BalancedChannelBuilder::http2_keep_alive_interval`]). Endpoints
+//! never fail, so a dead instance cannot poison the balancer.
 //!
 //! Requests go to the less loaded of two ready endpoints picked at random (power of
 //! two choices) under Peak-EWMA load, so slow instances get less traffic. A newly
