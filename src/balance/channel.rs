@@ -20,7 +20,8 @@ use crate::BoxError;
 /// to any tonic-generated client (`EchoClient::new(channel)`).
 ///
 /// ```no_run
-/// /// use tonic_discovery::{balance::BalancedChannel, consul};
+/// use std::time::Duration;
+/// use tonic_discovery::{balance::BalancedChannel, consul};
 /// # use tonic_discovery::testkit::pb::{EchoRequest, echo_client::EchoClient};
 ///
 /// # #[tokio::main(flavor = "current_thread")]
