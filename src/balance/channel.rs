@@ -45,7 +45,7 @@ use crate::BoxError;
 /// the next call) go through the worker.
 ///
 /// `poll_ready` waits for a slot in the bounded queue (see
-/// [`BalancedChannelBuilder::buffer_size`]); it does not wait for an instance and
+/// [`BalancedChannelBuilder::buffer_size`](super::BalancedChannelBuilder::buffer_size)); it does not wait for an instance and
 /// never fails. A
 /// request that finds no instance in service waits at most the fail-fast timeout and
 /// then fails with `Unavailable` (one that finds them all busy waits for a stream); the error is a boxed [`tonic::Status`], so generated
