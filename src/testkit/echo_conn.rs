@@ -8,14 +8,20 @@ use std::task::{Context, Poll, Waker};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
+/// A freeze switch: while frozen, connections that poll it park until thawed.
+#[derive(Debug, Default)]
+pub(super) struct Freeze {
+    frozen: AtomicBool,
+    /// The tasks of connections that found the server frozen; woken on thaw.
+    parked: Mutex<Vec<Waker>>,
+}
+
 /// What a server's connections share: counters and the freeze switch.
 #[derive(Debug, Default)]
 pub(super) struct Conns {
     accepted: AtomicU64,
     open: AtomicU64,
-    frozen: AtomicBool,
-    /// The tasks of connections that found the server frozen; woken on thaw.
-    parked: Mutex<Vec<Waker>>,
+    freeze: Freeze,
 }
 
 // === impl Conns ===
@@ -29,6 +35,22 @@ impl Conns {
         self.open.load(Ordering::Relaxed)
     }
 
+    pub(super) fn freeze(&self) {
+        self.freeze.freeze();
+    }
+
+    pub(super) fn thaw(&self) {
+        self.freeze.thaw();
+    }
+
+    fn poll_thawed(&self, cx: &mut Context<'_>) -> Poll<()> {
+        self.freeze.poll_thawed(cx)
+    }
+}
+
+// === impl Freeze ===
+
+impl Freeze {
     pub(super) fn freeze(&self) {
         self.frozen.store(true, Ordering::SeqCst);
     }
@@ -44,7 +66,7 @@ impl Conns {
     }
 
     /// Ready unless frozen; when frozen, parks the task until [`thaw`](Self::thaw).
-    fn poll_thawed(&self, cx: &mut Context<'_>) -> Poll<()> {
+    pub(super) fn poll_thawed(&self, cx: &mut Context<'_>) -> Poll<()> {
         if !self.frozen.load(Ordering::SeqCst) {
             return Poll::Ready(());
         }

@@ -3,15 +3,16 @@
 
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll, Waker};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
+use super::echo_conn::Freeze;
 use crate::balance::wire::{
     ACK, CLIENT_PREFACE, DATA, FrameCursor, GOAWAY, HEADERS, Header, Injector, PING, RST_STREAM,
 };
@@ -69,22 +70,7 @@ struct Shared {
     pings: AtomicU64,
     goaways: AtomicU64,
     accepted: AtomicU64,
-    frozen: AtomicBool,
-    parked: Mutex<Vec<Waker>>,
-}
-
-impl Shared {
-    fn poll_thawed(&self, cx: &mut Context<'_>) -> Poll<()> {
-        if !self.frozen.load(Ordering::SeqCst) {
-            return Poll::Ready(());
-        }
-        let mut parked = self.parked.lock().unwrap_or_else(|e| e.into_inner());
-        if !self.frozen.load(Ordering::SeqCst) {
-            return Poll::Ready(());
-        }
-        parked.push(cx.waker().clone());
-        Poll::Pending
-    }
+    frozen: Freeze,
 }
 
 // === impl PolicingServer ===
@@ -105,8 +91,7 @@ impl PolicingServer {
             pings: AtomicU64::new(0),
             goaways: AtomicU64::new(0),
             accepted: AtomicU64::new(0),
-            frozen: AtomicBool::new(false),
-            parked: Mutex::new(Vec::new()),
+            frozen: Freeze::default(),
         });
         let mut tasks = JoinSet::new();
         let state = shared.clone();
@@ -154,7 +139,7 @@ impl PolicingServer {
     /// Stops reading and writing on every connection, as a stopped process: PINGs
     /// go unanswered.
     pub fn freeze(&self) {
-        self.shared.frozen.store(true, Ordering::SeqCst);
+        self.shared.frozen.freeze();
     }
 
     /// PINGs received (answers to its own excluded).
@@ -290,7 +275,7 @@ impl<T: AsyncRead + AsyncWrite> AsyncRead for Policed<T> {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
         let mut this = self.project();
-        std::task::ready!(this.shared.poll_thawed(cx));
+        std::task::ready!(this.shared.frozen.poll_thawed(cx));
         if *this.closing {
             std::task::ready!(this.outgoing.poll_inject(this.io.as_mut(), cx))?;
             if !this.outgoing.pending() {
@@ -349,7 +334,7 @@ impl<T: AsyncWrite> AsyncWrite for Policed<T> {
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
         let mut this = self.project();
-        std::task::ready!(this.shared.poll_thawed(cx));
+        std::task::ready!(this.shared.frozen.poll_thawed(cx));
         std::task::ready!(this.outgoing.poll_inject(this.io.as_mut(), cx))?;
         if *this.closing && !this.outgoing.pending() {
             return Poll::Ready(Err(std::io::ErrorKind::BrokenPipe.into()));
@@ -372,14 +357,14 @@ impl<T: AsyncWrite> AsyncWrite for Policed<T> {
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         let mut this = self.project();
-        std::task::ready!(this.shared.poll_thawed(cx));
+        std::task::ready!(this.shared.frozen.poll_thawed(cx));
         std::task::ready!(this.outgoing.poll_inject(this.io.as_mut(), cx))?;
         this.io.poll_flush(cx)
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         let this = self.project();
-        std::task::ready!(this.shared.poll_thawed(cx));
+        std::task::ready!(this.shared.frozen.poll_thawed(cx));
         this.io.poll_shutdown(cx)
     }
 }
