@@ -9,17 +9,16 @@ use std::fmt::Write;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use futures_util::StreamExt;
 use serde_json::json;
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 use tonic::Code;
 use tonic::transport::server::TcpIncoming;
+use tonic_discovery::InstanceKey;
 use tonic_discovery::balance::{BalancedChannel, EndpointState};
+use tonic_discovery::source::StaticList;
 use tonic_discovery::testkit::EchoService;
 use tonic_discovery::testkit::pb::echo_server::EchoServer;
-use tonic_discovery::{Instance, InstanceKey};
-use tower::discover::Change;
 
 use crate::common::{Config, Res, Section, wait_for};
 use crate::load::{Chan, Event, OpenLoad, boxed};
@@ -89,26 +88,13 @@ impl Fleet {
         })
     }
 
-    fn key(&self, i: usize) -> InstanceKey {
-        InstanceKey::new("fleet", self.services[i].id())
-    }
-
-    fn ours(&self) -> Res<BalancedChannel> {
-        let changes: Vec<Result<Change<InstanceKey, Instance>, std::convert::Infallible>> = (0
-            ..self.addrs.len())
-            .map(|i| {
-                let key = self.key(i);
-                let addr = self.addrs[i];
-                Ok(Change::Insert(
-                    key.clone(),
-                    Instance::new(key, addr.ip().to_string(), addr.port()),
-                ))
-            })
-            .collect();
-        let discovery = futures_util::stream::iter(changes).chain(futures_util::stream::pending());
-        Ok(BalancedChannel::builder("fleet")
+    /// Ours over a `StaticList` of the fleet (kept by the caller while the channel runs).
+    fn ours(&self) -> Res<(StaticList, BalancedChannel)> {
+        let list = StaticList::from_addrs(self.addrs.iter().map(ToString::to_string))?;
+        let channel = BalancedChannel::builder("fleet")
             .metrics_endpoints(0)
-            .build(discovery)?)
+            .build(list.discovery("fleet"))?;
+        Ok((list, channel))
     }
 
     fn tonic(&self) -> Res<Chan> {
@@ -168,7 +154,7 @@ pub async fn run(cfg: &Config) -> Res<Section> {
     eprintln!("  {n} endpoints, {holed} black-holed, {rate} calls/s");
 
     let fleet = Fleet::start("fleet-", n, 4)?;
-    let ours = fleet.ours()?;
+    let (list, ours) = fleet.ours()?;
     wait_for(Duration::from_secs(60), "every endpoint ready", || async {
         ours.endpoints()
             .iter()
@@ -188,6 +174,7 @@ pub async fn run(cfg: &Config) -> Res<Section> {
     )
     .await?;
     drop(ours);
+    drop(list);
     let tonic = fleet.tonic()?;
     let tonic_run = measure(&fleet, tonic, None, holed, rate, window, after).await?;
 
@@ -305,9 +292,10 @@ async fn measure(
     // The black-holed: spread over the fleet.
     let step = fleet.services.len() / holed.max(1);
     let holes: Vec<usize> = (0..holed).map(|i| i * step).collect();
-    let ids: HashMap<String, usize> = holes
+    // The channel's keys: a `StaticList` keys an instance by its address.
+    let ids: HashMap<InstanceKey, usize> = holes
         .iter()
-        .map(|&i| (fleet.services[i].id().to_owned(), i))
+        .map(|&i| (StaticList::key(&fleet.addrs[i].to_string()), i))
         .collect();
     let fault = Instant::now();
     for &i in &holes {
@@ -327,7 +315,7 @@ async fn measure(
         if let Some(ours) = ours {
             let now = Instant::now();
             for e in ours.endpoints() {
-                let Some(&i) = ids.get(e.key().id()) else {
+                let Some(&i) = ids.get(e.key()) else {
                     continue;
                 };
                 let received = fleet.services[i].received();

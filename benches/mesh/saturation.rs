@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use serde_json::json;
 use tonic_discovery::balance::BalancedChannel;
+use tonic_discovery::source::StaticList;
 use tonic_discovery::testkit::TestEchoServer;
 
 use crate::common::{self, Config, Res, Section};
@@ -48,7 +49,7 @@ pub async fn run(cfg: &Config) -> Res<Section> {
         Duration::from_millis(cfg.pick(1000, 300)),
         Duration::from_millis(cfg.pick(5000, 1000)),
     );
-    let ours = ours(&servers)?;
+    let (_list, ours) = ours(&servers)?;
     common::wait_ready(&ours, SERVERS).await?;
     let ours_run = measure(boxed(ours.clone()), Some(&ours), warm, dur).await;
     let tonic_run = measure(common::tonic_list(&servers)?, None, warm, dur).await;
@@ -113,27 +114,13 @@ fn to_json(r: &Run) -> serde_json::Value {
     })
 }
 
-fn ours(servers: &[TestEchoServer]) -> Res<BalancedChannel> {
-    use tonic_discovery::{Instance, InstanceKey};
-    use tower::discover::Change;
-    let changes: Vec<Result<Change<InstanceKey, Instance>, std::convert::Infallible>> = servers
-        .iter()
-        .map(|s| {
-            let key = InstanceKey::new("sat", s.service().id());
-            let addr = s.addr();
-            Ok(Change::Insert(
-                key.clone(),
-                Instance::new(key, addr.ip().to_string(), addr.port()),
-            ))
-        })
-        .collect();
-    let discovery = futures_util::StreamExt::chain(
-        futures_util::stream::iter(changes),
-        futures_util::stream::pending(),
-    );
-    Ok(BalancedChannel::builder("saturation")
+/// Ours over a `StaticList` of the servers (kept by the caller while the channel runs).
+fn ours(servers: &[TestEchoServer]) -> Res<(StaticList, BalancedChannel)> {
+    let list = StaticList::from_addrs(servers.iter().map(|s| s.addr().to_string()))?;
+    let channel = BalancedChannel::builder("saturation")
         .buffer_size(CALLERS * 2)
-        .build(discovery)?)
+        .build(list.discovery("saturation"))?;
+    Ok((list, channel))
 }
 
 async fn measure(chan: Chan, ours: Option<&BalancedChannel>, warm: Duration, dur: Duration) -> Run {
