@@ -123,6 +123,50 @@ async fn endpoint_comes_back_after_its_server_restarts() {
     assert_eq!(again.service().served(), 1);
 }
 
+/// A port that accepts connections and closes them at once, before any HTTP/2 frame
+/// (a process crashing as it starts, a proxy with nothing behind it): the client's
+/// handshake (its preface written) succeeds, then the connection ends before the
+/// server's SETTINGS. The
+/// endpoint must notice, back off and reconnect, not sit connected with no stream to
+/// offer.
+#[tokio::test]
+async fn a_connection_closed_before_the_servers_settings_is_retried() {
+    use tokio::io::AsyncReadExt;
+    support::trace_init();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let accepted = Arc::new(AtomicU64::new(0));
+    let acceptor = tokio::spawn({
+        let accepted = accepted.clone();
+        async move {
+            while let Ok((mut tcp, _)) = listener.accept().await {
+                accepted.fetch_add(1, Ordering::Relaxed);
+                // Closed once the client's preface is in: its handshake is done.
+                let mut preface = [0u8; 24];
+                let _ = tcp.read_exact(&mut preface).await;
+                drop(tcp);
+            }
+        }
+    });
+    let (feed, disc) = discovery();
+    let backoff = Backoff::new(Duration::from_millis(10), Duration::from_millis(50));
+    let channel = BalancedChannel::builder("echo")
+        .reconnect_backoff(backoff)
+        .build(disc)
+        .expect("valid balancer settings");
+    feed.insert_at("a", addr);
+    eventually(
+        WAIT,
+        "three connects to a port that closes them",
+        || async { accepted.load(Ordering::Relaxed) >= 3 },
+    )
+    .await;
+    assert_ne!(state(&channel, "a"), Some(EndpointState::Ready));
+    acceptor.abort();
+}
+
 #[tokio::test(flavor = "current_thread", start_paused = true)]
 async fn empty_set_fails_with_unavailable_after_the_failfast_timeout() {
     support::trace_init();

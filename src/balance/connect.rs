@@ -75,6 +75,10 @@ pub(super) async fn connect(
                 stats.telemetry.channel.too_many_pings();
             }
         }
+        // The worker re-checks a ready endpoint; one waiting for something else (the
+        // server's SETTINGS, a free stream, its health) is woken to see the close,
+        // or it would sit connected with nothing to send on.
+        stats.waker.wake();
         let _ = closed_tx.send(stats.key.clone());
     };
     tokio::spawn(driver.in_current_span());
