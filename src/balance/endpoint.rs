@@ -34,7 +34,7 @@ use crate::{BoxError, Instance, InstanceKey};
 
 /// A connection that closes sooner than this after opening counts as a failed
 /// connect, so a server that accepts and drops connections is retried with backoff.
-const MIN_HEALTHY: Duration = Duration::from_secs(1);
+pub(crate) const MIN_HEALTHY: Duration = Duration::from_secs(1);
 
 pub(crate) type ConnectFuture =
     Pin<Box<dyn Future<Output = Result<SendRequest<Body>, BoxError>> + Send>>;
@@ -138,12 +138,18 @@ impl Endpoint {
             }),
             _ => None,
         };
+        let since = match &state {
+            State::Connected { since, .. } => Some(*since),
+            _ => None,
+        };
         self.stats.set_direct(direct);
+        self.stats.set_connected(since);
         self.stats.set_conn(public);
         self.state = state;
     }
 
     fn back_off(&mut self) {
+        self.stats.set_retrying(true);
         let delay = self.backoff.next_delay();
         warn!(
             instance = %self.key,
@@ -250,6 +256,7 @@ impl Endpoint {
                         self.back_off();
                     } else {
                         self.backoff.reset();
+                        self.stats.set_retrying(false);
                         self.set_state(State::Idle);
                     }
                 }

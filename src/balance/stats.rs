@@ -79,6 +79,12 @@ pub(crate) struct EndpointStats {
     pub(crate) address: String,
     /// The connection state ([`EndpointState`] as a byte), written by the endpoint.
     conn: AtomicU8,
+    /// When the current connection came up, in nanoseconds since the estimate's
+    /// epoch, plus one; 0 while there is none.
+    connected_at: AtomicU64,
+    /// The last connect failed, or the last connection closed soon after opening:
+    /// a connect in progress is a retry (see [`retrying`](Self::retrying)).
+    retrying: AtomicBool,
     mode: AtomicU8,
     pub(crate) rtt: RttEstimate,
     /// Calls sent and not yet answered with headers.
@@ -155,6 +161,8 @@ impl EndpointStats {
             key,
             address,
             conn: AtomicU8::new(EndpointState::Connecting.as_u8()),
+            connected_at: AtomicU64::new(0),
+            retrying: AtomicBool::new(false),
             mode: AtomicU8::new(Mode::In as u8),
             rtt: RttEstimate::new(initial_rtt, decay),
             pending: AtomicUsize::new(0),
@@ -205,6 +213,34 @@ impl EndpointStats {
 
     pub(crate) fn set_conn(&self, state: EndpointState) {
         self.conn.store(state.as_u8(), Ordering::Relaxed);
+    }
+
+    /// The current connection came up at `since` (`None`: there is none).
+    pub(crate) fn set_connected(&self, since: Option<Instant>) {
+        let at = since.map_or(0, |t| self.rtt.since_epoch(t).saturating_add(1));
+        self.connected_at.store(at, Ordering::Relaxed);
+    }
+
+    /// Whether the endpoint is retrying after a failed connect or a connection that
+    /// closed soon after opening (its reconnect backoff counts failures), rather than
+    /// making its first connect or replacing one that lasted.
+    pub(crate) fn retrying(&self) -> bool {
+        self.retrying.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn set_retrying(&self, retrying: bool) {
+        self.retrying.store(retrying, Ordering::Relaxed);
+    }
+
+    /// How long the current connection has been up (`None`: there is none).
+    pub(crate) fn connected_for(&self, now: Instant) -> Option<Duration> {
+        match self.connected_at.load(Ordering::Relaxed) {
+            0 => None,
+            at => {
+                let up = self.rtt.since_epoch(now).saturating_sub(at - 1);
+                Some(Duration::from_nanos(up))
+            }
+        }
     }
 
     /// The state [`EndpointInfo`](super::EndpointInfo) shows.

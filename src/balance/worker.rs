@@ -25,7 +25,7 @@ use tracing::{debug, info, warn};
 use super::accrual::FailureAccrual;
 use super::config::{EndpointConfig, LoadMetric};
 use super::dispatch::EndpointFuture;
-use super::endpoint::Endpoint;
+use super::endpoint::{Endpoint, MIN_HEALTHY};
 use super::failfast::FailFast;
 use super::info::EndpointState;
 use super::load::{cold_start_rtt, cold_start_sample};
@@ -112,13 +112,20 @@ struct Absent {
     until: Instant,
 }
 
-/// Whether an endpoint in this state is failing, for subsetting: backing off after a
-/// failed connect or a short-lived connection, ejected, or not serving.
-fn is_failing(state: EndpointState) -> bool {
-    matches!(
-        state,
-        EndpointState::Backoff | EndpointState::Ejected | EndpointState::NotServing
-    )
+/// Whether an endpoint is failing, for subsetting: backing off after a failed
+/// connect or a short-lived connection, or retrying after one (connecting, or
+/// connected for less than [`MIN_HEALTHY`], the time a connection must last for the
+/// endpoint's own backoff to forgive it), ejected, or not serving. One making its
+/// first connect is not: excluding it would connect a refill for every newcomer.
+/// Without the retry's connected moment counted as failing, a home member whose
+/// server accepts and closes connections took its place back from its refill at
+/// every attempt, and gave it up again a moment later.
+fn is_failing(stats: &EndpointStats, now: Instant) -> bool {
+    match stats.state() {
+        EndpointState::Backoff | EndpointState::Ejected | EndpointState::NotServing => true,
+        EndpointState::Connecting => stats.retrying(),
+        _ => stats.retrying() && stats.connected_for(now).is_none_or(|up| up < MIN_HEALTHY),
+    }
 }
 
 pub(crate) struct WorkerParts {
@@ -291,6 +298,10 @@ where
     /// leaves failing in a row, and returns with its stats (ejection, failure score).
     /// Without the memory it was wanted again at the next wake-up as a new member,
     /// and a refused refill became a connect loop paced only by connect latency.
+    /// It returns on trial, beside the refill that took its place: that refill
+    /// leaves only once the returning member is forgiven (in service on a connection
+    /// that has lasted [`MIN_HEALTHY`]), so a member that keeps failing does not take
+    /// a healthy one in and out of the subset with it.
     fn reconcile(&mut self) -> bool {
         let Some(subset) = &self.subset else {
             return false;
@@ -299,14 +310,24 @@ where
         let failing_now = |key: &InstanceKey| {
             self.known
                 .get(key)
-                .is_some_and(|k| is_failing(k.stats.state()))
+                .is_some_and(|k| is_failing(&k.stats, now))
         };
         let failing = |key: &InstanceKey| {
             failing_now(key) || self.absent.get(key).is_some_and(|a| a.until > now)
         };
+        // Back from its time out, not yet forgiven: on trial.
+        let returning = |key: &InstanceKey| self.absent.get(key).is_some_and(|a| a.until <= now);
         let mut wanted: Vec<InstanceKey> = subset.select(|_| false).cloned().collect();
-        for key in subset.select(failing) {
+        // The members that carry the traffic as if those on trial were still out, so
+        // that the refill in a returning member's place stays until that member has
+        // proved itself; then those on trial, connected beside them.
+        for key in subset.select(|k| failing(k) || returning(k)) {
             if !wanted.contains(key) {
+                wanted.push(key.clone());
+            }
+        }
+        for key in subset.select(failing) {
+            if returning(key) && !wanted.contains(key) {
                 wanted.push(key.clone());
             }
         }
@@ -316,13 +337,19 @@ where
             .filter(|k| !wanted.contains(k))
             .map(|k| (k.clone(), failing_now(k)))
             .collect();
-        // A member serving again is forgiven its past failures.
+        // A member serving again is forgiven its past failures, once its connection
+        // has proved healthy (as long as the endpoint's own reconnect backoff asks):
+        // a server that accepts connections and closes them is connected for a
+        // moment each time, and forgiving it then made every return its first.
         let recovered: Vec<InstanceKey> = wanted
             .iter()
             .filter(|k| self.absent.contains_key(*k))
             .filter(|k| {
                 self.known.get(*k).is_some_and(|known| {
-                    known.stats.state() == EndpointState::Ready && known.stats.mode() == Mode::In
+                    let stats = &known.stats;
+                    stats.state() == EndpointState::Ready
+                        && stats.mode() == Mode::In
+                        && stats.connected_for(now).is_some_and(|up| up >= MIN_HEALTHY)
                 })
             })
             .cloned()
