@@ -7,7 +7,7 @@
 //!
 //! SCENARIO is a number or a name: 1 overhead, 2 propagation, 3 dead, 4 slow,
 //! 5 rolling, 6 scale, 7 blackhole, 8 frozen, 9 maxage, 10 weights, 11 zones, 12 worker,
-//! 13 subset, 14 fleet, 15 saturation;
+//! 13 subset, 14 fleet, 15 saturation, 16 refills;
 //! none runs all. A full run
 //! writes `benches/results/*.{json,md,svg}` and regenerates `BENCHMARKS.md`; `--quick`
 //! runs every scenario small (about three minutes in all) and writes only under
@@ -46,6 +46,8 @@ mod propagation_etcd;
 #[cfg(feature = "nacos")]
 #[path = "mesh/propagation_nacos.rs"]
 mod propagation_nacos;
+#[path = "mesh/refills.rs"]
+mod refills;
 #[path = "mesh/report.rs"]
 mod report;
 #[path = "mesh/rolling.rs"]
@@ -78,7 +80,7 @@ use tokio::time::Instant;
 #[global_allocator]
 static ALLOC: cap::Cap<std::alloc::System> = cap::Cap::new(std::alloc::System, usize::MAX);
 
-const NAMES: [(&str, &str); 15] = [
+const NAMES: [(&str, &str); 16] = [
     ("1", "overhead"),
     ("2", "propagation"),
     ("3", "dead"),
@@ -94,6 +96,7 @@ const NAMES: [(&str, &str); 15] = [
     ("13", "subset"),
     ("14", "fleet"),
     ("15", "saturation"),
+    ("16", "refills"),
 ];
 
 const COMMAND: &str = "cargo bench --all-features --bench mesh";
@@ -109,7 +112,7 @@ const COMMAND: &str = "cargo bench --all-features --bench mesh";
 struct Cli {
     /// Scenarios to run, by number or name (1 overhead, 2 propagation, 3 dead, 4 slow,
     /// 5 rolling, 6 scale, 7 blackhole, 8 frozen, 9 maxage, 10 weights, 11 zones,
-    /// 12 worker, 13 subset, 14 fleet, 15 saturation); none runs all.
+    /// 12 worker, 13 subset, 14 fleet, 15 saturation, 16 refills); none runs all.
     #[arg(value_parser = scenario_index)]
     scenarios: Vec<usize>,
     /// Runs every scenario small and writes only under `target/bench/quick/`.
@@ -132,6 +135,13 @@ fn scenario_index(arg: &str) -> Result<usize, String> {
 
 fn main() -> ExitCode {
     let cli = <Cli as clap::Parser>::parse();
+    // Logs on standard error when asked for (`RUST_LOG=tonic_discovery=debug`).
+    if std::env::var_os("RUST_LOG").is_some() {
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_writer(std::io::stderr)
+            .init();
+    }
     let (quick, report_only) = (cli.quick, cli.report_only);
     let mut picked = cli.scenarios;
     if report_only {
@@ -208,7 +218,8 @@ async fn scenario(i: usize, cfg: &Config) -> Res<Section> {
         11 => worker::run(cfg).await,
         12 => subset::run(cfg).await,
         13 => fleet::run(cfg).await,
-        _ => saturation::run(cfg).await,
+        14 => saturation::run(cfg).await,
+        _ => refills::run(cfg).await,
     }
 }
 

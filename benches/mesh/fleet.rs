@@ -6,14 +6,19 @@
 
 use std::collections::HashMap;
 use std::fmt::Write;
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use serde_json::json;
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
 use tokio::time::Instant;
 use tonic::Code;
-use tonic::transport::server::TcpIncoming;
+use tonic::transport::server::Connected;
 use tonic_discovery::InstanceKey;
 use tonic_discovery::balance::{BalancedChannel, EndpointState};
 use tonic_discovery::source::StaticList;
@@ -31,25 +36,154 @@ const MAX_PROBE_DELAY_MS: f64 = 50.0;
 const MAX_BACK_MS: f64 = 2000.0;
 
 /// Endpoints served by a few runtimes, each on a thread of its own.
-struct Fleet {
-    services: Vec<EchoService>,
-    addrs: Vec<SocketAddr>,
+pub struct Fleet {
+    pub services: Vec<EchoService>,
+    pub addrs: Vec<SocketAddr>,
+    /// Each member's front door: connections counted, refused or ended.
+    pub doors: Vec<Arc<Door>>,
     stops: Vec<oneshot::Sender<()>>,
 }
 
+/// A member's front door. Every connection it accepts is counted; while refusing it
+/// closes them at once (a process that crashes as it starts, or a port nobody
+/// serves), and [`kill`](Self::kill) ends the open ones too, as a crash would.
+pub struct Door {
+    refusing: AtomicBool,
+    accepted: AtomicU64,
+    /// Bumped by `kill`: every connection open then ends.
+    killed: watch::Sender<u64>,
+}
+
+impl Door {
+    fn new() -> Door {
+        Door {
+            refusing: AtomicBool::new(false),
+            accepted: AtomicU64::new(0),
+            killed: watch::Sender::new(0),
+        }
+    }
+
+    /// Connections accepted so far (refused ones included).
+    pub fn accepted(&self) -> u64 {
+        self.accepted.load(Ordering::Relaxed)
+    }
+
+    /// Closes every new connection at once (`false`: serves them again).
+    pub fn refuse(&self, refusing: bool) {
+        self.refusing.store(refusing, Ordering::Release);
+    }
+
+    /// Refuses new connections and ends the open ones.
+    pub fn kill(&self) {
+        self.refuse(true);
+        self.killed.send_modify(|n| *n += 1);
+    }
+
+    /// The connections `listener` accepts, through this door.
+    fn incoming(
+        self: Arc<Self>,
+        listener: tokio::net::TcpListener,
+    ) -> impl futures_util::Stream<Item = std::io::Result<Gated>> {
+        futures_util::stream::unfold((listener, self), |(listener, door)| async move {
+            loop {
+                let tcp = match listener.accept().await {
+                    Ok((tcp, _)) => tcp,
+                    Err(e) => return Some((Err(e), (listener, door))),
+                };
+                door.accepted.fetch_add(1, Ordering::Relaxed);
+                if door.refusing.load(Ordering::Acquire) {
+                    drop(tcp);
+                    continue;
+                }
+                let _ = tcp.set_nodelay(true);
+                let mut killed = door.killed.subscribe();
+                let gated = Gated {
+                    tcp,
+                    killed: Some(Box::pin(async move {
+                        let _ = killed.changed().await;
+                    })),
+                };
+                return Some((Ok(gated), (listener, door)));
+            }
+        })
+    }
+}
+
+/// A served connection that fails its reads and writes once its door is killed.
+pub struct Gated {
+    tcp: tokio::net::TcpStream,
+    /// Ready once killed; `None` after.
+    killed: Option<Pin<Box<dyn Future<Output = ()> + Send>>>,
+}
+
+impl Gated {
+    fn check(&mut self, cx: &mut Context<'_>) -> std::io::Result<()> {
+        match &mut self.killed {
+            None => Err(std::io::ErrorKind::ConnectionReset.into()),
+            Some(killed) => {
+                if killed.as_mut().poll(cx).is_ready() {
+                    self.killed = None;
+                    return Err(std::io::ErrorKind::ConnectionReset.into());
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+impl tokio::io::AsyncRead for Gated {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        self.check(cx)?;
+        Pin::new(&mut self.tcp).poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for Gated {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        self.check(cx)?;
+        Pin::new(&mut self.tcp).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        self.check(cx)?;
+        Pin::new(&mut self.tcp).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.tcp).poll_shutdown(cx)
+    }
+}
+
+impl Connected for Gated {
+    type ConnectInfo = ();
+
+    fn connect_info(&self) -> Self::ConnectInfo {}
+}
+
 impl Fleet {
-    fn start(prefix: &str, n: usize, threads: usize) -> Res<Fleet> {
+    pub fn start(prefix: &str, n: usize, threads: usize) -> Res<Fleet> {
         let mut services = Vec::with_capacity(n);
         let mut addrs = Vec::with_capacity(n);
-        let mut per_thread: Vec<Vec<(std::net::TcpListener, EchoService)>> =
-            (0..threads).map(|_| Vec::new()).collect();
+        let mut doors = Vec::with_capacity(n);
+        type Member = (std::net::TcpListener, EchoService, Arc<Door>);
+        let mut per_thread: Vec<Vec<Member>> = (0..threads).map(|_| Vec::new()).collect();
         for i in 0..n {
             let listener = std::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0)))?;
             listener.set_nonblocking(true)?;
             addrs.push(listener.local_addr()?);
             let service = EchoService::new(format!("{prefix}{i}"));
             services.push(service.clone());
-            per_thread[i % threads].push((listener, service));
+            let door = Arc::new(Door::new());
+            doors.push(door.clone());
+            per_thread[i % threads].push((listener, service, door));
         }
         let mut stops = Vec::new();
         for (t, servers) in per_thread.into_iter().enumerate() {
@@ -65,11 +199,11 @@ impl Fleet {
                         return;
                     };
                     rt.block_on(async move {
-                        for (listener, service) in servers {
+                        for (listener, service, door) in servers {
                             let Ok(listener) = tokio::net::TcpListener::from_std(listener) else {
                                 continue;
                             };
-                            let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+                            let incoming = door.incoming(listener);
                             tokio::spawn(
                                 tonic::transport::Server::builder()
                                     .add_service(EchoServer::new(service))
@@ -84,6 +218,7 @@ impl Fleet {
         Ok(Fleet {
             services,
             addrs,
+            doors,
             stops,
         })
     }
@@ -135,7 +270,7 @@ struct Run {
     not_back: usize,
 }
 
-fn quantile(v: &[f64], q: f64) -> f64 {
+pub fn quantile(v: &[f64], q: f64) -> f64 {
     if v.is_empty() {
         return f64::NAN;
     }

@@ -8,7 +8,7 @@ use crate::common::{Res, Section};
 use crate::outcome::Runs;
 
 /// The scenarios in order: key, title.
-pub const TITLES: [(&str, &str); 15] = [
+pub const TITLES: [(&str, &str); 16] = [
     ("1-overhead", "1. Overhead"),
     ("2-propagation", "2. Propagation"),
     ("3-dead-instance", "3. Dead instance"),
@@ -24,6 +24,7 @@ pub const TITLES: [(&str, &str); 15] = [
     ("13-subset", "13. Subsetting"),
     ("14-fleet", "14. Fleet"),
     ("15-saturation", "15. Saturation"),
+    ("16-refills", "16. Subsetting with failing refills"),
 ];
 
 /// Writes `<out>/<key>.json` and `<out>/<key>.md` (the section with its run header).
