@@ -12,7 +12,7 @@ use super::fenwick::Fenwick;
 use super::info::EndpointInfo;
 use super::policy::{Policy, TIERS, tier_shares};
 use super::send::Reserved;
-use super::stats::EndpointStats;
+use super::stats::{EndpointStats, Mode};
 use crate::InstanceKey;
 
 /// The current endpoints, updated by the worker on discovery changes (and, under a
@@ -121,21 +121,56 @@ pub(crate) enum Probe {
     Drop,
 }
 
-/// Two endpoints to compare (the second absent when the tier has one in service),
-/// each with the factor its calls waiting count by (see [`EndpointStats::prefer_second`]).
+/// Two endpoints to compare, drawn from the table ([`Registry::draw`]) or from the
+/// worker's ready set (the second absent when the tier has one in service), each with
+/// the factor its calls waiting count by (see [`EndpointStats::prefer_second`]).
 pub(crate) struct Pair {
     pub(crate) a: (Arc<EndpointStats>, f64),
     pub(crate) b: Option<(Arc<EndpointStats>, f64)>,
 }
 
 impl Pair {
-    /// The one to call: the first drawn unless the second costs clearly less (see
-    /// [`EndpointStats::prefer_second`]), so estimates that differ by noise leave the
-    /// draw's proportions (uniform, or by weight) in place.
-    pub(crate) fn cheaper(self) -> Arc<EndpointStats> {
-        match self.b {
-            Some((b, sb)) if EndpointStats::prefer_second(&self.a.0, self.a.1, &b, sb) => b,
-            _ => self.a.0,
+    /// The one to call: the power-of-two-choices decision, the same for every pick
+    /// (callers sending without the worker, and both of the worker's draws). In
+    /// this order:
+    ///
+    /// 1. an endpoint whose ejection ran out ([`Mode::ProbeAllowed`]), unless it is
+    ///    `avoid`: the first drawn if both are;
+    /// 2. the other one, when one is `avoid` (the endpoint that refused the call
+    ///    before);
+    /// 3. by cost ([`EndpointStats::prefer_second`], with the scales drawn): an
+    ///    endpoint whose cost says nothing (never tried, or stale) takes the call,
+    ///    the first drawn if both; otherwise the first drawn unless the second costs
+    ///    clearly less.
+    ///
+    /// A lone candidate is taken whatever it is.
+    pub(crate) fn choose(self, avoid: Option<&InstanceKey>) -> Arc<EndpointStats> {
+        let Pair { a: (a, sa), b } = self;
+        let Some((b, sb)) = b else {
+            return a;
+        };
+        let avoided = |s: &EndpointStats| avoid == Some(&s.key);
+        // An endpoint back from ejection is tried whatever its cost: one call decides
+        // whether it returns, and its old estimate says nothing.
+        let probe = |s: &EndpointStats| s.mode() == Mode::ProbeAllowed && !avoided(s);
+        if probe(&a) {
+            return a;
+        }
+        if probe(&b) {
+            return b;
+        }
+        if avoided(&a) {
+            return b;
+        }
+        if avoided(&b) {
+            return a;
+        }
+        // Estimates that differ by noise leave the draw's proportions (uniform, or
+        // by weight) in place.
+        if EndpointStats::prefer_second(&a, sa, &b, sb) {
+            b
+        } else {
+            a
         }
     }
 }
@@ -408,18 +443,19 @@ impl Registry {
     }
 
     /// Power of two choices over the endpoints a caller may send on now (see
-    /// [`EndpointStats::direct`]), by the same draw and cost the worker uses. Two are
-    /// drawn among those ready, as the worker draws from its ready set: an endpoint
-    /// that is not (ejected, connecting, at its stream limit) is drawn again, a few
-    /// times at most, never taken by default, since an instance the guard keeps in
-    /// service despite its failures must still lose its comparison. An endpoint never
-    /// tried, or whose estimate expired, takes the call (see
-    /// [`EndpointStats::prefer_second`]). `None` leaves the call to the worker: fewer
-    /// than two ready endpoints found (one, when it is the only endpoint in service),
-    /// a probe is due anywhere (the worker sends the probes, see
-    /// [`next_probe`](Self::next_probe)), or calls wait for the worker: they are
-    /// served first, in order, so a caller in a closed loop cannot take a stream
-    /// freed under them.
+    /// [`EndpointStats::direct`]), by the same draw and decision the worker uses
+    /// ([`draw`](Self::draw), [`Pair::choose`]). Two are drawn among those ready, as
+    /// the worker draws from its ready set: an endpoint that is not (ejected, due a
+    /// probe, connecting, at its stream limit) is drawn again, a few times at most,
+    /// never taken by default, since an instance the guard keeps in service despite
+    /// its failures must still lose its comparison. No candidate is due a probe and
+    /// none is avoided, so the decision is the cost comparison, where an endpoint
+    /// never tried, or whose estimate expired, takes the call.
+    /// `None` leaves the call to the worker: fewer than two ready endpoints found
+    /// (one, when it is the only endpoint in service), a probe is due anywhere (the
+    /// worker sends the probes, see [`next_probe`](Self::next_probe)), or calls wait
+    /// for the worker: they are served first, in order, so a caller in a closed loop
+    /// cannot take a stream freed under them.
     ///
     /// The pick comes with a stream slot reserved on its connection (see
     /// [`EndpointStats::try_reserve_stream`]); when the slot went to another caller
@@ -435,7 +471,7 @@ impl Registry {
                 Candidate::Skip
             }
         })?;
-        Reserved::new(pair.cheaper())
+        Reserved::new(pair.choose(None))
     }
 
     /// Each tier's endpoints and endpoints in service.
@@ -683,6 +719,66 @@ mod tests {
         b.rtt.observe(Duration::from_micros(100));
         assert!(!b.stale(Instant::now()));
         assert!(!EndpointStats::prefer_second(&a, 1.0, &b, 1.0));
+    }
+
+    /// What we want to test: the one decision every pick makes between two
+    /// candidates, in its order of precedence.
+    #[tokio::test(start_paused = true)]
+    async fn choose_takes_a_probe_then_avoids_then_compares_costs() {
+        let tried = |id: &str, rtt_us: u64| {
+            let s = stats(id);
+            s.call_started();
+            s.headers_received(Instant::now(), true);
+            s.rtt.reset(Duration::from_micros(rtt_us));
+            s
+        };
+        let (cheap, dear, close) = (tried("cheap", 100), tried("dear", 900), tried("close", 120));
+        let probe = tried("probe", 900);
+        probe.eject();
+        probe.allow_probe();
+        assert_eq!(probe.mode(), Mode::ProbeAllowed);
+        let fresh = stats("fresh");
+        fresh.rtt.reset(Duration::from_micros(900));
+        assert!(fresh.untried());
+        let choose =
+            |a: &Arc<EndpointStats>, b: &Arc<EndpointStats>, avoid: Option<&Arc<EndpointStats>>| {
+                let pair = Pair {
+                    a: (a.clone(), 1.0),
+                    b: Some((b.clone(), 1.0)),
+                };
+                pair.choose(avoid.map(|s| &s.key)).key.id().to_owned()
+            };
+
+        // 1. An endpoint whose ejection ran out beats a cheaper one, drawn first or
+        // second, unless it is the endpoint to avoid.
+        assert_eq!(choose(&cheap, &probe, None), "probe");
+        assert_eq!(choose(&probe, &cheap, None), "probe");
+        assert_eq!(choose(&probe, &fresh, None), "probe");
+        assert_eq!(choose(&probe, &dear, Some(&probe)), "dear");
+        // 2. The endpoint to avoid loses, even when cheaper or never tried.
+        assert_eq!(choose(&cheap, &dear, Some(&cheap)), "dear");
+        assert_eq!(choose(&dear, &cheap, Some(&cheap)), "dear");
+        assert_eq!(choose(&fresh, &dear, Some(&fresh)), "dear");
+        // 3. An endpoint never tried takes the call, whatever its cost.
+        assert_eq!(choose(&cheap, &fresh, None), "fresh");
+        assert_eq!(choose(&fresh, &cheap, Some(&dear)), "fresh");
+        // Otherwise the clearly cheaper wins, and a near tie keeps the first drawn.
+        assert_eq!(choose(&dear, &cheap, None), "cheap");
+        assert_eq!(choose(&cheap, &dear, None), "cheap");
+        assert_eq!(choose(&cheap, &close, None), "cheap");
+        assert_eq!(choose(&close, &cheap, None), "close");
+        // A lone candidate is taken, even the one to avoid.
+        let alone = Pair {
+            a: (dear.clone(), 1.0),
+            b: None,
+        };
+        assert_eq!(alone.choose(Some(&dear.key)).key.id(), "dear");
+        // An expired estimate says as little as none: of a stale and an untried
+        // endpoint, the first drawn takes the call.
+        tokio::time::advance(Duration::from_millis(1_100)).await;
+        assert!(cheap.stale(Instant::now()));
+        assert_eq!(choose(&cheap, &fresh, None), "cheap");
+        assert_eq!(choose(&fresh, &cheap, None), "fresh");
     }
 
     #[tokio::test]

@@ -31,7 +31,7 @@ use super::info::EndpointState;
 use super::load::{cold_start_rtt, cold_start_sample};
 use super::stats::{EndpointStats, Mode};
 use super::subset::Subset;
-use super::table::{Candidate, Probe, Registry, Waiting};
+use super::table::{Candidate, Pair, Probe, Registry, Waiting};
 use crate::telemetry::{ChannelMetrics, Telemetry, state_index};
 use crate::{BoxError, Instance, InstanceKey};
 
@@ -806,10 +806,10 @@ where
     }
 
     /// Power of two choices drawn by the traffic policy (tiers and weights) among
-    /// the ready endpoints, with the same precedence as the uniform draw: a probe due
-    /// first, then an endpoint never tried (see [`EndpointStats::prefer_second`]). `None` when the draw finds none; the uniform
-    /// draw then decides, so a stale share never leaves a call waiting while some
-    /// endpoint is ready.
+    /// the ready endpoints other than `avoid`, decided as every pick is (see
+    /// [`Pair::choose`]). `None` when the draw finds none; the uniform draw then
+    /// decides, so a stale share never leaves a call waiting while some endpoint is
+    /// ready.
     fn sample_policy(&mut self, avoid: Option<&InstanceKey>) -> Option<usize> {
         let cache = &self.cache;
         let pair = self.registry.draw(&mut self.rng, |s| {
@@ -819,21 +819,12 @@ where
                 Candidate::Skip
             }
         })?;
-        let index = |s: &EndpointStats| cache.get_ready(&s.key).map(|(i, _, _)| i);
-        let first = |pred: &dyn Fn(&EndpointStats) -> bool| {
-            [Some(&pair.a.0), pair.b.as_ref().map(|b| &b.0)]
-                .into_iter()
-                .flatten()
-                .find(|s| pred(s))
-                .and_then(|s| index(s))
-        };
-        if let Some(i) = first(&|s| s.mode() == Mode::ProbeAllowed) {
-            return Some(i);
-        }
-        // An endpoint never tried (or whose estimate expired) wins inside `cheaper`.
-        index(&pair.cheaper())
+        self.ready_index(&pair.choose(avoid))
     }
 
+    /// Power of two choices drawn uniformly from the ready set, decided as every
+    /// pick is (see [`Pair::choose`]), every load counting once. A single ready
+    /// endpoint takes the call, even the one to avoid.
     fn sample_uniform(&mut self, avoid: Option<&InstanceKey>) -> Option<usize> {
         let len = self.cache.ready_len();
         match len {
@@ -845,49 +836,23 @@ where
                 if b >= a {
                     b += 1;
                 }
-                let key = |i| self.cache.get_ready_index(i).map(|(k, _)| k);
-                let probing = |i| {
+                let candidate = |i| {
                     self.cache
                         .get_ready_index(i)
-                        .is_some_and(|(_, s)| s.stats().mode() == Mode::ProbeAllowed)
+                        .map(|(_, endpoint)| (endpoint.stats().clone(), 1.0))
                 };
-                // An endpoint back from ejection is tried whatever its cost: one call
-                // decides whether it returns, and its old estimate says nothing.
-                if probing(a) && key(a) != avoid {
-                    return Some(a);
-                }
-                if probing(b) && key(b) != avoid {
-                    return Some(b);
-                }
-                // So is one that never had a call: its cost is the initial guess until
-                // its first answer measures it, and a guess would decide nothing.
-                let untried = |i| {
-                    self.cache
-                        .get_ready_index(i)
-                        .is_some_and(|(k, s)| s.stats().untried() && Some(k) != avoid)
+                let pair = Pair {
+                    a: candidate(a)?,
+                    b: candidate(b),
                 };
-                if untried(a) {
-                    return Some(a);
-                }
-                if untried(b) {
-                    return Some(b);
-                }
-                if avoid.is_some() {
-                    if key(a) == avoid {
-                        return Some(b);
-                    }
-                    if key(b) == avoid {
-                        return Some(a);
-                    }
-                }
-                let stats = |i| self.cache.get_ready_index(i).map(|(_, s)| s.stats());
-                let second = match (stats(a), stats(b)) {
-                    (Some(sa), Some(sb)) => EndpointStats::prefer_second(sa, 1.0, sb, 1.0),
-                    _ => false,
-                };
-                Some(if second { b } else { a })
+                self.ready_index(&pair.choose(avoid))
             }
         }
+    }
+
+    /// The index in the ready set of the endpoint `stats` belongs to.
+    fn ready_index(&self, stats: &EndpointStats) -> Option<usize> {
+        self.cache.get_ready(&stats.key).map(|(i, _, _)| i)
     }
 }
 
