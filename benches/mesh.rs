@@ -8,12 +8,15 @@
 //! SCENARIO is a number or a name: 1 overhead, 2 propagation, 3 dead, 4 slow,
 //! 5 rolling, 6 scale, 7 blackhole, 8 frozen, 9 maxage, 10 weights, 11 zones, 12 worker,
 //! 13 subset, 14 fleet, 15 saturation, 16 refills;
-//! none runs all. A full run
-//! writes `benches/results/*.{json,md,svg}` and regenerates `BENCHMARKS.md`; `--quick`
-//! runs every scenario small (about three minutes in all) and writes only under
-//! `target/bench/quick/`. `--report-only` runs
-//! nothing and reassembles `BENCHMARKS.md` from the saved sections and
-//! `benches/results/notes.md`.
+//! none runs all. A run writes `benches/results/*.{json,md,svg}`, regenerates
+//! `BENCHMARKS.md` from the saved sections and `benches/results/notes.md`, and rewrites
+//! the README's summary of the benchmarks (the block between its
+//! `<!-- bench-summary:start -->` and `<!-- bench-summary:end -->` lines, one bullet per
+//! scenario written from its saved JSON by `report::bullet`); so the two never disagree.
+//! `--quick` runs every scenario small (about three minutes in all) and writes only
+//! under `target/bench/quick/`, its summary to `target/bench/quick/summary.md` (the
+//! README is left alone). `--report-only` runs nothing and regenerates `BENCHMARKS.md`
+//! and the README's summary from the saved results.
 #![allow(missing_docs, unreachable_pub, missing_debug_implementations)]
 
 #[path = "mesh/blackhole.rs"]
@@ -102,8 +105,8 @@ const NAMES: [(&str, &str); 16] = [
 const COMMAND: &str = "cargo bench --all-features --bench mesh";
 
 /// The benchmark harness: our balanced channel beside a plain tonic `Channel` and
-/// tonic's own balancer, on loopback. A full run writes `benches/results/*` and
-/// regenerates `BENCHMARKS.md`.
+/// tonic's own balancer, on loopback. A run writes `benches/results/*` and regenerates
+/// `BENCHMARKS.md` and the README's summary of the benchmarks.
 #[derive(Debug, clap::Parser)]
 #[command(
     name = "mesh",
@@ -118,7 +121,8 @@ struct Cli {
     /// Runs every scenario small and writes only under `target/bench/quick/`.
     #[arg(long)]
     quick: bool,
-    /// Runs nothing; reassembles `BENCHMARKS.md` from the saved sections and notes.
+    /// Runs nothing; regenerates `BENCHMARKS.md` and the README's summary from the saved
+    /// results.
     #[arg(long)]
     report_only: bool,
     /// Added by `cargo bench`; ignored.
@@ -199,6 +203,19 @@ async fn run(quick: bool, picked: &[usize]) -> Res<()> {
     };
     report::assemble(&cfg.out, &target, &machine(), COMMAND)?;
     eprintln!("wrote {}", target.display());
+    if quick {
+        // A run this small would only mislead in the README.
+        let summary = cfg.out.join("summary.md");
+        std::fs::write(&summary, report::summary(&cfg.out, COMMAND) + "\n")?;
+        eprintln!(
+            "wrote {} (the README's summary block for this run)",
+            summary.display()
+        );
+    } else {
+        let readme = root.join("README.md");
+        report::write_summary(&cfg.out, &readme, COMMAND)?;
+        eprintln!("wrote the summary in {}", readme.display());
+    }
     Ok(())
 }
 

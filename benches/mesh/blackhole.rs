@@ -15,6 +15,8 @@ use crate::trial::{self, Fault, NAMES, Plan};
 
 /// The share of the calls in the window after the fault that may fail, %.
 const MAX_FAILED_PCT: f64 = 0.5;
+/// Failures stop within this after the fault, ms.
+const MAX_LAST_FAILURE_MS: f64 = 1000.0;
 
 pub async fn run(cfg: &Config) -> Res<Section> {
     let after = Duration::from_millis(cfg.pick(10_000, 3000));
@@ -78,7 +80,7 @@ fn section(cfg: &Config, plans: &[Plan; 2], runs: &[[Runs; 2]]) -> Section {
     let two = &runs[1];
     let _ = writeln!(
         md,
-        "\nTargets, 1 of 3 black-holed, ours, worst run: failures stop within 1 s of the fault — last \
+        "\nTargets, 1 of 3 black-holed, ours, worst run: failures stop within {:.0} s of the fault — last \
          failure at {last:.0} ms ({}); the first burst of failures (up to the first {} ms without one) \
          ended at {burst:.0} ms, and {} failures came after it (median): the half-open probes of an \
          ejected instance (one real call each time its ejection runs out, after about 1 s, 2 s, 4 s …) \
@@ -90,7 +92,8 @@ fn section(cfg: &Config, plans: &[Plan; 2], runs: &[[Runs; 2]]) -> Section {
          most one of three; the failure penalty steers calls off the other) — ours succeeded on \
          {:.2}% of the calls after the fault (median; tonic-balance {:.2}%), and every second after \
          the fault had successful calls in every run ({}).",
-        verdict(last <= 1000.0),
+        MAX_LAST_FAILURE_MS / 1000.0,
+        verdict(last <= MAX_LAST_FAILURE_MS),
         outcome::QUIET.as_millis(),
         outcome::median(&one.after_burst),
         verdict(pct <= MAX_FAILED_PCT),
@@ -106,7 +109,11 @@ fn section(cfg: &Config, plans: &[Plan; 2], runs: &[[Runs; 2]]) -> Section {
         .collect();
     Section {
         key: "7-black-hole",
-        json: json!({ "variants": variants }),
+        json: json!({
+            "variants": variants,
+            "target_failed_pct": MAX_FAILED_PCT,
+            "target_last_failure_ms": MAX_LAST_FAILURE_MS,
+        }),
         markdown: md,
     }
 }

@@ -11,6 +11,9 @@ use crate::overhead::verdict;
 use crate::report;
 use crate::trial::{self, Fault, Plan};
 
+/// The target: errors stop within this after the kill, ms.
+const MAX_LAST_FAILURE_MS: f64 = 1000.0;
+
 pub async fn run(cfg: &Config) -> Res<Section> {
     let after = Duration::from_millis(cfg.pick(8000, 2500));
     let plan = Plan::new(cfg, "dead", Fault::Kill(1), after);
@@ -52,17 +55,20 @@ fn section(cfg: &Config, plan: &Plan, runs: &[Runs]) -> Section {
     let ratio = outcome::median(&runs[0].failed) / outcome::median(&runs[1].failed).max(1.0);
     let _ = writeln!(
         md,
-        "\nTarget: errors stop within 1 s — ours, worst run: {ours:.0} ms ({}). tonic-balance failed \
+        "\nTarget: errors stop within {:.0} s — ours, worst run: {ours:.0} ms ({}). tonic-balance failed \
          {ratio:.0}× as many requests (medians); a non-zero last-second count means its errors had not \
          stopped. In flight at the kill: calls sent before it and not answered by then; they are \
          counted on the killed instance unless a live instance answered them later (the answer names \
          its instance; live instances answer every call). For ours the channel's own count of streams \
          open on the endpoint at the kill is shown too (tonic's balancer does not expose one).",
-        verdict(ours <= 1000.0)
+        MAX_LAST_FAILURE_MS / 1000.0,
+        verdict(ours <= MAX_LAST_FAILURE_MS)
     );
+    let mut json = outcome::json(plan, runs);
+    json["target_last_failure_ms"] = MAX_LAST_FAILURE_MS.into();
     Section {
         key: "3-dead-instance",
-        json: outcome::json(plan, runs),
+        json,
         markdown: md,
     }
 }

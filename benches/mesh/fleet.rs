@@ -386,6 +386,10 @@ pub async fn run(cfg: &Config) -> Res<Section> {
         "endpoints": n,
         "black_holed": holed,
         "rate": rate,
+        "window_s": window.as_secs_f64(),
+        "target_failed_pct": MAX_FAILED_PCT,
+        "target_probe_delay_ms": MAX_PROBE_DELAY_MS,
+        "target_back_ms": MAX_BACK_MS,
         "ours": to_json(&ours_run),
         "tonic_balance": to_json(&tonic_run),
     });

@@ -95,9 +95,12 @@ fn section(cfg: &Config, plan: &Plan, runs: &[Runs]) -> Section {
         verdict(within),
         outcome::median(&runs[0].deadline_hits),
     );
+    let mut json = outcome::json(plan, runs);
+    json["keep_alive_bound_s"] = bound.as_secs_f64().into();
+    json["timer_slack_ms"] = (SLACK.as_secs_f64() * 1e3).into();
     Section {
         key: "8-frozen-instance",
-        json: outcome::json(plan, runs),
+        json,
         markdown: md,
     }
 }

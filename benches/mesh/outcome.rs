@@ -10,7 +10,7 @@ use tokio::time::Instant;
 use crate::common::{Config, ms_between};
 use crate::load::Event;
 use crate::stats::{self, Spread, q_us};
-use crate::trial::{Fault, NAMES, Plan, RATE, Trial};
+use crate::trial::{Fault, NAMES, Plan, RATE, SERVERS, Trial};
 
 /// One contender's measurements, one value per run.
 #[derive(Debug, Default, Clone, serde::Serialize)]
@@ -262,7 +262,7 @@ pub fn setup(cfg: &Config, plan: &Plan, fault: &str) -> String {
         ),
     };
     format!(
-        "Open loop {RATE} calls/s ({:.0} s deadline per call), 3 servers, {fault}{when}. {} run(s) \
+        "Open loop {RATE} calls/s ({:.0} s deadline per call), {SERVERS} servers, {fault}{when}. {} run(s) \
          per contender, interleaved; cells are min / median / max over runs. tonic-balance = \
          `Channel::balance_list`; ours = `BalancedChannel` over `consul::Discovery`, defaults{}. \
          Every instance stays registered and passing.\n\n",
@@ -283,6 +283,7 @@ pub fn setup(cfg: &Config, plan: &Plan, fault: &str) -> String {
 pub fn json(plan: &Plan, runs: &[Runs]) -> Value {
     json!({
         "rate": RATE,
+        "servers": SERVERS,
         "fault": format!("{:?}", plan.fault),
         "before_s": plan.before.as_secs_f64(),
         "after_s": plan.after.as_secs_f64(),

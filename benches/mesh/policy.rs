@@ -24,6 +24,16 @@ use crate::overhead::verdict;
 use crate::stats::{Spread, q_us};
 
 const WEIGHTS: [u32; 3] = [1, 2, 4];
+/// What the weight-4 server adds to every reply in the last row.
+const SLOW_DELAY: Duration = Duration::from_millis(10);
+/// Targets: under load, each median share this many points from its weight's at most;
+/// the slow weight-4 server's share below this, %.
+const MAX_POINTS_OFF: f64 = 5.0;
+const MAX_SLOW_SHARE_PCT: f64 = 10.0;
+/// Zones' targets: steady state in the client's zone at least, %; the first call
+/// answered in the other zone after the kill within, ms.
+const MIN_STEADY_LOCAL_PCT: f64 = 99.0;
+const MAX_SPILL_MS: f64 = 1000.0;
 
 #[derive(Debug, Default, Clone, serde::Serialize)]
 struct Shares {
@@ -127,7 +137,7 @@ pub async fn weights(cfg: &Config) -> Res<Section> {
             rows[2].pct[2][run],
         );
     }
-    servers[2].service().set_delay(Duration::from_millis(10));
+    servers[2].service().set_delay(SLOW_DELAY);
     for run in 0..cfg.runs() {
         let c = closed_loop(&chan, 16, warm, dur).await;
         rows[3].add(&ids, &c);
@@ -161,7 +171,10 @@ fn weights_section(cfg: &Config, dur: Duration, rows: &[Shares; 4]) -> Section {
         format!("{OPEN_RATE} calls/s, open loop"),
         "64 workers, closed loop (saturated)".to_owned(),
         "1 worker, closed loop".to_owned(),
-        "16 workers, the weight-4 server 10 ms slow".to_owned(),
+        format!(
+            "16 workers, the weight-4 server {} ms slow",
+            SLOW_DELAY.as_millis()
+        ),
     ];
     for (name, s) in names.iter().zip(rows) {
         let _ = writeln!(
@@ -184,20 +197,22 @@ fn weights_section(cfg: &Config, dur: Duration, rows: &[Shares; 4]) -> Section {
     let _ = writeln!(
         md,
         "\nUnder load ({OPEN_RATE} calls/s) the medians are at most **{open:.1} points** from 14.3 / 28.6 / 57.1 % \
-         (target ±5: {}); one call at a time, {single:.1} points. Saturated, {saturated:.1} points: every server \
+         (target ±{MAX_POINTS_OFF:.0}: {}); one call at a time, {single:.1} points. Saturated, {saturated:.1} points: every server \
          is one thread on the same 2 cores, so the weight-4 server is no faster than the others, its replies \
          slow down under four times the load, and latency takes calls back from it, as it should. With the \
-         weight-4 server 10 ms slow it gets **{slow_share:.2}%** of the calls (its weight alone would give it \
+         weight-4 server {} ms slow it gets **{slow_share:.2}%** of the calls (its weight alone would give it \
          57%): latency wins ({}).",
-        verdict(open <= 5.0),
-        verdict(slow_share < 10.0)
+        verdict(open <= MAX_POINTS_OFF),
+        SLOW_DELAY.as_millis(),
+        verdict(slow_share < MAX_SLOW_SHARE_PCT)
     );
     Section {
         key: "10-weights",
         json: json!({"seconds": dur.as_secs_f64(), "weights": WEIGHTS, "open_rate": OPEN_RATE,
             "open": rows[0], "saturated_64": rows[1], "single": rows[2], "slow_16": rows[3],
             "points_off": {"open": open, "saturated": saturated, "single": single},
-            "slow_share_pct": slow_share}),
+            "slow_share_pct": slow_share, "slow_delay_ms": SLOW_DELAY.as_secs_f64() * 1e3,
+            "target_points_off": MAX_POINTS_OFF, "target_slow_share_pct": MAX_SLOW_SHARE_PCT}),
         markdown: md,
     }
 }
@@ -362,18 +377,20 @@ fn zones_section(cfg: &Config, phase: Duration, r: &ZoneRuns) -> Section {
         .fold(f64::MIN, f64::max);
     let _ = writeln!(
         md,
-        "\nSteady state ≥ 99% in the client's zone: worst run {steady:.2}% ({}). Spill-over within 1 s: \
+        "\nSteady state ≥ {MIN_STEADY_LOCAL_PCT:.0}% in the client's zone: worst run {steady:.2}% ({}). Spill-over within {:.0} s: \
          worst {spill:.0} ms ({}). Failed calls beyond those in flight at the kill: at most {:.0} ({}). \
          With one of two instances down, zone a is 50% ready: × 1.4 it keeps 70% of the calls and 30% \
          spill over (the median above). When za0 returns the spilled share goes back to za.",
-        verdict(steady >= 99.0),
-        verdict(spill <= 1000.0),
+        verdict(steady >= MIN_STEADY_LOCAL_PCT),
+        MAX_SPILL_MS / 1000.0,
+        verdict(spill <= MAX_SPILL_MS),
         extra_failures.max(0.0),
         verdict(extra_failures <= 0.0)
     );
     Section {
         key: "11-zones",
-        json: json!({"phase_seconds": phase.as_secs_f64(), "rate": 1000, "runs": r}),
+        json: json!({"phase_seconds": phase.as_secs_f64(), "rate": 1000, "runs": r,
+            "target_steady_local_pct": MIN_STEADY_LOCAL_PCT, "target_spill_ms": MAX_SPILL_MS}),
         markdown: md,
     }
 }

@@ -265,6 +265,7 @@ pub async fn run(cfg: &Config) -> Res<Section> {
         "most_members": most,
         "sent": sent,
         "failed": failed,
+        "target_failed_pct": MAX_FAILED_PCT,
     });
     Ok(Section {
         key: "16-refills",

@@ -29,6 +29,13 @@ pub struct Big {
     /// `decode_health` + the diff: every entry decoded, as before the decoder.
     pub full_decode_diff_ms: Vec<f64>,
     pub json_value_decode_ms: Vec<f64>,
+    /// The target for `decode_diff_ms` (median), ms.
+    pub target_decode_diff_ms: f64,
+}
+
+/// The target for decoding and diffing one change: 5 ms up to 5,000 instances, 10 ms above.
+fn decode_diff_target_ms(instances: usize) -> f64 {
+    if instances <= 5000 { 5.0 } else { 10.0 }
 }
 
 pub async fn put(http: &reqwest::Client, url: &str, name: &str, id: &str, port: u16) -> Res<()> {
@@ -103,6 +110,7 @@ pub async fn big_service(cfg: &Config, n: usize) -> Res<Big> {
         decode_diff_ms: Vec::new(),
         full_decode_diff_ms: Vec::new(),
         json_value_decode_ms: Vec::new(),
+        target_decode_diff_ms: decode_diff_target_ms(n),
     };
     decode_trials(cfg, &http, &url, &mut big).await?;
     eprintln!("  big {n}: initial {initial_ms:.0} ms, held {held_bytes} B");

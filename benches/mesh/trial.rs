@@ -17,6 +17,8 @@ use crate::outcome::Runs;
 pub const NAMES: [&str; 2] = ["tonic-balance", "ours"];
 /// Open-loop calls per second.
 pub const RATE: u32 = 1000;
+/// The servers of a trial.
+pub const SERVERS: usize = 3;
 
 /// What happens to the first `n` of the three servers at the fault.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -143,7 +145,7 @@ pub async fn runs(cfg: &Config, plan: &Plan) -> Res<[Runs; 2]> {
 /// One trial of contender `i` (an index into [`NAMES`]).
 pub async fn trial(registry: &Registry, plan: &Plan, run: usize, i: usize) -> Res<Trial> {
     let tag = format!("{}{run}{i}", plan.tag);
-    let mut servers = common::servers_with(&format!("{tag}-"), 3, plan.max_age).await?;
+    let mut servers = common::servers_with(&format!("{tag}-"), SERVERS, plan.max_age).await?;
     let faulted = common::ids(&servers[..plan.fault.count()]);
     let (chan, ours, handles) = contender(registry, plan, &tag, &servers, i).await?;
     common::until_all_answer(&chan, &common::ids(&servers)).await?;
