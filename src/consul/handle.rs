@@ -3,7 +3,7 @@
 
 use std::fmt;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
 
@@ -34,7 +34,17 @@ pub type RegistrationHandle = register::RegistrationHandle<Registrar>;
 pub struct Registrar {
     agent: Arc<dyn Agent>,
     reg: Arc<Resolved>,
-    heartbeat: Mutex<Option<Heartbeat>>,
+}
+
+/// What a Consul registration's keep-alive task owns: the TTL heartbeat (see
+/// [`Registrar::KeepAlive`](register::Registrar::KeepAlive)). Made by
+/// [`Client::register`].
+pub struct KeepAlive(Heartbeat);
+
+impl fmt::Debug for KeepAlive {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KeepAlive").finish_non_exhaustive()
+    }
 }
 
 // === impl Client ===
@@ -92,12 +102,8 @@ pub(crate) async fn start(
     }
     tracing::info!(service_id = %reg.service_id, address = %reg.address, "registered");
     let span = tracing::info_span!("heartbeat", service_id = %reg.service_id);
-    let registrar = Registrar {
-        agent,
-        reg,
-        heartbeat: Mutex::new(Some(heartbeat)),
-    };
-    Ok(RegistrationHandle::new(registrar, span))
+    let registrar = Registrar { agent, reg };
+    Ok(RegistrationHandle::new(registrar, KeepAlive(heartbeat), span))
 }
 
 // === impl RegistrationHandle ===
@@ -127,17 +133,12 @@ impl RegistrationHandle {
 // === impl Registrar ===
 
 impl register::Registrar for Registrar {
-    async fn keep_alive(self: Arc<Self>, stop: CancellationToken) {
-        let heartbeat = self
-            .heartbeat
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take();
-        if let Some(heartbeat) = heartbeat {
-            tokio::select! {
-                () = stop.cancelled() => {}
-                () = heartbeat.run() => {}
-            }
+    type KeepAlive = KeepAlive;
+
+    async fn keep_alive(self: Arc<Self>, KeepAlive(heartbeat): KeepAlive, stop: CancellationToken) {
+        tokio::select! {
+            () = stop.cancelled() => {}
+            () = heartbeat.run() => {}
         }
     }
 

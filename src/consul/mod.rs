@@ -114,7 +114,7 @@ pub use builder::ClientBuilder;
 pub use client::Client;
 pub use decoder::{Decoded, HealthDecoder};
 pub use discovery::DiscoveryBuilder;
-pub use handle::{Registrar, RegistrationHandle};
+pub use handle::{KeepAlive, Registrar, RegistrationHandle};
 pub use query::Consistency;
 pub use register::Registration;
 pub use types::{AddressKind, decode_health};

@@ -3,7 +3,7 @@
 //! when serving again, the lease revoked at the end).
 
 use std::fmt;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -44,7 +44,20 @@ pub struct Registrar {
     lease: watch::Receiver<Option<i64>>,
     /// Shared with the keeper: orders every write of the key.
     publication: Arc<Publication>,
-    keeper: Mutex<Option<(Keeper, Lease)>>,
+}
+
+/// What an etcd registration's keep-alive task owns: the lease keeper and the lease
+/// (see [`Registrar::KeepAlive`](register::Registrar::KeepAlive)). Made by
+/// registering.
+pub struct KeepAlive {
+    keeper: Keeper,
+    lease: Lease,
+}
+
+impl fmt::Debug for KeepAlive {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KeepAlive").finish_non_exhaustive()
+    }
 }
 
 /// Grants a lease, puts the key with it unless the health source says the instance
@@ -78,9 +91,10 @@ pub(crate) async fn start(
         registration,
         lease: lease_rx,
         publication,
-        keeper: Mutex::new(Some((keeper, lease))),
     };
-    let handle = RegistrationHandle::following_health(registrar, health, publish, span);
+    let keep_alive = KeepAlive { keeper, lease };
+    let handle =
+        RegistrationHandle::following_health(registrar, keep_alive, health, publish, span);
     Ok(handle)
 }
 
@@ -101,17 +115,13 @@ impl RegistrationHandle {
 // === impl Registrar ===
 
 impl register::Registrar for Registrar {
-    async fn keep_alive(self: Arc<Self>, stop: CancellationToken) {
-        let keeper = self
-            .keeper
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take();
-        if let Some((keeper, lease)) = keeper {
-            tokio::select! {
-                () = stop.cancelled() => {}
-                () = keeper.run(lease) => {}
-            }
+    type KeepAlive = KeepAlive;
+
+    async fn keep_alive(self: Arc<Self>, state: KeepAlive, stop: CancellationToken) {
+        let KeepAlive { keeper, lease } = state;
+        tokio::select! {
+            () = stop.cancelled() => {}
+            () = keeper.run(lease) => {}
         }
     }
 

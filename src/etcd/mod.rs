@@ -75,7 +75,7 @@ mod watch;
 pub use crate::source::Discovery;
 pub use client::{Client, ClientBuilder};
 pub use discovery::DiscoveryBuilder;
-pub use handle::{Registrar, RegistrationHandle};
+pub use handle::{KeepAlive, Registrar, RegistrationHandle};
 pub use keys::KeyLayout;
 pub use register::Registration;
 

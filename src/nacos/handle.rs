@@ -105,7 +105,7 @@ pub(crate) async fn start(
         connection,
         ended: AtomicBool::new(false),
     };
-    let handle = RegistrationHandle::following_health(registrar, health, publish, span);
+    let handle = RegistrationHandle::following_health(registrar, (), health, publish, span);
     Ok(handle)
 }
 
@@ -121,7 +121,9 @@ impl RegistrationHandle {
 // === impl Registrar ===
 
 impl register::Registrar for Registrar {
-    async fn keep_alive(self: Arc<Self>, stop: CancellationToken) {
+    type KeepAlive = ();
+
+    async fn keep_alive(self: Arc<Self>, (): (), stop: CancellationToken) {
         // The SDK's connection keeps the instance; nothing to renew.
         stop.cancelled().await;
     }

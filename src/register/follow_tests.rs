@@ -47,7 +47,9 @@ struct Mock {
 }
 
 impl Registrar for Mock {
-    async fn keep_alive(self: Arc<Self>, stop: CancellationToken) {
+    type KeepAlive = ();
+
+    async fn keep_alive(self: Arc<Self>, (): (), stop: CancellationToken) {
         self.log.push("keep_alive");
         stop.cancelled().await;
         self.log.push("keep_alive_end");
@@ -82,7 +84,7 @@ fn follow(health: HealthSource, published: bool, failing: u32) -> (RegistrationH
     };
     let span = tracing::Span::none();
     (
-        RegistrationHandle::following_health(mock, health, published, span),
+        RegistrationHandle::following_health(mock, (), health, published, span),
         log,
     )
 }

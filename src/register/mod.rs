@@ -23,8 +23,10 @@
 //! struct Log(&'static str);
 //!
 //! impl Registrar for Log {
-//!     async fn keep_alive(self: Arc<Self>, stop: CancellationToken) {
-//!         stop.cancelled().await; // nothing to renew
+//!     type KeepAlive = (); // nothing to renew
+//!
+//!     async fn keep_alive(self: Arc<Self>, _: (), stop: CancellationToken) {
+//!         stop.cancelled().await;
 //!     }
 //!     async fn withdraw(&self) -> tonic_discovery::Result<()> {
 //!         println!("{} out of discovery", self.0);
@@ -42,7 +44,7 @@
 //!
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() {
-//! let handle = RegistrationHandle::new(Log("echo-1"), tracing::Span::none());
+//! let handle = RegistrationHandle::new(Log("echo-1"), (), tracing::Span::none());
 //! handle.drain(std::time::Duration::from_millis(1)).await.expect("drained");
 //! # }
 //! ```
@@ -70,9 +72,19 @@ pub(crate) const DROP_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// What a registry does for one live registration, after it was made.
 pub trait Registrar: Send + Sync + 'static {
-    /// Keeps the registration alive (a heartbeat, a lease keeper) until `stop` is
-    /// cancelled; registries that need nothing wait for `stop`.
-    fn keep_alive(self: Arc<Self>, stop: CancellationToken) -> impl Future<Output = ()> + Send;
+    /// What the keep-alive task owns (a heartbeat, a lease keeper and its lease):
+    /// handed to [`keep_alive`](Self::keep_alive) by value when the handle starts it,
+    /// so the registrar shares nothing with its task that only the task uses. `()`
+    /// for a registry with nothing to renew.
+    type KeepAlive: Send + 'static;
+
+    /// Keeps the registration alive with `state` until `stop` is cancelled;
+    /// registries that need nothing wait for `stop`.
+    fn keep_alive(
+        self: Arc<Self>,
+        state: Self::KeepAlive,
+        stop: CancellationToken,
+    ) -> impl Future<Output = ()> + Send;
 
     /// Takes the instance out of discovery while it still serves (Consul: its check
     /// turns critical; etcd: its key goes, the lease stays; Nacos: it is deregistered,
@@ -144,16 +156,18 @@ pub struct RegistrationHandle<R: Registrar> {
 // === impl RegistrationHandle ===
 
 impl<R: Registrar> RegistrationHandle<R> {
-    /// Starts the keep-alive of a registration that has just been made, on a task
-    /// spawned on the current tokio runtime (named by `span` in traces).
+    /// Starts the keep-alive of a registration that has just been made, with what it
+    /// owns (`keep_alive`), on a task spawned on the current tokio runtime (named by
+    /// `span` in traces).
     ///
     /// # Panics
     ///
     /// Outside a tokio runtime, as `tokio::spawn` does.
-    pub fn new(registrar: R, span: tracing::Span) -> Self {
+    pub fn new(registrar: R, keep_alive: R::KeepAlive, span: tracing::Span) -> Self {
         let registrar = Arc::new(registrar);
         let stop = CancellationToken::new();
-        let task = tokio::spawn(registrar.clone().keep_alive(stop.clone()).instrument(span));
+        let task = registrar.clone().keep_alive(keep_alive, stop.clone());
+        let task = tokio::spawn(task.instrument(span));
         RegistrationHandle {
             registrar,
             stop,
@@ -179,6 +193,7 @@ impl<R: Registrar> RegistrationHandle<R> {
     /// Outside a tokio runtime, as `tokio::spawn` does.
     pub fn following_health(
         registrar: R,
+        keep_alive: R::KeepAlive,
         health: HealthSource,
         published: bool,
         span: tracing::Span,
@@ -187,7 +202,7 @@ impl<R: Registrar> RegistrationHandle<R> {
         let stop = CancellationToken::new();
         let (r, s) = (registrar.clone(), stop.clone());
         let task = async move {
-            let keep_alive = r.clone().keep_alive(s.clone());
+            let keep_alive = r.clone().keep_alive(keep_alive, s.clone());
             let follow = follow::follow(&*r, health, published, &s);
             tokio::join!(keep_alive, follow);
         };
