@@ -103,7 +103,11 @@ pub(crate) async fn start(
     tracing::info!(service_id = %reg.service_id, address = %reg.address, "registered");
     let span = tracing::info_span!("heartbeat", service_id = %reg.service_id);
     let registrar = Registrar { agent, reg };
-    Ok(RegistrationHandle::new(registrar, KeepAlive(heartbeat), span))
+    Ok(RegistrationHandle::new(
+        registrar,
+        KeepAlive(heartbeat),
+        span,
+    ))
 }
 
 // === impl RegistrationHandle ===

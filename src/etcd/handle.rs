@@ -93,8 +93,7 @@ pub(crate) async fn start(
         publication,
     };
     let keep_alive = KeepAlive { keeper, lease };
-    let handle =
-        RegistrationHandle::following_health(registrar, keep_alive, health, publish, span);
+    let handle = RegistrationHandle::following_health(registrar, keep_alive, health, publish, span);
     Ok(handle)
 }
 
