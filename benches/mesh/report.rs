@@ -571,8 +571,9 @@ fn weights(v: &Value) -> Option<String> {
     );
     let ratio: Vec<String> = w.iter().map(|x| dec(*x, 1)).collect();
     Some(format!(
-        "weights {}: {single}% of the calls one call at a time (every run within {off_single:.1} \
-         points), {open}% at {} calls/s{}; {made}, the weight-{heaviest} server gets {}%{}",
+        "weights {}: {single}% of the calls one call at a time (medians; the farthest run \
+         {off_single:.1} points off), {open}% at {} calls/s{}; {made}, the weight-{heaviest} \
+         server gets {}%{}",
         ratio.join(":"),
         int(num(v, "/open_rate")?),
         paren(&[
