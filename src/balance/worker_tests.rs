@@ -376,32 +376,58 @@ async fn callers_at_the_stream_limit_take_the_last_slot_once() {
     );
 }
 
+/// A subset of 3 over 10 instances, and the ring it is drawn from: its home members,
+/// and the refills for those that fail.
+struct Ring {
+    subset: Subset,
+    ring: Subset,
+    home: Vec<InstanceKey>,
+}
+
+impl Ring {
+    const N: usize = 10;
+
+    fn new() -> Ring {
+        let subset = Subset::new(crate::balance::Coordinate::from_seed(7), 3);
+        let mut ring = subset.clone();
+        ring.set_members(&(0..Self::N).map(Fleet::key).collect::<Vec<_>>());
+        let home = ring.select(|_| false).cloned().collect();
+        Ring { subset, ring, home }
+    }
+
+    /// The first member outside the home subset that refills it while `out` fail.
+    fn refill(&self, out: &[&InstanceKey]) -> InstanceKey {
+        self.ring
+            .select(|k| out.contains(&k))
+            .find(|k| !self.home.contains(k))
+            .cloned()
+            .expect("a refill")
+    }
+
+    /// A channel under this subset, its servers set up by `setup`.
+    fn fleet(self, setup: impl FnOnce(&Servers)) -> Fleet {
+        Fleet::with(Self::N, FailureAccrual::default(), Some(self.subset), setup)
+    }
+
+    /// The in-process server address of a member.
+    fn addr(key: &InstanceKey) -> String {
+        let i: usize = key.id()[1..].parse().expect("an index");
+        Fleet::instance(i).authority()
+    }
+}
+
 /// What we want to test: a refill that fails too leaves the subset with its failure
 /// state and stays out for a backoff that grows, instead of being wanted again at
 /// the next wake-up as a new member; and the healthy refill after it stays put. Before, a refused refill and the next member on
 /// the ring swapped places at every wake-up: a connect every millisecond.
 #[tokio::test(flavor = "current_thread", start_paused = true)]
 async fn a_failing_refill_stays_out_for_its_backoff() {
-    const N: usize = 10;
-    let subset = Subset::new(crate::balance::Coordinate::from_seed(7), 3);
-    let mut ring = subset.clone();
-    ring.set_members(&(0..N).map(Fleet::key).collect::<Vec<_>>());
-    let home: Vec<InstanceKey> = ring.select(|_| false).cloned().collect();
-    let refill = |out: &[&InstanceKey]| -> InstanceKey {
-        let picked: Vec<_> = ring.select(|k| out.contains(&k)).cloned().collect();
-        picked
-            .into_iter()
-            .find(|k| !home.contains(k))
-            .expect("a refill")
-    };
-    let h = home[0].clone();
-    let r1 = refill(&[&h]);
-    let r2 = refill(&[&h, &r1]);
-    let addr = |key: &InstanceKey| {
-        let i: usize = key.id()[1..].parse().expect("an index");
-        Fleet::instance(i).authority()
-    };
-    let fleet = Fleet::with(N, FailureAccrual::default(), Some(subset), |servers| {
+    let ring = Ring::new();
+    let h = ring.home[0].clone();
+    let r1 = ring.refill(&[&h]);
+    let r2 = ring.refill(&[&h, &r1]);
+    let addr = Ring::addr;
+    let fleet = ring.fleet(|servers| {
         servers.refuse(&addr(&h));
         servers.refuse(&addr(&r1));
     });
@@ -436,22 +462,11 @@ async fn a_failing_refill_stays_out_for_its_backoff() {
 /// benchmark) where the backoff allows 7.
 #[tokio::test(flavor = "current_thread", start_paused = true)]
 async fn a_refill_that_closes_its_connections_is_not_forgiven_for_connecting() {
-    const N: usize = 10;
-    let subset = Subset::new(crate::balance::Coordinate::from_seed(7), 3);
-    let mut ring = subset.clone();
-    ring.set_members(&(0..N).map(Fleet::key).collect::<Vec<_>>());
-    let home: Vec<InstanceKey> = ring.select(|_| false).cloned().collect();
-    let h = home[0].clone();
-    let r1 = ring
-        .select(|k| *k == h)
-        .find(|k| !home.contains(k))
-        .cloned()
-        .expect("a refill");
-    let addr = |key: &InstanceKey| {
-        let i: usize = key.id()[1..].parse().expect("an index");
-        Fleet::instance(i).authority()
-    };
-    let fleet = Fleet::with(N, FailureAccrual::default(), Some(subset), |servers| {
+    let ring = Ring::new();
+    let h = ring.home[0].clone();
+    let r1 = ring.refill(&[&h]);
+    let addr = Ring::addr;
+    let fleet = ring.fleet(|servers| {
         servers.refuse(&addr(&h));
         servers.close_after_handshake(&addr(&r1));
     });
@@ -475,22 +490,11 @@ async fn a_refill_that_closes_its_connections_is_not_forgiven_for_connecting() {
 /// reconnect of a healthy instance for every retry of the failing one.
 #[tokio::test(flavor = "current_thread", start_paused = true)]
 async fn a_home_member_that_closes_its_connections_leaves_its_refill_alone() {
-    const N: usize = 10;
-    let subset = Subset::new(crate::balance::Coordinate::from_seed(7), 3);
-    let mut ring = subset.clone();
-    ring.set_members(&(0..N).map(Fleet::key).collect::<Vec<_>>());
-    let home: Vec<InstanceKey> = ring.select(|_| false).cloned().collect();
-    let h = home[0].clone();
-    let r1 = ring
-        .select(|k| *k == h)
-        .find(|k| !home.contains(k))
-        .cloned()
-        .expect("a refill");
-    let addr = |key: &InstanceKey| {
-        let i: usize = key.id()[1..].parse().expect("an index");
-        Fleet::instance(i).authority()
-    };
-    let fleet = Fleet::with(N, FailureAccrual::default(), Some(subset), |servers| {
+    let ring = Ring::new();
+    let h = ring.home[0].clone();
+    let r1 = ring.refill(&[&h]);
+    let addr = Ring::addr;
+    let fleet = ring.fleet(|servers| {
         servers.close_after_handshake(&addr(&h));
     });
     until(Duration::from_secs(2), "the refill joins", || {
