@@ -403,13 +403,30 @@ where
 
     /// Wakes the worker when the first remembered member's time is up, so that it
     /// may return to the subset while no other wake-up comes. O(remembered).
+    ///
+    /// Also when the first member still proving itself (retrying after failures, or
+    /// back on trial, on a connection younger than [`MIN_HEALTHY`]) has proved
+    /// itself, so that its refill leaves without waiting for another wake-up. Under
+    /// subsetting only: O(connected members).
     fn poll_absent(&mut self, cx: &mut Context<'_>) {
+        if self.subset.is_none() {
+            return;
+        }
         let now = Instant::now();
-        let next = self
-            .absent
+        let absent = &self.absent;
+        let proving = self.known.values().filter_map(|known| {
+            let stats = &known.stats;
+            if !stats.retrying() && !absent.contains_key(&stats.key) {
+                return None;
+            }
+            let up = stats.connected_for(now)?;
+            (up < MIN_HEALTHY).then(|| now + (MIN_HEALTHY - up))
+        });
+        let next = absent
             .values()
             .map(|a| a.until)
             .filter(|&u| u > now)
+            .chain(proving)
             .min();
         let Some(next) = next else {
             self.absent_timer = None;
