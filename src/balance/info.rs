@@ -10,7 +10,7 @@ use crate::InstanceKey;
 pub enum EndpointState {
     /// A TCP connection and HTTP/2 handshake are under way.
     Connecting,
-    /// The connection is up; the endpoint takes requests.
+    /// The connection is up and the balancer picks the endpoint for calls.
     Ready,
     /// The last connect failed or the connection broke soon after it opened; the
     /// endpoint waits before it tries again.

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 use rand::Rng;
 
 use super::fenwick::Fenwick;
-use super::info::EndpointInfo;
+use super::info::{EndpointInfo, EndpointState};
 use super::policy::{Policy, TIERS, tier_shares};
 use super::send::Reserved;
 use super::stats::{EndpointStats, Mode};
@@ -496,6 +496,8 @@ impl Registry {
         Some(table.tiers[slot.tier].list[slot.index].stats.clone())
     }
 
+    /// The endpoints as [`BalancedChannel::endpoints`](super::BalancedChannel::endpoints)
+    /// shows them: `Ready` only once draws can pick the endpoint.
     pub(crate) fn snapshot(&self) -> Vec<EndpointInfo> {
         let table = self.read();
         let mut infos: Vec<EndpointInfo> = table
@@ -504,10 +506,16 @@ impl Registry {
             .map(|(key, slot)| {
                 let entry = &table.tiers[slot.tier].list[slot.index];
                 let stats = &entry.stats;
+                // Ready is what draws see: a connection that came up counts once its
+                // endpoint published it, as the tier shares and the picker do.
+                let state = match stats.state() {
+                    EndpointState::Ready if !entry.live => EndpointState::Connecting,
+                    state => state,
+                };
                 EndpointInfo {
                     key: key.clone(),
                     address: stats.address.clone(),
-                    state: stats.state(),
+                    state,
                     ejected_until: stats.ejected_until(),
                     open_streams: stats.open_streams(),
                     weight: entry.weight,
@@ -604,7 +612,6 @@ impl fmt::Debug for Registry {
 mod tests {
     use tokio::time::Instant;
 
-    use crate::balance::info::EndpointState;
     use std::time::Duration;
 
     use rand::SeedableRng;
@@ -635,6 +642,24 @@ mod tests {
         let s = stats(id);
         registry.insert(s.key.clone(), s.clone(), weight, tier);
         registry.set_in_service(&s.key, &s, true);
+    }
+
+    #[test]
+    fn a_connection_is_shown_ready_once_draws_can_pick_it() {
+        let registry = Registry::new(Policy::default());
+        let s = stats("a");
+        registry.insert(s.key.clone(), s.clone(), 1, 0);
+        let shown = |r: &Registry| r.snapshot()[0].state();
+        assert_eq!(s.state(), EndpointState::Ready, "the connection is up");
+        assert_eq!(shown(&registry), EndpointState::Connecting, "not drawn yet");
+        registry.set_in_service(&s.key, &s, true);
+        assert_eq!(shown(&registry), EndpointState::Ready);
+        s.set_conn(EndpointState::Backoff);
+        assert_eq!(
+            shown(&registry),
+            EndpointState::Backoff,
+            "the connection leads going out"
+        );
     }
 
     fn take(_: &EndpointStats) -> Candidate {
