@@ -218,6 +218,10 @@ impl CodeSet {
     pub(crate) fn contains(self, code: Code) -> bool {
         self.0 & bit(code) != 0
     }
+
+    pub(crate) fn is_empty(self) -> bool {
+        self.0 == 0
+    }
 }
 
 fn bit(code: Code) -> u32 {

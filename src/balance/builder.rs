@@ -16,7 +16,8 @@ use super::config::{EndpointConfig, LoadMetric};
 use super::failfast::FailFast;
 use super::future::Shared;
 use super::policy::{Policy, ZoneRouting};
-use super::retry::RetryBudget;
+use super::retry::{RetryBudget, Throttle};
+use super::service_config::{Methods, ServiceConfig};
 use super::subset::Subset;
 use super::table::Registry;
 use super::worker::{self, Worker, WorkerParts};
@@ -42,6 +43,7 @@ pub struct BalancedChannelBuilder {
     accrual: FailureAccrual,
     budget: RetryBudget,
     max_resends: u32,
+    service_config: ServiceConfig,
     locality: Option<Locality>,
     zone_key: String,
     region_key: String,
@@ -74,6 +76,7 @@ impl BalancedChannelBuilder {
             accrual: FailureAccrual::default(),
             budget: RetryBudget::default(),
             max_resends: DEFAULT_MAX_RESENDS,
+            service_config: ServiceConfig::new(),
             locality: None,
             zone_key: "zone".to_owned(),
             region_key: "region".to_owned(),
@@ -396,6 +399,21 @@ impl BalancedChannelBuilder {
         self
     }
 
+    /// Per-method call policies (gRFC A6): retries of calls that failed with a
+    /// retryable status, a default deadline per method, and retry throttling. Built
+    /// in code or parsed from a gRPC service config document with
+    /// [`ServiceConfig::from_json`]; see [`RetryPolicy`](super::RetryPolicy) for what
+    /// is retried. Default: none, every call is tried once (resends of calls no
+    /// server processed aside, see [`max_resends`](Self::max_resends)). A config that
+    /// breaks gRFC A6's rules is a configuration error at `build()`.
+    ///
+    /// A retried call's body is kept while it is in flight, up to 64 KiB (larger
+    /// calls are not retried).
+    pub fn service_config(mut self, config: ServiceConfig) -> Self {
+        self.service_config = config;
+        self
+    }
+
     /// The budget that bounds resends across all calls of the channel. Default:
     /// [`RetryBudget::default`] (20% of the calls plus 10 per second).
     pub fn retry_budget(mut self, budget: RetryBudget) -> Self {
@@ -443,6 +461,9 @@ impl BalancedChannelBuilder {
     {
         self.accrual.validate().map_err(Error::config)?;
         self.budget.validate().map_err(Error::config)?;
+        self.service_config.validate()?;
+        let methods = self.service_config.methods();
+        let retries = (methods.as_ref()).is_some_and(Methods::any_retry);
         let name: Arc<str> = self.name.into();
         let (tx, requests) = mpsc::channel(self.buffer_size);
         let (resend, resends) = mpsc::unbounded_channel();
@@ -454,7 +475,7 @@ impl BalancedChannelBuilder {
             self.weighted,
         ));
         let mut endpoint = self.endpoint;
-        endpoint.resends = self.max_resends > 0;
+        endpoint.resends = self.max_resends > 0 || retries;
         let parts = WorkerParts {
             name: name.clone(),
             requests,
@@ -480,6 +501,8 @@ impl BalancedChannelBuilder {
             resend,
             budget: self.budget.build(),
             max_resends: self.max_resends,
+            methods,
+            throttle: self.service_config.throttling().map(Throttle::new),
         });
         Ok((BalancedChannel::new(PollSender::new(tx), shared), worker))
     }

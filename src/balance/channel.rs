@@ -128,14 +128,21 @@ impl tower::Service<http::Request<Body>> for BalancedChannel {
             let msg = "BalancedChannel called before poll_ready returned Ready";
             return ResponseFuture::failed(msg.into());
         }
-        let timeout = call_timeout(self.shared.timeout, request.headers());
+        let method =
+            (self.shared.methods.as_ref()).and_then(|methods| methods.lookup(request.uri().path()));
+        let retry = method.and_then(|m| m.retry);
+        let channel_timeout = match (self.shared.timeout, method.and_then(|m| m.timeout)) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        let timeout = call_timeout(channel_timeout, request.headers());
         // The fast path: an endpoint that takes the call now gets it from this task;
         // only calls that must wait (or a probe, which the worker places) cross to
         // the worker.
         if let Some(reserved) = self.shared.registry.pick_direct() {
             self.tx.abort_send();
             let fut = reserved.send(request);
-            return ResponseFuture::called(fut, self.shared.clone(), timeout);
+            return ResponseFuture::called(fut, self.shared.clone(), timeout, retry);
         }
         let (tx, rx) = oneshot::channel();
         let msg = Message {
@@ -147,7 +154,7 @@ impl tower::Service<http::Request<Body>> for BalancedChannel {
         if self.tx.send_item(msg).is_err() {
             return ResponseFuture::failed(self.closed());
         }
-        ResponseFuture::new(rx, self.shared.clone(), timeout)
+        ResponseFuture::new(rx, self.shared.clone(), timeout, retry)
     }
 }
 

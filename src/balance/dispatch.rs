@@ -23,6 +23,7 @@ use http_body::{Body as HttpBody, Frame, SizeHint};
 use hyper::body::Incoming;
 use hyper::client::conn::TrySendError;
 use pin_project_lite::pin_project;
+use tonic::Code;
 use tonic::body::Body;
 
 use super::call::{
@@ -129,7 +130,7 @@ impl EndpointFuture {
 }
 
 impl Future for EndpointFuture {
-    type Output = Result<http::Response<Body>, CallError>;
+    type Output = Result<Answer, CallError>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = &mut *self;
@@ -152,26 +153,55 @@ impl Future for EndpointFuture {
         let replay = this.replay.take();
         Poll::Ready(match result {
             Ok(response) => {
-                drop(replay);
                 call.headers();
-                Ok(track(response, call))
+                Ok(track(response, call, replay))
             }
             Err(error) => Err(not_processed_or_failed(error, call, replay)),
         })
     }
 }
 
+/// A response, and for a call that failed before its response began, what a retry
+/// needs.
+pub(crate) struct Answer {
+    pub(crate) response: http::Response<Body>,
+    pub(crate) failed: Option<FailedFast>,
+}
+
+/// A call the server failed with a status and no response (Trailers-Only): not
+/// committed, so a retry policy may send it again.
+pub(crate) struct FailedFast {
+    pub(crate) code: Code,
+    pub(crate) endpoint: InstanceKey,
+    pub(crate) replay: Replay,
+}
+
 /// The caller's response: a status in the headers ends the call now, otherwise the
 /// body reports it at the end of the stream.
-fn track(response: http::Response<Incoming>, mut call: Call) -> http::Response<Body> {
+fn track(response: http::Response<Incoming>, mut call: Call, replay: Option<Replay>) -> Answer {
     match status_in_headers(response.status(), response.headers()) {
         Some(code) => {
+            let endpoint = call.key().clone();
             call.finish(Outcome::Status(code));
-            response.map(Body::new)
+            let failed = match replay {
+                Some(replay) if code != Code::Ok => Some(FailedFast {
+                    code,
+                    endpoint,
+                    replay,
+                }),
+                _ => None,
+            };
+            Answer {
+                response: response.map(Body::new),
+                failed,
+            }
         }
         None => {
             call.answered();
-            response.map(|body| Body::new(TrackedBody::new(body, call)))
+            Answer {
+                response: response.map(|body| Body::new(TrackedBody::new(body, call))),
+                failed: None,
+            }
         }
     }
 }
@@ -291,7 +321,7 @@ impl Replay {
     }
 
     /// The request again, if its whole body was sent and kept.
-    fn into_request(self) -> Option<http::Request<Body>> {
+    pub(crate) fn into_request(self) -> Option<http::Request<Body>> {
         let mut rec = self
             .recording
             .lock()

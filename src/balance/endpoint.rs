@@ -23,7 +23,7 @@ use tracing::{Instrument, debug, info, warn};
 use super::config::EndpointConfig;
 use super::connect::connect;
 use super::direct::Direct;
-use super::dispatch::{CallError, EndpointFuture};
+use super::dispatch::{Answer, CallError, EndpointFuture};
 use super::info::EndpointState;
 use super::keepalive::KeepAliveConfig;
 use super::send::send_on;
@@ -406,7 +406,7 @@ impl Endpoint {
 }
 
 impl tower::Service<http::Request<Body>> for Endpoint {
-    type Response = http::Response<Body>;
+    type Response = Answer;
     type Error = CallError;
     type Future = EndpointFuture;
 

@@ -17,17 +17,22 @@ use tracing::debug;
 use tokio::sync::mpsc;
 use tower::retry::budget::TpsBudget;
 
-use super::dispatch::CallError;
+use rand::Rng;
+
+use super::dispatch::{Answer, CallError};
+use super::retry::{Throttle, pushback};
+use super::service_config::{Methods, RetryPolicy};
 use super::table::{Registry, Waiting};
 use super::worker::{CallFuture, Message};
-use crate::BoxError;
+use crate::{BoxError, InstanceKey};
 
 pin_project! {
     /// The response of one request through a
     /// [`BalancedChannel`](super::BalancedChannel): waits for the worker to hand the
     /// request to an instance, then for the instance's answer, all within the
     /// request timeout if one is set. A request the instance did not process goes
-    /// back to the worker for another instance, within the retry budget.
+    /// back to the worker for another instance, within the retry budget; one that
+    /// failed goes again as its method's [`RetryPolicy`] says.
     pub struct ResponseFuture {
         #[pin]
         state: State,
@@ -36,6 +41,7 @@ pin_project! {
         timeout: Option<Duration>,
         shared: Option<Arc<Shared>>,
         resends: u32,
+        retry: Option<Retry>,
     }
 }
 
@@ -44,7 +50,37 @@ pin_project! {
     enum State {
         Queued { #[pin] rx: oneshot::Receiver<Result<CallFuture, BoxError>> },
         Called { fut: CallFuture },
+        Backoff { sleep: Pin<Box<Sleep>>, next: Option<Box<Again>> },
         Failed { error: Option<BoxError> },
+    }
+}
+
+/// A request to send again after a delay (boxed: retries are rare, and the future
+/// of every call stays small).
+struct Again {
+    delay: Duration,
+    request: http::Request<Body>,
+    /// The instance that failed it, to avoid.
+    endpoint: InstanceKey,
+}
+
+/// Where a call stands against its method's retry policy.
+#[derive(Debug)]
+struct Retry {
+    policy: RetryPolicy,
+    /// Attempts sent so far (resends of requests never processed aside).
+    attempts: u32,
+    /// Which backoff the next retry waits (0: the initial one).
+    backoff: u32,
+}
+
+impl Retry {
+    fn new(policy: Option<RetryPolicy>) -> Option<Self> {
+        policy.map(|policy| Retry {
+            policy,
+            attempts: 1,
+            backoff: 0,
+        })
     }
 }
 
@@ -55,6 +91,7 @@ impl ResponseFuture {
         rx: oneshot::Receiver<Result<CallFuture, BoxError>>,
         shared: Arc<Shared>,
         timeout: Option<Duration>,
+        retry: Option<RetryPolicy>,
     ) -> Self {
         shared.budget.deposit();
         ResponseFuture {
@@ -63,11 +100,17 @@ impl ResponseFuture {
             timeout,
             shared: Some(shared),
             resends: 0,
+            retry: Retry::new(retry),
         }
     }
 
     /// A call a caller sent itself, without the worker.
-    pub(crate) fn called(fut: CallFuture, shared: Arc<Shared>, timeout: Option<Duration>) -> Self {
+    pub(crate) fn called(
+        fut: CallFuture,
+        shared: Arc<Shared>,
+        timeout: Option<Duration>,
+        retry: Option<RetryPolicy>,
+    ) -> Self {
         shared.budget.deposit();
         ResponseFuture {
             state: State::Called { fut },
@@ -75,6 +118,7 @@ impl ResponseFuture {
             timeout,
             shared: Some(shared),
             resends: 0,
+            retry: Retry::new(retry),
         }
     }
 
@@ -85,6 +129,7 @@ impl ResponseFuture {
             timeout: None,
             shared: None,
             resends: 0,
+            retry: None,
         }
     }
 }
@@ -110,7 +155,16 @@ impl Future for ResponseFuture {
                     Err(_) => return Poll::Ready(Err(worker_gone(this.shared.as_deref()))),
                 },
                 StateProj::Called { fut } => match ready!(Pin::new(fut).poll(cx)) {
-                    Ok(response) => return Poll::Ready(Ok(response)),
+                    Ok(answer) => {
+                        let remains = remaining(this.deadline.as_ref().get_ref().as_ref());
+                        match retry_or_answer(answer, this.shared.as_deref(), this.retry, remains) {
+                            Ok(response) => return Poll::Ready(Ok(response)),
+                            Err(again) => this.state.set(State::Backoff {
+                                sleep: Box::pin(tokio::time::sleep(again.delay)),
+                                next: Some(again),
+                            }),
+                        }
+                    }
                     Err(error) => match resend(
                         error,
                         this.shared.as_deref(),
@@ -121,6 +175,20 @@ impl Future for ResponseFuture {
                         Err(error) => return Poll::Ready(Err(error)),
                     },
                 },
+                StateProj::Backoff { sleep, next } => {
+                    ready!(sleep.as_mut().poll(cx));
+                    let Some(again) = next.take() else {
+                        return Poll::Ready(Err("polled after completion".into()));
+                    };
+                    let Again {
+                        request, endpoint, ..
+                    } = *again;
+                    let remains = remaining(this.deadline.as_ref().get_ref().as_ref());
+                    match requeue(request, endpoint, this.shared.as_deref(), remains) {
+                        Ok(rx) => this.state.set(State::Queued { rx }),
+                        Err(error) => return Poll::Ready(Err(error)),
+                    }
+                }
                 StateProj::Failed { error } => {
                     let error = error
                         .take()
@@ -143,6 +211,9 @@ pub(crate) struct Shared {
     pub(crate) resend: mpsc::UnboundedSender<Message>,
     pub(crate) budget: TpsBudget,
     pub(crate) max_resends: u32,
+    /// The service config's policies by method, if it has any.
+    pub(crate) methods: Option<Methods>,
+    pub(crate) throttle: Option<Throttle>,
 }
 
 /// The time left before the call's deadline, if it has one.
@@ -184,9 +255,24 @@ fn resend(
     }
     *resends += 1;
     debug!(instance = %endpoint, %error, attempt = *resends, "not processed; resending to another instance");
-    let mut request = (*request)
+    let request = (*request)
         .into_inner()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
+    requeue(request, endpoint, Some(shared), remains)
+}
+
+/// Hands `request` back to the worker for an instance other than `endpoint`. Its
+/// `grpc-timeout`, if it has one, becomes the time that `remains`, so the next
+/// server's deadline is not later than the caller's.
+fn requeue(
+    mut request: http::Request<Body>,
+    endpoint: InstanceKey,
+    shared: Option<&Shared>,
+    remains: Option<Duration>,
+) -> Result<oneshot::Receiver<Result<CallFuture, BoxError>>, BoxError> {
+    let Some(shared) = shared else {
+        return Err(worker_gone(None));
+    };
     if let Some(remains) = remains
         && request.headers().contains_key("grpc-timeout")
         && let Ok(value) = http::HeaderValue::try_from(grpc_timeout(remains))
@@ -205,6 +291,77 @@ fn resend(
         .send(msg)
         .map_err(|_| worker_gone(Some(shared)))?;
     Ok(rx)
+}
+
+/// The caller's response, or the request to send again after a delay: a call that
+/// failed before its response began (Trailers-Only) with a status its method's
+/// policy retries, while attempts, the throttle, the server's pushback and the
+/// deadline allow, and its body was kept.
+fn retry_or_answer(
+    answer: Answer,
+    shared: Option<&Shared>,
+    retry: &mut Option<Retry>,
+    remains: Option<Duration>,
+) -> Result<http::Response<Body>, Box<Again>> {
+    let Answer { response, failed } = answer;
+    let (Some(retry), Some(shared)) = (retry.as_mut(), shared) else {
+        return Ok(response);
+    };
+    let Some(failed) = failed else {
+        if let Some(throttle) = &shared.throttle {
+            throttle.success();
+        }
+        return Ok(response);
+    };
+    if !retry.policy.retries(failed.code) {
+        return Ok(response);
+    }
+    let code = failed.code;
+    let endpoint = &failed.endpoint;
+    if let Some(throttle) = &shared.throttle
+        && !throttle.failure()
+    {
+        debug!(instance = %endpoint, ?code, "not retried: retries are throttled");
+        return Ok(response);
+    }
+    if retry.attempts >= retry.policy.max_attempts {
+        debug!(instance = %endpoint, ?code, attempts = retry.attempts, "not retried: attempts used up");
+        return Ok(response);
+    }
+    let delay = match pushback(response.headers()) {
+        None => {
+            let bound = retry.policy.backoff_bound(retry.backoff);
+            retry.backoff = retry.backoff.saturating_add(1);
+            bound.mul_f64(rand::rng().random::<f64>())
+        }
+        Some(Some(delay)) => {
+            retry.backoff = 0;
+            delay
+        }
+        Some(None) => {
+            debug!(instance = %endpoint, ?code, "not retried: the server pushed back");
+            return Ok(response);
+        }
+    };
+    if remains.is_some_and(|remains| remains <= delay) {
+        debug!(instance = %endpoint, ?code, ?delay, "not retried: the deadline comes first");
+        return Ok(response);
+    }
+    let Some(mut request) = failed.replay.into_request() else {
+        debug!(instance = %endpoint, ?code, "not retried: the request was not kept whole");
+        return Ok(response);
+    };
+    let previous = http::HeaderValue::from(retry.attempts);
+    request
+        .headers_mut()
+        .insert("grpc-previous-rpc-attempts", previous);
+    retry.attempts += 1;
+    debug!(instance = %endpoint, ?code, ?delay, attempt = retry.attempts, "retrying");
+    Err(Box::new(Again {
+        delay,
+        request,
+        endpoint: failed.endpoint,
+    }))
 }
 
 fn name(shared: Option<&Shared>) -> &str {

@@ -104,6 +104,7 @@ mod load;
 pub mod policy;
 mod retry;
 mod send;
+mod service_config;
 mod stats;
 mod subset;
 mod table;
@@ -122,6 +123,7 @@ pub use future::ResponseFuture;
 pub use info::{EndpointInfo, EndpointState};
 pub use policy::ZoneRouting;
 pub use retry::RetryBudget;
+pub use service_config::{MethodConfig, MethodName, RetryPolicy, RetryThrottling, ServiceConfig};
 pub use subset::{Coordinate, Select, Subset};
 #[cfg(feature = "tls-ring")]
 #[cfg_attr(docsrs, doc(cfg(feature = "tls-ring")))]

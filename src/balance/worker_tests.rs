@@ -252,6 +252,8 @@ impl Fleet {
             resend,
             budget: RetryBudget::default().build(),
             max_resends,
+            methods: None,
+            throttle: None,
         });
         let fleet = Fleet {
             channel: BalancedChannel::new(PollSender::new(tx), shared),
