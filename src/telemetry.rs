@@ -24,6 +24,7 @@ pub(crate) mod names {
     pub(crate) const ENDPOINTS: &str = "tonic_discovery_balancer_endpoints";
     pub(crate) const TIER_SHARE: &str = "tonic_discovery_balancer_zone_traffic_ratio";
     pub(crate) const TOO_MANY_PINGS: &str = "tonic_discovery_balancer_too_many_pings_total";
+    pub(crate) const RETRIES: &str = "tonic_discovery_balancer_retries_total";
     pub(crate) const ENDPOINT_CALLS: &str = "tonic_discovery_endpoint_calls_total";
     pub(crate) const ENDPOINT_FAILURES: &str = "tonic_discovery_endpoint_call_failures_total";
     pub(crate) const ENDPOINT_DURATION: &str = "tonic_discovery_endpoint_call_duration_seconds";
@@ -271,6 +272,19 @@ impl ChannelMetrics {
     /// A server closed a connection with `GOAWAY(ENHANCE_YOUR_CALM)`: too many PINGs.
     pub(crate) fn too_many_pings(&self) {
         self.too_many_pings.increment(1);
+    }
+
+    /// What a retry policy decided for a call that failed with a retryable status
+    /// (`outcome`: `retried`, or why not), under the label of the method config
+    /// that applied (`package.Service/Method`, `package.Service/*` or `*`). Only on
+    /// that path, so the handle is looked up then.
+    pub(crate) fn retry(&self, method: &str, outcome: &'static str) {
+        let labels = [
+            ("service", &*self.service),
+            ("method", method),
+            ("outcome", outcome),
+        ];
+        counter(names::RETRIES, &labels).increment(1);
     }
 
     /// A discovery error (logged and ignored by the balancer).

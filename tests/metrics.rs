@@ -267,3 +267,45 @@ async fn a_server_closing_for_too_many_pings_is_counted() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retry_decisions_are_counted_per_method_config() {
+    use tonic_discovery::balance::{MethodConfig, MethodName, RetryPolicy, ServiceConfig};
+    support::trace_init();
+    registry();
+    let server = TestEchoServer::start("r1").await.expect("echo");
+    server.service().fail_with(Some(Code::Unavailable));
+    let (feed, disc) = balance_util::discovery();
+    feed.insert(&server);
+    let policy = RetryPolicy::new(3, [Code::Unavailable]).backoff(
+        Duration::from_millis(1),
+        Duration::from_millis(2),
+        2.0,
+    );
+    let config = ServiceConfig::new()
+        .method(MethodConfig::new([MethodName::service("echo.v1.Echo")]).retry(policy));
+    let channel = BalancedChannel::builder("metrics-retry")
+        .failure_accrual(tonic_discovery::balance::FailureAccrual::disabled())
+        .service_config(config)
+        .build(disc)
+        .expect("valid settings");
+    for _ in 0..2 {
+        let status = balance_util::call(&channel)
+            .await
+            .expect_err("every attempt fails");
+        assert_eq!(status.code(), Code::Unavailable);
+    }
+    assert_eq!(server.service().received(), 6, "three attempts per call");
+    let series = |outcome: &str| {
+        format!(
+            "tonic_discovery_balancer_retries_total{{method=echo.v1.Echo/*,outcome={outcome},service=metrics-retry}}"
+        )
+    };
+    assert_eq!(counter(&series("retried")), 4, "{:?}", counters());
+    assert_eq!(
+        counter(&series("attempts_exhausted")),
+        2,
+        "{:?}",
+        counters()
+    );
+}

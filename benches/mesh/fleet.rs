@@ -2,7 +2,8 @@
 //! over four server runtimes), an open-loop load, and 2% of them black-holed
 //! (`UNAVAILABLE` at once) for 10 s, then restored: how many calls fail, how soon each
 //! ejected endpoint gets its probe once its ejection runs out, and how soon each
-//! restored one is back in service. tonic's balancer over the same endpoints beside it.
+//! restored one is back in service. tonic's balancer over the same endpoints beside it,
+//! and ours again with a retry policy (gRFC A6: 3 attempts on `UNAVAILABLE`).
 
 use std::collections::HashMap;
 use std::fmt::Write;
@@ -20,7 +21,9 @@ use tokio::time::Instant;
 use tonic::Code;
 use tonic::transport::server::Connected;
 use tonic_discovery::InstanceKey;
-use tonic_discovery::balance::{BalancedChannel, EndpointState};
+use tonic_discovery::balance::{
+    BalancedChannel, EndpointState, MethodConfig, MethodName, RetryPolicy, ServiceConfig,
+};
 use tonic_discovery::source::StaticList;
 use tonic_discovery::testkit::EchoService;
 use tonic_discovery::testkit::pb::echo_server::EchoServer;
@@ -223,11 +226,13 @@ impl Fleet {
         })
     }
 
-    /// Ours over a `StaticList` of the fleet (kept by the caller while the channel runs).
-    fn ours(&self) -> Res<(StaticList, BalancedChannel)> {
+    /// Ours over a `StaticList` of the fleet (kept by the caller while the channel
+    /// runs), with `config`'s call policies.
+    fn ours(&self, config: ServiceConfig) -> Res<(StaticList, BalancedChannel)> {
         let list = StaticList::from_addrs(self.addrs.iter().map(ToString::to_string))?;
         let channel = BalancedChannel::builder("fleet")
             .metrics_endpoints(0)
+            .service_config(config)
             .build(list.discovery("fleet"))?;
         Ok((list, channel))
     }
@@ -289,27 +294,31 @@ pub async fn run(cfg: &Config) -> Res<Section> {
     eprintln!("  {n} endpoints, {holed} black-holed, {rate} calls/s");
 
     let fleet = Fleet::start("fleet-", n, 4)?;
-    let (list, ours) = fleet.ours()?;
-    wait_for(Duration::from_secs(60), "every endpoint ready", || async {
-        ours.endpoints()
-            .iter()
-            .filter(|e| e.state() == EndpointState::Ready)
-            .count()
-            == n
-    })
-    .await?;
-    let ours_run = measure(
-        &fleet,
-        boxed(ours.clone()),
-        Some(&ours),
-        holed,
-        rate,
-        window,
-        after,
-    )
-    .await?;
-    drop(ours);
-    drop(list);
+    let mut ours_runs = Vec::new();
+    for config in [ServiceConfig::new(), retrying()] {
+        let (_list, ours) = fleet.ours(config)?;
+        wait_for(Duration::from_secs(60), "every endpoint ready", || async {
+            ours.endpoints()
+                .iter()
+                .filter(|e| e.state() == EndpointState::Ready)
+                .count()
+                == n
+        })
+        .await?;
+        let run = measure(
+            &fleet,
+            boxed(ours.clone()),
+            Some(&ours),
+            holed,
+            rate,
+            window,
+            after,
+        )
+        .await?;
+        ours_runs.push(run);
+    }
+    let retry_run = ours_runs.pop().ok_or("no retrying run")?;
+    let ours_run = ours_runs.pop().ok_or("no default run")?;
     let tonic = fleet.tonic()?;
     let tonic_run = measure(&fleet, tonic, None, holed, rate, window, after).await?;
 
@@ -318,7 +327,9 @@ pub async fn run(cfg: &Config) -> Res<Section> {
          threads of their own), open loop {rate} calls/s (2 s deadline per call). After a 3 s \
          warm-up, {holed} of them (2%) answer every call at once with `UNAVAILABLE` for {:.0} s, \
          then answer normally again; the load goes on {:.0} s after. ours = `BalancedChannel` \
-         over the same {n} instances (defaults), tonic-balance = `Channel::balance_list`. Probe \
+         over the same {n} instances (defaults), ours + retries = the same with a retry \
+         policy for every method (gRFC A6: 3 attempts on `UNAVAILABLE`, backoff 10–100 ms), \
+         tonic-balance = `Channel::balance_list`. Probe \
          delay: for each ejection of a black-holed endpoint that ran out, the time from its end \
          to the first call its server received after it (the channel's state and the servers' \
          counts read every 2 ms; an ejection whose probe had not come by the restore counts \
@@ -333,7 +344,11 @@ pub async fn run(cfg: &Config) -> Res<Section> {
         "| contender | requests | failed in the {:.0} s after the fault | failed after | ejections that ran out (no probe before the restore) | probe delay p50 / p99 / max ms | back in service p50 / max ms | not back |\n|---|---|---|---|---|---|---|---|",
         window.as_secs_f64()
     );
-    for (name, r) in [("tonic-balance", &tonic_run), ("ours", &ours_run)] {
+    for (name, r) in [
+        ("tonic-balance", &tonic_run),
+        ("ours", &ours_run),
+        ("ours + retries", &retry_run),
+    ] {
         let pct = 100.0 * r.window_failed as f64 / r.window.max(1) as f64;
         let probes = if r.probe_delays.is_empty() {
             "–".to_owned()
@@ -367,6 +382,7 @@ pub async fn run(cfg: &Config) -> Res<Section> {
         );
     }
     let pct = 100.0 * ours_run.window_failed as f64 / ours_run.window.max(1) as f64;
+    let retry_pct = 100.0 * retry_run.window_failed as f64 / retry_run.window.max(1) as f64;
     let probe_max = quantile(&ours_run.probe_delays, 1.0);
     let back_max = quantile(&ours_run.back_ms, 1.0);
     let _ = writeln!(
@@ -374,13 +390,15 @@ pub async fn run(cfg: &Config) -> Res<Section> {
         "\nTargets, ours: failed calls ≤ {MAX_FAILED_PCT}% of those sent in the {:.0} s after \
          the fault — {pct:.2}% ({}); every ejected endpoint probed within its backoff + \
          {MAX_PROBE_DELAY_MS:.0} ms — max {probe_max:.0} ms past the ejection's end ({}); every \
-         restored endpoint back in service within {:.0} s — max {back_max:.0} ms, {} not back ({}).",
+         restored endpoint back in service within {:.0} s — max {back_max:.0} ms, {} not back ({}). \
+         With a retry policy, failed calls — {retry_pct:.2}% ({}).",
         window.as_secs_f64(),
         verdict(pct <= MAX_FAILED_PCT),
         verdict(!ours_run.probe_delays.is_empty() && probe_max <= MAX_PROBE_DELAY_MS),
         MAX_BACK_MS / 1000.0,
         ours_run.not_back,
         verdict(ours_run.not_back == 0 && back_max <= MAX_BACK_MS),
+        verdict(retry_pct <= MAX_FAILED_PCT),
     );
     let json = json!({
         "endpoints": n,
@@ -391,6 +409,7 @@ pub async fn run(cfg: &Config) -> Res<Section> {
         "target_probe_delay_ms": MAX_PROBE_DELAY_MS,
         "target_back_ms": MAX_BACK_MS,
         "ours": to_json(&ours_run),
+        "ours_retrying": to_json(&retry_run),
         "tonic_balance": to_json(&tonic_run),
     });
     Ok(Section {
@@ -398,6 +417,16 @@ pub async fn run(cfg: &Config) -> Res<Section> {
         json,
         markdown: md,
     })
+}
+
+/// Every method retried on `UNAVAILABLE`, three attempts in all.
+fn retrying() -> ServiceConfig {
+    let policy = RetryPolicy::new(3, [Code::Unavailable]).backoff(
+        Duration::from_millis(10),
+        Duration::from_millis(100),
+        2.0,
+    );
+    ServiceConfig::new().method(MethodConfig::new([MethodName::all()]).retry(policy))
 }
 
 fn to_json(r: &Run) -> serde_json::Value {

@@ -724,6 +724,13 @@ fn fleet(v: &Value) -> Option<String> {
     };
     let failed_target = num(v, "/target_failed_pct")
         .map(|t| format!("target {}%: {}", dec(t, 2), met(ours_pct <= t)));
+    // Runs before the retrying contender have none.
+    let retrying = v.get("ours_retrying").and_then(pct).map(|p| {
+        let target = num(v, "/target_failed_pct").map_or_else(String::new, |t| {
+            format!(", target {}%: {}", dec(t, 2), met(p <= t))
+        });
+        format!("{p:.2}% with a retry policy (3 attempts on `UNAVAILABLE`{target})")
+    });
     let after = num(v, "/window_s").map_or_else(
         || "after the fault".to_owned(),
         |w| format!("in the {} s after the fault", dec(w, 1)),
@@ -755,7 +762,8 @@ fn fleet(v: &Value) -> Option<String> {
         paren(&[probe_target]),
         paren(&[
             Some(format!("tonic's balancer {tonic_pct:.2}%")),
-            failed_target
+            failed_target,
+            retrying,
         ]),
         paren(&[back_target]),
     ))

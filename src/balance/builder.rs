@@ -474,6 +474,11 @@ impl BalancedChannelBuilder {
             self.zone_routing,
             self.weighted,
         ));
+        let metrics = ChannelMetrics::new(
+            name.clone(),
+            self.metrics_endpoints,
+            registry.policy().zoned(),
+        );
         let mut endpoint = self.endpoint;
         endpoint.resends = self.max_resends > 0 || retries;
         let parts = WorkerParts {
@@ -486,11 +491,7 @@ impl BalancedChannelBuilder {
             accrual: Arc::new(self.accrual),
             load: self.load,
             subset: self.subset,
-            metrics: ChannelMetrics::new(
-                name.clone(),
-                self.metrics_endpoints,
-                registry.policy().zoned(),
-            ),
+            metrics: metrics.clone(),
         };
         let span = tracing::info_span!("balance", service = %name);
         let worker = worker::run(Worker::new(discovery, parts)).instrument(span);
@@ -503,6 +504,7 @@ impl BalancedChannelBuilder {
             max_resends: self.max_resends,
             methods,
             throttle: self.service_config.throttling().map(Throttle::new),
+            metrics,
         });
         Ok((BalancedChannel::new(PollSender::new(tx), shared), worker))
     }

@@ -130,7 +130,8 @@ impl tower::Service<http::Request<Body>> for BalancedChannel {
         }
         let method =
             (self.shared.methods.as_ref()).and_then(|methods| methods.lookup(request.uri().path()));
-        let retry = method.and_then(|m| m.retry);
+        // Kept by the call only when it may be retried.
+        let retry = method.filter(|m| m.retry.is_some()).cloned();
         let channel_timeout = match (self.shared.timeout, method.and_then(|m| m.timeout)) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),

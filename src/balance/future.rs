@@ -21,9 +21,10 @@ use rand::Rng;
 
 use super::dispatch::{Answer, CallError};
 use super::retry::{Throttle, pushback};
-use super::service_config::{Methods, RetryPolicy};
+use super::service_config::{Method, Methods, RetryPolicy};
 use super::table::{Registry, Waiting};
 use super::worker::{CallFuture, Message};
+use crate::telemetry::ChannelMetrics;
 use crate::{BoxError, InstanceKey};
 
 pin_project! {
@@ -68,6 +69,8 @@ struct Again {
 #[derive(Debug)]
 struct Retry {
     policy: RetryPolicy,
+    /// The method config, for the metrics' label.
+    method: Arc<Method>,
     /// Attempts sent so far (resends of requests never processed aside).
     attempts: u32,
     /// Which backoff the next retry waits (0: the initial one).
@@ -75,9 +78,11 @@ struct Retry {
 }
 
 impl Retry {
-    fn new(policy: Option<RetryPolicy>) -> Option<Self> {
-        policy.map(|policy| Retry {
-            policy,
+    fn new(method: Option<Arc<Method>>) -> Option<Self> {
+        let method = method?;
+        Some(Retry {
+            policy: method.retry?,
+            method,
             attempts: 1,
             backoff: 0,
         })
@@ -91,7 +96,7 @@ impl ResponseFuture {
         rx: oneshot::Receiver<Result<CallFuture, BoxError>>,
         shared: Arc<Shared>,
         timeout: Option<Duration>,
-        retry: Option<RetryPolicy>,
+        retry: Option<Arc<Method>>,
     ) -> Self {
         shared.budget.deposit();
         ResponseFuture {
@@ -109,7 +114,7 @@ impl ResponseFuture {
         fut: CallFuture,
         shared: Arc<Shared>,
         timeout: Option<Duration>,
-        retry: Option<RetryPolicy>,
+        retry: Option<Arc<Method>>,
     ) -> Self {
         shared.budget.deposit();
         ResponseFuture {
@@ -214,6 +219,7 @@ pub(crate) struct Shared {
     /// The service config's policies by method, if it has any.
     pub(crate) methods: Option<Methods>,
     pub(crate) throttle: Option<Throttle>,
+    pub(crate) metrics: Arc<ChannelMetrics>,
 }
 
 /// The time left before the call's deadline, if it has one.
@@ -316,19 +322,51 @@ fn retry_or_answer(
     if !retry.policy.retries(failed.code) {
         return Ok(response);
     }
-    let code = failed.code;
-    let endpoint = &failed.endpoint;
+    let (code, endpoint) = (failed.code, failed.endpoint);
+    let method = retry.method.clone();
+    let decided = decide(retry, shared, response.headers(), remains)
+        .and_then(|delay| Ok((delay, failed.replay.into_request().ok_or("not_kept")?)));
+    match decided {
+        Ok((delay, mut request)) => {
+            let previous = http::HeaderValue::from(retry.attempts);
+            request
+                .headers_mut()
+                .insert("grpc-previous-rpc-attempts", previous);
+            retry.attempts += 1;
+            debug!(instance = %endpoint, ?code, method = &*method.label, ?delay, attempt = retry.attempts, "retrying");
+            shared.metrics.retry(&method.label, "retried");
+            Err(Box::new(Again {
+                delay,
+                request,
+                endpoint,
+            }))
+        }
+        Err(why) => {
+            debug!(instance = %endpoint, ?code, method = &*method.label, attempts = retry.attempts, why, "not retried");
+            shared.metrics.retry(&method.label, why);
+            Ok(response)
+        }
+    }
+}
+
+/// The delay before the next attempt of a call that failed with a retryable status,
+/// or why there is none (the metrics' `outcome`). The throttle counts the failure
+/// first, whatever follows.
+fn decide(
+    retry: &mut Retry,
+    shared: &Shared,
+    headers: &http::HeaderMap,
+    remains: Option<Duration>,
+) -> Result<Duration, &'static str> {
     if let Some(throttle) = &shared.throttle
         && !throttle.failure()
     {
-        debug!(instance = %endpoint, ?code, "not retried: retries are throttled");
-        return Ok(response);
+        return Err("throttled");
     }
     if retry.attempts >= retry.policy.max_attempts {
-        debug!(instance = %endpoint, ?code, attempts = retry.attempts, "not retried: attempts used up");
-        return Ok(response);
+        return Err("attempts_exhausted");
     }
-    let delay = match pushback(response.headers()) {
+    let delay = match pushback(headers) {
         None => {
             let bound = retry.policy.backoff_bound(retry.backoff);
             retry.backoff = retry.backoff.saturating_add(1);
@@ -338,30 +376,12 @@ fn retry_or_answer(
             retry.backoff = 0;
             delay
         }
-        Some(None) => {
-            debug!(instance = %endpoint, ?code, "not retried: the server pushed back");
-            return Ok(response);
-        }
+        Some(None) => return Err("pushback"),
     };
     if remains.is_some_and(|remains| remains <= delay) {
-        debug!(instance = %endpoint, ?code, ?delay, "not retried: the deadline comes first");
-        return Ok(response);
+        return Err("deadline");
     }
-    let Some(mut request) = failed.replay.into_request() else {
-        debug!(instance = %endpoint, ?code, "not retried: the request was not kept whole");
-        return Ok(response);
-    };
-    let previous = http::HeaderValue::from(retry.attempts);
-    request
-        .headers_mut()
-        .insert("grpc-previous-rpc-attempts", previous);
-    retry.attempts += 1;
-    debug!(instance = %endpoint, ?code, ?delay, attempt = retry.attempts, "retrying");
-    Err(Box::new(Again {
-        delay,
-        request,
-        endpoint: failed.endpoint,
-    }))
+    Ok(delay)
 }
 
 fn name(shared: Option<&Shared>) -> &str {

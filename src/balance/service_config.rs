@@ -200,24 +200,28 @@ impl ServiceConfig {
         }
         let mut table = Methods::default();
         for m in &self.methods {
-            let policy = Arc::new(Method {
-                timeout: m.timeout,
-                retry: m.retry.map(|r| RetryPolicy {
-                    max_attempts: r.max_attempts.min(MAX_ATTEMPTS),
-                    ..r
-                }),
+            let retry = m.retry.map(|r| RetryPolicy {
+                max_attempts: r.max_attempts.min(MAX_ATTEMPTS),
+                ..r
             });
             for name in &m.names {
+                let policy = |label: String| {
+                    Arc::new(Method {
+                        label: label.into(),
+                        timeout: m.timeout,
+                        retry,
+                    })
+                };
                 match (name.service.is_empty(), name.method.is_empty()) {
-                    (true, _) => table.default = Some(policy.clone()),
+                    (true, _) => table.default = Some(policy("*".into())),
                     (false, true) => {
-                        table
-                            .services
-                            .insert(name.service.as_str().into(), policy.clone());
+                        let label = format!("{}/*", name.service);
+                        let service = name.service.as_str().into();
+                        table.services.insert(service, policy(label));
                     }
                     (false, false) => {
                         let path = format!("{}/{}", name.service, name.method);
-                        table.exact.insert(path.into(), policy.clone());
+                        table.exact.insert(path.as_str().into(), policy(path));
                     }
                 }
             }
@@ -402,6 +406,9 @@ impl RetryThrottling {
 /// The policies that apply to one method.
 #[derive(Debug)]
 pub(crate) struct Method {
+    /// The name it was configured under, for metrics: `package.Service/Method`,
+    /// `package.Service/*` or `*`.
+    pub(crate) label: Box<str>,
     pub(crate) timeout: Option<Duration>,
     pub(crate) retry: Option<RetryPolicy>,
 }

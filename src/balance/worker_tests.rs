@@ -254,6 +254,7 @@ impl Fleet {
             max_resends,
             methods: None,
             throttle: None,
+            metrics: ChannelMetrics::new("fleet".into(), 0, false),
         });
         let fleet = Fleet {
             channel: BalancedChannel::new(PollSender::new(tx), shared),
