@@ -9,7 +9,10 @@
 //! An instance's [weight](crate::Instance::weight) (Consul's `Weights`, Nacos's
 //! weight, a metadata entry) sets how often it is drawn: each of the two candidates
 //! is drawn with a probability proportional to its weight among the ready endpoints,
-//! and the first one drawn is kept unless the second costs less. Load counts per
+//! and the first one drawn is kept unless the second costs less (at rest, clearly
+//! less: 1.5×, so that noise in the latency estimates does not override a weight;
+//! under load, any less, so that a slow instance drawn first does not keep calls).
+//! Load counts per
 //! unit of weight: the calls waiting on an endpoint are scaled by the mean weight
 //! over its own, so under load an instance of weight 4 carries four times the calls
 //! in flight of one of weight 1 before it looks busier. Equally fast instances thus

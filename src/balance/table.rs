@@ -727,7 +727,7 @@ mod tests {
         assert!(!EndpointStats::prefer_second(&a, 1.0, &b, 1.0));
         assert!(
             !EndpointStats::prefer_second(&b, 1.0, &a, 1.0),
-            "within 25%: the first drawn keeps the call"
+            "within 1.5x: the first drawn keeps the call"
         );
         b.rtt.reset(Duration::from_micros(300));
         assert!(
