@@ -489,11 +489,45 @@ impl Registry {
     }
 
     /// The stats of the endpoint under `key`.
-    #[cfg(test)]
     pub(crate) fn stats(&self, key: &InstanceKey) -> Option<Arc<EndpointStats>> {
         let table = self.read();
         let slot = table.map.get(key)?;
         Some(table.tiers[slot.tier].list[slot.index].stats.clone())
+    }
+
+    /// Whether an endpoint is under `key`.
+    pub(crate) fn contains(&self, key: &InstanceKey) -> bool {
+        self.read().map.contains_key(key)
+    }
+
+    /// Whether `stats` is the endpoint under its key (not one it replaced).
+    pub(crate) fn is_current(&self, stats: &Arc<EndpointStats>) -> bool {
+        let table = self.read();
+        table
+            .map
+            .get(&stats.key)
+            .is_some_and(|slot| Arc::ptr_eq(&table.tiers[slot.tier].list[slot.index].stats, stats))
+    }
+
+    /// How many endpoints the table holds, in service or not.
+    pub(crate) fn len(&self) -> usize {
+        self.read().map.len()
+    }
+
+    /// Every endpoint's key.
+    pub(crate) fn keys(&self) -> Vec<InstanceKey> {
+        self.read().map.keys().cloned().collect()
+    }
+
+    /// Calls `f` with every endpoint's stats, under the read lock (`f` must not
+    /// call back into the registry). O(n).
+    pub(crate) fn for_each(&self, mut f: impl FnMut(&Arc<EndpointStats>)) {
+        let table = self.read();
+        for tier in &table.tiers {
+            for entry in &tier.list {
+                f(&entry.stats);
+            }
+        }
     }
 
     /// The endpoints as [`BalancedChannel::endpoints`](super::BalancedChannel::endpoints)

@@ -60,9 +60,10 @@ pub(crate) struct Worker<D> {
     requests: mpsc::Receiver<Message>,
     resends: mpsc::UnboundedReceiver<Message>,
     current: Option<Message>,
+    /// The endpoints' connection state machines, ready or not. Everything else
+    /// about an endpoint (its stats, weight, tier, service state) is in `registry`,
+    /// the one set of endpoints, inserted and removed with it.
     cache: ReadyCache<InstanceKey, Endpoint, http::Request<Body>>,
-    /// Every endpoint's address and stats, ready or not.
-    known: HashMap<InstanceKey, Known>,
     closed_rx: mpsc::UnboundedReceiver<InstanceKey>,
     closed_tx: mpsc::UnboundedSender<InstanceKey>,
     trips_rx: mpsc::UnboundedReceiver<InstanceKey>,
@@ -96,11 +97,6 @@ pub(crate) struct Worker<D> {
 #[cfg(test)]
 pub(crate) type MockConnect =
     Arc<dyn Fn(&Arc<EndpointStats>) -> super::endpoint::ConnectFuture + Send + Sync>;
-
-struct Known {
-    authority: String,
-    stats: Arc<EndpointStats>,
-}
 
 /// A member that left the subset while failing.
 struct Absent {
@@ -158,7 +154,6 @@ where
             resends: parts.resends,
             current: None,
             cache: ReadyCache::default(),
-            known: HashMap::new(),
             closed_rx,
             closed_tx,
             trips_rx,
@@ -265,7 +260,7 @@ where
     fn insert(&mut self, key: InstanceKey, instance: Instance) {
         if let Some(subset) = &mut self.subset {
             subset.insert(key.clone());
-            let connected = self.known.contains_key(&key);
+            let connected = self.registry.contains(&key);
             self.discovered.insert(key.clone(), instance.clone());
             if connected {
                 self.connect(key, instance);
@@ -308,9 +303,9 @@ where
         };
         let now = Instant::now();
         let failing_now = |key: &InstanceKey| {
-            self.known
-                .get(key)
-                .is_some_and(|k| is_failing(&k.stats, now))
+            self.registry
+                .stats(key)
+                .is_some_and(|stats| is_failing(&stats, now))
         };
         let failing = |key: &InstanceKey| {
             failing_now(key) || self.absent.get(key).is_some_and(|a| a.until > now)
@@ -332,10 +327,14 @@ where
             }
         }
         let extra: Vec<(InstanceKey, bool)> = self
-            .known
+            .registry
             .keys()
+            .into_iter()
             .filter(|k| !wanted.contains(k))
-            .map(|k| (k.clone(), failing_now(k)))
+            .map(|k| {
+                let failed = failing_now(&k);
+                (k, failed)
+            })
             .collect();
         // A member serving again is forgiven its past failures, once its connection
         // has proved healthy (as long as the endpoint's own reconnect backoff asks):
@@ -345,8 +344,7 @@ where
             .iter()
             .filter(|k| self.absent.contains_key(*k))
             .filter(|k| {
-                self.known.get(*k).is_some_and(|known| {
-                    let stats = &known.stats;
+                self.registry.stats(k).is_some_and(|stats| {
                     stats.state() == EndpointState::Ready
                         && stats.mode() == Mode::In
                         && stats.connected_for(now).is_some_and(|up| up >= MIN_HEALTHY)
@@ -366,7 +364,7 @@ where
         }
         let mut joined = false;
         for key in wanted {
-            if !self.known.contains_key(&key)
+            if !self.registry.contains(&key)
                 && let Some(instance) = self.discovered.get(&key).cloned()
             {
                 debug!(service = %self.name, instance = %key, "joins the subset");
@@ -380,7 +378,7 @@ where
     /// Remembers a member leaving the subset failing: out for the reconnect
     /// backoff's next delay (or its ejection, if longer).
     fn remember(&mut self, key: &InstanceKey, now: Instant) {
-        let Some(known) = self.known.get(key) else {
+        let Some(stats) = self.registry.stats(key) else {
             return;
         };
         let failures = self
@@ -388,9 +386,8 @@ where
             .get(key)
             .map_or(1, |a| a.failures.saturating_add(1));
         let delay = self.config.reconnect_backoff.delay(failures);
-        let until = (now + delay).max(known.stats.ejected_until().unwrap_or(now));
+        let until = (now + delay).max(stats.ejected_until().unwrap_or(now));
         debug!(service = %self.name, instance = %key, failures, ?delay, "failing member out of the subset");
-        let stats = known.stats.clone();
         self.absent.insert(
             key.clone(),
             Absent {
@@ -414,13 +411,17 @@ where
         }
         let now = Instant::now();
         let absent = &self.absent;
-        let proving = self.known.values().filter_map(|known| {
-            let stats = &known.stats;
+        let mut proving = None::<Instant>;
+        self.registry.for_each(|stats| {
             if !stats.retrying() && !absent.contains_key(&stats.key) {
-                return None;
+                return;
             }
-            let up = stats.connected_for(now)?;
-            (up < MIN_HEALTHY).then(|| now + (MIN_HEALTHY - up))
+            if let Some(up) = stats.connected_for(now)
+                && up < MIN_HEALTHY
+            {
+                let at = now + (MIN_HEALTHY - up);
+                proving = Some(proving.map_or(at, |p| p.min(at)));
+            }
         });
         let next = absent
             .values()
@@ -447,14 +448,14 @@ where
         let addr = instance.authority();
         let policy = self.registry.policy();
         let (weight, tier) = (policy.weight(&instance), policy.tier(&instance));
-        if let Some(known) = self.known.get_mut(&key)
-            && known.authority == addr
+        if let Some(stats) = self.registry.stats(&key)
+            && stats.address == addr
         {
             // Only tags, metadata, weight or locality changed: keep the connection
             // and the load estimate.
             debug!(service = %self.name, instance = %key, %addr, weight, tier, "instance updated in place");
             if self.registry.placement(&key) != Some((weight, tier)) {
-                self.registry.insert(key, known.stats.clone(), weight, tier);
+                self.registry.insert(key, stats, weight, tier);
             }
             return;
         }
@@ -501,15 +502,7 @@ where
         }
         endpoint.publish_to(self.registry.clone());
         info!(service = %self.name, instance = %key, %addr, weight, tier, "instance inserted");
-        self.registry
-            .insert(key.clone(), stats.clone(), weight, tier);
-        self.known.insert(
-            key.clone(),
-            Known {
-                authority: addr,
-                stats,
-            },
-        );
+        self.registry.insert(key.clone(), stats, weight, tier);
         self.cache.push(key, endpoint);
     }
 
@@ -533,7 +526,6 @@ where
             debug!(service = %self.name, instance = %key, "remove for an unknown instance");
         }
         self.registry.remove(key);
-        self.known.remove(key);
     }
 
     /// Handles the endpoints whose failure detectors tripped: ejects each one the
@@ -541,7 +533,7 @@ where
     /// re-check publishes their service state at once.
     fn poll_trips(&mut self, cx: &mut Context<'_>) {
         while let Poll::Ready(Some(key)) = self.trips_rx.poll_recv(cx) {
-            let Some(stats) = self.known.get(&key).map(|k| k.stats.clone()) else {
+            let Some(stats) = self.registry.stats(&key) else {
                 continue;
             };
             if let Err(error) = self.cache.check_ready(cx, &key) {
@@ -560,7 +552,7 @@ where
                 debug!(
                     service = %self.name,
                     instance = %key,
-                    max = self.accrual.max_ejected(self.known.len()),
+                    max = self.accrual.max_ejected(self.registry.len()),
                     "endpoint failing but not ejected: too few endpoints would be left"
                 );
             }
@@ -571,22 +563,28 @@ where
     /// once, and never the last ready one. An endpoint due a probe counts as out
     /// until its probe succeeds: it takes one call, not its share.
     fn may_eject(&self, key: &InstanceKey) -> bool {
-        let others = self.known.iter().filter(|(k, _)| *k != key);
-        let out = others
-            .clone()
-            .filter(|(_, known)| known.stats.mode() != Mode::In)
-            .count();
-        // In service whatever their load: busy endpoints count, connecting ones and
-        // those due a probe not.
-        let in_service = others
-            .filter(|(_, known)| known.stats.mode() == Mode::In && known.stats.in_service())
-            .count();
-        out < self.accrual.max_ejected(self.known.len()) && in_service > 0
+        let (mut all, mut out, mut in_service) = (0, 0, 0);
+        self.registry.for_each(|stats| {
+            all += 1;
+            if stats.key == *key {
+                return;
+            }
+            if stats.mode() != Mode::In {
+                out += 1;
+            } else if stats.in_service() {
+                // In service whatever their load: busy endpoints count, connecting
+                // ones and those due a probe not.
+                in_service += 1;
+            }
+        });
+        out < self.accrual.max_ejected(all) && in_service > 0
     }
 
     /// Whether any endpoint could take a call but for its load.
     fn any_in_service(&self) -> bool {
-        self.known.values().any(|known| known.stats.in_service())
+        let mut any = false;
+        self.registry.for_each(|stats| any |= stats.in_service());
+        any
     }
 
     /// Panic mode: no endpoint is in service (connected, not ejected, serving), but
@@ -595,12 +593,12 @@ where
     /// (at their stream or concurrency limit) count as in service and prevent it.
     fn lift_ejections(&mut self, cx: &mut Context<'_>) -> bool {
         let mut lifted = 0;
-        for known in self.known.values() {
-            if known.stats.mode() != Mode::In {
-                known.stats.lift();
+        self.registry.for_each(|stats| {
+            if stats.mode() != Mode::In {
+                stats.lift();
                 lifted += 1;
             }
-        }
+        });
         if lifted > 0 {
             warn!(service = %self.name, lifted, "no endpoint ready; lifting every ejection");
             self.poll_endpoints(cx);
@@ -618,9 +616,8 @@ where
         let now = tokio::time::Instant::now();
         if now >= self.gauges_at {
             let mut by_state = [0usize; 6];
-            for known in self.known.values() {
-                by_state[state_index(known.stats.state())] += 1;
-            }
+            self.registry
+                .for_each(|stats| by_state[state_index(stats.state())] += 1);
             self.metrics.set_endpoints(by_state);
             if self.registry.policy().zoned() {
                 self.metrics.set_tier_shares(self.registry.shares());
@@ -727,9 +724,9 @@ where
         if self.cache.ready_len() < self.cache.len() {
             self.poll_endpoints(cx);
         }
-        let (cache, known) = (&mut self.cache, &self.known);
-        let stats = self.registry.next_probe(|s| {
-            let current = known.get(&s.key).is_some_and(|k| Arc::ptr_eq(&k.stats, s));
+        let (cache, registry) = (&mut self.cache, &self.registry);
+        let stats = registry.next_probe(|s| {
+            let current = registry.is_current(s);
             if !current || s.mode() != Mode::ProbeAllowed {
                 return Probe::Drop;
             }
