@@ -126,6 +126,8 @@ async fn a_retryable_status_is_answered_by_another_instance() {
 struct Scripted {
     script: Arc<Mutex<VecDeque<Status>>>,
     previous: Arc<Mutex<Vec<Option<String>>>>,
+    /// The messages of the calls it received.
+    messages: Arc<Mutex<Vec<Vec<u8>>>>,
 }
 
 impl Scripted {
@@ -169,6 +171,8 @@ impl Echo for Scripted {
         let previous = request.metadata().get("grpc-previous-rpc-attempts");
         let previous = previous.and_then(|v| v.to_str().ok()).map(str::to_owned);
         self.previous.lock().expect("previous").push(previous);
+        let message = request.get_ref().message.clone();
+        self.messages.lock().expect("messages").push(message);
         if let Some(status) = self.script.lock().expect("script").pop_front() {
             return Err(status);
         }
@@ -374,4 +378,57 @@ async fn a_stream_whose_response_began_is_committed_and_not_retried() {
         }
     }
     assert!(from_bad > 0, "some streams went to bad");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_attempt_goes_to_an_instance_the_call_has_not_tried() {
+    support::trace_init();
+    let servers = [
+        Scripted::default(),
+        Scripted::default(),
+        Scripted::default(),
+    ];
+    let (feed, disc) = discovery();
+    let channel = builder()
+        .service_config(retrying(unavailable(3)))
+        .build(disc)
+        .expect("channel");
+    for (i, server) in servers.iter().enumerate() {
+        for _ in 0..100 {
+            server.then_fail(Code::Unavailable, None);
+        }
+        let addr = server.serve().await;
+        let key = InstanceKey::new("node", format!("s{i}"));
+        feed.insert_instance(Instance::new(key, addr.ip().to_string(), addr.port()));
+    }
+    eventually(WAIT, "three ready", || async { all_ready(&channel, 3) }).await;
+    for call in 0..20u8 {
+        let mut client = EchoClient::new(channel.clone());
+        let status = client
+            .echo(EchoRequest {
+                message: vec![call],
+            })
+            .await
+            .expect_err("every instance fails");
+        assert_eq!(status.code(), Code::Unavailable);
+        let tried: Vec<usize> = servers
+            .iter()
+            .enumerate()
+            .flat_map(|(i, s)| {
+                let n = s
+                    .messages
+                    .lock()
+                    .expect("messages")
+                    .iter()
+                    .filter(|m| **m == [call])
+                    .count();
+                std::iter::repeat_n(i, n)
+            })
+            .collect();
+        assert_eq!(
+            tried,
+            [0, 1, 2],
+            "call {call}: three attempts, one per instance"
+        );
+    }
 }

@@ -149,7 +149,7 @@ impl tower::Service<http::Request<Body>> for BalancedChannel {
         let msg = Message {
             request,
             tx,
-            avoid: None,
+            avoid: Vec::new(),
             _waiting: Waiting::new(&self.shared.registry),
         };
         if self.tx.send_item(msg).is_err() {

@@ -43,6 +43,9 @@ pin_project! {
         shared: Option<Arc<Shared>>,
         resends: u32,
         retry: Option<Retry>,
+        // The instances that refused or failed the call, avoided by its next
+        // attempts (allocated at the first resend or retry only).
+        tried: Vec<InstanceKey>,
     }
 }
 
@@ -106,6 +109,7 @@ impl ResponseFuture {
             shared: Some(shared),
             resends: 0,
             retry: Retry::new(retry),
+            tried: Vec::new(),
         }
     }
 
@@ -124,6 +128,7 @@ impl ResponseFuture {
             shared: Some(shared),
             resends: 0,
             retry: Retry::new(retry),
+            tried: Vec::new(),
         }
     }
 
@@ -135,6 +140,7 @@ impl ResponseFuture {
             shared: None,
             resends: 0,
             retry: None,
+            tried: Vec::new(),
         }
     }
 }
@@ -174,6 +180,7 @@ impl Future for ResponseFuture {
                         error,
                         this.shared.as_deref(),
                         this.resends,
+                        this.tried,
                         remaining(this.deadline.as_ref().get_ref().as_ref()),
                     ) {
                         Ok(rx) => this.state.set(State::Queued { rx }),
@@ -189,7 +196,8 @@ impl Future for ResponseFuture {
                         request, endpoint, ..
                     } = *again;
                     let remains = remaining(this.deadline.as_ref().get_ref().as_ref());
-                    match requeue(request, endpoint, this.shared.as_deref(), remains) {
+                    this.tried.push(endpoint);
+                    match requeue(request, this.tried, this.shared.as_deref(), remains) {
                         Ok(rx) => this.state.set(State::Queued { rx }),
                         Err(error) => return Poll::Ready(Err(error)),
                     }
@@ -238,6 +246,7 @@ fn resend(
     error: CallError,
     shared: Option<&Shared>,
     resends: &mut u32,
+    tried: &mut Vec<InstanceKey>,
     remains: Option<Duration>,
 ) -> Result<oneshot::Receiver<Result<CallFuture, BoxError>>, BoxError> {
     let CallError::NotProcessed {
@@ -264,15 +273,16 @@ fn resend(
     let request = (*request)
         .into_inner()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
-    requeue(request, endpoint, Some(shared), remains)
+    tried.push(endpoint);
+    requeue(request, tried, Some(shared), remains)
 }
 
-/// Hands `request` back to the worker for an instance other than `endpoint`. Its
+/// Hands `request` back to the worker for an instance other than those `tried`. Its
 /// `grpc-timeout`, if it has one, becomes the time that `remains`, so the next
 /// server's deadline is not later than the caller's.
 fn requeue(
     mut request: http::Request<Body>,
-    endpoint: InstanceKey,
+    tried: &[InstanceKey],
     shared: Option<&Shared>,
     remains: Option<Duration>,
 ) -> Result<oneshot::Receiver<Result<CallFuture, BoxError>>, BoxError> {
@@ -289,7 +299,7 @@ fn requeue(
     let msg = Message {
         request,
         tx,
-        avoid: Some(endpoint),
+        avoid: tried.to_vec(),
         _waiting: Waiting::new(&shared.registry),
     };
     shared

@@ -135,8 +135,9 @@ impl Pair {
     /// this order:
     ///
     /// 1. an endpoint whose ejection ran out ([`Mode::ProbeAllowed`]), unless it is
-    ///    `avoid`: the first drawn if both are;
-    /// 2. the other one, when one is `avoid` (the endpoint that refused the call
+    ///    in `avoid`: the first drawn if both are;
+    /// 2. the other one, when one is in `avoid` (the endpoints that refused or failed
+    ///    the call before; the second when both are)
     ///    before);
     /// 3. by cost ([`EndpointStats::prefer_second`], with the scales drawn): an
     ///    endpoint whose cost says nothing (never tried, or stale) takes the call,
@@ -144,12 +145,12 @@ impl Pair {
     ///    clearly less.
     ///
     /// A lone candidate is taken whatever it is.
-    pub(crate) fn choose(self, avoid: Option<&InstanceKey>) -> Arc<EndpointStats> {
+    pub(crate) fn choose(self, avoid: &[InstanceKey]) -> Arc<EndpointStats> {
         let Pair { a: (a, sa), b } = self;
         let Some((b, sb)) = b else {
             return a;
         };
-        let avoided = |s: &EndpointStats| avoid == Some(&s.key);
+        let avoided = |s: &EndpointStats| avoid.contains(&s.key);
         // An endpoint back from ejection is tried whatever its cost: one call decides
         // whether it returns, and its old estimate says nothing.
         let probe = |s: &EndpointStats| s.mode() == Mode::ProbeAllowed && !avoided(s);
@@ -377,12 +378,15 @@ impl Registry {
     /// Draws two endpoints to compare, by the traffic policy: a tier by the tiers'
     /// shares, then each candidate by weight (uniformly when weights are equal),
     /// judged by `judge`; a candidate it skips is drawn again, a few times at most.
-    /// `None` when no pair is found, unless `alone_ok` and the tier has one endpoint
-    /// in service (or one endpoint at all when no policy applies), which is then
-    /// returned alone.
+    /// `None` when no pair is found, unless the tier has one endpoint in service,
+    /// which is then returned alone. With `lone_ok` (the worker's draw), a tier
+    /// whose draws all missed is searched for a candidate, and one found without a
+    /// second (the others in its tier skipped: busy) is returned alone, so that the
+    /// call stays in the tier the shares chose while it has an endpoint to take it.
     pub(crate) fn draw<R: Rng + ?Sized>(
         &self,
         rng: &mut R,
+        lone_ok: bool,
         judge: impl Fn(&EndpointStats) -> Candidate,
     ) -> Option<Pair> {
         let table = self.read();
@@ -429,10 +433,19 @@ impl Registry {
                 .filter_map(|_| pick(rng, other))
                 .find(|&i| judge(&t.list[i].stats) == Candidate::Take)
         };
-        let a = draw(rng, None)?;
+        let a = match draw(rng, None) {
+            Some(a) => a,
+            // Most of the tier is busy: the first it has that the judge takes, so
+            // that the call stays in its tier (O(n), only when the draws missed).
+            None if lone_ok => (0..t.list.len())
+                .find(|&i| t.list[i].live && judge(&t.list[i].stats) == Candidate::Take)?,
+            None => return None,
+        };
         let ea = &t.list[a];
         let b = if alone {
             None
+        } else if lone_ok {
+            draw(rng, Some(a))
         } else {
             Some(draw(rng, Some(a))?)
         };
@@ -464,14 +477,14 @@ impl Registry {
         if self.probes_due() || self.inner.waiting.load(Ordering::Acquire) > 0 {
             return None;
         }
-        let pair = self.draw(&mut rand::rng(), |s| {
+        let pair = self.draw(&mut rand::rng(), false, |s| {
             if s.direct_ready() {
                 Candidate::Take
             } else {
                 Candidate::Skip
             }
         })?;
-        Reserved::new(pair.choose(None))
+        Reserved::new(pair.choose(&[]))
     }
 
     /// Each tier's endpoints and endpoints in service.
@@ -696,6 +709,42 @@ mod tests {
         );
     }
 
+    #[test]
+    fn the_workers_draw_stays_in_its_tier_while_the_tier_has_a_candidate() {
+        let policy = Policy::new(
+            Some(Locality::new("r", "a")),
+            "zone".into(),
+            "region".into(),
+            ZoneRouting::new(),
+            true,
+        );
+        let registry = Registry::new(policy);
+        for (id, tier) in [("a1", 0), ("a2", 0), ("b1", 1), ("b2", 1)] {
+            add(&registry, id, 1, tier);
+        }
+        assert_eq!(registry.shares(), [1.0, 0.0, 0.0]);
+        // a1 is busy: only a2 of zone a may take the call.
+        let judge = |s: &EndpointStats| {
+            if s.key.id() == "a1" {
+                Candidate::Skip
+            } else {
+                Candidate::Take
+            }
+        };
+        let mut rng = StdRng::seed_from_u64(3);
+        let mut missed = 0;
+        for _ in 0..1_000 {
+            let pair = registry.draw(&mut rng, true, judge).expect("a2 is there");
+            assert_eq!(pair.a.0.key.id(), "a2");
+            assert!(pair.b.is_none(), "no second in the tier");
+            missed += usize::from(registry.draw(&mut rng, false, judge).is_none());
+        }
+        assert_eq!(
+            missed, 1_000,
+            "the callers' draw needs a pair, and leaves it to the worker"
+        );
+    }
+
     fn take(_: &EndpointStats) -> Candidate {
         Candidate::Take
     }
@@ -705,7 +754,7 @@ mod tests {
         let mut rng = StdRng::seed_from_u64(7);
         let mut counts = BTreeMap::<String, usize>::new();
         for _ in 0..draws {
-            let pair = registry.draw(&mut rng, take).expect("a pair");
+            let pair = registry.draw(&mut rng, false, take).expect("a pair");
             if let Some((b, _)) = &pair.b {
                 assert_ne!(
                     b.key, pair.a.0.key,
@@ -805,7 +854,8 @@ mod tests {
                     a: (a.clone(), 1.0),
                     b: Some((b.clone(), 1.0)),
                 };
-                pair.choose(avoid.map(|s| &s.key)).key.id().to_owned()
+                let avoid: Vec<InstanceKey> = avoid.map(|s| s.key.clone()).into_iter().collect();
+                pair.choose(&avoid).key.id().to_owned()
             };
 
         // 1. An endpoint whose ejection ran out beats a cheaper one, drawn first or
@@ -831,7 +881,10 @@ mod tests {
             a: (dear.clone(), 1.0),
             b: None,
         };
-        assert_eq!(alone.choose(Some(&dear.key)).key.id(), "dear");
+        assert_eq!(
+            alone.choose(std::slice::from_ref(&dear.key)).key.id(),
+            "dear"
+        );
         // An expired estimate says as little as none: of a stale and an untried
         // endpoint, the first drawn takes the call.
         tokio::time::advance(Duration::from_millis(1_100)).await;

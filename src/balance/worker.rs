@@ -48,11 +48,15 @@ pub(crate) type CallFuture = EndpointFuture;
 pub(crate) struct Message {
     pub(crate) request: http::Request<Body>,
     pub(crate) tx: oneshot::Sender<Result<CallFuture, BoxError>>,
-    /// The endpoint that did not process this request before, to avoid on a resend.
-    pub(crate) avoid: Option<InstanceKey>,
+    /// The endpoints that did not process this request before or failed it, to
+    /// avoid on a resend or retry (empty for a first attempt: no allocation).
+    pub(crate) avoid: Vec<InstanceKey>,
     /// Counts the call as waiting for the worker until the message is dropped.
     pub(crate) _waiting: Waiting,
 }
+
+/// How many times the uniform draw draws again a candidate the call avoids.
+const AVOID_REDRAWS: usize = 8;
 
 pub(crate) struct Worker<D> {
     name: Arc<str>,
@@ -664,12 +668,12 @@ where
         if msg.tx.is_closed() {
             return Poll::Ready(());
         }
-        let mut picked = self.pick_probe(cx, msg.avoid.as_ref());
+        let mut picked = self.pick_probe(cx, &msg.avoid);
         if picked.is_none() {
-            picked = self.pick(cx, msg.avoid.as_ref());
+            picked = self.pick(cx, &msg.avoid);
         }
         if picked.is_none() && !self.any_in_service() && self.lift_ejections(cx) {
-            picked = self.pick(cx, msg.avoid.as_ref());
+            picked = self.pick(cx, &msg.avoid);
         }
         if let Some(index) = picked {
             self.failfast.disarm();
@@ -717,7 +721,7 @@ where
     /// One due but busy (at its stream limit) or the endpoint the call avoids stays
     /// queued; one no longer due, gone, or out of service leaves the queue (its
     /// endpoint queues it again when it is back in service).
-    fn pick_probe(&mut self, cx: &mut Context<'_>, avoid: Option<&InstanceKey>) -> Option<usize> {
+    fn pick_probe(&mut self, cx: &mut Context<'_>, avoid: &[InstanceKey]) -> Option<usize> {
         if !self.registry.probes_due() {
             return None;
         }
@@ -730,7 +734,7 @@ where
             if !current || s.mode() != Mode::ProbeAllowed {
                 return Probe::Drop;
             }
-            if avoid == Some(&s.key) {
+            if avoid.contains(&s.key) {
                 return Probe::Keep;
             }
             let ready = cache
@@ -778,7 +782,7 @@ where
     }
 
     /// Power of two choices over the ready endpoints, re-checking the chosen one.
-    fn pick(&mut self, cx: &mut Context<'_>, avoid: Option<&InstanceKey>) -> Option<usize> {
+    fn pick(&mut self, cx: &mut Context<'_>, avoid: &[InstanceKey]) -> Option<usize> {
         // An endpoint just called sits in the pending set until polled, although it
         // is ready again at once (HTTP/2 takes another stream). Without this poll, a
         // burst of queued requests would be spread over whatever is left in the
@@ -806,7 +810,7 @@ where
     }
 
     /// Power of two choices; a resend avoids the endpoint that refused it when it can.
-    fn sample(&mut self, avoid: Option<&InstanceKey>, uniform_ok: bool) -> Option<usize> {
+    fn sample(&mut self, avoid: &[InstanceKey], uniform_ok: bool) -> Option<usize> {
         if self.policy
             && let Some(index) = self.sample_policy(avoid)
         {
@@ -824,10 +828,10 @@ where
     /// [`Pair::choose`]). `None` when the draw finds none; the uniform draw then
     /// decides, so a stale share never leaves a call waiting while some endpoint is
     /// ready.
-    fn sample_policy(&mut self, avoid: Option<&InstanceKey>) -> Option<usize> {
+    fn sample_policy(&mut self, avoid: &[InstanceKey]) -> Option<usize> {
         let cache = &self.cache;
-        let pair = self.registry.draw(&mut self.rng, |s| {
-            if Some(&s.key) != avoid && cache.get_ready(&s.key).is_some() {
+        let pair = self.registry.draw(&mut self.rng, true, |s| {
+            if !avoid.contains(&s.key) && cache.get_ready(&s.key).is_some() {
                 Candidate::Take
             } else {
                 Candidate::Skip
@@ -839,16 +843,43 @@ where
     /// Power of two choices drawn uniformly from the ready set, decided as every
     /// pick is (see [`Pair::choose`]), every load counting once. A single ready
     /// endpoint takes the call, even the one to avoid.
-    fn sample_uniform(&mut self, avoid: Option<&InstanceKey>) -> Option<usize> {
+    fn sample_uniform(&mut self, avoid: &[InstanceKey]) -> Option<usize> {
         let len = self.cache.ready_len();
         match len {
             0 => None,
             1 => Some(0),
             _ => {
-                let a = self.rng.random_range(0..len);
-                let mut b = self.rng.random_range(0..len - 1);
-                if b >= a {
-                    b += 1;
+                // Candidates the call avoids are drawn again, a few times at most, so
+                // that a retry finds an instance it has not tried when one is ready.
+                let cache = &self.cache;
+                let avoided = |i: usize| {
+                    cache
+                        .get_ready_index(i)
+                        .is_some_and(|(key, _)| avoid.contains(key))
+                };
+                let mut a = self.rng.random_range(0..len);
+                for _ in 0..AVOID_REDRAWS {
+                    if !avoided(a) {
+                        break;
+                    }
+                    a = self.rng.random_range(0..len);
+                }
+                if avoided(a) {
+                    // Most of the ready set is avoided: the first one that is not,
+                    // from where the draw stopped (O(n), on a retry only).
+                    if let Some(i) = (1..len).map(|d| (a + d) % len).find(|&i| !avoided(i)) {
+                        a = i;
+                    }
+                }
+                let mut b = 0;
+                for _ in 0..=AVOID_REDRAWS {
+                    b = self.rng.random_range(0..len - 1);
+                    if b >= a {
+                        b += 1;
+                    }
+                    if !avoided(b) {
+                        break;
+                    }
                 }
                 let candidate = |i| {
                     self.cache
