@@ -25,6 +25,8 @@ pub(crate) mod names {
     pub(crate) const TIER_SHARE: &str = "tonic_discovery_balancer_zone_traffic_ratio";
     pub(crate) const TOO_MANY_PINGS: &str = "tonic_discovery_balancer_too_many_pings_total";
     pub(crate) const RETRIES: &str = "tonic_discovery_balancer_retries_total";
+    pub(crate) const HEDGES: &str = "tonic_discovery_balancer_hedges_total";
+    pub(crate) const HEDGE_DELAY: &str = "tonic_discovery_balancer_hedge_delay_seconds";
     pub(crate) const ENDPOINT_CALLS: &str = "tonic_discovery_endpoint_calls_total";
     pub(crate) const ENDPOINT_FAILURES: &str = "tonic_discovery_endpoint_call_failures_total";
     pub(crate) const ENDPOINT_DURATION: &str = "tonic_discovery_endpoint_call_duration_seconds";
@@ -285,6 +287,24 @@ impl ChannelMetrics {
             ("outcome", outcome),
         ];
         counter(names::RETRIES, &labels).increment(1);
+    }
+
+    /// A hedged call's event (`outcome`: `sent`, `won`: a hedge answered first, or
+    /// why no more were sent: `throttled`, `pushback`, `not_kept`), under the method
+    /// config's label.
+    pub(crate) fn hedge(&self, method: &str, outcome: &'static str) {
+        let labels = [
+            ("service", &*self.service),
+            ("method", method),
+            ("outcome", outcome),
+        ];
+        counter(names::HEDGES, &labels).increment(1);
+    }
+
+    /// The adaptive hedging delay of a method, as last computed.
+    pub(crate) fn hedge_delay(&self, method: &str, delay: std::time::Duration) {
+        let labels = [("service", &*self.service), ("method", method)];
+        gauge(names::HEDGE_DELAY, &labels).set(delay.as_secs_f64());
     }
 
     /// A discovery error (logged and ignored by the balancer).

@@ -309,3 +309,40 @@ async fn retry_decisions_are_counted_per_method_config() {
         counters()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hedges_are_counted_per_method_config() {
+    use tonic_discovery::balance::{HedgingPolicy, MethodConfig, MethodName, ServiceConfig};
+    support::trace_init();
+    registry();
+    let stuck = TestEchoServer::start("h1").await.expect("echo");
+    let fine = TestEchoServer::start("h2").await.expect("echo");
+    let (feed, disc) = balance_util::discovery();
+    feed.insert(&stuck);
+    feed.insert(&fine);
+    let policy = HedgingPolicy::new(2, Duration::from_millis(10), []);
+    let config = ServiceConfig::new()
+        .method(MethodConfig::new([MethodName::method("echo.v1.Echo", "Echo")]).hedge(policy));
+    let channel = BalancedChannel::builder("metrics-hedge")
+        .timeout(WAIT)
+        .service_config(config)
+        .build(disc)
+        .expect("valid settings");
+    eventually(WAIT, "two ready endpoints", || async {
+        balance_util::all_ready(&channel, 2)
+    })
+    .await;
+    let _hold = stuck.service().hold();
+    for _ in 0..4 {
+        let id = balance_util::call(&channel).await.expect("answered");
+        assert_eq!(id, "h2");
+    }
+    let series = |outcome: &str| {
+        format!(
+            "tonic_discovery_balancer_hedges_total{{method=echo.v1.Echo/Echo,outcome={outcome}}}"
+        )
+        .replace("}", ",service=metrics-hedge}")
+    };
+    assert!(counter(&series("sent")) >= 1, "{:?}", counters());
+    assert!(counter(&series("won")) >= 1, "{:?}", counters());
+}

@@ -3,13 +3,17 @@
 use std::fmt;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use tokio::sync::oneshot;
 use tokio_util::sync::PollSender;
 use tonic::body::Body;
 
+use super::dispatch::Replay;
 use super::future::{ResponseFuture, Shared, call_timeout};
+use super::hedge::Hedge;
 use super::info::EndpointInfo;
+use super::service_config::{HedgingPolicy, Method};
 use super::table::Waiting;
 use super::worker::Message;
 use crate::BoxError;
@@ -130,13 +134,19 @@ impl tower::Service<http::Request<Body>> for BalancedChannel {
         }
         let method =
             (self.shared.methods.as_ref()).and_then(|methods| methods.lookup(request.uri().path()));
-        // Kept by the call only when it may be retried.
-        let retry = method.filter(|m| m.retry.is_some()).cloned();
         let channel_timeout = match (self.shared.timeout, method.and_then(|m| m.timeout)) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
         let timeout = call_timeout(channel_timeout, request.headers());
+        if let Some(method) = method
+            && let Some(policy) = method.hedge
+        {
+            let method = method.clone();
+            return self.hedged(request, method, policy, timeout);
+        }
+        // Kept by the call only when it may be retried.
+        let retry = method.filter(|m| m.retry.is_some()).cloned();
         // The fast path: an endpoint that takes the call now gets it from this task;
         // only calls that must wait (or a probe, which the worker places) cross to
         // the worker.
@@ -156,6 +166,38 @@ impl tower::Service<http::Request<Body>> for BalancedChannel {
             return ResponseFuture::failed(self.closed());
         }
         ResponseFuture::new(rx, self.shared.clone(), timeout, retry)
+    }
+}
+
+impl BalancedChannel {
+    /// A call its method hedges: the request is kept as it is sent, for the hedges,
+    /// and the first attempt goes out as any call does.
+    fn hedged(
+        &mut self,
+        request: http::Request<Body>,
+        method: Arc<Method>,
+        policy: HedgingPolicy,
+        timeout: Option<Duration>,
+    ) -> ResponseFuture {
+        let (request, replay) = Replay::record(request);
+        let first = if let Some(reserved) = self.shared.registry.pick_direct() {
+            self.tx.abort_send();
+            Ok(reserved.send(request))
+        } else {
+            let (tx, rx) = oneshot::channel();
+            let msg = Message {
+                request,
+                tx,
+                avoid: Vec::new(),
+                _waiting: Waiting::new(&self.shared.registry),
+            };
+            if self.tx.send_item(msg).is_err() {
+                return ResponseFuture::failed(self.closed());
+            }
+            Err(rx)
+        };
+        let hedge = Hedge::new(first, replay, method, policy, &self.shared);
+        ResponseFuture::hedged(hedge, self.shared.clone(), timeout)
     }
 }
 

@@ -121,6 +121,11 @@ impl EndpointFuture {
         }
     }
 
+    /// The instance the call went to (`None` once it ended).
+    pub(crate) fn key(&self) -> Option<&InstanceKey> {
+        self.call.as_ref().map(Call::key)
+    }
+
     /// The channel's deadline passed while the call was in flight.
     pub(crate) fn expire(&mut self) {
         if let Some(mut call) = self.call.take() {
@@ -318,6 +323,29 @@ impl Replay {
             recording,
         };
         (http::Request::from_parts(head, Body::new(body)), replay)
+    }
+
+    /// A copy of the request, if its whole body was sent and kept (the kept frames
+    /// are shared, not copied), for a hedge while the first is in flight.
+    pub(crate) fn request_again(&self) -> Option<http::Request<Body>> {
+        let rec = self
+            .recording
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if !rec.complete || rec.overflowed {
+            return None;
+        }
+        let frames = rec.first.iter().chain(&rec.frames).cloned();
+        let body = Replayed {
+            frames: frames.collect(),
+            trailers: rec.trailers.clone(),
+        };
+        let mut request = http::Request::new(Body::new(body));
+        *request.method_mut() = self.method.clone();
+        *request.uri_mut() = self.uri.clone();
+        *request.version_mut() = self.version;
+        *request.headers_mut() = self.headers.clone();
+        Some(request)
     }
 
     /// The request again, if its whole body was sent and kept.

@@ -20,6 +20,7 @@ use tower::retry::budget::TpsBudget;
 use rand::Rng;
 
 use super::dispatch::{Answer, CallError};
+use super::hedge::Hedge;
 use super::retry::{Throttle, pushback};
 use super::service_config::{Method, Methods, RetryPolicy};
 use super::table::{Registry, Waiting};
@@ -55,6 +56,7 @@ pin_project! {
         Queued { #[pin] rx: oneshot::Receiver<Result<CallFuture, BoxError>> },
         Called { fut: CallFuture },
         Backoff { sleep: Pin<Box<Sleep>>, next: Option<Box<Again>> },
+        Hedged { hedge: Box<Hedge> },
         Failed { error: Option<BoxError> },
     }
 }
@@ -132,6 +134,22 @@ impl ResponseFuture {
         }
     }
 
+    /// A call hedged by its method's policy (see [`Hedge`]).
+    pub(crate) fn hedged(hedge: Hedge, shared: Arc<Shared>, timeout: Option<Duration>) -> Self {
+        shared.budget.deposit();
+        ResponseFuture {
+            state: State::Hedged {
+                hedge: Box::new(hedge),
+            },
+            deadline: timeout.map(tokio::time::sleep),
+            timeout,
+            shared: Some(shared),
+            resends: 0,
+            retry: None,
+            tried: Vec::new(),
+        }
+    }
+
     pub(crate) fn failed(error: BoxError) -> Self {
         ResponseFuture {
             state: State::Failed { error: Some(error) },
@@ -153,8 +171,10 @@ impl Future for ResponseFuture {
         if let Some(deadline) = this.deadline.as_mut().as_pin_mut()
             && deadline.poll(cx).is_ready()
         {
-            if let StateProj::Called { fut } = this.state.as_mut().project() {
-                fut.expire();
+            match this.state.as_mut().project() {
+                StateProj::Called { fut } => fut.expire(),
+                StateProj::Hedged { hedge } => hedge.expire(),
+                _ => {}
             }
             return Poll::Ready(Err(timed_out(this.shared.as_deref(), *this.timeout)));
         }
@@ -201,6 +221,13 @@ impl Future for ResponseFuture {
                         Ok(rx) => this.state.set(State::Queued { rx }),
                         Err(error) => return Poll::Ready(Err(error)),
                     }
+                }
+                StateProj::Hedged { hedge } => {
+                    let Some(shared) = this.shared.as_deref() else {
+                        return Poll::Ready(Err(worker_gone(None)));
+                    };
+                    let remains = remaining(this.deadline.as_ref().get_ref().as_ref());
+                    return hedge.poll(cx, shared, remains);
                 }
                 StateProj::Failed { error } => {
                     let error = error
@@ -404,7 +431,7 @@ fn timed_out(shared: Option<&Shared>, timeout: Option<Duration>) -> BoxError {
     Box::new(tonic::Status::deadline_exceeded(msg))
 }
 
-fn worker_gone(shared: Option<&Shared>) -> BoxError {
+pub(crate) fn worker_gone(shared: Option<&Shared>) -> BoxError {
     let msg = format!("the balancing worker of `{}` has ended", name(shared));
     Box::new(tonic::Status::unavailable(msg))
 }
@@ -434,7 +461,7 @@ pub(crate) fn call_timeout(
 
 /// A `grpc-timeout` value for `d` (at most 8 digits), rounded down to the unit:
 /// microseconds up to 100 s, then milliseconds, then seconds.
-fn grpc_timeout(d: Duration) -> String {
+pub(crate) fn grpc_timeout(d: Duration) -> String {
     const MAX: u128 = 99_999_999;
     if d.as_micros() <= MAX {
         format!("{}u", d.as_micros())

@@ -98,6 +98,7 @@ mod fenwick;
 mod future;
 #[cfg(feature = "health")]
 mod health;
+mod hedge;
 mod info;
 mod keepalive;
 mod load;
@@ -123,7 +124,9 @@ pub use future::ResponseFuture;
 pub use info::{EndpointInfo, EndpointState};
 pub use policy::ZoneRouting;
 pub use retry::RetryBudget;
-pub use service_config::{MethodConfig, MethodName, RetryPolicy, RetryThrottling, ServiceConfig};
+pub use service_config::{
+    HedgingPolicy, MethodConfig, MethodName, RetryPolicy, RetryThrottling, ServiceConfig,
+};
 pub use subset::{Coordinate, Select, Subset};
 #[cfg(feature = "tls-ring")]
 #[cfg_attr(docsrs, doc(cfg(feature = "tls-ring")))]

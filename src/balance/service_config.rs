@@ -12,6 +12,7 @@ use serde_json::Value;
 use tonic::Code;
 
 use super::accrual::CodeSet;
+use super::hedge::LatencyWindow;
 use crate::Error;
 
 /// The largest `maxAttempts` gRFC A6 allows; larger values are treated as this.
@@ -64,6 +65,7 @@ pub struct MethodConfig {
     names: Vec<MethodName>,
     timeout: Option<Duration>,
     retry: Option<RetryPolicy>,
+    hedge: Option<HedgingPolicy>,
 }
 
 /// Which methods a [`MethodConfig`] applies to: one method, every method of a
@@ -92,6 +94,41 @@ pub struct RetryPolicy {
     pub(crate) max_backoff: Duration,
     pub(crate) multiplier: f64,
     pub(crate) codes: CodeSet,
+}
+
+/// How a call is hedged (gRFC A6 `hedgingPolicy`, "The Tail at Scale"'s hedged
+/// requests): the first attempt goes out at once, and while no answer came another
+/// goes to an instance not tried yet after each `delay`, up to `max_attempts` in all.
+/// The first answer wins and the attempts still in flight are cancelled
+/// (`RST_STREAM CANCEL`), unless it is a failure with a non-fatal code: then the next
+/// attempt goes at once (or after the server's `grpc-retry-pushback-ms`; a negative
+/// or malformed value stops hedging). Each non-fatal failure takes a token from the
+/// channel's [`RetryThrottling`]; while throttled no more hedges are sent. Hedges
+/// carry `grpc-previous-rpc-attempts`; only calls whose request was sent whole and
+/// kept (64 KiB at most) are hedged. Hedge only idempotent methods: a server may
+/// process every attempt.
+///
+/// [`adaptive_delay`](Self::adaptive_delay) sets the delay from the method's own
+/// latency (beyond gRFC A6): a hedge then fires only for the calls in the tail.
+#[derive(Clone, Copy, PartialEq)]
+#[must_use]
+pub struct HedgingPolicy {
+    pub(crate) max_attempts: u32,
+    pub(crate) delay: HedgeDelay,
+    pub(crate) codes: CodeSet,
+}
+
+/// When the next hedge goes out.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) enum HedgeDelay {
+    Fixed(Duration),
+    /// The `percentile` (0–100) of the method's recent latency, within `floor` and
+    /// `cap` (the cap while too few calls were measured).
+    Percentile {
+        percentile: f64,
+        floor: Duration,
+        cap: Duration,
+    },
 }
 
 /// The channel's token bucket for retries (gRFC A6 `retryThrottling`): each call
@@ -127,10 +164,12 @@ impl ServiceConfig {
     }
 
     /// Parses a gRPC service config document: `methodConfig` (each with `name`,
-    /// `timeout` and `retryPolicy`) and `retryThrottling`. Fields this crate does
-    /// not act on (`loadBalancingConfig`, `waitForReady`, message size limits) are
-    /// ignored, as gRPC clients ignore unknown fields; `hedgingPolicy` is refused,
-    /// because a document that asks for hedging should not silently get none.
+    /// `timeout`, and `retryPolicy` or `hedgingPolicy`) and `retryThrottling`.
+    /// Fields this crate does not act on (`loadBalancingConfig`, `waitForReady`,
+    /// message size limits) are ignored, as gRPC clients ignore unknown fields. An
+    /// adaptive hedging delay is set in code only
+    /// ([`HedgingPolicy::adaptive_delay`]): the document stays one grpc-go and
+    /// grpc-java read.
     ///
     /// # Errors
     ///
@@ -185,6 +224,16 @@ impl ServiceConfig {
                     .validate()
                     .map_err(|e| Error::config(format!("{at}.retryPolicy.{e}")))?;
             }
+            if let Some(hedge) = &m.hedge {
+                if m.retry.is_some() {
+                    return Err(Error::config(format!(
+                        "{at}: retryPolicy and hedgingPolicy exclude each other"
+                    )));
+                }
+                hedge
+                    .validate()
+                    .map_err(|e| Error::config(format!("{at}.hedgingPolicy.{e}")))?;
+            }
         }
         if let Some(t) = &self.throttling {
             t.validate()
@@ -204,12 +253,21 @@ impl ServiceConfig {
                 max_attempts: r.max_attempts.min(MAX_ATTEMPTS),
                 ..r
             });
+            let hedge = m.hedge.map(|h| HedgingPolicy {
+                max_attempts: h.max_attempts.min(MAX_ATTEMPTS),
+                ..h
+            });
             for name in &m.names {
                 let policy = |label: String| {
                     Arc::new(Method {
                         label: label.into(),
                         timeout: m.timeout,
                         retry,
+                        hedge,
+                        latency: hedge.and_then(|h| match h.delay {
+                            HedgeDelay::Percentile { .. } => Some(LatencyWindow::default()),
+                            HedgeDelay::Fixed(_) => None,
+                        }),
                     })
                 };
                 match (name.service.is_empty(), name.method.is_empty()) {
@@ -243,6 +301,7 @@ impl MethodConfig {
             names: names.into_iter().collect(),
             timeout: None,
             retry: None,
+            hedge: None,
         }
     }
 
@@ -255,9 +314,16 @@ impl MethodConfig {
         self
     }
 
-    /// Retries calls that fail as `policy` says.
+    /// Retries calls that fail as `policy` says. A method has a retry policy or a
+    /// hedging policy, not both (a configuration error at `build()`).
     pub fn retry(mut self, policy: RetryPolicy) -> Self {
         self.retry = Some(policy);
+        self
+    }
+
+    /// Hedges calls as `policy` says.
+    pub fn hedge(mut self, policy: HedgingPolicy) -> Self {
+        self.hedge = Some(policy);
         self
     }
 }
@@ -374,6 +440,77 @@ impl fmt::Debug for RetryPolicy {
     }
 }
 
+// === impl HedgingPolicy ===
+
+impl HedgingPolicy {
+    /// Up to `max_attempts` attempts in all (2 to 5; more is treated as 5), one
+    /// more after each `delay` without an answer (zero sends them all at once); a
+    /// failure with one of the `non_fatal` codes sends the next at once instead of
+    /// ending the call.
+    pub fn new(
+        max_attempts: u32,
+        delay: Duration,
+        non_fatal: impl IntoIterator<Item = Code>,
+    ) -> Self {
+        HedgingPolicy {
+            max_attempts,
+            delay: HedgeDelay::Fixed(delay),
+            codes: CodeSet::of(non_fatal),
+        }
+    }
+
+    /// The delay follows the method's latency: its `percentile` (above 0, below
+    /// 100; e.g. 95) over the last seconds of calls (each attempt's time to its
+    /// answer, older calls fading by half every 5 s), at least `floor` and at most
+    /// `cap` (also the delay until 20 calls were measured). The delay in use is
+    /// published as `tonic_discovery_balancer_hedge_delay_seconds`.
+    pub fn adaptive_delay(mut self, percentile: f64, floor: Duration, cap: Duration) -> Self {
+        self.delay = HedgeDelay::Percentile {
+            percentile,
+            floor,
+            cap,
+        };
+        self
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        if self.max_attempts < 2 {
+            return Err(format!(
+                "maxAttempts: {} (must be at least 2)",
+                self.max_attempts
+            ));
+        }
+        if let HedgeDelay::Percentile {
+            percentile,
+            floor,
+            cap,
+        } = self.delay
+        {
+            if !(percentile > 0.0 && percentile < 100.0) {
+                return Err(format!(
+                    "hedgingDelay: percentile {percentile} (must be above 0 and below 100)"
+                ));
+            }
+            if cap.is_zero() || floor > cap {
+                return Err(format!(
+                    "hedgingDelay: floor {floor:?} and cap {cap:?} (the cap must be positive and at least the floor)"
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for HedgingPolicy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HedgingPolicy")
+            .field("max_attempts", &self.max_attempts)
+            .field("delay", &self.delay)
+            .field("non_fatal", &self.codes)
+            .finish()
+    }
+}
+
 // === impl RetryThrottling ===
 
 impl RetryThrottling {
@@ -406,6 +543,9 @@ impl RetryThrottling {
 /// The policies that apply to one method.
 #[derive(Debug)]
 pub(crate) struct Method {
+    pub(crate) hedge: Option<HedgingPolicy>,
+    /// The method's recent latency, for an adaptive hedging delay.
+    pub(crate) latency: Option<LatencyWindow>,
     /// The name it was configured under, for metrics: `package.Service/Method`,
     /// `package.Service/*` or `*`.
     pub(crate) label: Box<str>,
@@ -462,7 +602,16 @@ mod json {
         name: Vec<NameDoc>,
         timeout: Option<String>,
         retry_policy: Option<RetryDoc>,
-        hedging_policy: Option<Value>,
+        hedging_policy: Option<HedgingDoc>,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct HedgingDoc {
+        max_attempts: Option<u32>,
+        hedging_delay: Option<String>,
+        #[serde(default)]
+        non_fatal_status_codes: Vec<Value>,
     }
 
     #[derive(Deserialize)]
@@ -493,11 +642,6 @@ mod json {
 
     impl MethodConfigDoc {
         pub(super) fn parse(self, at: &str) -> Result<MethodConfig, Error> {
-            if self.hedging_policy.is_some() {
-                return Err(Error::config(format!(
-                    "{at}.hedgingPolicy: hedging is not supported by this version"
-                )));
-            }
             let names = self
                 .name
                 .into_iter()
@@ -509,8 +653,39 @@ mod json {
             if let Some(retry) = self.retry_policy {
                 config = config.retry(retry.parse(&format!("{at}.retryPolicy"))?);
             }
+            if let Some(hedge) = self.hedging_policy {
+                config = config.hedge(hedge.parse(&format!("{at}.hedgingPolicy"))?);
+            }
             Ok(config)
         }
+    }
+
+    impl HedgingDoc {
+        fn parse(self, at: &str) -> Result<HedgingPolicy, Error> {
+            let max_attempts = self
+                .max_attempts
+                .ok_or_else(|| Error::config(format!("{at}.maxAttempts: missing")))?;
+            let delay = match self.hedging_delay {
+                Some(d) => duration(&d, &format!("{at}.hedgingDelay"))?,
+                None => Duration::ZERO,
+            };
+            let codes = codes(
+                &self.non_fatal_status_codes,
+                &format!("{at}.nonFatalStatusCodes"),
+            )?;
+            Ok(HedgingPolicy::new(max_attempts, delay, codes))
+        }
+    }
+
+    /// Status codes by name or number; the error names the one that is neither.
+    fn codes(values: &[Value], at: &str) -> Result<Vec<Code>, Error> {
+        let mut codes = Vec::new();
+        for (i, c) in values.iter().enumerate() {
+            codes.push(code(c).ok_or_else(|| {
+                Error::config(format!("{at}[{i}]: {c} is not a gRPC status code"))
+            })?);
+        }
+        Ok(codes)
     }
 
     impl RetryDoc {
@@ -524,14 +699,10 @@ mod json {
             let multiplier = self
                 .backoff_multiplier
                 .ok_or_else(|| missing("backoffMultiplier"))?;
-            let mut codes = Vec::new();
-            for (i, c) in self.retryable_status_codes.iter().enumerate() {
-                codes.push(code(c).ok_or_else(|| {
-                    Error::config(format!(
-                        "{at}.retryableStatusCodes[{i}]: {c} is not a gRPC status code"
-                    ))
-                })?);
-            }
+            let codes = codes(
+                &self.retryable_status_codes,
+                &format!("{at}.retryableStatusCodes"),
+            )?;
             Ok(RetryPolicy::new(max_attempts, codes).backoff(
                 duration(&initial, &format!("{at}.initialBackoff"))?,
                 duration(&max, &format!("{at}.maxBackoff"))?,

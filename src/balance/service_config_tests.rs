@@ -181,8 +181,22 @@ fn bad_documents_are_refused_naming_the_field() {
             "methodConfig[0].timeout: `-1s` is not a duration",
         ),
         (
-            r#"{"methodConfig": [{"name": [{}], "hedgingPolicy": {"maxAttempts": 2}}]}"#.into(),
-            "methodConfig[0].hedgingPolicy: hedging is not supported",
+            format!(
+                r#"{{"methodConfig": [{{"name": [{{}}], "retryPolicy": {{{GOOD}}}, "hedgingPolicy": {{"maxAttempts": 2}}}}]}}"#
+            ),
+            "methodConfig[0]: retryPolicy and hedgingPolicy exclude each other",
+        ),
+        (
+            r#"{"methodConfig": [{"name": [{}], "hedgingPolicy": {"maxAttempts": 1}}]}"#.into(),
+            "methodConfig[0].hedgingPolicy.maxAttempts: 1 (must be at least 2)",
+        ),
+        (
+            r#"{"methodConfig": [{"name": [{}], "hedgingPolicy": {"maxAttempts": 2, "hedgingDelay": "fast"}}]}"#.into(),
+            "methodConfig[0].hedgingPolicy.hedgingDelay: `fast` is not a duration",
+        ),
+        (
+            r#"{"methodConfig": [{"name": [{}], "hedgingPolicy": {"maxAttempts": 2, "nonFatalStatusCodes": ["NOPE"]}}]}"#.into(),
+            r#"methodConfig[0].hedgingPolicy.nonFatalStatusCodes[0]: "NOPE" is not a gRPC status code"#,
         ),
         (
             r#"{"retryThrottling": {"maxTokens": 0, "tokenRatio": 0.1}}"#.into(),
@@ -241,5 +255,89 @@ fn durations_read_as_protobuf_writes_them() {
         "",
     ] {
         assert!(json::duration(bad, "f").is_err(), "{bad:?} accepted");
+    }
+}
+
+#[test]
+fn a_hedging_policy_reads_as_built_in_code() {
+    let parsed = ServiceConfig::from_json(
+        r#"{"methodConfig": [{
+            "name": [{"service": "echo.v1.Echo"}],
+            "hedgingPolicy": {"maxAttempts": 3, "hedgingDelay": "0.05s", "nonFatalStatusCodes": ["UNAVAILABLE", "UNKNOWN"]}
+        }, {
+            "name": [{"service": "other.Svc"}],
+            "hedgingPolicy": {"maxAttempts": 7}
+        }]}"#,
+    )
+    .expect("valid");
+    let built = ServiceConfig::new()
+        .method(
+            MethodConfig::new([MethodName::service("echo.v1.Echo")]).hedge(HedgingPolicy::new(
+                3,
+                Duration::from_millis(50),
+                [Code::Unavailable, Code::Unknown],
+            )),
+        )
+        .method(
+            MethodConfig::new([MethodName::service("other.Svc")]).hedge(HedgingPolicy::new(
+                7,
+                Duration::ZERO,
+                [],
+            )),
+        );
+    assert_eq!(parsed, built);
+    let methods = parsed.methods().expect("methods");
+    let other = methods
+        .lookup("/other.Svc/X")
+        .and_then(|m| m.hedge)
+        .expect("hedged");
+    assert_eq!(
+        other.max_attempts, MAX_ATTEMPTS,
+        "more than five count as five"
+    );
+    assert!(
+        methods
+            .lookup("/other.Svc/X")
+            .is_some_and(|m| m.latency.is_none())
+    );
+    assert!(
+        !methods.any_retry(),
+        "hedging keeps its own copy of the request"
+    );
+}
+
+#[test]
+fn an_adaptive_delay_is_checked_and_gets_a_latency_window() {
+    let adaptive = |p: f64, floor: u64, cap: u64| {
+        ServiceConfig::new().method(MethodConfig::new([MethodName::all()]).hedge(
+            HedgingPolicy::new(2, Duration::ZERO, []).adaptive_delay(
+                p,
+                Duration::from_millis(floor),
+                Duration::from_millis(cap),
+            ),
+        ))
+    };
+    let good = adaptive(95.0, 1, 100);
+    good.validate().expect("valid");
+    let methods = good.methods().expect("methods");
+    assert!(
+        methods
+            .lookup("/a.A/B")
+            .is_some_and(|m| m.latency.is_some())
+    );
+    for (bad, want) in [
+        (adaptive(100.0, 1, 100), "percentile 100"),
+        (adaptive(0.0, 1, 100), "percentile 0"),
+        (
+            adaptive(95.0, 200, 100),
+            "the cap must be positive and at least the floor",
+        ),
+        (adaptive(95.0, 0, 0), "the cap must be positive"),
+    ] {
+        let err = bad.validate().expect_err(want).to_string();
+        assert!(
+            err.contains("methodConfig[0].hedgingPolicy.hedgingDelay") && err.contains(want),
+            "{err}"
+        );
     }
 }
