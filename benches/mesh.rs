@@ -7,7 +7,7 @@
 //!
 //! SCENARIO is a number or a name: 1 overhead, 2 propagation, 3 dead, 4 slow,
 //! 5 rolling, 6 scale, 7 blackhole, 8 frozen, 9 maxage, 10 weights, 11 zones, 12 worker,
-//! 13 subset, 14 fleet, 15 saturation, 16 refills;
+//! 13 subset, 14 fleet, 15 saturation, 16 refills, 17 tail;
 //! none runs all. A run writes `benches/results/*.{json,md,svg}`, regenerates
 //! `BENCHMARKS.md` from the saved sections and `benches/results/notes.md`, and rewrites
 //! the README's summary of the benchmarks (the block between its
@@ -67,6 +67,8 @@ mod slow;
 mod stats;
 #[path = "mesh/subset.rs"]
 mod subset;
+#[path = "mesh/tail.rs"]
+mod tail;
 #[path = "mesh/trial.rs"]
 mod trial;
 #[path = "mesh/worker.rs"]
@@ -83,7 +85,7 @@ use tokio::time::Instant;
 #[global_allocator]
 static ALLOC: cap::Cap<std::alloc::System> = cap::Cap::new(std::alloc::System, usize::MAX);
 
-const NAMES: [(&str, &str); 16] = [
+const NAMES: [(&str, &str); 17] = [
     ("1", "overhead"),
     ("2", "propagation"),
     ("3", "dead"),
@@ -100,6 +102,7 @@ const NAMES: [(&str, &str); 16] = [
     ("14", "fleet"),
     ("15", "saturation"),
     ("16", "refills"),
+    ("17", "tail"),
 ];
 
 const COMMAND: &str = "cargo bench --all-features --bench mesh";
@@ -115,7 +118,8 @@ const COMMAND: &str = "cargo bench --all-features --bench mesh";
 struct Cli {
     /// Scenarios to run, by number or name (1 overhead, 2 propagation, 3 dead, 4 slow,
     /// 5 rolling, 6 scale, 7 blackhole, 8 frozen, 9 maxage, 10 weights, 11 zones,
-    /// 12 worker, 13 subset, 14 fleet, 15 saturation, 16 refills); none runs all.
+    /// 12 worker, 13 subset, 14 fleet, 15 saturation, 16 refills, 17 tail); none runs
+    /// all.
     #[arg(value_parser = scenario_index)]
     scenarios: Vec<usize>,
     /// Runs every scenario small and writes only under `target/bench/quick/`.
@@ -236,7 +240,8 @@ async fn scenario(i: usize, cfg: &Config) -> Res<Section> {
         12 => subset::run(cfg).await,
         13 => fleet::run(cfg).await,
         14 => saturation::run(cfg).await,
-        _ => refills::run(cfg).await,
+        15 => refills::run(cfg).await,
+        _ => tail::run(cfg).await,
     }
 }
 

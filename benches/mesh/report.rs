@@ -13,7 +13,7 @@ use crate::outcome::Runs;
 use crate::stats::{Spread, quantile};
 
 /// The scenarios in order: key, title.
-pub const TITLES: [(&str, &str); 16] = [
+pub const TITLES: [(&str, &str); 17] = [
     ("1-overhead", "1. Overhead"),
     ("2-propagation", "2. Propagation"),
     ("3-dead-instance", "3. Dead instance"),
@@ -30,6 +30,7 @@ pub const TITLES: [(&str, &str); 16] = [
     ("14-fleet", "14. Fleet"),
     ("15-saturation", "15. Saturation"),
     ("16-refills", "16. Subsetting with failing refills"),
+    ("17-tail", "17. Tail latency (hedging)"),
 ];
 
 /// Writes `<out>/<key>.json` and `<out>/<key>.md` (the section with its run header).
@@ -197,6 +198,7 @@ pub fn bullet(key: &str, v: &Value) -> Option<String> {
         "14-fleet" => fleet(v),
         "15-saturation" => saturation(v),
         "16-refills" => refills(v),
+        "17-tail" => tail(v),
         _ => None,
     }
 }
@@ -791,6 +793,43 @@ fn saturation(v: &Value) -> Option<String> {
         met(errors == 0.0),
         int(num(ours, "/p99_ms")?),
         int(num(tonic, "/p99_ms")?),
+    ))
+}
+
+fn tail(v: &Value) -> Option<String> {
+    let runs = v.get("runs")?.as_array()?;
+    let run = |name: &str| runs.iter().find(|r| text(r, "/name") == Some(name));
+    let (plain, hedged) = (run("ours")?, run("ours + hedging (p95)")?);
+    let tonic = run("tonic-balance")?;
+    let ratio = num(hedged, "/p999_us")? / num(plain, "/p999_us")?;
+    let extra = num(hedged, "/attempts_per_call")? - 1.0;
+    let targets = match (
+        num(v, "/target_p999_ratio"),
+        num(v, "/target_extra_attempts"),
+    ) {
+        (Some(r), Some(e)) => Some(format!(
+            "target ≤ {}× for ≤ {}% more attempts: {}",
+            dec(r, 2),
+            dec(100.0 * e, 1),
+            met(ratio <= r && extra <= e)
+        )),
+        _ => None,
+    };
+    Some(format!(
+        "{} servers pausing {} ms now and then: hedged requests at the method's p95 latency take \
+         ours's p99.9 from {:.1} to {:.1} ms ({:.2}×) for {:.1}% more attempts{}, its p99 from {:.1} \
+         to {:.1} ms (tonic's balancer: p99 {:.1} ms, p99.9 {:.1} ms)",
+        int(num(v, "/servers")?),
+        int(num(v, "/pause_ms")?),
+        num(plain, "/p999_us")? / 1e3,
+        num(hedged, "/p999_us")? / 1e3,
+        ratio,
+        100.0 * extra,
+        paren(&[targets]),
+        num(plain, "/p99_us")? / 1e3,
+        num(hedged, "/p99_us")? / 1e3,
+        num(tonic, "/p99_us")? / 1e3,
+        num(tonic, "/p999_us")? / 1e3,
     ))
 }
 
