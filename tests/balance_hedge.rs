@@ -7,13 +7,14 @@ mod support;
 
 use std::time::Duration;
 
-use balance_util::{all_ready, call, discovery};
+use balance_util::{Scripted, all_ready, call, discovery};
 use support::eventually;
 use tonic::Code;
 use tonic_discovery::balance::{
     BalancedChannel, FailureAccrual, HedgingPolicy, MethodConfig, MethodName, ServiceConfig,
 };
 use tonic_discovery::testkit::TestEchoServer;
+use tonic_discovery::{Instance, InstanceKey};
 
 const WAIT: Duration = Duration::from_secs(5);
 
@@ -135,5 +136,81 @@ async fn when_every_attempt_fails_the_last_failure_is_the_answer() {
         a.service().received() + b.service().received(),
         3,
         "three attempts, no more"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hedges_go_out_with_no_delay_and_without_resends() {
+    support::trace_init();
+    // A zero delay (gRFC A6's default) sends the hedge as soon as the first
+    // attempt's request is sent whole; resends off, the channel keeps no copy of
+    // its own, and a non-fatal failure still does not win. Each part on a fresh
+    // channel, so that the odd instance gets a first attempt (never-called first).
+    let policy = HedgingPolicy::new(2, Duration::ZERO, [Code::Unavailable]);
+    for stuck in [true, false] {
+        let odd = TestEchoServer::start("odd").await.expect("odd");
+        let fine = TestEchoServer::start("fine").await.expect("fine");
+        let _hold = stuck.then(|| odd.service().hold());
+        if !stuck {
+            odd.service().fail_with(Some(Code::Unavailable));
+        }
+        let (feed, disc) = discovery();
+        let channel = BalancedChannel::builder("echo")
+            .failure_accrual(FailureAccrual::disabled())
+            .max_resends(0)
+            .timeout(WAIT)
+            .service_config(hedging(policy))
+            .build(disc)
+            .expect("channel");
+        feed.insert(&odd);
+        feed.insert(&fine);
+        eventually(WAIT, "both ready", || async { all_ready(&channel, 2) }).await;
+        for _ in 0..10 {
+            assert_eq!(
+                call(&channel).await.expect("answered"),
+                "fine",
+                "stuck: {stuck}"
+            );
+        }
+        assert!(
+            odd.service().received() > 0,
+            "odd had first attempts (stuck: {stuck})"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hedges_say_which_attempt_they_are() {
+    support::trace_init();
+    let servers = [
+        Scripted::default(),
+        Scripted::default(),
+        Scripted::default(),
+    ];
+    let (feed, disc) = discovery();
+    let policy = HedgingPolicy::new(3, Duration::from_secs(30), [Code::Unavailable]);
+    let channel = BalancedChannel::builder("echo")
+        .failure_accrual(FailureAccrual::disabled())
+        .timeout(WAIT)
+        .service_config(hedging(policy))
+        .build(disc)
+        .expect("channel");
+    for (i, server) in servers.iter().enumerate() {
+        // Each fails its first call: the call's three attempts all fail.
+        server.then_fail(Code::Unavailable, None);
+        let addr = server.serve().await;
+        let key = InstanceKey::new("node", format!("s{i}"));
+        feed.insert_instance(Instance::new(key, addr.ip().to_string(), addr.port()));
+    }
+    eventually(WAIT, "three ready", || async { all_ready(&channel, 3) }).await;
+    let status = call(&channel).await.expect_err("every attempt failed");
+    assert_eq!(status.code(), Code::Unavailable);
+    let mut previous: Vec<Option<String>> =
+        servers.iter().flat_map(Scripted::take_previous).collect();
+    previous.sort();
+    assert_eq!(
+        previous,
+        [None, Some("1".into()), Some("2".into())],
+        "one attempt per instance, numbered"
     );
 }

@@ -5,24 +5,18 @@
 mod balance_util;
 mod support;
 
-use std::collections::VecDeque;
-use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use balance_util::{all_ready, call, discovery};
+use balance_util::{Scripted, all_ready, call, discovery};
 use support::eventually;
-use tonic::metadata::MetadataMap;
-use tonic::transport::Server;
-use tonic::{Code, Request, Response, Status};
+use tonic::Code;
 use tonic_discovery::balance::{
     BalancedChannel, BalancedChannelBuilder, FailureAccrual, MethodConfig, MethodName, RetryPolicy,
     RetryThrottling, ServiceConfig,
 };
 use tonic_discovery::testkit::TestEchoServer;
 use tonic_discovery::testkit::pb::echo_client::EchoClient;
-use tonic_discovery::testkit::pb::echo_server::{Echo, EchoServer};
-use tonic_discovery::testkit::pb::{EchoRequest, EchoResponse, EchoStreamRequest};
+use tonic_discovery::testkit::pb::{EchoRequest, EchoStreamRequest};
 use tonic_discovery::{Instance, InstanceKey};
 
 const WAIT: Duration = Duration::from_secs(5);
@@ -117,79 +111,6 @@ async fn a_retryable_status_is_answered_by_another_instance() {
         400,
         "each call served once"
     );
-}
-
-/// A scripted Echo instance: answers each unary call with the next scripted answer
-/// (OK once the script is empty), and records the `grpc-previous-rpc-attempts` each
-/// call carried.
-#[derive(Clone, Default)]
-struct Scripted {
-    script: Arc<Mutex<VecDeque<Status>>>,
-    previous: Arc<Mutex<Vec<Option<String>>>>,
-    /// The messages of the calls it received.
-    messages: Arc<Mutex<Vec<Vec<u8>>>>,
-}
-
-impl Scripted {
-    fn then_fail(&self, code: Code, pushback: Option<&str>) {
-        let mut metadata = MetadataMap::new();
-        if let Some(ms) = pushback {
-            metadata.insert(
-                "grpc-retry-pushback-ms",
-                ms.parse().expect("metadata value"),
-            );
-        }
-        let status = Status::with_metadata(code, "scripted", metadata);
-        self.script.lock().expect("script").push_back(status);
-    }
-
-    fn take_previous(&self) -> Vec<Option<String>> {
-        std::mem::take(&mut *self.previous.lock().expect("previous"))
-    }
-
-    async fn serve(&self) -> SocketAddr {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        let incoming = futures_util::stream::unfold(listener, |l| async move {
-            Some((l.accept().await.map(|(s, _)| s), l))
-        });
-        let service = EchoServer::new(self.clone());
-        tokio::spawn(
-            Server::builder()
-                .add_service(service)
-                .serve_with_incoming(incoming),
-        );
-        addr
-    }
-}
-
-#[tonic::async_trait]
-impl Echo for Scripted {
-    async fn echo(&self, request: Request<EchoRequest>) -> Result<Response<EchoResponse>, Status> {
-        let previous = request.metadata().get("grpc-previous-rpc-attempts");
-        let previous = previous.and_then(|v| v.to_str().ok()).map(str::to_owned);
-        self.previous.lock().expect("previous").push(previous);
-        let message = request.get_ref().message.clone();
-        self.messages.lock().expect("messages").push(message);
-        if let Some(status) = self.script.lock().expect("script").pop_front() {
-            return Err(status);
-        }
-        Ok(Response::new(EchoResponse {
-            message: request.into_inner().message,
-            instance_id: "scripted".into(),
-        }))
-    }
-
-    type EchoStreamStream = futures_util::stream::Empty<Result<EchoResponse, Status>>;
-
-    async fn echo_stream(
-        &self,
-        _: Request<EchoStreamRequest>,
-    ) -> Result<Response<Self::EchoStreamStream>, Status> {
-        Err(Status::unimplemented("unary only"))
-    }
 }
 
 /// One scripted instance behind a channel with `config`.
@@ -431,4 +352,42 @@ async fn each_attempt_goes_to_an_instance_the_call_has_not_tried() {
             "call {call}: three attempts, one per instance"
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_whose_connection_is_lost_before_any_response_is_retried() {
+    support::trace_init();
+    let a = TestEchoServer::start("a").await.expect("a");
+    let b = TestEchoServer::start("b").await.expect("b");
+    let (feed, disc) = discovery();
+    let channel = builder()
+        .timeout(WAIT)
+        .service_config(retrying(unavailable(2)))
+        .build(disc)
+        .expect("channel");
+    feed.insert(&a);
+    feed.insert(&b);
+    eventually(WAIT, "both ready", || async { all_ready(&channel, 2) }).await;
+    let (hold_a, hold_b) = (a.service().hold(), b.service().hold());
+    let pending = tokio::spawn({
+        let channel = channel.clone();
+        async move { call(&channel).await }
+    });
+    eventually(WAIT, "the call reached a server", || async {
+        a.service().received() + b.service().received() == 1
+    })
+    .await;
+    // The server that has the call dies before answering; the other answers.
+    let (victim, other, other_hold) = if a.service().received() == 1 {
+        (a, b, hold_b)
+    } else {
+        (b, a, hold_a)
+    };
+    drop(other_hold);
+    victim.kill().await;
+    let answer = pending.await.expect("caller task");
+    assert_eq!(
+        answer.expect("retried on the other instance"),
+        other.service().id()
+    );
 }

@@ -51,6 +51,14 @@ pub(crate) enum CallError {
         endpoint: InstanceKey,
         error: BoxError,
     },
+    /// The call failed before any response (the connection was lost, the stream
+    /// reset): the server may have processed it, but the call is not committed, so
+    /// a retry policy that retries `UNAVAILABLE` may send it again from `replay`.
+    Uncommitted {
+        error: BoxError,
+        endpoint: InstanceKey,
+        replay: Box<Replay>,
+    },
     /// The call failed; the server may have processed it.
     Failed(BoxError),
 }
@@ -58,7 +66,9 @@ pub(crate) enum CallError {
 impl CallError {
     pub(crate) fn into_error(self) -> BoxError {
         match self {
-            CallError::NotProcessed { error, .. } | CallError::Failed(error) => error,
+            CallError::NotProcessed { error, .. }
+            | CallError::Uncommitted { error, .. }
+            | CallError::Failed(error) => error,
         }
     }
 }
@@ -73,6 +83,13 @@ impl fmt::Debug for CallError {
                 .field("endpoint", endpoint)
                 .field("error", error)
                 .finish(),
+            CallError::Uncommitted {
+                endpoint, error, ..
+            } => f
+                .debug_struct("Uncommitted")
+                .field("endpoint", endpoint)
+                .field("error", error)
+                .finish(),
             CallError::Failed(error) => f.debug_tuple("Failed").field(error).finish(),
         }
     }
@@ -81,7 +98,9 @@ impl fmt::Debug for CallError {
 impl fmt::Display for CallError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            CallError::NotProcessed { error, .. } | CallError::Failed(error) => error.fmt(f),
+            CallError::NotProcessed { error, .. }
+            | CallError::Uncommitted { error, .. }
+            | CallError::Failed(error) => error.fmt(f),
         }
     }
 }
@@ -89,7 +108,9 @@ impl fmt::Display for CallError {
 impl StdError for CallError {
     fn source(&self) -> Option<&(dyn StdError + 'static)> {
         match self {
-            CallError::NotProcessed { error, .. } | CallError::Failed(error) => error.source(),
+            CallError::NotProcessed { error, .. }
+            | CallError::Uncommitted { error, .. }
+            | CallError::Failed(error) => error.source(),
         }
     }
 }
@@ -178,7 +199,8 @@ pub(crate) struct Answer {
 pub(crate) struct FailedFast {
     pub(crate) code: Code,
     pub(crate) endpoint: InstanceKey,
-    pub(crate) replay: Replay,
+    /// The request as sent, when the channel keeps one (resends or retries on).
+    pub(crate) replay: Option<Replay>,
 }
 
 /// The caller's response: a status in the headers ends the call now, otherwise the
@@ -188,14 +210,11 @@ fn track(response: http::Response<Incoming>, mut call: Call, replay: Option<Repl
         Some(code) => {
             let endpoint = call.key().clone();
             call.finish(Outcome::Status(code));
-            let failed = match replay {
-                Some(replay) if code != Code::Ok => Some(FailedFast {
-                    code,
-                    endpoint,
-                    replay,
-                }),
-                _ => None,
-            };
+            let failed = (code != Code::Ok).then_some(FailedFast {
+                code,
+                endpoint,
+                replay,
+            });
             Answer {
                 response: response.map(Body::new),
                 failed,
@@ -218,10 +237,10 @@ fn not_processed_or_failed(
 ) -> CallError {
     let endpoint = call.key().clone();
     let (error, unsent) = error.split();
-    let request = match unsent {
-        Some(request) => Some(request),
-        None if never_processed(&error) => replay.and_then(Replay::into_request),
-        None => None,
+    let (request, replay) = match unsent {
+        Some(request) => (Some(request), None),
+        None if never_processed(&error) => (replay.and_then(Replay::into_request), None),
+        None => (None, replay),
     };
     match request {
         Some(request) => {
@@ -239,7 +258,18 @@ fn not_processed_or_failed(
                 error_outcome(error.as_ref())
             };
             call.finish(outcome);
-            CallError::Failed(caller_error(error, outcome))
+            let error = caller_error(error, outcome);
+            match replay {
+                // No response yet: not committed, as a retry policy sees it.
+                Some(replay) if matches!(outcome, Outcome::Transport | Outcome::ConnectionLost) => {
+                    CallError::Uncommitted {
+                        error,
+                        endpoint,
+                        replay: Box::new(replay),
+                    }
+                }
+                _ => CallError::Failed(error),
+            }
         }
     }
 }
@@ -346,6 +376,14 @@ impl Replay {
         *request.version_mut() = self.version;
         *request.headers_mut() = self.headers.clone();
         Some(request)
+    }
+
+    /// Whether the body was too large to keep (or failed): it never will be.
+    pub(crate) fn lost(&self) -> bool {
+        self.recording
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .overflowed
     }
 
     /// The request again, if its whole body was sent and kept.

@@ -19,7 +19,7 @@ use tower::retry::budget::TpsBudget;
 
 use rand::Rng;
 
-use super::dispatch::{Answer, CallError};
+use super::dispatch::{Answer, CallError, Replay};
 use super::hedge::Hedge;
 use super::retry::{Throttle, pushback};
 use super::service_config::{Method, Methods, RetryPolicy};
@@ -196,6 +196,23 @@ impl Future for ResponseFuture {
                             }),
                         }
                     }
+                    Err(CallError::Uncommitted {
+                        error,
+                        endpoint,
+                        replay,
+                    }) => {
+                        let remains = remaining(this.deadline.as_ref().get_ref().as_ref());
+                        let shared = this.shared.as_deref();
+                        match retry_uncommitted(
+                            error, endpoint, replay, shared, this.retry, remains,
+                        ) {
+                            Ok(again) => this.state.set(State::Backoff {
+                                sleep: Box::pin(tokio::time::sleep(again.delay)),
+                                next: Some(again),
+                            }),
+                            Err(error) => return Poll::Ready(Err(error)),
+                        }
+                    }
                     Err(error) => match resend(
                         error,
                         this.shared.as_deref(),
@@ -347,13 +364,18 @@ fn retry_or_answer(
     remains: Option<Duration>,
 ) -> Result<http::Response<Body>, Box<Again>> {
     let Answer { response, failed } = answer;
-    let (Some(retry), Some(shared)) = (retry.as_mut(), shared) else {
+    let Some(shared) = shared else {
         return Ok(response);
     };
+    // Every call the channel's throttle sees succeed gives a token back (gRFC A6
+    // counts the calls of every method): here, a response that began, or an OK.
     let Some(failed) = failed else {
         if let Some(throttle) = &shared.throttle {
             throttle.success();
         }
+        return Ok(response);
+    };
+    let Some(retry) = retry.as_mut() else {
         return Ok(response);
     };
     if !retry.policy.retries(failed.code) {
@@ -361,8 +383,10 @@ fn retry_or_answer(
     }
     let (code, endpoint) = (failed.code, failed.endpoint);
     let method = retry.method.clone();
-    let decided = decide(retry, shared, response.headers(), remains)
-        .and_then(|delay| Ok((delay, failed.replay.into_request().ok_or("not_kept")?)));
+    let decided = decide(retry, shared, response.headers(), remains).and_then(|delay| {
+        let request = failed.replay.and_then(Replay::into_request);
+        Ok((delay, request.ok_or("not_kept")?))
+    });
     match decided {
         Ok((delay, mut request)) => {
             let previous = http::HeaderValue::from(retry.attempts);
@@ -382,6 +406,51 @@ fn retry_or_answer(
             debug!(instance = %endpoint, ?code, method = &*method.label, attempts = retry.attempts, why, "not retried");
             shared.metrics.retry(&method.label, why);
             Ok(response)
+        }
+    }
+}
+
+/// A call that failed before any response (connection lost, stream reset), sent
+/// again as its method's policy says when it retries `UNAVAILABLE` (gRPC's code for
+/// a transport failure), or its error.
+fn retry_uncommitted(
+    error: BoxError,
+    endpoint: InstanceKey,
+    replay: Box<Replay>,
+    shared: Option<&Shared>,
+    retry: &mut Option<Retry>,
+    remains: Option<Duration>,
+) -> Result<Box<Again>, BoxError> {
+    let (Some(shared), Some(retry)) = (shared, retry.as_mut()) else {
+        return Err(error);
+    };
+    if !retry.policy.retries(tonic::Code::Unavailable) {
+        return Err(error);
+    }
+    let method = retry.method.clone();
+    let decided = decide(retry, shared, &http::HeaderMap::new(), remains).and_then(|delay| {
+        let request = replay.into_request();
+        Ok((delay, request.ok_or("not_kept")?))
+    });
+    match decided {
+        Ok((delay, mut request)) => {
+            let previous = http::HeaderValue::from(retry.attempts);
+            request
+                .headers_mut()
+                .insert("grpc-previous-rpc-attempts", previous);
+            retry.attempts += 1;
+            debug!(instance = %endpoint, %error, method = &*method.label, ?delay, attempt = retry.attempts, "retrying a transport failure");
+            shared.metrics.retry(&method.label, "retried");
+            Ok(Box::new(Again {
+                delay,
+                request,
+                endpoint,
+            }))
+        }
+        Err(why) => {
+            debug!(instance = %endpoint, %error, method = &*method.label, why, "not retried");
+            shared.metrics.retry(&method.label, why);
+            Err(error)
         }
     }
 }

@@ -32,6 +32,10 @@ const HALF_LIFE: Duration = Duration::from_secs(5);
 const MIN_SAMPLES: u64 = 20;
 /// The adaptive delay is recomputed every this many calls measured.
 const RECOMPUTE_EVERY: u32 = 32;
+/// A hedge due while the first attempt's body is still being sent waits this long
+/// and looks again, this many times at most (then the call is not hedged: a stream).
+const BODY_WAIT: Duration = Duration::from_millis(1);
+const BODY_WAITS: u32 = 100;
 
 /// One call's attempts while it is hedged.
 pub(crate) struct Hedge {
@@ -49,6 +53,8 @@ pub(crate) struct Hedge {
     next: Option<Pin<Box<Sleep>>>,
     /// No more hedges: throttled, or the server pushed back.
     stopped: bool,
+    /// How many times a hedge waited for the request's body to be sent whole.
+    body_waits: u32,
     /// What the last attempt that ended without winning gave, for when none wins.
     last: Option<Result<http::Response<Body>, BoxError>>,
 }
@@ -107,6 +113,7 @@ impl Hedge {
             delay,
             next: None,
             stopped: false,
+            body_waits: 0,
             last: None,
         };
         hedge.schedule(delay);
@@ -155,18 +162,24 @@ impl Hedge {
                         }
                     }
                     Polled::Failed(error) => {
+                        // No status: the connection or stream failed, which gRPC
+                        // reports as UNAVAILABLE; fatal unless that code is not.
                         self.attempts.swap_remove(i);
+                        if !self.policy.codes.contains(tonic::Code::Unavailable) {
+                            self.won_nothing();
+                            return Poll::Ready(Err(error));
+                        }
                         self.last = Some(Err(error));
                         hedge_now = true;
                     }
                 }
             }
-            if hedge_now && self.may_send() {
+            if hedge_now && self.may_send(shared) {
                 self.send(shared, remains);
                 continue;
             }
             if self.attempts.is_empty() && self.next.is_none() {
-                if self.may_send() {
+                if self.may_send(shared) {
                     self.send(shared, remains);
                     continue;
                 }
@@ -243,8 +256,18 @@ impl Hedge {
     }
 
     fn won(&mut self, answer: Answer, number: u32, shared: &Shared) -> http::Response<Body> {
-        if let Some(throttle) = &shared.throttle {
+        if let Some(throttle) = &shared.throttle
+            && answer.failed.is_none()
+        {
             throttle.success();
+        }
+        // The attempts about to be cancelled took at least this long: recorded as
+        // such, or the window would see only the fast answers and its percentile
+        // would sink.
+        if let Some(latency) = &self.method.latency {
+            for attempt in &self.attempts {
+                latency.record(attempt.started.elapsed(), &self.method, shared);
+            }
         }
         if number > 1 {
             debug!(
@@ -258,6 +281,12 @@ impl Hedge {
         self.attempts.clear();
         self.next = None;
         answer.response
+    }
+
+    /// Every attempt in flight ends: the call is decided without them.
+    fn won_nothing(&mut self) {
+        self.attempts.clear();
+        self.next = None;
     }
 
     fn stop(&mut self, shared: &Shared, why: &'static str) {
@@ -274,21 +303,34 @@ impl Hedge {
         self.next = None;
     }
 
-    fn may_send(&self) -> bool {
-        !self.stopped && self.sent < self.policy.max_attempts
+    /// Whether another attempt may go: attempts left, not stopped, and the
+    /// channel's throttle (if any) above half its bucket (gRFC A6: no hedges are
+    /// sent while retries are throttled).
+    fn may_send(&self, shared: &Shared) -> bool {
+        !self.stopped
+            && self.sent < self.policy.max_attempts
+            && shared.throttle.as_ref().is_none_or(|t| t.allows())
     }
 
+    /// Sets the next hedge's timer, or clears it when every attempt was sent (a
+    /// timer left from an earlier hedge would keep a call whose attempts all
+    /// failed waiting for it).
     fn schedule(&mut self, delay: Duration) {
-        if self.sent < self.policy.max_attempts {
-            self.next = Some(Box::pin(tokio::time::sleep(delay)));
-        }
+        self.next =
+            (self.sent < self.policy.max_attempts).then(|| Box::pin(tokio::time::sleep(delay)));
     }
 
     /// Sends the next attempt to the worker, for an instance the call has not tried.
     fn send(&mut self, shared: &Shared, remains: Option<Duration>) {
         let Some(mut request) = self.replay.request_again() else {
-            // The request was not sent whole (streaming) or was too large to keep.
-            self.stop(shared, "not_kept");
+            if self.replay.lost() || self.body_waits >= BODY_WAITS {
+                // Too large to keep, or a stream still sending.
+                self.stop(shared, "not_kept");
+            } else {
+                // The first attempt's body is on its way: look again shortly.
+                self.body_waits += 1;
+                self.next = Some(Box::pin(tokio::time::sleep(BODY_WAIT)));
+            }
             return;
         };
         let headers = request.headers_mut();
@@ -433,12 +475,13 @@ impl LatencyWindow {
         None
     }
 
-    /// Halves every count once per [`HALF_LIFE`] (the first recorder to see it due
-    /// does it).
+    /// Halves every count once per [`HALF_LIFE`] gone by (the first recorder to see
+    /// it due does it, for every half-life since the last time).
     fn decay(&self) {
         let now = self.epoch.elapsed().as_millis() as u64;
         let last = self.halved_at.load(Ordering::Relaxed);
-        if now < last + HALF_LIFE.as_millis() as u64 {
+        let lives = now.saturating_sub(last) / HALF_LIFE.as_millis() as u64;
+        if lives == 0 {
             return;
         }
         if self
@@ -448,8 +491,9 @@ impl LatencyWindow {
         {
             return;
         }
+        let shift = lives.min(31) as u32;
         for bucket in &self.buckets {
-            let _ = bucket.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| Some(n / 2));
+            let _ = bucket.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| Some(n >> shift));
         }
     }
 }

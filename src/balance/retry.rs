@@ -104,6 +104,12 @@ impl Throttle {
         before.saturating_sub(1000) > self.max / 2
     }
 
+    /// Whether a retry or hedge may be sent now (more than half the bucket left),
+    /// without taking a token.
+    pub(crate) fn allows(&self) -> bool {
+        self.tokens.load(Ordering::Acquire) > self.max / 2
+    }
+
     pub(crate) fn success(&self) {
         let _ = self
             .tokens

@@ -80,7 +80,9 @@ pub struct MethodName {
 ///
 /// A call is retried while it is not committed: until response headers arrive, so a
 /// status the server sends without a response (Trailers-Only, how servers fail
-/// calls fast) can be retried, and a call whose response began never is. Each retry
+/// calls fast) can be retried, as can a call whose connection was lost or stream
+/// reset before any response (as `UNAVAILABLE`, gRPC's code for it), and a call
+/// whose response began never is. Each retry
 /// waits a random time up to the current backoff (`initial_backoff`, multiplied by
 /// `multiplier` at each retry, at most `max_backoff`), or what the server asked
 /// for in `grpc-retry-pushback-ms` (a negative or malformed value stops retrying).

@@ -29,6 +29,9 @@ const NO_FAILURE: i32 = -1;
 struct EchoState {
     id: String,
     delay_us: AtomicU64,
+    /// A random share of the replies (parts per million) gets `tail_us` more.
+    tail_ppm: AtomicU64,
+    tail_us: AtomicU64,
     /// How many [`HoldGuard`]s are alive; unary replies wait while it is above 0.
     holds: tokio::sync::watch::Sender<usize>,
     /// The injected failure's `Code` as `i32`, or [`NO_FAILURE`].
@@ -55,6 +58,8 @@ impl EchoService {
             state: Arc::new(EchoState {
                 id: id.into(),
                 delay_us: AtomicU64::new(0),
+                tail_ppm: AtomicU64::new(0),
+                tail_us: AtomicU64::new(0),
                 holds: tokio::sync::watch::Sender::new(0),
                 fail: AtomicI32::new(NO_FAILURE),
                 received: AtomicU64::new(0),
@@ -73,6 +78,16 @@ impl EchoService {
     pub fn set_delay(&self, delay: Duration) {
         let us = u64::try_from(delay.as_micros()).unwrap_or(u64::MAX);
         self.state.delay_us.store(us, Ordering::Relaxed);
+    }
+
+    /// Adds `delay` to a random `share` (0 to 1) of the unary replies, each call
+    /// drawn on its own: a tail no instance shows on average (a GC pause, a cold
+    /// cache). A share of 0 turns it off.
+    pub fn set_tail(&self, share: f64, delay: Duration) {
+        let ppm = (share.clamp(0.0, 1.0) * 1e6) as u64;
+        let us = u64::try_from(delay.as_micros()).unwrap_or(u64::MAX);
+        self.state.tail_us.store(us, Ordering::Relaxed);
+        self.state.tail_ppm.store(ppm, Ordering::Relaxed);
     }
 
     /// Holds every unary request, received now or later, until the returned guard
@@ -125,7 +140,11 @@ impl EchoService {
     }
 
     async fn pause(&self) {
-        let us = self.state.delay_us.load(Ordering::Relaxed);
+        let mut us = self.state.delay_us.load(Ordering::Relaxed);
+        let ppm = self.state.tail_ppm.load(Ordering::Relaxed);
+        if ppm > 0 && rand::random_range(0..1_000_000) < ppm {
+            us = us.saturating_add(self.state.tail_us.load(Ordering::Relaxed));
+        }
         if us > 0 {
             tokio::time::sleep(Duration::from_micros(us)).await;
         }

@@ -1,6 +1,10 @@
 //! Helpers for the balanced-channel tests: a hand-fed discovery stream and calls.
 #![allow(dead_code, unreachable_pub)]
 
+mod scripted;
+#[allow(unused_imports)]
+pub use scripted::Scripted;
+
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
