@@ -799,37 +799,44 @@ fn saturation(v: &Value) -> Option<String> {
 fn tail(v: &Value) -> Option<String> {
     let runs = v.get("runs")?.as_array()?;
     let run = |name: &str| runs.iter().find(|r| text(r, "/name") == Some(name));
-    let (plain, hedged) = (run("ours")?, run("ours + hedging (p95)")?);
-    let tonic = run("tonic-balance")?;
-    let ratio = num(hedged, "/p999_us")? / num(plain, "/p999_us")?;
-    let extra = num(hedged, "/attempts_per_call")? - 1.0;
-    let targets = match (
-        num(v, "/target_p999_ratio"),
-        num(v, "/target_extra_attempts"),
-    ) {
-        (Some(r), Some(e)) => Some(format!(
-            "target ≤ {}× for ≤ {}% more attempts: {}",
-            dec(r, 2),
+    let (plain, tonic) = (run("ours")?, run("tonic-balance")?);
+    let (fixed, adaptive) = (run("ours + hedging (5 ms)")?, run("ours + hedging (p95)")?);
+    let ms = |r: &Value, q: &str| num(r, q).map(|us| us / 1e3);
+    let target = |r: &Value| -> Option<String> {
+        let (t, e) = (
+            num(v, "/target_hedged_p99_ms")?,
+            num(v, "/target_extra_attempts")?,
+        );
+        let ok = ms(r, "/p99_us")? <= t && num(r, "/attempts_per_call")? - 1.0 <= e;
+        Some(format!(
+            "target ≤ {} ms for ≤ {}% more attempts: {}",
+            dec(t, 1),
             dec(100.0 * e, 1),
-            met(ratio <= r && extra <= e)
-        )),
-        _ => None,
+            met(ok)
+        ))
+    };
+    let hedged = |r: &Value| -> Option<String> {
+        Some(format!(
+            "p99 {:.1} ms, p99.9 {:.1} ms for {:.1}% more attempts{}",
+            ms(r, "/p99_us")?,
+            ms(r, "/p999_us")?,
+            100.0 * (num(r, "/attempts_per_call")? - 1.0),
+            paren(&[target(r)]),
+        ))
     };
     Some(format!(
-        "{} servers pausing {} ms now and then: hedged requests at the method's p95 latency take \
-         ours's p99.9 from {:.1} to {:.1} ms ({:.2}×) for {:.1}% more attempts{}, its p99 from {:.1} \
-         to {:.1} ms (tonic's balancer: p99 {:.1} ms, p99.9 {:.1} ms)",
+        "{} servers each delaying a random {}% of their replies by {} ms: ours p99 {:.1} ms and \
+         p99.9 {:.1} ms (tonic's balancer {:.1} / {:.1} ms); hedged after 5 ms, {}; hedged at the \
+         method's p95, {}",
         int(num(v, "/servers")?),
-        int(num(v, "/pause_ms")?),
-        num(plain, "/p999_us")? / 1e3,
-        num(hedged, "/p999_us")? / 1e3,
-        ratio,
-        100.0 * extra,
-        paren(&[targets]),
-        num(plain, "/p99_us")? / 1e3,
-        num(hedged, "/p99_us")? / 1e3,
-        num(tonic, "/p99_us")? / 1e3,
-        num(tonic, "/p999_us")? / 1e3,
+        dec(100.0 * num(v, "/tail_share")?, 1),
+        int(num(v, "/tail_ms")?),
+        ms(plain, "/p99_us")?,
+        ms(plain, "/p999_us")?,
+        ms(tonic, "/p99_us")?,
+        ms(tonic, "/p999_us")?,
+        hedged(fixed)?,
+        hedged(adaptive)?,
     ))
 }
 
