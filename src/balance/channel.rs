@@ -10,10 +10,11 @@ use tokio_util::sync::PollSender;
 use tonic::body::Body;
 
 use super::dispatch::Replay;
-use super::future::{ResponseFuture, Shared, call_timeout};
+use super::future::ResponseFuture;
 use super::hedge::Hedge;
 use super::info::EndpointInfo;
 use super::service_config::{HedgingPolicy, Method};
+use super::shared::{Shared, call_timeout};
 use super::table::Waiting;
 use super::worker::Message;
 use crate::BoxError;
@@ -196,7 +197,7 @@ impl BalancedChannel {
             }
             Err(rx)
         };
-        let hedge = Hedge::new(first, replay, method, policy, &self.shared);
+        let hedge = Hedge::new(first, replay, method, policy);
         ResponseFuture::hedged(hedge, self.shared.clone(), timeout)
     }
 }

@@ -1,11 +1,9 @@
 //! Hedged calls (gRFC A6 `hedgingPolicy`): attempts of one call in flight on several
-//! instances at once, the first answer winning; and the latency window an adaptive
-//! hedging delay reads.
+//! instances at once, the first answer winning.
 
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -15,21 +13,13 @@ use tonic::body::Body;
 use tracing::debug;
 
 use super::dispatch::{Answer, CallError, Replay};
-use super::future::{Shared, grpc_timeout, worker_gone};
+use super::latency::LatencyWindow;
 use super::retry::pushback;
 use super::service_config::{HedgeDelay, HedgingPolicy, Method};
-use super::table::Waiting;
-use super::worker::{CallFuture, Message};
+use super::shared::{Shared, requeue, worker_gone};
+use super::worker::CallFuture;
 use crate::{BoxError, InstanceKey};
 
-/// Latency buckets: bucket `i` holds latencies from `BASE_US × GROWTH^i`.
-const BUCKETS: usize = 64;
-const BASE_US: f64 = 50.0;
-const GROWTH: f64 = 1.25;
-/// Counts halve this often, so the window follows the last seconds of calls.
-const HALF_LIFE: Duration = Duration::from_secs(5);
-/// Below this many calls measured, the adaptive delay is its cap.
-const MIN_SAMPLES: u64 = 20;
 /// The adaptive delay is recomputed every this many calls measured.
 const RECOMPUTE_EVERY: u32 = 32;
 /// A hedge due while the first attempt's body is still being sent waits this long
@@ -91,10 +81,9 @@ impl Hedge {
         replay: Replay,
         method: Arc<Method>,
         policy: HedgingPolicy,
-        shared: &Shared,
     ) -> Self {
         let now = Instant::now();
-        let delay = delay(&policy, &method, shared);
+        let delay = delay(&policy, &method);
         let state = match first {
             Ok(fut) => AttemptState::Called(fut),
             Err(rx) => AttemptState::Queued(rx),
@@ -150,9 +139,7 @@ impl Hedge {
                     Polled::Dispatched => {}
                     Polled::Answered(answer) => {
                         let attempt = self.attempts.swap_remove(i);
-                        if let Some(latency) = &self.method.latency {
-                            latency.record(attempt.started.elapsed(), &self.method, shared);
-                        }
+                        record(&self.method, attempt.started.elapsed(), shared);
                         match &answer.failed {
                             Some(failed) if self.policy.codes.contains(failed.code) => {
                                 hedge_now |= self.non_fatal(&answer, shared, attempt.number);
@@ -264,10 +251,8 @@ impl Hedge {
         // The attempts about to be cancelled took at least this long: recorded as
         // such, or the window would see only the fast answers and its percentile
         // would sink.
-        if let Some(latency) = &self.method.latency {
-            for attempt in &self.attempts {
-                latency.record(attempt.started.elapsed(), &self.method, shared);
-            }
+        for attempt in &self.attempts {
+            record(&self.method, attempt.started.elapsed(), shared);
         }
         if number > 1 {
             debug!(
@@ -333,28 +318,14 @@ impl Hedge {
             }
             return;
         };
-        let headers = request.headers_mut();
-        headers.insert(
-            "grpc-previous-rpc-attempts",
-            http::HeaderValue::from(self.sent),
-        );
-        if let Some(remains) = remains
-            && headers.contains_key("grpc-timeout")
-            && let Ok(value) = http::HeaderValue::try_from(grpc_timeout(remains))
-        {
-            headers.insert("grpc-timeout", value);
-        }
-        let (tx, rx) = oneshot::channel();
-        let msg = Message {
-            request,
-            tx,
-            avoid: self.tried.clone(),
-            _waiting: Waiting::new(&shared.registry),
-        };
-        if shared.resend.send(msg).is_err() {
+        let previous = http::HeaderValue::from(self.sent);
+        request
+            .headers_mut()
+            .insert("grpc-previous-rpc-attempts", previous);
+        let Ok(rx) = requeue(request, &self.tried, Some(shared), remains) else {
             self.stop(shared, "worker_gone");
             return;
-        }
+        };
         self.sent += 1;
         debug!(
             method = &*self.method.label,
@@ -371,175 +342,35 @@ impl Hedge {
     }
 }
 
-/// The delay between hedges for a call of `method` now.
-fn delay(policy: &HedgingPolicy, method: &Method, shared: &Shared) -> Duration {
+/// The delay between hedges for a call of `method` now: fixed, or the adaptive
+/// delay the method's latency window last computed (its cap until then).
+fn delay(policy: &HedgingPolicy, method: &Method) -> Duration {
     match policy.delay {
         HedgeDelay::Fixed(delay) => delay,
         HedgeDelay::Percentile { cap, .. } => method
             .latency
             .as_ref()
-            .map_or(cap, |latency| latency.delay(policy, method, shared)),
+            .and_then(LatencyWindow::delay)
+            .unwrap_or(cap),
     }
 }
 
-/// A method's recent latency: counts in log-spaced buckets (25% apart, 50 µs to
-/// about 80 s), halved every [`HALF_LIFE`], and the hedging delay read from them,
-/// recomputed every [`RECOMPUTE_EVERY`] calls. Lock-free: atomics only.
-#[derive(Debug)]
-pub(crate) struct LatencyWindow {
-    buckets: [AtomicU32; BUCKETS],
-    epoch: Instant,
-    /// When counts last halved, in ms since `epoch`.
-    halved_at: AtomicU64,
-    recorded: AtomicU32,
-    /// The delay in use, µs (0: not computed yet).
-    delay_us: AtomicU64,
-}
-
-impl Default for LatencyWindow {
-    fn default() -> Self {
-        LatencyWindow {
-            buckets: std::array::from_fn(|_| AtomicU32::new(0)),
-            epoch: Instant::now(),
-            halved_at: AtomicU64::new(0),
-            recorded: AtomicU32::new(0),
-            delay_us: AtomicU64::new(0),
-        }
-    }
-}
-
-impl LatencyWindow {
-    pub(crate) fn record(&self, latency: Duration, method: &Method, shared: &Shared) {
-        self.decay();
-        let us = latency.as_secs_f64() * 1e6;
-        let i = if us <= BASE_US {
-            0
-        } else {
-            ((us / BASE_US).ln() / GROWTH.ln()) as usize
-        };
-        self.buckets[i.min(BUCKETS - 1)].fetch_add(1, Ordering::Relaxed);
-        if self
-            .recorded
-            .fetch_add(1, Ordering::Relaxed)
-            .is_multiple_of(RECOMPUTE_EVERY)
-            && let Some(policy) = method.hedge
-        {
-            let delay = self.compute(&policy);
-            self.delay_us
-                .store(delay.as_micros() as u64, Ordering::Relaxed);
-            shared.metrics.hedge_delay(&method.label, delay);
-        }
-    }
-
-    /// The delay in use: the last computed, else the cap.
-    fn delay(&self, policy: &HedgingPolicy, _method: &Method, _shared: &Shared) -> Duration {
-        match self.delay_us.load(Ordering::Relaxed) {
-            0 => self.compute(policy),
-            us => Duration::from_micros(us),
-        }
-    }
-
-    fn compute(&self, policy: &HedgingPolicy) -> Duration {
-        let HedgeDelay::Percentile {
-            percentile,
-            floor,
-            cap,
-        } = policy.delay
-        else {
-            return Duration::ZERO;
-        };
-        match self.quantile(percentile / 100.0) {
-            Some(q) => q.clamp(floor, cap),
-            None => cap,
-        }
-    }
-
-    /// The `q` quantile (the upper bound of its bucket), if enough calls were
-    /// measured.
-    pub(crate) fn quantile(&self, q: f64) -> Option<Duration> {
-        let counts: [u64; BUCKETS] =
-            std::array::from_fn(|i| u64::from(self.buckets[i].load(Ordering::Relaxed)));
-        let total: u64 = counts.iter().sum();
-        if total < MIN_SAMPLES {
-            return None;
-        }
-        let target = (q * total as f64).ceil() as u64;
-        let mut seen = 0;
-        for (i, n) in counts.iter().enumerate() {
-            seen += n;
-            if seen >= target.max(1) {
-                let upper = BASE_US * GROWTH.powi(i as i32 + 1);
-                return Some(Duration::from_secs_f64(upper / 1e6));
-            }
-        }
-        None
-    }
-
-    /// Halves every count once per [`HALF_LIFE`] gone by (the first recorder to see
-    /// it due does it, for every half-life since the last time).
-    fn decay(&self) {
-        let now = self.epoch.elapsed().as_millis() as u64;
-        let last = self.halved_at.load(Ordering::Relaxed);
-        let lives = now.saturating_sub(last) / HALF_LIFE.as_millis() as u64;
-        if lives == 0 {
-            return;
-        }
-        if self
-            .halved_at
-            .compare_exchange(last, now, Ordering::AcqRel, Ordering::Relaxed)
-            .is_err()
-        {
-            return;
-        }
-        let shift = lives.min(31) as u32;
-        for bucket in &self.buckets {
-            let _ = bucket.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| Some(n >> shift));
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[tokio::test(start_paused = true)]
-    async fn the_window_reads_percentiles_and_forgets_old_calls() {
-        let window = LatencyWindow::default();
-        let add = |ms: u64, n: usize| {
-            for _ in 0..n {
-                window.decay();
-                let us = ms as f64 * 1000.0;
-                let i = ((us / BASE_US).ln() / GROWTH.ln()) as usize;
-                window.buckets[i.min(BUCKETS - 1)].fetch_add(1, Ordering::Relaxed);
-            }
-        };
-        assert_eq!(window.quantile(0.95), None, "too few calls");
-        add(1, 95);
-        add(20, 5);
-        let p50 = window.quantile(0.5).expect("enough calls");
-        let p95 = window.quantile(0.95).expect("enough calls");
-        let p99 = window.quantile(0.99).expect("enough calls");
-        assert!(
-            p50 >= Duration::from_millis(1) && p50 < Duration::from_micros(1300),
-            "{p50:?}"
-        );
-        assert!(
-            p95 < Duration::from_micros(1300),
-            "95 of 100 at 1 ms: {p95:?}"
-        );
-        assert!(
-            p99 >= Duration::from_millis(20) && p99 < Duration::from_millis(26),
-            "{p99:?}"
-        );
-        // Old calls fade: after many half-lives only the new ones count.
-        for _ in 0..8 {
-            tokio::time::advance(HALF_LIFE).await;
-            add(5, 40);
-        }
-        let p99 = window.quantile(0.99).expect("enough calls");
-        assert!(
-            p99 >= Duration::from_millis(5) && p99 < Duration::from_micros(6300),
-            "{p99:?}"
-        );
+/// Records an attempt's latency in the method's window, if it has one; every
+/// [`RECOMPUTE_EVERY`] calls the delay is computed again and published.
+fn record(method: &Method, latency: Duration, shared: &Shared) {
+    let (Some(window), Some(policy)) = (&method.latency, method.hedge) else {
+        return;
+    };
+    let HedgeDelay::Percentile {
+        percentile,
+        floor,
+        cap,
+    } = policy.delay
+    else {
+        return;
+    };
+    if window.record(latency) % RECOMPUTE_EVERY == 0 {
+        let delay = window.recompute(percentile, floor, cap);
+        shared.metrics.hedge_delay(&method.label, delay);
     }
 }

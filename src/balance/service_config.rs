@@ -12,7 +12,7 @@ use serde_json::Value;
 use tonic::Code;
 
 use super::accrual::CodeSet;
-use super::hedge::LatencyWindow;
+use super::latency::LatencyWindow;
 use crate::Error;
 
 /// The largest `maxAttempts` gRFC A6 allows; larger values are treated as this.

@@ -15,8 +15,8 @@ use super::*;
 use crate::balance::accrual::Verdict;
 use crate::balance::channel::BalancedChannel;
 use crate::balance::endpoint::ConnectFuture;
-use crate::balance::future::Shared;
 use crate::balance::retry::RetryBudget;
+use crate::balance::shared::Shared;
 
 /// The stream limit the in-process servers announce.
 const MAX_STREAMS: u32 = 100;
@@ -679,7 +679,7 @@ async fn a_resent_call_carries_the_time_that_remains() {
     assert_eq!(first, [Some("1S".to_owned())]);
     let resent = fleet.servers.streams(&addr(1));
     let last = resent.last().cloned().flatten().expect("a grpc-timeout");
-    let left = crate::balance::future::parse_grpc_timeout(&last).expect("valid");
+    let left = crate::balance::shared::parse_grpc_timeout(&last).expect("valid");
     assert!(
         left <= Duration::from_millis(700),
         "resent with {last} after 300 ms of a 1 s timeout"
