@@ -16,7 +16,7 @@ use super::info::EndpointInfo;
 use super::service_config::{HedgingPolicy, Method};
 use super::shared::{Shared, call_timeout};
 use super::table::Waiting;
-use super::worker::Message;
+use super::worker::{CallFuture, Message};
 use crate::BoxError;
 
 /// A gRPC channel that balances requests over the discovered instances of one service.
@@ -148,13 +148,25 @@ impl tower::Service<http::Request<Body>> for BalancedChannel {
         }
         // Kept by the call only when it may be retried.
         let retry = method.filter(|m| m.retry.is_some()).cloned();
-        // The fast path: an endpoint that takes the call now gets it from this task;
-        // only calls that must wait (or a probe, which the worker places) cross to
-        // the worker.
+        match self.dispatch(request) {
+            Some(Ok(fut)) => ResponseFuture::called(fut, self.shared.clone(), timeout, retry),
+            Some(Err(rx)) => ResponseFuture::new(rx, self.shared.clone(), timeout, retry),
+            None => ResponseFuture::failed(self.closed()),
+        }
+    }
+}
+
+/// Where a call's first attempt went: sent by the caller, or queued at the worker.
+type Dispatched = Result<CallFuture, oneshot::Receiver<Result<CallFuture, BoxError>>>;
+
+impl BalancedChannel {
+    /// Sends `request` from this task when an endpoint takes it now (the fast path);
+    /// otherwise (the call must wait, or a probe is due, which the worker places)
+    /// queues it at the worker. `None` when the worker has ended.
+    fn dispatch(&mut self, request: http::Request<Body>) -> Option<Dispatched> {
         if let Some(reserved) = self.shared.registry.pick_direct() {
             self.tx.abort_send();
-            let fut = reserved.send(request);
-            return ResponseFuture::called(fut, self.shared.clone(), timeout, retry);
+            return Some(Ok(reserved.send(request)));
         }
         let (tx, rx) = oneshot::channel();
         let msg = Message {
@@ -163,14 +175,10 @@ impl tower::Service<http::Request<Body>> for BalancedChannel {
             avoid: Vec::new(),
             _waiting: Waiting::new(&self.shared.registry),
         };
-        if self.tx.send_item(msg).is_err() {
-            return ResponseFuture::failed(self.closed());
-        }
-        ResponseFuture::new(rx, self.shared.clone(), timeout, retry)
+        self.tx.send_item(msg).ok()?;
+        Some(Err(rx))
     }
-}
 
-impl BalancedChannel {
     /// A call its method hedges: the request is kept as it is sent, for the hedges,
     /// and the first attempt goes out as any call does.
     fn hedged(
@@ -181,21 +189,8 @@ impl BalancedChannel {
         timeout: Option<Duration>,
     ) -> ResponseFuture {
         let (request, replay) = Replay::record(request);
-        let first = if let Some(reserved) = self.shared.registry.pick_direct() {
-            self.tx.abort_send();
-            Ok(reserved.send(request))
-        } else {
-            let (tx, rx) = oneshot::channel();
-            let msg = Message {
-                request,
-                tx,
-                avoid: Vec::new(),
-                _waiting: Waiting::new(&self.shared.registry),
-            };
-            if self.tx.send_item(msg).is_err() {
-                return ResponseFuture::failed(self.closed());
-            }
-            Err(rx)
+        let Some(first) = self.dispatch(request) else {
+            return ResponseFuture::failed(self.closed());
         };
         let hedge = Hedge::new(first, replay, method, policy);
         ResponseFuture::hedged(hedge, self.shared.clone(), timeout)

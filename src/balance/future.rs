@@ -328,32 +328,18 @@ fn retry_or_answer(
     if !retry.policy.retries(failed.code) {
         return Ok(response);
     }
-    let (code, endpoint) = (failed.code, failed.endpoint);
-    let method = retry.method.clone();
-    let decided = decide(retry, shared, response.headers(), remains).and_then(|delay| {
-        let request = failed.replay.and_then(Replay::into_request);
-        Ok((delay, request.ok_or("not_kept")?))
-    });
-    match decided {
-        Ok((delay, mut request)) => {
-            let previous = http::HeaderValue::from(retry.attempts);
-            request
-                .headers_mut()
-                .insert("grpc-previous-rpc-attempts", previous);
-            retry.attempts += 1;
-            debug!(instance = %endpoint, ?code, method = &*method.label, ?delay, attempt = retry.attempts, "retrying");
-            shared.metrics.retry(&method.label, "retried");
-            Err(Box::new(Again {
-                delay,
-                request,
-                endpoint,
-            }))
-        }
-        Err(why) => {
-            debug!(instance = %endpoint, ?code, method = &*method.label, attempts = retry.attempts, why, "not retried");
-            shared.metrics.retry(&method.label, why);
-            Ok(response)
-        }
+    let replay = failed.replay.map(Box::new);
+    match again(
+        retry,
+        shared,
+        failed.code,
+        failed.endpoint,
+        replay,
+        response.headers(),
+        remains,
+    ) {
+        Some(again) => Err(again),
+        None => Ok(response),
     }
 }
 
@@ -374,9 +360,37 @@ fn retry_uncommitted(
     if !retry.policy.retries(tonic::Code::Unavailable) {
         return Err(error);
     }
+    let headers = http::HeaderMap::new();
+    let code = tonic::Code::Unavailable;
+    match again(
+        retry,
+        shared,
+        code,
+        endpoint,
+        Some(replay),
+        &headers,
+        remains,
+    ) {
+        Some(again) => Ok(again),
+        None => Err(error),
+    }
+}
+
+/// The next attempt of a call that failed uncommitted with a retryable `code` at
+/// `endpoint` (the server's `headers` may push back), if the policy, the throttle,
+/// the deadline and the kept request allow one; the decision is logged and counted.
+fn again(
+    retry: &mut Retry,
+    shared: &Shared,
+    code: tonic::Code,
+    endpoint: InstanceKey,
+    replay: Option<Box<Replay>>,
+    headers: &http::HeaderMap,
+    remains: Option<Duration>,
+) -> Option<Box<Again>> {
     let method = retry.method.clone();
-    let decided = decide(retry, shared, &http::HeaderMap::new(), remains).and_then(|delay| {
-        let request = replay.into_request();
+    let decided = decide(retry, shared, headers, remains).and_then(|delay| {
+        let request = replay.and_then(|r| r.into_request());
         Ok((delay, request.ok_or("not_kept")?))
     });
     match decided {
@@ -386,18 +400,18 @@ fn retry_uncommitted(
                 .headers_mut()
                 .insert("grpc-previous-rpc-attempts", previous);
             retry.attempts += 1;
-            debug!(instance = %endpoint, %error, method = &*method.label, ?delay, attempt = retry.attempts, "retrying a transport failure");
+            debug!(instance = %endpoint, ?code, method = &*method.label, ?delay, attempt = retry.attempts, "retrying");
             shared.metrics.retry(&method.label, "retried");
-            Ok(Box::new(Again {
+            Some(Box::new(Again {
                 delay,
                 request,
                 endpoint,
             }))
         }
         Err(why) => {
-            debug!(instance = %endpoint, %error, method = &*method.label, why, "not retried");
+            debug!(instance = %endpoint, ?code, method = &*method.label, attempts = retry.attempts, why, "not retried");
             shared.metrics.retry(&method.label, why);
-            Err(error)
+            None
         }
     }
 }
