@@ -27,6 +27,8 @@ pub(crate) mod names {
     pub(crate) const RETRIES: &str = "tonic_discovery_balancer_retries_total";
     pub(crate) const HEDGES: &str = "tonic_discovery_balancer_hedges_total";
     pub(crate) const HEDGE_DELAY: &str = "tonic_discovery_balancer_hedge_delay_seconds";
+    pub(crate) const SERVICE_CONFIG_UPDATES: &str =
+        "tonic_discovery_balancer_service_config_updates_total";
     pub(crate) const ENDPOINT_CALLS: &str = "tonic_discovery_endpoint_calls_total";
     pub(crate) const ENDPOINT_FAILURES: &str = "tonic_discovery_endpoint_call_failures_total";
     pub(crate) const ENDPOINT_DURATION: &str = "tonic_discovery_endpoint_call_duration_seconds";
@@ -299,6 +301,14 @@ impl ChannelMetrics {
             ("outcome", outcome),
         ];
         counter(names::HEDGES, &labels).increment(1);
+    }
+
+    /// What became of a service config document from a registry (`outcome`:
+    /// `applied`, `refused`: it did not parse or broke gRFC A6's rules, `absent`: the
+    /// channel's own config is back, `unreadable`: the registry failed).
+    pub(crate) fn service_config(&self, outcome: &'static str) {
+        let labels = [("service", &*self.service), ("outcome", outcome)];
+        counter(names::SERVICE_CONFIG_UPDATES, &labels).increment(1);
     }
 
     /// The adaptive hedging delay of a method, as last computed.

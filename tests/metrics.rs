@@ -346,3 +346,73 @@ async fn hedges_are_counted_per_method_config() {
     assert!(counter(&series("sent")) >= 1, "{:?}", counters());
     assert!(counter(&series("won")) >= 1, "{:?}", counters());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_followed_service_config_counts_what_became_of_each_document() {
+    use tonic_discovery::source::{ConfigUpdate, ServiceConfigWatch};
+    support::trace_init();
+    registry();
+    let server = TestEchoServer::start("sc1").await.expect("echo");
+    server.service().fail_with(Some(Code::Unavailable));
+    let (feed, disc) = balance_util::discovery();
+    feed.insert(&server);
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<ConfigUpdate>();
+    let updates = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|update| (update, rx))
+    });
+    let channel = BalancedChannel::builder("metrics-config")
+        .failure_accrual(tonic_discovery::balance::FailureAccrual::disabled())
+        .service_config_watch(ServiceConfigWatch::new("test", updates))
+        .build(disc)
+        .expect("valid settings");
+    let series = |outcome: &str| {
+        format!(
+            "tonic_discovery_balancer_service_config_updates_total{{outcome={outcome},service=metrics-config}}"
+        )
+    };
+    // How many attempts one failing call took.
+    let attempts = || async {
+        let before = server.service().received();
+        balance_util::call(&channel)
+            .await
+            .expect_err("every attempt fails");
+        server.service().received() - before
+    };
+    assert_eq!(attempts().await, 1, "no policy before a document");
+
+    let retry = r#"{"methodConfig": [{"name": [{"service": "echo.v1.Echo"}],
+      "retryPolicy": {"maxAttempts": 3, "initialBackoff": "0.001s", "maxBackoff": "0.002s",
+      "backoffMultiplier": 2, "retryableStatusCodes": ["UNAVAILABLE"]}}]}"#;
+    tx.send(Ok(Some(retry.to_owned()))).expect("follower");
+    eventually(WAIT, "the document applied", || async {
+        counter(&series("applied")) == 1
+    })
+    .await;
+    assert_eq!(attempts().await, 3, "the followed policy retries");
+
+    // Breaks gRFC A6 (maxAttempts below 2): refused, the last good stays.
+    tx.send(Ok(Some(
+        retry.replace("\"maxAttempts\": 3", "\"maxAttempts\": 1"),
+    )))
+    .expect("follower");
+    eventually(WAIT, "the bad document refused", || async {
+        counter(&series("refused")) == 1
+    })
+    .await;
+    assert_eq!(attempts().await, 3, "the last good policy is kept");
+
+    tx.send(Err("registry down".into())).expect("follower");
+    eventually(WAIT, "the failed read counted", || async {
+        counter(&series("unreadable")) == 1
+    })
+    .await;
+    assert_eq!(attempts().await, 3, "a failed read changes nothing");
+
+    tx.send(Ok(None)).expect("follower");
+    eventually(WAIT, "the absent document counted", || async {
+        counter(&series("absent")) == 1
+    })
+    .await;
+    assert_eq!(attempts().await, 1, "back to the channel's own config");
+    assert_eq!(counter(&series("applied")), 1, "{:?}", counters());
+}

@@ -1,7 +1,9 @@
 //! The builder of [`BalancedChannel`].
 
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+
+use arc_swap::ArcSwap;
 use std::time::Duration;
 
 use futures_core::Stream;
@@ -14,13 +16,15 @@ use super::accrual::FailureAccrual;
 use super::channel::BalancedChannel;
 use super::config::{EndpointConfig, LoadMetric};
 use super::failfast::FailFast;
+use super::policies::{self, Follower, Live, Policies};
 use super::policy::{Policy, ZoneRouting};
-use super::retry::{RetryBudget, Throttle};
+use super::retry::RetryBudget;
 use super::service_config::{Methods, ServiceConfig};
 use super::shared::Shared;
 use super::subset::Subset;
 use super::table::Registry;
 use super::worker::{self, Worker, WorkerParts};
+use crate::source::ServiceConfigWatch;
 use crate::telemetry::ChannelMetrics;
 use crate::{Backoff, BoxError, Error, Instance, InstanceKey, Locality};
 
@@ -44,6 +48,8 @@ pub struct BalancedChannelBuilder {
     budget: RetryBudget,
     max_resends: u32,
     service_config: ServiceConfig,
+    /// Taken by the first channel built (a clone of the builder shares it).
+    config_watch: Option<Arc<Mutex<Option<ServiceConfigWatch>>>>,
     locality: Option<Locality>,
     zone_key: String,
     region_key: String,
@@ -77,6 +83,7 @@ impl BalancedChannelBuilder {
             budget: RetryBudget::default(),
             max_resends: DEFAULT_MAX_RESENDS,
             service_config: ServiceConfig::new(),
+            config_watch: None,
             locality: None,
             zone_key: "zone".to_owned(),
             region_key: "region".to_owned(),
@@ -414,6 +421,35 @@ impl BalancedChannelBuilder {
         self
     }
 
+    /// Follows a service config delivered by a registry, live: a Consul KV key
+    /// ([`consul::Client::service_config`](crate::consul::Client::service_config)),
+    /// an etcd key, a DNS TXT record, or a stream of your own
+    /// ([`ServiceConfigWatch::new`]). Default: none (opt-in).
+    ///
+    /// - Each document that parses and follows gRFC A6's rules replaces the
+    ///   channel's policies at once, for the calls that start after it (calls in
+    ///   flight keep theirs); a throttle whose settings did not change keeps its
+    ///   tokens, while adaptive hedging delays learn anew.
+    /// - A document that does not is refused: the last good config stays, a `WARN`
+    ///   log names the field and `service_config_updates_total{outcome="refused"}`
+    ///   counts it. It never fails a call.
+    /// - No document (the key is absent or was deleted) brings back the config set
+    ///   with [`service_config`](Self::service_config) (none by default), as gRPC's
+    ///   default service config.
+    /// - A registry that cannot be read changes nothing (the watch retries with its
+    ///   backoff).
+    ///
+    /// Calls go out with the config set in code until the first document arrives;
+    /// request bodies are kept for retries from the start. The watch runs inside the
+    /// channel's worker and ends with it.
+    ///
+    /// A watch serves one channel: building a second channel from a clone of this
+    /// builder is a configuration error (give each its own watch).
+    pub fn service_config_watch(mut self, watch: ServiceConfigWatch) -> Self {
+        self.config_watch = Some(Arc::new(Mutex::new(Some(watch))));
+        self
+    }
+
     /// The budget that bounds resends across all calls of the channel. Default:
     /// [`RetryBudget::default`] (20% of the calls plus 10 per second).
     pub fn retry_budget(mut self, budget: RetryBudget) -> Self {
@@ -462,8 +498,17 @@ impl BalancedChannelBuilder {
         self.accrual.validate().map_err(Error::config)?;
         self.budget.validate().map_err(Error::config)?;
         self.service_config.validate()?;
-        let methods = self.service_config.methods();
-        let retries = (methods.as_ref()).is_some_and(Methods::any_retry);
+        let watch = match &self.config_watch {
+            None => None,
+            Some(slot) => Some(slot.lock().ok().and_then(|mut w| w.take()).ok_or_else(|| {
+                Error::config(
+                    "this service config watch already serves a channel built from a clone \
+                     of this builder; give each channel its own watch",
+                )
+            })?),
+        };
+        let live = Live::new(&self.service_config, None);
+        let retries = watch.is_some() || (live.methods.as_ref()).is_some_and(Methods::any_retry);
         let name: Arc<str> = self.name.into();
         let (tx, requests) = mpsc::channel(self.buffer_size);
         let (resend, resends) = mpsc::unbounded_channel();
@@ -493,8 +538,35 @@ impl BalancedChannelBuilder {
             subset: self.subset,
             metrics: metrics.clone(),
         };
+        let (policies, follower) = match watch {
+            None => (Policies::Fixed(live), None),
+            Some(watch) => {
+                let swap = Arc::new(ArcSwap::from_pointee(live));
+                let follower = Follower {
+                    watch,
+                    policies: Arc::downgrade(&swap),
+                    base: self.service_config,
+                    service: name.clone(),
+                    metrics: metrics.clone(),
+                };
+                (Policies::Followed(swap), Some(follower))
+            }
+        };
         let span = tracing::info_span!("balance", service = %name);
-        let worker = worker::run(Worker::new(discovery, parts)).instrument(span);
+        let worker = worker::run(Worker::new(discovery, parts));
+        // The follower lives inside the worker: it ends with it, and the worker
+        // goes on alone if the watch ever ends.
+        let worker = async move {
+            let Some(follower) = follower else {
+                return worker.await;
+            };
+            let mut worker = std::pin::pin!(worker);
+            tokio::select! {
+                () = &mut worker => {}
+                () = policies::follow(follower) => worker.await,
+            }
+        }
+        .instrument(span);
         let shared = Arc::new(Shared {
             name,
             registry,
@@ -502,8 +574,7 @@ impl BalancedChannelBuilder {
             resend,
             budget: self.budget.build(),
             max_resends: self.max_resends,
-            methods,
-            throttle: self.service_config.throttling().map(Throttle::new),
+            policies,
             metrics,
         });
         Ok((BalancedChannel::new(PollSender::new(tx), shared), worker))

@@ -133,21 +133,19 @@ impl tower::Service<http::Request<Body>> for BalancedChannel {
             let msg = "BalancedChannel called before poll_ready returned Ready";
             return ResponseFuture::failed(msg.into());
         }
-        let method =
-            (self.shared.methods.as_ref()).and_then(|methods| methods.lookup(request.uri().path()));
-        let channel_timeout = match (self.shared.timeout, method.and_then(|m| m.timeout)) {
+        let method = self.shared.policies.method(request.uri().path());
+        let channel_timeout = match (self.shared.timeout, method.as_ref().and_then(|m| m.timeout)) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
         let timeout = call_timeout(channel_timeout, request.headers());
-        if let Some(method) = method
+        if let Some(method) = &method
             && let Some(policy) = method.hedge
         {
-            let method = method.clone();
-            return self.hedged(request, method, policy, timeout);
+            return self.hedged(request, method.clone(), policy, timeout);
         }
         // Kept by the call only when it may be retried.
-        let retry = method.filter(|m| m.retry.is_some()).cloned();
+        let retry = method.filter(|m| m.retry.is_some());
         match self.dispatch(request) {
             Some(Ok(fut)) => ResponseFuture::called(fut, self.shared.clone(), timeout, retry),
             Some(Err(rx)) => ResponseFuture::new(rx, self.shared.clone(), timeout, retry),

@@ -18,7 +18,7 @@ use rand::Rng;
 
 use super::dispatch::{Answer, CallError, Replay};
 use super::hedge::Hedge;
-use super::retry::pushback;
+use super::retry::{Throttle, pushback};
 use super::service_config::{Method, RetryPolicy};
 use super::shared::{Shared, name, requeue, worker_gone};
 use super::worker::CallFuture;
@@ -317,9 +317,7 @@ fn retry_or_answer(
     // Every call the channel's throttle sees succeed gives a token back (gRFC A6
     // counts the calls of every method): here, a response that began, or an OK.
     let Some(failed) = failed else {
-        if let Some(throttle) = &shared.throttle {
-            throttle.success();
-        }
+        shared.policies.throttle(Throttle::success);
         return Ok(response);
     };
     let Some(retry) = retry.as_mut() else {
@@ -425,9 +423,7 @@ fn decide(
     headers: &http::HeaderMap,
     remains: Option<Duration>,
 ) -> Result<Duration, &'static str> {
-    if let Some(throttle) = &shared.throttle
-        && !throttle.failure()
-    {
+    if shared.policies.throttle(Throttle::failure) == Some(false) {
         return Err("throttled");
     }
     if retry.attempts >= retry.policy.max_attempts {

@@ -14,7 +14,7 @@ use tracing::debug;
 
 use super::dispatch::{Answer, CallError, Replay};
 use super::latency::LatencyWindow;
-use super::retry::pushback;
+use super::retry::{Throttle, pushback};
 use super::service_config::{HedgeDelay, HedgingPolicy, Method};
 use super::shared::{Shared, requeue, worker_gone};
 use super::worker::CallFuture;
@@ -217,9 +217,7 @@ impl Hedge {
 
     /// An attempt failed with a non-fatal code: whether the next goes at once.
     fn non_fatal(&mut self, answer: &Answer, shared: &Shared, number: u32) -> bool {
-        if let Some(throttle) = &shared.throttle
-            && !throttle.failure()
-        {
+        if shared.policies.throttle(Throttle::failure) == Some(false) {
             self.stop(shared, "throttled");
             return false;
         }
@@ -243,10 +241,8 @@ impl Hedge {
     }
 
     fn won(&mut self, answer: Answer, number: u32, shared: &Shared) -> http::Response<Body> {
-        if let Some(throttle) = &shared.throttle
-            && answer.failed.is_none()
-        {
-            throttle.success();
+        if answer.failed.is_none() {
+            shared.policies.throttle(Throttle::success);
         }
         // The attempts about to be cancelled took at least this long: recorded as
         // such, or the window would see only the fast answers and its percentile
@@ -294,7 +290,7 @@ impl Hedge {
     fn may_send(&self, shared: &Shared) -> bool {
         !self.stopped
             && self.sent < self.policy.max_attempts
-            && shared.throttle.as_ref().is_none_or(|t| t.allows())
+            && shared.policies.throttle(Throttle::allows) != Some(false)
     }
 
     /// Sets the next hedge's timer, or clears it when every attempt was sent (a

@@ -104,6 +104,7 @@ mod keepalive;
 mod latency;
 mod load;
 pub mod policy;
+mod policies;
 mod retry;
 mod send;
 mod service_config;

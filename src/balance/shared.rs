@@ -9,8 +9,7 @@ use tokio::sync::{mpsc, oneshot};
 use tonic::body::Body;
 use tower::retry::budget::TpsBudget;
 
-use super::retry::Throttle;
-use super::service_config::Methods;
+use super::policies::Policies;
 use super::table::{Registry, Waiting};
 use super::worker::{CallFuture, Message};
 use crate::telemetry::ChannelMetrics;
@@ -27,9 +26,8 @@ pub(crate) struct Shared {
     pub(crate) resend: mpsc::UnboundedSender<Message>,
     pub(crate) budget: TpsBudget,
     pub(crate) max_resends: u32,
-    /// The service config's policies by method, if it has any.
-    pub(crate) methods: Option<Methods>,
-    pub(crate) throttle: Option<Throttle>,
+    /// The service config's policies by method and its retry throttle.
+    pub(crate) policies: Policies,
     pub(crate) metrics: Arc<ChannelMetrics>,
 }
 

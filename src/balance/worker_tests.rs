@@ -15,7 +15,9 @@ use super::*;
 use crate::balance::accrual::Verdict;
 use crate::balance::channel::BalancedChannel;
 use crate::balance::endpoint::ConnectFuture;
+use crate::balance::policies::{Live, Policies};
 use crate::balance::retry::RetryBudget;
+use crate::balance::service_config::ServiceConfig;
 use crate::balance::shared::Shared;
 
 /// The stream limit the in-process servers announce.
@@ -252,8 +254,7 @@ impl Fleet {
             resend,
             budget: RetryBudget::default().build(),
             max_resends,
-            methods: None,
-            throttle: None,
+            policies: Policies::Fixed(Live::new(&ServiceConfig::new(), None)),
             metrics: ChannelMetrics::new("fleet".into(), 0, false),
         });
         let fleet = Fleet {

@@ -85,6 +85,8 @@ pub(crate) struct ApiRequest {
     pub(crate) body: Option<Bytes>,
     /// Overrides the client's request timeout (blocking queries need more).
     pub(crate) timeout: Option<Duration>,
+    /// A 404 is an answer (a KV key that is absent), not an error.
+    pub(crate) not_found_ok: bool,
 }
 
 impl ApiRequest {
@@ -95,6 +97,7 @@ impl ApiRequest {
             query: Vec::new(),
             body: None,
             timeout: None,
+            not_found_ok: false,
         }
     }
 
@@ -112,11 +115,18 @@ impl ApiRequest {
         self.timeout = Some(timeout);
         self
     }
+
+    /// Takes a 404 as an answer (with its `X-Consul-Index`), not as an error.
+    pub(crate) fn not_found_ok(mut self) -> Self {
+        self.not_found_ok = true;
+        self
+    }
 }
 
-/// A successful (2xx) answer.
+/// A successful (2xx) answer, or a 404 the request takes as one.
 #[derive(Debug)]
 pub(crate) struct ApiResponse {
+    pub(crate) status: http::StatusCode,
     pub(crate) headers: HeaderMap,
     pub(crate) body: Bytes,
 }
@@ -159,14 +169,19 @@ impl Client {
         let status = response.status();
         let headers = response.headers().clone();
         let body = read_limited(response, MAX_BODY, &what).await?;
-        if !status.is_success() {
+        let not_found = req.not_found_ok && status == http::StatusCode::NOT_FOUND;
+        if !status.is_success() && !not_found {
             let reason = reason(&body);
             return Err(Error::http_status(
                 status.as_u16(),
                 format!("{what}: {reason}"),
             ));
         }
-        Ok(ApiResponse { headers, body })
+        Ok(ApiResponse {
+            status,
+            headers,
+            body,
+        })
     }
 
     fn url(&self, req: &ApiRequest) -> Result<Url> {

@@ -95,6 +95,7 @@
 mod agent;
 mod builder;
 mod client;
+mod config;
 mod decoder;
 mod discovery;
 mod env;
@@ -112,6 +113,7 @@ pub use crate::register::HealthSource;
 pub use crate::source::{Discovery, WatchObserver, WatchState};
 pub use builder::ClientBuilder;
 pub use client::Client;
+pub use config::ServiceConfigBuilder;
 pub use decoder::{Decoded, HealthDecoder};
 pub use discovery::DiscoveryBuilder;
 pub use handle::{KeepAlive, Registrar, RegistrationHandle};

@@ -62,6 +62,7 @@
 //! # }
 //! ```
 
+mod config;
 mod discovery;
 #[cfg(feature = "dns")]
 mod dns;
@@ -77,6 +78,7 @@ use std::time::Duration;
 
 use crate::backoff::Backoff;
 
+pub use config::{ConfigUpdate, ServiceConfigWatch};
 pub use discovery::{Discovery, Filter};
 #[cfg(feature = "dns")]
 #[cfg_attr(docsrs, doc(cfg(feature = "dns")))]
