@@ -76,17 +76,36 @@ struct Retry {
     attempts: u32,
     /// Which backoff the next retry waits (0: the initial one).
     backoff: u32,
+    /// The call's span (a child of the caller's): its retries' events, how many
+    /// attempts went and which one `answered`.
+    span: tracing::Span,
 }
 
 impl Retry {
     fn new(method: Option<Arc<Method>>) -> Option<Self> {
         let method = method?;
+        let policy = method.retry?;
+        let span = tracing::debug_span!(
+            "retried_call",
+            method = &*method.label,
+            attempts = 1u32,
+            answered = tracing::field::Empty,
+        );
         Some(Retry {
-            policy: method.retry?,
+            policy,
             method,
             attempts: 1,
             backoff: 0,
+            span,
         })
+    }
+
+    /// The call ended with its last attempt's answer (a response or a failure).
+    fn answered(&self) {
+        if self.attempts > 1 {
+            self.span.record("answered", self.attempts);
+            debug!(parent: &self.span, attempt = self.attempts, "answered");
+        }
     }
 }
 
@@ -185,7 +204,10 @@ impl Future for ResponseFuture {
                     Ok(answer) => {
                         let remains = remaining(this.deadline.as_ref().get_ref().as_ref());
                         match retry_or_answer(answer, this.shared.as_deref(), this.retry, remains) {
-                            Ok(response) => return Poll::Ready(Ok(response)),
+                            Ok(response) => {
+                                this.retry.as_ref().map(Retry::answered);
+                                return Poll::Ready(Ok(response));
+                            }
                             Err(again) => this.state.set(State::Backoff {
                                 sleep: Box::pin(tokio::time::sleep(again.delay)),
                                 next: Some(again),
@@ -206,7 +228,10 @@ impl Future for ResponseFuture {
                                 sleep: Box::pin(tokio::time::sleep(again.delay)),
                                 next: Some(again),
                             }),
-                            Err(error) => return Poll::Ready(Err(error)),
+                            Err(error) => {
+                                this.retry.as_ref().map(Retry::answered);
+                                return Poll::Ready(Err(error));
+                            }
                         }
                     }
                     Err(error) => match resend(
@@ -398,7 +423,8 @@ fn again(
                 .headers_mut()
                 .insert("grpc-previous-rpc-attempts", previous);
             retry.attempts += 1;
-            debug!(instance = %endpoint, ?code, method = &*method.label, ?delay, attempt = retry.attempts, "retrying");
+            retry.span.record("attempts", retry.attempts);
+            debug!(parent: &retry.span, instance = %endpoint, ?code, ?delay, attempt = retry.attempts, "retrying");
             shared.metrics.retry(&method.label, "retried");
             Some(Box::new(Again {
                 delay,
@@ -407,7 +433,7 @@ fn again(
             }))
         }
         Err(why) => {
-            debug!(instance = %endpoint, ?code, method = &*method.label, attempts = retry.attempts, why, "not retried");
+            debug!(parent: &retry.span, instance = %endpoint, ?code, attempts = retry.attempts, why, "not retried");
             shared.metrics.retry(&method.label, why);
             None
         }

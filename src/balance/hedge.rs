@@ -47,6 +47,9 @@ pub(crate) struct Hedge {
     body_waits: u32,
     /// What the last attempt that ended without winning gave, for when none wins.
     last: Option<Result<http::Response<Body>, BoxError>>,
+    /// The call's span (a child of the caller's): its attempts' events, how many
+    /// were `sent` and which one `answered`.
+    span: tracing::Span,
 }
 
 /// One attempt: waiting for the worker to dispatch it, or sent.
@@ -84,6 +87,12 @@ impl Hedge {
     ) -> Self {
         let now = Instant::now();
         let delay = delay(&policy, &method);
+        let span = tracing::debug_span!(
+            "hedged_call",
+            method = &*method.label,
+            sent = 1u32,
+            answered = tracing::field::Empty,
+        );
         let state = match first {
             Ok(fut) => AttemptState::Called(fut),
             Err(rx) => AttemptState::Queued(rx),
@@ -104,6 +113,7 @@ impl Hedge {
             stopped: false,
             body_waits: 0,
             last: None,
+            span,
         };
         hedge.schedule(delay);
         hedge
@@ -250,12 +260,9 @@ impl Hedge {
         for attempt in &self.attempts {
             record(&self.method, attempt.started.elapsed(), shared);
         }
+        self.span.record("answered", number);
+        debug!(parent: &self.span, attempt = number, sent = self.sent, "answered");
         if number > 1 {
-            debug!(
-                method = &*self.method.label,
-                attempt = number,
-                "a hedge answered first"
-            );
             shared.metrics.hedge(&self.method.label, "won");
         }
         // The others are dropped: their streams are reset (CANCEL).
@@ -272,12 +279,7 @@ impl Hedge {
 
     fn stop(&mut self, shared: &Shared, why: &'static str) {
         if !self.stopped && self.sent < self.policy.max_attempts {
-            debug!(
-                method = &*self.method.label,
-                sent = self.sent,
-                why,
-                "no more hedges"
-            );
+            debug!(parent: &self.span, sent = self.sent, why, "no more hedges");
             shared.metrics.hedge(&self.method.label, why);
         }
         self.stopped = true;
@@ -323,11 +325,8 @@ impl Hedge {
             return;
         };
         self.sent += 1;
-        debug!(
-            method = &*self.method.label,
-            attempt = self.sent,
-            "hedge sent"
-        );
+        self.span.record("sent", self.sent);
+        debug!(parent: &self.span, attempt = self.sent, "hedge sent");
         shared.metrics.hedge(&self.method.label, "sent");
         self.attempts.push(Attempt {
             state: AttemptState::Queued(rx),
