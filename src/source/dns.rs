@@ -1,7 +1,11 @@
 //! [`Dns`]: discovery through DNS, A/AAAA records of `host:port` or SRV records of a
-//! name, re-resolved at the records' TTL (feature `dns`).
+//! name, and service configs from TXT records (gRFC A2), re-resolved at the records'
+//! TTL (feature `dns`).
 
+mod choice;
+mod config_watch;
 mod resolve;
+mod seen;
 mod target;
 mod watch;
 
@@ -23,7 +27,8 @@ use crate::error::{Error, Result};
 
 /// Discovery through DNS: each [`host_discovery`](Self::host_discovery) or
 /// [`srv_discovery`](Self::srv_discovery) is a [`Discovery`] that follows a name's
-/// records.
+/// records, and [`service_config`](Self::service_config) follows the gRPC service
+/// config a name's TXT records hold.
 ///
 /// ```no_run
 /// use tonic_discovery::balance::BalancedChannel;

@@ -7,8 +7,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use hickory_server::Server;
-use hickory_server::proto::rr::rdata::{A, AAAA, SOA, SRV};
-use hickory_server::proto::rr::{LowerName, Name, RData, Record, RecordType, RrKey};
+use hickory_server::proto::rr::rdata::{A, AAAA, SOA, SRV, TXT};
+use hickory_server::proto::rr::{LowerName, Name, RData, Record, RecordSet, RecordType, RrKey};
 use hickory_server::store::in_memory::InMemoryZoneHandler;
 use hickory_server::zone_handler::{AxfrPolicy, Catalog, ZoneHandler, ZoneType};
 use tokio::net::UdpSocket;
@@ -92,6 +92,19 @@ impl TestZone {
             self.upsert(Record::from_rdata(name(service), ttl, RData::SRV(srv)))
                 .await;
         }
+    }
+
+    /// Replaces the TXT records of `owner` with `records`, each given by its
+    /// character-strings, at once: no query sees a half-done change.
+    #[allow(dead_code)] // Only the service config tests set TXT records.
+    pub(crate) async fn set_txt(&self, owner: &str, records: &[&[&str]], ttl: u32) {
+        let mut set = RecordSet::with_ttl(name(owner), RecordType::TXT, ttl);
+        for strings in records {
+            let strings = strings.iter().map(|s| (*s).to_owned()).collect();
+            set.add_rdata(RData::TXT(TXT::new(strings)));
+        }
+        let key = RrKey::new(LowerName::from(name(owner)), RecordType::TXT);
+        self.zone.records_mut().await.insert(key, Arc::new(set));
     }
 
     /// Removes the records of `owner` of type `kind`.

@@ -159,7 +159,7 @@ fn instance(addr: SocketAddr) -> Instance {
 }
 
 /// The smallest TTL of `records`; none means the largest possible.
-fn min_ttl(records: &[Record]) -> Duration {
+pub(super) fn min_ttl(records: &[Record]) -> Duration {
     records
         .iter()
         .map(|r| Duration::from_secs(u64::from(r.ttl)))
@@ -168,7 +168,7 @@ fn min_ttl(records: &[Record]) -> Duration {
 }
 
 /// The crate's error for a failed lookup of `what`.
-fn failure(what: String, e: NetError) -> Error {
+pub(super) fn failure(what: String, e: NetError) -> Error {
     if e.is_no_records_found() {
         let why = if e.is_nx_domain() {
             "NXDOMAIN"

@@ -57,6 +57,22 @@ impl Target {
     }
 }
 
+/// The owner of `name`'s service config records: `_grpc_config.<name>` (gRFC A2).
+pub(super) fn grpc_config_owner(name: &str) -> Result<String> {
+    if name.is_empty() || name == "." {
+        return Err(Error::config("a service name must not be empty or `.`"));
+    }
+    if name.contains(':') {
+        return Err(Error::config(format!(
+            "`{name}` is not a DNS name (the service config is the host's: leave out the port)"
+        )));
+    }
+    let owner = format!("_grpc_config.{name}");
+    Name::from_utf8(&owner)
+        .map_err(|e| Error::config(format!("`{name}` is not a DNS name")).with_source(e))?;
+    Ok(owner)
+}
+
 impl fmt::Display for Target {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

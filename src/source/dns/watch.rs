@@ -4,6 +4,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::sync::watch;
 use tokio::time::{Instant, sleep};
 
 use super::Inner;
@@ -39,7 +40,7 @@ impl DnsSource {
     }
 
     fn publish(&mut self, sink: &Sink, resolved: Resolved) -> Duration {
-        let next = resolved.ttl.clamp(self.dns.min_ttl, self.dns.max_ttl);
+        let next = self.dns.hold(resolved.ttl);
         tracing::debug!(
             instances = resolved.instances.len(),
             ttl = ?resolved.ttl,
@@ -75,13 +76,38 @@ impl Source for DnsSource {
             refresh.mark_unchanged();
             let wait = self.resolve_once(&sink).await;
             tokio::select! {
-                () = sleep(wait) => {}
-                // `Inner` holds the sender, so this never reports a closed channel.
-                _ = refresh.changed() => {
-                    tracing::debug!("refresh asked");
-                    sleep(self.dns.min_ttl.saturating_sub(started.elapsed())).await;
-                }
+                () = self.dns.pause(&mut refresh, started, wait) => {}
                 () = sink.closed() => return,
+            }
+        }
+    }
+}
+
+// === impl Inner ===
+
+impl Inner {
+    /// How long an answer whose records live `ttl` holds before the name is resolved
+    /// again: `ttl` within [`min_ttl`](super::DnsBuilder::min_ttl) and
+    /// [`max_ttl`](super::DnsBuilder::max_ttl).
+    pub(super) fn hold(&self, ttl: Duration) -> Duration {
+        ttl.clamp(self.min_ttl, self.max_ttl)
+    }
+
+    /// Waits `wait` (an answer's hold, or a backoff after a failure), or less when a
+    /// [`refresh`](super::Dns::refresh) comes, though never less than `min_ttl` after
+    /// `started`, when the last resolution started.
+    pub(super) async fn pause(
+        &self,
+        refresh: &mut watch::Receiver<u64>,
+        started: Instant,
+        wait: Duration,
+    ) {
+        tokio::select! {
+            () = sleep(wait) => {}
+            // `Inner` holds the sender, so this never reports a closed channel.
+            _ = refresh.changed() => {
+                tracing::debug!("refresh asked");
+                sleep(self.min_ttl.saturating_sub(started.elapsed())).await;
             }
         }
     }
