@@ -15,6 +15,11 @@
 //!   so no event is lost; a compacted one (the revision is gone) reads the prefix again
 //!   and yields the difference. Events at or below the last applied revision are
 //!   dropped (etcd 3.4 can repeat some).
+//! - **Service config** ([`Client::service_config`]) follows the gRPC service config
+//!   JSON kept in one key (default `service-config/<service>`, beside the instances'
+//!   prefix) for a balanced channel: a read, then a watch of the key from the read's
+//!   revision + 1, on the same steps as discovery's watch; broken or compacted, it
+//!   reads the key again and watches again.
 //!
 //! ```no_run
 //! use std::time::Duration;
@@ -55,6 +60,8 @@
 //! last known set stays, and the watch is rebuilt with backoff. The client sets
 //! `require_leader` so a member cut off from its cluster fails the watch instead of
 //! freezing it, and HTTP/2 keep-alive pings so a silent network cut is noticed.
+//! A service config watch yields one `Err` per failed attempt instead (the channel
+//! keeps its config meanwhile), with the same backoff.
 //!
 //! # Drop
 //!
@@ -62,9 +69,12 @@
 //! the keep-alive task and then revokes the lease best-effort on a spawned task (the
 //! key goes with it; if etcd cannot be reached, the key goes when the lease expires,
 //! one TTL later). [`RegistrationHandle::deregister`] and
-//! [`RegistrationHandle::drain`] do the same and report errors.
+//! [`RegistrationHandle::drain`] do the same and report errors. A service config watch
+//! has no task: dropping it closes its etcd watch.
 mod client;
+mod config;
 mod discovery;
+mod follow;
 mod handle;
 mod keys;
 mod lease;
@@ -74,6 +84,7 @@ mod watch;
 
 pub use crate::source::Discovery;
 pub use client::{Client, ClientBuilder};
+pub use config::ServiceConfigBuilder;
 pub use discovery::DiscoveryBuilder;
 pub use handle::{KeepAlive, Registrar, RegistrationHandle};
 pub use keys::KeyLayout;
@@ -84,6 +95,7 @@ const _: () = {
     const fn assert_send<T: Send + Unpin>() {}
     assert_send_sync::<Client>();
     assert_send_sync::<Registration>();
+    assert_send_sync::<ServiceConfigBuilder>();
     assert_send_sync::<RegistrationHandle>();
     assert_send::<Discovery>();
 };

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use super::keys::KeyLayout;
 use crate::instance::{Instance, InstanceKey};
 
-/// One watch event, reduced to what discovery needs.
+/// One watch event, reduced to what a follower needs (discovery, service config).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Event {
     Put {
@@ -29,6 +29,22 @@ impl Event {
             Event::Put { mod_revision, .. } | Event::Delete { mod_revision, .. } => *mod_revision,
         }
     }
+}
+
+/// Keeps the events after revision `applied` and advances it to the last of them.
+/// Events at or below it were applied already (a resumed watch, or etcd 3.4 repeating
+/// them). All events of one revision arrive in one response, so `applied` moves once
+/// per response, after all of its events are kept.
+pub(crate) fn newer(applied: &mut i64, events: Vec<Event>) -> Vec<Event> {
+    let floor = *applied;
+    let kept: Vec<Event> = events
+        .into_iter()
+        .filter(|event| event.mod_revision() > floor)
+        .collect();
+    if let Some(last) = kept.iter().map(Event::mod_revision).max() {
+        *applied = last;
+    }
+    kept
 }
 
 /// What one watch response says, net of its events: each key is either inserted (new
@@ -78,19 +94,11 @@ impl Cursor {
     }
 
     /// The events of one watch response, net per key (the last event of a key wins).
-    /// Events at or below the last applied revision were applied already (a resumed
-    /// watch, or etcd 3.4 repeating them) and are dropped. All events of one revision
-    /// arrive in one response, so the revision advances once, after the whole
-    /// response. A put that no longer decodes removes the key.
+    /// Events at or below the last applied revision are dropped ([`newer`]). A put
+    /// that no longer decodes removes the key.
     pub(crate) fn apply(&mut self, events: Vec<Event>) -> Delta {
-        let floor = self.revision;
         let mut net: BTreeMap<String, Option<Instance>> = BTreeMap::new();
-        for event in events {
-            let revision = event.mod_revision();
-            if revision <= floor {
-                continue;
-            }
-            self.revision = self.revision.max(revision);
+        for event in newer(&mut self.revision, events) {
             match event {
                 Event::Put { key, value, .. } => {
                     let instance = self.decode(&key, &value);
