@@ -391,3 +391,62 @@ async fn a_call_whose_connection_is_lost_before_any_response_is_retried() {
         other.service().id()
     );
 }
+
+/// One call carrying `len` bytes that the server fails once with UNAVAILABLE:
+/// whether it was answered (it was, if it was retried).
+async fn answered_after_one_failure(
+    channel: &BalancedChannel,
+    server: &Scripted,
+    len: usize,
+) -> bool {
+    server.then_fail(Code::Unavailable, None);
+    let request = EchoRequest {
+        message: vec![7; len],
+    };
+    EchoClient::new(channel.clone()).echo(request).await.is_ok()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_past_the_buffer_limits_is_sent_once() {
+    support::trace_init();
+    // Per call: 1 KiB.
+    let server = Scripted::default();
+    let addr = server.serve().await;
+    let (feed, disc) = discovery();
+    let channel = builder()
+        .service_config(retrying(unavailable(3)))
+        .retry_buffer(1024, 1 << 20)
+        .build(disc)
+        .expect("channel");
+    feed.insert_at("a", addr);
+    eventually(WAIT, "ready", || async { all_ready(&channel, 1) }).await;
+    assert!(
+        answered_after_one_failure(&channel, &server, 500).await,
+        "kept: retried"
+    );
+    assert!(
+        !answered_after_one_failure(&channel, &server, 2000).await,
+        "past the call's limit: committed"
+    );
+
+    // Per channel: 1,500 bytes over all calls; each call's bytes come back when it
+    // ends, so calls one after another are all kept.
+    let (feed, disc) = discovery();
+    let channel = builder()
+        .service_config(retrying(unavailable(3)))
+        .retry_buffer(1 << 20, 1500)
+        .build(disc)
+        .expect("channel");
+    feed.insert_at("a", addr);
+    eventually(WAIT, "ready", || async { all_ready(&channel, 1) }).await;
+    for _ in 0..5 {
+        assert!(
+            answered_after_one_failure(&channel, &server, 1000).await,
+            "the channel's total given back"
+        );
+    }
+    assert!(
+        !answered_after_one_failure(&channel, &server, 2000).await,
+        "past the channel's total: committed"
+    );
+}

@@ -22,9 +22,12 @@ use tracing_subscriber::registry::LookupSpan;
 
 const WAIT: Duration = Duration::from_secs(5);
 
-/// The spans seen: name and `field=value` pairs, in the order set.
+/// A span's name and its `field=value` pairs, in the order set.
+type Seen = (String, Vec<String>);
+
+/// The spans seen.
 #[derive(Clone, Default)]
-struct Spans(Arc<Mutex<Vec<(String, Vec<String>)>>>);
+struct Spans(Arc<Mutex<Vec<Seen>>>);
 
 struct Fields<'a>(&'a mut Vec<String>);
 

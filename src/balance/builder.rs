@@ -13,6 +13,7 @@ use tower::discover::Change;
 use tracing::Instrument;
 
 use super::accrual::FailureAccrual;
+use super::buffer::{DEFAULT_PER_CALL, DEFAULT_PER_CHANNEL, ReplayBuffer};
 use super::channel::BalancedChannel;
 use super::config::{EndpointConfig, LoadMetric};
 use super::failfast::FailFast;
@@ -47,6 +48,8 @@ pub struct BalancedChannelBuilder {
     accrual: FailureAccrual,
     budget: RetryBudget,
     max_resends: u32,
+    /// The replay buffer's limits: per call, per channel.
+    buffer: (usize, usize),
     service_config: ServiceConfig,
     /// Taken by the first channel built (a clone of the builder shares it).
     config_watch: Option<Arc<Mutex<Option<ServiceConfigWatch>>>>,
@@ -82,6 +85,7 @@ impl BalancedChannelBuilder {
             accrual: FailureAccrual::default(),
             budget: RetryBudget::default(),
             max_resends: DEFAULT_MAX_RESENDS,
+            buffer: (DEFAULT_PER_CALL, DEFAULT_PER_CHANNEL),
             service_config: ServiceConfig::new(),
             config_watch: None,
             locality: None,
@@ -327,7 +331,7 @@ impl BalancedChannelBuilder {
     /// found closed before the request was written, the server refused the stream
     /// (`REFUSED_STREAM`) or its GOAWAY's last stream id is below the call's (the
     /// `MAX_CONNECTION_AGE` of grpc-go, grpc-java and Envoy). A refused request is
-    /// rebuilt from a copy of its body, kept up to 64 KiB. This is gRFC A6's
+    /// rebuilt from a copy of its body, kept within [`retry_buffer`](Self::retry_buffer). This is gRFC A6's
     /// "transparent retry"; no call the server may have seen is ever resent.
     pub fn max_resends(mut self, resends: u32) -> Self {
         self.max_resends = resends;
@@ -414,8 +418,8 @@ impl BalancedChannelBuilder {
     /// server processed aside, see [`max_resends`](Self::max_resends)). A config that
     /// breaks gRFC A6's rules is a configuration error at `build()`.
     ///
-    /// A retried call's body is kept while it is in flight, up to 64 KiB (larger
-    /// calls are not retried).
+    /// A retried call's body is kept while it is in flight, within
+    /// [`retry_buffer`](Self::retry_buffer) (larger calls are not retried).
     pub fn service_config(mut self, config: ServiceConfig) -> Self {
         self.service_config = config;
         self
@@ -447,6 +451,19 @@ impl BalancedChannelBuilder {
     /// builder is a configuration error (give each its own watch).
     pub fn service_config_watch(mut self, watch: ServiceConfigWatch) -> Self {
         self.config_watch = Some(Arc::new(Mutex::new(Some(watch))));
+        self
+    }
+
+    /// How much of the request bodies is kept to send calls again (transparent
+    /// resends, retries, hedges): at most `per_call` bytes of one call, and
+    /// `per_channel` bytes over all the channel's calls in flight. A call whose body
+    /// passes either is sent once: it is committed, as gRFC A6 says, and a resend,
+    /// retry or hedge it would have had is counted under `not_kept`. The kept bytes
+    /// are the frames as sent (shared, not copied), held until the call ends.
+    /// Default: 256 KiB per call, 16 MiB per channel (gRFC A6's suggestion and
+    /// grpc-java's default).
+    pub fn retry_buffer(mut self, per_call: usize, per_channel: usize) -> Self {
+        self.buffer = (per_call, per_channel);
         self
     }
 
@@ -524,8 +541,9 @@ impl BalancedChannelBuilder {
             self.metrics_endpoints,
             registry.policy().zoned(),
         );
+        let buffer = ReplayBuffer::new(self.buffer.0, self.buffer.1);
         let mut endpoint = self.endpoint;
-        endpoint.resends = self.max_resends > 0 || retries;
+        endpoint.replay = (self.max_resends > 0 || retries).then(|| buffer.clone());
         let parts = WorkerParts {
             name: name.clone(),
             requests,
@@ -575,6 +593,7 @@ impl BalancedChannelBuilder {
             budget: self.budget.build(),
             max_resends: self.max_resends,
             policies,
+            buffer,
             metrics,
         });
         Ok((BalancedChannel::new(PollSender::new(tx), shared), worker))

@@ -186,7 +186,7 @@ impl BalancedChannel {
         policy: HedgingPolicy,
         timeout: Option<Duration>,
     ) -> ResponseFuture {
-        let (request, replay) = Replay::record(request);
+        let (request, replay) = Replay::record(request, &self.shared.buffer);
         let Some(first) = self.dispatch(request) else {
             return ResponseFuture::failed(self.closed());
         };

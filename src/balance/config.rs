@@ -1,7 +1,9 @@
 //! Settings applied to every endpoint, and the load metric.
 
+use std::sync::Arc;
 use std::time::Duration;
 
+use super::buffer::{DEFAULT_PER_CALL, DEFAULT_PER_CHANNEL, ReplayBuffer};
 use crate::Backoff;
 
 /// The settings of every endpoint's connection (the "endpoint template").
@@ -17,9 +19,9 @@ pub(crate) struct EndpointConfig {
     pub(crate) initial_connection_window_size: Option<u32>,
     pub(crate) concurrency_limit: Option<usize>,
     pub(crate) reconnect_backoff: Backoff,
-    /// Whether calls may be resent (`max_resends` above 0): only then is a copy of
-    /// each request kept.
-    pub(crate) resends: bool,
+    /// Where a copy of each request is kept, when calls may be sent again (resends
+    /// or retries on); set by the builder, one per channel.
+    pub(crate) replay: Option<Arc<ReplayBuffer>>,
     /// The service whose `grpc.health.v1` status each connection watches.
     #[cfg(feature = "health")]
     pub(crate) health_check: Option<std::sync::Arc<str>>,
@@ -63,7 +65,7 @@ impl Default for EndpointConfig {
             initial_connection_window_size: None,
             concurrency_limit: None,
             reconnect_backoff: Backoff::default(),
-            resends: true,
+            replay: Some(ReplayBuffer::new(DEFAULT_PER_CALL, DEFAULT_PER_CHANNEL)),
             #[cfg(feature = "health")]
             health_check: None,
             #[cfg(feature = "tls-ring")]

@@ -8,7 +8,7 @@
 //! - the server refused the stream (`REFUSED_STREAM`), or its GOAWAY named a last
 //!   stream below ours: the request was written but, by the HTTP/2 spec (RFC 9113
 //!   §8.7), not processed. Its body was consumed, so it is rebuilt from a copy kept
-//!   while it was sent, when the whole body fit in [`REPLAY_LIMIT`].
+//!   while it was sent, when the whole body fit in the channel's [`ReplayBuffer`].
 
 use std::error::Error as StdError;
 use std::fmt;
@@ -26,14 +26,11 @@ use pin_project_lite::pin_project;
 use tonic::Code;
 use tonic::body::Body;
 
+use super::buffer::ReplayBuffer;
 use super::call::{
     Call, Outcome, TrackedBody, caller_error, error_outcome, find_h2, status_in_headers,
 };
 use crate::{BoxError, InstanceKey};
-
-/// The largest request body kept for a resend (linkerd keeps 64 KiB too). A larger
-/// request refused by the server fails instead.
-pub(crate) const REPLAY_LIMIT: usize = 64 * 1024;
 
 type SendFuture = Pin<
     Box<
@@ -319,15 +316,23 @@ pub(crate) struct Replay {
     recording: Arc<Mutex<Recording>>,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Recording {
     /// The body's first data frame (a unary call's only one), then the others.
     first: Option<Bytes>,
     frames: Vec<Bytes>,
     trailers: Option<HeaderMap>,
+    /// The bytes kept, counted in the channel's buffer.
     bytes: usize,
     complete: bool,
     overflowed: bool,
+    buffer: Arc<ReplayBuffer>,
+}
+
+impl Drop for Recording {
+    fn drop(&mut self) {
+        self.buffer.give_back(self.bytes);
+    }
 }
 
 // === impl Replay ===
@@ -335,11 +340,19 @@ struct Recording {
 impl Replay {
     /// Splits `request` into the request to send (whose body is copied as it is sent)
     /// and what is needed to send it again.
-    pub(crate) fn record(request: http::Request<Body>) -> (http::Request<Body>, Replay) {
+    pub(crate) fn record(
+        request: http::Request<Body>,
+        buffer: &Arc<ReplayBuffer>,
+    ) -> (http::Request<Body>, Replay) {
         let (head, body) = request.into_parts();
         let recording = Arc::new(Mutex::new(Recording {
+            first: None,
+            frames: Vec::new(),
+            trailers: None,
+            bytes: 0,
             complete: body.is_end_stream(),
-            ..Recording::default()
+            overflowed: false,
+            buffer: buffer.clone(),
         }));
         let body = RecordingBody {
             inner: body,
@@ -410,7 +423,8 @@ impl Replay {
 }
 
 pin_project! {
-    /// A request body that keeps a copy of what it yields, up to [`REPLAY_LIMIT`].
+    /// A request body that keeps a copy of what it yields, within the channel's
+    /// [`ReplayBuffer`].
     struct RecordingBody {
         #[pin]
         inner: Body,
@@ -465,12 +479,15 @@ impl Recording {
         if self.overflowed {
             return;
         }
-        self.bytes += data.len();
-        if self.bytes > REPLAY_LIMIT {
+        if !self.buffer.take(self.bytes, data.len()) {
             self.overflowed = true;
             self.first = None;
             self.frames = Vec::new();
-        } else if self.first.is_none() {
+            self.buffer.give_back(std::mem::take(&mut self.bytes));
+            return;
+        }
+        self.bytes += data.len();
+        if self.first.is_none() {
             self.first = Some(data.clone());
         } else {
             self.frames.push(data.clone());

@@ -134,7 +134,7 @@ impl Endpoint {
                 send: send.clone(),
                 scheme: self.scheme.clone(),
                 authority: self.authority.clone(),
-                resends: self.config.resends,
+                replay: self.config.replay.clone(),
             }),
             _ => None,
         };
@@ -429,7 +429,7 @@ impl tower::Service<http::Request<Body>> for Endpoint {
         send_on(
             send,
             origin,
-            self.config.resends,
+            self.config.replay.as_ref(),
             &self.stats,
             req,
             probe,

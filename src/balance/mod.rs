@@ -84,6 +84,7 @@
 //! into tonic's own balancer instead, for users who want that.
 
 mod accrual;
+mod buffer;
 mod builder;
 mod call;
 mod channel;

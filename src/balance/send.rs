@@ -10,6 +10,7 @@ use hyper::client::conn::http2::SendRequest;
 use tokio::sync::OwnedSemaphorePermit;
 use tonic::body::Body;
 
+use super::buffer::ReplayBuffer;
 use super::call::Call;
 use super::direct::Direct;
 use super::dispatch::{EndpointFuture, Replay};
@@ -54,7 +55,7 @@ impl Reserved {
         send_on(
             &mut direct.send,
             origin,
-            direct.resends,
+            direct.replay.as_ref(),
             &self.stats,
             req,
             false,
@@ -77,7 +78,7 @@ impl Drop for Reserved {
 pub(crate) fn send_on(
     send: &mut SendRequest<Body>,
     (scheme, authority): (&Scheme, &Authority),
-    resends: bool,
+    replay: Option<&Arc<ReplayBuffer>>,
     stats: &Arc<EndpointStats>,
     mut req: http::Request<Body>,
     probe: bool,
@@ -88,11 +89,12 @@ pub(crate) fn send_on(
         req.headers_mut().insert(USER_AGENT, DEFAULT_USER_AGENT);
     }
     let call = Call::start_reserved(stats.clone(), probe).holding(permit);
-    let (req, replay) = if resends {
-        let (req, replay) = Replay::record(req);
-        (req, Some(replay))
-    } else {
-        (req, None)
+    let (req, replay) = match replay {
+        Some(buffer) => {
+            let (req, replay) = Replay::record(req, buffer);
+            (req, Some(replay))
+        }
+        None => (req, None),
     };
     let fut = Box::pin(send.try_send_request(req));
     EndpointFuture::new(fut, call, replay)

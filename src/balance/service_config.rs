@@ -107,7 +107,7 @@ pub struct RetryPolicy {
 /// or malformed value stops hedging). Each non-fatal failure takes a token from the
 /// channel's [`RetryThrottling`]; while throttled no more hedges are sent. Hedges
 /// carry `grpc-previous-rpc-attempts`; only calls whose request was sent whole and
-/// kept (64 KiB at most) are hedged. Hedge only idempotent methods: a server may
+/// kept (within the channel's `retry_buffer`) are hedged. Hedge only idempotent methods: a server may
 /// process every attempt.
 ///
 /// [`adaptive_delay`](Self::adaptive_delay) sets the delay from the method's own

@@ -9,6 +9,7 @@ use tokio::sync::{mpsc, oneshot};
 use tonic::body::Body;
 use tower::retry::budget::TpsBudget;
 
+use super::buffer::ReplayBuffer;
 use super::policies::Policies;
 use super::table::{Registry, Waiting};
 use super::worker::{CallFuture, Message};
@@ -28,6 +29,8 @@ pub(crate) struct Shared {
     pub(crate) max_resends: u32,
     /// The service config's policies by method and its retry throttle.
     pub(crate) policies: Policies,
+    /// Where the requests of calls that may go again are kept.
+    pub(crate) buffer: Arc<ReplayBuffer>,
     pub(crate) metrics: Arc<ChannelMetrics>,
 }
 

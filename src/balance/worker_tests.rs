@@ -13,6 +13,7 @@ use tower::{Service, ServiceExt};
 
 use super::*;
 use crate::balance::accrual::Verdict;
+use crate::balance::buffer::ReplayBuffer;
 use crate::balance::channel::BalancedChannel;
 use crate::balance::endpoint::ConnectFuture;
 use crate::balance::policies::{Live, Policies};
@@ -255,6 +256,7 @@ impl Fleet {
             budget: RetryBudget::default().build(),
             max_resends,
             policies: Policies::Fixed(Live::new(&ServiceConfig::new(), None)),
+            buffer: ReplayBuffer::new(1 << 18, 1 << 24),
             metrics: ChannelMetrics::new("fleet".into(), 0, false),
         });
         let fleet = Fleet {
@@ -622,7 +624,7 @@ async fn a_refused_stream_that_cannot_be_resent_does_not_eject() {
     let accrual = FailureAccrual::default().consecutive_failures(1);
     // Without resends, a refused request cannot be sent elsewhere.
     let config = EndpointConfig {
-        resends: false,
+        replay: None,
         ..EndpointConfig::default()
     };
     let mut fleet = Fleet::build(2, accrual, None, config, 0, |servers| {
@@ -652,10 +654,7 @@ async fn a_refused_stream_that_cannot_be_resent_does_not_eject() {
 /// the caller's. Before, it kept its original value.
 #[tokio::test(flavor = "current_thread", start_paused = true)]
 async fn a_resent_call_carries_the_time_that_remains() {
-    let config = EndpointConfig {
-        resends: true,
-        ..EndpointConfig::default()
-    };
+    let config = EndpointConfig::default();
     let mut fleet = Fleet::configured(2, config, 1);
     // The first instance refuses every stream after 300 ms.
     fleet
