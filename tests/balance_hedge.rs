@@ -214,3 +214,46 @@ async fn hedges_say_which_attempt_they_are() {
         "one attempt per instance, numbered"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_servers_pushback_delays_or_stops_the_hedges() {
+    support::trace_init();
+    let server = Scripted::default();
+    let addr = server.serve().await;
+    let (feed, disc) = discovery();
+    // Hedges would wait 30 s: only a non-fatal failure sends one sooner.
+    let policy = HedgingPolicy::new(3, Duration::from_secs(30), [Code::Unavailable]);
+    let channel = BalancedChannel::builder("echo")
+        .failure_accrual(FailureAccrual::disabled())
+        .timeout(Duration::from_secs(2))
+        .service_config(hedging(policy))
+        .build(disc)
+        .expect("channel");
+    feed.insert_instance(Instance::new(
+        InstanceKey::new("node", "scripted"),
+        addr.ip().to_string(),
+        addr.port(),
+    ));
+    eventually(WAIT, "ready", || async { all_ready(&channel, 1) }).await;
+
+    // A pushback of 20 ms: the next attempt goes after it, and answers.
+    server.then_fail(Code::Unavailable, Some("20"));
+    assert!(
+        call(&channel).await.is_ok(),
+        "the pushed-back hedge answers"
+    );
+    assert_eq!(server.take_previous().len(), 2);
+
+    // A negative pushback: no more hedges; the failure is the answer.
+    server.then_fail(Code::Unavailable, Some("-1"));
+    let status = call(&channel).await.expect_err("hedging stopped");
+    assert_eq!(status.code(), Code::Unavailable);
+    assert_eq!(server.take_previous().len(), 1);
+
+    // A pushback past the call's deadline: no more hedges either, and the call
+    // answers with its failure now rather than its deadline later.
+    server.then_fail(Code::Unavailable, Some("60000"));
+    let status = call(&channel).await.expect_err("hedging stopped");
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    assert_eq!(server.take_previous().len(), 1);
+}

@@ -152,7 +152,8 @@ impl Hedge {
                         record(&self.method, attempt.started.elapsed(), shared);
                         match &answer.failed {
                             Some(failed) if self.policy.codes.contains(failed.code) => {
-                                hedge_now |= self.non_fatal(&answer, shared, attempt.number);
+                                hedge_now |=
+                                    self.non_fatal(&answer, shared, attempt.number, remains);
                                 self.last = Some(Ok(answer.response));
                             }
                             _ => return Poll::Ready(Ok(self.won(answer, attempt.number, shared))),
@@ -182,6 +183,13 @@ impl Hedge {
                 }
                 let last = self.last.take();
                 return Poll::Ready(last.unwrap_or_else(|| Err(worker_gone(Some(shared)))));
+            }
+            // A timer set in this pass (a server's pushback) has not been polled:
+            // poll it now, or nothing would wake the call when it fires.
+            if let Some(timer) = &mut self.next
+                && timer.as_mut().poll(cx).is_ready()
+            {
+                continue;
             }
             return Poll::Pending;
         }
@@ -225,21 +233,28 @@ impl Hedge {
         }
     }
 
-    /// An attempt failed with a non-fatal code: whether the next goes at once.
-    fn non_fatal(&mut self, answer: &Answer, shared: &Shared, number: u32) -> bool {
+    /// An attempt failed with a non-fatal code: whether the next goes at once. A
+    /// server's pushback delays the next; one past the call's deadline ends the
+    /// hedging, so the call answers with the failures it has (as a retry would).
+    fn non_fatal(
+        &mut self,
+        answer: &Answer,
+        shared: &Shared,
+        number: u32,
+        remains: Option<Duration>,
+    ) -> bool {
         if shared.policies.throttle(Throttle::failure) == Some(false) {
             self.stop(shared, "throttled");
             return false;
         }
         match pushback(answer.response.headers()) {
             None => true,
+            Some(Some(delay)) if remains.is_some_and(|remains| remains <= delay) => {
+                self.stop(shared, "deadline");
+                false
+            }
             Some(Some(delay)) => {
-                debug!(
-                    method = &*self.method.label,
-                    attempt = number,
-                    ?delay,
-                    "hedge pushed back"
-                );
+                debug!(parent: &self.span, attempt = number, ?delay, "hedge pushed back");
                 self.schedule(delay);
                 false
             }
