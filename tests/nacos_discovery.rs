@@ -278,3 +278,58 @@ async fn a_server_restart_keeps_the_last_set_then_converges_with_the_registratio
     .await;
     seen.assert_clean();
 }
+
+/// How many subscribers the server lists for `service`.
+async fn server_subscribers(server: &NacosServer, service: &str) -> Option<u64> {
+    let (status, body) = server
+        .open_api(
+            "GET",
+            "/nacos/v1/ns/service/subscribers",
+            &[("serviceName", service)],
+        )
+        .await
+        .ok()?;
+    let list: serde_json::Value = serde_json::from_str(&body).ok()?;
+    (status == 200).then(|| list["count"].as_u64())?
+}
+
+#[tokio::test]
+async fn discoveries_of_other_clusters_share_one_subscription() {
+    trace_init();
+    let server = NacosServer::start().await.unwrap();
+    let nacos = client(&server).await;
+    let east = nacos.discovery("echo").cluster("east").build();
+    let west = nacos.discovery("echo").cluster("west").build();
+    let (east_state, west_state) = (east.observer(), west.observer());
+    let (east, west) = (Seen::follow(east), Seen::follow(west));
+    let persistent = |cluster| [("ephemeral", "false"), ("clusterName", cluster)];
+    http_register(&server, "echo", "127.0.0.1:45001", &persistent("east")).await;
+    http_register(&server, "echo", "127.0.0.1:45002", &persistent("west")).await;
+    http_register(&server, "echo", "127.0.0.1:45003", &persistent("north")).await;
+
+    eventually(WAIT, "each discovery's cluster only", || async {
+        east.authorities() == ["127.0.0.1:45001"] && west.authorities() == ["127.0.0.1:45002"]
+    })
+    .await;
+    // One watch and one subscription on the server; its state lists every cluster.
+    assert!(format!("{nacos:?}").contains("watches: 1"), "{nacos:?}");
+    eventually(WAIT, "one subscriber on the server", || async {
+        server_subscribers(&server, "echo").await == Some(1)
+    })
+    .await;
+    eventually(WAIT, "one state, listing every cluster", || async {
+        let (e, w) = (east_state.state(), west_state.state());
+        e.instances().len() == 3 && e.answers() == w.answers()
+    })
+    .await;
+    east.assert_clean();
+    west.assert_clean();
+
+    // The last discovery gone, the subscription ends on the client and the server.
+    drop((east, west));
+    eventually(WAIT, "no subscriber left", || async {
+        !format!("{nacos:?}").contains("watches: 1")
+            && server_subscribers(&server, "echo").await == Some(0)
+    })
+    .await;
+}

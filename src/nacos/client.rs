@@ -14,11 +14,11 @@ use super::auth::Login;
 use super::discovery::DiscoveryBuilder;
 use super::handle::RegistrationHandle;
 use super::register::Registration;
-use super::subscription::Subscriptions;
-
-/// The shared watches of one client's discoveries.
-pub(crate) type WatchMap = crate::source::Watches<(String, String, Vec<String>)>;
+use super::subscription::Lanes;
 use crate::error::{Error, Result};
+
+/// The shared watches of one client's discoveries, one per (group, service).
+pub(crate) type WatchMap = crate::source::Watches<(String, String)>;
 
 /// Nacos's default namespace (its id is `public`, also spelled as empty).
 pub(crate) const DEFAULT_NAMESPACE: &str = "public";
@@ -40,9 +40,11 @@ pub struct Client {
 struct Inner {
     naming: NamingService,
     config: Config,
-    subscriptions: Subscriptions,
-    /// The live discoveries' watches, by (group, service, clusters, keep last on empty).
+    /// The live subscriptions, one per (group, service), shared by every discovery of
+    /// it whatever its clusters and filters.
     watches: WatchMap,
+    /// Orders a subscription's subscribe after the unsubscribe of the one before it.
+    lanes: Lanes,
     /// Registration connections whose instance was deregistered, by (group, service),
     /// for the next registration of the same service. The SDK gives no way to close a
     /// connection, so they are reused instead of opened anew.
@@ -172,8 +174,8 @@ impl Client {
         &self.inner.config
     }
 
-    pub(crate) fn subscriptions(&self) -> &Subscriptions {
-        &self.inner.subscriptions
+    pub(crate) fn lanes(&self) -> &Lanes {
+        &self.inner.lanes
     }
 
     pub(crate) fn watches(&self) -> &WatchMap {
@@ -246,6 +248,7 @@ impl fmt::Debug for Client {
             .field("servers", &self.inner.config.servers)
             .field("namespace", &self.inner.config.namespace)
             .field("group", &self.inner.config.group)
+            .field("watches", &self.inner.watches.len())
             .finish()
     }
 }
@@ -333,8 +336,8 @@ impl ClientBuilder {
             inner: Arc::new(Inner {
                 naming,
                 config: self.config,
-                subscriptions: Subscriptions::default(),
                 watches: WatchMap::default(),
+                lanes: Lanes::default(),
                 idle: Mutex::default(),
                 leaving: AtomicUsize::new(0),
             }),

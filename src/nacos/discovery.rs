@@ -1,18 +1,15 @@
-//! Discovery of one service: the shared subscription's lists, filtered and diffed.
+//! Discovery of one service: the shared subscription's list, filtered per discovery.
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::watch;
-
 use super::client::Client;
-use super::select::select;
-use super::subscription::{Options, Snapshot, Subscription};
+use super::select::in_clusters;
+use super::subscription::Subscription;
 use crate::backoff::Backoff;
+use crate::source::Discovery;
 use crate::source::meta_filter::MetaFilter;
-use crate::source::{Discovery, Sink, Source};
 
 /// Builds a [`Discovery`]. Created by [`Client::discovery`].
 #[must_use]
@@ -22,18 +19,9 @@ pub struct DiscoveryBuilder {
     group: String,
     clusters: Vec<String>,
     keep_last_on_empty: bool,
-    options: Options,
+    resync: Duration,
+    backoff: Backoff,
     filter: MetaFilter,
-}
-
-/// One discovery's view of a shared subscription: the instances that can serve, from
-/// the chosen clusters, as a [`Source`] of the shared core.
-struct NacosSource {
-    /// Keeps the subscription alive while the watch runs.
-    _subscription: Arc<Subscription>,
-    rx: watch::Receiver<Snapshot>,
-    service: String,
-    clusters: Vec<String>,
 }
 
 // === impl DiscoveryBuilder ===
@@ -46,10 +34,8 @@ impl DiscoveryBuilder {
             service,
             clusters: Vec::new(),
             keep_last_on_empty: false,
-            options: Options {
-                resync: Duration::from_secs(30),
-                backoff: crate::source::DEFAULT_BACKOFF,
-            },
+            resync: Duration::from_secs(30),
+            backoff: crate::source::DEFAULT_BACKOFF,
             filter: MetaFilter::default(),
         }
     }
@@ -61,7 +47,8 @@ impl DiscoveryBuilder {
     }
 
     /// Only instances of this cluster (may be given several times: any of them).
-    /// Default: every cluster.
+    /// Default: every cluster. Per discovery, as [`meta`](Self::meta) is: the
+    /// subscription is shared with the discoveries of other clusters.
     pub fn cluster(mut self, cluster: impl Into<String>) -> Self {
         self.clusters.push(cluster.into());
         self
@@ -79,7 +66,7 @@ impl DiscoveryBuilder {
     /// lost one. Default: 30 s. A subscription is shared by every discovery of the same
     /// group and service on one client; the first one's setting applies.
     pub fn resync_interval(mut self, interval: Duration) -> Self {
-        self.options.resync = interval.max(Duration::from_millis(10));
+        self.resync = interval.max(Duration::from_millis(10));
         self
     }
 
@@ -87,7 +74,7 @@ impl DiscoveryBuilder {
     /// [`DEFAULT_BACKOFF`](crate::source::DEFAULT_BACKOFF) (100 ms to 5 s). Shared as
     /// [`resync_interval`](Self::resync_interval) is.
     pub fn backoff(mut self, backoff: Backoff) -> Self {
-        self.options.backoff = backoff;
+        self.backoff = backoff;
         self
     }
 
@@ -109,39 +96,35 @@ impl DiscoveryBuilder {
         self
     }
 
-    /// Starts following the service, on the current tokio runtime.
+    /// Starts following the service, joining the client's live subscription of the
+    /// same group and service (whatever its clusters and filters) or starting one
+    /// (its resync interval and backoff come from the discovery that started it).
     ///
     /// Only healthy, enabled instances with a positive weight are yielded (what
     /// Nacos's own clients select), from the chosen clusters if any. The key is
     /// Nacos's instance id (`ip#port#cluster#group@@service`); the metadata carries
-    /// the instance's, plus `nacos.cluster`.
+    /// the instance's, plus `nacos.cluster`. The shared
+    /// [`state`](Discovery::state) lists every cluster's instances.
     ///
-    /// # Panics
-    ///
-    /// Outside a tokio runtime.
+    /// The subscription task is spawned on the current tokio runtime, or on first
+    /// poll when built outside one.
     pub fn build(self) -> Discovery {
-        let mut clusters = self.clusters;
-        clusters.sort();
-        clusters.dedup();
-        let key = (self.group.clone(), self.service.clone(), clusters.clone());
-        let client = self.client.clone();
-        let service = self.service.clone();
-        let filter = self.filter.clone();
-        let discovery = Discovery::shared(client.watches(), key, service, || {
-            let subscription = self.client.subscriptions().get(
-                &self.client,
+        let mut filter = self.filter;
+        if !self.clusters.is_empty() {
+            let clusters = self.clusters.clone();
+            filter = filter.with(move |meta| in_clusters(&clusters, meta));
+        }
+        // The namespace is the client's: one watch per (namespace, group, service).
+        let key = (self.group.clone(), self.service.clone());
+        let client = &self.client;
+        let discovery = Discovery::shared(client.watches(), key, &*self.service, || {
+            Subscription::new(
+                client,
                 &self.group,
                 &self.service,
-                &self.options,
-            );
-            let mut rx = subscription.receiver();
-            rx.mark_changed();
-            NacosSource {
-                _subscription: subscription,
-                rx,
-                service: self.service,
-                clusters,
-            }
+                self.resync,
+                self.backoff,
+            )
         });
         filter
             .apply(discovery)
@@ -158,32 +141,5 @@ impl fmt::Debug for DiscoveryBuilder {
             .field("keep_last_on_empty", &self.keep_last_on_empty)
             .field("filter", &self.filter)
             .finish()
-    }
-}
-
-// === impl NacosSource ===
-
-impl Source for NacosSource {
-    fn registry(&self) -> &'static str {
-        "nacos"
-    }
-
-    async fn run(mut self, sink: Sink) {
-        loop {
-            if self.rx.changed().await.is_err() {
-                // The subscription ended; its last list stays.
-                sink.closed().await;
-                return;
-            }
-            let published = self.rx.borrow_and_update().clone();
-            if published.failures > 0 {
-                sink.failed(published.error.as_deref().unwrap_or("nacos query failed"));
-                continue;
-            }
-            let Some(records) = published.records else {
-                continue;
-            };
-            sink.snapshot(select(&self.service, &records, &self.clusters));
-        }
     }
 }

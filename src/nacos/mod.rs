@@ -5,8 +5,9 @@
 //! - **Discovery** ([`Client::discovery`]) subscribes to a service and, on every push
 //!   from the server (and every 30 s without one), reads the current instance list and
 //!   yields the difference: healthy, enabled instances with a positive weight, from the
-//!   chosen clusters. One subscription per (group, service) and client serves every
-//!   discovery of it.
+//!   chosen clusters. One subscription per (group, service) and client (a shared
+//!   [`Watches`](crate::source::Watches) entry) serves every discovery of it; each
+//!   discovery applies its own clusters and metadata filters.
 //! - **Registration** ([`Client::register`]) registers an ephemeral instance on a
 //!   connection of its own. Nacos keeps it while the connection lives; the SDK
 //!   reconnects and registers it again after a lost connection or a server restart.

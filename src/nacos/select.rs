@@ -2,94 +2,71 @@
 //! [`Instance`]s. Pure logic, tested alone.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
 use nacos_sdk::api::naming::ServiceInstance;
 
 use crate::instance::{Instance, InstanceKey, Locality};
 
-/// One instance as the server listed it, reduced to what discovery reads. Comparable,
-/// so an unchanged list wakes nobody.
-#[derive(Debug, Clone, PartialEq)]
-pub(crate) struct Record {
-    pub(crate) id: Arc<str>,
-    pub(crate) ip: String,
-    pub(crate) port: i32,
-    pub(crate) weight: f64,
-    pub(crate) healthy: bool,
-    pub(crate) enabled: bool,
-    pub(crate) cluster: String,
-    pub(crate) metadata: BTreeMap<String, String>,
-}
-
-impl Record {
-    pub(crate) fn from_sdk(instance: ServiceInstance) -> Self {
-        let cluster = instance
-            .cluster_name
-            .filter(|c| !c.is_empty())
-            .unwrap_or_else(|| "DEFAULT".to_owned());
-        // Nacos's own id is `ip#port#cluster#group@@service`; servers that send none are
-        // keyed the same way, minus the parts every instance of the list shares.
-        let id = match instance.instance_id {
-            Some(id) if !id.is_empty() => id,
-            _ => format!("{}#{}#{cluster}", instance.ip, instance.port),
-        };
-        Record {
-            id: id.into(),
-            ip: instance.ip,
-            port: instance.port,
-            weight: instance.weight,
-            healthy: instance.healthy,
-            enabled: instance.enabled,
-            cluster,
-            metadata: instance.metadata.into_iter().collect(),
-        }
-    }
-
-    /// Serves traffic: healthy, enabled and with a positive weight (what Nacos's own
-    /// clients select), in one of `clusters` when any are given.
-    pub(crate) fn selected(&self, clusters: &[String]) -> bool {
-        self.healthy
-            && self.enabled
-            && self.weight > 0.0
-            && self.weight.is_finite()
-            && (clusters.is_empty() || clusters.contains(&self.cluster))
-    }
-
-    /// The instance, or `None` (with a warning) when the address is unusable.
-    pub(crate) fn instance(&self, service: &str) -> Option<Instance> {
-        let port = match u16::try_from(self.port) {
-            Ok(port) if port != 0 => port,
-            _ => {
-                tracing::warn!(service, id = %self.id, port = self.port, "skipping instance with an invalid port");
-                return None;
-            }
-        };
-        if self.ip.is_empty() {
-            tracing::warn!(service, id = %self.id, "skipping instance without an address");
-            return None;
-        }
-        let mut meta = self.metadata.clone();
-        meta.insert("nacos.cluster".to_owned(), self.cluster.clone());
-        // A named cluster is where the instance runs (Nacos's clusters are commonly
-        // zones); the default cluster says nothing, and a zone in the metadata then
-        // applies (see `BalancedChannelBuilder::zone_meta_key`).
-        let locality = if self.cluster.is_empty() || self.cluster == DEFAULT_CLUSTER {
-            Locality::default()
-        } else {
-            Locality::new("", &self.cluster)
-        };
-        Some(
-            Instance::new(InstanceKey::new("", self.id.clone()), self.ip.clone(), port)
-                .with_meta(meta)
-                .with_weight(weight(self.weight))
-                .with_locality(locality),
-        )
-    }
-}
+/// The metadata key carrying an instance's cluster.
+pub(crate) const CLUSTER_KEY: &str = "nacos.cluster";
 
 /// The cluster an instance is in when it names none.
 const DEFAULT_CLUSTER: &str = "DEFAULT";
+
+/// The instances of a service's list that get traffic: healthy, enabled and with a
+/// positive weight (what Nacos's own clients select), from every cluster.
+pub(crate) fn select(service: &str, list: Vec<ServiceInstance>) -> Vec<Instance> {
+    list.into_iter()
+        .filter(|i| i.healthy && i.enabled && i.weight > 0.0 && i.weight.is_finite())
+        .filter_map(|i| instance(service, i))
+        .collect()
+}
+
+/// Whether an instance's metadata puts it in one of `clusters`.
+pub(crate) fn in_clusters(clusters: &[String], meta: &BTreeMap<String, String>) -> bool {
+    meta.get(CLUSTER_KEY).is_some_and(|c| clusters.contains(c))
+}
+
+/// The instance, or `None` (with a warning) when the address is unusable.
+fn instance(service: &str, i: ServiceInstance) -> Option<Instance> {
+    let cluster = i
+        .cluster_name
+        .filter(|c| !c.is_empty())
+        .unwrap_or_else(|| DEFAULT_CLUSTER.to_owned());
+    // Nacos's own id is `ip#port#cluster#group@@service`; servers that send none are
+    // keyed the same way, minus the parts every instance of the list shares.
+    let id = match i.instance_id {
+        Some(id) if !id.is_empty() => id,
+        _ => format!("{}#{}#{cluster}", i.ip, i.port),
+    };
+    let port = match u16::try_from(i.port) {
+        Ok(port) if port != 0 => port,
+        _ => {
+            tracing::warn!(service, %id, port = i.port, "skipping instance with an invalid port");
+            return None;
+        }
+    };
+    if i.ip.is_empty() {
+        tracing::warn!(service, %id, "skipping instance without an address");
+        return None;
+    }
+    // A named cluster is where the instance runs (Nacos's clusters are commonly
+    // zones); the default cluster says nothing, and a zone in the metadata then
+    // applies (see `BalancedChannelBuilder::zone_meta_key`).
+    let locality = if cluster == DEFAULT_CLUSTER {
+        Locality::default()
+    } else {
+        Locality::new("", &cluster)
+    };
+    let mut meta: BTreeMap<String, String> = i.metadata.into_iter().collect();
+    meta.insert(CLUSTER_KEY.to_owned(), cluster);
+    Some(
+        Instance::new(InstanceKey::new("", id), i.ip, port)
+            .with_meta(meta)
+            .with_weight(weight(i.weight))
+            .with_locality(locality),
+    )
+}
 
 /// Nacos weights are floats (default 1.0); ours are integers: rounded, at least 1 for
 /// any selected instance, at most 10,000.
@@ -98,15 +75,6 @@ fn weight(w: f64) -> u32 {
     #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
     let w = w.round().clamp(1.0, 10_000.0) as u32;
     w
-}
-
-/// The instances of `records` that get traffic.
-pub(crate) fn select(service: &str, records: &[Record], clusters: &[String]) -> Vec<Instance> {
-    records
-        .iter()
-        .filter(|r| r.selected(clusters))
-        .filter_map(|r| r.instance(service))
-        .collect()
 }
 
 #[cfg(test)]
@@ -145,17 +113,17 @@ mod tests {
         let mut other = sdk("10.0.0.6", 1);
         other.cluster_name = Some("east".to_owned());
         other.instance_id = None;
-        let records: Vec<Record> = [sdk("10.0.0.1", 1), unhealthy, disabled, zero, nan, other]
-            .into_iter()
-            .map(Record::from_sdk)
-            .collect();
+        let list = vec![sdk("10.0.0.1", 1), unhealthy, disabled, zero, nan, other];
 
-        let all = select("echo", &records, &[]);
+        let all = select("echo", list);
         assert_eq!(
             ids(&all),
             ["10.0.0.1#1#DEFAULT#DEFAULT_GROUP@@echo", "10.0.0.6#1#east"]
         );
-        let east = select("echo", &records, &["east".to_owned()]);
+        let east: Vec<Instance> = all
+            .into_iter()
+            .filter(|i| in_clusters(&["east".to_owned()], i.meta()))
+            .collect();
         assert_eq!(ids(&east), ["10.0.0.6#1#east"]);
         assert_eq!(east[0].meta()["nacos.cluster"], "east");
         assert_eq!(east[0].meta()["version"], "1");
@@ -164,11 +132,8 @@ mod tests {
 
     #[test]
     fn unusable_addresses_are_skipped() {
-        let records: Vec<Record> = [sdk("10.0.0.1", 0), sdk("10.0.0.1", 70_000), sdk("", 5)]
-            .into_iter()
-            .map(Record::from_sdk)
-            .collect();
-        assert!(select("echo", &records, &[]).is_empty());
+        let list = vec![sdk("10.0.0.1", 0), sdk("10.0.0.1", 70_000), sdk("", 5)];
+        assert!(select("echo", list).is_empty());
     }
 
     #[test]
@@ -179,7 +144,7 @@ mod tests {
         assert_eq!(weight(1e12), 10_000);
         let mut heavy = sdk("::1", 9);
         heavy.weight = 5.0;
-        let i = Record::from_sdk(heavy).instance("echo").unwrap();
+        let i = instance("echo", heavy).unwrap();
         assert_eq!((i.weight(), i.authority()), (5, "[::1]:9".to_owned()));
     }
 }

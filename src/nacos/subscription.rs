@@ -1,272 +1,197 @@
-//! One subscription per (group, service) and client, shared by every discovery of it.
+//! [`Subscription`]: the [`Source`] of one (group, service), shared through the
+//! client's [`Watches`](crate::source::Watches) by every discovery of it, whatever its
+//! clusters and filters (each discovery applies its own).
 //!
-//! The SDK keeps one server-side subscription per (group, service) and connection: an
-//! `unsubscribe` ends it for every listener. So discoveries do not subscribe
-//! themselves; they share a [`Subscription`] whose task subscribes once, and
-//! unsubscribes when the last discovery is gone.
+//! It subscribes once, and the watch's end unsubscribes. The SDK keeps one server-side
+//! subscription per (group, service) and connection: an `unsubscribe` ends it for every
+//! listener. So a subscription holds its [`Lanes`] entry from before it subscribes until
+//! after it unsubscribes, and a watch ending and a new one starting for the same service
+//! cannot interleave their requests (an unsubscribe landing after the new subscribe
+//! would silence it).
 //!
-//! The task does not trust the order of the SDK's events (it hands each event to a
-//! task of its own, so two quick pushes can arrive swapped). An event only wakes it;
-//! it then asks the server for the current list and publishes that. It also asks
-//! every `resync` interval, so a lost push is repaired, and after a failed query it
-//! asks again with backoff while publishing nothing: the last list stays.
+//! It does not trust the order of the SDK's events (the SDK hands each event to a task
+//! of its own, so two quick pushes can arrive swapped): an event only wakes it; it then
+//! asks the server for the current list and reports that. It also asks every `resync`
+//! interval, so a lost push is repaired; a failed query is reported and retried after
+//! the sink's backoff, the last list staying meanwhile.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use nacos_sdk::api::naming::{NamingChangeEvent, NamingEventListener, NamingService};
-use tokio::sync::{Notify, watch};
-use tokio_util::sync::{CancellationToken, DropGuard};
+use tokio::sync::{Notify, OwnedMutexGuard};
 use tracing::Instrument;
 
 use super::client::{Client, call};
-use super::select::Record;
-use crate::backoff::{Backoff, BackoffState};
-
-/// What the task publishes: the list (`None` until the first successful read), and
-/// the failed queries since the last good one.
-#[derive(Debug, Clone, Default)]
-pub(crate) struct Snapshot {
-    pub(crate) records: Option<Arc<Vec<Record>>>,
-    pub(crate) failures: u32,
-    pub(crate) error: Option<String>,
-}
+use super::select::select;
+use crate::backoff::Backoff;
+use crate::source::{Sink, Source};
 
 type Key = (String, String);
+type Lane = Arc<tokio::sync::Mutex<()>>;
 
-/// The live subscriptions of one client. Holds weak references only.
+/// Per (group, service): who may subscribe or unsubscribe now. Weak references only.
 #[derive(Default)]
-pub(crate) struct Subscriptions {
-    live: Mutex<HashMap<Key, Entry>>,
-}
+pub(crate) struct Lanes(Mutex<HashMap<Key, Weak<tokio::sync::Mutex<()>>>>);
 
-struct Entry {
-    subscription: Weak<Subscription>,
-    /// Held by a subscription's task from before it subscribes until after it
-    /// unsubscribes, so a task ending and a new one starting for the same key cannot
-    /// interleave their requests (an unsubscribe landing after the new subscribe would
-    /// silence it).
-    lane: Arc<tokio::sync::Mutex<()>>,
-}
-
-/// A discovery's share of one subscription task; the task ends when the last share
-/// drops.
+/// The watch of one (group, service): what the server lists, as a [`Source`].
 pub(crate) struct Subscription {
-    rx: watch::Receiver<Snapshot>,
-    _task: DropGuard,
+    naming: NamingService,
+    timeout: Duration,
+    group: String,
+    service: String,
+    resync: Duration,
+    backoff: Backoff,
+    lane: Lane,
 }
 
-/// The options of a subscription task.
-#[derive(Debug, Clone)]
-pub(crate) struct Options {
-    pub(crate) resync: Duration,
-    pub(crate) backoff: Backoff,
+/// Subscribed on the server; dropped with the watch's task (aborted when its last
+/// discovery drops), it unsubscribes on a task of its own, holding the lane until done.
+struct Subscribed {
+    naming: NamingService,
+    timeout: Duration,
+    group: String,
+    service: String,
+    listener: Arc<dyn NamingEventListener>,
+    lane: Option<OwnedMutexGuard<()>>,
 }
 
-// === impl Subscriptions ===
+/// Turns SDK events into wake-ups of the watch.
+struct Wake(Arc<Notify>);
 
-impl Subscriptions {
-    /// The live subscription of `service` in `group`, or a new one.
-    ///
-    /// Must be called within a tokio runtime.
-    pub(crate) fn get(
-        &self,
-        client: &Client,
-        group: &str,
-        service: &str,
-        options: &Options,
-    ) -> Arc<Subscription> {
-        let mut live = self.live.lock().unwrap_or_else(|p| p.into_inner());
+// === impl Lanes ===
+
+impl Lanes {
+    /// The lane of `service` in `group`, shared with a subscription still ending.
+    fn get(&self, group: &str, service: &str) -> Lane {
+        let mut live = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        live.retain(|_, lane| lane.strong_count() > 0);
         let key = (group.to_owned(), service.to_owned());
-        if let Some(sub) = live.get(&key).and_then(|e| e.subscription.upgrade()) {
-            return sub;
+        if let Some(lane) = live.get(&key).and_then(Weak::upgrade) {
+            return lane;
         }
-        let lane = live
-            .get(&key)
-            .map_or_else(Default::default, |e| e.lane.clone());
-        live.retain(|_, e| e.subscription.strong_count() > 0 || Arc::strong_count(&e.lane) > 1);
-        let sub = Arc::new(Subscription::start(
-            client,
-            group,
-            service,
-            options,
-            lane.clone(),
-        ));
-        live.insert(
-            key,
-            Entry {
-                subscription: Arc::downgrade(&sub),
-                lane,
-            },
-        );
-        sub
-    }
-}
-
-impl std::fmt::Debug for Subscriptions {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Subscriptions").finish_non_exhaustive()
+        let lane = Lane::default();
+        live.insert(key, Arc::downgrade(&lane));
+        lane
     }
 }
 
 // === impl Subscription ===
 
 impl Subscription {
-    fn start(
+    pub(crate) fn new(
         client: &Client,
         group: &str,
         service: &str,
-        options: &Options,
-        lane: Arc<tokio::sync::Mutex<()>>,
+        resync: Duration,
+        backoff: Backoff,
     ) -> Self {
-        let (tx, rx) = watch::channel(Snapshot::default());
-        let cancel = CancellationToken::new();
-        let task = Task {
+        Subscription {
             naming: client.naming().clone(),
             timeout: client.config().request_timeout,
             group: group.to_owned(),
             service: service.to_owned(),
-            options: options.clone(),
-            tx,
-            cancel: cancel.clone(),
+            resync,
+            backoff,
+            lane: client.lanes().get(group, service),
+        }
+    }
+
+    /// Subscribes (after any previous subscription of the service has unsubscribed).
+    async fn subscribe(&self, wake: Arc<Notify>) -> Subscribed {
+        let lane = self.lane.clone().lock_owned().await;
+        let listener: Arc<dyn NamingEventListener> = Arc::new(Wake(wake));
+        let subscribed = Subscribed {
+            naming: self.naming.clone(),
+            timeout: self.timeout,
+            group: self.group.clone(),
+            service: self.service.clone(),
+            listener: listener.clone(),
+            lane: Some(lane),
         };
-        let span = tracing::info_span!("nacos_subscription", %group, %service);
-        tokio::spawn(
-            async move {
-                // Dropped before its turn came: nothing subscribed, nothing to undo.
-                let _lane = tokio::select! {
-                    biased;
-                    () = task.cancel.cancelled() => return,
-                    lane = lane.lock() => lane,
-                };
-                task.run().await;
-            }
-            .instrument(span),
-        );
-        Subscription {
-            rx,
-            _task: cancel.drop_guard(),
-        }
-    }
-
-    /// A receiver of the published lists.
-    pub(crate) fn receiver(&self) -> watch::Receiver<Snapshot> {
-        self.rx.clone()
-    }
-}
-
-/// Turns SDK events into wake-ups of the task.
-struct Wake(Arc<Notify>);
-
-impl NamingEventListener for Wake {
-    fn event(&self, _event: Arc<NamingChangeEvent>) {
-        self.0.notify_one();
-    }
-}
-
-struct Task {
-    naming: NamingService,
-    timeout: Duration,
-    group: String,
-    service: String,
-    options: Options,
-    tx: watch::Sender<Snapshot>,
-    cancel: CancellationToken,
-}
-
-impl Task {
-    async fn run(self) {
-        let wake = Arc::new(Notify::new());
-        let listener: Arc<dyn NamingEventListener> = Arc::new(Wake(wake.clone()));
         // The SDK swallows a failed subscribe and redoes it until it succeeds; the
-        // queries below do not depend on it.
+        // queries do not depend on it.
         let subscribe = self.naming.subscribe(
-            self.service.clone(),
-            Some(self.group.clone()),
-            Vec::new(),
-            listener.clone(),
-        );
-        tokio::select! {
-            () = self.cancel.cancelled() => {}
-            r = call(self.timeout, "subscribe", subscribe) => {
-                if let Err(e) = r {
-                    tracing::debug!(error = %e, "subscribe did not finish; the SDK retries it");
-                }
-                self.follow(&wake).await;
-            }
-        }
-        let unsubscribe = self.naming.unsubscribe(
             self.service.clone(),
             Some(self.group.clone()),
             Vec::new(),
             listener,
         );
-        if let Err(e) = call(self.timeout, "unsubscribe", unsubscribe).await {
-            tracing::debug!(error = %e, "unsubscribe failed");
+        if let Err(e) = call(self.timeout, "subscribe", subscribe).await {
+            tracing::debug!(error = %e, "subscribe did not finish; the SDK retries it");
         }
+        subscribed
     }
 
-    /// Queries on every wake-up and every resync interval until cancelled.
-    async fn follow(&self, wake: &Notify) {
-        let mut retry = BackoffState::new(self.options.backoff);
-        loop {
-            let delay = match self.query().await {
-                Ok(records) => {
-                    retry.reset();
-                    self.publish(records);
-                    self.options.resync
-                }
-                // Dropped during the query: not a failure of the server.
-                Err(_) if self.cancel.is_cancelled() => return,
-                Err(e) => {
-                    let mut failures = 0;
-                    self.tx.send_modify(|s| {
-                        s.failures += 1;
-                        s.error = Some(e.to_string());
-                        failures = s.failures;
-                    });
-                    let delay = retry.next_delay();
-                    tracing::warn!(error = %e, failures, ?delay, "nacos query failed; keeping the last list");
-                    delay
-                }
-            };
-            tokio::select! {
-                () = self.cancel.cancelled() => return,
-                () = wake.notified() => {}
-                () = tokio::time::sleep(delay) => {}
-            }
-        }
-    }
-
-    async fn query(&self) -> crate::Result<Vec<Record>> {
+    /// The server's list of every cluster, unfiltered.
+    async fn query(&self) -> crate::Result<Vec<nacos_sdk::api::naming::ServiceInstance>> {
         let query = self.naming.get_all_instances(
             self.service.clone(),
             Some(self.group.clone()),
             Vec::new(),
             false,
         );
-        tokio::select! {
-            () = self.cancel.cancelled() => Err(crate::Error::closed("discovery dropped")),
-            r = call(self.timeout, "query instances", query) => {
-                let mut records: Vec<Record> = r?.into_iter().map(Record::from_sdk).collect();
-                records.sort_by(|a, b| a.id.cmp(&b.id));
-                Ok(records)
+        call(self.timeout, "query instances", query).await
+    }
+}
+
+impl Source for Subscription {
+    fn registry(&self) -> &'static str {
+        "nacos"
+    }
+
+    fn backoff(&self) -> Backoff {
+        self.backoff
+    }
+
+    /// Queries on every push and every resync interval, until the task is aborted.
+    async fn run(self, sink: Sink) {
+        let wake = Arc::new(Notify::new());
+        let _subscribed = self.subscribe(wake.clone()).await;
+        loop {
+            let delay = match self.query().await {
+                Ok(list) => {
+                    sink.snapshot(select(&self.service, list));
+                    self.resync
+                }
+                Err(e) => sink.retry_later(e),
+            };
+            tokio::select! {
+                () = wake.notified() => {}
+                () = tokio::time::sleep(delay) => {}
             }
         }
     }
+}
 
-    fn publish(&self, records: Vec<Record>) {
-        self.tx.send_if_modified(|current| {
-            let recovered = current.failures > 0;
-            current.failures = 0;
-            current.error = None;
-            if current.records.as_deref() == Some(&records) {
-                return recovered;
+// === impl Subscribed ===
+
+impl Drop for Subscribed {
+    fn drop(&mut self) {
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let lane = self.lane.take();
+        let (naming, timeout) = (self.naming.clone(), self.timeout);
+        let (group, service) = (self.group.clone(), self.service.clone());
+        let listener = self.listener.clone();
+        let span = tracing::debug_span!("nacos_unsubscribe", %group, %service);
+        rt.spawn(
+            async move {
+                let unsubscribe = naming.unsubscribe(service, Some(group), Vec::new(), listener);
+                if let Err(e) = call(timeout, "unsubscribe", unsubscribe).await {
+                    tracing::debug!(error = %e, "unsubscribe failed");
+                }
+                drop(lane);
             }
-            tracing::debug!(instances = records.len(), "nacos service list changed");
-            current.records = Some(Arc::new(records));
-            true
-        });
+            .instrument(span),
+        );
+    }
+}
+
+impl NamingEventListener for Wake {
+    fn event(&self, _event: Arc<NamingChangeEvent>) {
+        self.0.notify_one();
     }
 }
