@@ -7,7 +7,7 @@ mod support;
 
 use std::time::Duration;
 
-use balance_util::{Scripted, all_ready, call, discovery};
+use balance_util::{Scripted, all_ready, call, discovery, scripted_channel};
 use support::eventually;
 use tonic::Code;
 use tonic_discovery::balance::{
@@ -218,23 +218,15 @@ async fn hedges_say_which_attempt_they_are() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_servers_pushback_delays_or_stops_the_hedges() {
     support::trace_init();
-    let server = Scripted::default();
-    let addr = server.serve().await;
-    let (feed, disc) = discovery();
     // Hedges would wait 30 s: only a non-fatal failure sends one sooner.
     let policy = HedgingPolicy::new(3, Duration::from_secs(30), [Code::Unavailable]);
-    let channel = BalancedChannel::builder("echo")
-        .failure_accrual(FailureAccrual::disabled())
-        .timeout(Duration::from_secs(2))
-        .service_config(hedging(policy))
-        .build(disc)
-        .expect("channel");
-    feed.insert_instance(Instance::new(
-        InstanceKey::new("node", "scripted"),
-        addr.ip().to_string(),
-        addr.port(),
-    ));
-    eventually(WAIT, "ready", || async { all_ready(&channel, 1) }).await;
+    let (server, channel) = scripted_channel(
+        BalancedChannel::builder("echo")
+            .failure_accrual(FailureAccrual::disabled())
+            .timeout(Duration::from_secs(2))
+            .service_config(hedging(policy)),
+    )
+    .await;
 
     // A pushback of 20 ms: the next attempt goes after it, and answers.
     server.then_fail(Code::Unavailable, Some("20"));

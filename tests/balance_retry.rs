@@ -7,7 +7,7 @@ mod support;
 
 use std::time::Duration;
 
-use balance_util::{Scripted, all_ready, call, discovery};
+use balance_util::{Scripted, all_ready, call, discovery, scripted_channel};
 use support::eventually;
 use tonic::Code;
 use tonic_discovery::balance::{
@@ -115,22 +115,11 @@ async fn a_retryable_status_is_answered_by_another_instance() {
 
 /// One scripted instance behind a channel with `config`.
 async fn scripted(config: ServiceConfig, timeout: Option<Duration>) -> (Scripted, BalancedChannel) {
-    let server = Scripted::default();
-    let addr = server.serve().await;
-    let (feed, disc) = discovery();
     let mut builder = builder().service_config(config);
     if let Some(timeout) = timeout {
         builder = builder.timeout(timeout);
     }
-    let channel = builder.build(disc).expect("channel");
-    let key = InstanceKey::new("node", "scripted");
-    feed.insert_instance(Instance::new(key, addr.ip().to_string(), addr.port()));
-    eventually(WAIT, "the scripted instance ready", || async {
-        all_ready(&channel, 1)
-    })
-    .await;
-    // The feeder's end would end discovery, which keeps the set: no need to hold it.
-    (server, channel)
+    scripted_channel(builder).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -410,16 +399,12 @@ async fn answered_after_one_failure(
 async fn a_body_past_the_buffer_limits_is_sent_once() {
     support::trace_init();
     // Per call: 1 KiB.
-    let server = Scripted::default();
-    let addr = server.serve().await;
-    let (feed, disc) = discovery();
-    let channel = builder()
-        .service_config(retrying(unavailable(3)))
-        .retry_buffer(1024, 1 << 20)
-        .build(disc)
-        .expect("channel");
-    feed.insert_at("a", addr);
-    eventually(WAIT, "ready", || async { all_ready(&channel, 1) }).await;
+    let (server, channel) = scripted_channel(
+        builder()
+            .service_config(retrying(unavailable(3)))
+            .retry_buffer(1024, 1 << 20),
+    )
+    .await;
     assert!(
         answered_after_one_failure(&channel, &server, 500).await,
         "kept: retried"
@@ -431,14 +416,12 @@ async fn a_body_past_the_buffer_limits_is_sent_once() {
 
     // Per channel: 1,500 bytes over all calls; each call's bytes come back when it
     // ends, so calls one after another are all kept.
-    let (feed, disc) = discovery();
-    let channel = builder()
-        .service_config(retrying(unavailable(3)))
-        .retry_buffer(1 << 20, 1500)
-        .build(disc)
-        .expect("channel");
-    feed.insert_at("a", addr);
-    eventually(WAIT, "ready", || async { all_ready(&channel, 1) }).await;
+    let (server, channel) = scripted_channel(
+        builder()
+            .service_config(retrying(unavailable(3)))
+            .retry_buffer(1 << 20, 1500),
+    )
+    .await;
     for _ in 0..5 {
         assert!(
             answered_after_one_failure(&channel, &server, 1000).await,

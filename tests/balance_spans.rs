@@ -2,25 +2,20 @@
 //! answered; a call without a policy opens no span of its own.
 
 mod balance_util;
-mod support;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use balance_util::{Scripted, all_ready, call, discovery};
-use support::eventually;
+use balance_util::{Scripted, call, scripted_channel};
 use tonic::Code;
 use tonic_discovery::balance::{
     BalancedChannel, FailureAccrual, HedgingPolicy, MethodConfig, MethodName, RetryPolicy,
     ServiceConfig,
 };
-use tonic_discovery::{Instance, InstanceKey};
 use tracing::field::{Field, Visit};
 use tracing::span::{Attributes, Id, Record};
 use tracing_subscriber::layer::{Context, SubscriberExt};
 use tracing_subscriber::registry::LookupSpan;
-
-const WAIT: Duration = Duration::from_secs(5);
 
 /// A span's name and its `field=value` pairs, in the order set.
 type Seen = (String, Vec<String>);
@@ -80,21 +75,10 @@ impl Spans {
 }
 
 async fn channel(config: ServiceConfig) -> (Scripted, BalancedChannel) {
-    let server = Scripted::default();
-    let addr = server.serve().await;
-    let (feed, disc) = discovery();
-    let channel = BalancedChannel::builder("echo")
+    let builder = BalancedChannel::builder("echo")
         .failure_accrual(FailureAccrual::disabled())
-        .service_config(config)
-        .build(disc)
-        .expect("channel");
-    let key = InstanceKey::new("node", "scripted");
-    feed.insert_instance(Instance::new(key, addr.ip().to_string(), addr.port()));
-    eventually(WAIT, "the scripted instance ready", || async {
-        all_ready(&channel, 1)
-    })
-    .await;
-    (server, channel)
+        .service_config(config);
+    scripted_channel(builder).await
 }
 
 fn echo() -> MethodConfig {

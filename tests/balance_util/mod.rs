@@ -102,3 +102,24 @@ pub fn all_ready(channel: &BalancedChannel, n: usize) -> bool {
     let eps = channel.endpoints();
     eps.len() == n && eps.iter().all(|e| e.state() == EndpointState::Ready)
 }
+
+/// One scripted instance behind the channel `builder` builds, once it is ready.
+pub async fn scripted_channel(
+    builder: tonic_discovery::balance::BalancedChannelBuilder,
+) -> (Scripted, BalancedChannel) {
+    let server = Scripted::default();
+    let addr = server.serve().await;
+    let (feed, disc) = discovery();
+    let channel = builder.build(disc).expect("channel");
+    feed.insert_at("scripted", addr);
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+    while !all_ready(&channel, 1) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the scripted instance was not ready within 5 s"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    // The feeder's end would end discovery, which keeps the set: no need to hold it.
+    (server, channel)
+}
