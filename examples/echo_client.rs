@@ -4,7 +4,8 @@
 //! ```text
 //! cargo run --release --example echo_client -- --registry consul://127.0.0.1:8500/echo \
 //!     [--service echo] [--tag T]... [--rps 200] [--concurrency 8] [--duration 10s] \
-//!     [--timeout 500ms] [--zone Z [--region R]] [--metrics 127.0.0.1:9000]
+//!     [--timeout 500ms] [--zone Z [--region R]] [--metrics 127.0.0.1:9000] \
+//!     [--service-config examples/service-config.json]
 //! ```
 //!
 //! `--zone Z` turns on zone-aware routing (calls stay on instances of zone `Z` while
@@ -12,8 +13,17 @@
 //! the balancer's metrics in the Prometheus text format at `http://ADDR/metrics`.
 //!
 //! Every second it prints one JSON line
-//! `{"elapsed_ms":N,"ok":{"<instance id>":N,...},"errors":{"<grpc code name>":N}}`
-//! with that second's counts, and at the end `{"summary":{"ok":{...},"errors":{...}}}`.
+//! `{"elapsed_ms":N,"ok":{"<instance id>":N,...},"errors":{"<grpc code name>":N},"latency_us":{"p50":N,"p90":N,"p99":N,"p999":N,"max":N}}`
+//! with that second's counts and the latency of the calls answered in it, failed ones
+//! included (`null` when none was), and at the end
+//! `{"summary":{"ok":{...},"errors":{...},"latency_us":{...},"attempts":N,"retries":N,"hedges":N,"hedges_won":N}}`
+//! over the whole run: `attempts` is the calls plus the retries and hedges the
+//! channel's policies sent (`BalancedChannel::attempt_stats`).
+//!
+//! `--service-config FILE` gives the channel a gRPC service config (the JSON document
+//! grpc-go and grpc-java read: per-method `retryPolicy`, `hedgingPolicy`, `timeout`,
+//! and `retryThrottling`); `examples/service-config.json` retries `UNAVAILABLE`.
+//! Without it no call is retried or hedged, as in gRPC.
 //! `--timeout D` gives every call a deadline of `D` (sent as `grpc-timeout`; default:
 //! none); a call that misses it counts as `DeadlineExceeded`.
 //! The ACL token, if any, comes from `CONSUL_HTTP_TOKEN` or `CONSUL_HTTP_TOKEN_FILE`.
@@ -27,8 +37,10 @@
 
 #[path = "common/mod.rs"]
 mod common;
+#[path = "common/counts.rs"]
+mod counts;
 
-use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -36,41 +48,13 @@ use clap::Parser;
 use clap::builder::RangedU64ValueParser;
 use tokio::time::{Instant, MissedTickBehavior};
 use tonic::{Code, Status};
-use tonic_discovery::balance::BalancedChannel;
+use tonic_discovery::balance::{BalancedChannel, ServiceConfig};
 use tonic_discovery::testkit::pb::EchoRequest;
 use tonic_discovery::testkit::pb::echo_client::EchoClient;
 
 use tonic_discovery::Target;
 
-#[derive(Default)]
-struct Counts {
-    ok: BTreeMap<String, u64>,
-    errors: BTreeMap<String, u64>,
-}
-
-impl Counts {
-    /// `"ok":{...},"errors":{...}` in the documented key order.
-    fn body(&self) -> String {
-        format!(
-            r#"{{"ok":{},"errors":{}}}"#,
-            serde_json::to_string(&self.ok).expect("string map"),
-            serde_json::to_string(&self.errors).expect("string map"),
-        )
-    }
-
-    fn line(&self, elapsed_ms: u64) -> String {
-        format!(r#"{{"elapsed_ms":{elapsed_ms},{}"#, &self.body()[1..])
-    }
-
-    fn merge_into(&self, total: &mut Counts) {
-        for (k, v) in &self.ok {
-            *total.ok.entry(k.clone()).or_default() += v;
-        }
-        for (k, v) in &self.errors {
-            *total.errors.entry(k.clone()).or_default() += v;
-        }
-    }
-}
+use counts::Counts;
 
 /// Calls Echo through a balanced channel that discovers instances in a registry, and
 /// prints one JSON line a second with where the requests went, then a summary.
@@ -119,6 +103,11 @@ struct Options {
     /// http://ADDR/metrics (build with --features metrics) [default: off]
     #[arg(long, value_name = "ADDR")]
     metrics: Option<std::net::SocketAddr>,
+    /// A gRPC service config JSON document (retryPolicy, hedgingPolicy, timeout,
+    /// retryThrottling per method), e.g. examples/service-config.json
+    /// [default: none, no call retried or hedged]
+    #[arg(long, value_name = "FILE")]
+    service_config: Option<PathBuf>,
 }
 
 #[tokio::main]
@@ -132,6 +121,10 @@ async fn main() {
         common::client_target(&options.registry, options.service.as_deref(), &options.tags)
             .unwrap_or_else(|e| common::fail(&e));
     let mut builder = BalancedChannel::builder(target.name());
+    if let Some(path) = &options.service_config {
+        let config = service_config(path).unwrap_or_else(|e| common::fail(&e));
+        builder = builder.service_config(config);
+    }
     if let Some(zone) = &options.zone {
         let region = options.region.as_deref().unwrap_or_default();
         builder = builder.locality(tonic_discovery::Locality::new(region, zone));
@@ -143,42 +136,27 @@ async fn main() {
     run(channel, &options).await;
 }
 
+/// Reads and parses the `--service-config` file; the error names the file and, for
+/// a bad document, the field.
+fn service_config(path: &Path) -> Result<ServiceConfig, String> {
+    let what = format!("--service-config {}", path.display());
+    let json = std::fs::read_to_string(path).map_err(|e| format!("{what}: {e}"))?;
+    ServiceConfig::from_json(&json).map_err(|e| format!("{what}: {e}"))
+}
+
 async fn run(channel: BalancedChannel, options: &Options) {
-    let counts = Arc::new(Mutex::new(Counts::default()));
+    let counts = Arc::new(Mutex::new(Counts::new()));
     let start = Instant::now();
     let end = start + options.duration;
     let pacer = Arc::new(Pacer::new(start, Duration::from_secs(1) / options.rps));
-    let timeout = options.timeout;
     let workers: Vec<_> = (0..options.concurrency)
         .map(|_| {
-            let (channel, counts, pacer) = (channel.clone(), counts.clone(), pacer.clone());
-            tokio::spawn(async move {
-                let mut client = EchoClient::new(channel);
-                loop {
-                    let slot = pacer.next_slot();
-                    if slot >= end {
-                        return;
-                    }
-                    tokio::time::sleep_until(slot).await;
-                    let mut request = tonic::Request::new(EchoRequest {
-                        message: vec![0; 64],
-                    });
-                    if let Some(timeout) = timeout {
-                        request.set_timeout(timeout);
-                    }
-                    let result = client.echo(request).await;
-                    let mut counts = counts.lock().unwrap();
-                    match result {
-                        Ok(reply) => {
-                            *counts.ok.entry(reply.into_inner().instance_id).or_default() += 1
-                        }
-                        Err(status) => *counts.errors.entry(code_name(&status)).or_default() += 1,
-                    }
-                }
-            })
+            let client = EchoClient::new(channel.clone());
+            let calls = calls(client, counts.clone(), pacer.clone(), end, options.timeout);
+            tokio::spawn(calls)
         })
         .collect();
-    let mut total = Counts::default();
+    let mut total = Counts::new();
     let mut report =
         tokio::time::interval_at(start + Duration::from_secs(1), Duration::from_secs(1));
     report.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -186,19 +164,63 @@ async fn run(channel: BalancedChannel, options: &Options) {
     while Instant::now() < end || second == 0 {
         report.tick().await;
         second += 1;
-        let counts = std::mem::take(&mut *counts.lock().unwrap());
+        let counts = std::mem::replace(&mut *counts.lock().unwrap(), Counts::new());
         counts.merge_into(&mut total);
         println!("{}", counts.line(second * 1000));
     }
     for worker in workers {
         let _ = worker.await;
     }
-    let rest = std::mem::take(&mut *counts.lock().unwrap());
+    let rest = std::mem::replace(&mut *counts.lock().unwrap(), Counts::new());
     rest.merge_into(&mut total);
-    if !rest.ok.is_empty() || !rest.errors.is_empty() {
+    if rest.calls() > 0 {
         println!("{}", rest.line((Instant::now() - start).as_millis() as u64));
     }
-    println!(r#"{{"summary":{}}}"#, total.body());
+    println!("{}", summary(&total, &channel));
+}
+
+/// One worker: calls Echo at the pacer's slots until `end`, counting each answer.
+async fn calls(
+    mut client: EchoClient<BalancedChannel>,
+    counts: Arc<Mutex<Counts>>,
+    pacer: Arc<Pacer>,
+    end: Instant,
+    timeout: Option<Duration>,
+) {
+    loop {
+        let slot = pacer.next_slot();
+        if slot >= end {
+            return;
+        }
+        tokio::time::sleep_until(slot).await;
+        let mut request = tonic::Request::new(EchoRequest {
+            message: vec![0; 64],
+        });
+        if let Some(timeout) = timeout {
+            request.set_timeout(timeout);
+        }
+        let sent = Instant::now();
+        let result = client.echo(request).await;
+        let latency = sent.elapsed();
+        let result = result
+            .map(|reply| reply.into_inner().instance_id)
+            .map_err(|status| code_name(&status));
+        counts.lock().unwrap().record(result, latency);
+    }
+}
+
+/// The summary line: the run's counts and latency, and the attempts the channel
+/// sent (every call's first, plus the retries and hedges its policies sent).
+fn summary(total: &Counts, channel: &BalancedChannel) -> String {
+    let stats = channel.attempt_stats();
+    let (retries, hedges) = (stats.retries(), stats.hedges());
+    let attempts = total.calls() + retries + hedges;
+    let body = total.body();
+    format!(
+        r#"{{"summary":{},"attempts":{attempts},"retries":{retries},"hedges":{hedges},"hedges_won":{}}}}}"#,
+        &body[..body.len() - 1],
+        stats.hedges_won(),
+    )
 }
 
 /// The name a failed call is counted under: its code, except that a tonic server
@@ -246,5 +268,24 @@ mod tests {
     #[test]
     fn command_line() {
         super::Options::command().debug_assert();
+    }
+
+    #[test]
+    fn a_bad_service_config_is_refused_naming_the_file_and_the_field() {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let path = dir.path().join("bad.json");
+        let bad = r#"{"methodConfig":[{"name":[{"service":"echo.v1.Echo"}],
+            "retryPolicy":{"maxAttempts":1,"initialBackoff":"0.1s","maxBackoff":"1s",
+            "backoffMultiplier":2,"retryableStatusCodes":["UNAVAILABLE"]}}]}"#;
+        std::fs::write(&path, bad).expect("written");
+        let error = super::service_config(&path).expect_err("maxAttempts 1 is refused");
+        assert!(error.contains("bad.json"), "{error}");
+        assert!(error.contains("maxAttempts"), "{error}");
+        let missing = super::service_config(&dir.path().join("none.json"));
+        assert!(missing.expect_err("no file").contains("none.json"));
+        let sample = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("examples")
+            .join("service-config.json");
+        super::service_config(&sample).expect("the sample parses");
     }
 }

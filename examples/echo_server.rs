@@ -7,7 +7,8 @@
 //! cargo run --release --example echo_server -- --listen 127.0.0.1:0 \
 //!     --registry consul://127.0.0.1:8500 --service echo [--id ID] [--tag T]... \
 //!     [--ttl 2s] [--weight N] [--zone Z [--region R]] [--meta K=V]... [--drain-grace 2s] \
-//!     [--fail-after 30s] [--max-connection-age 10s]
+//!     [--fail-after 30s] [--max-connection-age 10s] [--fail-rate 0.3] \
+//!     [--delay 50ms [--delay-rate 0.01]]
 //! ```
 //!
 //! `--registry none` serves without registering; `--registry etcd://HOST:PORT[,…]` registers
@@ -27,6 +28,12 @@
 //!   health check passing, as a broken instance that looks healthy would. SIGUSR1 switches black-hole
 //!   mode on and off at any time (also before or after `--fail-after`); each switch prints
 //!   `black hole on` or `black hole off`.
+//! - **Flaky:** `--fail-rate F` answers a random share `F` (0 to 1) of the Echo calls
+//!   with `UNAVAILABLE`, each call drawn on its own: what a retry policy answers
+//!   (`echo_client --service-config examples/service-config.json`).
+//! - **Slow tail:** `--delay D` delays a random share of the Echo calls, `--delay-rate F`
+//!   (default 1: every call), by `D`: the tail that hedging answers
+//!   (`echo_client --service-config examples/service-config-hedging.json`).
 //! - **Connection age:** `--max-connection-age D` closes each connection gracefully
 //!   (HTTP/2 GOAWAY) once it is `D` old, as grpc-go's `MaxConnectionAge` does, so clients
 //!   reconnect.
@@ -111,6 +118,26 @@ struct Options {
     /// clients reconnect [default: never]
     #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
     max_connection_age: Option<Duration>,
+    /// Answer this share (0 to 1) of the Echo calls, drawn at random, with UNAVAILABLE
+    /// [default: 0, none]
+    #[arg(long, value_name = "F", value_parser = share)]
+    fail_rate: Option<f64>,
+    /// Delay the share of the Echo calls --delay-rate draws by this long before
+    /// answering [default: none]
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    delay: Option<Duration>,
+    /// The share (0 to 1) of the Echo calls --delay delays, drawn at random
+    /// [default: 1, every call]
+    #[arg(long, value_name = "F", value_parser = share, requires = "delay")]
+    delay_rate: Option<f64>,
+}
+
+/// A share: a number from 0 to 1.
+fn share(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(f) if (0.0..=1.0).contains(&f) => Ok(f),
+        _ => Err(format!("`{s}` is not a number from 0 to 1")),
+    }
 }
 
 #[tokio::main]
@@ -169,6 +196,10 @@ async fn run(options: Options) -> Result<(), String> {
     let usr1 = tokio::signal::unix::signal(SignalKind::user_defined1())
         .map_err(|e| format!("listening for SIGUSR1: {e}"))?;
     let service = EchoService::new(id.clone());
+    service.set_fail_rate(options.fail_rate.unwrap_or(0.0));
+    if let Some(delay) = options.delay {
+        service.set_tail(options.delay_rate.unwrap_or(1.0), delay);
+    }
     tokio::spawn(black_hole(service.clone(), options.fail_after, usr1));
     let mut server = Server::builder();
     if let Some(age) = options.max_connection_age {
@@ -237,5 +268,14 @@ mod tests {
     #[test]
     fn command_line() {
         super::Options::command().debug_assert();
+    }
+
+    #[test]
+    fn shares_are_numbers_from_0_to_1() {
+        assert_eq!(super::share("0.3"), Ok(0.3));
+        assert_eq!(super::share("1"), Ok(1.0));
+        for bad in ["1.5", "-0.1", "NaN", "30%"] {
+            assert!(super::share(bad).is_err(), "{bad}");
+        }
     }
 }

@@ -3,6 +3,7 @@
 //! ```text
 //! cargo run --example mesh [-- --registry consul://127.0.0.1:8500]
 //! cargo run --example mesh --features metrics -- --metrics 127.0.0.1:9000
+//! cargo run --example mesh -- --service-config-kv
 //! ```
 //!
 //! An in-process Consul-compatible registry (or the Consul agent named by `--registry`,
@@ -10,6 +11,11 @@
 //! calling through one balanced channel. Every second it prints where the requests went,
 //! while one instance fails its health check, one joins, and one is killed without
 //! deregistering. It ends with a summary.
+//!
+//! `--service-config-kv` makes the client follow the gRPC service config at the KV key
+//! `service-config/mesh-echo`: put a document there while the demo runs (it prints
+//! the `curl` command) and the client applies it at once, without a restart; the
+//! summary then counts the retries and hedges sent.
 
 #[path = "common/mod.rs"]
 mod common;
@@ -55,6 +61,11 @@ struct Cli {
     /// [default: off]
     #[arg(long, value_name = "ADDR")]
     metrics: Option<SocketAddr>,
+    /// The client follows the gRPC service config at the registry's KV key
+    /// service-config/mesh-echo, applied live (retry and hedging policies)
+    /// [default: off, no policy]
+    #[arg(long)]
+    service_config_kv: bool,
 }
 
 /// One Echo server and its registration.
@@ -87,10 +98,7 @@ async fn main() {
     }
     println!("registered a, b and c as `{SERVICE}` with a {TTL:?} TTL check each");
 
-    let discovery = client.discovery(SERVICE).build();
-    let channel = BalancedChannel::builder(SERVICE)
-        .build(discovery)
-        .unwrap_or_else(|e| common::fail(&e.to_string()));
+    let channel = channel(&client, cli.service_config_kv);
     let tally = Arc::new(Mutex::new(Tally::default()));
     let start = Instant::now();
     let load = tokio::spawn(load(channel.clone(), tally.clone(), start));
@@ -131,6 +139,11 @@ async fn main() {
     }
     load.abort();
     summary(&tally.lock().unwrap(), &events, start);
+    if cli.service_config_kv {
+        let stats = channel.attempt_stats();
+        let (retries, hedges, won) = (stats.retries(), stats.hedges(), stats.hedges_won());
+        println!("  policies: {retries} retries, {hedges} hedges ({won} answered first)");
+    }
     for (_, instance) in instances {
         let _ = instance.registration.deregister().await;
         instance.server.shutdown().await;
@@ -143,6 +156,26 @@ struct Events {
     b_last_while_failing: Option<Instant>,
     d_joined: Option<Instant>,
     c_killed: Option<Instant>,
+}
+
+/// The balanced channel over `SERVICE`; with `follow_kv`, following the service
+/// config at its KV key.
+fn channel(client: &consul::Client, follow_kv: bool) -> BalancedChannel {
+    let mut builder = BalancedChannel::builder(SERVICE);
+    if follow_kv {
+        let watch = client.service_config(SERVICE).build();
+        let url = client.address().trim_end_matches('/');
+        println!(
+            "following the service config at {} (RUST_LOG=info logs each one applied); to \
+             apply one now:\n  \
+             curl -X PUT --data-binary @examples/service-config.json {url}/v1/kv/service-config/{SERVICE}",
+            watch.origin()
+        );
+        builder = builder.service_config_watch(watch);
+    }
+    builder
+        .build(client.discovery(SERVICE).build())
+        .unwrap_or_else(|e| common::fail(&e.to_string()))
 }
 
 /// `--registry`: a `consul://` target without a service (the demo names its own).

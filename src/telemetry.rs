@@ -13,6 +13,7 @@ use std::time::Duration;
 use tonic::Code;
 
 use crate::balance::EndpointState;
+use crate::balance::attempts::AttemptCounters;
 
 /// Every metric name, with the prefix.
 #[cfg_attr(not(any(feature = "consul", feature = "etcd")), allow(dead_code))]
@@ -168,6 +169,9 @@ pub(crate) struct ChannelMetrics {
     changes: Counter,
     errors: Counter,
     too_many_pings: Counter,
+    /// What the retry and hedging policies did, for `BalancedChannel::attempt_stats`
+    /// (kept whether or not the `metrics` feature is on).
+    pub(crate) attempts: AttemptCounters,
     /// The addresses that got a label of their own, and the most allowed. Never
     /// given back: a recorder keeps a series once made, so over a rolling
     /// deployment the cap must count every address labelled, not only the current
@@ -214,6 +218,7 @@ impl ChannelMetrics {
             changes: counter(names::DISCOVERY_CHANGES, &labels),
             errors: counter(names::DISCOVERY_ERRORS, &labels),
             too_many_pings: counter(names::TOO_MANY_PINGS, &labels),
+            attempts: AttemptCounters::default(),
             labelled: std::sync::Mutex::default(),
             cap,
             other: std::sync::OnceLock::new(),
@@ -289,6 +294,7 @@ impl ChannelMetrics {
             ("outcome", outcome),
         ];
         counter(names::RETRIES, &labels).increment(1);
+        self.attempts.retry(outcome);
     }
 
     /// A hedged call's event (`outcome`: `sent`, `won`: a hedge answered first, or
@@ -301,6 +307,7 @@ impl ChannelMetrics {
             ("outcome", outcome),
         ];
         counter(names::HEDGES, &labels).increment(1);
+        self.attempts.hedge(outcome);
     }
 
     /// What became of a service config document from a registry (`outcome`:

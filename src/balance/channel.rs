@@ -207,3 +207,20 @@ const _: () = {
     const fn assert_send_sync_clone<T: Send + Sync + Clone>() {}
     assert_send_sync_clone::<BalancedChannel>();
 };
+
+// === impl BalancedChannel (attempt stats) ===
+
+impl BalancedChannel {
+    /// What the channel's retry and hedging policies (see
+    /// [`BalancedChannelBuilder::service_config`](super::BalancedChannelBuilder::service_config))
+    /// did since it was built: retries and hedges sent, hedges that won, and what
+    /// retry throttling stopped. Shared by every clone.
+    ///
+    /// Reads a few counters that only a policy's decisions move, so a channel
+    /// without a policy pays nothing for them. The attempts sent are the calls made
+    /// plus [`retries`](super::AttemptStats::retries) plus
+    /// [`hedges`](super::AttemptStats::hedges).
+    pub fn attempt_stats(&self) -> super::AttemptStats {
+        self.shared.metrics.attempts.snapshot()
+    }
+}

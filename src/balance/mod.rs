@@ -84,6 +84,7 @@
 //! into tonic's own balancer instead, for users who want that.
 
 mod accrual;
+pub(crate) mod attempts;
 mod buffer;
 mod builder;
 mod call;
@@ -104,8 +105,8 @@ mod info;
 mod keepalive;
 mod latency;
 mod load;
-pub mod policy;
 mod policies;
+pub mod policy;
 mod retry;
 mod send;
 mod service_config;
@@ -121,6 +122,7 @@ pub(crate) mod wire;
 mod worker;
 
 pub use accrual::FailureAccrual;
+pub use attempts::AttemptStats;
 pub use builder::BalancedChannelBuilder;
 pub use channel::BalancedChannel;
 pub use config::LoadMetric;

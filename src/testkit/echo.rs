@@ -36,6 +36,8 @@ struct EchoState {
     holds: tokio::sync::watch::Sender<usize>,
     /// The injected failure's `Code` as `i32`, or [`NO_FAILURE`].
     fail: AtomicI32,
+    /// A random share of the unary calls (parts per million) fails with `UNAVAILABLE`.
+    fail_ppm: AtomicU64,
     received: AtomicU64,
     served: AtomicU64,
     failed: AtomicU64,
@@ -62,6 +64,7 @@ impl EchoService {
                 tail_us: AtomicU64::new(0),
                 holds: tokio::sync::watch::Sender::new(0),
                 fail: AtomicI32::new(NO_FAILURE),
+                fail_ppm: AtomicU64::new(0),
                 received: AtomicU64::new(0),
                 served: AtomicU64::new(0),
                 failed: AtomicU64::new(0),
@@ -88,6 +91,16 @@ impl EchoService {
         let us = u64::try_from(delay.as_micros()).unwrap_or(u64::MAX);
         self.state.tail_us.store(us, Ordering::Relaxed);
         self.state.tail_ppm.store(ppm, Ordering::Relaxed);
+    }
+
+    /// Fails a random `share` (0 to 1) of the unary calls with `UNAVAILABLE`, each
+    /// call drawn on its own: an instance that drops some calls (overloaded, a
+    /// flaky dependency) yet answers most. Failed as [`fail_with`](Self::fail_with)
+    /// fails them (at once, counted in [`failed`](Self::failed)), which takes
+    /// precedence. A share of 0 (the default) turns it off.
+    pub fn set_fail_rate(&self, share: f64) {
+        let ppm = (share.clamp(0.0, 1.0) * 1e6) as u64;
+        self.state.fail_ppm.store(ppm, Ordering::Relaxed);
     }
 
     /// Holds every unary request, received now or later, until the returned guard
@@ -139,6 +152,16 @@ impl EchoService {
         }
     }
 
+    /// The status of a unary call: [`failure`](Self::failure), or `UNAVAILABLE`
+    /// for the share [`set_fail_rate`](Self::set_fail_rate) asks for.
+    fn unary_failure(&self) -> Option<Status> {
+        let ppm = self.state.fail_ppm.load(Ordering::Relaxed);
+        self.failure().or_else(|| {
+            (ppm > 0 && rand::random_range(0..1_000_000) < ppm)
+                .then(|| Status::unavailable("injected failure"))
+        })
+    }
+
     async fn pause(&self) {
         let mut us = self.state.delay_us.load(Ordering::Relaxed);
         let ppm = self.state.tail_ppm.load(Ordering::Relaxed);
@@ -168,7 +191,7 @@ type EchoStream = Pin<Box<dyn Stream<Item = Result<EchoResponse, Status>> + Send
 impl Echo for EchoService {
     async fn echo(&self, request: Request<EchoRequest>) -> Result<Response<EchoResponse>, Status> {
         self.state.received.fetch_add(1, Ordering::Relaxed);
-        if let Some(status) = self.failure() {
+        if let Some(status) = self.unary_failure() {
             self.state.failed.fetch_add(1, Ordering::Relaxed);
             return Err(status);
         }
