@@ -1,11 +1,30 @@
-//! Validation of what a service registers as: names, instance IDs and metadata.
+//! The one validation path every registration takes, whatever the registry: the
+//! service name, the instance ID, the metadata and the advertised address.
 //!
-//! Shared by every registry backend. Rules are checked before anything goes over the
-//! network, so a bad name fails at once with a message saying why, instead of a
+//! Each registry's `Registration::validate` checks a [`Registered`] with
+//! [`Registered::check`] and then layers its own genuine constraints on top (Consul's
+//! metadata keys, etcd's `/`-separated Go targets, Nacos's groups, clusters and
+//! weights). Rules are checked before anything goes over the network, so a bad name
+//! fails at once with a message naming the field, the value and the rule, instead of a
 //! registration that succeeds but is not discoverable (Consul only logs a warning for a
-//! name its DNS interface cannot serve).
+//! name its DNS interface cannot serve). Metadata values never appear in a message.
+//!
+//! The rules:
+//! - **service name:** a DNS label ([`NAME_RULE`]); with `allow_non_dns_name(true)`,
+//!   which every registry offers, underscores and dots too ([`NON_DNS_NAME_RULE`]).
+//! - **instance ID**, where the registry takes one: [`ID_RULE`].
+//! - **metadata:** at most 64 pairs; keys of 1 to 128 printable ASCII characters
+//!   without spaces; values at most 512 bytes without control characters.
+//! - **advertised address:** see [`address`]: port 0 and a wildcard `advertise` are
+//!   refused, a wildcard bind is replaced by the address of the interface that routes
+//!   towards the registry.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
 
 use crate::error::{Error, Result};
+
+pub(crate) mod address;
 
 /// The longest DNS label (RFC 1123), and so the longest service name.
 pub(crate) const MAX_NAME_LEN: usize = 63;
@@ -114,17 +133,17 @@ fn dashed(name: &str) -> String {
 /// (`service:<id>`), so slashes, spaces and other characters are refused.
 pub(crate) fn instance_id(id: &str) -> Result<()> {
     if id.is_empty() {
-        return Err(Error::config(format!("service ID is empty; {ID_RULE}")));
+        return Err(Error::config(format!("instance ID is empty; {ID_RULE}")));
     }
     if id.len() > MAX_ID_LEN {
         return Err(Error::config(format!(
-            "service ID `{id}` is {} bytes long; {ID_RULE}",
+            "instance ID `{id}` is {} bytes long; {ID_RULE}",
             id.len()
         )));
     }
     if let Some(c) = id.chars().find(|c| !is_id_char(*c)) {
         return Err(Error::config(format!(
-            "service ID `{id}` contains {c:?}; {ID_RULE}"
+            "instance ID `{id}` contains {c:?}; {ID_RULE}"
         )));
     }
     Ok(())
@@ -134,37 +153,102 @@ fn is_id_char(c: char) -> bool {
     c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':')
 }
 
-/// Checks one metadata pair the way Consul does: keys of ASCII letters, digits, `-` and
-/// `_`, at most 128 bytes, not starting with the reserved `consul-` prefix; values at most
-/// 512 bytes.
-pub(crate) fn meta_pair(key: &str, value: &str) -> Result<()> {
-    if key.is_empty() {
-        return Err(Error::config("service metadata key is empty"));
-    }
-    if let Some(c) = key
-        .chars()
-        .find(|c| !c.is_ascii_alphanumeric() && !matches!(c, '-' | '_'))
-    {
+/// Checks metadata against the shared rule: at most [`MAX_META_PAIRS`] pairs; keys of
+/// 1 to [`MAX_META_KEY_LEN`] printable ASCII characters without spaces (dots included,
+/// as in Nacos's own `preserved.heart.beat.interval`); values at most
+/// [`MAX_META_VALUE_LEN`] bytes without control characters. Registries layer stricter
+/// key rules on top (Consul's).
+pub(crate) fn meta(meta: &BTreeMap<String, String>) -> Result<()> {
+    if meta.len() > MAX_META_PAIRS {
         return Err(Error::config(format!(
-            "service metadata key `{key}` contains {c:?}; use only ASCII letters, digits, `-` and `_`"
+            "{} service metadata pairs; at most {MAX_META_PAIRS} are allowed",
+            meta.len()
         )));
     }
-    if key.len() > MAX_META_KEY_LEN {
-        return Err(Error::config(format!(
-            "service metadata key `{key}` is longer than {MAX_META_KEY_LEN} bytes"
-        )));
-    }
-    if key.to_ascii_lowercase().starts_with("consul-") {
-        return Err(Error::config(format!(
-            "service metadata key `{key}` uses the prefix `consul-`, which Consul reserves"
-        )));
-    }
-    if value.len() > MAX_META_VALUE_LEN {
-        return Err(Error::config(format!(
-            "service metadata value of `{key}` is longer than {MAX_META_VALUE_LEN} bytes"
-        )));
+    for (key, value) in meta {
+        if key.is_empty()
+            || key.len() > MAX_META_KEY_LEN
+            || !key.chars().all(|c| c.is_ascii_graphic())
+        {
+            return Err(Error::config(format!(
+                "service metadata key `{}` must be 1 to {MAX_META_KEY_LEN} printable ASCII \
+                 characters without spaces",
+                key.escape_debug()
+            )));
+        }
+        if value.len() > MAX_META_VALUE_LEN || value.chars().any(char::is_control) {
+            return Err(Error::config(format!(
+                "service metadata value of `{key}` must be at most {MAX_META_VALUE_LEN} bytes \
+                 without control characters"
+            )));
+        }
     }
     Ok(())
+}
+
+/// What every registration is checked for, whatever the registry.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Registered<'a> {
+    /// The service name.
+    pub(crate) name: &'a str,
+    /// `allow_non_dns_name(true)`: underscores and dots allowed in `name`.
+    pub(crate) allow_non_dns_name: bool,
+    /// The instance ID, when one was given.
+    pub(crate) id: Option<&'a str>,
+    pub(crate) meta: &'a BTreeMap<String, String>,
+    /// Where the server is bound.
+    pub(crate) bind: SocketAddr,
+    /// The address given to advertise instead of the bound one.
+    pub(crate) advertise: Option<IpAddr>,
+}
+
+// === impl Registered ===
+
+impl Registered<'_> {
+    /// Checks the name, the ID, the metadata and the address, in this order.
+    ///
+    /// # Errors
+    ///
+    /// A configuration error naming the field and the value: the first rule broken.
+    pub(crate) fn check(&self) -> Result<()> {
+        name(self.name, self.allow_non_dns_name)?;
+        self.check_all_but_name()
+    }
+
+    /// Checks the ID, the metadata and the address: for a registry that checks the
+    /// name itself because its names extend the rule (etcd's Go targets, segments
+    /// under the rule joined by `/`).
+    pub(crate) fn check_all_but_name(&self) -> Result<()> {
+        if let Some(id) = self.id {
+            instance_id(id)?;
+        }
+        meta(self.meta)?;
+        address::check(self.bind, self.advertise)
+    }
+}
+
+/// Checks a service name: [`service_name`], or with the opt-in
+/// [`non_dns_service_name`].
+pub(crate) fn name(name: &str, allow_non_dns_name: bool) -> Result<()> {
+    if allow_non_dns_name {
+        non_dns_service_name(name)
+    } else {
+        service_name(name)
+    }
+}
+
+/// Logs, once per registration, that `name` was let through by `allow_non_dns_name`:
+/// nothing that reads names as DNS labels (Consul's DNS interface, DNS-based clients)
+/// can serve it.
+pub(crate) fn warn_if_not_dns(registry: &'static str, name: &str) {
+    if !is_dns_name(name) {
+        tracing::warn!(
+            registry,
+            service = %name,
+            "registering a service name DNS cannot carry (allowed by `allow_non_dns_name`); \
+             move its clients to a name of letters, digits and dashes"
+        );
+    }
 }
 
 /// Turns free text (a hostname) into a piece of an instance ID: every character outside
@@ -190,123 +274,4 @@ pub(crate) fn sanitize_label(text: &str) -> String {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn service_names() {
-        let long = "a".repeat(63);
-        for ok in ["echo", "echo-v2", "E2", "a", long.as_str()] {
-            assert!(service_name(ok).is_ok(), "{ok} should be accepted");
-        }
-        let too_long = "a".repeat(64);
-        for bad in [
-            "",
-            "-echo",
-            "echo-",
-            "echo.v1",
-            "echo v1",
-            "écho",
-            too_long.as_str(),
-        ] {
-            let e = service_name(bad).expect_err(bad);
-            assert!(e.is_config(), "{bad}: {e}");
-        }
-    }
-
-    #[test]
-    fn underscore_error_says_why_and_suggests_dashes() {
-        let e = service_name("user_service").unwrap_err().to_string();
-        assert!(e.contains("underscore"), "{e}");
-        assert!(e.contains("DNS"), "{e}");
-        assert!(e.contains("`user-service`"), "{e}");
-        assert!(e.contains(NAME_RULE), "{e}");
-        assert!(e.contains("allow_non_dns_name(true)"), "{e}");
-    }
-
-    #[test]
-    fn dot_error_suggests_dashes_and_the_opt_in() {
-        let e = service_name("_billing.v1").unwrap_err().to_string();
-        assert!(e.contains("a dot") || e.contains("an underscore"), "{e}");
-        assert!(e.contains("`billing-v1`"), "{e}");
-        assert!(e.contains("allow_non_dns_name(true)"), "{e}");
-    }
-
-    #[test]
-    fn every_name_refusal_names_the_rule() {
-        let too_long = "a".repeat(64);
-        for bad in ["", "-echo", "echo-", "echo v1", "écho", too_long.as_str()] {
-            let e = service_name(bad).unwrap_err().to_string();
-            assert!(e.contains(NAME_RULE), "{bad:?}: {e}");
-        }
-        for bad in ["", "echo v1", "echo/v1", too_long.as_str()] {
-            let e = non_dns_service_name(bad).unwrap_err().to_string();
-            assert!(e.contains(NON_DNS_NAME_RULE), "{bad:?}: {e}");
-        }
-    }
-
-    #[test]
-    fn the_opt_in_takes_underscores_and_dots_and_nothing_else() {
-        let longest = "a_".repeat(31) + "b";
-        for ok in [
-            "user_service",
-            "billing.v1",
-            "a",
-            "_x.",
-            longest.as_str(),
-            "echo",
-        ] {
-            assert!(non_dns_service_name(ok).is_ok(), "{ok} should be accepted");
-            assert_eq!(is_dns_name(ok), service_name(ok).is_ok(), "{ok}");
-        }
-        assert!(!is_dns_name("user_service"));
-        assert!(is_dns_name("user-service"));
-        let too_long = "a.".repeat(32);
-        for bad in ["", "a/b", "a b", "a:b", "ü", too_long.as_str()] {
-            assert!(non_dns_service_name(bad).unwrap_err().is_config(), "{bad}");
-        }
-    }
-
-    #[test]
-    fn every_id_refusal_names_the_rule() {
-        for bad in ["", "a/b", "a b", &"a".repeat(129)] {
-            let e = instance_id(bad).unwrap_err().to_string();
-            assert!(e.contains(ID_RULE), "{bad:?}: {e}");
-        }
-    }
-
-    #[test]
-    fn instance_ids() {
-        for ok in ["echo-host-8080", "redis1", "a_b", "svc:1", "x.y"] {
-            assert!(instance_id(ok).is_ok(), "{ok} should be accepted");
-        }
-        let too_long = "a".repeat(129);
-        for bad in ["", "a/b", "a b", "a?b", "ü", too_long.as_str()] {
-            assert!(instance_id(bad).unwrap_err().is_config(), "{bad}");
-        }
-    }
-
-    #[test]
-    fn meta_pairs_follow_consul() {
-        assert!(meta_pair("redis_version", "4.0").is_ok());
-        assert!(meta_pair("zone-a", "").is_ok());
-        for (k, v) in [
-            ("", "x"),
-            ("a.b", "x"),
-            ("consul-version", "1"),
-            ("Consul-x", "1"),
-        ] {
-            assert!(meta_pair(k, v).unwrap_err().is_config(), "{k}");
-        }
-        assert!(meta_pair(&"k".repeat(129), "v").is_err());
-        assert!(meta_pair("k", &"v".repeat(513)).is_err());
-    }
-
-    #[test]
-    fn sanitizes_hostnames() {
-        assert_eq!(sanitize_label("web-1.example.com"), "web-1-example-com");
-        assert_eq!(sanitize_label("__my host__"), "my-host");
-        assert_eq!(sanitize_label("..."), "host");
-        assert_eq!(sanitize_label("ünï"), "n");
-    }
-}
+mod tests;

@@ -2,6 +2,8 @@
 //! registry `ConsulDev`) the heartbeat, re-registration, health following and drain.
 #![cfg(feature = "testkit")]
 
+#[path = "support/same_rules.rs"]
+mod same_rules;
 mod support;
 
 use std::time::Duration;
@@ -82,6 +84,15 @@ fn id_rules() {
     for (id, accepted) in table {
         check(&format!("id {id:?}"), reg("echo").id(*id), *accepted);
     }
+}
+
+#[test]
+fn answers_bad_names_and_addresses_as_every_registry() {
+    same_rules::assert_same_answers(
+        Registration::new,
+        Registration::advertise,
+        Registration::validate,
+    );
 }
 
 #[test]

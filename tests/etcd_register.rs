@@ -3,6 +3,8 @@
 
 #[path = "support/etcd.rs"]
 mod etcd_support;
+#[path = "support/same_rules.rs"]
+mod same_rules;
 mod support;
 
 use std::time::Duration;
@@ -174,6 +176,28 @@ async fn an_invalid_registration_writes_nothing() {
     let e = client(&etcd).await.register(reg).await.unwrap_err();
     assert!(e.is_config(), "{e}");
     assert!(etcd_keys(&raw, "").await.is_empty());
+}
+
+#[test]
+fn answers_bad_names_and_addresses_as_every_registry() {
+    same_rules::assert_same_answers(
+        Registration::new,
+        Registration::advertise,
+        Registration::validate,
+    );
+}
+
+/// What we want to test: a wildcard bind is published at the interface that routes
+/// towards etcd (here loopback), as every registry does, not refused.
+#[tokio::test]
+async fn a_wildcard_bind_is_published_at_the_route_towards_etcd() {
+    trace_init();
+    let etcd = EtcdServer::start().await.unwrap();
+    let raw = raw(&etcd).await;
+    let reg = Registration::new("echo", "0.0.0.0:50052".parse().unwrap());
+    let handle = client(&etcd).await.register(reg).await.unwrap();
+    assert_eq!(handle.key(), "echo/127.0.0.1:50052");
+    assert!(key_lease(&raw, "echo/127.0.0.1:50052").await.is_some());
 }
 
 #[tokio::test]

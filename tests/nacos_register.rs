@@ -4,6 +4,8 @@
 
 #[path = "support/nacos.rs"]
 mod nacos_support;
+#[path = "support/same_rules.rs"]
+mod same_rules;
 mod support;
 
 use std::time::Duration;
@@ -58,6 +60,28 @@ async fn a_deregistered_instance_leaves_its_connection_to_the_next_registration(
         base + 1,
         "one registration connection in all"
     );
+}
+
+#[test]
+fn answers_bad_names_and_addresses_as_every_registry() {
+    same_rules::assert_same_answers(
+        Registration::new,
+        Registration::advertise,
+        Registration::validate,
+    );
+}
+
+/// What we want to test: a wildcard bind is registered at the interface that routes
+/// towards the server (here loopback), as every registry does, not refused.
+#[tokio::test]
+async fn a_wildcard_bind_is_registered_at_the_route_towards_the_server() {
+    trace_init();
+    let server = NacosServer::start().await.unwrap();
+    let nacos = client(&server).await;
+    let reg = Registration::new("echo", "0.0.0.0:47101".parse().unwrap());
+    let _handle = nacos.register(reg).await.unwrap();
+    let serving = server_serving(&server, "echo", &[]).await.unwrap();
+    assert_eq!(serving, ["127.0.0.1:47101"]);
 }
 
 #[tokio::test]

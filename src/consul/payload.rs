@@ -1,7 +1,7 @@
 //! From a [`Registration`] to the agent's register payload: the instance ID, the
 //! advertised address and the JSON `ServiceDefinition`.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -9,7 +9,7 @@ use reqwest::Url;
 use serde_json::{Map, Value, json};
 
 use super::register::{ExtraCheck, Registration};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::register::HealthSource;
 use crate::validate;
 
@@ -32,22 +32,14 @@ impl Registration {
     /// for a wildcard bind) and builds the payload.
     pub(crate) async fn resolve(self, agent: &Url) -> Result<(Resolved, HealthSource)> {
         let reg = self.validate()?;
-        if !validate::is_dns_name(&reg.name) {
-            // Once per registration: re-registrations after an agent restart reuse the
-            // payload and do not come back here.
-            tracing::warn!(
-                service = %reg.name,
-                "registering a service name DNS cannot carry (allowed by \
-                 `allow_non_dns_name`): Consul's DNS interface will not serve it; move its \
-                 clients to a name of letters, digits and dashes"
-            );
-        }
-        let ip = match reg.advertise {
-            Some(ip) => ip,
-            None if !reg.bind.ip().is_unspecified() => reg.bind.ip(),
-            None => outbound_ip(agent).await?,
-        };
-        let resolved = reg.resolve_with(SocketAddr::new(ip, reg.bind.port()));
+        // Once per registration: re-registrations after an agent restart reuse the
+        // payload and do not come back here.
+        validate::warn_if_not_dns("consul", &reg.name);
+        let default_port = agent.port_or_known_default().unwrap_or(8500);
+        let address =
+            validate::address::advertised(reg.bind, reg.advertise, agent.as_str(), default_port)
+                .await?;
+        let resolved = reg.resolve_with(address);
         Ok((resolved, reg.health))
     }
 
@@ -159,39 +151,6 @@ pub(crate) fn go_duration(d: Duration) -> String {
     } else {
         format!("{}ns", d.as_nanos())
     }
-}
-
-/// The local address of the interface that routes towards the agent: a UDP socket
-/// `connect`ed there (no packet is sent) reports it as its local address.
-pub(crate) async fn outbound_ip(agent: &Url) -> Result<IpAddr> {
-    let port = agent.port_or_known_default().unwrap_or(8500);
-    let host = agent
-        .host_str()
-        .ok_or_else(|| Error::config("Consul address has no host"))?;
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    let target = tokio::net::lookup_host((host, port))
-        .await
-        .map_err(|e| {
-            Error::config(format!("cannot resolve the agent host `{host}`")).with_source(e)
-        })?
-        .next()
-        .ok_or_else(|| Error::config(format!("the agent host `{host}` has no address")))?;
-    let local: SocketAddr = if target.is_ipv4() {
-        (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
-    } else {
-        (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
-    };
-    let fail =
-        |e| Error::config(format!("cannot find the interface towards {target}")).with_source(e);
-    let socket = tokio::net::UdpSocket::bind(local).await.map_err(fail)?;
-    socket.connect(target).await.map_err(fail)?;
-    let ip = socket.local_addr().map_err(fail)?.ip();
-    if ip.is_unspecified() {
-        return Err(Error::config(format!(
-            "no interface routes towards the agent at {target}; set an advertise address"
-        )));
-    }
-    Ok(ip)
 }
 
 #[cfg(test)]

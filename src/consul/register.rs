@@ -22,16 +22,19 @@ pub(crate) const MIN_DEREGISTER_AFTER: Duration = Duration::from_secs(60);
 ///
 /// Built with [`Registration::new`] and consuming setters, then handed to
 /// [`Client::register`](super::Client::register). Invalid input (a service name with an
-/// underscore, port 0, a TTL under one second, …) is remembered by the setter and
-/// returned by `register` before anything is sent; [`Registration::validate`] checks it
-/// without a client.
+/// underscore, port 0, a TTL under one second, …) is returned by `register` before
+/// anything is sent; [`Registration::validate`] checks it without a client. The name,
+/// ID, metadata and address rules are the crate's, the same for every registry; the
+/// Consul-only settings (TTL, checks, tags, weights) are checked by their setters, which
+/// remember the first error for `validate`.
 ///
 /// What gets registered:
 /// - `ID`: the explicit [`id`](Registration::id), else `<name>-<hostname>-<port>`, so
 ///   replicas on one agent never overwrite each other;
 /// - `Address`/`Port`: the [`advertise`](Registration::advertise)d address, else the bound
 ///   address, except that a wildcard (`0.0.0.0`, `[::]`) is never advertised: the
-///   interface that routes towards the agent is used instead;
+///   interface that routes towards the agent is used instead (the rule every registry
+///   of this crate follows);
 /// - a TTL check with the explicit `CheckID` `service:<id>`, kept passing by the
 ///   heartbeat, and removed with the service by the agent after it stayed critical for
 ///   [`deregister_critical_after`](Registration::deregister_critical_after);
@@ -93,7 +96,7 @@ impl Registration {
     /// ```
     pub fn new(name: impl Into<String>, addr: SocketAddr) -> Self {
         let name = name.into();
-        let mut reg = Registration {
+        Registration {
             error: None,
             name,
             id: None,
@@ -109,9 +112,7 @@ impl Registration {
             extra_checks: Vec::new(),
             health: HealthSource::always_passing(),
             allow_non_dns_name: false,
-        };
-        reg.fail_if(port(addr));
-        reg
+        }
     }
 
     /// Accepts a service name that Consul takes but DNS cannot carry: underscores and
@@ -139,22 +140,16 @@ impl Registration {
     /// letters, digits and dashes). Allowed: 1 to 128 ASCII letters, digits, `-`, `_`,
     /// `.`, `:`.
     pub fn id(mut self, id: impl Into<String>) -> Self {
-        let id = id.into();
-        self.fail_if(validate::instance_id(&id));
-        self.id = Some(id);
+        self.id = Some(id.into());
         self
     }
 
     /// The IP address other hosts reach this instance at; the port stays the bound one.
     /// Default: the bound address, or, when that is a wildcard (`0.0.0.0`, `[::]`), the
     /// address of the interface that routes towards the agent (found by connecting a UDP
-    /// socket, which sends no packet).
+    /// socket, which sends no packet). A wildcard here names no host and is refused by
+    /// [`validate`](Self::validate).
     pub fn advertise(mut self, ip: IpAddr) -> Self {
-        if ip.is_unspecified() {
-            self.fail_if(Err(Error::config(format!(
-                "cannot advertise the wildcard address {ip}; give the address clients should use"
-            ))));
-        }
         self.advertise = Some(ip);
         self
     }
@@ -170,18 +165,10 @@ impl Registration {
     }
 
     /// Adds a metadata pair. Keys: ASCII letters, digits, `-`, `_`, at most 128 bytes,
-    /// not starting with `consul-`; values at most 512 bytes; at most 64 pairs.
-    /// Default: none.
+    /// not starting with `consul-` (Consul's rule); values at most 512 bytes without
+    /// control characters; at most 64 pairs. Default: none.
     pub fn meta(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
-        let (key, value) = (key.into(), value.into());
-        self.fail_if(validate::meta_pair(&key, &value));
-        self.meta.insert(key, value);
-        if self.meta.len() > validate::MAX_META_PAIRS {
-            self.fail_if(Err(Error::config(format!(
-                "more than {} service metadata pairs",
-                validate::MAX_META_PAIRS
-            ))));
-        }
+        self.meta.insert(key.into(), value.into());
         self
     }
 
@@ -274,15 +261,24 @@ impl Registration {
     ///
     /// # Errors
     ///
-    /// A service name outside its rule (see [`new`](Self::new) and
-    /// [`allow_non_dns_name`](Self::allow_non_dns_name)), the first configuration error
-    /// a setter met, or a heartbeat interval that is zero or above half the TTL.
+    /// A configuration error naming the field and the value: a service name outside
+    /// its rule (see [`new`](Self::new) and
+    /// [`allow_non_dns_name`](Self::allow_non_dns_name)), an invalid instance ID or
+    /// metadata, port 0 or a wildcard [`advertise`](Self::advertise) address (the
+    /// crate's rules, shared by every registry), a metadata key Consul refuses, the
+    /// first error a setter met, or a heartbeat interval that is zero or above half the
+    /// TTL.
     pub fn validate(mut self) -> Result<Self> {
-        if self.allow_non_dns_name {
-            validate::non_dns_service_name(&self.name)?;
-        } else {
-            validate::service_name(&self.name)?;
+        validate::Registered {
+            name: &self.name,
+            allow_non_dns_name: self.allow_non_dns_name,
+            id: self.id.as_deref(),
+            meta: &self.meta,
+            bind: self.bind,
+            advertise: self.advertise,
         }
+        .check()?;
+        self.meta.keys().try_for_each(|key| meta_key(key))?;
         if let Some(e) = self.error.take() {
             return Err(e);
         }
@@ -309,10 +305,22 @@ impl Registration {
     }
 }
 
-fn port(addr: SocketAddr) -> Result<()> {
-    if addr.port() == 0 {
+/// Consul's own rule for metadata keys, on top of the shared one (`agent/structs`:
+/// `validateMetaPair`): ASCII letters, digits, `-` and `_`, not the reserved `consul-`
+/// prefix.
+fn meta_key(key: &str) -> Result<()> {
+    if let Some(c) = key
+        .chars()
+        .find(|c| !c.is_ascii_alphanumeric() && !matches!(c, '-' | '_'))
+    {
         return Err(Error::config(format!(
-            "cannot register port 0 ({addr}); bind the listener first and register its local_addr()"
+            "service metadata key `{key}` contains {c:?}; Consul takes only ASCII letters, \
+             digits, `-` and `_`"
+        )));
+    }
+    if key.to_ascii_lowercase().starts_with("consul-") {
+        return Err(Error::config(format!(
+            "service metadata key `{key}` uses the prefix `consul-`, which Consul reserves"
         )));
     }
     Ok(())

@@ -66,7 +66,7 @@ pub(crate) async fn start(
     client: Client,
     registration: Registration,
 ) -> Result<RegistrationHandle> {
-    let mut registration = registration.validate()?;
+    let mut registration = registration.resolve(client.endpoints()).await?;
     let health = std::mem::take(&mut registration.health);
     let publish = health.healthy();
     let lease = establish(&client, &registration, None, publish).await?;

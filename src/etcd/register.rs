@@ -11,6 +11,7 @@ use super::lease::keep_alive_interval;
 use crate::backoff::Backoff;
 use crate::error::{Error, Result};
 use crate::register::HealthSource;
+use crate::validate::{self, NAME_RULE};
 
 /// etcd grants leases in whole seconds and raises shorter TTLs to its minimum
 /// (1.5 × election timeout, 2 s with default settings).
@@ -22,7 +23,8 @@ pub(super) const MIN_TTL: Duration = Duration::from_secs(2);
 /// What goes into etcd depends on the [`KeyLayout`]: by default the key
 /// `<name>/<ip:port>` with the Go `naming/endpoints` value, so grpc-go clients using
 /// etcd's resolver see the instance too. Setters only record; [`validate`](Self::validate)
-/// (called by `register`) checks everything before anything is sent.
+/// (called by `register`) checks everything before anything is sent, with the name, ID,
+/// metadata and address rules every registry of this crate shares.
 #[must_use]
 #[derive(Clone)]
 pub struct Registration {
@@ -34,6 +36,7 @@ pub struct Registration {
     bind: SocketAddr,
     advertise: Option<IpAddr>,
     id_set: bool,
+    allow_non_dns_name: bool,
 }
 
 // === impl Registration ===
@@ -41,10 +44,15 @@ pub struct Registration {
 impl Registration {
     /// An instance of service `name` listening on `addr`.
     ///
-    /// `name` may hold ASCII letters, digits, `-`, `_`, `.` and, in the endpoints layout,
-    /// `/` between non-empty segments (Go targets such as `foo/bar/my-service`). `addr`'s
-    /// port must not be 0, and a wildcard IP (`0.0.0.0`, `[::]`) needs
-    /// [`advertise`](Self::advertise).
+    /// `name` follows the same rule as everywhere in this crate: ASCII letters, digits
+    /// and dashes, 1 to 63 bytes, not starting or ending with a dash (a DNS label;
+    /// underscores, dots and, in the endpoints layout, `/` between segments, as in Go
+    /// targets such as `foo/bar/my-service`, only with
+    /// [`allow_non_dns_name`](Self::allow_non_dns_name)). `addr`'s port must not be 0;
+    /// a wildcard IP (`0.0.0.0`, `[::]`) is never published: unless
+    /// [`advertise`](Self::advertise) names one, `register` publishes the address of
+    /// the interface that routes towards etcd instead (and [`key`](Self::key) shows
+    /// the wildcard until then).
     pub fn new(name: impl Into<String>, addr: SocketAddr) -> Self {
         let service = name.into();
         let host = addr.ip().to_string();
@@ -64,12 +72,24 @@ impl Registration {
             bind: addr,
             advertise: None,
             id_set: false,
+            allow_non_dns_name: false,
         }
     }
 
+    /// Accepts a service name that DNS cannot carry: underscores and dots besides
+    /// letters, digits and dashes (1 to 63 bytes), and, in the endpoints layout, Go
+    /// targets of such segments joined by `/` (`foo/bar/my_service`). Lets a fleet keep
+    /// its old name while its clients move to a dashed one; discovery of such names
+    /// needs no opt-in. Registering logs a warning once per registration.
+    /// Default: `false`.
+    pub fn allow_non_dns_name(mut self, allow: bool) -> Self {
+        self.allow_non_dns_name = allow;
+        self
+    }
+
     /// The instance id, used in the key of the kratos layout (the endpoints layout
-    /// keys by address). Default: `<name>-<ip>-<port>`. Allowed: ASCII letters, digits,
-    /// `-`, `_`, `.`.
+    /// keys by address). Default: `<name>-<ip>-<port>`. Allowed: 1 to 128 ASCII letters,
+    /// digits, `-`, `_`, `.`, `:`.
     pub fn id(mut self, id: impl Into<String>) -> Self {
         self.published.id = id.into();
         self.id_set = true;
@@ -80,12 +100,16 @@ impl Registration {
     /// Default: the bound address.
     pub fn advertise(mut self, ip: IpAddr) -> Self {
         self.advertise = Some(ip);
+        self.publish_at(ip);
+        self
+    }
+
+    fn publish_at(&mut self, ip: IpAddr) {
         self.published.host = ip.to_string();
         if !self.id_set {
             let host = self.published.host.replace(':', ".");
             self.published.id = format!("{}-{host}-{}", self.published.service, self.bind.port());
         }
-        self
     }
 
     /// The lease TTL: how long the key outlives a crashed instance. Rounded up to whole
@@ -99,7 +123,9 @@ impl Registration {
         self
     }
 
-    /// Adds a metadata entry. Default: none.
+    /// Adds a metadata entry. Keys: 1 to 128 printable ASCII characters without spaces;
+    /// values at most 512 bytes without control characters; at most 64 entries.
+    /// Default: none.
     pub fn meta(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
         self.published.meta.insert(key.into(), value.into());
         self
@@ -154,25 +180,55 @@ impl Registration {
     ///
     /// # Errors
     ///
-    /// A configuration error for an invalid service name or id, port 0, or a wildcard
-    /// address without [`advertise`](Self::advertise).
+    /// A configuration error naming the field and the value: a service name, id or
+    /// metadata outside the crate's rules (see [`new`](Self::new)), a `/` in a name
+    /// without the opt-in or outside the endpoints layout, port 0, or a wildcard
+    /// [`advertise`](Self::advertise) address.
     pub fn validate(self) -> Result<Self> {
-        let p = &self.published;
-        validate_name(&p.service, self.layout == KeyLayout::Endpoints)?;
-        if self.id_set {
-            validate_name(&p.id, false).map_err(|_| {
-                Error::config(format!("instance id `{}` is not a valid key segment", p.id))
-            })?;
+        self.check_name()?;
+        validate::Registered {
+            name: &self.published.service,
+            allow_non_dns_name: self.allow_non_dns_name,
+            id: self.id_set.then_some(self.published.id.as_str()),
+            meta: &self.published.meta,
+            bind: self.bind,
+            advertise: self.advertise,
         }
-        let ip = self.advertise.unwrap_or(self.bind.ip());
-        if ip.is_unspecified() || p.port == 0 {
-            return Err(Error::config(format!(
-                "cannot register `{}` as {ip}:{}: other hosts need a concrete address and \
-                 port (bind first, and give `advertise` for a wildcard bind)",
-                p.service, p.port
-            )));
+        .check_all_but_name()?;
+        Ok(self)
+    }
+
+    /// Validates, and publishes the address of the interface that routes towards the
+    /// first of `endpoints` in place of a wildcard bind.
+    pub(super) async fn resolve(mut self, endpoints: &[String]) -> Result<Self> {
+        self = self.validate()?;
+        validate::warn_if_not_dns("etcd", &self.published.service);
+        if self.advertise.is_none() && self.bind.ip().is_unspecified() {
+            let etcd = endpoints.first().map_or("", String::as_str);
+            let at = validate::address::advertised(self.bind, None, etcd, 2379).await?;
+            self.publish_at(at.ip());
         }
         Ok(self)
+    }
+
+    /// The crate's name rule, extended by etcd's Go targets: with the opt-in, in the
+    /// endpoints layout, `/`-separated segments each under the opt-in rule.
+    fn check_name(&self) -> Result<()> {
+        let name = self.published.service.as_str();
+        if !name.contains('/') {
+            return validate::name(name, self.allow_non_dns_name);
+        }
+        if !self.allow_non_dns_name || self.layout != KeyLayout::Endpoints {
+            return Err(Error::config(format!(
+                "service name `{name}` contains '/'; {NAME_RULE}; a Go target such as \
+                 `foo/bar/my-service` needs `allow_non_dns_name(true)` and the endpoints layout"
+            )));
+        }
+        name.split('/').try_for_each(|segment| {
+            validate::non_dns_service_name(segment).map_err(|e| {
+                Error::config(format!("service name `{name}` has a bad `/` segment: {e}"))
+            })
+        })
     }
 }
 
@@ -183,29 +239,9 @@ impl fmt::Debug for Registration {
             .field("ttl", &self.ttl)
             .field("layout", &self.layout)
             .field("health", &self.health)
+            .field("allow_non_dns_name", &self.allow_non_dns_name)
             .finish()
     }
-}
-
-/// Service name rules for etcd keys.
-// TODO(lead): unify with `src/validate.rs` of the Consul registration once merged; etcd
-// names may contain `/` (Go endpoints targets such as `foo/bar/my-service`) and `_`.
-fn validate_name(name: &str, allow_slash: bool) -> Result<()> {
-    let bad = |why: &str| Err(Error::config(format!("service name `{name}` {why}")));
-    if name.is_empty() || name.len() > 256 {
-        return bad("must have 1 to 256 characters");
-    }
-    let allowed = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.');
-    if let Some(c) = name
-        .chars()
-        .find(|&c| !(allowed(c) || (allow_slash && c == '/')))
-    {
-        return bad(&format!("contains `{c}`"));
-    }
-    if name.split('/').any(str::is_empty) {
-        return bad("has an empty `/` segment");
-    }
-    Ok(())
 }
 
 #[cfg(test)]
@@ -220,30 +256,61 @@ mod tests {
         r.validate()
     }
 
+    // The crate's name rule replaced etcd's own (any of `[A-Za-z0-9._-]`, `/` between
+    // segments, up to 256 bytes): dots, underscores and Go targets need the opt-in.
     #[test]
-    fn names_follow_key_rules() {
-        for ok in ["echo", "greet.rpc", "foo/bar/my-service", "a_b"] {
+    fn names_follow_the_crate_rule_and_go_targets_need_the_opt_in() {
+        let old_names = ["greet.rpc", "foo/bar/my-service", "a_b"];
+        for ok in ["echo", "echo-v2"] {
             let _ = check(Registration::new(ok, addr())).unwrap();
         }
-        for bad in ["", "/echo", "echo/", "a//b", "é", "a b", "a\n"] {
+        for bad in old_names
+            .into_iter()
+            .chain(["", "-echo", "é", "a b", "a\n"])
+        {
             let e = check(Registration::new(bad, addr())).unwrap_err();
             assert!(e.is_config(), "{bad}: {e}");
         }
-        let kratos = Registration::new("a/b", addr()).layout(KeyLayout::Kratos);
+        let e = check(Registration::new("foo/bar", addr())).unwrap_err();
+        assert!(e.to_string().contains("allow_non_dns_name(true)"), "{e}");
+        let opted = |name| Registration::new(name, addr()).allow_non_dns_name(true);
+        for ok in old_names {
+            let _ = check(opted(ok)).unwrap();
+        }
+        for bad in ["", "/echo", "echo/", "a//b", "é", "a b", "a\n"] {
+            let e = check(opted(bad)).unwrap_err();
+            assert!(e.is_config(), "{bad}: {e}");
+        }
+        let kratos = opted("a/b").layout(KeyLayout::Kratos);
         assert!(check(kratos).unwrap_err().is_config());
         let id = Registration::new("a", addr()).id("x/y");
-        assert!(check(id).unwrap_err().is_config());
+        assert!(
+            check(id)
+                .unwrap_err()
+                .to_string()
+                .contains("instance ID `x/y`")
+        );
+        let _ = check(Registration::new("a", addr()).id("a-::1:7")).unwrap();
+        let meta = Registration::new("a", addr()).meta("k", "line\nbreak");
+        assert!(check(meta).unwrap_err().is_config());
     }
 
-    #[test]
-    fn wildcards_need_an_advertised_address() {
-        for bad in ["0.0.0.0:1", "[::]:1", "10.0.0.1:0"] {
-            let e = check(Registration::new("a", bad.parse().unwrap())).unwrap_err();
-            assert!(e.is_config(), "{bad}");
+    // A wildcard bind was refused without `advertise`; it is now replaced by the route
+    // towards etcd, as every registry of the crate does.
+    #[tokio::test]
+    async fn a_wildcard_bind_publishes_the_route_towards_etcd() {
+        let etcd = ["http://127.0.0.1:2379".to_owned()];
+        for bind in ["0.0.0.0:7", "[::]:7"] {
+            let r = Registration::new("a", bind.parse().unwrap()).layout(KeyLayout::Kratos);
+            let r = r.resolve(&etcd).await.unwrap();
+            assert_eq!(r.published.host, "127.0.0.1", "{bind}");
+            assert_eq!(r.key(), "/microservices/a/a-127.0.0.1-7", "{bind}");
         }
+        let e = check(Registration::new("a", "10.0.0.1:0".parse().unwrap())).unwrap_err();
+        assert!(e.is_config());
         let r = Registration::new("a", "0.0.0.0:7".parse().unwrap())
             .advertise("10.1.2.3".parse().unwrap());
-        assert_eq!(check(r).unwrap().key(), "a/10.1.2.3:7");
+        assert_eq!(r.resolve(&etcd).await.unwrap().key(), "a/10.1.2.3:7");
         let r = Registration::new("a", "0.0.0.0:7".parse().unwrap())
             .advertise("0.0.0.0".parse().unwrap());
         assert!(check(r).unwrap_err().is_config());

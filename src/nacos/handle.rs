@@ -71,8 +71,9 @@ struct Connection {
 /// health source says it does not serve, and hands both to a new handle.
 pub(crate) async fn start(
     client: Client,
-    mut registration: Registration,
+    registration: Registration,
 ) -> Result<RegistrationHandle> {
+    let mut registration = registration.resolve(client.servers()).await?;
     let health = std::mem::take(&mut registration.health);
     let group = registration
         .group

@@ -8,7 +8,7 @@ use nacos_sdk::api::naming::ServiceInstance;
 
 use crate::error::{Error, Result};
 use crate::register::HealthSource;
-use crate::validate::{self, MAX_META_KEY_LEN, MAX_META_PAIRS, MAX_META_VALUE_LEN};
+use crate::validate;
 
 /// Nacos's largest instance weight.
 const MAX_WEIGHT: f64 = 10_000.0;
@@ -19,7 +19,8 @@ const MAX_WEIGHT: f64 = 10_000.0;
 /// Nacos identifies the instance by address, port and cluster: its id is
 /// `ip#port#cluster#group@@service` ([`instance_id`](Self::instance_id)). Setters only
 /// record; [`validate`](Self::validate) (called by `register`) checks everything
-/// before anything is sent.
+/// before anything is sent, with the name, metadata and address rules every registry
+/// of this crate shares.
 #[must_use]
 #[derive(Clone)]
 pub struct Registration {
@@ -42,7 +43,10 @@ impl Registration {
     /// `name` follows the same rules as everywhere in this crate: ASCII letters, digits
     /// and dashes, 1 to 63 bytes (a DNS label; underscores and dots only with
     /// [`allow_non_dns_name`](Self::allow_non_dns_name)). `addr`'s port must not
-    /// be 0, and a wildcard IP (`0.0.0.0`, `[::]`) needs [`advertise`](Self::advertise).
+    /// be 0; a wildcard IP (`0.0.0.0`, `[::]`) is never registered: unless
+    /// [`advertise`](Self::advertise) names one, `register` registers the address of
+    /// the interface that routes towards the Nacos server instead (and
+    /// [`address`](Self::address) shows the wildcard until then).
     pub fn new(name: impl Into<String>, addr: SocketAddr) -> Self {
         Registration {
             service: name.into(),
@@ -92,7 +96,9 @@ impl Registration {
         self
     }
 
-    /// Adds a metadata entry. Default: none.
+    /// Adds a metadata entry. Keys: 1 to 128 printable ASCII characters without spaces;
+    /// values at most 512 bytes without control characters; at most 64 entries.
+    /// Default: none.
     pub fn meta(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
         self.meta.insert(key.into(), value.into());
         self
@@ -131,14 +137,20 @@ impl Registration {
     ///
     /// # Errors
     ///
-    /// A configuration error for an invalid service, group or cluster name, weight or
-    /// metadata, port 0, or a wildcard address without [`advertise`](Self::advertise).
+    /// A configuration error naming the field and the value: a service name or
+    /// metadata outside the crate's rules, port 0 or a wildcard
+    /// [`advertise`](Self::advertise) address, or Nacos's own: an invalid group or
+    /// cluster name or weight.
     pub fn validate(self) -> Result<Self> {
-        if self.allow_non_dns_name {
-            validate::non_dns_service_name(&self.service)?;
-        } else {
-            validate::service_name(&self.service)?;
+        validate::Registered {
+            name: &self.service,
+            allow_non_dns_name: self.allow_non_dns_name,
+            id: None,
+            meta: &self.meta,
+            bind: self.bind,
+            advertise: self.advertise,
         }
+        .check()?;
         if let Some(group) = &self.group {
             check_group(group)?;
         }
@@ -161,15 +173,16 @@ impl Registration {
                 self.weight, self.service
             )));
         }
-        check_meta(&self.meta)?;
-        let addr = self.address();
-        if addr.ip().is_unspecified() || addr.port() == 0 {
-            return Err(Error::config(format!(
-                "cannot register `{}` as {addr}: other hosts need a concrete address and port \
-                 (bind first, and give `advertise` for a wildcard bind)",
-                self.service
-            )));
-        }
+        Ok(self)
+    }
+
+    /// Validates, and advertises the address of the interface that routes towards the
+    /// first of `servers` in place of a wildcard bind.
+    pub(super) async fn resolve(mut self, servers: &[String]) -> Result<Self> {
+        self = self.validate()?;
+        let nacos = servers.first().map_or("", String::as_str);
+        let at = validate::address::advertised(self.bind, self.advertise, nacos, 8848).await?;
+        self.advertise = Some(at.ip());
         Ok(self)
     }
 
@@ -202,34 +215,6 @@ pub(super) fn check_group(group: &str) -> Result<()> {
         return Err(Error::config(format!(
             "group `{group}` must not contain `@@`, spaces or control characters"
         )));
-    }
-    Ok(())
-}
-
-/// Metadata within Consul's limits (the crate's common ones); keys may hold dots, as
-/// Nacos's own (`preserved.heart.beat.interval`) do.
-fn check_meta(meta: &BTreeMap<String, String>) -> Result<()> {
-    if meta.len() > MAX_META_PAIRS {
-        return Err(Error::config(format!(
-            "{} metadata entries; at most {MAX_META_PAIRS} are allowed",
-            meta.len()
-        )));
-    }
-    for (key, value) in meta {
-        let key_ok = !key.is_empty()
-            && key.len() <= MAX_META_KEY_LEN
-            && key.chars().all(|c| c.is_ascii_graphic());
-        if !key_ok {
-            return Err(Error::config(format!(
-                "metadata key `{key}` must be 1 to {MAX_META_KEY_LEN} printable ASCII characters"
-            )));
-        }
-        if value.len() > MAX_META_VALUE_LEN || value.chars().any(char::is_control) {
-            return Err(Error::config(format!(
-                "metadata value of `{key}` must be at most {MAX_META_VALUE_LEN} bytes without \
-                 control characters"
-            )));
-        }
     }
     Ok(())
 }
@@ -299,12 +284,10 @@ mod tests {
                 .unwrap_err();
             assert!(e.is_config(), "weight {bad}");
         }
-        for bad in ["0.0.0.0:1", "[::]:1", "10.0.0.1:0"] {
-            let e = Registration::new("a", bad.parse().unwrap())
-                .validate()
-                .unwrap_err();
-            assert!(e.is_config(), "{bad}");
-        }
+        let e = Registration::new("a", "10.0.0.1:0".parse().unwrap())
+            .validate()
+            .unwrap_err();
+        assert!(e.is_config());
         let e = Registration::new("a", addr())
             .meta("", "x")
             .validate()
@@ -331,5 +314,21 @@ mod tests {
             ("10.1.2.3", 7, true)
         );
         assert_eq!(sdk.metadata["preserved.register.source"], "RUST");
+    }
+
+    // A wildcard bind was refused without `advertise`; it is now replaced by the route
+    // towards the server, as every registry of the crate does.
+    #[tokio::test]
+    async fn a_wildcard_bind_registers_the_route_towards_the_server() {
+        let nacos = ["127.0.0.1:8848".to_owned()];
+        for bind in ["0.0.0.0:7", "[::]:7"] {
+            let r = Registration::new("echo", bind.parse().unwrap());
+            let r = r.resolve(&nacos).await.unwrap();
+            assert_eq!(r.address(), "127.0.0.1:7".parse().unwrap(), "{bind}");
+            assert_eq!(r.to_sdk().ip, "127.0.0.1");
+        }
+        let r = Registration::new("echo", "0.0.0.0:7".parse().unwrap())
+            .advertise("0.0.0.0".parse().unwrap());
+        assert!(r.resolve(&nacos).await.unwrap_err().is_config());
     }
 }
