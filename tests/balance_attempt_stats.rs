@@ -174,3 +174,40 @@ async fn every_attempt_the_servers_received_is_a_call_or_a_retry() {
     // 0.3³ of the calls fail three times: 2.7%.
     assert!(failed_calls < CALLS / 10, "{failed_calls} calls failed");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hedge_due_while_throttled_is_counted_as_throttled() {
+    support::trace_init();
+    let a = TestEchoServer::start("a").await.expect("a");
+    let b = TestEchoServer::start("b").await.expect("b");
+    a.service().fail_with(Some(Code::Unavailable));
+    b.service().fail_with(Some(Code::Unavailable));
+    let policy = HedgingPolicy::new(3, Duration::from_millis(10), [Code::Unavailable]);
+    let method = MethodConfig::new([MethodName::service("echo.v1.Echo")]).hedge(policy);
+    let config = echo(method).retry_throttling(RetryThrottling::new(4, 0.1));
+    let channel = over(&[&a, &b], config).await;
+    // 4 tokens: the first failure leaves 3 (a hedge goes), the second 2 (throttled).
+    call(&channel).await.expect_err("both attempts fail");
+    assert_eq!(counts(channel.attempt_stats()), (0, 0, 1, 0, 1));
+
+    // The next call hangs on its first attempt; its hedge falls due after 10 ms,
+    // while the throttle still holds: counted, and not sent.
+    a.service().fail_with(None);
+    b.service().fail_with(None);
+    let holds = (a.service().hold(), b.service().hold());
+    let pending = tokio::spawn({
+        let channel = channel.clone();
+        async move { call(&channel).await }
+    });
+    eventually(WAIT, "the timer's hedge counted as throttled", || async {
+        channel.attempt_stats().hedges_throttled() == 2
+    })
+    .await;
+    drop(holds);
+    pending
+        .await
+        .expect("caller")
+        .expect("answered by the first attempt");
+    assert_eq!(a.service().received() + b.service().received(), 3);
+    assert_eq!(counts(channel.attempt_stats()), (0, 0, 1, 0, 2));
+}

@@ -303,11 +303,17 @@ impl Hedge {
 
     /// Whether another attempt may go: attempts left, not stopped, and the
     /// channel's throttle (if any) above half its bucket (gRFC A6: no hedges are
-    /// sent while retries are throttled).
-    fn may_send(&self, shared: &Shared) -> bool {
-        !self.stopped
-            && self.sent < self.policy.max_attempts
-            && shared.policies.throttle(Throttle::allows) != Some(false)
+    /// sent while retries are throttled; a hedge the throttle holds back stops the
+    /// call's hedging, counted as `throttled`).
+    fn may_send(&mut self, shared: &Shared) -> bool {
+        if self.stopped || self.sent >= self.policy.max_attempts {
+            return false;
+        }
+        if shared.policies.throttle(Throttle::allows) == Some(false) {
+            self.stop(shared, "throttled");
+            return false;
+        }
+        true
     }
 
     /// Sets the next hedge's timer, or clears it when every attempt was sent (a
