@@ -7,7 +7,7 @@
 //!
 //! SCENARIO is a number or a name: 1 overhead, 2 propagation, 3 dead, 4 slow,
 //! 5 rolling, 6 scale, 7 blackhole, 8 frozen, 9 maxage, 10 weights, 11 zones, 12 worker,
-//! 13 subset, 14 fleet, 15 saturation, 16 refills, 17 tail;
+//! 13 subset, 14 fleet, 15 saturation, 16 refills, 17 tail, 18 storm;
 //! none runs all. A run writes `benches/results/*.{json,md,svg}`, regenerates
 //! `BENCHMARKS.md` from the saved sections and `benches/results/notes.md`, and rewrites
 //! the README's summary of the benchmarks (the block between its
@@ -65,6 +65,8 @@ mod scale_big;
 mod slow;
 #[path = "mesh/stats.rs"]
 mod stats;
+#[path = "mesh/storm.rs"]
+mod storm;
 #[path = "mesh/subset.rs"]
 mod subset;
 #[path = "mesh/tail.rs"]
@@ -85,7 +87,7 @@ use tokio::time::Instant;
 #[global_allocator]
 static ALLOC: cap::Cap<std::alloc::System> = cap::Cap::new(std::alloc::System, usize::MAX);
 
-const NAMES: [(&str, &str); 17] = [
+const NAMES: [(&str, &str); 18] = [
     ("1", "overhead"),
     ("2", "propagation"),
     ("3", "dead"),
@@ -103,6 +105,7 @@ const NAMES: [(&str, &str); 17] = [
     ("15", "saturation"),
     ("16", "refills"),
     ("17", "tail"),
+    ("18", "storm"),
 ];
 
 const COMMAND: &str = "cargo bench --all-features --bench mesh";
@@ -118,8 +121,8 @@ const COMMAND: &str = "cargo bench --all-features --bench mesh";
 struct Cli {
     /// Scenarios to run, by number or name (1 overhead, 2 propagation, 3 dead, 4 slow,
     /// 5 rolling, 6 scale, 7 blackhole, 8 frozen, 9 maxage, 10 weights, 11 zones,
-    /// 12 worker, 13 subset, 14 fleet, 15 saturation, 16 refills, 17 tail); none runs
-    /// all.
+    /// 12 worker, 13 subset, 14 fleet, 15 saturation, 16 refills, 17 tail, 18 storm);
+    /// none runs all.
     #[arg(value_parser = scenario_index)]
     scenarios: Vec<usize>,
     /// Runs every scenario small and writes only under `target/bench/quick/`.
@@ -241,7 +244,8 @@ async fn scenario(i: usize, cfg: &Config) -> Res<Section> {
         13 => fleet::run(cfg).await,
         14 => saturation::run(cfg).await,
         15 => refills::run(cfg).await,
-        _ => tail::run(cfg).await,
+        16 => tail::run(cfg).await,
+        _ => storm::run(cfg).await,
     }
 }
 

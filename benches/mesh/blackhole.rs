@@ -1,6 +1,7 @@
 //! Scenario 7, black hole: one of three servers (then two of three) answers every call
 //! at once with `UNAVAILABLE` while it stays registered and passing; how many calls
-//! fail, when the failures stop, and how much of the service stays up.
+//! fail, when the failures stop, and how much of the service stays up; ours also with
+//! a retry policy (gRFC A6: 3 attempts on `UNAVAILABLE`), against issue #23's target.
 
 use std::fmt::Write;
 use std::time::Duration;
@@ -17,10 +18,17 @@ use crate::trial::{self, Fault, NAMES, Plan};
 const MAX_FAILED_PCT: f64 = 0.5;
 /// Failures stop within this after the fault, ms.
 const MAX_LAST_FAILURE_MS: f64 = 1000.0;
+/// With a retry policy (issue #23): failures after the first burst, and the share of
+/// the calls sent after the fault that may fail, %.
+const RETRY_MAX_AFTER_BURST: f64 = 0.0;
+const RETRY_MAX_FAILED_PCT: f64 = 0.01;
 
 pub async fn run(cfg: &Config) -> Res<Section> {
     let after = Duration::from_millis(cfg.pick(10_000, 3000));
-    let plan = |tag, n| Plan::new(cfg, tag, Fault::BlackHole(n), after);
+    let plan = |tag, n| Plan {
+        retrying: true,
+        ..Plan::new(cfg, tag, Fault::BlackHole(n), after)
+    };
     let plans = [plan("hole1-", 1), plan("hole2-", 2)];
     let mut runs = Vec::new();
     for plan in &plans {
@@ -30,13 +38,18 @@ pub async fn run(cfg: &Config) -> Res<Section> {
     Ok(section(cfg, &plans, &runs))
 }
 
-fn section(cfg: &Config, plans: &[Plan; 2], runs: &[[Runs; 2]]) -> Section {
+fn section(cfg: &Config, plans: &[Plan; 2], runs: &[Vec<Runs>]) -> Section {
     let window = plans[0].window.as_secs_f64();
     let mut md = outcome::setup(
         cfg,
         &plans[0],
         "server 0 (then servers 0 and 1, a second set of runs) starts answering every call at once \
          with `UNAVAILABLE` (a trailers-only response)",
+    );
+    md.push_str(
+        "ours + retry policy = ours with a retry policy for every method (gRFC A6: 3 attempts \
+         in all on `UNAVAILABLE`, backoff 10–100 ms, no throttling), set with \
+         `BalancedChannelBuilder::service_config`.\n\n",
     );
     let mut rows = Vec::new();
     for (plan, pair) in plans.iter().zip(runs) {
@@ -102,6 +115,7 @@ fn section(cfg: &Config, plans: &[Plan; 2], runs: &[[Runs; 2]]) -> Section {
         outcome::median(&two[0].ok_after_pct),
         verdict(two[1].min_ok_per_s.iter().all(|n| *n > 0.0)),
     );
+    md.push_str(&retry_verdict(plans, runs));
     let variants: Vec<_> = plans
         .iter()
         .zip(runs)
@@ -113,7 +127,39 @@ fn section(cfg: &Config, plans: &[Plan; 2], runs: &[[Runs; 2]]) -> Section {
             "variants": variants,
             "target_failed_pct": MAX_FAILED_PCT,
             "target_last_failure_ms": MAX_LAST_FAILURE_MS,
+            "target_retry_after_burst": RETRY_MAX_AFTER_BURST,
+            "target_retry_failed_pct": RETRY_MAX_FAILED_PCT,
         }),
         markdown: md,
     }
+}
+
+/// The verdict on ours + retry policy, 1 and 2 of 3 black-holed, worst run: no failure
+/// after the first burst, and at most [`RETRY_MAX_FAILED_PCT`] of the calls sent after
+/// the fault failed.
+fn retry_verdict(plans: &[Plan; 2], runs: &[Vec<Runs>]) -> String {
+    let mut md = format!(
+        "\nTargets with a retry policy (issue #23), ours + retry policy, worst run: \
+         {RETRY_MAX_AFTER_BURST:.0} failed calls after the first burst, and failed calls at \
+         most {RETRY_MAX_FAILED_PCT}% of those sent in the {:.0} s after the fault —",
+        plans[0].window.as_secs_f64()
+    );
+    for (plan, pair) in plans.iter().zip(runs) {
+        let Some(r) = pair.get(2) else { continue };
+        let (later, pct) = (
+            outcome::max(&r.after_burst),
+            outcome::max(&r.window_failed_pct()),
+        );
+        let _ = write!(
+            md,
+            " {} of 3: {later:.0} after the burst ({}), {pct:.3}% ({}), {:.0} failed in all (median);",
+            plan.fault.count(),
+            verdict(later <= RETRY_MAX_AFTER_BURST),
+            verdict(pct <= RETRY_MAX_FAILED_PCT),
+            outcome::median(&r.failed),
+        );
+    }
+    md.pop();
+    md.push_str(".\n");
+    md
 }

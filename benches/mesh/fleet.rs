@@ -419,8 +419,9 @@ pub async fn run(cfg: &Config) -> Res<Section> {
     })
 }
 
-/// Every method retried on `UNAVAILABLE`, three attempts in all.
-fn retrying() -> ServiceConfig {
+/// Every method retried on `UNAVAILABLE`, three attempts in all (also scenario 7's
+/// third contender).
+pub fn retrying() -> ServiceConfig {
     let policy = RetryPolicy::new(3, [Code::Unavailable]).backoff(
         Duration::from_millis(10),
         Duration::from_millis(100),

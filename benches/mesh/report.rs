@@ -13,7 +13,7 @@ use crate::outcome::Runs;
 use crate::stats::{Spread, quantile};
 
 /// The scenarios in order: key, title.
-pub const TITLES: [(&str, &str); 17] = [
+pub const TITLES: [(&str, &str); 18] = [
     ("1-overhead", "1. Overhead"),
     ("2-propagation", "2. Propagation"),
     ("3-dead-instance", "3. Dead instance"),
@@ -31,6 +31,7 @@ pub const TITLES: [(&str, &str); 17] = [
     ("15-saturation", "15. Saturation"),
     ("16-refills", "16. Subsetting with failing refills"),
     ("17-tail", "17. Tail latency (hedging)"),
+    ("18-retry-storm", "18. Retry storm (throttling)"),
 ];
 
 /// Writes `<out>/<key>.json` and `<out>/<key>.md` (the section with its run header).
@@ -199,6 +200,7 @@ pub fn bullet(key: &str, v: &Value) -> Option<String> {
         "15-saturation" => saturation(v),
         "16-refills" => refills(v),
         "17-tail" => tail(v),
+        "18-retry-storm" => storm(v),
         _ => None,
     }
 }
@@ -489,7 +491,34 @@ fn black_hole(v: &Value) -> Option<String> {
             .then(|| format!("; {who}: {ours:.2}% against {tonic:.1}%"))
     });
     md.push_str(&two.unwrap_or_default());
+    md.push_str(&black_hole_retry(v, variants).unwrap_or_default());
     Some(md)
+}
+
+/// `; with a retry policy …`: the worst run of ours + retry policy in each variant,
+/// when the JSON has that contender.
+fn black_hole_retry(v: &Value, variants: &[Value]) -> Option<String> {
+    let mut parts = Vec::new();
+    let mut ok = true;
+    for variant in variants {
+        let runs = contender(variant, "ours + retry policy")?;
+        let pct = Spread::of(&window_failed_pct(runs)?).max;
+        let later = spread(runs, "/after_burst")?.max;
+        ok &= pct <= num(v, "/target_retry_failed_pct")?
+            && later <= num(v, "/target_retry_after_burst")?;
+        parts.push(format!(
+            "{pct:.3}% failed and {} after the first burst with {} black-holed",
+            count(later, "failure"),
+            words(fault_count(variant)?)
+        ));
+    }
+    Some(format!(
+        "; with a retry policy (3 attempts on `UNAVAILABLE`), worst run: {} (target ≤ {}% and \
+         none after the burst: {})",
+        parts.join(", "),
+        dec(num(v, "/target_retry_failed_pct")?, 3),
+        met(ok)
+    ))
 }
 
 fn frozen(v: &Value) -> Option<String> {
@@ -837,6 +866,40 @@ fn tail(v: &Value) -> Option<String> {
         ms(tonic, "/p999_us")?,
         hedged(fixed)?,
         hedged(adaptive)?,
+    ))
+}
+
+fn storm(v: &Value) -> Option<String> {
+    let runs = v.get("runs")?.as_array()?;
+    let run = |name: &str| runs.iter().find(|r| text(r, "/name") == Some(name));
+    let (plain, throttled, unthrottled) = (
+        run("ours")?,
+        run("ours + retries, throttled")?,
+        run("ours + retries, unthrottled")?,
+    );
+    let (m, r) = (num(v, "/max_tokens")?, num(v, "/token_ratio")?);
+    let calls = num(throttled, "/calls")?;
+    let successes = calls - num(throttled, "/failed")?;
+    let (retries, busiest) = (num(throttled, "/retries")?, num(throttled, "/max_load")?);
+    let bound = 1.0 + r + m / (2.0 * calls.max(1.0));
+    let per_call = num(throttled, "/attempts_per_call")?;
+    let ok = retries <= m / 2.0 + r * successes && per_call <= bound && busiest <= bound;
+    Some(format!(
+        "retry storm, {} servers each failing {}% of calls with `UNAVAILABLE`: retrying up to {} \
+         attempts under A6 throttling ({} tokens, ratio {}), {per_call:.3} attempts per call, the \
+         busiest server at {busiest:.2}× the offered load (bound {bound:.2}×: {}), {:.1}% \
+         failed; without throttling {:.2} attempts per call, {:.1}% failed; no policy \
+         {:.1}% failed",
+        words(num(v, "/servers")?),
+        dec(100.0 * num(v, "/fail_rate")?, 0),
+        int(num(v, "/max_attempts")?),
+        int(m),
+        dec(r, 3),
+        met(ok),
+        num(throttled, "/failed_pct")?,
+        num(unthrottled, "/attempts_per_call")?,
+        num(unthrottled, "/failed_pct")?,
+        num(plain, "/failed_pct")?,
     ))
 }
 

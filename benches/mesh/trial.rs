@@ -1,6 +1,7 @@
 //! One fault trial, as scenarios 3 (dead), 7 (black hole), 8 (frozen) and 9 (max
 //! connection age) run it: three servers under open-loop load through tonic's
-//! balancer or ours, a fault at a set time, every answer logged.
+//! balancer or ours (and, when the plan asks, ours with a retry policy), a fault at a
+//! set time, every answer logged.
 
 use std::time::Duration;
 
@@ -13,8 +14,9 @@ use crate::common::{self, Config, Registry, Res};
 use crate::load::{Chan, Event, OpenLoad, boxed};
 use crate::outcome::Runs;
 
-/// The contenders, in the order they run within a run.
-pub const NAMES: [&str; 2] = ["tonic-balance", "ours"];
+/// The contenders, in the order they run within a run; the third only when the plan
+/// says [`Plan::retrying`] (the tables zip these names with the runs they have).
+pub const NAMES: [&str; 3] = ["tonic-balance", "ours", "ours + retry policy"];
 /// Open-loop calls per second.
 pub const RATE: u32 = 1000;
 /// The servers of a trial.
@@ -77,6 +79,9 @@ pub struct Plan {
     pub keep_alive: Option<(Duration, Duration)>,
     /// The window after the fault that the failure share is counted over.
     pub window: Duration,
+    /// Also runs ours with a retry policy for every method (gRFC A6: 3 attempts on
+    /// `UNAVAILABLE`, `fleet::retrying`), the third of [`NAMES`].
+    pub retrying: bool,
 }
 
 impl Plan {
@@ -92,7 +97,13 @@ impl Plan {
             max_age: None,
             keep_alive: None,
             window: after,
+            retrying: false,
         }
+    }
+
+    /// The contenders it runs: the first two of [`NAMES`], or all three.
+    pub fn contenders(&self) -> usize {
+        if self.retrying { 3 } else { 2 }
     }
 }
 
@@ -128,15 +139,15 @@ pub struct Ejection {
 const SAMPLE: Duration = Duration::from_millis(10);
 
 /// Runs `plan` `cfg.runs()` times per contender, the contenders interleaved, with a
-/// registry of its own.
-pub async fn runs(cfg: &Config, plan: &Plan) -> Res<[Runs; 2]> {
+/// registry of its own; one [`Runs`] per contender, in [`NAMES`] order.
+pub async fn runs(cfg: &Config, plan: &Plan) -> Res<Vec<Runs>> {
     let registry = Registry::start().await?;
-    let mut out = [Runs::default(), Runs::default()];
+    let mut out = vec![Runs::default(); plan.contenders()];
     for run in 0..cfg.runs() {
         for (i, runs) in out.iter_mut().enumerate() {
             let trial = trial(&registry, plan, run, i).await?;
             runs.record(&trial, plan.window);
-            eprintln!("  run {run} {:<14} {}", NAMES[i], runs.last());
+            eprintln!("  run {run} {:<19} {}", NAMES[i], runs.last());
         }
     }
     Ok(out)
@@ -181,7 +192,8 @@ pub async fn trial(registry: &Registry, plan: &Plan, run: usize, i: usize) -> Re
 }
 
 /// tonic-balance (`Channel::balance_list`) or ours (over `consul::Discovery`, with
-/// the plan's keep-alive), and what keeps ours' instances registered.
+/// the plan's keep-alive; the retry policy too for the third contender), and what
+/// keeps ours' instances registered.
 async fn contender(
     registry: &Registry,
     plan: &Plan,
@@ -194,9 +206,16 @@ async fn contender(
     }
     let keep_alive = plan.keep_alive;
     let (handles, ours) = registry
-        .serve_with(service, servers, |b| match keep_alive {
-            Some((every, wait)) => b.http2_keep_alive_interval(every).keep_alive_timeout(wait),
-            None => b,
+        .serve_with(service, servers, |b| {
+            let b = if i == 2 {
+                b.service_config(crate::fleet::retrying())
+            } else {
+                b
+            };
+            match keep_alive {
+                Some((every, wait)) => b.http2_keep_alive_interval(every).keep_alive_timeout(wait),
+                None => b,
+            }
         })
         .await?;
     Ok((boxed(ours.clone()), Some(ours), handles))
