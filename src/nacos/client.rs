@@ -139,15 +139,7 @@ impl Client {
     /// sent); a transport or timeout error when the server cannot be reached or refuses
     /// the instance.
     pub async fn register(&self, registration: Registration) -> Result<RegistrationHandle> {
-        let registration = registration.validate()?;
-        if !crate::validate::is_dns_name(&registration.service) {
-            tracing::warn!(
-                service = %registration.service,
-                "registering a service name DNS cannot carry (allowed by \
-                 `allow_non_dns_name`); move its clients to a name of letters, digits and \
-                 dashes"
-            );
-        }
+        // Validated (and a name DNS cannot carry warned about) as it is resolved.
         super::handle::start(self.clone(), registration).await
     }
 

@@ -180,6 +180,7 @@ impl Registration {
     /// first of `servers` in place of a wildcard bind.
     pub(super) async fn resolve(mut self, servers: &[String]) -> Result<Self> {
         self = self.validate()?;
+        validate::warn_if_not_dns("nacos", &self.service);
         let nacos = servers.first().map_or("", String::as_str);
         let at = validate::address::advertised(self.bind, self.advertise, nacos, 8848).await?;
         self.advertise = Some(at.ip());
