@@ -433,3 +433,40 @@ async fn a_body_past_the_buffer_limits_is_sent_once() {
         "past the channel's total: committed"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_stream_cut_off_by_a_failure_is_retried_with_what_was_sent_and_the_rest() {
+    support::trace_init();
+    let (server, channel) = scripted(retrying(unavailable(3)), Some(Duration::from_secs(5))).await;
+    // The first attempt fails once its first message arrived, while the caller still
+    // has messages to send.
+    server.then_fail(Code::Unavailable, None);
+    let (tx, rx) = tokio::sync::mpsc::channel::<EchoRequest>(4);
+    let messages =
+        futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|m| (m, rx)) });
+    let call = tokio::spawn({
+        let channel = channel.clone();
+        async move { EchoClient::new(channel).echo_collect(messages).await }
+    });
+    let message = |m: &[u8]| EchoRequest {
+        message: m.to_vec(),
+    };
+    tx.send(message(b"a")).await.expect("the call reads");
+    eventually(WAIT, "the first attempt failed", || async {
+        server.previous.lock().expect("previous").len() == 2
+    })
+    .await;
+    // The retry is under way: the rest of the stream follows what was sent.
+    tx.send(message(b"b")).await.expect("the retry reads");
+    tx.send(message(b"c")).await.expect("the retry reads");
+    drop(tx);
+    let reply = call.await.expect("caller").expect("answered by the retry");
+    assert_eq!(reply.into_inner().message, b"abc");
+    assert_eq!(server.take_previous(), [None, Some("1".to_owned())]);
+    let messages = server.messages.lock().expect("messages").clone();
+    assert_eq!(
+        messages,
+        [b"a".to_vec(), b"abc".to_vec()],
+        "the retry carried a, then b and c"
+    );
+}

@@ -15,14 +15,13 @@ use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::task::{Context, Poll, ready};
+use std::task::{Context, Poll, Waker, ready};
 
 use bytes::Bytes;
 use http::HeaderMap;
 use http_body::{Body as HttpBody, Frame, SizeHint};
 use hyper::body::Incoming;
 use hyper::client::conn::TrySendError;
-use pin_project_lite::pin_project;
 use tonic::Code;
 use tonic::body::Body;
 
@@ -316,7 +315,6 @@ pub(crate) struct Replay {
     recording: Arc<Mutex<Recording>>,
 }
 
-#[derive(Debug)]
 struct Recording {
     /// The body's first data frame (a unary call's only one), then the others.
     first: Option<Bytes>,
@@ -327,6 +325,20 @@ struct Recording {
     complete: bool,
     overflowed: bool,
     buffer: Arc<ReplayBuffer>,
+    /// What the caller had not sent yet when the attempt's body was dropped (a
+    /// streaming request cut off by a failure): a retry sends the kept frames, then
+    /// goes on with it (gRFC A6: streams are retried until committed).
+    rest: Option<Body>,
+    /// A retry of a stream cut off, waiting for more frames or for the rest.
+    waiting: Option<Waker>,
+}
+
+impl Recording {
+    fn wake(&mut self) {
+        if let Some(waker) = self.waiting.take() {
+            waker.wake();
+        }
+    }
 }
 
 impl Drop for Recording {
@@ -353,9 +365,11 @@ impl Replay {
             complete: body.is_end_stream(),
             overflowed: false,
             buffer: buffer.clone(),
+            rest: None,
+            waiting: None,
         }));
         let body = RecordingBody {
-            inner: body,
+            inner: Some(body),
             recording: recording.clone(),
         };
         let replay = Replay {
@@ -399,21 +413,34 @@ impl Replay {
             .overflowed
     }
 
-    /// The request again, if its whole body was sent and kept.
+    /// The request again: its whole body kept, or (a stream the caller was still
+    /// sending) what was sent and kept, followed by the rest of the caller's body
+    /// once the failed attempt lets go of it (gRFC A6: a stream is retried until it
+    /// is committed). `None` when the body was too large to keep.
     pub(crate) fn into_request(self) -> Option<http::Request<Body>> {
         let mut rec = self
             .recording
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        if !rec.complete || rec.overflowed {
+        if rec.overflowed {
             return None;
         }
-        let frames = rec.first.take().into_iter().chain(rec.frames.drain(..));
-        let body = Replayed {
-            frames: frames.collect(),
-            trailers: rec.trailers.take(),
+        let body = if rec.complete {
+            let frames = rec.first.take().into_iter().chain(rec.frames.drain(..));
+            Body::new(Replayed {
+                frames: frames.collect(),
+                trailers: rec.trailers.take(),
+            })
+        } else {
+            drop(rec);
+            Body::new(Continued {
+                recording: self.recording.clone(),
+                sent: 0,
+                rest: None,
+                ended: false,
+            })
         };
-        let mut request = http::Request::new(Body::new(body));
+        let mut request = http::Request::new(body);
         *request.method_mut() = self.method;
         *request.uri_mut() = self.uri;
         *request.version_mut() = self.version;
@@ -422,13 +449,28 @@ impl Replay {
     }
 }
 
-pin_project! {
-    /// A request body that keeps a copy of what it yields, within the channel's
-    /// [`ReplayBuffer`].
-    struct RecordingBody {
-        #[pin]
-        inner: Body,
-        recording: Arc<Mutex<Recording>>,
+/// A request body that keeps a copy of what it yields, within the channel's
+/// [`ReplayBuffer`]; dropped before its end (the attempt failed while the caller was
+/// still streaming), it hands what is left of the caller's body to the recording.
+struct RecordingBody {
+    /// `None` only once dropped.
+    inner: Option<Body>,
+    recording: Arc<Mutex<Recording>>,
+}
+
+impl Drop for RecordingBody {
+    fn drop(&mut self) {
+        let Some(inner) = self.inner.take() else {
+            return;
+        };
+        let mut rec = self
+            .recording
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if !rec.complete && !rec.overflowed {
+            rec.rest = Some(inner);
+        }
+        rec.wake();
     }
 }
 
@@ -437,11 +479,15 @@ impl HttpBody for RecordingBody {
     type Error = tonic::Status;
 
     fn poll_frame(
-        self: Pin<&mut Self>,
+        mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, tonic::Status>>> {
-        let mut this = self.project();
-        let frame = ready!(this.inner.as_mut().poll_frame(cx));
+        let this = &mut *self;
+        let Some(inner) = this.inner.as_mut() else {
+            return Poll::Ready(None);
+        };
+        let frame = ready!(Pin::new(&mut *inner).poll_frame(cx));
+        let ended = inner.is_end_stream();
         let mut rec = this
             .recording
             .lock()
@@ -455,22 +501,36 @@ impl HttpBody for RecordingBody {
                     rec.complete = true;
                 }
                 // hyper stops polling a body that says it has ended.
-                if this.inner.is_end_stream() {
+                if ended {
                     rec.complete = true;
                 }
             }
             Some(Err(_)) => rec.overflowed = true,
             None => rec.complete = true,
         }
+        rec.wake();
         Poll::Ready(frame)
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        self.inner.as_ref().is_none_or(HttpBody::is_end_stream)
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        self.inner
+            .as_ref()
+            .map_or_else(|| SizeHint::with_exact(0), HttpBody::size_hint)
+    }
+}
+
+impl fmt::Debug for Recording {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Recording")
+            .field("bytes", &self.bytes)
+            .field("complete", &self.complete)
+            .field("overflowed", &self.overflowed)
+            .field("rest", &self.rest.is_some())
+            .finish_non_exhaustive()
     }
 }
 
@@ -495,7 +555,7 @@ impl Recording {
     }
 }
 
-/// A kept body, sent again.
+/// A body kept whole, sent again.
 struct Replayed {
     frames: std::collections::VecDeque<Bytes>,
     trailers: Option<HeaderMap>,
@@ -517,5 +577,65 @@ impl HttpBody for Replayed {
 
     fn is_end_stream(&self) -> bool {
         self.frames.is_empty() && self.trailers.is_none()
+    }
+}
+
+/// A stream the caller was still sending when its attempt failed, sent again: the
+/// frames the failed attempt kept (more may come while hyper still polls it), then
+/// the rest of the caller's body, once the failed attempt let go of it.
+struct Continued {
+    recording: Arc<Mutex<Recording>>,
+    /// Kept frames sent so far.
+    sent: usize,
+    rest: Option<Body>,
+    ended: bool,
+}
+
+impl HttpBody for Continued {
+    type Data = Bytes;
+    type Error = tonic::Status;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        let this = &mut *self;
+        if let Some(rest) = this.rest.as_mut() {
+            return Pin::new(rest).poll_frame(cx);
+        }
+        if this.ended {
+            return Poll::Ready(None);
+        }
+        let mut rec = this
+            .recording
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let next = match this.sent {
+            0 => rec.first.clone(),
+            n => rec.frames.get(n - 1).cloned(),
+        };
+        if let Some(data) = next {
+            this.sent += 1;
+            return Poll::Ready(Some(Ok(Frame::data(data))));
+        }
+        if rec.overflowed {
+            this.ended = true;
+            let msg = "the request stream grew past the retry buffer while it was resent";
+            return Poll::Ready(Some(Err(tonic::Status::cancelled(msg))));
+        }
+        if rec.complete {
+            this.ended = true;
+            return Poll::Ready(rec.trailers.clone().map(|t| Ok(Frame::trailers(t))));
+        }
+        if let Some(rest) = rec.rest.take() {
+            drop(rec);
+            return Pin::new(this.rest.insert(rest)).poll_frame(cx);
+        }
+        rec.waiting = Some(cx.waker().clone());
+        Poll::Pending
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.ended || self.rest.as_ref().is_some_and(HttpBody::is_end_stream)
     }
 }

@@ -236,4 +236,31 @@ impl Echo for EchoService {
         });
         Ok(Response::new(Box::pin(stream)))
     }
+
+    /// Fails as [`echo`](Self::echo) does, once the first message arrived; otherwise
+    /// answers with the messages joined when the stream ends.
+    async fn echo_collect(
+        &self,
+        request: Request<tonic::Streaming<EchoRequest>>,
+    ) -> Result<Response<EchoResponse>, Status> {
+        self.state.received.fetch_add(1, Ordering::Relaxed);
+        let mut stream = request.into_inner();
+        let mut message = Vec::new();
+        if let Some(first) = stream.message().await? {
+            message.extend_from_slice(&first.message);
+        }
+        if let Some(status) = self.unary_failure() {
+            self.state.failed.fetch_add(1, Ordering::Relaxed);
+            return Err(status);
+        }
+        while let Some(next) = stream.message().await? {
+            message.extend_from_slice(&next.message);
+        }
+        self.pause().await;
+        self.state.served.fetch_add(1, Ordering::Relaxed);
+        Ok(Response::new(EchoResponse {
+            message,
+            instance_id: self.state.id.clone(),
+        }))
+    }
 }

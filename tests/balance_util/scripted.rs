@@ -79,6 +79,38 @@ impl Echo for Scripted {
         &self,
         _: Request<EchoStreamRequest>,
     ) -> Result<Response<Self::EchoStreamStream>, Status> {
-        Err(Status::unimplemented("unary only"))
+        Err(Status::unimplemented("unary and client streams only"))
+    }
+
+    /// Answers the next scripted failure once the first message arrived (the caller
+    /// still sending), else the messages joined when the stream ends; records the
+    /// messages it read either way.
+    async fn echo_collect(
+        &self,
+        request: Request<tonic::Streaming<EchoRequest>>,
+    ) -> Result<Response<EchoResponse>, Status> {
+        let previous = request.metadata().get("grpc-previous-rpc-attempts");
+        let previous = previous.and_then(|v| v.to_str().ok()).map(str::to_owned);
+        self.previous.lock().expect("previous").push(previous);
+        let mut stream = request.into_inner();
+        let mut message = Vec::new();
+        if let Some(first) = stream.message().await? {
+            message.extend_from_slice(&first.message);
+        }
+        if let Some(status) = self.script.lock().expect("script").pop_front() {
+            self.messages.lock().expect("messages").push(message);
+            return Err(status);
+        }
+        while let Some(next) = stream.message().await? {
+            message.extend_from_slice(&next.message);
+        }
+        self.messages
+            .lock()
+            .expect("messages")
+            .push(message.clone());
+        Ok(Response::new(EchoResponse {
+            message,
+            instance_id: "scripted".into(),
+        }))
     }
 }

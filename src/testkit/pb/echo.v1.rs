@@ -145,6 +145,26 @@ pub mod echo_client {
             req.extensions_mut().insert(GrpcMethod::new("echo.v1.Echo", "EchoStream"));
             self.inner.server_streaming(req, path, codec).await
         }
+        /// Reads every message of the stream and returns them joined, with the id of the
+        /// serving instance.
+        pub async fn echo_collect(
+            &mut self,
+            request: impl tonic::IntoStreamingRequest<Message = super::EchoRequest>,
+        ) -> std::result::Result<tonic::Response<super::EchoResponse>, tonic::Status> {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static("/echo.v1.Echo/EchoCollect");
+            let mut req = request.into_streaming_request();
+            req.extensions_mut().insert(GrpcMethod::new("echo.v1.Echo", "EchoCollect"));
+            self.inner.client_streaming(req, path, codec).await
+        }
     }
 }
 /// Generated server implementations.
@@ -176,6 +196,12 @@ pub mod echo_server {
             &self,
             request: tonic::Request<super::EchoStreamRequest>,
         ) -> std::result::Result<tonic::Response<Self::EchoStreamStream>, tonic::Status>;
+        /// Reads every message of the stream and returns them joined, with the id of the
+        /// serving instance.
+        async fn echo_collect(
+            &self,
+            request: tonic::Request<tonic::Streaming<super::EchoRequest>>,
+        ) -> std::result::Result<tonic::Response<super::EchoResponse>, tonic::Status>;
     }
     #[derive(Debug)]
     pub struct EchoServer<T> {
@@ -338,6 +364,51 @@ pub mod echo_server {
                                 max_encoding_message_size,
                             );
                         let res = grpc.server_streaming(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/echo.v1.Echo/EchoCollect" => {
+                    #[allow(non_camel_case_types)]
+                    struct EchoCollectSvc<T: Echo>(pub Arc<T>);
+                    impl<
+                        T: Echo,
+                    > tonic::server::ClientStreamingService<super::EchoRequest>
+                    for EchoCollectSvc<T> {
+                        type Response = super::EchoResponse;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<tonic::Streaming<super::EchoRequest>>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as Echo>::echo_collect(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = EchoCollectSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.client_streaming(method, req).await;
                         Ok(res)
                     };
                     Box::pin(fut)
