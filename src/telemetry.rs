@@ -28,6 +28,7 @@ pub(crate) mod names {
     pub(crate) const RETRIES: &str = "tonic_discovery_balancer_retries_total";
     pub(crate) const HEDGES: &str = "tonic_discovery_balancer_hedges_total";
     pub(crate) const HEDGE_DELAY: &str = "tonic_discovery_balancer_hedge_delay_seconds";
+    pub(crate) const ATTEMPTS: &str = "tonic_discovery_balancer_attempts_total";
     pub(crate) const SERVICE_CONFIG_UPDATES: &str =
         "tonic_discovery_balancer_service_config_updates_total";
     pub(crate) const ENDPOINT_CALLS: &str = "tonic_discovery_endpoint_calls_total";
@@ -153,6 +154,11 @@ mod imp {
 }
 
 use imp::{Counter, Gauge, Histogram, counter, gauge, histogram};
+
+/// A method config's attempts counter, made at its first attempt (the channel's
+/// service name is known only then).
+#[derive(Debug, Default)]
+pub(crate) struct MethodCounter(std::sync::OnceLock<Counter>);
 
 /// A balanced channel's metrics (label `service`).
 pub(crate) struct ChannelMetrics {
@@ -308,6 +314,19 @@ impl ChannelMetrics {
         ];
         counter(names::HEDGES, &labels).increment(1);
         self.attempts.hedge(outcome);
+    }
+
+    /// One attempt of a call under a method config (its first, a retry or a hedge),
+    /// counted under the config's label; the handle is made at the method's first
+    /// attempt and kept in `handle`.
+    pub(crate) fn attempt(&self, method: &str, handle: &MethodCounter) {
+        handle
+            .0
+            .get_or_init(|| {
+                let labels = [("service", &*self.service), ("method", method)];
+                counter(names::ATTEMPTS, &labels)
+            })
+            .increment(1);
     }
 
     /// What became of a service config document from a registry (`outcome`:

@@ -308,6 +308,9 @@ async fn retry_decisions_are_counted_per_method_config() {
         "{:?}",
         counters()
     );
+    let attempts =
+        "tonic_discovery_balancer_attempts_total{method=echo.v1.Echo/*,service=metrics-retry}";
+    assert_eq!(counter(attempts), 6, "{:?}", counters());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -345,6 +348,14 @@ async fn hedges_are_counted_per_method_config() {
     };
     assert!(counter(&series("sent")) >= 1, "{:?}", counters());
     assert!(counter(&series("won")) >= 1, "{:?}", counters());
+    let attempts =
+        "tonic_discovery_balancer_attempts_total{method=echo.v1.Echo/Echo,service=metrics-hedge}";
+    assert_eq!(
+        counter(attempts),
+        4 + counter(&series("sent")),
+        "each call's first attempt and its hedges: {:?}",
+        counters()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

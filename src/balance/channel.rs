@@ -139,6 +139,9 @@ impl tower::Service<http::Request<Body>> for BalancedChannel {
             (a, b) => a.or(b),
         };
         let timeout = call_timeout(channel_timeout, request.headers());
+        if let Some(method) = &method {
+            self.shared.metrics.attempt(&method.label, &method.attempts);
+        }
         if let Some(method) = &method
             && let Some(policy) = method.hedge
         {

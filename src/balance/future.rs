@@ -426,6 +426,7 @@ fn again(
             retry.span.record("attempts", retry.attempts);
             debug!(parent: &retry.span, instance = %endpoint, ?code, ?delay, attempt = retry.attempts, "retrying");
             shared.metrics.retry(&method.label, "retried");
+            shared.metrics.attempt(&method.label, &method.attempts);
             Some(Box::new(Again {
                 delay,
                 request,

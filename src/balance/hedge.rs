@@ -349,6 +349,9 @@ impl Hedge {
         self.span.record("sent", self.sent);
         debug!(parent: &self.span, attempt = self.sent, "hedge sent");
         shared.metrics.hedge(&self.method.label, "sent");
+        shared
+            .metrics
+            .attempt(&self.method.label, &self.method.attempts);
         self.attempts.push(Attempt {
             state: AttemptState::Queued(rx),
             number: self.sent,

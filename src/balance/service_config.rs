@@ -14,6 +14,7 @@ use tonic::Code;
 use super::accrual::CodeSet;
 use super::latency::LatencyWindow;
 use crate::Error;
+use crate::telemetry::MethodCounter;
 
 /// The largest `maxAttempts` gRFC A6 allows; larger values are treated as this.
 pub(crate) const MAX_ATTEMPTS: u32 = 5;
@@ -266,6 +267,7 @@ impl ServiceConfig {
                         timeout: m.timeout,
                         retry,
                         hedge,
+                        attempts: MethodCounter::default(),
                         latency: hedge.and_then(|h| match h.delay {
                             HedgeDelay::Percentile { .. } => Some(LatencyWindow::default()),
                             HedgeDelay::Fixed(_) => None,
@@ -553,6 +555,8 @@ pub(crate) struct Method {
     pub(crate) label: Box<str>,
     pub(crate) timeout: Option<Duration>,
     pub(crate) retry: Option<RetryPolicy>,
+    /// Its calls' attempts, for `attempts_total`.
+    pub(crate) attempts: MethodCounter,
 }
 
 /// The method configs by name, for a call's path.
