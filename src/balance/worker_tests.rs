@@ -31,6 +31,8 @@ type Changes = mpsc::UnboundedSender<Result<Change<InstanceKey, Instance>, BoxEr
 enum Answer {
     /// At once, trailers-only, with this `grpc-status`.
     Status(&'static str),
+    /// At once, trailers-only, with this `grpc-status` and `grpc-retry-pushback-ms`.
+    PushBack(&'static str, &'static str),
     /// Response headers, then a body that stays open (held in [`Servers::held`]).
     Stream,
     /// `REFUSED_STREAM` after this long.
@@ -144,6 +146,11 @@ async fn answer(
             let response = response.header("grpc-status", status).body(());
             let _ = respond.send_response(response.expect("a valid response"), true);
         }
+        Answer::PushBack(status, ms) => {
+            let response = response.header("grpc-status", status);
+            let response = response.header("grpc-retry-pushback-ms", ms).body(());
+            let _ = respond.send_response(response.expect("a valid response"), true);
+        }
         Answer::Stream => {
             let response = response.body(()).expect("a valid response");
             if let Ok(body) = respond.send_response(response, false) {
@@ -225,6 +232,26 @@ impl Fleet {
         max_resends: u32,
         setup: impl FnOnce(&Servers),
     ) -> Fleet {
+        let policies = ServiceConfig::new();
+        Fleet::build_with(n, accrual, subset, config, max_resends, setup, &policies)
+    }
+
+    /// A channel over `n` instances whose calls follow `policies`, failure accrual
+    /// off (so a failing instance keeps its calls).
+    fn following(n: usize, policies: &ServiceConfig, setup: impl FnOnce(&Servers)) -> Fleet {
+        let (accrual, config) = (FailureAccrual::disabled(), EndpointConfig::default());
+        Fleet::build_with(n, accrual, None, config, 0, setup, policies)
+    }
+
+    fn build_with(
+        n: usize,
+        accrual: FailureAccrual,
+        subset: Option<Subset>,
+        config: EndpointConfig,
+        max_resends: u32,
+        setup: impl FnOnce(&Servers),
+        policies: &ServiceConfig,
+    ) -> Fleet {
         let (changes, mut rx) = mpsc::unbounded_channel();
         let discovery = futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx));
         let (tx, requests) = mpsc::channel(1024);
@@ -255,7 +282,7 @@ impl Fleet {
             resend,
             budget: RetryBudget::default().build(),
             max_resends,
-            policies: Policies::Fixed(Live::new(&ServiceConfig::new(), None)),
+            policies: Policies::Fixed(Live::new(policies, None)),
             buffer: ReplayBuffer::new(1 << 18, 1 << 24),
             metrics: ChannelMetrics::new("fleet".into(), 0, false),
         });
@@ -747,4 +774,95 @@ async fn many_probes_due_take_one_call_each_in_a_fleet_of_a_thousand() {
     }
     let back = ejected.iter().filter(|s| s.mode() == Mode::In).count();
     assert_eq!(back, EJECTED, "probes taken by the next {EJECTED} calls");
+}
+
+/// Runs `calls` calls one after another; how long each took, in paused time.
+async fn timed_calls(fleet: &mut Fleet, calls: usize) -> Vec<Duration> {
+    let mut took = Vec::with_capacity(calls);
+    for _ in 0..calls {
+        let start = tokio::time::Instant::now();
+        assert_eq!(fleet.call().await, "0", "every call answered");
+        took.push(start.elapsed());
+    }
+    took
+}
+
+/// What we want to test: a retry waits what the server's pushback says, to the
+/// millisecond, under the paused clock; and a retry without pushback waits within its
+/// jittered backoff (uniform below the bound).
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn a_retry_waits_its_pushback_or_its_backoff() {
+    use crate::balance::{MethodConfig, MethodName, RetryPolicy};
+    let every = || MethodConfig::new([MethodName::all()]);
+    let policy = RetryPolicy::new(2, [tonic::Code::Unavailable]).backoff(
+        Duration::from_secs(1),
+        Duration::from_secs(1),
+        1.0,
+    );
+    let config = ServiceConfig::new().method(every().retry(policy));
+    // Instance 0 fails every call with a 700 ms pushback; 1 answers.
+    let mut fleet = Fleet::following(2, &config, |servers| {
+        servers.answer_with(&addr(0), Answer::PushBack("14", "700"));
+    });
+    ready(&fleet, 2).await;
+    let took = timed_calls(&mut fleet, 20).await;
+    let pushed = took
+        .iter()
+        .filter(|t| **t >= Duration::from_millis(700))
+        .count();
+    assert!(
+        pushed > 0,
+        "some first attempts went to instance 0: {took:?}"
+    );
+    for t in &took {
+        let at_once = *t < Duration::from_millis(5);
+        let after_pushback = (700..705).contains(&t.as_millis());
+        assert!(
+            at_once || after_pushback,
+            "{t:?}: at once, or the pushback's 700 ms"
+        );
+    }
+
+    // Without pushback: within the 1 s bound, and not all at once.
+    let mut fleet = Fleet::following(2, &config, |servers| {
+        servers.set(&addr(0), "14");
+    });
+    ready(&fleet, 2).await;
+    let took = timed_calls(&mut fleet, 40).await;
+    assert!(
+        took.iter().all(|t| *t < Duration::from_millis(1005)),
+        "{took:?}"
+    );
+    assert!(
+        took.iter().any(|t| *t > Duration::from_millis(50)),
+        "the backoff is a wait, drawn below its bound: {took:?}"
+    );
+}
+
+/// What we want to test: a hedge goes out after its delay, to the millisecond, under
+/// the paused clock, and answers a call its first instance never answers.
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn a_hedge_goes_out_after_its_delay() {
+    use crate::balance::{HedgingPolicy, MethodConfig, MethodName};
+    let policy = HedgingPolicy::new(2, Duration::from_millis(300), []);
+    let config = ServiceConfig::new().method(MethodConfig::new([MethodName::all()]).hedge(policy));
+    // Instance 0 never answers (its streams are refused after an hour); 1 answers.
+    let mut fleet = Fleet::following(2, &config, |servers| {
+        servers.answer_with(&addr(0), Answer::Refuse(Duration::from_secs(3600)));
+    });
+    ready(&fleet, 2).await;
+    let took = timed_calls(&mut fleet, 20).await;
+    let hedged = took
+        .iter()
+        .filter(|t| **t >= Duration::from_millis(300))
+        .count();
+    assert!(
+        hedged > 0,
+        "some first attempts went to instance 0: {took:?}"
+    );
+    for t in &took {
+        let at_once = *t < Duration::from_millis(5);
+        let hedge = (300..305).contains(&t.as_millis());
+        assert!(at_once || hedge, "{t:?}: at once, or the hedge's 300 ms");
+    }
 }
