@@ -28,7 +28,7 @@ use tonic_discovery::source::StaticList;
 use tonic_discovery::testkit::TestEchoServer;
 
 use crate::common::{self, Config, Res, Section};
-use crate::load::{OpenLoad, boxed};
+use crate::load::{Chan, OpenLoad, boxed};
 use crate::overhead::verdict;
 
 const SERVERS: usize = 3;
@@ -61,10 +61,10 @@ struct Run {
     /// throttle's token ratio let through).
     retries: f64,
     retries_per_success: f64,
-    /// The channel's own count (`attempt_stats`): retries sent, and failures its
-    /// policy would have retried but the throttle stopped.
-    client_retries: u64,
-    client_throttled: u64,
+    /// The channel's own count (`attempt_stats`; ours only): retries sent, and
+    /// failures its policy would have retried but the throttle stopped.
+    client_retries: Option<u64>,
+    client_throttled: Option<u64>,
     /// Per server: attempts received over the calls sent (the offered load), the
     /// most of them, and over its even share of the calls (calls / servers).
     load: Vec<f64>,
@@ -81,20 +81,28 @@ pub async fn run(cfg: &Config) -> Res<Section> {
     );
     let list = StaticList::from_addrs(servers.iter().map(|s| s.addr().to_string()))?;
     let throttling = RetryThrottling::new(MAX_TOKENS, TOKEN_RATIO);
-    let contenders: [(&'static str, ServiceConfig); 3] = [
-        ("ours", ServiceConfig::new()),
+    let contenders: [(&'static str, Option<ServiceConfig>); 4] = [
+        ("tonic-balance", None),
+        ("ours", Some(ServiceConfig::new())),
         (
             "ours + retries, throttled",
-            retrying().retry_throttling(throttling),
+            Some(retrying().retry_throttling(throttling)),
         ),
-        ("ours + retries, unthrottled", retrying()),
+        ("ours + retries, unthrottled", Some(retrying())),
     ];
     let mut runs = Vec::new();
     for (name, config) in contenders {
-        let run = measure(&servers, ours(&list, config)?, rate, warm, dur).await;
+        let (chan, ours) = match config {
+            Some(config) => {
+                let channel = ours(&list, config)?;
+                (boxed(channel.clone()), Some(channel))
+            }
+            None => (common::tonic_list(&servers)?, None),
+        };
+        let run = measure(&servers, chan, ours.as_ref(), rate, warm, dur).await;
         eprintln!(
             "  {name:<28} {} calls, {:.2}% failed, {:.3} attempts per call, {:.0} retries \
-             ({:.4} per success; channel: {} sent, {} throttled), busiest server {:.3}× the \
+             ({:.4} per success; channel: {:?} sent, {:?} throttled), busiest server {:.3}× the \
              offered load",
             run.calls,
             run.failed_pct,
@@ -133,7 +141,8 @@ fn ours(list: &StaticList, config: ServiceConfig) -> Res<BalancedChannel> {
 /// the storm is counted, and none from before it: nothing failed before).
 async fn measure(
     servers: &[TestEchoServer],
-    ours: BalancedChannel,
+    chan: Chan,
+    ours: Option<&BalancedChannel>,
     rate: u32,
     warm: Duration,
     dur: Duration,
@@ -141,10 +150,10 @@ async fn measure(
     let counts = |f: fn(&TestEchoServer) -> u64| servers.iter().map(f).collect::<Vec<u64>>();
     let received = |s: &TestEchoServer| s.service().received();
     let failed = |s: &TestEchoServer| s.service().failed();
-    let load = OpenLoad::start(boxed(ours.clone()), rate, Duration::from_secs(2));
+    let load = OpenLoad::start(chan, rate, Duration::from_secs(2));
     tokio::time::sleep(warm).await;
     let (before, failed_before) = (counts(received), counts(failed));
-    let stats_before = ours.attempt_stats();
+    let stats_before = ours.map(BalancedChannel::attempt_stats);
     let start = Instant::now();
     servers
         .iter()
@@ -152,7 +161,7 @@ async fn measure(
     tokio::time::sleep(dur).await;
     let events = load.finish().await;
     let (after, failed_after) = (counts(received), counts(failed));
-    let stats = ours.attempt_stats();
+    let stats = ours.map(BalancedChannel::attempt_stats);
     servers.iter().for_each(|s| s.service().set_fail_rate(0.0));
 
     let calls: Vec<_> = events.iter().filter(|e| e.sent >= start).collect();
@@ -171,8 +180,11 @@ async fn measure(
         attempts_per_call: attempts as f64 / n,
         retries,
         retries_per_success: retries / ok.max(1) as f64,
-        client_retries: stats.retries() - stats_before.retries(),
-        client_throttled: stats.retries_throttled() - stats_before.retries_throttled(),
+        client_retries: stats
+            .zip(stats_before)
+            .map(|(a, b)| a.retries() - b.retries()),
+        client_throttled: (stats.zip(stats_before))
+            .map(|(a, b)| a.retries_throttled() - b.retries_throttled()),
         max_load: load.iter().copied().fold(0.0, f64::max),
         even_share: load.iter().map(|l| l * SERVERS as f64).collect(),
         load,
@@ -195,7 +207,8 @@ fn section(runs: &[Run], rate: u32, dur: Duration) -> Section {
         "{SERVERS} servers; after a 1 s warm-up (0.3 s with `--quick`) each fails a random \
          {:.0}% of its calls with `UNAVAILABLE` (drawn per call, as a trailers-only response), \
          for {:.0} s of open-loop load at {rate} calls/s (2 s deadline), counted until the last \
-         call is answered. ours = `BalancedChannel` over the servers (defaults, no policy); \
+         call is answered. tonic-balance = `Channel::balance_list` over the servers (no retries); \
+         ours = `BalancedChannel` over the servers (defaults, no policy); \
          ours + retries = the same with a gRFC A6 retry policy for every method \
          ({MAX_ATTEMPTS} attempts in all on `UNAVAILABLE`, backoff 10–100 ms), throttled \
          (`retryThrottling` {{maxTokens {MAX_TOKENS}, tokenRatio {}}}) or not. Attempts \
@@ -219,14 +232,15 @@ fn section(runs: &[Run], rate: u32, dur: Duration) -> Section {
         let even: Vec<String> = r.even_share.iter().map(|l| format!("{l:.2}")).collect();
         let _ = writeln!(
             md,
-            "| {} | {} | {:.2} | {:.3} | {:.0} | {} / {} | {:.4} | {:.3} | {} |",
+            "| {} | {} | {:.2} | {:.3} | {:.0} | {} | {:.4} | {:.3} | {} |",
             r.name,
             r.calls,
             r.failed_pct,
             r.attempts_per_call,
             r.retries,
-            r.client_retries,
-            r.client_throttled,
+            r.client_retries
+                .zip(r.client_throttled)
+                .map_or_else(|| "–".to_owned(), |(sent, held)| format!("{sent} / {held}")),
             r.retries_per_success,
             r.max_load,
             even.join(" / "),
