@@ -7,7 +7,7 @@ mod support;
 
 use std::time::Duration;
 
-use etcd_support::{Seen, client, go_value, matches_etcd, raw};
+use etcd_support::{Seen, client, compact_now, go_value, matches_etcd, raw};
 use support::{eventually, trace_init};
 use tonic_discovery::Backoff;
 use tonic_discovery::etcd::{KeyLayout, Registration};
@@ -221,18 +221,6 @@ async fn broken_and_compacted_watches_end_with_the_keys_in_etcd() {
         assert_eq!(seen.addrs()["svc/b"], "10.0.0.2:2", "compact={compact}");
         seen.assert_clean();
     }
-}
-
-async fn compact_now(etcd: &EtcdServer) {
-    let status = etcd
-        .etcdctl(&["endpoint", "status", "-w", "json"])
-        .await
-        .unwrap();
-    let status: serde_json::Value = serde_json::from_str(&status).unwrap();
-    let revision = status[0]["Status"]["header"]["revision"].as_i64().unwrap();
-    etcd.etcdctl(&["compact", &revision.to_string(), "--physical"])
-        .await
-        .unwrap();
 }
 
 /// What we want to test: a frozen etcd (a partition: connections open, no answers) is

@@ -8,7 +8,7 @@ mod support;
 
 use std::time::Duration;
 
-use etcd_support::{client, raw};
+use etcd_support::{client, compact_now, raw};
 use futures_util::StreamExt;
 use support::trace_init;
 use tonic_discovery::source::{ConfigUpdate, ServiceConfigWatch};
@@ -153,16 +153,4 @@ async fn recovers_after_etcd_restarts() {
     }
     put(&etcd, &doc(4)).await;
     assert_eq!(next_doc(&mut watch).await, Some(doc(4)));
-}
-
-async fn compact_now(etcd: &EtcdServer) {
-    let status = etcd
-        .etcdctl(&["endpoint", "status", "-w", "json"])
-        .await
-        .unwrap();
-    let status: serde_json::Value = serde_json::from_str(&status).unwrap();
-    let revision = status[0]["Status"]["header"]["revision"].as_i64().unwrap();
-    etcd.etcdctl(&["compact", &revision.to_string(), "--physical"])
-        .await
-        .unwrap();
 }

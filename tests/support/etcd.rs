@@ -87,3 +87,19 @@ pub use crate::support::seen::Seen;
 pub fn go_value(addr: &str) -> String {
     format!(r#"{{"Op":0,"Addr":"{addr}","Metadata":null}}"#)
 }
+
+/// Compacts etcd's history up to its current revision (physically), so a watch from an
+/// older revision is cancelled as compacted.
+pub async fn compact_now(etcd: &EtcdServer) {
+    let status = etcd
+        .etcdctl(&["endpoint", "status", "-w", "json"])
+        .await
+        .expect("etcdctl endpoint status");
+    let status: serde_json::Value = serde_json::from_str(&status).expect("status JSON");
+    let revision = status[0]["Status"]["header"]["revision"]
+        .as_i64()
+        .expect("a revision");
+    etcd.etcdctl(&["compact", &revision.to_string(), "--physical"])
+        .await
+        .expect("etcdctl compact");
+}
