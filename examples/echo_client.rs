@@ -127,7 +127,10 @@ async fn main() {
     }
     if let Some(zone) = &options.zone {
         let region = options.region.as_deref().unwrap_or_default();
-        builder = builder.locality(tonic_discovery::Locality::new(region, zone));
+        builder = builder.traffic_policy(
+            tonic_discovery::balance::TrafficPolicy::new()
+                .locality(tonic_discovery::Locality::new(region, zone)),
+        );
     }
     let channel = match common::channel(&target, builder).await {
         Ok(channel) => channel,

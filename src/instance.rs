@@ -71,7 +71,7 @@ pub struct Instance {
 
 /// Where an instance runs: its region and zone, when the registry says (Consul's
 /// `Service.Locality`, a metadata entry, a Nacos cluster). Zone-aware routing
-/// ([`BalancedChannelBuilder::locality`](crate::balance::BalancedChannelBuilder::locality))
+/// ([`TrafficPolicy::locality`](crate::balance::TrafficPolicy::locality))
 /// prefers instances of the client's own zone.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
 pub struct Locality {
@@ -158,7 +158,7 @@ impl Instance {
 
     /// Where the instance runs, as the registry reported it. A balancer that routes
     /// by zone also reads the zone from metadata when this is unknown (see
-    /// [`BalancedChannelBuilder::zone_meta_key`](crate::balance::BalancedChannelBuilder::zone_meta_key)).
+    /// [`TrafficPolicy::zone_meta_keys`](crate::balance::TrafficPolicy::zone_meta_keys)).
     pub fn locality(&self) -> &Locality {
         &self.locality
     }

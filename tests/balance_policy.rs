@@ -13,8 +13,8 @@ use consul_dev::ConsulDev;
 use serde_json::{Value, json};
 use support::eventually;
 use tonic_discovery::Locality;
-use tonic_discovery::balance::{BalancedChannel, EndpointState};
-use tonic_discovery::consul::Client;
+use tonic_discovery::balance::{BalancedChannel, EndpointState, TrafficPolicy};
+use tonic_discovery::consul::{Client, HealthFilter};
 use tonic_discovery::testkit::TestEchoServer;
 use tonic_discovery::testkit::pb::EchoRequest;
 use tonic_discovery::testkit::pb::echo_client::EchoClient;
@@ -145,7 +145,7 @@ async fn weights_set_the_shares_of_equally_fast_instances() {
 
     // The same instances with weights ignored: about a third each.
     let even = BalancedChannel::builder("echo")
-        .weighted(false)
+        .traffic_policy(TrafficPolicy::new().weighted(false))
         .build(client.discovery("echo").build())
         .expect("channel");
     ready(&even, 3).await;
@@ -220,7 +220,7 @@ async fn zones_keep_traffic_local_spill_over_and_return() {
     }
     let client = Client::builder(dev.url()).build().expect("consul client");
     let channel = BalancedChannel::builder("echo")
-        .locality(Locality::new("r1", "a"))
+        .traffic_policy(TrafficPolicy::new().locality(Locality::new("r1", "a")))
         .failfast_timeout(Duration::from_secs(1))
         .build(client.discovery("echo").build())
         .expect("channel");

@@ -14,7 +14,7 @@ use std::time::Duration;
 use serde_json::json;
 use tokio::time::{Instant, sleep, sleep_until};
 use tonic_discovery::Locality;
-use tonic_discovery::balance::BalancedChannel;
+use tonic_discovery::balance::{BalancedChannel, TrafficPolicy};
 use tonic_discovery::consul::Registration;
 use tonic_discovery::testkit::TestEchoServer;
 
@@ -258,7 +258,7 @@ pub async fn zones(cfg: &Config) -> Res<Section> {
             servers.insert(id.to_owned(), server);
         }
         let ours = BalancedChannel::builder(&service)
-            .locality(Locality::new("r1", "za"))
+            .traffic_policy(TrafficPolicy::new().locality(Locality::new("r1", "za")))
             .build(registry.client.discovery(&service).build())?;
         common::wait_ready(&ours, 4).await?;
         let load = OpenLoad::start(boxed(ours.clone()), 1000, Duration::from_secs(2));

@@ -18,7 +18,7 @@ use super::channel::BalancedChannel;
 use super::config::{EndpointConfig, LoadMetric};
 use super::failfast::FailFast;
 use super::policies::{self, Follower, Live, Policies};
-use super::policy::{Policy, ZoneRouting};
+use super::policy::{Policy, TrafficPolicy};
 use super::retry::RetryBudget;
 use super::service_config::{Methods, ServiceConfig};
 use super::shared::Shared;
@@ -27,7 +27,7 @@ use super::table::Registry;
 use super::worker::{self, Worker, WorkerParts};
 use crate::source::ServiceConfigWatch;
 use crate::telemetry::ChannelMetrics;
-use crate::{Backoff, BoxError, Error, Instance, InstanceKey, Locality};
+use crate::{Backoff, BoxError, Error, Instance, InstanceKey};
 
 const DEFAULT_FAILFAST: Duration = Duration::from_secs(3);
 const DEFAULT_BUFFER: usize = 1024;
@@ -53,11 +53,7 @@ pub struct BalancedChannelBuilder {
     service_config: ServiceConfig,
     /// Taken by the first channel built (a clone of the builder shares it).
     config_watch: Option<Arc<Mutex<Option<ServiceConfigWatch>>>>,
-    locality: Option<Locality>,
-    zone_key: String,
-    region_key: String,
-    zone_routing: ZoneRouting,
-    weighted: bool,
+    traffic: TrafficPolicy,
     metrics_endpoints: usize,
     subset: Option<Subset>,
 }
@@ -88,11 +84,7 @@ impl BalancedChannelBuilder {
             buffer: (DEFAULT_PER_CALL, DEFAULT_PER_CHANNEL),
             service_config: ServiceConfig::new(),
             config_watch: None,
-            locality: None,
-            zone_key: "zone".to_owned(),
-            region_key: "region".to_owned(),
-            zone_routing: ZoneRouting::new(),
-            weighted: true,
+            traffic: TrafficPolicy::new(),
             metrics_endpoints: DEFAULT_METRICS_ENDPOINTS,
             subset: None,
         }
@@ -338,40 +330,11 @@ impl BalancedChannelBuilder {
         self
     }
 
-    /// Whether instances' [weights](crate::Instance::weight) set their shares of the
-    /// traffic (see [weights](super::policy#weights)). Default: on. Off, every
-    /// instance counts as weight 1.
-    pub fn weighted(mut self, weighted: bool) -> Self {
-        self.weighted = weighted;
-        self
-    }
-
-    /// Where this client runs: turns on zone-aware routing (see
-    /// [zones](super::policy#zones)). Traffic stays in the client's zone while enough
-    /// of its instances are ready, spills over to the other zones of its region, then
-    /// to any instance. Default: unknown, every instance alike.
-    ///
-    /// An instance's zone and region come from its registry ([`Instance::locality`]:
-    /// Consul's `Service.Locality`, a Nacos cluster), else from its metadata (see
-    /// [`zone_meta_key`](Self::zone_meta_key)).
-    pub fn locality(mut self, locality: Locality) -> Self {
-        self.locality = Some(locality);
-        self
-    }
-
-    /// The metadata keys an instance's zone and region are read from when its
-    /// registry gives no locality. Default: `zone` and `region`.
-    pub fn zone_meta_key(mut self, zone: impl Into<String>, region: impl Into<String>) -> Self {
-        self.zone_key = zone.into();
-        self.region_key = region.into();
-        self
-    }
-
-    /// When zone-aware routing keeps traffic in the client's zone. Default:
-    /// [`ZoneRouting::new`] (at least one ready instance; all the traffic while 72%
-    /// of the zone's instances are ready, the rest spilled in proportion).
-    pub fn zone_routing(mut self, routing: ZoneRouting) -> Self {
-        self.zone_routing = routing;
+    /// How traffic is placed: instance weights and zone-aware routing (see
+    /// [`TrafficPolicy`]). Default: [`TrafficPolicy::new`] (weights on, the client's
+    /// zone unknown).
+    pub fn traffic_policy(mut self, policy: TrafficPolicy) -> Self {
+        self.traffic = policy;
         self
     }
 
@@ -529,13 +492,7 @@ impl BalancedChannelBuilder {
         let name: Arc<str> = self.name.into();
         let (tx, requests) = mpsc::channel(self.buffer_size);
         let (resend, resends) = mpsc::unbounded_channel();
-        let registry = Registry::new(Policy::new(
-            self.locality,
-            self.zone_key.into(),
-            self.region_key.into(),
-            self.zone_routing,
-            self.weighted,
-        ));
+        let registry = Registry::new(Policy::from(&self.traffic));
         let metrics = ChannelMetrics::new(
             name.clone(),
             self.metrics_endpoints,

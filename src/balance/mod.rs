@@ -128,7 +128,7 @@ pub use channel::BalancedChannel;
 pub use config::LoadMetric;
 pub use future::ResponseFuture;
 pub use info::{EndpointInfo, EndpointState};
-pub use policy::ZoneRouting;
+pub use policy::{TrafficPolicy, ZoneRouting};
 pub use retry::RetryBudget;
 pub use service_config::{
     HedgingPolicy, MethodConfig, MethodName, RetryPolicy, RetryThrottling, ServiceConfig,

@@ -50,7 +50,7 @@ use crate::{Instance, Locality};
 
 /// How a zone-aware channel spreads traffic over zones (see the [module
 /// documentation](self) on zones). Set with
-/// [`BalancedChannelBuilder::zone_routing`](super::BalancedChannelBuilder::zone_routing).
+/// [`TrafficPolicy::zone_routing`](TrafficPolicy::zone_routing).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct ZoneRouting {
     min_ready: usize,
@@ -108,6 +108,93 @@ impl Default for ZoneRouting {
     }
 }
 
+/// How the balancer places traffic: instance weights and zone-aware routing, in one
+/// value (see the [module documentation](self)). Set with
+/// [`BalancedChannelBuilder::traffic_policy`](super::BalancedChannelBuilder::traffic_policy).
+///
+/// ```
+/// use tonic_discovery::Locality;
+/// use tonic_discovery::balance::{BalancedChannel, TrafficPolicy, ZoneRouting};
+///
+/// let builder = BalancedChannel::builder("echo").traffic_policy(
+///     TrafficPolicy::new()
+///         .locality(Locality::new("eu-west-1", "eu-west-1a"))
+///         .zone_routing(ZoneRouting::new().min_ready(2)),
+/// );
+/// # let _ = builder;
+/// ```
+#[derive(Debug, Clone, PartialEq)]
+#[must_use]
+pub struct TrafficPolicy {
+    weighted: bool,
+    locality: Option<Locality>,
+    zone_key: String,
+    region_key: String,
+    routing: ZoneRouting,
+}
+
+// === impl TrafficPolicy ===
+
+impl TrafficPolicy {
+    /// The defaults: weights on, the client's locality unknown (every instance alike),
+    /// zones and regions read from the `zone` and `region` metadata keys when the
+    /// registry gives no locality, [`ZoneRouting::new`].
+    pub fn new() -> Self {
+        TrafficPolicy {
+            weighted: true,
+            locality: None,
+            zone_key: "zone".to_owned(),
+            region_key: "region".to_owned(),
+            routing: ZoneRouting::new(),
+        }
+    }
+
+    /// Whether instances' [weights](crate::Instance::weight) set their shares of the
+    /// traffic (see [weights](self#weights)). Default: on. Off, every instance counts
+    /// as weight 1.
+    pub fn weighted(mut self, weighted: bool) -> Self {
+        self.weighted = weighted;
+        self
+    }
+
+    /// Where this client runs: turns on zone-aware routing (see [zones](self#zones)).
+    /// Traffic stays in the client's zone while enough of its instances are ready,
+    /// spills over to the other zones of its region, then to any instance. Default:
+    /// unknown, every instance alike. A locality with neither zone nor region leaves
+    /// zone-aware routing off.
+    ///
+    /// An instance's zone and region come from its registry
+    /// ([`Instance::locality`](crate::Instance::locality): Consul's
+    /// `Service.Locality`, a Nacos cluster), else from its metadata (see
+    /// [`zone_meta_keys`](Self::zone_meta_keys)).
+    pub fn locality(mut self, locality: Locality) -> Self {
+        self.locality = Some(locality);
+        self
+    }
+
+    /// The metadata keys an instance's zone and region are read from when its
+    /// registry gives no locality. Default: `zone` and `region`.
+    pub fn zone_meta_keys(mut self, zone: impl Into<String>, region: impl Into<String>) -> Self {
+        self.zone_key = zone.into();
+        self.region_key = region.into();
+        self
+    }
+
+    /// When zone-aware routing keeps traffic in the client's zone. Default:
+    /// [`ZoneRouting::new`] (at least one ready instance; all the traffic while 72%
+    /// of the zone's instances are ready, the rest spilled in proportion).
+    pub fn zone_routing(mut self, routing: ZoneRouting) -> Self {
+        self.routing = routing;
+        self
+    }
+}
+
+impl Default for TrafficPolicy {
+    fn default() -> Self {
+        TrafficPolicy::new()
+    }
+}
+
 /// The tiers, by preference.
 pub(crate) const TIERS: usize = 3;
 
@@ -126,12 +213,18 @@ pub(crate) struct Policy {
 
 impl Default for Policy {
     fn default() -> Self {
+        Policy::from(&TrafficPolicy::new())
+    }
+}
+
+impl From<&TrafficPolicy> for Policy {
+    fn from(p: &TrafficPolicy) -> Self {
         Policy::new(
-            None,
-            "zone".into(),
-            "region".into(),
-            ZoneRouting::new(),
-            true,
+            p.locality.clone(),
+            p.zone_key.as_str().into(),
+            p.region_key.as_str().into(),
+            p.routing,
+            p.weighted,
         )
     }
 }

@@ -184,7 +184,7 @@ impl Registration {
 
     /// Where the instance runs: Consul's `Locality {Region, Zone}` (Consul 1.17+;
     /// older agents ignore it). Zone-aware clients prefer instances of their own zone
-    /// (see [`BalancedChannelBuilder::locality`](crate::balance::BalancedChannelBuilder::locality)).
+    /// (see [`TrafficPolicy::locality`](crate::balance::TrafficPolicy::locality)).
     /// Default: none.
     pub fn locality(mut self, locality: Locality) -> Self {
         self.locality = (!locality.is_unknown()).then_some(locality);

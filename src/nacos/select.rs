@@ -52,7 +52,7 @@ fn instance(service: &str, i: ServiceInstance) -> Option<Instance> {
     }
     // A named cluster is where the instance runs (Nacos's clusters are commonly
     // zones); the default cluster says nothing, and a zone in the metadata then
-    // applies (see `BalancedChannelBuilder::zone_meta_key`).
+    // applies (see `TrafficPolicy::zone_meta_keys`).
     let locality = if cluster == DEFAULT_CLUSTER {
         Locality::default()
     } else {
