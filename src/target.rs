@@ -235,7 +235,13 @@ impl Target {
                 if let Some(filter) = &spec.filter {
                     builder = builder.filter(filter.clone());
                 }
-                Ok(builder.passing_only(spec.passing).build())
+                Ok(builder
+                    .health(if spec.passing {
+                        crate::consul::HealthFilter::Passing
+                    } else {
+                        crate::consul::HealthFilter::Any
+                    })
+                    .build())
             }
             #[cfg(feature = "etcd")]
             Spec::Etcd { .. } => {

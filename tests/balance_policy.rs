@@ -174,7 +174,12 @@ async fn warning_instances_weigh_their_warning_weight_when_included() {
         .build(client.discovery("echo").build())
         .expect("channel");
     let both = BalancedChannel::builder("echo")
-        .build(client.discovery("echo").include_warning(true).build())
+        .build(
+            client
+                .discovery("echo")
+                .health(HealthFilter::PassingOrWarning)
+                .build(),
+        )
         .expect("channel");
     ready(&both, 2).await;
     let weights: BTreeMap<_, _> = both

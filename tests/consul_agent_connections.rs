@@ -21,7 +21,7 @@ fn watches(client: &Client, prefix: &str, n: usize) -> Vec<Discovery> {
         .map(|k| {
             client
                 .discovery(format!("{prefix}{k}"))
-                .passing_only(false)
+                .health(tonic_discovery::consul::HealthFilter::Any)
                 .wait(WAIT)
                 .build()
         })

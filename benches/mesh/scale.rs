@@ -143,7 +143,7 @@ async fn many_tls() -> Res<Option<usize>> {
         .map(|k| {
             client
                 .discovery(format!("t{k}"))
-                .passing_only(false)
+                .health(tonic_discovery::consul::HealthFilter::Any)
                 .build()
         })
         .collect();

@@ -7,7 +7,7 @@ use futures_util::StreamExt;
 use serde_json::json;
 use tokio::time::{Instant, sleep, timeout};
 use tonic_discovery::SnapshotDiff;
-use tonic_discovery::consul::{AddressKind, Decoded, HealthDecoder, decode_health};
+use tonic_discovery::consul::{AddressKind, Decoded, HealthDecoder, HealthFilter, decode_health};
 use tonic_discovery::source::{Discovery, Sink, Source};
 
 use crate::common::{Config, Registry, Res};
@@ -154,7 +154,7 @@ struct Replay(bytes::Bytes);
 
 impl Source for Replay {
     async fn run(self, sink: Sink) {
-        let mut decoder = HealthDecoder::new(AddressKind::default(), true);
+        let mut decoder = HealthDecoder::new(AddressKind::default(), HealthFilter::Passing);
         if let Ok(Decoded::Changed(instances)) = decoder.decode(&self.0) {
             sink.snapshot(instances);
         }
@@ -178,14 +178,14 @@ async fn decode_trials(cfg: &Config, http: &reqwest::Client, url: &str, big: &mu
             .await?;
         Res::Ok(body)
     };
-    let mut decoder = HealthDecoder::new(kind.clone(), true);
+    let mut decoder = HealthDecoder::new(kind.clone(), HealthFilter::Passing);
     let (mut diff, mut full_diff) = (SnapshotDiff::new(), SnapshotDiff::new());
     let first = fetch().await?;
     let Decoded::Changed(instances) = decoder.decode(&first)? else {
         return Err("the first answer decoded as unchanged".into());
     };
     diff.apply(instances);
-    full_diff.apply(decode_health(&first, &kind, true)?);
+    full_diff.apply(decode_health(&first, &kind, HealthFilter::Passing)?);
     for trial in 0..cfg.pick(30, 5) {
         let id = format!("big-{}", big.instances - 1 - trial);
         put(http, url, "big", &id, 50000 + trial as u16).await?;
@@ -205,7 +205,7 @@ async fn decode_trials(cfg: &Config, http: &reqwest::Client, url: &str, big: &mu
         big.diff_ms.push(ms(total - decoded));
         big.decode_diff_ms.push(ms(total));
         let t = Instant::now();
-        let changes = full_diff.apply_slice(&decode_health(&body, &kind, true)?);
+        let changes = full_diff.apply_slice(&decode_health(&body, &kind, HealthFilter::Passing)?);
         big.full_decode_diff_ms.push(ms(t.elapsed()));
         one_change(changes.len())?;
         let t = Instant::now();

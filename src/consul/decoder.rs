@@ -19,31 +19,35 @@ use std::collections::HashMap;
 use std::fmt;
 use std::hash::{BuildHasher, BuildHasherDefault, Hasher};
 
-use super::types::{AddressKind, Keep, ServiceEntry};
+use super::types::{AddressKind, HealthFilter, ServiceEntry};
 use crate::error::{Error, Result};
 use crate::instance::Instance;
 
 /// Decodes the successive answers of one `/v1/health/service/:service` watch,
 /// reusing what it decoded from entries whose bytes did not change. What a
-/// [`Discovery`](super::Discovery) runs; offered for answers fetched some other way.
+/// [`Discovery`](super::Discovery) runs.
 ///
-/// Each answer decodes to the same instances as [`decode_health`](super::decode_health)
-/// would give, with the same rules (`address`, `passing_only`, undialable entries
-/// skipped with a warning, logged once per distinct entry).
+/// Each answer decodes to the same instances as `decode_health` would give, with the
+/// same rules (`address`, the health filter, undialable entries skipped with a
+/// warning, logged once per distinct entry).
+///
+/// Not part of the API: public for the crate's benchmarks only, and may change in
+/// any release.
 ///
 /// ```
-/// use tonic_discovery::consul::{AddressKind, Decoded, HealthDecoder};
+/// use tonic_discovery::consul::{AddressKind, Decoded, HealthDecoder, HealthFilter};
 ///
 /// let body = br#"[{"Node":{"Node":"n1","Address":"10.0.0.1"},"Service":{"ID":"a","Port":9000}}]"#;
-/// let mut decoder = HealthDecoder::new(AddressKind::Service, true);
+/// let mut decoder = HealthDecoder::new(AddressKind::Service, HealthFilter::Passing);
 /// let Decoded::Changed(instances) = decoder.decode(body)? else { unreachable!() };
 /// assert_eq!(instances[0].authority(), "10.0.0.1:9000");
 /// assert!(matches!(decoder.decode(body)?, Decoded::Unchanged));
 /// # Ok::<(), tonic_discovery::Error>(())
 /// ```
+#[doc(hidden)]
 pub struct HealthDecoder {
     kind: AddressKind,
-    keep: Keep,
+    keep: HealthFilter,
     seeds: [foldhash::quality::RandomState; 2],
     /// The previous answer's entries, in order; `None` before the first.
     order: Option<Vec<Seen>>,
@@ -59,7 +63,8 @@ struct Cached {
     instance: Option<Instance>,
 }
 
-/// What [`HealthDecoder::decode`] found.
+/// What `HealthDecoder::decode` found (benchmarks only, as the decoder).
+#[doc(hidden)]
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum Decoded {
@@ -78,19 +83,9 @@ struct Seen {
 // === impl HealthDecoder ===
 
 impl HealthDecoder {
-    /// A decoder with no previous answer; `kind` and `passing_only` as for
-    /// [`decode_health`](super::decode_health).
-    pub fn new(kind: AddressKind, passing_only: bool) -> Self {
-        let keep = if passing_only {
-            Keep::Passing
-        } else {
-            Keep::Any
-        };
-        HealthDecoder::keeping(kind, keep)
-    }
-
-    /// A decoder keeping the entries `keep` says (the watch's own policy).
-    pub(crate) fn keeping(kind: AddressKind, keep: Keep) -> Self {
+    /// A decoder with no previous answer, dialing `kind`'s address of the entries
+    /// `keep` admits.
+    pub fn new(kind: AddressKind, keep: HealthFilter) -> Self {
         HealthDecoder {
             kind,
             keep,
@@ -205,9 +200,9 @@ impl HealthDecoder {
 
     fn instance(&self, entry: ServiceEntry<'_>) -> Option<Instance> {
         let kept = match self.keep {
-            Keep::Passing => entry.is_passing(),
-            Keep::PassingOrWarning => entry.is_passing_or_warning(),
-            Keep::Any => true,
+            HealthFilter::Passing => entry.is_passing(),
+            HealthFilter::PassingOrWarning => entry.is_passing_or_warning(),
+            HealthFilter::Any => true,
         };
         if !kept {
             return None;

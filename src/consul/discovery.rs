@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use super::client::Client;
 use super::query::{Consistency, HttpTransport, QueryOptions};
-use super::types::AddressKind;
+use super::types::{AddressKind, HealthFilter};
 use super::watch::{ConsulSource, WatchConfig};
 use crate::backoff::Backoff;
 use crate::source::Discovery;
@@ -124,19 +124,10 @@ impl DiscoveryBuilder {
         self
     }
 
-    /// Whether only instances whose checks all pass are discovered (`?passing`).
-    /// Default: true.
-    pub fn passing_only(mut self, passing_only: bool) -> Self {
-        self.query.passing_only = passing_only;
-        self
-    }
-
-    /// Whether instances whose checks warn (none critical) are discovered too, with
-    /// their `Weights.Warning` as weight (instances whose checks pass keep
-    /// `Weights.Passing`). The query then goes without `?passing` and critical
-    /// instances are dropped as the answer is decoded. Default: false (passing only).
-    pub fn include_warning(mut self, include: bool) -> Self {
-        self.query.include_warning = include;
+    /// Which instances are discovered, by the worst status of their checks.
+    /// Default: [`HealthFilter::Passing`] (`?passing`).
+    pub fn health(mut self, filter: HealthFilter) -> Self {
+        self.query.health = filter;
         self
     }
 

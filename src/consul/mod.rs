@@ -114,9 +114,12 @@ pub use crate::source::{Discovery, WatchObserver, WatchState};
 pub use builder::ClientBuilder;
 pub use client::Client;
 pub use config::ServiceConfigBuilder;
+#[doc(hidden)]
 pub use decoder::{Decoded, HealthDecoder};
 pub use discovery::DiscoveryBuilder;
 pub use handle::{KeepAlive, Registrar, RegistrationHandle};
 pub use query::Consistency;
 pub use register::Registration;
-pub use types::{AddressKind, decode_health};
+#[doc(hidden)]
+pub use types::decode_health;
+pub use types::{AddressKind, HealthFilter};

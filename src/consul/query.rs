@@ -10,7 +10,7 @@ use bytes::Bytes;
 use http::Method;
 
 use super::client::{ApiRequest, Client};
-use super::types::AddressKind;
+use super::types::{AddressKind, HealthFilter};
 use crate::error::Error;
 
 /// The consistency mode of discovery reads.
@@ -44,24 +44,9 @@ pub(crate) struct QueryOptions {
     pub(crate) node_meta: Vec<(String, String)>,
     pub(crate) consistency: Consistency,
     pub(crate) cached: bool,
-    pub(crate) passing_only: bool,
-    /// Instances whose checks warn are discovered too (no `?passing`; critical ones
-    /// are dropped when decoded).
-    pub(crate) include_warning: bool,
+    pub(crate) health: HealthFilter,
     pub(crate) wait: Duration,
     pub(crate) address: AddressKind,
-}
-
-impl QueryOptions {
-    /// Which entries of an answer discovery keeps.
-    pub(crate) fn keep(&self) -> crate::consul::types::Keep {
-        use crate::consul::types::Keep;
-        match (self.passing_only, self.include_warning) {
-            (true, false) => Keep::Passing,
-            (true, true) => Keep::PassingOrWarning,
-            (false, _) => Keep::Any,
-        }
-    }
 }
 
 impl QueryOptions {
@@ -77,8 +62,7 @@ impl QueryOptions {
             node_meta: Vec::new(),
             consistency: Consistency::Default,
             cached: false,
-            passing_only: true,
-            include_warning: false,
+            health: HealthFilter::Passing,
             wait: Duration::from_secs(300),
             address: AddressKind::Service,
         }
@@ -87,7 +71,7 @@ impl QueryOptions {
     /// The query string of one read; `index` makes it a blocking read.
     pub(crate) fn query_pairs(&self, index: Option<u64>) -> Vec<(&'static str, String)> {
         let mut q: Vec<(&'static str, String)> = Vec::new();
-        if self.passing_only && !self.include_warning {
+        if self.health == HealthFilter::Passing {
             q.push(("passing", "true".to_owned()));
         }
         q.extend(self.tags.iter().map(|t| ("tag", t.clone())));

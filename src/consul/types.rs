@@ -300,38 +300,45 @@ impl ServiceEntry<'_> {
 }
 
 /// Decodes a `/v1/health/service/:service` answer into instances, as a
-/// [`Discovery`](super::Discovery) does: for bodies fetched some other way (a cache, a
-/// sidecar, a file), to be diffed with [`SnapshotDiff`](crate::SnapshotDiff).
+/// [`Discovery`](super::Discovery) does, keeping the entries `filter` admits.
+/// Entries without a usable address, port or ID are skipped with a warning rather
+/// than failing the whole snapshot.
 ///
-/// `address` picks the address to dial. Entries that are not passing are dropped when
-/// `passing_only` is set (the server already filters with `?passing`; this guards
-/// against agents that do not). Entries without a usable address, port or ID are
-/// skipped with a warning rather than failing the whole snapshot.
+/// Not part of the API: public for the crate's benchmarks only, and may change in
+/// any release.
 ///
 /// # Errors
 ///
 /// A decode error when the body is not a JSON array of entries.
-pub fn decode_health(body: &[u8], kind: &AddressKind, passing_only: bool) -> Result<Vec<Instance>> {
-    let keep = if passing_only {
-        Keep::Passing
-    } else {
-        Keep::Any
-    };
-    decode_health_keeping(body, kind, keep)
+#[doc(hidden)]
+pub fn decode_health(
+    body: &[u8],
+    kind: &AddressKind,
+    filter: HealthFilter,
+) -> Result<Vec<Instance>> {
+    decode_health_keeping(body, kind, filter)
 }
 
-/// Which entries a decode keeps, by the worst status of their checks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Keep {
+/// Which instances a Consul discovery yields, by the worst status of their checks.
+/// Set with [`DiscoveryBuilder::health`](super::DiscoveryBuilder::health).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub enum HealthFilter {
+    /// Only instances whose checks all pass (`?passing`). The default, and what
+    /// Consul's DNS interface and every Consul client library serve.
+    #[default]
     Passing,
+    /// Instances whose checks pass or warn (none critical), those that warn with
+    /// their `Weights.Warning` as weight. The query goes without `?passing`;
+    /// critical instances are dropped as the answer is decoded.
     PassingOrWarning,
+    /// Every registered instance, critical ones included (no `?passing`).
     Any,
 }
 
 pub(crate) fn decode_health_keeping(
     body: &[u8],
     kind: &AddressKind,
-    keep: Keep,
+    keep: HealthFilter,
 ) -> Result<Vec<Instance>> {
     let entries: Vec<ServiceEntry<'_>> =
         serde_json::from_slice::<Option<Vec<ServiceEntry<'_>>>>(body)
@@ -340,9 +347,9 @@ pub(crate) fn decode_health_keeping(
     let mut out = Vec::with_capacity(entries.len());
     for entry in entries {
         let kept = match keep {
-            Keep::Passing => entry.is_passing(),
-            Keep::PassingOrWarning => entry.is_passing_or_warning(),
-            Keep::Any => true,
+            HealthFilter::Passing => entry.is_passing(),
+            HealthFilter::PassingOrWarning => entry.is_passing_or_warning(),
+            HealthFilter::Any => true,
         };
         if !kept {
             continue;

@@ -208,7 +208,7 @@ where
     info!(service = %query.service, tags = ?query.tags, wait = ?query.wait, "Consul watch started");
     let mut lp = Loop {
         bucket: TokenBucket::new(2, config.requery_interval),
-        decoder: HealthDecoder::keeping(query.address.clone(), query.keep()),
+        decoder: HealthDecoder::new(query.address.clone(), query.health),
         query,
         config,
         index: 0,

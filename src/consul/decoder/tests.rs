@@ -32,8 +32,13 @@ fn changed(d: Decoded) -> Vec<Instance> {
 
 #[test]
 fn decodes_the_documented_sample_like_decode_health() {
-    let mut d = HealthDecoder::new(AddressKind::wan(), true);
-    let want = decode_health(DOC_SAMPLE.as_bytes(), &AddressKind::wan(), true).unwrap();
+    let mut d = HealthDecoder::new(AddressKind::wan(), HealthFilter::Passing);
+    let want = decode_health(
+        DOC_SAMPLE.as_bytes(),
+        &AddressKind::wan(),
+        HealthFilter::Passing,
+    )
+    .unwrap();
     assert_eq!(changed(d.decode(DOC_SAMPLE.as_bytes()).unwrap()), want);
     assert!(matches!(
         d.decode(DOC_SAMPLE.as_bytes()).unwrap(),
@@ -44,7 +49,7 @@ fn decodes_the_documented_sample_like_decode_health() {
 #[test]
 fn reports_an_unchanged_answer_despite_new_whitespace() {
     let entries = [entry(1, 1, 80, true), entry(2, 2, 81, true)];
-    let mut d = HealthDecoder::new(AddressKind::Service, true);
+    let mut d = HealthDecoder::new(AddressKind::Service, HealthFilter::Passing);
     assert_eq!(
         changed(d.decode(body(&entries, ",").as_bytes()).unwrap()).len(),
         2
@@ -61,7 +66,7 @@ fn one_changed_entry_changes_one_instance() {
     let mut entries: Vec<String> = (0..50)
         .map(|i| entry(i % 3, i, 1000 + u16::from(i), true))
         .collect();
-    let mut d = HealthDecoder::new(AddressKind::Service, true);
+    let mut d = HealthDecoder::new(AddressKind::Service, HealthFilter::Passing);
     let before = changed(d.decode(body(&entries, ",").as_bytes()).unwrap());
     entries[20] = entry(20 % 3, 20, 9999, true);
     let after = changed(d.decode(body(&entries, ",").as_bytes()).unwrap());
@@ -72,7 +77,7 @@ fn one_changed_entry_changes_one_instance() {
 
 #[test]
 fn null_and_empty_answers_have_no_instances() {
-    let mut d = HealthDecoder::new(AddressKind::Service, true);
+    let mut d = HealthDecoder::new(AddressKind::Service, HealthFilter::Passing);
     assert!(
         changed(
             d.decode(body(&[entry(1, 1, 80, true)], ",").as_bytes())
@@ -89,7 +94,7 @@ fn null_and_empty_answers_have_no_instances() {
 fn malformed_answers_fail_and_keep_the_reference() {
     let entries = [entry(1, 1, 80, true), entry(2, 2, 81, true)];
     let good = body(&entries, ",");
-    let mut d = HealthDecoder::new(AddressKind::Service, true);
+    let mut d = HealthDecoder::new(AddressKind::Service, HealthFilter::Passing);
     changed(d.decode(good.as_bytes()).unwrap());
     let truncated = &good[..good.len() - 1];
     let doubled_comma = good.replacen("},{", "},,{", 1);
@@ -107,7 +112,7 @@ fn malformed_answers_fail_and_keep_the_reference() {
         let err = d.decode(bad.as_bytes()).unwrap_err();
         assert!(err.is_decode(), "{bad}: {err}");
         assert!(
-            decode_health(bad.as_bytes(), &AddressKind::Service, true).is_err(),
+            decode_health(bad.as_bytes(), &AddressKind::Service, HealthFilter::Passing).is_err(),
             "{bad}"
         );
     }
@@ -144,9 +149,9 @@ proptest! {
     #[test]
     fn agrees_with_decode_health(
         answers in prop::collection::vec(arb_answer(), 1..12),
-        keep in prop_oneof![Just(Keep::Passing), Just(Keep::PassingOrWarning), Just(Keep::Any)],
+        keep in prop_oneof![Just(HealthFilter::Passing), Just(HealthFilter::PassingOrWarning), Just(HealthFilter::Any)],
     ) {
-        let mut d = HealthDecoder::keeping(AddressKind::Service, keep);
+        let mut d = HealthDecoder::new(AddressKind::Service, keep);
         let mut last: Option<Vec<Instance>> = None;
         for (entries, spaced, truncate) in answers {
             let mut text = body(&entries, if spaced { " ,\n " } else { "," });

@@ -6,7 +6,7 @@ use super::*;
 const DOC_SAMPLE: &str = include_str!("../../../tests/fixtures/consul/health-service.json");
 
 fn one(body: &str, kind: &AddressKind) -> Instance {
-    let mut v = decode_health(body.as_bytes(), kind, true).expect("decodes");
+    let mut v = decode_health(body.as_bytes(), kind, HealthFilter::Passing).expect("decodes");
     assert_eq!(v.len(), 1, "{v:?}");
     v.remove(0)
 }
@@ -75,12 +75,12 @@ fn tolerates_nulls_and_missing_fields() {
     assert!(i.tags().is_empty() && i.meta().is_empty());
     assert_eq!(i.weight(), 1, "absent weight counts as 1");
     assert!(
-        decode_health(b"null", &AddressKind::Service, true)
+        decode_health(b"null", &AddressKind::Service, HealthFilter::Passing)
             .unwrap()
             .is_empty()
     );
     assert!(
-        decode_health(b"[]", &AddressKind::Service, true)
+        decode_health(b"[]", &AddressKind::Service, HealthFilter::Passing)
             .unwrap()
             .is_empty()
     );
@@ -98,11 +98,11 @@ fn drops_non_passing_and_undialable_entries() {
     let ids = |v: Vec<Instance>| v.iter().map(|i| i.id().to_owned()).collect::<Vec<_>>();
     let k = AddressKind::Service;
     assert_eq!(
-        ids(decode_health(body.as_bytes(), &k, true).unwrap()),
+        ids(decode_health(body.as_bytes(), &k, HealthFilter::Passing).unwrap()),
         ["ok"]
     );
     assert_eq!(
-        ids(decode_health(body.as_bytes(), &k, false).unwrap()),
+        ids(decode_health(body.as_bytes(), &k, HealthFilter::Any).unwrap()),
         ["ok", "warn"]
     );
 }
@@ -116,7 +116,7 @@ fn garbage_is_a_typed_decode_error() {
         b"",
         b"[{\"Service\":{\"Port\":\"x\"}}]",
     ] {
-        let err = decode_health(body, &AddressKind::Service, true).unwrap_err();
+        let err = decode_health(body, &AddressKind::Service, HealthFilter::Passing).unwrap_err();
         assert!(err.is_decode(), "{err:?}");
     }
 }
@@ -164,8 +164,12 @@ mod properties {
     /// instances.
     fn decodes_consistently(body: &[u8]) -> Result<(), TestCaseError> {
         for kind in [AddressKind::Service, AddressKind::lan(), AddressKind::wan()] {
-            for passing_only in [true, false] {
-                match decode_health(body, &kind, passing_only) {
+            for filter in [
+                HealthFilter::Passing,
+                HealthFilter::PassingOrWarning,
+                HealthFilter::Any,
+            ] {
+                match decode_health(body, &kind, filter) {
                     Err(e) => prop_assert!(e.is_decode(), "{e:?}"),
                     Ok(instances) => {
                         // Skipped fields are not checked for UTF-8 (serde_json ignores
@@ -197,7 +201,7 @@ mod properties {
         #[test]
         fn a_truncated_answer_is_a_decode_error(cut in 0..DOC_SAMPLE.trim_end().len()) {
             let body = &DOC_SAMPLE.as_bytes()[..cut];
-            let err = decode_health(body, &AddressKind::Service, true).unwrap_err();
+            let err = decode_health(body, &AddressKind::Service, HealthFilter::Passing).unwrap_err();
             prop_assert!(err.is_decode(), "{err:?}");
         }
 
@@ -223,7 +227,7 @@ fn locality_and_warning_weights_are_decoded() {
         {"Node":{"Node":"n1","Address":"10.0.0.1"},"Service":{"ID":"crit","Port":1},
          "Checks":[{"Status":"warning"},{"Status":"critical"}]}]"#;
     let k = AddressKind::Service;
-    let all = decode_health_keeping(body.as_bytes(), &k, Keep::Any).unwrap();
+    let all = decode_health_keeping(body.as_bytes(), &k, HealthFilter::Any).unwrap();
     assert_eq!(all.len(), 3);
     assert_eq!(all[0].weight(), 4);
     assert_eq!(all[0].locality().region(), Some("eu-west-1"));
@@ -234,9 +238,9 @@ fn locality_and_warning_weights_are_decoded() {
         "warning instances weigh Weights.Warning"
     );
     assert!(all[1].locality().is_unknown());
-    let kept = decode_health_keeping(body.as_bytes(), &k, Keep::PassingOrWarning).unwrap();
+    let kept = decode_health_keeping(body.as_bytes(), &k, HealthFilter::PassingOrWarning).unwrap();
     let ids: Vec<_> = kept.iter().map(|i| i.id().to_owned()).collect();
     assert_eq!(ids, ["ok", "warn"]);
-    let passing = decode_health_keeping(body.as_bytes(), &k, Keep::Passing).unwrap();
+    let passing = decode_health_keeping(body.as_bytes(), &k, HealthFilter::Passing).unwrap();
     assert_eq!(passing.len(), 1);
 }
