@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use balance_util::discovery;
 use support::eventually;
-use tonic_discovery::balance::tonic::{balance_channel, http_endpoint};
+use tonic_discovery::balance::tonic_balancer::{balance_channel, http_endpoint};
 use tonic_discovery::testkit::TestEchoServer;
 use tonic_discovery::testkit::pb::EchoRequest;
 use tonic_discovery::testkit::pb::echo_client::EchoClient;

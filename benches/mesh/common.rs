@@ -161,9 +161,9 @@ where
         + 'static,
     E: Into<BoxError> + 'static,
 {
-    boxed(tonic_discovery::balance::tonic::balance_channel(
+    boxed(tonic_discovery::balance::tonic_balancer::balance_channel(
         discovery,
-        tonic_discovery::balance::tonic::http_endpoint,
+        tonic_discovery::balance::tonic_balancer::http_endpoint,
     ))
 }
 

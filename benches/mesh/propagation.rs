@@ -236,7 +236,7 @@ fn section(trials: usize, results: &Results, errors: &[(String, usize, usize)]) 
          refilled once per second, the default) never delays a measured change. Registration: register call → first response from the new instance. Quantiles are nearest-rank: \
          with 50 trials, p99 is the largest. \
          tonic-balance is tonic's `balance_channel` fed by the same `consul::Discovery` \
-         (`balance::tonic::balance_channel`). Chart: [propagation.svg](benches/results/propagation.svg).\n"
+         (`balance::tonic_balancer::balance_channel`). Chart: [propagation.svg](benches/results/propagation.svg).\n"
     );
     md.push_str("| contender | change | trials | p50 ms | p90 ms | p99 ms | max ms |\n|---|---|---|---|---|---|---|\n");
     let mut rows = Vec::new();

@@ -80,7 +80,7 @@
 //!
 //! Discovery errors are logged and ignored; when discovery ends the set is frozen.
 //!
-//! [`tonic::balance_channel`] feeds the same discovery
+//! [`tonic_balancer::balance_channel`] feeds the same discovery
 //! into tonic's own balancer instead, for users who want that.
 
 mod accrual;
@@ -116,7 +116,7 @@ mod subset;
 mod table;
 #[cfg(feature = "tls-ring")]
 mod tls;
-pub mod tonic;
+pub mod tonic_balancer;
 /// Frame tracking on the connection's bytes (also used by the test kit's servers).
 pub(crate) mod wire;
 mod worker;

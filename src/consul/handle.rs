@@ -1,4 +1,4 @@
-//! [`RegistrationHandle`]: a live Consul registration; [`Registrar`]: what Consul does
+//! [`RegistrationHandle`]: a live Consul registration; [`AgentRegistrar`]: what Consul does
 //! for it (the TTL heartbeat, the critical check of a drain, the deregistration).
 
 use std::fmt;
@@ -27,11 +27,11 @@ use crate::register::HealthSource;
 /// deregistration runs on a spawned task bounded by 5 s, and is skipped when no tokio
 /// runtime is running. If it does not reach the agent, the TTL check turns critical
 /// one TTL later and the agent removes the service after `DeregisterCriticalServiceAfter`.
-pub type RegistrationHandle = register::RegistrationHandle<Registrar>;
+pub type RegistrationHandle = register::RegistrationHandle<AgentRegistrar>;
 
 /// Consul's side of a [`RegistrationHandle`]: the agent, the registration and its
 /// heartbeat.
-pub struct Registrar {
+pub struct AgentRegistrar {
     agent: Arc<dyn Agent>,
     reg: Arc<Resolved>,
 }
@@ -102,7 +102,7 @@ pub(crate) async fn start(
     }
     tracing::info!(service_id = %reg.service_id, address = %reg.address, "registered");
     let span = tracing::info_span!("heartbeat", service_id = %reg.service_id);
-    let registrar = Registrar { agent, reg };
+    let registrar = AgentRegistrar { agent, reg };
     Ok(RegistrationHandle::new(
         registrar,
         KeepAlive(heartbeat),
@@ -134,9 +134,9 @@ impl RegistrationHandle {
     }
 }
 
-// === impl Registrar ===
+// === impl AgentRegistrar ===
 
-impl register::Registrar for Registrar {
+impl register::Registrar for AgentRegistrar {
     type KeepAlive = KeepAlive;
 
     async fn keep_alive(self: Arc<Self>, KeepAlive(heartbeat): KeepAlive, stop: CancellationToken) {
@@ -184,7 +184,7 @@ const _: () = {
     let _ = assert_all;
 };
 
-impl fmt::Debug for Registrar {
+impl fmt::Debug for AgentRegistrar {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("consul::RegistrationHandle")
             .field("id", &self.reg.service_id)

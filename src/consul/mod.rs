@@ -117,7 +117,7 @@ pub use config::ServiceConfigBuilder;
 #[doc(hidden)]
 pub use decoder::{Decoded, HealthDecoder};
 pub use discovery::DiscoveryBuilder;
-pub use handle::{KeepAlive, Registrar, RegistrationHandle};
+pub use handle::{AgentRegistrar, KeepAlive, RegistrationHandle};
 pub use query::Consistency;
 pub use register::Registration;
 #[doc(hidden)]

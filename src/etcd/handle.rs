@@ -1,4 +1,4 @@
-//! [`RegistrationHandle`]: a live etcd registration; [`Registrar`]: what etcd does for
+//! [`RegistrationHandle`]: a live etcd registration; [`LeaseRegistrar`]: what etcd does for
 //! it (the lease keeper, the key deleted by a drain or while not serving and put back
 //! when serving again, the lease revoked at the end).
 
@@ -34,10 +34,10 @@ use crate::register;
 /// (which deletes the key): on a spawned task bounded by 5 s, skipped when no tokio
 /// runtime is running. If that does not reach etcd, the key goes when the lease
 /// expires, one TTL later.
-pub type RegistrationHandle = register::RegistrationHandle<Registrar>;
+pub type RegistrationHandle = register::RegistrationHandle<LeaseRegistrar>;
 
 /// etcd's side of a [`RegistrationHandle`]: the key, its lease and the lease keeper.
-pub struct Registrar {
+pub struct LeaseRegistrar {
     client: Client,
     key: String,
     registration: Arc<Registration>,
@@ -85,7 +85,7 @@ pub(crate) async fn start(
             &registration.published.service,
         ),
     };
-    let registrar = Registrar {
+    let registrar = LeaseRegistrar {
         client,
         key,
         registration,
@@ -111,9 +111,9 @@ impl RegistrationHandle {
     }
 }
 
-// === impl Registrar ===
+// === impl LeaseRegistrar ===
 
-impl register::Registrar for Registrar {
+impl register::Registrar for LeaseRegistrar {
     type KeepAlive = KeepAlive;
 
     async fn keep_alive(self: Arc<Self>, state: KeepAlive, stop: CancellationToken) {
@@ -170,7 +170,7 @@ impl register::Registrar for Registrar {
     }
 }
 
-impl Registrar {
+impl LeaseRegistrar {
     async fn delete_key(&self) -> Result<()> {
         let mut etcd = self.client.etcd();
         self.client
@@ -180,7 +180,7 @@ impl Registrar {
     }
 }
 
-impl fmt::Debug for Registrar {
+impl fmt::Debug for LeaseRegistrar {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("etcd::RegistrationHandle")
             .field("key", &self.key)

@@ -86,7 +86,7 @@ pub use crate::source::Discovery;
 pub use client::{Client, ClientBuilder};
 pub use config::ServiceConfigBuilder;
 pub use discovery::DiscoveryBuilder;
-pub use handle::{KeepAlive, Registrar, RegistrationHandle};
+pub use handle::{KeepAlive, LeaseRegistrar, RegistrationHandle};
 pub use keys::KeyLayout;
 pub use register::Registration;
 

@@ -46,11 +46,11 @@ use crate::register;
 ///
 /// Dropping the handle deregisters the instance on a spawned task, retried as above
 /// (skipped when no tokio runtime is running).
-pub type RegistrationHandle = register::RegistrationHandle<Registrar>;
+pub type RegistrationHandle = register::RegistrationHandle<NamingRegistrar>;
 
 /// Nacos's side of a [`RegistrationHandle`]: the instance's connection, and what to
 /// register and deregister on it.
-pub struct Registrar {
+pub struct NamingRegistrar {
     id: String,
     connection: Connection,
     /// Set by the final deregistration (or the drop): from then on the connection
@@ -101,7 +101,7 @@ pub(crate) async fn start(
         tracing::info!(%id, "not serving: registers in nacos once serving");
     }
     let span = tracing::info_span!("nacos_registration", %id);
-    let registrar = Registrar {
+    let registrar = NamingRegistrar {
         id,
         connection,
         ended: AtomicBool::new(false),
@@ -119,9 +119,9 @@ impl RegistrationHandle {
     }
 }
 
-// === impl Registrar ===
+// === impl NamingRegistrar ===
 
-impl register::Registrar for Registrar {
+impl register::Registrar for NamingRegistrar {
     type KeepAlive = ();
 
     async fn keep_alive(self: Arc<Self>, (): (), stop: CancellationToken) {
@@ -162,7 +162,7 @@ impl register::Registrar for Registrar {
     }
 }
 
-impl fmt::Debug for Registrar {
+impl fmt::Debug for NamingRegistrar {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("nacos::RegistrationHandle")
             .field("id", &self.id)

@@ -82,7 +82,7 @@ mod subscription;
 pub use crate::source::Discovery;
 pub use client::{Client, ClientBuilder};
 pub use discovery::DiscoveryBuilder;
-pub use handle::{Registrar, RegistrationHandle};
+pub use handle::{NamingRegistrar, RegistrationHandle};
 pub use register::Registration;
 
 const _: () = {
