@@ -77,6 +77,37 @@ async fn token_file_wins_and_travels_in_the_header() {
     assert!(!head.contains("ignored-token"), "{head}");
 }
 
+#[tokio::test]
+async fn connect_checks_that_the_agent_answers() {
+    support::trace_init();
+    let server = ConsulDev::start().await.unwrap();
+    let client = Client::builder(server.url())
+        .token(SECRET)
+        .connect()
+        .await
+        .expect("the agent answers");
+    let asked = server.requests();
+    let leader = asked
+        .iter()
+        .find(|r| r.uri().path() == "/v1/status/leader")
+        .expect("connect asked for the leader");
+    assert_eq!(leader.header("x-consul-token"), Some(SECRET), "{leader:?}");
+    let d = watch(&client);
+    synced(&d).await;
+
+    // Nothing listens on a port just released: `connect` fails, `build` does not.
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    let err = Client::connect(closed.to_string()).await.unwrap_err();
+    assert!(err.is_transport() || err.is_timeout(), "{err:?}");
+    assert!(err.to_string().contains("status/leader"), "{err}");
+    Client::builder(closed.to_string())
+        .build()
+        .expect("build does no I/O");
+}
+
 #[test]
 fn unreadable_token_file_is_a_config_error_naming_the_path() {
     let dir = tempfile::tempdir().unwrap();

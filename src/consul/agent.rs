@@ -6,7 +6,7 @@ use futures_util::future::BoxFuture;
 use http::Method;
 
 use super::client::{ApiRequest, Client};
-use crate::error::Result;
+use crate::error::{Error, Result};
 
 /// The status a TTL check reports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -30,6 +30,16 @@ impl CheckStatus {
 // === impl Client ===
 
 impl Client {
+    /// `GET /v1/status/leader`: whether the agent answers (the leader's address may be
+    /// empty while the cluster has none).
+    pub(crate) async fn status_leader(&self) -> Result<()> {
+        let req = ApiRequest::new(Method::GET, &["v1", "status", "leader"]);
+        let answer = self.call(req).await?;
+        serde_json::from_slice::<String>(&answer.body)
+            .map(drop)
+            .map_err(|e| Error::decode("the agent's /v1/status/leader answer", e))
+    }
+
     /// `PUT /v1/agent/service/register` with a JSON `ServiceDefinition`.
     pub(crate) async fn agent_register(&self, body: Bytes) -> Result<()> {
         let mut req = ApiRequest::new(Method::PUT, &["v1", "agent", "service", "register"]);

@@ -46,9 +46,24 @@ impl Client {
         }
     }
 
-    /// A client of the local agent at `127.0.0.1:8500`.
+    /// A client of the local agent at `127.0.0.1:8500`, made without I/O (see
+    /// [`ClientBuilder::build`]).
+    ///
+    /// # Errors
+    ///
+    /// As [`ClientBuilder::build`].
     pub fn local() -> Result<Client> {
         Client::builder(DEFAULT_ADDR).build()
+    }
+
+    /// A client of the agent at `address` with default options, once the agent
+    /// answers (see [`ClientBuilder::connect`]).
+    ///
+    /// # Errors
+    ///
+    /// As [`ClientBuilder::connect`].
+    pub async fn connect(address: impl Into<String>) -> Result<Client> {
+        Client::builder(address).connect().await
     }
 }
 
@@ -194,7 +209,25 @@ impl ClientBuilder {
         self
     }
 
-    /// Builds the client. Reads the token and certificate files.
+    /// Builds the client and checks that the agent answers (`GET /v1/status/leader`,
+    /// which needs no ACL permission), so a wrong address or a registry that is not
+    /// Consul fails here rather than in the first watch. The same verb as the etcd
+    /// and Nacos clients'; use [`build`](Self::build) for a client made without I/O
+    /// (like tonic's `Endpoint::connect_lazy`).
+    ///
+    /// # Errors
+    ///
+    /// As [`build`](Self::build); a transport or timeout error when the agent does not
+    /// answer, an HTTP status error when it refuses.
+    pub async fn connect(self) -> Result<Client> {
+        let client = self.build()?;
+        client.status_leader().await?;
+        Ok(client)
+    }
+
+    /// Builds the client without contacting the agent: every request is its own HTTP
+    /// exchange, so a client made while the agent is down works once it is up. Reads
+    /// the token and certificate files.
     ///
     /// # Errors
     ///

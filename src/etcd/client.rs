@@ -37,6 +37,8 @@ pub struct ClientBuilder {
     require_leader: bool,
     user: Option<(String, String)>,
 }
+    /// A setting from the environment that cannot be honoured, reported by `connect`.
+    error: Option<Error>,
 
 // === impl Client ===
 
@@ -53,6 +55,7 @@ impl Client {
             require_leader: true,
             user: None,
         }
+            error: None,
     }
 
     /// A client with default options; see [`Client::builder`] for the endpoint syntax.
@@ -151,13 +154,30 @@ impl ClientBuilder {
         self
     }
 
-    /// Authenticates as `name` with `password`. Default: no authentication.
-    pub fn user(mut self, name: impl Into<String>, password: impl Into<String>) -> Self {
-        self.user = Some((name.into(), password.into()));
+    /// Authenticates as `username` with `password` (etcd's auth, a token per
+    /// connection). The same name as the Nacos client's. Default: no authentication.
+    pub fn credentials(mut self, username: impl Into<String>, password: impl Into<String>) -> Self {
+        self.user = Some((username.into(), password.into()));
         self
     }
 
     /// Connects (lazily, see [`Client`]).
+    /// A builder configured from the environment as `etcdctl` reads it:
+    ///
+    /// | variable | meaning |
+    /// |---|---|
+    /// | `ETCDCTL_ENDPOINTS` | comma-separated endpoints; default `127.0.0.1:2379` |
+    /// | `ETCDCTL_USER` | `username:password`, or `username` with `ETCDCTL_PASSWORD` |
+    /// | `ETCDCTL_PASSWORD` | the password, when `ETCDCTL_USER` holds none |
+    ///
+    /// Empty variables count as unset; setters called afterwards override them.
+    /// `ETCDCTL_CACERT`, `ETCDCTL_CERT` and `ETCDCTL_KEY` ask for TLS, which this
+    /// client does not speak yet: [`connect`](Self::connect) then fails, naming the
+    /// variable, rather than talking plaintext to a cluster that expects TLS.
+    pub fn from_env() -> ClientBuilder {
+        from_lookup(|name| std::env::var(name).ok())
+    }
+
     ///
     /// # Errors
     ///
@@ -165,6 +185,9 @@ impl ClientBuilder {
     /// when authentication fails.
     pub async fn connect(self) -> Result<Client> {
         let endpoints = parse_endpoints(&self.endpoints)?;
+        if let Some(e) = self.error {
+            return Err(e);
+        }
         let (interval, timeout) = self.keep_alive;
         let mut options = ConnectOptions::new()
             .with_keep_alive(interval, timeout)
@@ -199,6 +222,30 @@ impl fmt::Debug for ClientBuilder {
 }
 
 /// Parses a comma-separated endpoint list into `http://host:port` URLs.
+/// [`ClientBuilder::from_env`] over any lookup, so tests need not touch the process
+/// environment.
+pub(crate) fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> ClientBuilder {
+    let var = |name: &str| lookup(name).filter(|v| !v.trim().is_empty());
+    let mut b =
+        Client::builder(var("ETCDCTL_ENDPOINTS").unwrap_or_else(|| "127.0.0.1:2379".to_owned()));
+    if let Some(user) = var("ETCDCTL_USER") {
+        b = match (user.split_once(':'), var("ETCDCTL_PASSWORD")) {
+            (Some((name, password)), _) => b.credentials(name, password),
+            (None, Some(password)) => b.credentials(user, password),
+            (None, None) => b.credentials(user, ""),
+        };
+    }
+    if let Some(name) = ["ETCDCTL_CACERT", "ETCDCTL_CERT", "ETCDCTL_KEY"]
+        .into_iter()
+        .find(|name| var(name).is_some())
+    {
+        b.error = Some(Error::config(format!(
+            "{name} is set, but TLS towards etcd is not supported yet"
+        )));
+    }
+    b
+}
+
 pub(crate) fn parse_endpoints(list: &str) -> Result<Vec<String>> {
     let mut out = Vec::new();
     for (n, entry) in list.split(',').map(str::trim).enumerate() {
@@ -235,6 +282,48 @@ mod tests {
     use super::*;
 
     #[test]
+    fn env<'a>(vars: &'a [(&'a str, &'a str)]) -> impl Fn(&str) -> Option<String> + 'a {
+        |name| {
+            vars.iter()
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| (*v).to_owned())
+        }
+    }
+
+    #[test]
+    fn the_environment_is_read_as_etcdctl_reads_it() {
+        let b = from_lookup(env(&[]));
+        assert_eq!(b.endpoints, "127.0.0.1:2379");
+        assert!(b.user.is_none() && b.error.is_none());
+
+        let b = from_lookup(env(&[
+            ("ETCDCTL_ENDPOINTS", "10.0.0.1:2379,10.0.0.2:2379"),
+            ("ETCDCTL_USER", "root:s3cret"),
+        ]));
+        assert_eq!(b.endpoints, "10.0.0.1:2379,10.0.0.2:2379");
+        assert_eq!(b.user, Some(("root".to_owned(), "s3cret".to_owned())));
+
+        let b = from_lookup(env(&[("ETCDCTL_USER", "app"), ("ETCDCTL_PASSWORD", "pw")]));
+        assert_eq!(b.user, Some(("app".to_owned(), "pw".to_owned())));
+        // The password never shows in the builder's Debug.
+        assert!(!format!("{b:?}").contains("pw\""), "{b:?}");
+
+        // Empty counts as unset.
+        let b = from_lookup(env(&[("ETCDCTL_ENDPOINTS", " "), ("ETCDCTL_USER", "")]));
+        assert_eq!(b.endpoints, "127.0.0.1:2379");
+        assert!(b.user.is_none());
+    }
+
+    #[tokio::test]
+    async fn tls_asked_by_the_environment_is_refused_by_name() {
+        let err = from_lookup(env(&[("ETCDCTL_CACERT", "/etc/etcd/ca.pem")]))
+            .connect()
+            .await
+            .unwrap_err();
+        assert!(err.is_config(), "{err:?}");
+        assert!(err.to_string().contains("ETCDCTL_CACERT"), "{err}");
+    }
+
     fn endpoints_accept_urls_and_lists() {
         assert_eq!(
             parse_endpoints("etcd://127.0.0.1:2379,127.0.0.1:22379").unwrap(),
