@@ -79,6 +79,18 @@ impl Backoff {
     }
 }
 
+// Jitter is clamped to [0, 1] and never NaN, so comparing its bits is an equivalence
+// (with -0.0 folded into 0.0); a watch shared by its options is keyed by its backoff.
+impl Eq for Backoff {}
+
+impl std::hash::Hash for Backoff {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.min.hash(state);
+        self.max.hash(state);
+        (self.jitter + 0.0).to_bits().hash(state);
+    }
+}
+
 impl Default for Backoff {
     /// 100 ms to 10 s, jitter 0.2.
     fn default() -> Self {

@@ -225,6 +225,32 @@ async fn discoveries_with_equal_options_share_one_watch() {
 }
 
 #[tokio::test]
+async fn discoveries_followed_differently_get_watches_of_their_own() {
+    support::trace_init();
+    let dev = Dev::start().await;
+    dev.register("a", 7001, &[]).await;
+    let client = client(&dev);
+    let before = dev.dev.requests().len();
+    let mut first = discovery(&client, "echo");
+    // The same query, another backoff: no longer silently the first one's.
+    let mut second = client
+        .discovery("echo")
+        .wait(WAIT)
+        .backoff(tonic_discovery::Backoff::new(
+            Duration::from_millis(50),
+            Duration::from_millis(500),
+        ))
+        .build();
+    assert_eq!(changes(&mut first, 1).await, ["+a@7001"]);
+    assert_eq!(changes(&mut second, 1).await, ["+a@7001"]);
+    let fresh_reads = dev.dev.requests()[before..]
+        .iter()
+        .filter(|r| !r.uri().query().unwrap_or("").contains("index="))
+        .count();
+    assert_eq!(fresh_reads, 2, "two watches, one initial read each");
+}
+
+#[tokio::test]
 async fn the_token_travels_only_in_the_header() {
     support::trace_init();
     let dev = Dev::start().await;

@@ -29,8 +29,8 @@ pub(crate) struct ClientInner {
     pub(crate) token: Option<Token>,
     /// Timeout of requests that do not block (everything but watches).
     pub(crate) request_timeout: Duration,
-    /// The live discovery watches, shared by equal queries.
-    pub(crate) watches: crate::source::Watches<super::query::QueryOptions>,
+    /// The live discovery watches, shared by equal queries followed alike.
+    pub(crate) watches: crate::source::Watches<super::watch::WatchKey>,
     /// The cap on blocking reads in flight ([`ClientBuilder::max_concurrent_watches`](super::ClientBuilder::max_concurrent_watches)).
     pub(crate) watch_permits: Option<Arc<tokio::sync::Semaphore>>,
 }

@@ -110,7 +110,12 @@ impl DiscoveryBuilder {
         self
     }
 
-    /// Backoff between failed reads. Default: 250 ms to 30 s, jitter 0.2.
+    /// Backoff between failed reads. Default: 250 ms to 30 s, jitter 0.2, not the
+    /// sources' [`DEFAULT_BACKOFF`](crate::source::DEFAULT_BACKOFF): every service
+    /// of every client reads one agent, which answers errors mostly when it is
+    /// overloaded or has lost its servers, so retries start later and spread wider;
+    /// the last instances keep serving meanwhile, and the first read after the agent
+    /// is back brings the whole set.
     pub fn backoff(mut self, backoff: Backoff) -> Self {
         self.config.backoff = backoff;
         self
@@ -138,8 +143,7 @@ impl DiscoveryBuilder {
     }
 
     /// Builds the discovery, joining the client's live watch with the same options
-    /// or starting one. Backoff and re-query pacing come from the first discovery
-    /// that started the watch.
+    /// (the query's, the backoff and the re-query pacing) or starting one.
     ///
     /// The watch task is spawned on the current tokio runtime, or on first poll when
     /// built outside one.
@@ -147,12 +151,11 @@ impl DiscoveryBuilder {
         let client = self.client.clone();
         let service = self.query.service.clone();
         let (query, config) = (self.query, self.config);
-        Discovery::shared(&self.client.inner.watches, query.clone(), service, || {
-            ConsulSource {
-                transport: HttpTransport { client },
-                query: Arc::new(query),
-                config,
-            }
+        let key = (query.clone(), config.backoff, config.requery_interval);
+        Discovery::shared(&self.client.inner.watches, key, service, || ConsulSource {
+            transport: HttpTransport { client },
+            query: Arc::new(query),
+            config,
         })
     }
 }

@@ -36,6 +36,10 @@ pub(crate) struct WatchConfig {
     pub(crate) permits: Option<Arc<Semaphore>>,
 }
 
+/// What a shared watch is keyed by: the query, and how it is followed (backoff,
+/// re-query pacing). Two discoveries that differ in either get watches of their own.
+pub(crate) type WatchKey = (QueryOptions, Backoff, Duration);
+
 impl Default for WatchConfig {
     fn default() -> Self {
         WatchConfig {

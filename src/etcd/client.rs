@@ -23,8 +23,9 @@ pub struct Client {
     inner: etcd_client::Client,
     endpoints: Vec<String>,
     request_timeout: Duration,
-    /// The live discovery watches, one per (service, layout).
-    pub(crate) watches: std::sync::Arc<crate::source::Watches<(String, super::KeyLayout)>>,
+    /// The live discovery watches, one per (service, layout, backoff).
+    pub(crate) watches:
+        std::sync::Arc<crate::source::Watches<(String, super::KeyLayout, crate::Backoff)>>,
 }
 
 /// Builds a [`Client`]. Created by [`Client::builder`].
@@ -36,9 +37,9 @@ pub struct ClientBuilder {
     connect_timeout: Duration,
     require_leader: bool,
     user: Option<(String, String)>,
-}
     /// A setting from the environment that cannot be honoured, reported by `connect`.
     error: Option<Error>,
+}
 
 // === impl Client ===
 
@@ -54,8 +55,8 @@ impl Client {
             connect_timeout: Duration::from_secs(3),
             require_leader: true,
             user: None,
-        }
             error: None,
+        }
     }
 
     /// A client with default options; see [`Client::builder`] for the endpoint syntax.
@@ -161,7 +162,6 @@ impl ClientBuilder {
         self
     }
 
-    /// Connects (lazily, see [`Client`]).
     /// A builder configured from the environment as `etcdctl` reads it:
     ///
     /// | variable | meaning |
@@ -178,16 +178,17 @@ impl ClientBuilder {
         from_lookup(|name| std::env::var(name).ok())
     }
 
+    /// Connects (lazily, see [`Client`]).
     ///
     /// # Errors
     ///
     /// A configuration error for an empty or malformed endpoint list; a transport error
     /// when authentication fails.
     pub async fn connect(self) -> Result<Client> {
-        let endpoints = parse_endpoints(&self.endpoints)?;
         if let Some(e) = self.error {
             return Err(e);
         }
+        let endpoints = parse_endpoints(&self.endpoints)?;
         let (interval, timeout) = self.keep_alive;
         let mut options = ConnectOptions::new()
             .with_keep_alive(interval, timeout)
@@ -221,7 +222,6 @@ impl fmt::Debug for ClientBuilder {
     }
 }
 
-/// Parses a comma-separated endpoint list into `http://host:port` URLs.
 /// [`ClientBuilder::from_env`] over any lookup, so tests need not touch the process
 /// environment.
 pub(crate) fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> ClientBuilder {
@@ -246,6 +246,7 @@ pub(crate) fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> ClientBuil
     b
 }
 
+/// Parses a comma-separated endpoint list into `http://host:port` URLs.
 pub(crate) fn parse_endpoints(list: &str) -> Result<Vec<String>> {
     let mut out = Vec::new();
     for (n, entry) in list.split(',').map(str::trim).enumerate() {
@@ -281,7 +282,6 @@ pub(crate) fn parse_endpoints(list: &str) -> Result<Vec<String>> {
 mod tests {
     use super::*;
 
-    #[test]
     fn env<'a>(vars: &'a [(&'a str, &'a str)]) -> impl Fn(&str) -> Option<String> + 'a {
         |name| {
             vars.iter()
@@ -324,6 +324,7 @@ mod tests {
         assert!(err.to_string().contains("ETCDCTL_CACERT"), "{err}");
     }
 
+    #[test]
     fn endpoints_accept_urls_and_lists() {
         assert_eq!(
             parse_endpoints("etcd://127.0.0.1:2379,127.0.0.1:22379").unwrap(),

@@ -75,7 +75,7 @@ impl DiscoveryBuilder {
     ///
     /// [`WatchState::position`]: crate::source::WatchState::position
     pub fn build(self) -> Discovery {
-        let key = (self.service.clone(), self.layout);
+        let key = (self.service.clone(), self.layout, self.backoff);
         let watches = self.client.watches.clone();
         let service = self.service.clone();
         let filter = self.filter;

@@ -18,7 +18,10 @@ use super::subscription::Lanes;
 use crate::error::{Error, Result};
 
 /// The shared watches of one client's discoveries, one per (group, service).
-pub(crate) type WatchMap = crate::source::Watches<(String, String)>;
+/// The live subscriptions, one per (group, service, resync interval, backoff): two
+/// discoveries that differ in how they follow the service do not share one.
+pub(crate) type WatchMap =
+    crate::source::Watches<(String, String, std::time::Duration, crate::Backoff)>;
 
 /// Nacos's default namespace (its id is `public`, also spelled as empty).
 pub(crate) const DEFAULT_NAMESPACE: &str = "public";

@@ -63,15 +63,17 @@ impl DiscoveryBuilder {
     }
 
     /// How often the list is read again without a push from the server, repairing a
-    /// lost one. Default: 30 s. A subscription is shared by every discovery of the same
-    /// group and service on one client; the first one's setting applies.
+    /// lost one. Default: 30 s. A subscription is shared by the discoveries of the same
+    /// group and service on one client that also agree on this and on
+    /// [`backoff`](Self::backoff); one that differs gets a subscription of its own.
     pub fn resync_interval(mut self, interval: Duration) -> Self {
         self.resync = interval.max(Duration::from_millis(10));
         self
     }
 
     /// Delay between queries while the server fails. Default:
-    /// [`DEFAULT_BACKOFF`](crate::source::DEFAULT_BACKOFF) (100 ms to 5 s). Shared as
+    /// [`DEFAULT_BACKOFF`](crate::source::DEFAULT_BACKOFF) (100 ms to 5 s). Part of
+    /// what a shared subscription is keyed by, as
     /// [`resync_interval`](Self::resync_interval) is.
     pub fn backoff(mut self, backoff: Backoff) -> Self {
         self.backoff = backoff;
@@ -97,8 +99,8 @@ impl DiscoveryBuilder {
     }
 
     /// Starts following the service, joining the client's live subscription of the
-    /// same group and service (whatever its clusters and filters) or starting one
-    /// (its resync interval and backoff come from the discovery that started it).
+    /// same group, service, resync interval and backoff (whatever its clusters and
+    /// filters) or starting one.
     ///
     /// Only healthy, enabled instances with a positive weight are yielded (what
     /// Nacos's own clients select), from the chosen clusters if any. The key is
@@ -114,8 +116,14 @@ impl DiscoveryBuilder {
             let clusters = self.clusters.clone();
             filter = filter.with(move |meta| in_clusters(&clusters, meta));
         }
-        // The namespace is the client's: one watch per (namespace, group, service).
-        let key = (self.group.clone(), self.service.clone());
+        // The namespace is the client's: one watch per (namespace, group, service)
+        // and way of following it.
+        let key = (
+            self.group.clone(),
+            self.service.clone(),
+            self.resync,
+            self.backoff,
+        );
         let client = &self.client;
         let discovery = Discovery::shared(client.watches(), key, &*self.service, || {
             Subscription::new(

@@ -229,7 +229,11 @@ impl DnsBuilder {
         self
     }
 
-    /// The delay before resolving again after failures. Default: 1 s to 30 s.
+    /// The delay before resolving again after failures. Default: 1 s to 30 s, not
+    /// the sources' [`DEFAULT_BACKOFF`](crate::source::DEFAULT_BACKOFF): a failed
+    /// lookup has already waited out the resolver's own timeouts and retries (5 s and
+    /// two attempts per server by default), and the last records keep serving
+    /// meanwhile, so a quick first retry gains nothing.
     pub fn backoff(mut self, backoff: Backoff) -> Self {
         self.backoff = backoff;
         self
