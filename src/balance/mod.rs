@@ -97,6 +97,7 @@ mod dispatch;
 mod endpoint;
 mod failfast;
 mod fenwick;
+mod frames;
 mod future;
 #[cfg(feature = "health")]
 mod health;
@@ -118,7 +119,7 @@ mod table;
 mod tls;
 pub mod tonic_balancer;
 /// Frame tracking on the connection's bytes (also used by the test kit's servers).
-pub(crate) mod wire;
+mod wire;
 mod worker;
 
 pub use accrual::FailureAccrual;
