@@ -49,8 +49,8 @@ use clap::builder::RangedU64ValueParser;
 use tokio::time::{Instant, MissedTickBehavior};
 use tonic::{Code, Status};
 use tonic_discovery::balance::{BalancedChannel, ServiceConfig};
-use tonic_discovery::testkit::pb::EchoRequest;
-use tonic_discovery::testkit::pb::echo_client::EchoClient;
+use tonic_discovery_testkit::pb::EchoRequest;
+use tonic_discovery_testkit::pb::echo_client::EchoClient;
 
 use tonic_discovery::Target;
 

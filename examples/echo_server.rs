@@ -51,8 +51,8 @@ use tonic::Code;
 use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
 use tonic_discovery::register::HealthSource;
-use tonic_discovery::testkit::EchoService;
-use tonic_discovery::testkit::pb::echo_server::EchoServer;
+use tonic_discovery_testkit::EchoService;
+use tonic_discovery_testkit::pb::echo_server::EchoServer;
 
 use common::{Publish, Registry};
 

@@ -31,9 +31,9 @@ use tokio::time::{Instant, MissedTickBehavior};
 use tonic_discovery::balance::BalancedChannel;
 use tonic_discovery::consul;
 use tonic_discovery::target::{Scheme, Target};
-use tonic_discovery::testkit::TestEchoServer;
-use tonic_discovery::testkit::pb::EchoRequest;
-use tonic_discovery::testkit::pb::echo_client::EchoClient;
+use tonic_discovery_testkit::TestEchoServer;
+use tonic_discovery_testkit::pb::EchoRequest;
+use tonic_discovery_testkit::pb::echo_client::EchoClient;
 
 const SERVICE: &str = "mesh-echo";
 const TTL: Duration = Duration::from_secs(1);

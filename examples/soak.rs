@@ -27,9 +27,9 @@ use tokio::sync::Semaphore;
 use tokio::time::{Instant, MissedTickBehavior};
 use tonic_discovery::balance::{BalancedChannel, EndpointState};
 use tonic_discovery::consul::{Client, Registration, RegistrationHandle};
-use tonic_discovery::testkit::TestEchoServer;
-use tonic_discovery::testkit::pb::EchoRequest;
-use tonic_discovery::testkit::pb::echo_client::EchoClient;
+use tonic_discovery_testkit::TestEchoServer;
+use tonic_discovery_testkit::pb::EchoRequest;
+use tonic_discovery_testkit::pb::echo_client::EchoClient;
 
 /// Churn under load in one process: instances register and drain while calls go
 /// through one balanced channel. Exits 1 on any failed call.

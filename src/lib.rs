@@ -18,8 +18,8 @@
 //! use std::time::Duration;
 //! use tonic::transport::Server;
 //! use tonic_discovery::{balance::BalancedChannel, consul};
-//! # use tonic_discovery::testkit::EchoService as MyEcho;
-//! # use tonic_discovery::testkit::pb::{EchoRequest, echo_client::EchoClient, echo_server::EchoServer};
+//! # use tonic_discovery_testkit::EchoService as MyEcho;
+//! # use tonic_discovery_testkit::pb::{EchoRequest, echo_client::EchoClient, echo_server::EchoServer};
 //! type BoxError = Box<dyn std::error::Error>;
 //!
 //! /// Registers, serves, and on Ctrl-C leaves discovery, gives clients 5 s to notice,
@@ -68,7 +68,6 @@
 //! | `nacos` | no | [`nacos`]: discovery through server pushes, registration of ephemeral instances (the official `nacos-sdk`) |
 //! | `dns` | no | `source::Dns`: discovery through A/AAAA or SRV records (`hickory-resolver`), re-resolved at the TTL |
 //! | `health` | no | client-side health checking in the balancer (`BalancedChannelBuilder::health_check`, gRFC A17); `register::HealthSource::tonic_health`: a registration follows a `tonic_health` reporter |
-//! | `testkit` | no | `testkit`: the Echo test service, etcd/Nacos launchers, test helpers (the Consul-compatible dev agent is the `consul-dev` crate) |
 //! | `metrics` | no | metrics through the [`metrics`](https://docs.rs/metrics) facade: calls, failures by gRPC code, latency, endpoints by state, watches, registrations (names in the README) |
 //! | `tls-ring` | no | TLS towards Consul and towards gRPC endpoints (rustls with ring) |
 //!
@@ -114,9 +113,6 @@ pub mod nacos;
 pub mod register;
 pub mod source;
 pub mod target;
-#[cfg(feature = "testkit")]
-#[cfg_attr(docsrs, doc(cfg(feature = "testkit")))]
-pub mod testkit;
 
 pub use backoff::Backoff;
 pub use change::SnapshotDiff;

@@ -14,8 +14,8 @@ use tonic_discovery::balance::{
     AttemptStats, BalancedChannel, BalancedChannelBuilder, FailureAccrual, HedgingPolicy,
     MethodConfig, MethodName, RetryPolicy, RetryThrottling, ServiceConfig,
 };
-use tonic_discovery::testkit::TestEchoServer;
 use tonic_discovery::{Instance, InstanceKey};
+use tonic_discovery_testkit::TestEchoServer;
 
 const WAIT: Duration = Duration::from_secs(5);
 

@@ -10,7 +10,7 @@ use std::time::Duration;
 use balance_util::{Feeder, all_ready, call, discovery, state};
 use support::eventually;
 use tonic_discovery::balance::{BalancedChannel, EndpointState};
-use tonic_discovery::testkit::TestEchoServer;
+use tonic_discovery_testkit::TestEchoServer;
 
 const WAIT: Duration = Duration::from_secs(5);
 

@@ -10,8 +10,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use balance_util::{call, discovery};
 use tonic::transport::Server;
 use tonic_discovery::balance::BalancedChannel;
-use tonic_discovery::testkit::EchoService;
-use tonic_discovery::testkit::pb::echo_server::EchoServer;
+use tonic_discovery_testkit::EchoService;
+use tonic_discovery_testkit::pb::echo_server::EchoServer;
 
 #[tokio::test]
 async fn calls_go_through_the_connector() {

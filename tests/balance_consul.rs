@@ -13,9 +13,9 @@ use tokio::time::Instant;
 use tonic::Code;
 use tonic_discovery::balance::{BalancedChannel, EndpointState};
 use tonic_discovery::consul::Client;
-use tonic_discovery::testkit::TestEchoServer;
-use tonic_discovery::testkit::pb::EchoRequest;
-use tonic_discovery::testkit::pb::echo_client::EchoClient;
+use tonic_discovery_testkit::TestEchoServer;
+use tonic_discovery_testkit::pb::EchoRequest;
+use tonic_discovery_testkit::pb::echo_client::EchoClient;
 
 const WAIT: Duration = Duration::from_secs(5);
 

@@ -5,9 +5,9 @@ use std::time::Duration;
 
 use tonic::Code;
 use tonic_discovery::balance::BalancedChannel;
-use tonic_discovery::testkit::pb::EchoRequest;
-use tonic_discovery::testkit::pb::echo_client::EchoClient;
 use tonic_discovery::{Instance, InstanceKey};
+use tonic_discovery_testkit::pb::EchoRequest;
+use tonic_discovery_testkit::pb::echo_client::EchoClient;
 use tower::discover::Change;
 
 #[test]

@@ -13,7 +13,7 @@ use support::eventually;
 use tonic::Code;
 use tonic_discovery::Backoff;
 use tonic_discovery::balance::{BalancedChannel, EndpointState};
-use tonic_discovery::testkit::TestEchoServer;
+use tonic_discovery_testkit::TestEchoServer;
 
 const WAIT: Duration = Duration::from_secs(5);
 
@@ -212,7 +212,7 @@ async fn request_timeout_covers_time_spent_waiting_for_an_instance() {
 
 #[tokio::test(flavor = "current_thread", start_paused = true)]
 async fn a_shorter_grpc_timeout_on_the_request_wins() {
-    use tonic_discovery::testkit::pb::{EchoRequest, echo_client::EchoClient};
+    use tonic_discovery_testkit::pb::{EchoRequest, echo_client::EchoClient};
     support::trace_init();
     let (_feed, disc) = discovery();
     let channel = BalancedChannel::builder("echo")

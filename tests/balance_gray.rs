@@ -15,9 +15,9 @@ use tonic_discovery::Backoff;
 use tonic_discovery::balance::{
     BalancedChannel, BalancedChannelBuilder, EndpointState, FailureAccrual, RetryBudget,
 };
-use tonic_discovery::testkit::pb::EchoRequest;
-use tonic_discovery::testkit::pb::echo_client::EchoClient;
-use tonic_discovery::testkit::{H2FaultServer, TestEchoServer};
+use tonic_discovery_testkit::pb::EchoRequest;
+use tonic_discovery_testkit::pb::echo_client::EchoClient;
+use tonic_discovery_testkit::{H2FaultServer, TestEchoServer};
 
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -268,7 +268,7 @@ async fn a_failure_in_the_trailers_counts() {
     // trailers: under concurrent streams `a` keeps getting some.
     let stream = |channel: BalancedChannel, interval_ms| async move {
         let mut client = EchoClient::new(channel);
-        let request = tonic_discovery::testkit::pb::EchoStreamRequest {
+        let request = tonic_discovery_testkit::pb::EchoStreamRequest {
             message: b"x".to_vec(),
             count: 2,
             interval_ms,

@@ -10,7 +10,7 @@ use std::time::Duration;
 use balance_util::{call, discovery, state};
 use support::eventually;
 use tonic_discovery::balance::{BalancedChannel, EndpointState};
-use tonic_discovery::testkit::{H2FaultServer, TestEchoServer};
+use tonic_discovery_testkit::{H2FaultServer, TestEchoServer};
 
 const WAIT: Duration = Duration::from_secs(10);
 const ECHO: &str = "echo.v1.Echo";

@@ -13,8 +13,8 @@ use tonic::Code;
 use tonic_discovery::balance::{
     BalancedChannel, FailureAccrual, HedgingPolicy, MethodConfig, MethodName, ServiceConfig,
 };
-use tonic_discovery::testkit::TestEchoServer;
 use tonic_discovery::{Instance, InstanceKey};
+use tonic_discovery_testkit::TestEchoServer;
 
 const WAIT: Duration = Duration::from_secs(5);
 

@@ -15,9 +15,9 @@ use balance_util::{call, discovery};
 use tokio::time::Instant;
 use tonic::Code;
 use tonic_discovery::balance::BalancedChannel;
-use tonic_discovery::testkit::pb::EchoStreamRequest;
-use tonic_discovery::testkit::pb::echo_client::EchoClient;
-use tonic_discovery::testkit::{PingPolicy, PolicingServer};
+use tonic_discovery_testkit::pb::EchoStreamRequest;
+use tonic_discovery_testkit::pb::echo_client::EchoClient;
+use tonic_discovery_testkit::{PingPolicy, PolicingServer};
 
 const MINUTE: Duration = Duration::from_secs(60);
 

@@ -15,9 +15,9 @@ use support::eventually;
 use tonic_discovery::Locality;
 use tonic_discovery::balance::{BalancedChannel, EndpointState, TrafficPolicy};
 use tonic_discovery::consul::{Client, HealthFilter};
-use tonic_discovery::testkit::TestEchoServer;
-use tonic_discovery::testkit::pb::EchoRequest;
-use tonic_discovery::testkit::pb::echo_client::EchoClient;
+use tonic_discovery_testkit::TestEchoServer;
+use tonic_discovery_testkit::pb::EchoRequest;
+use tonic_discovery_testkit::pb::echo_client::EchoClient;
 
 const WAIT: Duration = Duration::from_secs(10);
 

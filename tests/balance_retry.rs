@@ -14,10 +14,10 @@ use tonic_discovery::balance::{
     BalancedChannel, BalancedChannelBuilder, FailureAccrual, MethodConfig, MethodName, RetryPolicy,
     RetryThrottling, ServiceConfig,
 };
-use tonic_discovery::testkit::TestEchoServer;
-use tonic_discovery::testkit::pb::echo_client::EchoClient;
-use tonic_discovery::testkit::pb::{EchoRequest, EchoStreamRequest};
 use tonic_discovery::{Instance, InstanceKey};
+use tonic_discovery_testkit::TestEchoServer;
+use tonic_discovery_testkit::pb::echo_client::EchoClient;
+use tonic_discovery_testkit::pb::{EchoRequest, EchoStreamRequest};
 
 const WAIT: Duration = Duration::from_secs(5);
 

@@ -11,7 +11,7 @@ use std::time::Duration;
 use balance_util::{Feeder, all_ready, call, discovery};
 use support::eventually;
 use tonic_discovery::balance::{BalancedChannel, Coordinate, EndpointState, Subset};
-use tonic_discovery::testkit::TestEchoServer;
+use tonic_discovery_testkit::TestEchoServer;
 
 const WAIT: Duration = Duration::from_secs(10);
 

@@ -11,8 +11,8 @@ use balance_util::{call, discovery, state};
 use support::eventually;
 use tonic::transport::{Identity, Server, ServerTlsConfig};
 use tonic_discovery::balance::{BalancedChannel, EndpointState, TlsConfig};
-use tonic_discovery::testkit::EchoService;
-use tonic_discovery::testkit::pb::echo_server::EchoServer;
+use tonic_discovery_testkit::EchoService;
+use tonic_discovery_testkit::pb::echo_server::EchoServer;
 
 const CA: &str = include_str!("fixtures/balance_tls/ca.pem");
 const CERT: &str = include_str!("fixtures/balance_tls/server.pem");

@@ -9,9 +9,9 @@ use std::time::Duration;
 use balance_util::discovery;
 use support::eventually;
 use tonic_discovery::balance::tonic_balancer::{balance_channel, http_endpoint};
-use tonic_discovery::testkit::TestEchoServer;
-use tonic_discovery::testkit::pb::EchoRequest;
-use tonic_discovery::testkit::pb::echo_client::EchoClient;
+use tonic_discovery_testkit::TestEchoServer;
+use tonic_discovery_testkit::pb::EchoRequest;
+use tonic_discovery_testkit::pb::echo_client::EchoClient;
 
 #[tokio::test]
 async fn tonic_balancer_follows_discovery() {

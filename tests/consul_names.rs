@@ -3,7 +3,6 @@
 //! warning; discovered with no opt-in at all.
 //!
 //! This binary installs the global subscriber: the warning is read from it.
-#![cfg(feature = "testkit")]
 
 mod support;
 

@@ -1,6 +1,5 @@
 //! Registration with the Consul agent API: input rules, and (against the in-process
 //! registry `ConsulDev`) the heartbeat, re-registration, health following and drain.
-#![cfg(feature = "testkit")]
 
 #[path = "support/same_rules.rs"]
 mod same_rules;
@@ -183,7 +182,7 @@ use consul_dev::ConsulDev;
 use serde_json::Value;
 use tokio::sync::watch;
 use tonic_discovery::consul::{HealthSource, RegistrationHandle};
-use tonic_discovery::testkit::TestEchoServer;
+use tonic_discovery_testkit::TestEchoServer;
 
 const WAIT: Duration = Duration::from_secs(5);
 

@@ -2,7 +2,6 @@
 //! `consul::Registration` with `ConsulDev`, a `BalancedChannel` over `consul::Discovery`
 //! sends 200 requests/s, one instance drains (check critical, grace, deregister) and
 //! shuts down gracefully. No request may fail.
-#![cfg(feature = "testkit")]
 
 #[path = "support/paced.rs"]
 mod paced;
@@ -15,7 +14,7 @@ use paced::{assert_none_failed, assert_none_reached_after, sent_to, start_load};
 use tokio::time::Instant;
 use tonic_discovery::balance::{BalancedChannel, EndpointState};
 use tonic_discovery::consul::{Client, Registration, RegistrationHandle};
-use tonic_discovery::testkit::TestEchoServer;
+use tonic_discovery_testkit::TestEchoServer;
 
 const WAIT: Duration = Duration::from_secs(10);
 const GRACE: Duration = Duration::from_secs(1);

@@ -17,8 +17,8 @@ use tonic_discovery::Backoff;
 use tonic_discovery::balance::{BalancedChannel, FailureAccrual};
 use tonic_discovery::consul::Client;
 use tonic_discovery::source::{ConfigUpdate, ServiceConfigWatch};
-use tonic_discovery::testkit::pb::EchoRequest;
-use tonic_discovery::testkit::pb::echo_client::EchoClient;
+use tonic_discovery_testkit::pb::EchoRequest;
+use tonic_discovery_testkit::pb::echo_client::EchoClient;
 
 const T: Duration = Duration::from_secs(10);
 

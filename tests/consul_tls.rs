@@ -19,10 +19,10 @@ use test_ca::{Leaf, TestCa};
 use tonic::transport::{Identity, Server, ServerTlsConfig};
 use tonic_discovery::balance::{BalancedChannel, TlsConfig};
 use tonic_discovery::consul::{Client, ClientBuilder, Registration};
-use tonic_discovery::testkit::EchoService;
-use tonic_discovery::testkit::pb::EchoRequest;
-use tonic_discovery::testkit::pb::echo_client::EchoClient;
-use tonic_discovery::testkit::pb::echo_server::EchoServer;
+use tonic_discovery_testkit::EchoService;
+use tonic_discovery_testkit::pb::EchoRequest;
+use tonic_discovery_testkit::pb::echo_client::EchoClient;
+use tonic_discovery_testkit::pb::echo_server::EchoServer;
 
 const T: Duration = Duration::from_secs(10);
 /// The registry's only name; it listens on 127.0.0.1.

@@ -10,7 +10,7 @@ use std::time::Duration;
 use etcd_support::{Seen, go_value, matches_etcd, raw_at};
 use support::{eventually, trace_init};
 use tonic_discovery::etcd::Client;
-use tonic_discovery::testkit::EtcdCluster;
+use tonic_discovery_testkit::EtcdCluster;
 
 /// What we want to test: updates written while the leader dies and a new one is
 /// elected all reach the discovery (the watch may sit on the dead member and must be

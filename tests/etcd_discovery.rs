@@ -11,7 +11,7 @@ use etcd_support::{Seen, client, compact_now, go_value, matches_etcd, raw};
 use support::{eventually, trace_init};
 use tonic_discovery::Backoff;
 use tonic_discovery::etcd::{KeyLayout, Registration};
-use tonic_discovery::testkit::EtcdServer;
+use tonic_discovery_testkit::EtcdServer;
 
 const WAIT: Duration = Duration::from_secs(10);
 

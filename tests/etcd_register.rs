@@ -13,7 +13,7 @@ use etcd_support::{client, etcd_keys, key_lease, lease_ttl, raw};
 use support::{eventually, trace_init};
 use tokio::time::Instant;
 use tonic_discovery::etcd::{KeyLayout, Registration};
-use tonic_discovery::testkit::EtcdServer;
+use tonic_discovery_testkit::EtcdServer;
 
 const WAIT: Duration = Duration::from_secs(10);
 

@@ -12,7 +12,7 @@ use etcd_support::{Seen, client, key_lease, lease_ttl, raw};
 use support::{eventually, trace_init};
 use tokio::sync::watch;
 use tonic_discovery::etcd::Registration;
-use tonic_discovery::testkit::EtcdServer;
+use tonic_discovery_testkit::EtcdServer;
 
 const WAIT: Duration = Duration::from_secs(10);
 const ADDR: &str = "127.0.0.1:50051";

@@ -12,8 +12,8 @@ use etcd_support::{client, compact_now, raw};
 use futures_util::StreamExt;
 use support::trace_init;
 use tonic_discovery::source::{ConfigUpdate, ServiceConfigWatch};
-use tonic_discovery::testkit::EtcdServer;
 use tonic_discovery::{Backoff, BoxError};
+use tonic_discovery_testkit::EtcdServer;
 
 const WAIT: Duration = Duration::from_secs(10);
 const KEY: &str = "service-config/echo";

@@ -18,9 +18,9 @@ use support::eventually;
 use tonic::Code;
 use tonic_discovery::balance::{BalancedChannel, EndpointState};
 use tonic_discovery::consul::{Client, Registration};
-use tonic_discovery::testkit::TestEchoServer;
-use tonic_discovery::testkit::pb::EchoRequest;
-use tonic_discovery::testkit::pb::echo_client::EchoClient;
+use tonic_discovery_testkit::TestEchoServer;
+use tonic_discovery_testkit::pb::EchoRequest;
+use tonic_discovery_testkit::pb::echo_client::EchoClient;
 
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -241,7 +241,7 @@ async fn channels_watches_and_registrations_publish_their_metrics() {
 
 #[tokio::test(flavor = "current_thread", start_paused = true)]
 async fn a_server_closing_for_too_many_pings_is_counted() {
-    use tonic_discovery::testkit::{PingPolicy, PolicingServer};
+    use tonic_discovery_testkit::{PingPolicy, PolicingServer};
     support::trace_init();
     registry();
     let server = PolicingServer::start("calm-1", PingPolicy::default())

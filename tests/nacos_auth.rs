@@ -17,7 +17,7 @@ use nacos_support::Seen;
 use support::capture::Captured;
 use support::eventually;
 use tonic_discovery::nacos::{Client, Registration};
-use tonic_discovery::testkit::NacosServer;
+use tonic_discovery_testkit::NacosServer;
 
 const USER: &str = "td-admin";
 const PASSWORD: &str = "pw-7f3c1e9a-5ec2e7";

@@ -10,7 +10,7 @@ use std::time::Duration;
 use nacos_support::{Seen, client, client_at, http_register, server_serving};
 use support::{eventually, trace_init};
 use tonic_discovery::nacos::Registration;
-use tonic_discovery::testkit::NacosServer;
+use tonic_discovery_testkit::NacosServer;
 
 const WAIT: Duration = Duration::from_secs(15);
 

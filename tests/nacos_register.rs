@@ -13,7 +13,7 @@ use std::time::Duration;
 use nacos_support::{client, server_serving};
 use support::{eventually, trace_init};
 use tonic_discovery::nacos::Registration;
-use tonic_discovery::testkit::NacosServer;
+use tonic_discovery_testkit::NacosServer;
 
 const WAIT: Duration = Duration::from_secs(30);
 

@@ -12,7 +12,7 @@ use nacos_support::{Seen, client, server_serving};
 use support::{eventually, trace_init};
 use tokio::sync::watch;
 use tonic_discovery::nacos::Registration;
-use tonic_discovery::testkit::NacosServer;
+use tonic_discovery_testkit::NacosServer;
 
 const WAIT: Duration = Duration::from_secs(30);
 

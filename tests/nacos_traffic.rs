@@ -16,7 +16,7 @@ use support::{eventually, trace_init};
 use tokio::time::Instant;
 use tonic_discovery::balance::{BalancedChannel, EndpointState};
 use tonic_discovery::nacos::Registration;
-use tonic_discovery::testkit::{NacosServer, TestEchoServer};
+use tonic_discovery_testkit::{NacosServer, TestEchoServer};
 
 const WAIT: Duration = Duration::from_secs(15);
 const GRACE: Duration = Duration::from_secs(1);

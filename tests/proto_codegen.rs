@@ -6,7 +6,7 @@
 
 use std::path::Path;
 
-const COMMITTED: &str = "src/testkit/pb/echo.v1.rs";
+const COMMITTED: &str = "testkit/src/pb/echo.v1.rs";
 
 #[test]
 fn generated_echo_code_is_up_to_date() {

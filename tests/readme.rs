@@ -1,12 +1,11 @@
 //! The README's usage block is compiled here: `usage` holds it verbatim between the
 //! markers, and `readme_usage_block_is_compiled_here` fails when the two differ.
-#![cfg(feature = "testkit")]
 
 use std::net::SocketAddr;
 
 // The README's `GreeterClient` stands for any tonic-generated client; the Echo test
 // service's is one, with the same bounds on its transport.
-use tonic_discovery::testkit::pb::echo_client::EchoClient as GreeterClient;
+use tonic_discovery_testkit::pb::echo_client::EchoClient as GreeterClient;
 
 const BEGIN: &str = "// README usage: begin\n";
 const END: &str = "// README usage: end\n";

@@ -16,9 +16,9 @@ use support::capture::Captured;
 use support::eventually;
 use tonic_discovery::balance::BalancedChannel;
 use tonic_discovery::consul::{Client, Registration};
-use tonic_discovery::testkit::TestEchoServer;
-use tonic_discovery::testkit::pb::EchoRequest;
-use tonic_discovery::testkit::pb::echo_client::EchoClient;
+use tonic_discovery_testkit::TestEchoServer;
+use tonic_discovery_testkit::pb::EchoRequest;
+use tonic_discovery_testkit::pb::echo_client::EchoClient;
 
 const TOKEN: &str = "d41f2c7e-aaaa-4b1e-9f00-5ec2e7t0ken1";
 const WRONG: &str = "0b9e33a1-bbbb-4c2d-8e11-5ec2e7t0ken2";

@@ -17,7 +17,7 @@ use support::eventually;
 use tonic_discovery::Backoff;
 use tonic_discovery::balance::BalancedChannel;
 use tonic_discovery::source::{Dns, WatchObserver};
-use tonic_discovery::testkit::TestEchoServer;
+use tonic_discovery_testkit::TestEchoServer;
 use zone::TestZone;
 
 const WAIT: Duration = Duration::from_secs(10);

@@ -11,8 +11,8 @@ use balance_util::call;
 use support::eventually;
 use tonic_discovery::balance::BalancedChannel;
 use tonic_discovery::source::StaticList;
-use tonic_discovery::testkit::TestEchoServer;
 use tonic_discovery::{Instance, InstanceKey};
+use tonic_discovery_testkit::TestEchoServer;
 
 const WAIT: Duration = Duration::from_secs(10);
 

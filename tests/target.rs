@@ -11,7 +11,7 @@ use serde_json::json;
 use support::{calls_reach, eventually};
 use tonic_discovery::Target;
 use tonic_discovery::balance::{BalancedChannel, EndpointState};
-use tonic_discovery::testkit::TestEchoServer;
+use tonic_discovery_testkit::TestEchoServer;
 
 const WAIT: Duration = Duration::from_secs(5);
 

@@ -3,9 +3,9 @@
 mod support;
 
 use tonic::transport::Endpoint;
-use tonic_discovery::testkit::TestEchoServer;
-use tonic_discovery::testkit::pb::EchoRequest;
-use tonic_discovery::testkit::pb::echo_client::EchoClient;
+use tonic_discovery_testkit::TestEchoServer;
+use tonic_discovery_testkit::pb::EchoRequest;
+use tonic_discovery_testkit::pb::echo_client::EchoClient;
 
 #[tokio::test]
 async fn answers_with_its_id_and_counts() {

@@ -9,9 +9,9 @@ use std::time::Duration;
 
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Status};
-use tonic_discovery::testkit::pb::echo_client::EchoClient;
-use tonic_discovery::testkit::pb::{EchoRequest, EchoStreamRequest};
-use tonic_discovery::testkit::{H2FaultServer, TestEchoServer};
+use tonic_discovery_testkit::pb::echo_client::EchoClient;
+use tonic_discovery_testkit::pb::{EchoRequest, EchoStreamRequest};
+use tonic_discovery_testkit::{H2FaultServer, TestEchoServer};
 
 const WAIT: Duration = Duration::from_secs(10);
 

@@ -8,9 +8,9 @@ use tokio::time::Instant;
 use tonic::transport::{Channel, Endpoint};
 use tonic_discovery::balance::{BalancedChannel, BalancedChannelBuilder, EndpointState};
 use tonic_discovery::consul::{Client, Registration, RegistrationHandle};
-use tonic_discovery::testkit::TestEchoServer;
-use tonic_discovery::testkit::pb::echo_client::EchoClient;
 use tonic_discovery::{BoxError, Instance, InstanceKey};
+use tonic_discovery_testkit::TestEchoServer;
+use tonic_discovery_testkit::pb::echo_client::EchoClient;
 use tower::discover::Change;
 
 use crate::load::{Chan, boxed, echo};

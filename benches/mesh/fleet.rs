@@ -25,8 +25,8 @@ use tonic_discovery::balance::{
     BalancedChannel, EndpointState, MethodConfig, MethodName, RetryPolicy, ServiceConfig,
 };
 use tonic_discovery::source::StaticList;
-use tonic_discovery::testkit::EchoService;
-use tonic_discovery::testkit::pb::echo_server::EchoServer;
+use tonic_discovery_testkit::EchoService;
+use tonic_discovery_testkit::pb::echo_server::EchoServer;
 
 use crate::common::{Config, Res, Section, wait_for};
 use crate::load::{Chan, Event, OpenLoad, boxed};

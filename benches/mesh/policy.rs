@@ -16,7 +16,7 @@ use tokio::time::{Instant, sleep, sleep_until};
 use tonic_discovery::Locality;
 use tonic_discovery::balance::{BalancedChannel, TrafficPolicy};
 use tonic_discovery::consul::Registration;
-use tonic_discovery::testkit::TestEchoServer;
+use tonic_discovery_testkit::TestEchoServer;
 
 use crate::common::{self, Config, Registry, Res, Section};
 use crate::load::{Event, OpenLoad, boxed, closed_loop};

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use tonic_discovery::balance::BalancedChannel;
 use tonic_discovery::etcd::{Client, Registration};
-use tonic_discovery::testkit::EtcdServer;
+use tonic_discovery_testkit::EtcdServer;
 
 use crate::common::{self, Pacer, Res};
 use crate::propagation::{Contenders, Errors, GAP, RESTORE, Results, count, marker};
@@ -14,7 +14,7 @@ pub async fn run(trials: usize) -> Res<(Results, Errors)> {
     let client = Client::connect(etcd.endpoint()).await?;
     let mut raw = etcd_client::Client::connect([etcd.endpoint()], None).await?;
     let servers = common::servers("e", 3).await?;
-    let reg = |s: &tonic_discovery::testkit::TestEchoServer| {
+    let reg = |s: &tonic_discovery_testkit::TestEchoServer| {
         Registration::new("prop", s.addr())
             .id(s.service().id())
             .ttl(Duration::from_secs(30))

@@ -3,7 +3,7 @@
 
 use tonic_discovery::balance::BalancedChannel;
 use tonic_discovery::nacos::{Client, Registration};
-use tonic_discovery::testkit::{NacosServer, TestEchoServer};
+use tonic_discovery_testkit::{NacosServer, TestEchoServer};
 
 use crate::common::{self, Pacer, Res};
 use crate::propagation::{Contenders, Errors, GAP, Results, count, marker};

@@ -60,7 +60,7 @@ pub fn assemble(out: &Path, target: &Path, machine: &str, command: &str) -> Res<
          **Machine:** {machine}\n\n\
          **Setup:** everything on loopback in one process: the client runtime (tokio multi-thread, 2 workers), \
          the in-process Consul-compatible registry (`consul_dev::ConsulDev`) on the client runtime, and the Echo \
-         servers as in-process `testkit::TestEchoServer`s, each on its own thread with a current-thread tokio \
+         servers as in-process `tonic_discovery_testkit::TestEchoServer`s, each on its own thread with a current-thread tokio \
          runtime (so a kill closes its listener and every connection at once, as a crashed process would). \
          Servers are not separate processes, so client, registry and servers compete for the same 2 cores. \
          All contenders are driven through the same boxed `tower` service (one allocation per call, equal for all). \

@@ -13,7 +13,7 @@ use std::time::Duration;
 use serde_json::json;
 use tonic_discovery::balance::BalancedChannel;
 use tonic_discovery::source::StaticList;
-use tonic_discovery::testkit::TestEchoServer;
+use tonic_discovery_testkit::TestEchoServer;
 
 use crate::common::{self, Config, Res, Section};
 use crate::load::{Chan, boxed, closed_loop};

@@ -25,7 +25,7 @@ use tonic_discovery::balance::{
     BalancedChannel, MethodConfig, MethodName, RetryPolicy, RetryThrottling, ServiceConfig,
 };
 use tonic_discovery::source::StaticList;
-use tonic_discovery::testkit::TestEchoServer;
+use tonic_discovery_testkit::TestEchoServer;
 
 use crate::common::{self, Config, Res, Section};
 use crate::load::{Chan, OpenLoad, boxed};

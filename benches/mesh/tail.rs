@@ -13,7 +13,7 @@ use tonic_discovery::balance::{
     BalancedChannel, HedgingPolicy, MethodConfig, MethodName, ServiceConfig,
 };
 use tonic_discovery::source::StaticList;
-use tonic_discovery::testkit::TestEchoServer;
+use tonic_discovery_testkit::TestEchoServer;
 
 use crate::common::{self, Config, Res, Section};
 use crate::fleet::quantile;

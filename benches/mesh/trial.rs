@@ -8,7 +8,7 @@ use std::time::Duration;
 use tokio::time::{Instant, sleep, sleep_until};
 use tonic_discovery::balance::{BalancedChannel, EndpointState};
 use tonic_discovery::consul::RegistrationHandle;
-use tonic_discovery::testkit::TestEchoServer;
+use tonic_discovery_testkit::TestEchoServer;
 
 use crate::common::{self, Config, Registry, Res};
 use crate::load::{Chan, Event, OpenLoad, boxed};

@@ -15,8 +15,8 @@ use serde_json::json;
 use tokio::sync::mpsc;
 use tokio::time::{Instant, sleep};
 use tonic_discovery::balance::{BalancedChannel, EndpointState};
-use tonic_discovery::testkit::TestEchoServer;
 use tonic_discovery::{Instance, InstanceKey};
+use tonic_discovery_testkit::TestEchoServer;
 use tower::discover::Change;
 
 use crate::common::{self, Config, Res, Section};

@@ -27,7 +27,7 @@ use crate::BoxError;
 /// ```no_run
 /// use std::time::Duration;
 /// use tonic_discovery::{balance::BalancedChannel, consul};
-/// # use tonic_discovery::testkit::pb::{EchoRequest, echo_client::EchoClient};
+/// # use tonic_discovery_testkit::pb::{EchoRequest, echo_client::EchoClient};
 ///
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -21,7 +21,8 @@ impl ClientBuilder {
     /// | `CONSUL_TLS_SERVER_NAME` | name to verify the agent's certificate against |
     ///
     /// Empty variables count as unset. Setters called afterwards override them.
-    /// Invalid values are reported by [`build`](Self::build), which also reads the files.
+    /// Invalid values are reported by [`build`](Self::build) or
+    /// [`connect`](Self::connect), which also read the files.
     pub fn from_env() -> ClientBuilder {
         from_lookup(|name| std::env::var(name).ok())
     }
@@ -210,6 +211,6 @@ mod tests {
     }
 }
 
-#[cfg(all(test, feature = "testkit", feature = "tls-ring"))]
+#[cfg(all(test, feature = "tls-ring"))]
 #[path = "tls_env_tests.rs"]
 mod tls_env_tests;

@@ -46,7 +46,7 @@
 //!
 //! ```no_run
 //! use tonic_discovery::{balance::BalancedChannel, consul};
-//! # use tonic_discovery::testkit::pb::{EchoRequest, echo_client::EchoClient};
+//! # use tonic_discovery_testkit::pb::{EchoRequest, echo_client::EchoClient};
 //!
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<(), Box<dyn std::error::Error>> {

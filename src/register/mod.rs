@@ -259,7 +259,7 @@ impl<R: Registrar> RegistrationHandle<R> {
     /// use std::time::Duration;
     /// use tonic::transport::Server;
     /// use tonic_discovery::consul;
-    /// # use tonic_discovery::testkit::{EchoService, pb::echo_server::EchoServer};
+    /// # use tonic_discovery_testkit::{EchoService, pb::echo_server::EchoServer};
     ///
     /// # #[tokio::main]
     /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {

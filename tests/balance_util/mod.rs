@@ -11,10 +11,10 @@ use std::task::{Context, Poll};
 use futures_core::Stream;
 use tokio::sync::mpsc;
 use tonic_discovery::balance::{BalancedChannel, EndpointState};
-use tonic_discovery::testkit::TestEchoServer;
-use tonic_discovery::testkit::pb::EchoRequest;
-use tonic_discovery::testkit::pb::echo_client::EchoClient;
 use tonic_discovery::{BoxError, Instance, InstanceKey};
+use tonic_discovery_testkit::TestEchoServer;
+use tonic_discovery_testkit::pb::EchoRequest;
+use tonic_discovery_testkit::pb::echo_client::EchoClient;
 use tower::discover::Change;
 
 pub type Item = Result<Change<InstanceKey, Instance>, BoxError>;

@@ -7,8 +7,8 @@ use std::sync::{Arc, Mutex};
 use tonic::metadata::MetadataMap;
 use tonic::transport::Server;
 use tonic::{Code, Request, Response, Status};
-use tonic_discovery::testkit::pb::echo_server::{Echo, EchoServer};
-use tonic_discovery::testkit::pb::{EchoRequest, EchoResponse, EchoStreamRequest};
+use tonic_discovery_testkit::pb::echo_server::{Echo, EchoServer};
+use tonic_discovery_testkit::pb::{EchoRequest, EchoResponse, EchoStreamRequest};
 
 /// A scripted Echo instance: answers each unary call with the next scripted answer
 /// (OK once the script is empty), and records the `grpc-previous-rpc-attempts` each

@@ -20,7 +20,7 @@ use tokio::time::Instant;
 use tonic_discovery::Backoff;
 use tonic_discovery::balance::{BalancedChannel, EndpointState};
 use tonic_discovery::consul::{Client, WatchObserver};
-use tonic_discovery::testkit::TestEchoServer;
+use tonic_discovery_testkit::TestEchoServer;
 
 use crate::support::eventually;
 

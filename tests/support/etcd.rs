@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use tonic_discovery::etcd::{Client, Discovery};
-use tonic_discovery::testkit::EtcdServer;
+use tonic_discovery_testkit::EtcdServer;
 
 /// A client with the fast failure detection the partition tests need.
 pub async fn client(server: &EtcdServer) -> Client {

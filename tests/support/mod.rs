@@ -4,7 +4,7 @@
 use std::future::Future;
 use std::time::Duration;
 
-pub use tonic_discovery::testkit::trace_init;
+pub use tonic_discovery_testkit::trace_init;
 
 pub mod capture;
 pub mod seen;
@@ -35,7 +35,7 @@ pub async fn calls_reach(
     channel: &tonic_discovery::balance::BalancedChannel,
     want: &[&str],
 ) {
-    use tonic_discovery::testkit::pb::{EchoRequest, echo_client::EchoClient};
+    use tonic_discovery_testkit::pb::{EchoRequest, echo_client::EchoClient};
     let seen = std::sync::Mutex::new(std::collections::BTreeSet::new());
     let what = format!("calls answered by {want:?}");
     eventually(timeout, &what, || async {

@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use tonic_discovery::nacos::{Client, Discovery};
-use tonic_discovery::testkit::NacosServer;
+use tonic_discovery_testkit::NacosServer;
 
 /// A client of `server` whose SDK cache lives in the server's temporary directory.
 pub async fn client(server: &NacosServer) -> Client {

@@ -13,7 +13,7 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use super::echo_conn::Freeze;
-use crate::balance::wire::{
+use crate::frames::{
     ACK, CLIENT_PREFACE, DATA, FrameCursor, GOAWAY, HEADERS, Header, Injector, PING, RST_STREAM,
 };
 

@@ -8,7 +8,7 @@ use http::{HeaderMap, HeaderValue, Request, Response};
 use prost::Message;
 use tonic::Code;
 
-use crate::testkit::pb::{EchoRequest, EchoResponse, EchoStreamRequest};
+use crate::pb::{EchoRequest, EchoResponse, EchoStreamRequest};
 
 const ECHO_PATH: &str = "/echo.v1.Echo/Echo";
 const ECHO_STREAM_PATH: &str = "/echo.v1.Echo/EchoStream";
@@ -32,7 +32,7 @@ pub(super) async fn answer(request: Request<RecvStream>, respond: SendResponse<B
 
 /// Answers one stream: `Echo` `delay` after the request arrived (nothing is sent
 /// before), `EchoStream` with its `count` messages `interval_ms` apart.
-pub(in crate::testkit) async fn answer_after(
+pub(crate) async fn answer_after(
     request: Request<RecvStream>,
     respond: SendResponse<Bytes>,
     id: &str,

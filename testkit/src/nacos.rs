@@ -4,14 +4,11 @@ use std::fmt;
 use std::io;
 use std::net::TcpListener;
 use std::path::PathBuf;
-use std::process::Stdio;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::process::{Child, Command};
 
-use super::process::wait_started;
+use super::process::Process;
 use crate::error::{Error, Result};
 
 const INSTALL_HINT: &str = "install it with `cargo install rnacos --locked` (about 10 minutes \
@@ -24,8 +21,7 @@ pub struct NacosServer {
     env: Vec<(String, String)>,
     http_port: u16,
     console_port: u16,
-    dir: PathBuf,
-    child: Option<Child>,
+    process: Process,
 }
 
 // === impl NacosServer ===
@@ -49,15 +45,7 @@ impl NacosServer {
     ///
     /// As [`start`](Self::start).
     pub async fn start_with_env(env: &[(&str, &str)]) -> Result<NacosServer> {
-        static N: AtomicU32 = AtomicU32::new(0);
         let (http_port, console_port) = free_ports()?;
-        let dir = std::env::temp_dir().join(format!(
-            "tonic-discovery-nacos-{}-{}-{http_port}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        ));
-        std::fs::create_dir_all(&dir)
-            .map_err(|e| Error::config("creating the rnacos directory failed").with_source(e))?;
         let mut server = NacosServer {
             env: env
                 .iter()
@@ -65,8 +53,7 @@ impl NacosServer {
                 .collect(),
             http_port,
             console_port,
-            dir,
-            child: None,
+            process: Process::new("rnacos", "nacos", http_port, INSTALL_HINT)?,
         };
         server.spawn()?;
         server.wait_ready().await?;
@@ -85,21 +72,18 @@ impl NacosServer {
 
     /// A directory inside the server's temporary directory, for a client's cache.
     pub fn scratch_dir(&self, name: &str) -> PathBuf {
-        self.dir.join(name)
+        self.process.dir().join(name)
     }
 
     /// The process id, while running.
     pub fn pid(&self) -> Option<u32> {
-        self.child.as_ref().and_then(Child::id)
+        self.process.pid()
     }
 
     /// Kills the process with SIGKILL and waits for it to exit. Its data directory
     /// stays for [`restart`](Self::restart); ephemeral instances, kept in memory, are lost.
     pub async fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.start_kill();
-            let _ = child.wait().await;
-        }
+        self.process.kill().await;
     }
 
     /// Starts the process again on the same ports and data directory (kills it first
@@ -131,36 +115,25 @@ impl NacosServer {
     }
 
     fn spawn(&mut self) -> Result<()> {
-        let open = || {
-            std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(self.dir.join("rnacos.log"))
-                .map_err(|e| Error::config("creating the rnacos log failed").with_source(e))
-        };
-        let child = Command::new("rnacos")
-            .kill_on_drop(true)
-            .current_dir(&self.dir)
-            .env("RNACOS_HTTP_PORT", self.http_port.to_string())
-            .env("RNACOS_GRPC_PORT", (self.http_port + 1000).to_string())
-            .env("RNACOS_HTTP_CONSOLE_PORT", self.console_port.to_string())
-            .env("RNACOS_SDK_HOST", "127.0.0.1")
-            .env("RNACOS_CONSOLE_HOST", "127.0.0.1")
-            .env("RNACOS_DATA_DIR", self.dir.join("data"))
-            .env("RNACOS_ENABLE_METRICS", "false")
-            .env("RUST_LOG", "warn")
-            .envs(self.env.iter().map(|(k, v)| (k, v)))
-            .stdin(Stdio::null())
-            .stdout(open()?)
-            .stderr(open()?)
-            .spawn()
-            .map_err(|e| spawn_error(&e).with_source(e))?;
-        self.child = Some(child);
-        Ok(())
+        let (http, console) = (self.http_port, self.console_port);
+        let dir = self.process.dir().to_owned();
+        let env = &self.env;
+        self.process.spawn(|command| {
+            command
+                .current_dir(&dir)
+                .env("RNACOS_HTTP_PORT", http.to_string())
+                .env("RNACOS_GRPC_PORT", (http + 1000).to_string())
+                .env("RNACOS_HTTP_CONSOLE_PORT", console.to_string())
+                .env("RNACOS_SDK_HOST", "127.0.0.1")
+                .env("RNACOS_CONSOLE_HOST", "127.0.0.1")
+                .env("RNACOS_DATA_DIR", dir.join("data"))
+                .env("RNACOS_ENABLE_METRICS", "false")
+                .env("RUST_LOG", "warn")
+                .envs(env.iter().map(|(k, v)| (k, v)));
+        })
     }
 
     async fn wait_ready(&mut self) -> Result<()> {
-        let log = self.dir.join("rnacos.log");
         let (port, grpc_port) = (self.http_port, self.http_port + 1000);
         let ready = || async move {
             matches!(open_api(port, "GET", "/health", &[]).await, Ok((200, _)))
@@ -168,16 +141,7 @@ impl NacosServer {
                     .await
                     .is_ok()
         };
-        wait_started(&mut self.child, "rnacos", &log, ready).await
-    }
-}
-
-impl Drop for NacosServer {
-    fn drop(&mut self) {
-        if let Some(child) = self.child.as_mut() {
-            let _ = child.start_kill();
-        }
-        let _ = std::fs::remove_dir_all(&self.dir);
+        self.process.wait_started(ready).await
     }
 }
 
@@ -226,14 +190,6 @@ async fn open_api(
     Ok((status, body.to_owned()))
 }
 
-fn spawn_error(e: &io::Error) -> Error {
-    if e.kind() == io::ErrorKind::NotFound {
-        Error::config(format!("`rnacos` is not on PATH: {INSTALL_HINT}"))
-    } else {
-        Error::config("starting rnacos failed")
-    }
-}
-
 /// A free HTTP port whose + 1000 is free too, and a free console port.
 fn free_ports() -> Result<(u16, u16)> {
     let no_port = |e: io::Error| Error::config("no free loopback port").with_source(e);
@@ -268,16 +224,6 @@ fn encode(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_missing_binary_says_how_to_install_it() {
-        let e = spawn_error(&io::Error::from(io::ErrorKind::NotFound));
-        assert!(e.is_config());
-        assert!(
-            e.to_string().contains("cargo install rnacos --locked"),
-            "{e}"
-        );
-    }
 
     #[test]
     fn query_components_are_encoded() {

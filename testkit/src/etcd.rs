@@ -3,15 +3,14 @@
 use std::fmt;
 use std::io;
 use std::net::TcpListener;
-use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::process::{Child, Command};
+use tokio::process::Command;
 
-use super::process::wait_started;
+use super::process::Process;
 use crate::error::{Error, Result};
 
 const INSTALL_HINT: &str = "install it (Debian: apt-get install etcd-server etcd-client)";
@@ -26,9 +25,8 @@ pub struct EtcdServer {
     name: String,
     client_port: u16,
     peer_port: u16,
-    dir: PathBuf,
     cluster: String,
-    child: Option<Child>,
+    process: Process,
 }
 
 // === impl EtcdServer ===
@@ -52,19 +50,12 @@ impl EtcdServer {
     pub(crate) fn member(client_port: u16, peer_port: u16) -> Result<EtcdServer> {
         static N: AtomicU32 = AtomicU32::new(0);
         let n = N.fetch_add(1, Ordering::Relaxed);
-        let dir = std::env::temp_dir().join(format!(
-            "tonic-discovery-etcd-{}-{n}-{client_port}",
-            std::process::id()
-        ));
-        std::fs::create_dir_all(&dir)
-            .map_err(|e| Error::config("creating the etcd directory failed").with_source(e))?;
         Ok(EtcdServer {
             name: format!("m{n}"),
             client_port,
             peer_port,
-            dir,
             cluster: String::new(),
-            child: None,
+            process: Process::new("etcd", "etcd", client_port, INSTALL_HINT)?,
         })
     }
 
@@ -87,16 +78,13 @@ impl EtcdServer {
 
     /// The process id, while running.
     pub fn pid(&self) -> Option<u32> {
-        self.child.as_ref().and_then(Child::id)
+        self.process.pid()
     }
 
     /// Kills the process with SIGKILL and waits for it to exit. Data stays for
     /// [`restart`](Self::restart).
     pub async fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.start_kill();
-            let _ = child.wait().await;
-        }
+        self.process.kill().await;
     }
 
     /// Freezes the process (SIGSTOP): connections stay open and nothing answers, as in
@@ -140,49 +128,37 @@ impl EtcdServer {
     }
 
     pub(crate) fn spawn(&mut self) -> Result<()> {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.dir.join("etcd.log"))
-            .map_err(|e| Error::config("creating the etcd log failed").with_source(e))?;
-        let log2 = log
-            .try_clone()
-            .map_err(|e| Error::config("creating the etcd log failed").with_source(e))?;
         let client = self.endpoint();
         let peer = self.peer_url();
-        let child = Command::new("etcd")
-            .kill_on_drop(true)
-            .args(["--name", &self.name, "--data-dir"])
-            .arg(self.dir.join("data"))
-            .args([
-                "--listen-client-urls",
-                &client,
-                "--advertise-client-urls",
-                &client,
-            ])
-            .args([
-                "--listen-peer-urls",
-                &peer,
-                "--initial-advertise-peer-urls",
-                &peer,
-            ])
-            .args(["--initial-cluster", &self.cluster])
-            .args(["--initial-cluster-state", "new"])
-            .args(["--initial-cluster-token", "tonic-discovery-test"])
-            .args(["--heartbeat-interval", "25", "--election-timeout", "250"])
-            .args(["--logger", "zap", "--log-level", "warn"])
-            .stdin(Stdio::null())
-            .stdout(log)
-            .stderr(log2)
-            .spawn()
-            .map_err(|e| spawn_error(&e).with_source(e))?;
-        self.child = Some(child);
-        Ok(())
+        let data = self.process.dir().join("data");
+        let (name, cluster) = (&self.name, &self.cluster);
+        self.process.spawn(|command| {
+            command
+                .args(["--name", name, "--data-dir"])
+                .arg(data)
+                .args([
+                    "--listen-client-urls",
+                    &client,
+                    "--advertise-client-urls",
+                    &client,
+                ])
+                .args([
+                    "--listen-peer-urls",
+                    &peer,
+                    "--initial-advertise-peer-urls",
+                    &peer,
+                ])
+                .args(["--initial-cluster", cluster])
+                .args(["--initial-cluster-state", "new"])
+                .args(["--initial-cluster-token", "tonic-discovery-test"])
+                .args(["--heartbeat-interval", "25", "--election-timeout", "250"])
+                .args(["--logger", "zap", "--log-level", "warn"]);
+        })
     }
 
     pub(crate) async fn wait_healthy(&mut self) -> Result<()> {
-        let (port, log) = (self.client_port, self.dir.join("etcd.log"));
-        wait_started(&mut self.child, "etcd", &log, || healthy(port)).await
+        let port = self.client_port;
+        self.process.wait_started(|| healthy(port)).await
     }
 
     async fn signal(&self, signal: &str) -> Result<()> {
@@ -199,16 +175,6 @@ impl EtcdServer {
         } else {
             Err(Error::closed(format!("kill {signal} {pid}: {status}")))
         }
-    }
-}
-
-impl Drop for EtcdServer {
-    fn drop(&mut self) {
-        // Never blocks: the signal is sent now and the exit reaped by tokio later.
-        if let Some(child) = self.child.as_mut() {
-            let _ = child.start_kill();
-        }
-        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
@@ -242,14 +208,6 @@ pub(crate) async fn etcdctl(endpoints: &str, args: &[&str]) -> Result<String> {
     Ok(String::from_utf8_lossy(&output.stdout).into_owned())
 }
 
-fn spawn_error(e: &io::Error) -> Error {
-    if e.kind() == io::ErrorKind::NotFound {
-        Error::config(format!("`etcd` is not on PATH: {INSTALL_HINT}"))
-    } else {
-        Error::config("starting etcd failed")
-    }
-}
-
 pub(crate) fn free_port() -> Result<u16> {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
@@ -272,16 +230,4 @@ async fn healthy(port: u16) -> bool {
         tokio::time::timeout(Duration::from_secs(1), check).await,
         Ok(Ok(true))
     )
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_missing_binary_says_how_to_install_it() {
-        let e = spawn_error(&io::Error::from(io::ErrorKind::NotFound));
-        assert!(e.is_config());
-        assert!(e.to_string().contains("apt-get install etcd-server"), "{e}");
-    }
 }
