@@ -219,15 +219,16 @@ async fn disabled_and_weightless_instances_are_not_discovered() {
 async fn a_server_restart_keeps_the_last_set_then_converges_with_the_registration_back() {
     trace_init();
     let mut server = NacosServer::start().await.unwrap();
-    let nacos = client(&server).await;
-    let registrar = client(&server).await;
     // Read again every 200 ms without a push, so the outage shows in `failures`.
-    let seen = Seen::follow(
-        nacos
-            .discovery("echo")
-            .resync_interval(Duration::from_millis(200))
-            .build(),
-    );
+    let nacos = tonic_discovery::nacos::Client::builder(server.url())
+        .cache_dir(server.scratch_dir("cache-resync"))
+        .request_timeout(Duration::from_secs(2))
+        .resync_interval(Duration::from_millis(200))
+        .connect()
+        .await
+        .expect("nacos client");
+    let registrar = client(&server).await;
+    let seen = Seen::follow(nacos.discovery("echo").build());
     let _handle = registrar
         .register(Registration::new(
             "echo",

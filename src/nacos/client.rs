@@ -17,11 +17,10 @@ use super::register::Registration;
 use super::subscription::Lanes;
 use crate::error::{Error, Result};
 
-/// The shared watches of one client's discoveries, one per (group, service).
-/// The live subscriptions, one per (group, service, resync interval, backoff): two
-/// discoveries that differ in how they follow the service do not share one.
-pub(crate) type WatchMap =
-    crate::source::Watches<(String, String, std::time::Duration, crate::Backoff)>;
+/// The shared watches of one client's discoveries, one per (group, service): the SDK
+/// keeps one server-side subscription per (group, service) and connection, so how a
+/// subscription is followed (resync interval, backoff) is the client's setting.
+pub(crate) type WatchMap = crate::source::Watches<(String, String)>;
 
 /// Nacos's default namespace (its id is `public`, also spelled as empty).
 pub(crate) const DEFAULT_NAMESPACE: &str = "public";
@@ -76,6 +75,9 @@ pub(crate) struct Config {
     grpc_port: Option<u16>,
     app_name: Option<String>,
     pub(crate) request_timeout: Duration,
+    /// How the client's subscriptions are followed (see `ClientBuilder::resync_interval`).
+    pub(crate) resync: Duration,
+    pub(crate) watch_backoff: crate::Backoff,
     connect_timeout: Duration,
 }
 
@@ -108,6 +110,8 @@ impl Client {
             app_name: None,
             request_timeout: Duration::from_secs(5),
             connect_timeout: Duration::from_secs(5),
+            resync: Duration::from_secs(30),
+            watch_backoff: crate::source::DEFAULT_BACKOFF,
         };
         let error = parse_url(url.as_ref(), &mut config).err();
         ClientBuilder { config, error }
@@ -289,6 +293,25 @@ impl ClientBuilder {
     /// The application name the SDK reports to the server.
     pub fn app_name(mut self, name: impl Into<String>) -> Self {
         self.config.app_name = Some(name.into());
+        self
+    }
+
+    /// How often each subscription's list is read again without a push from the
+    /// server, repairing a lost one. Default: 30 s.
+    ///
+    /// A client setting, not a discovery's: the SDK keeps one server-side subscription
+    /// per (group, service) and connection, so every discovery of a service on one
+    /// client shares its subscription, and with it how the subscription is followed.
+    pub fn resync_interval(mut self, interval: Duration) -> Self {
+        self.config.resync = interval.max(Duration::from_millis(10));
+        self
+    }
+
+    /// Delay between queries of a subscription while the server fails. Default:
+    /// [`DEFAULT_BACKOFF`](crate::source::DEFAULT_BACKOFF) (100 ms to 5 s). A client
+    /// setting for the reason [`resync_interval`](Self::resync_interval) is.
+    pub fn watch_backoff(mut self, backoff: crate::Backoff) -> Self {
+        self.config.watch_backoff = backoff;
         self
     }
 

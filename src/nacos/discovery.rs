@@ -2,12 +2,10 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::time::Duration;
 
 use super::client::Client;
 use super::select::in_clusters;
 use super::subscription::Subscription;
-use crate::backoff::Backoff;
 use crate::source::Discovery;
 use crate::source::meta_filter::MetaFilter;
 
@@ -19,8 +17,6 @@ pub struct DiscoveryBuilder {
     group: String,
     clusters: Vec<String>,
     keep_last_on_empty: bool,
-    resync: Duration,
-    backoff: Backoff,
     filter: MetaFilter,
 }
 
@@ -34,8 +30,6 @@ impl DiscoveryBuilder {
             service,
             clusters: Vec::new(),
             keep_last_on_empty: false,
-            resync: Duration::from_secs(30),
-            backoff: crate::source::DEFAULT_BACKOFF,
             filter: MetaFilter::default(),
         }
     }
@@ -62,24 +56,6 @@ impl DiscoveryBuilder {
         self
     }
 
-    /// How often the list is read again without a push from the server, repairing a
-    /// lost one. Default: 30 s. A subscription is shared by the discoveries of the same
-    /// group and service on one client that also agree on this and on
-    /// [`backoff`](Self::backoff); one that differs gets a subscription of its own.
-    pub fn resync_interval(mut self, interval: Duration) -> Self {
-        self.resync = interval.max(Duration::from_millis(10));
-        self
-    }
-
-    /// Delay between queries while the server fails. Default:
-    /// [`DEFAULT_BACKOFF`](crate::source::DEFAULT_BACKOFF) (100 ms to 5 s). Part of
-    /// what a shared subscription is keyed by, as
-    /// [`resync_interval`](Self::resync_interval) is.
-    pub fn backoff(mut self, backoff: Backoff) -> Self {
-        self.backoff = backoff;
-        self
-    }
-
     /// Keeps only the instances whose metadata has `key` set to `value` (the
     /// instance's own metadata, plus `nacos.cluster`). Several calls must all match.
     pub fn meta(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
@@ -99,8 +75,10 @@ impl DiscoveryBuilder {
     }
 
     /// Starts following the service, joining the client's live subscription of the
-    /// same group, service, resync interval and backoff (whatever its clusters and
-    /// filters) or starting one.
+    /// same group and service (whatever its clusters and filters) or starting one,
+    /// followed as the client says
+    /// ([`ClientBuilder::resync_interval`](super::ClientBuilder::resync_interval),
+    /// [`watch_backoff`](super::ClientBuilder::watch_backoff)).
     ///
     /// Only healthy, enabled instances with a positive weight are yielded (what
     /// Nacos's own clients select), from the chosen clusters if any. The key is
@@ -116,22 +94,16 @@ impl DiscoveryBuilder {
             let clusters = self.clusters.clone();
             filter = filter.with(move |meta| in_clusters(&clusters, meta));
         }
-        // The namespace is the client's: one watch per (namespace, group, service)
-        // and way of following it.
-        let key = (
-            self.group.clone(),
-            self.service.clone(),
-            self.resync,
-            self.backoff,
-        );
+        // The namespace is the client's: one watch per (namespace, group, service).
+        let key = (self.group.clone(), self.service.clone());
         let client = &self.client;
         let discovery = Discovery::shared(client.watches(), key, &*self.service, || {
             Subscription::new(
                 client,
                 &self.group,
                 &self.service,
-                self.resync,
-                self.backoff,
+                client.config().resync,
+                client.config().watch_backoff,
             )
         });
         filter

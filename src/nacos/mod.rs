@@ -3,7 +3,8 @@
 //! client (gRPC, Nacos 2.x protocol; servers such as Nacos 2.x and `rnacos`).
 //!
 //! - **Discovery** ([`Client::discovery`]) subscribes to a service and, on every push
-//!   from the server (and every 30 s without one), reads the current instance list and
+//!   from the server (and every [`ClientBuilder::resync_interval`], 30 s by default,
+//!   without one), reads the current instance list and
 //!   yields the difference: healthy, enabled instances with a positive weight, from the
 //!   chosen clusters. One subscription per (group, service) and client (a shared
 //!   [`Watches`](crate::source::Watches) entry) serves every discovery of it; each
