@@ -288,8 +288,10 @@ impl Target {
         builder.build()
     }
 
-    /// An etcd client connected to an `etcd://` target's endpoints. Use it to
-    /// register in the same cluster.
+    /// An etcd client connected to an `etcd://` target's endpoints, with the
+    /// credentials of the environment (`ETCDCTL_USER`, `ETCDCTL_PASSWORD`; see
+    /// [`etcd::ClientBuilder::from_env`](crate::etcd::ClientBuilder::from_env)). Use
+    /// it to register in the same cluster.
     ///
     /// # Errors
     ///
@@ -301,7 +303,10 @@ impl Target {
         let Spec::Etcd { endpoints } = &self.spec else {
             return Err(self.not("etcd"));
         };
-        crate::etcd::Client::connect(endpoints.join(",")).await
+        crate::etcd::ClientBuilder::from_env()
+            .endpoints(endpoints.join(","))
+            .connect()
+            .await
     }
 
     /// A Nacos client connected to a `nacos://` target's servers, in its namespace

@@ -218,7 +218,8 @@ impl ClientBuilder {
     /// # Errors
     ///
     /// As [`build`](Self::build); a transport or timeout error when the agent does not
-    /// answer, an HTTP status error when it refuses.
+    /// answer, an HTTP status error when it refuses, a decode error when what answers
+    /// is not Consul (its answer is not a JSON string).
     pub async fn connect(self) -> Result<Client> {
         let client = self.build()?;
         client.status_leader().await?;

@@ -7,7 +7,11 @@
 //! it like Consul's own tools do, from `CONSUL_HTTP_ADDR`, `CONSUL_HTTP_TOKEN(_FILE)`,
 //! `CONSUL_HTTP_SSL(_VERIFY)`, `CONSUL_CACERT`, `CONSUL_CLIENT_CERT`/`_KEY` and
 //! `CONSUL_TLS_SERVER_NAME` with [`Client::from_env`], or explicitly with
-//! [`Client::builder`]. HTTPS needs the `tls-ring` feature. The ACL token travels
+//! [`Client::builder`]. [`ClientBuilder::connect`] checks that the agent answers
+//! before it hands the client over; [`ClientBuilder::build`] and
+//! [`Client::from_env`] do no I/O (each request is its own HTTP exchange, so a
+//! client made while the agent is down works once it is up). HTTPS needs the
+//! `tls-ring` feature. The ACL token travels
 //! only in the `X-Consul-Token` header: never in a URL, a log line or a `Debug`.
 //!
 //! # Discovery

@@ -155,6 +155,13 @@ impl ClientBuilder {
         self
     }
 
+    /// The endpoints, replacing those given to [`Client::builder`] or read from
+    /// `ETCDCTL_ENDPOINTS` (same syntax).
+    pub fn endpoints(mut self, endpoints: impl Into<String>) -> Self {
+        self.endpoints = endpoints.into();
+        self
+    }
+
     /// Authenticates as `username` with `password` (etcd's auth, a token per
     /// connection). The same name as the Nacos client's. Default: no authentication.
     pub fn credentials(mut self, username: impl Into<String>, password: impl Into<String>) -> Self {
@@ -216,8 +223,10 @@ impl fmt::Debug for ClientBuilder {
             .field("endpoints", &self.endpoints)
             .field("keep_alive", &self.keep_alive)
             .field("request_timeout", &self.request_timeout)
+            .field("connect_timeout", &self.connect_timeout)
             .field("require_leader", &self.require_leader)
             .field("user", &self.user.as_ref().map(|(name, _)| name))
+            .field("error", &self.error)
             .finish()
     }
 }
@@ -303,10 +312,13 @@ mod tests {
         assert_eq!(b.endpoints, "10.0.0.1:2379,10.0.0.2:2379");
         assert_eq!(b.user, Some(("root".to_owned(), "s3cret".to_owned())));
 
-        let b = from_lookup(env(&[("ETCDCTL_USER", "app"), ("ETCDCTL_PASSWORD", "pw")]));
-        assert_eq!(b.user, Some(("app".to_owned(), "pw".to_owned())));
+        let b = from_lookup(env(&[
+            ("ETCDCTL_USER", "app"),
+            ("ETCDCTL_PASSWORD", "p4ssw0rd"),
+        ]));
+        assert_eq!(b.user, Some(("app".to_owned(), "p4ssw0rd".to_owned())));
         // The password never shows in the builder's Debug.
-        assert!(!format!("{b:?}").contains("pw\""), "{b:?}");
+        assert!(!format!("{b:?}").contains("p4ssw0rd"), "{b:?}");
 
         // Empty counts as unset.
         let b = from_lookup(env(&[("ETCDCTL_ENDPOINTS", " "), ("ETCDCTL_USER", "")]));

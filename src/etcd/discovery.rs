@@ -65,8 +65,8 @@ impl DiscoveryBuilder {
         self
     }
 
-    /// Builds the discovery, joining the client's live watch of the same service and
-    /// layout or starting one (its backoff comes from the discovery that started it).
+    /// Builds the discovery, joining the client's live watch of the same service,
+    /// layout and backoff or starting one.
     /// The instance key is the etcd key; [`WatchState::position`] is the revision the
     /// set reflects.
     ///
