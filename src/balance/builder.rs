@@ -17,6 +17,7 @@ use super::buffer::{DEFAULT_PER_CALL, DEFAULT_PER_CHANNEL, ReplayBuffer};
 use super::channel::BalancedChannel;
 use super::config::{EndpointConfig, LoadMetric};
 use super::failfast::FailFast;
+use super::metrics::ChannelMetrics;
 use super::policies::{self, Follower, Live, Policies};
 use super::policy::{Policy, TrafficPolicy};
 use super::retry::RetryBudget;
@@ -26,7 +27,6 @@ use super::subset::Subset;
 use super::table::Registry;
 use super::worker::{self, Worker, WorkerParts};
 use crate::source::ServiceConfigWatch;
-use crate::telemetry::ChannelMetrics;
 use crate::{Backoff, BoxError, Error, Instance, InstanceKey};
 
 const DEFAULT_FAILFAST: Duration = Duration::from_secs(3);

@@ -32,7 +32,7 @@ fn new_stats(
         DECAY,
         Arc::new(accrual),
         trips,
-        crate::telemetry::Telemetry::detached(),
+        crate::balance::metrics::Telemetry::detached(),
     );
     stats.set_conn(EndpointState::Ready);
     stats.set_max_streams(u32::MAX);

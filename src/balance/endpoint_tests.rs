@@ -33,7 +33,7 @@ fn failing_endpoint(backoff: Backoff) -> (Endpoint, Arc<Mutex<Vec<Instant>>>) {
         Duration::from_secs(10),
         Arc::new(FailureAccrual::default()),
         trips,
-        crate::telemetry::Telemetry::detached(),
+        crate::balance::metrics::Telemetry::detached(),
     );
     let mut ep = Endpoint::new(&instance, Arc::new(config), stats, tx).expect("endpoint");
     let attempts = Arc::new(Mutex::new(Vec::new()));

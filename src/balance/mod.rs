@@ -106,6 +106,7 @@ mod info;
 mod keepalive;
 mod latency;
 mod load;
+mod metrics;
 mod policies;
 pub mod policy;
 mod retry;

@@ -8,10 +8,10 @@ use arc_swap::ArcSwap;
 use futures_util::StreamExt;
 use tracing::{info, warn};
 
+use super::metrics::ChannelMetrics;
 use super::retry::Throttle;
 use super::service_config::{Method, Methods, RetryThrottling, ServiceConfig};
 use crate::source::ServiceConfigWatch;
-use crate::telemetry::ChannelMetrics;
 
 /// One service config, ready for calls.
 #[derive(Debug)]

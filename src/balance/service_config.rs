@@ -13,8 +13,8 @@ use tonic::Code;
 
 use super::accrual::CodeSet;
 use super::latency::LatencyWindow;
+use super::metrics::MethodCounter;
 use crate::Error;
-use crate::telemetry::MethodCounter;
 
 /// The largest `maxAttempts` gRFC A6 allows; larger values are treated as this.
 pub(crate) const MAX_ATTEMPTS: u32 = 5;

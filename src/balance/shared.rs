@@ -10,10 +10,10 @@ use tonic::body::Body;
 use tower::retry::budget::TpsBudget;
 
 use super::buffer::ReplayBuffer;
+use super::metrics::ChannelMetrics;
 use super::policies::Policies;
 use super::table::{Registry, Waiting};
 use super::worker::{CallFuture, Message};
-use crate::telemetry::ChannelMetrics;
 use crate::{BoxError, InstanceKey};
 
 /// What a channel shares with its calls' futures: the name, the table, the

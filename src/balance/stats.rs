@@ -21,8 +21,8 @@ use super::accrual::{CodeSet, Detector, FailureAccrual, Verdict};
 use super::direct::Direct;
 use super::info::EndpointState;
 use super::load::RttEstimate;
+use super::metrics::Telemetry;
 use crate::InstanceKey;
-use crate::telemetry::Telemetry;
 
 /// How much recent failures weigh in the cost: it is multiplied by
 /// `1 + FAILURE_PENALTY × failure score`, the score being a moving average of failures

@@ -678,7 +678,7 @@ mod tests {
             Duration::from_secs(10),
             Arc::new(FailureAccrual::default()),
             trips,
-            crate::telemetry::Telemetry::detached(),
+            crate::balance::metrics::Telemetry::detached(),
         );
         s.set_conn(EndpointState::Ready);
         s

@@ -29,10 +29,10 @@ use super::endpoint::{Endpoint, MIN_HEALTHY};
 use super::failfast::FailFast;
 use super::info::EndpointState;
 use super::load::{cold_start_rtt, cold_start_sample};
+use super::metrics::{ChannelMetrics, Telemetry, state_index};
 use super::stats::{EndpointStats, Mode};
 use super::subset::Subset;
 use super::table::{Candidate, Pair, Probe, Registry, Waiting};
-use crate::telemetry::{ChannelMetrics, Telemetry, state_index};
 use crate::{BoxError, Instance, InstanceKey};
 
 /// Discovery changes applied per wake-up of the worker at most.

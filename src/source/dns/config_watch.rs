@@ -12,7 +12,7 @@ use tokio::time::Instant;
 
 use super::choice::{Client, select};
 use super::resolve::{failure, min_ttl};
-use super::seen::Seen;
+use super::seen::{Outcome, Seen};
 use super::target::grpc_config_owner;
 use super::{Dns, Inner};
 use crate::error::Result;
@@ -151,10 +151,6 @@ struct Answer {
     document: Outcome,
     ttl: Duration,
 }
-
-/// A resolution's document, or why there is none to take; yielded as a
-/// [`ConfigUpdate`].
-pub(super) type Outcome = Result<Option<String>>;
 
 // === impl TxtWatch ===
 

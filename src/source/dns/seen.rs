@@ -1,6 +1,10 @@
 //! [`Seen`]: what a service config watch yielded last, so that it yields changes only.
 
-use super::config_watch::Outcome;
+use crate::error::Result;
+
+/// A resolution's document, or why there is none to take; yielded as a
+/// [`ConfigUpdate`](crate::source::ConfigUpdate).
+pub(super) type Outcome = Result<Option<String>>;
 
 /// What the watch yielded last, so that it yields changes only.
 #[derive(Debug, Default)]
