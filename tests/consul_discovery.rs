@@ -211,17 +211,17 @@ async fn discoveries_with_equal_options_share_one_watch() {
     dev.register("b", 7002, &[]).await;
     assert_eq!(changes(&mut first, 1).await, ["+b@7002"]);
     assert_eq!(changes(&mut second, 1).await, ["+b@7002"]);
-    // Every request since `before` but the test's own registration of `b`.
-    let watched: Vec<_> = dev.dev.requests()[before..]
+    assert_eq!(fresh_reads(&dev, before), 1, "one watch, one initial read");
+}
+
+/// Reads without an index (a watch's first) since request `before`; the test's own
+/// registrations are not reads.
+fn fresh_reads(dev: &Dev, before: usize) -> usize {
+    dev.dev.requests()[before..]
         .iter()
         .filter(|r| r.path() != "/v1/agent/service/register")
-        .cloned()
-        .collect();
-    let fresh_reads = watched
-        .iter()
         .filter(|r| !r.uri().query().unwrap_or("").contains("index="))
-        .count();
-    assert_eq!(fresh_reads, 1, "one watch, one initial read: {watched:?}");
+        .count()
 }
 
 #[tokio::test]
@@ -243,11 +243,11 @@ async fn discoveries_followed_differently_get_watches_of_their_own() {
         .build();
     assert_eq!(changes(&mut first, 1).await, ["+a@7001"]);
     assert_eq!(changes(&mut second, 1).await, ["+a@7001"]);
-    let fresh_reads = dev.dev.requests()[before..]
-        .iter()
-        .filter(|r| !r.uri().query().unwrap_or("").contains("index="))
-        .count();
-    assert_eq!(fresh_reads, 2, "two watches, one initial read each");
+    assert_eq!(
+        fresh_reads(&dev, before),
+        2,
+        "two watches, one initial read each"
+    );
 }
 
 #[tokio::test]
