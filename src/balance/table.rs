@@ -108,6 +108,20 @@ pub(crate) enum Candidate {
     Take,
     /// Draw again.
     Skip,
+    /// Draw again; it is in service and the call may go to it, but it cannot take a
+    /// call this moment (its connection is busy). A tier that has one does not
+    /// count as empty (see [`Miss::Busy`]).
+    Busy,
+}
+
+/// Why a draw found no pair.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Miss {
+    /// The drawn tier has an endpoint the judge called [`Candidate::Busy`]: the call
+    /// should wait for it rather than leave the tier.
+    Busy,
+    /// Nothing in the drawn tier may take the call.
+    Empty,
 }
 
 /// What the worker makes of a probe due (see [`Registry::next_probe`]).
@@ -382,13 +396,14 @@ impl Registry {
     /// which is then returned alone. With `lone_ok` (the worker's draw), a tier
     /// whose draws all missed is searched for a candidate, and one found without a
     /// second (the others in its tier skipped: busy) is returned alone, so that the
-    /// call stays in the tier the shares chose while it has an endpoint to take it.
+    /// call stays in the tier the shares chose while it has an endpoint to take it;
+    /// when the search finds none, [`Miss::Busy`] says whether one is only busy.
     pub(crate) fn draw<R: Rng + ?Sized>(
         &self,
         rng: &mut R,
         lone_ok: bool,
         judge: impl Fn(&EndpointStats) -> Candidate,
-    ) -> Option<Pair> {
+    ) -> Result<Pair, Miss> {
         let table = self.read();
         let tier = if self.inner.policy.zoned() {
             let r: f64 = rng.random();
@@ -437,9 +452,28 @@ impl Registry {
             Some(a) => a,
             // Most of the tier is busy: the first it has that the judge takes, so
             // that the call stays in its tier (O(n), only when the draws missed).
-            None if lone_ok => (0..t.list.len())
-                .find(|&i| t.list[i].live && judge(&t.list[i].stats) == Candidate::Take)?,
-            None => return None,
+            None if lone_ok => {
+                let mut busy = false;
+                let found = (0..t.list.len()).find(|&i| {
+                    if !t.list[i].live {
+                        return false;
+                    }
+                    match judge(&t.list[i].stats) {
+                        Candidate::Take => true,
+                        Candidate::Busy => {
+                            busy = true;
+                            false
+                        }
+                        Candidate::Skip => false,
+                    }
+                });
+                match found {
+                    Some(a) => a,
+                    None if busy => return Err(Miss::Busy),
+                    None => return Err(Miss::Empty),
+                }
+            }
+            None => return Err(Miss::Empty),
         };
         let ea = &t.list[a];
         let b = if alone {
@@ -447,9 +481,9 @@ impl Registry {
         } else if lone_ok {
             draw(rng, Some(a))
         } else {
-            Some(draw(rng, Some(a))?)
+            Some(draw(rng, Some(a)).ok_or(Miss::Empty)?)
         };
-        Some(Pair {
+        Ok(Pair {
             a: (ea.stats.clone(), scale(ea)),
             b: b.map(|b| (t.list[b].stats.clone(), scale(&t.list[b]))),
         })
@@ -477,13 +511,15 @@ impl Registry {
         if self.probes_due() || self.inner.waiting.load(Ordering::Acquire) > 0 {
             return None;
         }
-        let pair = self.draw(&mut rand::rng(), false, |s| {
-            if s.direct_ready() {
-                Candidate::Take
-            } else {
-                Candidate::Skip
-            }
-        })?;
+        let pair = self
+            .draw(&mut rand::rng(), false, |s| {
+                if s.direct_ready() {
+                    Candidate::Take
+                } else {
+                    Candidate::Skip
+                }
+            })
+            .ok()?;
         Reserved::new(pair.choose(&[]))
     }
 
@@ -737,7 +773,7 @@ mod tests {
             let pair = registry.draw(&mut rng, true, judge).expect("a2 is there");
             assert_eq!(pair.a.0.key.id(), "a2");
             assert!(pair.b.is_none(), "no second in the tier");
-            missed += usize::from(registry.draw(&mut rng, false, judge).is_none());
+            missed += usize::from(registry.draw(&mut rng, false, judge).is_err());
         }
         assert_eq!(
             missed, 1_000,

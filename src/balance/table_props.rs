@@ -103,7 +103,7 @@ fn check(registry: &Registry, model: &Model, rng: &mut StdRng) {
     }
     // Draws only ever offer endpoints in service.
     for _ in 0..8 {
-        if let Some(pair) = registry.draw(rng, false, |_| Candidate::Take) {
+        if let Ok(pair) = registry.draw(rng, false, |_| Candidate::Take) {
             for s in std::iter::once(&pair.a.0).chain(pair.b.as_ref().map(|b| &b.0)) {
                 let id: u8 = s.key.id()[1..].parse().expect("an id");
                 assert!(model.endpoints[&id].2, "{id} drawn out of service");

@@ -32,7 +32,7 @@ use super::load::{cold_start_rtt, cold_start_sample};
 use super::metrics::{ChannelMetrics, Telemetry, state_index};
 use super::stats::{EndpointStats, Mode};
 use super::subset::Subset;
-use super::table::{Candidate, Pair, Probe, Registry, Waiting};
+use super::table::{Candidate, Miss, Pair, Probe, Registry, Waiting};
 use crate::{BoxError, Instance, InstanceKey};
 
 /// Discovery changes applied per wake-up of the worker at most.
@@ -811,10 +811,15 @@ where
 
     /// Power of two choices; a resend avoids the endpoint that refused it when it can.
     fn sample(&mut self, avoid: &[InstanceKey], uniform_ok: bool) -> Option<usize> {
-        if self.policy
-            && let Some(index) = self.sample_policy(avoid)
-        {
-            return Some(index);
+        if self.policy {
+            match self.sample_policy(avoid) {
+                Ok(Some(index)) => return Some(index),
+                // The zone the shares chose has an endpoint in service that is busy
+                // this moment: the call waits for it (the worker is woken when it is
+                // ready) instead of leaving the zone, which the shares keep whole.
+                Err(Miss::Busy) if self.registry.policy().zoned() => return None,
+                Ok(None) | Err(_) => {}
+            }
         }
         if uniform_ok {
             self.sample_uniform(avoid)
@@ -825,19 +830,22 @@ where
 
     /// Power of two choices drawn by the traffic policy (tiers and weights) among
     /// the ready endpoints other than `avoid`, decided as every pick is (see
-    /// [`Pair::choose`]). `None` when the draw finds none; the uniform draw then
-    /// decides, so a stale share never leaves a call waiting while some endpoint is
-    /// ready.
-    fn sample_policy(&mut self, avoid: &[InstanceKey]) -> Option<usize> {
+    /// [`Pair::choose`]). A miss when the draw finds none: [`Miss::Busy`] when the
+    /// drawn tier has an endpoint in service, not avoided, that is not ready this
+    /// moment; otherwise the uniform draw may decide, so a stale share never leaves
+    /// a call waiting while some endpoint is ready.
+    fn sample_policy(&mut self, avoid: &[InstanceKey]) -> Result<Option<usize>, Miss> {
         let cache = &self.cache;
         let pair = self.registry.draw(&mut self.rng, true, |s| {
-            if !avoid.contains(&s.key) && cache.get_ready(&s.key).is_some() {
+            if avoid.contains(&s.key) {
+                Candidate::Skip
+            } else if cache.get_ready(&s.key).is_some() {
                 Candidate::Take
             } else {
-                Candidate::Skip
+                Candidate::Busy
             }
         })?;
-        self.ready_index(&pair.choose(avoid))
+        Ok(self.ready_index(&pair.choose(avoid)))
     }
 
     /// Power of two choices drawn uniformly from the ready set, decided as every
