@@ -492,6 +492,11 @@ impl EndpointStats {
         self.open_streams.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Whether the server has announced its stream limit on the current connection.
+    pub(crate) fn stream_limit_known(&self) -> bool {
+        self.max_streams.load(Ordering::Relaxed) != UNKNOWN_LIMIT
+    }
+
     /// Whether another stream fits under the server's stream limit (never while the
     /// limit is unknown).
     pub(crate) fn has_stream_capacity(&self) -> bool {

@@ -117,8 +117,10 @@ pub(crate) enum Candidate {
 /// Why a draw found no pair.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Miss {
-    /// The drawn tier has an endpoint the judge called [`Candidate::Busy`]: the call
-    /// should wait for it rather than leave the tier.
+    /// The drawn tier takes all the traffic (its share is whole) and has an
+    /// endpoint the judge called [`Candidate::Busy`]: the call should wait for it
+    /// rather than leave the tier. A tier with a partial share never says this: the
+    /// call would hold up the queue while the other tiers could serve it.
     Busy,
     /// Nothing in the drawn tier may take the call.
     Empty,
@@ -405,14 +407,17 @@ impl Registry {
         judge: impl Fn(&EndpointStats) -> Candidate,
     ) -> Result<Pair, Miss> {
         let table = self.read();
+        let cumulative = |i: usize| f64::from_bits(self.inner.shares[i].load(Ordering::Relaxed));
         let tier = if self.inner.policy.zoned() {
             let r: f64 = rng.random();
-            let cumulative =
-                |i: usize| f64::from_bits(self.inner.shares[i].load(Ordering::Relaxed));
             (0..TIERS).find(|&i| r < cumulative(i)).unwrap_or(0)
         } else {
             0
         };
+        // Whether the tier takes every call (the cumulative shares jump from 0 to 1
+        // at it), up to rounding.
+        let before = if tier == 0 { 0.0 } else { cumulative(tier - 1) };
+        let whole = cumulative(tier) - before >= 1.0 - 1e-9;
         let t = &table.tiers[tier];
         // Draws are by weight (all 1 when weights are equal or ignored) among the
         // endpoints in service, whose count is known: one in service is taken alone
@@ -469,7 +474,7 @@ impl Registry {
                 });
                 match found {
                     Some(a) => a,
-                    None if busy => return Err(Miss::Busy),
+                    None if busy && whole => return Err(Miss::Busy),
                     None => return Err(Miss::Empty),
                 }
             }

@@ -814,10 +814,13 @@ where
         if self.policy {
             match self.sample_policy(avoid) {
                 Ok(Some(index)) => return Some(index),
-                // The zone the shares chose has an endpoint in service that is busy
-                // this moment: the call waits for it (the worker is woken when it is
-                // ready) instead of leaving the zone, which the shares keep whole.
-                Err(Miss::Busy) if self.registry.policy().zoned() => return None,
+                // The zone the shares keep every call in has an endpoint in service
+                // that is busy this moment: the call waits for it (the worker is
+                // woken when a stream frees up) instead of leaving the zone. A retry
+                // or hedge (one with instances to avoid) may leave it instead.
+                Err(Miss::Busy) if self.registry.policy().zoned() && avoid.is_empty() => {
+                    return None;
+                }
                 Ok(None) | Err(_) => {}
             }
         }
@@ -841,8 +844,12 @@ where
                 Candidate::Skip
             } else if cache.get_ready(&s.key).is_some() {
                 Candidate::Take
-            } else {
+            } else if s.stream_limit_known() {
                 Candidate::Busy
+            } else {
+                // Its server has not said how many streams it takes (no SETTINGS
+                // yet): not a busy endpoint to wait for.
+                Candidate::Skip
             }
         })?;
         Ok(self.ready_index(&pair.choose(avoid)))

@@ -907,3 +907,53 @@ async fn a_call_waits_for_its_busy_zone_rather_than_leave_it() {
     );
     assert_eq!(fleet.servers.streams(&addr(0)).len(), 1);
 }
+
+/// What we want to test: a zone that keeps only part of the traffic (one of its two
+/// endpoints down: 70%) does not hold a call while its one endpoint in service is
+/// busy: the call goes to the other zone, as the spilled share does, instead of
+/// waiting at the head of the queue while that zone could serve it.
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn a_zone_with_a_partial_share_does_not_hold_a_call() {
+    use crate::Locality;
+    use crate::balance::TrafficPolicy;
+    use crate::balance::policy::Policy;
+
+    let policy = TrafficPolicy::new().locality(Locality::new("r1", "a"));
+    let registry = Registry::new(Policy::from(&policy));
+    let config = EndpointConfig::default();
+    let (accrual, policies) = (FailureAccrual::default(), ServiceConfig::new());
+    let refuse_a1 = |servers: &Servers| servers.refuse(&addr(1));
+    let mut fleet = Fleet::build_with(0, accrual, None, config, 0, refuse_a1, &policies, registry);
+    for (i, zone) in [(0, "a"), (1, "a"), (2, "b")] {
+        let instance = Fleet::instance(i).with_locality(Locality::new("r1", zone));
+        let _ = fleet.changes.send(Ok(Change::Insert(Fleet::key(i), instance)));
+    }
+    until(Duration::from_secs(10), "a0 and b ready", || {
+        let ready = |i| {
+            fleet
+                .registry
+                .stats(&Fleet::key(i))
+                .is_some_and(|s| s.state() == EndpointState::Ready)
+        };
+        ready(0) && ready(2)
+    })
+    .await;
+    let a0 = fleet.stats(0);
+    a0.set_max_streams(1);
+    assert!(a0.try_reserve_stream(), "a free stream to hold");
+    // Draws of zone a (70% of them) find a0 busy; the call must not wait for it (in
+    // scenario time: only a1's reconnect attempts would wake a waiting worker).
+    for _ in 0..20 {
+        let started = tokio::time::Instant::now();
+        let call = fleet.send().await;
+        assert_eq!(status(call.await), "0");
+        assert!(
+            started.elapsed() < Duration::from_millis(10),
+            "the call waited {:?} for the busy zone",
+            started.elapsed()
+        );
+    }
+    assert!(fleet.servers.streams(&addr(0)).is_empty());
+    assert_eq!(fleet.servers.streams(&addr(2)).len(), 20);
+}
+
