@@ -37,6 +37,7 @@ pub(crate) struct Header {
 }
 
 impl Header {
+    #[inline]
     pub(crate) fn parse(h: &[u8]) -> Header {
         Header {
             len: usize::from(h[0]) << 16 | usize::from(h[1]) << 8 | usize::from(h[2]),
@@ -80,12 +81,14 @@ impl FrameCursor {
     }
 
     /// Whether the bytes so far end exactly between two frames.
+    #[inline]
     pub(crate) fn at_boundary(&self) -> bool {
         self.preface_left == 0 && self.header_len == 0 && self.remaining == 0
     }
 
     /// How many more bytes reach the next boundary, or the end of the current
     /// header (after which the frame's length is known): never 0 off a boundary.
+    #[inline]
     pub(crate) fn to_boundary(&self) -> usize {
         if self.preface_left > 0 {
             self.preface_left
@@ -168,6 +171,7 @@ impl Injector {
     }
 
     /// Whether a frame is queued or being written.
+    #[inline]
     pub(crate) fn pending(&self) -> bool {
         !self.frame.is_empty()
     }
@@ -200,6 +204,7 @@ impl Injector {
 
     /// How many of `len` bytes the stack may write now: all of them unless a frame
     /// waits for the next boundary.
+    #[inline]
     pub(crate) fn allowance(&self, len: usize) -> usize {
         if self.pending() {
             len.min(self.cursor.to_boundary())
