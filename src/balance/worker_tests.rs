@@ -926,7 +926,9 @@ async fn a_zone_with_a_partial_share_does_not_hold_a_call() {
     let mut fleet = Fleet::build_with(0, accrual, None, config, 0, refuse_a1, &policies, registry);
     for (i, zone) in [(0, "a"), (1, "a"), (2, "b")] {
         let instance = Fleet::instance(i).with_locality(Locality::new("r1", zone));
-        let _ = fleet.changes.send(Ok(Change::Insert(Fleet::key(i), instance)));
+        let _ = fleet
+            .changes
+            .send(Ok(Change::Insert(Fleet::key(i), instance)));
     }
     until(Duration::from_secs(10), "a0 and b ready", || {
         let ready = |i| {
@@ -956,4 +958,3 @@ async fn a_zone_with_a_partial_share_does_not_hold_a_call() {
     assert!(fleet.servers.streams(&addr(0)).is_empty());
     assert_eq!(fleet.servers.streams(&addr(2)).len(), 20);
 }
-
