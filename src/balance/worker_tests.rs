@@ -254,6 +254,8 @@ impl Fleet {
         Fleet::build_with(n, accrual, None, config, 0, setup, policies, registry)
     }
 
+    // A test constructor: every variant above passes its own mix of these.
+    #[allow(clippy::too_many_arguments)]
     fn build_with(
         n: usize,
         accrual: FailureAccrual,
