@@ -43,6 +43,10 @@ struct Probe {
     busy_ns: AtomicU64,
     /// For each poll that took changes: (changes taken, poll time in ns).
     change_polls: Mutex<Vec<(u64, u64)>>,
+    /// For each change taken: ns from handing it over to the worker's next look at
+    /// the discovery, which it takes right after applying the change (table, ready
+    /// cache, metrics), before anything else the poll does.
+    apply_ns: Mutex<Vec<u64>>,
 }
 
 /// The discovery: changes sent through a channel, counted as the worker takes them.
@@ -50,14 +54,21 @@ struct Feed {
     rx: mpsc::UnboundedReceiver<Item>,
     probe: Arc<Probe>,
     epoch: Instant,
+    /// When the last change was handed over, until the worker polls again.
+    handed: Option<Instant>,
 }
 
 impl Stream for Feed {
     type Item = Item;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Item>> {
+        if let Some(handed) = self.handed.take() {
+            let ns = handed.elapsed().as_nanos() as u64;
+            self.probe.apply_ns.lock().expect("lock").push(ns);
+        }
         let polled = self.rx.poll_recv(cx);
         if let Poll::Ready(Some(_)) = &polled {
+            self.handed = Some(Instant::now());
             let ns = self.epoch.elapsed().as_nanos() as u64;
             self.probe.taken_ns.store(ns, Ordering::Relaxed);
             self.probe.taken.fetch_add(1, Ordering::Relaxed);
@@ -81,6 +92,8 @@ fn remove(i: usize) -> Item {
 struct Runs {
     one_change_us_p50: Vec<f64>,
     one_change_us_p99: Vec<f64>,
+    apply_us_p50: Vec<f64>,
+    apply_us_p99: Vec<f64>,
     replace_ms: Vec<f64>,
     replace_worker_ms: Vec<f64>,
     replace_p99_us: Vec<f64>,
@@ -123,6 +136,7 @@ async fn trial(
         rx,
         probe: probe.clone(),
         epoch,
+        handed: None,
     };
     let (channel, worker) = BalancedChannel::builder("worker").build_with_worker(feed)?;
     let timed = {
@@ -152,6 +166,7 @@ async fn trial(
 
     // One change at a time: a new instance (refused address), then its removal.
     probe.change_polls.lock().expect("lock").clear();
+    probe.apply_ns.lock().expect("lock").clear();
     for j in 0..200 {
         let i = total * 10 + j;
         tx.send(insert(i, "127.0.0.1:1"))?;
@@ -170,6 +185,12 @@ async fn trial(
     let (p50, p99) = quantiles(&singles);
     runs.one_change_us_p50.push(p50);
     runs.one_change_us_p99.push(p99);
+    let applies: Vec<f64> = (probe.apply_ns.lock().expect("lock").iter())
+        .map(|ns| *ns as f64 / 1e3)
+        .collect();
+    let (apply_p50, apply_p99) = quantiles(&applies);
+    runs.apply_us_p50.push(apply_p50);
+    runs.apply_us_p99.push(apply_p99);
 
     // Steady state, then the full replacement, under open-loop load.
     let load = OpenLoad::start(boxed(channel.clone()), 1000, Duration::from_secs(5));
@@ -210,7 +231,7 @@ async fn trial(
         .push(events.iter().filter(|e| e.outcome.is_err()).count() as f64);
     runs.steady_p99_us.push(latency(&steady).0);
     eprintln!(
-        "  run {run}: one change p50 {p50:.1} µs p99 {p99:.1} µs; replacement of {total} in {:.1} ms \
+        "  run {run}: one change p50 {p50:.1} µs p99 {p99:.1} µs (applying it: p50 {apply_p50:.1} µs); replacement of {total} in {:.1} ms \
          ({:.1} ms of worker time), p99 during {p99_during:.0} µs, {} failed",
         runs.replace_ms[run], runs.replace_worker_ms[run], runs.replace_failed[run]
     );
@@ -263,13 +284,19 @@ fn section(cfg: &Config, total: usize, connected: usize, r: &Runs) -> Section {
         cfg.runs()
     );
     md.push_str("| measure | value |\n|---|---|\n");
-    let rows: [(&str, &Vec<f64>, usize); 9] = [
+    let rows: [(&str, &Vec<f64>, usize); 11] = [
         (
             "one change: worker poll that applied it, p50 µs",
             &r.one_change_us_p50,
             1,
         ),
         ("one change: p99 µs", &r.one_change_us_p99, 1),
+        (
+            "one change: applying it (table, ready cache), p50 µs",
+            &r.apply_us_p50,
+            1,
+        ),
+        ("applying it: p99 µs", &r.apply_us_p99, 1),
         (
             "full replacement (2 × endpoints changes): sent → last applied ms",
             &r.replace_ms,
@@ -290,15 +317,21 @@ fn section(cfg: &Config, total: usize, connected: usize, r: &Runs) -> Section {
         let _ = writeln!(md, "| {name} | {} |", Spread::of(v).show(digits));
     }
     let one = Spread::of(&r.one_change_us_p50).max;
+    let apply = Spread::of(&r.apply_us_p50).max;
     let replace = Spread::of(&r.replace_ms).max;
     let _ = writeln!(
         md,
-        "\nTargets: one change at {total} endpoints ≤ {MAX_ONE_CHANGE_US:.0} µs of worker time (worst run's median: {one:.1} µs, {}); \
-         a full replacement applied in ≤ {MAX_REPLACE_MS:.0} ms while calls flow (worst: {replace:.0} ms, {}). The poll that \
-         applies a change also does whatever else the wake-up brought (endpoints' reconnects), so the \
-         figure bounds the change's own cost from above. Changes apply 256 per wake-up, with the calls \
-         waiting served in between.",
+        "\nTargets: one change at {total} endpoints ≤ {MAX_ONE_CHANGE_US:.0} µs of worker time, counted two ways: \
+         the whole poll that applied it (worst run's median: {one:.1} µs, {}), and applying the change \
+         itself (worst run's median: {apply:.1} µs, {}); a full replacement applied in ≤ {MAX_REPLACE_MS:.0} ms \
+         while calls flow (worst: {replace:.0} ms, {}). The poll that applies a change also does whatever else \
+         the wake-up brought (the refused endpoints' reconnects, the new endpoint's first connect), so it \
+         bounds the change's cost from above; applying it is the time from the discovery handing the \
+         change over to the worker's next look at the discovery, which it takes right after the table \
+         and the ready cache have the change. Changes apply 256 per wake-up, with the calls waiting \
+         served in between.",
         verdict(one <= MAX_ONE_CHANGE_US),
+        verdict(apply <= MAX_ONE_CHANGE_US),
         verdict(replace <= MAX_REPLACE_MS)
     );
     Section {
