@@ -33,13 +33,15 @@ fn client(dev: &Dev) -> Client {
 }
 
 fn discovery(client: &Client, service: &str) -> Discovery {
+    discovery_backing_off(client, service, Duration::from_millis(20))
+}
+
+/// A discovery whose failure backoff starts at `min` (up to ten times it).
+fn discovery_backing_off(client: &Client, service: &str, min: Duration) -> Discovery {
     client
         .discovery(service)
         .wait(WAIT)
-        .backoff(tonic_discovery::Backoff::new(
-            Duration::from_millis(20),
-            Duration::from_millis(200),
-        ))
+        .backoff(tonic_discovery::Backoff::new(min, 10 * min))
         .build()
 }
 
@@ -233,14 +235,7 @@ async fn discoveries_followed_differently_get_watches_of_their_own() {
     let before = dev.dev.requests().len();
     let mut first = discovery(&client, "echo");
     // The same query, another backoff: no longer silently the first one's.
-    let mut second = client
-        .discovery("echo")
-        .wait(WAIT)
-        .backoff(tonic_discovery::Backoff::new(
-            Duration::from_millis(50),
-            Duration::from_millis(500),
-        ))
-        .build();
+    let mut second = discovery_backing_off(&client, "echo", Duration::from_millis(50));
     assert_eq!(changes(&mut first, 1).await, ["+a@7001"]);
     assert_eq!(changes(&mut second, 1).await, ["+a@7001"]);
     assert_eq!(

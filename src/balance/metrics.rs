@@ -12,11 +12,11 @@ use super::attempts::AttemptCounters;
 use crate::telemetry::{Counter, Gauge, Histogram, counter, gauge, histogram, names};
 
 /// The label value of an endpoint beyond the cap: its calls are counted together.
-pub(crate) const OTHER_ENDPOINTS: &str = "other";
+const OTHER_ENDPOINTS: &str = "other";
 
 /// The states [`EndpointState`] can take, in [`EndpointState::as_u8`] order, as
 /// label values.
-pub(crate) const STATES: [&str; 6] = [
+const STATES: [&str; 6] = [
     "connecting",
     "ready",
     "backoff",

@@ -415,9 +415,11 @@ impl Registry {
             0
         };
         // Whether the tier takes every call (the cumulative shares jump from 0 to 1
-        // at it), up to rounding.
-        let before = if tier == 0 { 0.0 } else { cumulative(tier - 1) };
-        let whole = cumulative(tier) - before >= 1.0 - 1e-9;
+        // at it), up to rounding; read only when the worker's search misses.
+        let whole = || {
+            let before = if tier == 0 { 0.0 } else { cumulative(tier - 1) };
+            cumulative(tier) - before >= 1.0 - 1e-9
+        };
         let t = &table.tiers[tier];
         // Draws are by weight (all 1 when weights are equal or ignored) among the
         // endpoints in service, whose count is known: one in service is taken alone
@@ -474,7 +476,7 @@ impl Registry {
                 });
                 match found {
                     Some(a) => a,
-                    None if busy && whole => return Err(Miss::Busy),
+                    None if busy && whole() => return Err(Miss::Busy),
                     None => return Err(Miss::Empty),
                 }
             }

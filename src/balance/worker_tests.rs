@@ -12,11 +12,14 @@ use tokio_util::sync::PollSender;
 use tower::{Service, ServiceExt};
 
 use super::*;
+use crate::Locality;
+use crate::balance::TrafficPolicy;
 use crate::balance::accrual::Verdict;
 use crate::balance::buffer::ReplayBuffer;
 use crate::balance::channel::BalancedChannel;
 use crate::balance::endpoint::ConnectFuture;
 use crate::balance::policies::{Live, Policies};
+use crate::balance::policy::Policy;
 use crate::balance::retry::RetryBudget;
 use crate::balance::service_config::ServiceConfig;
 use crate::balance::shared::Shared;
@@ -307,6 +310,23 @@ impl Fleet {
         };
         for i in 0..n {
             fleet.insert(i);
+        }
+        fleet
+    }
+
+    /// A channel told it runs in zone a of region r1, over instances 0 and 1 in zone
+    /// a and 2 in zone b, with `servers` set up by `setup` first.
+    fn zoned(setup: impl FnOnce(&Servers)) -> Fleet {
+        let policy = TrafficPolicy::new().locality(Locality::new("r1", "a"));
+        let registry = Registry::new(Policy::from(&policy));
+        let config = EndpointConfig::default();
+        let (accrual, policies) = (FailureAccrual::default(), ServiceConfig::new());
+        let fleet = Fleet::build_with(0, accrual, None, config, 0, setup, &policies, registry);
+        for (i, zone) in [(0, "a"), (1, "a"), (2, "b")] {
+            let instance = Fleet::instance(i).with_locality(Locality::new("r1", zone));
+            let _ = fleet
+                .changes
+                .send(Ok(Change::Insert(Fleet::key(i), instance)));
         }
         fleet
     }
@@ -873,21 +893,7 @@ async fn a_hedge_goes_out_after_its_delay() {
 /// caught 2 calls of 2,000 out of the zone in steady state).
 #[tokio::test(flavor = "current_thread", start_paused = true)]
 async fn a_call_waits_for_its_busy_zone_rather_than_leave_it() {
-    use crate::Locality;
-    use crate::balance::TrafficPolicy;
-    use crate::balance::policy::Policy;
-
-    let policy = TrafficPolicy::new().locality(Locality::new("r1", "a"));
-    let registry = Registry::new(Policy::from(&policy));
-    let config = EndpointConfig::default();
-    let (accrual, policies) = (FailureAccrual::default(), ServiceConfig::new());
-    let mut fleet = Fleet::build_with(0, accrual, None, config, 0, |_| {}, &policies, registry);
-    for (i, zone) in [(0, "a"), (1, "a"), (2, "b")] {
-        let instance = Fleet::instance(i).with_locality(Locality::new("r1", zone));
-        let _ = fleet
-            .changes
-            .send(Ok(Change::Insert(Fleet::key(i), instance)));
-    }
+    let mut fleet = Fleet::zoned(|_| {});
     ready(&fleet, 3).await;
     let zone_a = [fleet.stats(0), fleet.stats(1)];
     for stats in &zone_a {
@@ -900,8 +906,9 @@ async fn a_call_waits_for_its_busy_zone_rather_than_leave_it() {
         !queued.is_finished(),
         "the call left its zone while the zone was busy"
     );
+    // Ending the stream wakes the endpoint's waker (it was at its limit), which
+    // wakes the worker.
     zone_a[0].stream_ended();
-    zone_a[0].waker.wake();
     assert_eq!(status(queued.await.expect("no panic")), "0");
     assert!(
         fleet.servers.streams(&addr(2)).is_empty(),
@@ -916,22 +923,7 @@ async fn a_call_waits_for_its_busy_zone_rather_than_leave_it() {
 /// waiting at the head of the queue while that zone could serve it.
 #[tokio::test(flavor = "current_thread", start_paused = true)]
 async fn a_zone_with_a_partial_share_does_not_hold_a_call() {
-    use crate::Locality;
-    use crate::balance::TrafficPolicy;
-    use crate::balance::policy::Policy;
-
-    let policy = TrafficPolicy::new().locality(Locality::new("r1", "a"));
-    let registry = Registry::new(Policy::from(&policy));
-    let config = EndpointConfig::default();
-    let (accrual, policies) = (FailureAccrual::default(), ServiceConfig::new());
-    let refuse_a1 = |servers: &Servers| servers.refuse(&addr(1));
-    let mut fleet = Fleet::build_with(0, accrual, None, config, 0, refuse_a1, &policies, registry);
-    for (i, zone) in [(0, "a"), (1, "a"), (2, "b")] {
-        let instance = Fleet::instance(i).with_locality(Locality::new("r1", zone));
-        let _ = fleet
-            .changes
-            .send(Ok(Change::Insert(Fleet::key(i), instance)));
-    }
+    let mut fleet = Fleet::zoned(|servers| servers.refuse(&addr(1)));
     until(Duration::from_secs(10), "a0 and b ready", || {
         let ready = |i| {
             fleet

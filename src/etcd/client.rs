@@ -174,7 +174,7 @@ impl ClientBuilder {
     /// | variable | meaning |
     /// |---|---|
     /// | `ETCDCTL_ENDPOINTS` | comma-separated endpoints; default `127.0.0.1:2379` |
-    /// | `ETCDCTL_USER` | `username:password`, or `username` with `ETCDCTL_PASSWORD` |
+    /// | `ETCDCTL_USER` | `username:password`, or `username` with `ETCDCTL_PASSWORD` (alone: an empty password, where `etcdctl` would prompt) |
     /// | `ETCDCTL_PASSWORD` | the password, when `ETCDCTL_USER` holds none |
     ///
     /// Empty variables count as unset; setters called afterwards override them.
