@@ -50,9 +50,11 @@ for f in grpc cli tls-ring; do
   echo "== cargo check -p consul-dev --no-default-features --features $f"
   cargo check -p consul-dev --no-default-features --features "$f"
 done
-# The library, consul-dev and the test kit in one build: testing a member alone would
-# resolve the shared dependencies with other features and build them a second time.
-echo "== cargo test --workspace"; cargo test --workspace --all-features
+# Each crate with its own feature resolution, as its users build it (consul-dev's tests
+# must not lean on a TLS provider that only the library's features switch on).
+echo "== cargo test";   cargo test --all-features
+echo "== cargo test -p consul-dev"; cargo test -p consul-dev --all-features
+echo "== cargo test -p tonic-discovery-testkit"; cargo test -p tonic-discovery-testkit
 echo "== cargo bench --quick (the benchmark harness runs; timings are not checked)"
 cargo bench --all-features --bench mesh -- --quick
 echo "== cargo doc";    RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --all-features
