@@ -38,7 +38,16 @@ pub(crate) struct RttEstimate {
     rtt_ns: AtomicU64,
     /// When the estimate was last measured, in nanoseconds since `epoch`.
     at_ns: AtomicU64,
+    /// `f64` bits of the natural log of the typical latency in nanoseconds (see
+    /// [`typical`](Self::typical)); one value, so it needs no sequence lock.
+    typical_ln: AtomicU64,
 }
+
+/// How far one measured latency moves the typical latency's logarithm (see
+/// [`RttEstimate::typical`]): a lone answer must be 57 times the typical one
+/// (`e^(ln 1.5 / 0.1)`) to move it by 1.5×, while an instance that turned 40 times
+/// slower is 1.5× slower after two answers.
+const TYPICAL_ALPHA: f64 = 0.1;
 
 /// Optimistic reads before a reader falls back to taking the writers' lock.
 const READ_ATTEMPTS: usize = 4;
@@ -54,7 +63,22 @@ impl RttEstimate {
             seq: AtomicU64::new(0),
             rtt_ns: AtomicU64::new(nanos(initial).to_bits()),
             at_ns: AtomicU64::new(0),
+            typical_ln: AtomicU64::new(ln_nanos(nanos(initial)).to_bits()),
         }
+    }
+
+    /// The typical latency, in nanoseconds: a moving average of the measured
+    /// latencies' logarithms (a geometric mean that follows the last ten or so
+    /// answers), where the estimate follows the worst recent one. A single late
+    /// answer, which Peak-EWMA remembers for seconds, barely moves it; a lasting
+    /// slowdown moves it within a few answers. Weighted draws compare it (see
+    /// [`EndpointStats::prefer_second`]), so that one peak does not take an
+    /// instance's share away. It is not decayed: an estimate unmeasured for long
+    /// [expires](Self::expired) as a whole.
+    ///
+    /// [`EndpointStats::prefer_second`]: super::stats::EndpointStats::prefer_second
+    pub(crate) fn typical(&self) -> f64 {
+        f64::from_bits(self.typical_ln.load(Ordering::Relaxed)).exp()
     }
 
     /// The estimate at `now`: the last one decayed towards zero since it was set.
@@ -68,6 +92,14 @@ impl RttEstimate {
     pub(crate) fn observe(&self, sample: Duration) {
         let sample = nanos(sample);
         self.store_with(true, |prior, decay, fresh| {
+            let ln = ln_nanos(sample);
+            let typical = if fresh {
+                let prior = f64::from_bits(self.typical_ln.load(Ordering::Relaxed));
+                prior + TYPICAL_ALPHA * (ln - prior)
+            } else {
+                ln
+            };
+            self.typical_ln.store(typical.to_bits(), Ordering::Relaxed);
             if fresh {
                 peak_ewma(prior, decay, sample)
             } else {
@@ -88,12 +120,18 @@ impl RttEstimate {
 
     /// Replaces the estimate with `sample`, as measured now.
     pub(crate) fn reset(&self, sample: Duration) {
-        self.store_with(true, |_, _, _| nanos(sample));
+        self.store_with(true, |_, _, _| {
+            let sample = nanos(sample);
+            self.typical_ln
+                .store(ln_nanos(sample).to_bits(), Ordering::Relaxed);
+            sample
+        });
     }
 
     /// Folds in a latency that may raise the estimate but never lower it (a failed
     /// call's: failing fast is no sign of speed, nor a measurement that replaces the
-    /// initial guess).
+    /// initial guess). The typical latency stays as it was: failures weigh through
+    /// the failure score.
     pub(crate) fn observe_no_lower(&self, sample: Duration) {
         let sample = nanos(sample);
         self.store_with(false, |prior, decay, _| {
@@ -200,6 +238,11 @@ fn peak_ewma(prior: f64, decay: f64, sample: f64) -> f64 {
     } else {
         prior * decay + sample * (1.0 - decay)
     }
+}
+
+/// The logarithm of a latency in nanoseconds, taken from at least 1 ns.
+fn ln_nanos(ns: f64) -> f64 {
+    ns.max(1.0).ln()
 }
 
 /// Nanoseconds as `f64` (lossy only beyond ~285 years).

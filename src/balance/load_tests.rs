@@ -135,3 +135,31 @@ proptest::proptest! {
         proptest::prop_assert_eq!(got, Duration::from_nanos(median as u64));
     }
 }
+
+#[tokio::test(start_paused = true)]
+async fn the_typical_latency_shrugs_off_one_late_answer_and_follows_a_lasting_slowdown() {
+    let rtt = RttEstimate::new(Duration::from_millis(30), DECAY);
+    rtt.reset(Duration::from_micros(200));
+    assert!(close(ms(rtt.typical()), 0.2));
+    // One answer 50 times late: the estimate is that answer, the typical latency
+    // moves by less than 1.5x.
+    time::advance(Duration::from_millis(1)).await;
+    rtt.observe(Duration::from_millis(10));
+    assert!(close(ms(rtt.get(Instant::now())), 10.0));
+    let typical = ms(rtt.typical());
+    assert!(typical > 0.2 && typical < 0.3, "{typical}");
+    // Every answer 50 times late: past 1.5x after two.
+    rtt.reset(Duration::from_micros(200));
+    for _ in 0..2 {
+        time::advance(Duration::from_millis(1)).await;
+        rtt.observe(Duration::from_millis(10));
+    }
+    let typical = ms(rtt.typical());
+    assert!(typical > 0.3, "{typical}");
+    // A failed call's latency leaves it alone; an expired estimate starts over.
+    rtt.observe_no_lower(Duration::from_secs(1));
+    assert!(close(ms(rtt.typical()), typical));
+    time::advance(DECAY).await;
+    rtt.observe(Duration::from_micros(300));
+    assert!(close(ms(rtt.typical()), 0.3));
+}

@@ -9,16 +9,19 @@
 //! An instance's [weight](crate::Instance::weight) (Consul's `Weights`, Nacos's
 //! weight, a metadata entry) sets how often it is drawn: each of the two candidates
 //! is drawn with a probability proportional to its weight among the ready endpoints,
-//! and the first one drawn is kept unless the second costs less (at rest, clearly
-//! less: 1.5×, so that noise in the latency estimates does not override a weight;
-//! under load, any less, so that a slow instance drawn first does not keep calls).
-//! Load counts per
-//! unit of weight: the calls waiting on an endpoint are scaled by the mean weight
-//! over its own, so under load an instance of weight 4 carries four times the calls
-//! in flight of one of weight 1 before it looks busier. Equally fast instances thus
-//! get shares proportional to their weights at any load, while a slow instance loses
-//! its comparisons whatever its weight: a weight attracts traffic, it never forces
-//! it onto an instance that answers late.
+//! and the first one drawn is kept unless the second is clearly better. Load counts
+//! per unit of weight: the calls waiting on an endpoint are scaled by the mean weight
+//! over its own, so an instance of weight 4 carries four times the calls in flight of
+//! one of weight 1 before it looks busier. At rest (no call waiting on either) the
+//! second must cost clearly less (1.5×, so that noise in the latency estimates does
+//! not override a weight). Under load, two candidates whose loads are alike (within
+//! one call of the lighter instance, per unit of weight) are told apart by their
+//! typical latency alone, and only when one is twice as fast: the first drawn keeps
+//! the call otherwise, since a call or two in flight and a late answer are noise;
+//! loads further apart go to the cheaper candidate, latency × load. Equally fast
+//! instances thus get shares proportional to their weights at rest and under load,
+//! while a slow instance loses its comparisons whatever its weight: a weight
+//! attracts traffic, it never forces it onto an instance that answers late.
 //!
 //! # Zones
 //!

@@ -872,6 +872,56 @@ mod tests {
         assert!(!EndpointStats::prefer_second(&a, 1.0, &b, 1.0));
     }
 
+    /// What we want to test: between instances of different weights, a call or so
+    /// waiting (alike loads per unit of weight) leaves the draw's choice alone, so
+    /// the shares follow the weights under load; a clear difference in load or in
+    /// latency decides.
+    #[tokio::test(start_paused = true)]
+    async fn weighted_candidates_with_alike_loads_keep_the_first_drawn() {
+        let (light, heavy) = (stats("w1"), stats("w4"));
+        for s in [&light, &heavy] {
+            s.call_started();
+            s.headers_received(Instant::now(), true);
+            s.rtt.reset(Duration::from_micros(200));
+        }
+        // Weights 1 and 4: the mean weight 2.5 over each one's own.
+        let (sl, sh) = (2.5, 0.625);
+        // One call waits on the heavier: 0.625 against 0, within one call of the
+        // lighter (2.5). Before, the idle lighter one took the call (1.625 × 200 µs
+        // against 200 µs, compared strictly under load).
+        heavy.call_started();
+        assert!(!EndpointStats::prefer_second(&heavy, sh, &light, sl));
+        assert!(!EndpointStats::prefer_second(&light, sl, &heavy, sh));
+        // One late answer on the heavier (its estimate 10 ms) leaves its typical
+        // latency near 200 µs: it keeps the calls it is drawn for.
+        heavy.rtt.observe(Duration::from_millis(10));
+        assert!(!EndpointStats::prefer_second(&heavy, sh, &light, sl));
+        heavy.rtt.reset(Duration::from_micros(200));
+        // Twice as fast decides while loads are alike; 1.7 times does not.
+        light.rtt.reset(Duration::from_micros(120));
+        assert!(!EndpointStats::prefer_second(&heavy, sh, &light, sl));
+        light.rtt.reset(Duration::from_micros(90));
+        assert!(EndpointStats::prefer_second(&heavy, sh, &light, sl));
+        light.rtt.reset(Duration::from_micros(200));
+        // Five calls on the heavier (3.1 per 2.5) are more than a call of the lighter
+        // apart: the cheaper takes it.
+        for _ in 0..4 {
+            heavy.call_started();
+        }
+        assert!(EndpointStats::prefer_second(&heavy, sh, &light, sl));
+        assert!(!EndpointStats::prefer_second(&light, sl, &heavy, sh));
+        // Equal weights stay strict under load: the same two, equally loaded and
+        // weighted, go to the faster even by less than 1.5x.
+        light.call_started();
+        for _ in 0..4 {
+            heavy.headers_received(Instant::now(), true);
+        }
+        light.rtt.reset(Duration::from_micros(150));
+        heavy.rtt.reset(Duration::from_micros(200));
+        assert!(EndpointStats::prefer_second(&heavy, 1.0, &light, 1.0));
+        assert!(!EndpointStats::prefer_second(&light, 1.0, &heavy, 1.0));
+    }
+
     /// What we want to test: the one decision every pick makes between two
     /// candidates, in its order of precedence.
     #[tokio::test(start_paused = true)]
