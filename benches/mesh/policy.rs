@@ -215,8 +215,9 @@ fn weights_section(cfg: &Config, dur: Duration, rows: &[Shares; 4]) -> Section {
         md,
         "\nAt {OPEN_RATE} calls/s, median latency of the calls each server answered (µs): weight 1 {}, \
          weight 2 {}, weight 4 {}; the weight-4 server's over the weight-1 server's: **{w4_slower:.2}×** \
-         (median of the runs). At 1.5× or more the weight-4 server is clearly slower at this load, \
-         not equally fast, and latency taking calls back from it is the intended behaviour.",
+         (median of the runs). At 2× or more (the balancer's threshold on typical latencies \
+         under load) the weight-4 server is clearly slower at this load, not equally fast, and \
+         latency taking calls back from it is the intended behaviour.",
         Spread::of(&rows[0].p50_us[0]).show(0),
         Spread::of(&rows[0].p50_us[1]).show(0),
         Spread::of(&rows[0].p50_us[2]).show(0),
