@@ -46,7 +46,7 @@ pub(crate) struct RttEstimate {
 /// How far one measured latency moves the typical latency's logarithm (see
 /// [`RttEstimate::typical`]): a lone answer must be 57 times the typical one
 /// (`e^(ln 1.5 / 0.1)`) to move it by 1.5×, while an instance that turned 40 times
-/// slower is 1.5× slower after two answers.
+/// slower is 1.45× slower after one answer and 2× after two.
 const TYPICAL_ALPHA: f64 = 0.1;
 
 /// Optimistic reads before a reader falls back to taking the writers' lock.

@@ -14,14 +14,18 @@
 //! over its own, so an instance of weight 4 carries four times the calls in flight of
 //! one of weight 1 before it looks busier. At rest (no call waiting on either) the
 //! second must cost clearly less (1.5×, so that noise in the latency estimates does
-//! not override a weight). Under load, two candidates whose loads are alike (within
-//! one call of the lighter instance, per unit of weight) are told apart by their
-//! typical latency alone, and only when one is twice as fast: the first drawn keeps
-//! the call otherwise, since a call or two in flight and a late answer are noise;
-//! loads further apart go to the cheaper candidate, latency × load. Equally fast
-//! instances thus get shares proportional to their weights at rest and under load,
-//! while a slow instance loses its comparisons whatever its weight: a weight
-//! attracts traffic, it never forces it onto an instance that answers late.
+//! not override a weight). Under load, two candidates of different weights whose
+//! loads are alike (within one call of the lighter instance, per unit of weight) are
+//! told apart by their typical latency (with the failure penalty, and the silence
+//! while calls wait), and only when one is twice as fast: the first drawn keeps the
+//! call otherwise, since a call or two in flight and a late answer are noise. Loads
+//! further apart, and candidates of equal weight, go to the cheaper one, latency ×
+//! load. Equally fast instances thus get shares close to their weights at rest and
+//! under moderate load (section 10 of `BENCHMARKS.md`: within 3 points at 5,000
+//! calls/s; a saturated machine's replies slow down on the heaviest instance, and
+//! latency takes calls back from it), while a slow instance loses its comparisons
+//! whatever its weight: a weight attracts traffic, it never forces it onto an
+//! instance that answers late.
 //!
 //! # Zones
 //!

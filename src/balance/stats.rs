@@ -49,8 +49,8 @@ const UNKNOWN_LIMIT: u64 = u64::MAX;
 const STALE_FAILURES: f64 = 0.01;
 
 /// How much lower the second endpoint's latency must be for it to take a call from
-/// the first, when their loads are alike and either no call waits on them or their
-/// weights differ (see [`EndpointStats::prefer_second`]): estimates closer than 1.5×
+/// the first, when no call waits on either (see [`EndpointStats::prefer_second`]):
+/// estimates closer than 1.5×
 /// are noise (one late answer moves a Peak-EWMA estimate by more, and a recent peak is
 /// remembered for seconds), and the first drawn keeps the call, so the draw's
 /// proportions (uniform, or by weight) hold among instances that answer alike.
@@ -67,8 +67,8 @@ const CLEARLY: f64 = 1.5;
 /// [`RttEstimate::typical`](super::load::RttEstimate::typical)) must be for it to take
 /// a call from the first when their weights differ and their loads are alike: the
 /// point from which latency overrides a weight. A typical latency follows about ten
-/// answers, so 2× takes a lasting slowdown (twice as slow after one answer 40 times
-/// late and another, or a single answer a thousand times late); at 1.5× one answer
+/// answers, so 2× takes a lasting slowdown (twice as slow after two answers 40 times
+/// late, where a single answer would have to be over 1,024 times late); at 1.5× one answer
 /// fifty times late could move an instance past it, and the instance then lost every
 /// comparison until its estimate expired (measured while typical latencies decided at
 /// rest too: one call at a time, weights 1:2:4 strayed up to 11 points from their
@@ -456,9 +456,9 @@ impl EndpointStats {
     /// comparison left the shares 8–10 points off, this rule 0.3–1.0. Measured
     /// (scenario 10, three runs of each in the same hour): at 5,000 calls/s the
     /// runs were 0.6–9.0 points off before, 2.5–3.0 with this rule; one call at a
-    /// time (the rest case, unchanged) 0.3–19 and 0.1–0.4, the machine being as
-    /// noisy for both; a 10 ms slow weight-4 instance got 2.05% of the calls before,
-    /// 1.81% with it. Equally weighted instances need no tolerance for their shares,
+    /// time (the rest case, unchanged) 0.3–19 and 0.2–0.5, the machine being as
+    /// noisy for both; a 10 ms slow weight-4 instance got 2.05% of the calls before
+    /// (1.1–1.5% in a quieter hour), 1.81% with it. Equally weighted instances need no tolerance for their shares,
     /// and a strict comparison under load keeps a slow instance drawn first from
     /// keeping calls.
     ///

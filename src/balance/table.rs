@@ -153,12 +153,13 @@ impl Pair {
     /// 1. an endpoint whose ejection ran out ([`Mode::ProbeAllowed`]), unless it is
     ///    in `avoid`: the first drawn if both are;
     /// 2. the other one, when one is in `avoid` (the endpoints that refused or failed
-    ///    the call before; the second when both are)
-    ///    before);
+    ///    the call before; the second when both are);
     /// 3. by cost ([`EndpointStats::prefer_second`], with the scales drawn): an
     ///    endpoint whose cost says nothing (never tried, or stale) takes the call,
-    ///    the first drawn if both; otherwise the first drawn unless the second costs
-    ///    clearly less.
+    ///    the first drawn if both; otherwise the first drawn unless the second is
+    ///    better by that function's rule (clearly cheaper at rest, cheaper under
+    ///    load, twice as fast between differently weighted candidates whose loads
+    ///    are alike).
     ///
     /// A lone candidate is taken whatever it is.
     pub(crate) fn choose(self, avoid: &[InstanceKey]) -> Arc<EndpointStats> {
@@ -886,6 +887,13 @@ mod tests {
         }
         // Weights 1 and 4: the mean weight 2.5 over each one's own.
         let (sl, sh) = (2.5, 0.625);
+        // At rest the estimates decide, at 1.5x: one late answer on the heavier (its
+        // estimate 10 ms, its typical latency still near 200 µs) gives the call to
+        // the lighter.
+        heavy.rtt.observe(Duration::from_millis(10));
+        assert!(EndpointStats::prefer_second(&heavy, sh, &light, sl));
+        heavy.rtt.reset(Duration::from_micros(200));
+        assert!(!EndpointStats::prefer_second(&heavy, sh, &light, sl));
         // One call waits on the heavier: 0.625 against 0, within one call of the
         // lighter (2.5). Before, the idle lighter one took the call (1.625 × 200 µs
         // against 200 µs, compared strictly under load).
