@@ -69,6 +69,8 @@ pub(crate) struct Call {
     stats: Arc<EndpointStats>,
     codes: CodeSet,
     sent_at: Instant,
+    /// The connection it is sent on (see [`EndpointStats::connection`]).
+    connection: u64,
     /// Time to the response headers, once they came.
     latency: Option<Duration>,
     probe: bool,
@@ -95,6 +97,7 @@ impl Call {
         stats.telemetry.started();
         Call {
             codes: stats.codes(),
+            connection: stats.connection(),
             stats,
             sent_at: Instant::now(),
             latency: None,
@@ -146,6 +149,9 @@ impl Call {
                 self.sent_at.elapsed()
             }
         };
+        if outcome == Outcome::ConnectionLost {
+            self.stats.connection_lost(self.connection);
+        }
         self.stats.stream_ended();
         let code = match outcome {
             Outcome::Status(code) => Some(code),

@@ -244,11 +244,15 @@ impl Endpoint {
                     }
                 },
                 State::Connected { send, since, .. } => {
-                    if send.poll_ready(cx).is_ready_and_ok() {
+                    let lost = self.stats.current_lost();
+                    if !lost && send.poll_ready(cx).is_ready_and_ok() {
                         return Poll::Ready(());
                     }
                     let short_lived = since.elapsed() < MIN_HEALTHY;
-                    info!(instance = %self.key, addr = %self.target, "connection closed");
+                    // A call that saw the connection lost takes it out of use (see
+                    // `EndpointStats::connection_lost`); its streams still in flight
+                    // end on their own.
+                    info!(instance = %self.key, addr = %self.target, lost, "connection closed");
                     self.permit = None;
                     // A new connection starts serving until its own watch says otherwise.
                     self.stats.set_serving(true);

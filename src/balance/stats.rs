@@ -98,8 +98,13 @@ pub(crate) struct EndpointStats {
     /// The connection state ([`EndpointState`] as a byte), written by the endpoint.
     conn: AtomicU8,
     /// When the current connection came up, in nanoseconds since the estimate's
-    /// epoch, plus one; 0 while there is none.
+    /// epoch, plus one; 0 while there is none. It names the connection too (see
+    /// [`connection`](Self::connection)).
     connected_at: AtomicU64,
+    /// The last connection a call saw lost (its `connected_at`), 0 for none: while it
+    /// is the current one, the endpoint takes no call (see
+    /// [`connection_lost`](Self::connection_lost)).
+    lost: AtomicU64,
     /// The last connect failed, or the last connection closed soon after opening:
     /// a connect in progress is a retry (see [`retrying`](Self::retrying)).
     retrying: AtomicBool,
@@ -180,6 +185,7 @@ impl EndpointStats {
             address,
             conn: AtomicU8::new(EndpointState::Connecting.as_u8()),
             connected_at: AtomicU64::new(0),
+            lost: AtomicU64::new(0),
             retrying: AtomicBool::new(false),
             mode: AtomicU8::new(Mode::In as u8),
             rtt: RttEstimate::new(initial_rtt, decay),
@@ -223,10 +229,38 @@ impl EndpointStats {
     }
 
     /// Whether the endpoint takes a call now by every rule the worker applies, as far
-    /// as atomics tell (no lock, no clone): connected, in service (not ejected, no
-    /// probe due), serving, under the server's stream limit.
+    /// as atomics tell (no lock, no clone): connected on a connection no call saw
+    /// lost, in service (not ejected, no probe due), serving, under the server's
+    /// stream limit.
     pub(crate) fn direct_ready(&self) -> bool {
-        self.mode() == Mode::In && self.in_service() && self.has_stream_capacity()
+        self.mode() == Mode::In
+            && self.in_service()
+            && self.has_stream_capacity()
+            && !self.current_lost()
+    }
+
+    /// The current connection, for a call to name the one it is sent on (0: none).
+    pub(crate) fn connection(&self) -> u64 {
+        self.connected_at.load(Ordering::Relaxed)
+    }
+
+    /// A call sent on `connection` saw it lost (reset, closed, gone away). The
+    /// endpoint stops taking calls on it at once, before hyper's own connection task
+    /// has noticed: the streams of a killed server end with their errors first, and
+    /// a call waiting for a stream (a busy zone, a stream limit) was woken by them and
+    /// sent on the dead connection, where it failed without having been processed.
+    /// Called before the call's stream slot is given back, so that whoever that wakes
+    /// sees the mark. A connection that came up since is not affected.
+    pub(crate) fn connection_lost(&self, connection: u64) {
+        if connection != 0 {
+            self.lost.store(connection, Ordering::Release);
+        }
+    }
+
+    /// Whether a call saw the current connection lost.
+    pub(crate) fn current_lost(&self) -> bool {
+        let current = self.connected_at.load(Ordering::Acquire);
+        current != 0 && self.lost.load(Ordering::Acquire) == current
     }
 
     pub(crate) fn set_conn(&self, state: EndpointState) {

@@ -952,3 +952,38 @@ async fn a_zone_with_a_partial_share_does_not_hold_a_call() {
     assert!(fleet.servers.streams(&addr(0)).is_empty());
     assert_eq!(fleet.servers.streams(&addr(2)).len(), 20);
 }
+
+/// What we want to test: a call that saw its connection lost takes the connection out
+/// of use at once, for callers and the worker alike, before hyper's own task has
+/// noticed. Before, a call waiting for a stream could be woken by the streams of a
+/// killed server ending and be sent on its dead connection (scenario 11: one call
+/// beyond those in flight failed at a kill in three of four runs).
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn a_connection_a_call_saw_lost_takes_no_more_calls() {
+    use crate::balance::call::{Call, Outcome};
+    let mut fleet = Fleet::new(1, FailureAccrual::default());
+    ready(&fleet, 1).await;
+    let stats = fleet.stats(0);
+    assert_eq!(fleet.servers.connects(&stats.address), 1);
+    assert!(stats.direct_ready());
+    let first = stats.connection();
+    // A call on the current connection ends with it lost. The in-process server is
+    // still up, so only the mark keeps the next call off the connection.
+    assert!(stats.try_reserve_stream());
+    Call::start_reserved(stats.clone(), false).finish(Outcome::ConnectionLost);
+    assert!(!stats.direct_ready(), "callers stop sending on it at once");
+    assert_eq!(fleet.call().await, "0");
+    assert_eq!(
+        fleet.servers.connects(&stats.address),
+        2,
+        "the call went on a new connection"
+    );
+    assert!(
+        stats.direct_ready(),
+        "the mark names the old connection only"
+    );
+    // A late loss reported for the old connection leaves the new one alone.
+    assert_ne!(stats.connection(), first);
+    stats.connection_lost(first);
+    assert!(stats.direct_ready());
+}
