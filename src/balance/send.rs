@@ -35,7 +35,10 @@ impl Reserved {
         if !stats.try_reserve_stream() {
             return None;
         }
-        let Some(direct) = stats.direct() else {
+        // Checked after the reservation, which sees a lost connection's mark made
+        // before the slot was freed.
+        let direct = stats.direct().filter(|_| !stats.current_lost());
+        let Some(direct) = direct else {
             stats.stream_ended();
             return None;
         };

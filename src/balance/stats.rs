@@ -249,11 +249,16 @@ impl EndpointStats {
     /// has noticed: the streams of a killed server end with their errors first, and
     /// a call waiting for a stream (a busy zone, a stream limit) was woken by them and
     /// sent on the dead connection, where it failed without having been processed.
-    /// Called before the call's stream slot is given back, so that whoever that wakes
-    /// sees the mark. A connection that came up since is not affected.
+    /// Called before the call's stream slot is given back (whose release publishes
+    /// the mark to whoever takes the slot). A connection that came up since is not
+    /// affected. The first mark of a connection wakes the endpoint and has the worker
+    /// re-check it, so that it reconnects and leaves the table draws come from,
+    /// rather than wait for a draw to land on it.
     pub(crate) fn connection_lost(&self, connection: u64) {
-        if connection != 0 {
-            self.lost.store(connection, Ordering::Release);
+        if connection != 0 && self.lost.swap(connection, Ordering::AcqRel) != connection {
+            self.waker.wake();
+            // A key without a trip is only re-checked (see `set_serving`).
+            let _ = self.trips.send(self.key.clone());
         }
     }
 
@@ -553,7 +558,9 @@ impl EndpointStats {
     }
 
     pub(crate) fn stream_ended(&self) {
-        let before = self.open_streams.fetch_sub(1, Ordering::Relaxed) as u64;
+        // Release: a caller that takes the freed slot sees what the call wrote before
+        // (a lost connection's mark).
+        let before = self.open_streams.fetch_sub(1, Ordering::Release) as u64;
         if before >= self.max_streams.load(Ordering::Relaxed) {
             self.waker.wake();
         }

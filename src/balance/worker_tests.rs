@@ -972,11 +972,17 @@ async fn a_connection_a_call_saw_lost_takes_no_more_calls() {
     assert!(stats.try_reserve_stream());
     Call::start_reserved(stats.clone(), false).finish(Outcome::ConnectionLost);
     assert!(!stats.direct_ready(), "callers stop sending on it at once");
+    // The worker re-checks the endpoint without waiting for a draw to land on it.
+    let servers = fleet.servers.clone();
+    until(Duration::from_secs(2), "a new connection", || {
+        servers.connects(&stats.address) == 2
+    })
+    .await;
     assert_eq!(fleet.call().await, "0");
     assert_eq!(
         fleet.servers.connects(&stats.address),
         2,
-        "the call went on a new connection"
+        "the call went on the new connection"
     );
     assert!(
         stats.direct_ready(),
