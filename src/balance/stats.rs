@@ -50,10 +50,10 @@ const STALE_FAILURES: f64 = 0.01;
 
 /// How much lower the second endpoint's latency must be for it to take a call from
 /// the first, when no call waits on either (see [`EndpointStats::prefer_second`]):
-/// estimates closer than 1.5×
-/// are noise (one late answer moves a Peak-EWMA estimate by more, and a recent peak is
-/// remembered for seconds), and the first drawn keeps the call, so the draw's
-/// proportions (uniform, or by weight) hold among instances that answer alike.
+/// estimates closer than 1.5× are noise (one late answer moves a Peak-EWMA estimate
+/// by more, and a recent peak is remembered for seconds), and the first drawn keeps
+/// the call, so the draw's proportions (uniform, or by weight) hold among instances
+/// that answer alike.
 /// Without it, at low load, whichever instance happened to answer fastest last took
 /// nearly every call (with 1.25, one call at a time, weights 1:2:4 still spread up to
 /// 31 points from their shares; with 1.5, 5 at most over three runs). Between equally
@@ -68,8 +68,8 @@ const CLEARLY: f64 = 1.5;
 /// a call from the first when their weights differ and their loads are alike: the
 /// point from which latency overrides a weight. A typical latency follows about ten
 /// answers, so 2× takes a lasting slowdown (twice as slow after two answers 40 times
-/// late, where a single answer would have to be over 1,024 times late); at 1.5× one answer
-/// fifty times late could move an instance past it, and the instance then lost every
+/// late, where a single answer would have to be over 1,024 times late); at 1.5× one
+/// answer fifty times late could move an instance past it, and the instance then lost every
 /// comparison until its estimate expired (measured while typical latencies decided at
 /// rest too: one call at a time, weights 1:2:4 strayed up to 11 points from their
 /// shares).
@@ -384,10 +384,10 @@ impl EndpointStats {
 
     // --- load ---
 
-    /// The cost now (see [`cost_at`](Self::cost_at)).
+    /// The cost now (see [`cost_with`](Self::cost_with)).
     #[cfg(test)]
     pub(crate) fn cost_scaled(&self, scale: f64) -> f64 {
-        self.cost_at(scale, Instant::now())
+        self.cost_with(self.pending.load(Ordering::Relaxed), scale, Instant::now())
     }
 
     /// The cost the balancer compares: latency estimate × (calls waiting + 1) × the
@@ -399,8 +399,9 @@ impl EndpointStats {
     /// endpoint's own under weighted balancing, so load counts per unit of weight
     /// (see [`policy`](super::policy)); 1 otherwise. `now` is read once by a caller
     /// that compares two endpoints.
-    fn cost_at(&self, scale: f64, now: Instant) -> f64 {
-        let pending = self.pending.load(Ordering::Relaxed);
+    /// `pending` is the count of calls waiting, read once by the caller so that a
+    /// comparison decides on one snapshot of each endpoint.
+    fn cost_with(&self, pending: usize, scale: f64, now: Instant) -> f64 {
         self.latency_at(pending, now) * (pending as f64 * scale + 1.0)
     }
 
@@ -452,7 +453,7 @@ impl EndpointStats {
             .store(self.rtt.since_epoch(now), Ordering::Relaxed);
     }
 
-    /// The cost at scale 1 (see [`cost_at`](Self::cost_at)).
+    /// The cost at scale 1 (see [`cost_with`](Self::cost_with)).
     #[cfg(test)]
     pub(crate) fn cost(&self) -> f64 {
         self.cost_scaled(1.0)
@@ -471,7 +472,7 @@ impl EndpointStats {
     }
 
     /// Whether `b` should take a call rather than `a`, drawn first (scales as in
-    /// [`cost_at`](Self::cost_at)). An endpoint whose cost says nothing (never tried,
+    /// [`cost_with`](Self::cost_with)). An endpoint whose cost says nothing (never tried,
     /// or [stale](Self::stale)) takes the call, so that its answer measures it.
     /// Otherwise:
     ///
@@ -497,9 +498,9 @@ impl EndpointStats {
     /// runs were 0.6–9.0 points off before, 2.5–3.0 with this rule; one call at a
     /// time (the rest case, unchanged) 0.3–19 and 0.2–0.5, the machine being as
     /// noisy for both; a 10 ms slow weight-4 instance got 2.05% of the calls before
-    /// (1.1–1.5% in a quieter hour), 1.81% with it. Equally weighted instances need no tolerance for their shares,
-    /// and a strict comparison under load keeps a slow instance drawn first from
-    /// keeping calls.
+    /// (1.1–1.5% in a quieter hour), 1.81% with it. Equally weighted instances need
+    /// no tolerance for their shares, and a strict comparison under load keeps a slow
+    /// instance drawn first from keeping calls.
     ///
     /// [`RttEstimate::typical`]: super::load::RttEstimate::typical
     pub(crate) fn prefer_second(a: &Self, sa: f64, b: &Self, sb: f64) -> bool {
@@ -515,17 +516,15 @@ impl EndpointStats {
             a.pending.load(Ordering::Relaxed),
             b.pending.load(Ordering::Relaxed),
         );
+        let cost_b = |tie: f64| b.cost_with(pb, sb, now) * tie;
         if pa + pb == 0 {
-            return b.cost_at(sb, now) * CLEARLY < a.cost_at(sa, now);
-        }
-        if sa == sb {
-            return b.cost_at(sb, now) < a.cost_at(sa, now);
+            return cost_b(CLEARLY) < a.cost_with(pa, sa, now);
         }
         let (la, lb) = (pa as f64 * sa, pb as f64 * sb);
-        if (la - lb).abs() < sa.max(sb) {
+        if sa != sb && (la - lb).abs() < sa.max(sb) {
             b.typical_at(pb, now) * TYPICALLY < a.typical_at(pa, now)
         } else {
-            b.cost_at(sb, now) < a.cost_at(sa, now)
+            cost_b(1.0) < a.cost_with(pa, sa, now)
         }
     }
 
