@@ -273,6 +273,12 @@ struct Run {
     /// Per restored endpoint: ms from the restore to its first answered call.
     back_ms: Vec<f64>,
     not_back: usize,
+    /// Calls the black-holed servers received in the window (each one failed): in
+    /// all, and before each endpoint's first ejection (those of the endpoints the
+    /// channel ejected), and how many were never ejected.
+    holed_calls: u64,
+    calls_to_eject: Vec<u64>,
+    never_ejected: usize,
 }
 
 pub fn quantile(v: &[f64], q: f64) -> f64 {
@@ -400,6 +406,21 @@ pub async fn run(cfg: &Config) -> Res<Section> {
         verdict(ours_run.not_back == 0 && back_max <= MAX_BACK_MS),
         verdict(retry_pct <= MAX_FAILED_PCT),
     );
+    // Where the failures come from: the calls before each black-holed endpoint's first
+    // ejection (the consecutive-failure detector's run) and those after it (probes).
+    let to_eject: u64 = ours_run.calls_to_eject.iter().sum();
+    let ejected = ours_run.calls_to_eject.len();
+    let _ = writeln!(
+        md,
+        "\nWhere ours' failures come from: its {holed} black-holed servers received {} calls in \
+         the window; {to_eject} of them before the channel first ejected the endpoint ({:.1} per \
+         endpoint, {ejected} ejected, {} never), {} after (probes, and calls sent before an \
+         ejection and answered after it).",
+        ours_run.holed_calls,
+        to_eject as f64 / ejected.max(1) as f64,
+        ours_run.never_ejected,
+        ours_run.holed_calls.saturating_sub(to_eject),
+    );
     let json = json!({
         "endpoints": n,
         "black_holed": holed,
@@ -441,6 +462,9 @@ fn to_json(r: &Run) -> serde_json::Value {
         "probe_delays_ms": r.probe_delays,
         "back_ms": r.back_ms,
         "not_back": r.not_back,
+        "holed_calls": r.holed_calls,
+        "calls_to_first_ejection": r.calls_to_eject,
+        "never_ejected": r.never_ejected,
     })
 }
 
@@ -467,6 +491,13 @@ async fn measure(
         .map(|&i| (StaticList::key(&fleet.addrs[i].to_string()), i))
         .collect();
     let fault = Instant::now();
+    let received_at_fault: Vec<u64> = holes
+        .iter()
+        .map(|&i| fleet.services[i].received())
+        .collect();
+    // Per black-holed endpoint: the calls its server received from the fault to the
+    // channel's first ejection of it.
+    let mut to_eject: HashMap<usize, u64> = HashMap::new();
     for &i in &holes {
         fleet.services[i].fail_with(Some(Code::Unavailable));
     }
@@ -491,6 +522,10 @@ async fn measure(
                 if let (EndpointState::Ejected, Some(end)) = (e.state(), e.ejected_until())
                     && now < end
                 {
+                    let k = holes.iter().position(|&h| h == i).unwrap_or_default();
+                    to_eject
+                        .entry(i)
+                        .or_insert_with(|| received - received_at_fault[k]);
                     watch.insert(i, (end, received));
                     continue;
                 }
@@ -515,6 +550,11 @@ async fn measure(
             probe_delays.push((restore_at - *end).as_secs_f64() * 1000.0);
         }
     }
+    let holed_calls = holes
+        .iter()
+        .zip(&received_at_fault)
+        .map(|(&i, at_fault)| fleet.services[i].received() - at_fault)
+        .sum();
     let served_before: Vec<u64> = holes.iter().map(|&i| fleet.services[i].served()).collect();
     let restored = Instant::now();
     for &i in &holes {
@@ -537,6 +577,9 @@ async fn measure(
         probe_delays,
         ejections,
         unprobed,
+        holed_calls,
+        never_ejected: holes.len() - to_eject.len(),
+        calls_to_eject: to_eject.into_values().collect(),
         ..Run::default()
     };
     for e in &events {
