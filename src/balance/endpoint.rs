@@ -3,8 +3,9 @@
 //! `poll_ready` is `Ready` only while the connection is up, the endpoint is not
 //! ejected by failure accrual (or its one probe may go), and a stream fits under the
 //! server's `MAX_CONCURRENT_STREAMS`. It is `Pending` otherwise and never returns an
-//! error: the ready cache drops an endpoint for good when it does, so failures turn
-//! into reconnects with backoff.
+//! error: failures turn into reconnects with backoff, and the endpoint stays in the
+//! worker's [`EndpointSet`](super::endpoint_set::EndpointSet) until discovery removes
+//! it.
 
 use std::future::Future;
 use std::pin::Pin;

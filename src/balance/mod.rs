@@ -95,6 +95,7 @@ mod connector;
 mod direct;
 mod dispatch;
 mod endpoint;
+mod endpoint_set;
 mod failfast;
 mod fenwick;
 mod frames;

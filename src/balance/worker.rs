@@ -19,13 +19,13 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tonic::body::Body;
 use tower::discover::Change;
-use tower::ready_cache::ReadyCache;
 use tracing::{debug, info, warn};
 
 use super::accrual::FailureAccrual;
 use super::config::{EndpointConfig, LoadMetric};
 use super::dispatch::EndpointFuture;
 use super::endpoint::{Endpoint, MIN_HEALTHY};
+use super::endpoint_set::EndpointSet;
 use super::failfast::FailFast;
 use super::info::EndpointState;
 use super::load::{cold_start_rtt, cold_start_sample};
@@ -67,7 +67,7 @@ pub(crate) struct Worker<D> {
     /// The endpoints' connection state machines, ready or not. Everything else
     /// about an endpoint (its stats, weight, tier, service state) is in `registry`,
     /// the one set of endpoints, inserted and removed with it.
-    cache: ReadyCache<InstanceKey, Endpoint, http::Request<Body>>,
+    cache: EndpointSet,
     closed_rx: mpsc::UnboundedReceiver<InstanceKey>,
     closed_tx: mpsc::UnboundedSender<InstanceKey>,
     trips_rx: mpsc::UnboundedReceiver<InstanceKey>,
@@ -157,7 +157,7 @@ where
             requests: parts.requests,
             resends: parts.resends,
             current: None,
-            cache: ReadyCache::default(),
+            cache: EndpointSet::default(),
             closed_rx,
             closed_tx,
             trips_rx,
@@ -540,17 +540,13 @@ where
             let Some(stats) = self.registry.stats(&key) else {
                 continue;
             };
-            if let Err(error) = self.cache.check_ready(cx, &key) {
-                warn!(service = %self.name, %error, "endpoint failed");
-            }
+            self.cache.check_ready(cx, &key);
             if !stats.take_trip() {
                 continue;
             }
             if self.may_eject(&key) {
                 stats.eject();
-                if let Err(error) = self.cache.check_ready(cx, &key) {
-                    warn!(service = %self.name, %error, "endpoint failed");
-                }
+                self.cache.check_ready(cx, &key);
             } else {
                 stats.refused();
                 debug!(
@@ -643,18 +639,13 @@ where
     /// Re-checks endpoints whose connection closed, so they leave the ready set now.
     fn poll_closed(&mut self, cx: &mut Context<'_>) {
         while let Poll::Ready(Some(key)) = self.closed_rx.poll_recv(cx) {
-            if let Err(error) = self.cache.check_ready(cx, &key) {
-                warn!(service = %self.name, %error, "endpoint failed");
-            }
+            self.cache.check_ready(cx, &key);
         }
     }
 
     /// Drives connecting endpoints; leaves fail-fast when one is ready.
     fn poll_endpoints(&mut self, cx: &mut Context<'_>) {
-        while let Poll::Ready(Err(error)) = self.cache.poll_pending(cx) {
-            // Endpoints never fail; this is defensive.
-            warn!(service = %self.name, %error, "endpoint failed");
-        }
+        self.cache.poll_pending(cx);
         if self.cache.ready_len() > 0 && self.failfast.leave() {
             info!(service = %self.name, "an instance is ready; leaving fail-fast");
         }
@@ -738,9 +729,8 @@ where
                 return Probe::Keep;
             }
             let ready = cache
-                .get_ready(&s.key)
-                .map(|(i, _, _)| i)
-                .is_some_and(|i| matches!(cache.check_ready_index(cx, i), Ok(true)));
+                .ready_index(&s.key)
+                .is_some_and(|i| cache.check_ready_index(cx, i));
             if ready && s.try_reserve_stream() {
                 Probe::Take
             } else if s.in_service() {
@@ -749,7 +739,7 @@ where
                 Probe::Drop
             }
         })?;
-        let index = self.cache.get_ready(&stats.key).map(|(i, _, _)| i);
+        let index = self.cache.ready_index(&stats.key);
         if index.is_none() {
             // Not reachable: it was ready a moment ago, and nothing polled it since.
             stats.stream_ended();
@@ -762,13 +752,8 @@ where
     /// [`EndpointStats::try_reserve_stream`]). One whose last slot a caller took in
     /// the meantime goes back to pending until a stream frees up.
     fn claim(&mut self, cx: &mut Context<'_>, index: usize) -> bool {
-        match self.cache.check_ready_index(cx, index) {
-            Ok(true) => {}
-            Ok(false) => return false,
-            Err(error) => {
-                warn!(service = %self.name, %error, "endpoint failed");
-                return false;
-            }
+        if !self.cache.check_ready_index(cx, index) {
+            return false;
         }
         let reserved = self
             .cache
@@ -776,7 +761,7 @@ where
             .is_some_and(|(_, endpoint)| endpoint.stats().try_reserve_stream());
         if !reserved {
             // Full now: the re-check moves it to pending, woken when a stream ends.
-            let _ = self.cache.check_ready_index(cx, index);
+            self.cache.check_ready_index(cx, index);
         }
         reserved
     }
@@ -842,7 +827,7 @@ where
         let pair = self.registry.draw(&mut self.rng, true, |s| {
             if avoid.contains(&s.key) {
                 Candidate::Skip
-            } else if cache.get_ready(&s.key).is_some() {
+            } else if cache.ready_index(&s.key).is_some() {
                 Candidate::Take
             } else if s.stream_limit_known() {
                 Candidate::Busy
@@ -912,7 +897,7 @@ where
 
     /// The index in the ready set of the endpoint `stats` belongs to.
     fn ready_index(&self, stats: &EndpointStats) -> Option<usize> {
-        self.cache.get_ready(&stats.key).map(|(i, _, _)| i)
+        self.cache.ready_index(&stats.key)
     }
 }
 
