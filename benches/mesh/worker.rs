@@ -292,7 +292,7 @@ fn section(cfg: &Config, total: usize, connected: usize, r: &Runs) -> Section {
         ),
         ("one change: p99 µs", &r.one_change_us_p99, 1),
         (
-            "one change: applying it (table, ready cache), p50 µs",
+            "one change: applying it (table, endpoint set), p50 µs",
             &r.apply_us_p50,
             1,
         ),
@@ -328,7 +328,7 @@ fn section(cfg: &Config, total: usize, connected: usize, r: &Runs) -> Section {
          the wake-up brought (the refused endpoints' reconnects, the new endpoint's first connect), so it \
          bounds the change's cost from above; applying it is the time from the discovery handing the \
          change over to the worker's next look at the discovery, which it takes right after the table \
-         and the ready cache have the change. Changes apply 256 per wake-up, with the calls waiting \
+         and the worker's endpoint set have the change. Changes apply 256 per wake-up, with the calls waiting \
          served in between.",
         verdict(one <= MAX_ONE_CHANGE_US),
         verdict(apply <= MAX_ONE_CHANGE_US),

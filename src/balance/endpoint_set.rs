@@ -6,7 +6,8 @@
 //! worker's next poll and wakes the worker, so a wake-up polls only the endpoints
 //! that asked for it; calling an endpoint allocates nothing (the cache boxed a
 //! future and a cancellation channel per call, to re-poll the endpoint in a
-//! `FuturesUnordered`); and polling never fails, as an [`Endpoint`]'s readiness
+//! `FuturesUnordered`; the queue of woken endpoints here is two buffers that keep
+//! their capacity); and polling never fails, as an [`Endpoint`]'s readiness
 //! does not. Beside the endpoint table ([`Registry`](super::table::Registry)), which
 //! holds what callers read (stats, weight, tier, service state), this holds what
 //! only the worker touches: the endpoints are inserted into and removed from both
@@ -34,6 +35,9 @@ pub(crate) struct EndpointSet {
     /// The slots of the ready endpoints; each slot knows its position here.
     ready: Vec<usize>,
     woken: Arc<Woken>,
+    /// The queue's other buffer: swapped with it at each poll, so that neither
+    /// allocates once both have grown to the wake-ups a poll sees.
+    spare: Vec<(usize, u64)>,
     /// Counts slot uses, so that a waker of a removed endpoint does not poll
     /// whatever took its slot (it would only be a needless poll).
     generation: u64,
@@ -70,6 +74,9 @@ impl Wake for SlotWaker {
         self.wake_by_ref();
     }
 
+    /// Wakes the worker even when the endpoint is already queued: a call queues the
+    /// endpoint without waking anyone (see [`EndpointSet::call_ready_index`]), so a
+    /// wake that stopped at the queue could leave it unpolled.
     fn wake_by_ref(self: &Arc<Self>) {
         self.queue();
         self.woken.worker.wake();
@@ -99,6 +106,7 @@ impl Default for EndpointSet {
             by_key: HashMap::new(),
             ready: Vec::new(),
             woken: Arc::new(Woken::default()),
+            spare: Vec::new(),
             generation: 0,
         }
     }
@@ -169,14 +177,16 @@ impl EndpointSet {
     /// or called counts as woken). O(woken).
     pub(crate) fn poll_pending(&mut self, cx: &mut Context<'_>) {
         self.woken.worker.register(cx.waker());
-        let woken = std::mem::take(
+        let mut batch = std::mem::take(&mut self.spare);
+        std::mem::swap(
             &mut *self
                 .woken
                 .queue
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner),
+            &mut batch,
         );
-        for (id, generation) in woken {
+        for (id, generation) in batch.drain(..) {
             if self
                 .slot(id)
                 .is_some_and(|slot| slot.waker.generation == generation)
@@ -184,6 +194,7 @@ impl EndpointSet {
                 self.poll_slot(id);
             }
         }
+        self.spare = batch;
     }
 
     /// Polls the endpoint under `key` now; whether it is ready.
@@ -236,7 +247,7 @@ impl EndpointSet {
             return false;
         };
         // Cleared before the poll: a wake during it queues the endpoint again.
-        slot.waker.queued.store(false, Ordering::Release);
+        slot.waker.queued.swap(false, Ordering::AcqRel);
         let mut cx = Context::from_waker(&slot.std_waker);
         // An endpoint's readiness never fails (see `Endpoint`).
         let ready = matches!(slot.endpoint.poll_ready(&mut cx), Poll::Ready(Ok(())));

@@ -768,7 +768,7 @@ where
 
     /// Power of two choices over the ready endpoints, re-checking the chosen one.
     fn pick(&mut self, cx: &mut Context<'_>, avoid: &[InstanceKey]) -> Option<usize> {
-        // An endpoint just called sits in the pending set until polled, although it
+        // An endpoint just called is out of the ready set until polled, although it
         // is ready again at once (HTTP/2 takes another stream). Without this poll, a
         // burst of queued requests would be spread over whatever is left in the
         // ready set: with three endpoints, every third request of a burst went to the
@@ -787,8 +787,8 @@ where
                     return Some(index);
                 }
             }
-            // Endpoints that went back to pending (just called, or not ready after
-            // all) need a poll to register interest or become ready again.
+            // Endpoints just called are queued for a poll that finds them ready
+            // again (those a re-check found not ready wait for their own wakers).
             self.poll_endpoints(cx);
         }
         None
