@@ -215,8 +215,7 @@ fn overhead(v: &Value) -> Option<String> {
     // Ours over plain's server alone (runs before it was measured have none).
     let alone = contender(v, "ours, server 0 alone")
         .and_then(|one| ratio(median(one, "/c1_p50_us")?, median(plain, "/c1_p50_us")?))
-        .map(|r| format!(" ({r:.2}× over plain's server alone)"))
-        .unwrap_or_default();
+        .map(|r| format!("{r:.2}× plain's over its server alone"));
     let rps = ratio(median(ours, "/c64_rps")?, median(tonic, "/c64_rps")?)?;
     let cpu = ratio(median(ours, "/c64_cpu_us")?, median(tonic, "/c64_cpu_us")?)?;
     let target = |field: &str, x: f64, at_least: bool| {
@@ -233,10 +232,10 @@ fn overhead(v: &Value) -> Option<String> {
     let runs = (low != high).then(|| format!("ours {low}–{high} µs over the runs"));
     Some(format!(
         "the cost per call: at concurrency 1 a p50 of {} µs, {vs_tonic:.2}× tonic's balancer's \
-         and {vs_plain:.2}× a plain `Channel`'s{}{alone}; at concurrency 64 {rps:.2}× tonic's \
+         and {vs_plain:.2}× a plain `Channel`'s{}; at concurrency 64 {rps:.2}× tonic's \
          balancer's throughput{} for {cpu:.2}× its client CPU time per call{}",
         int(p50.median),
-        paren(&[target("ratio_p50_ours_over_plain", vs_plain, false), runs]),
+        paren(&[target("ratio_p50_ours_over_plain", vs_plain, false), runs, alone]),
         paren(&[target("ratio_c64_ours_over_tonic_balance", rps, true)]),
         paren(&[target(
             "ratio_c64_cpu_per_call_ours_over_tonic_balance",
