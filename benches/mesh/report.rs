@@ -235,7 +235,11 @@ fn overhead(v: &Value) -> Option<String> {
          and {vs_plain:.2}× a plain `Channel`'s{}; at concurrency 64 {rps:.2}× tonic's \
          balancer's throughput{} for {cpu:.2}× its client CPU time per call{}",
         int(p50.median),
-        paren(&[target("ratio_p50_ours_over_plain", vs_plain, false), runs, alone]),
+        paren(&[
+            target("ratio_p50_ours_over_plain", vs_plain, false),
+            runs,
+            alone
+        ]),
         paren(&[target("ratio_c64_ours_over_tonic_balance", rps, true)]),
         paren(&[target(
             "ratio_c64_cpu_per_call_ours_over_tonic_balance",
