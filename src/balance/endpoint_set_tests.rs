@@ -7,7 +7,6 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::sync::mpsc;
 
 use super::*;
-use crate::balance::accrual::FailureAccrual;
 use crate::balance::config::EndpointConfig;
 use crate::balance::endpoint::ConnectFuture;
 use crate::balance::stats::EndpointStats;
@@ -38,16 +37,7 @@ fn endpoint(
     };
     let instance = Instance::new(InstanceKey::new("n", addr), "127.0.0.1", 1);
     let (closed, _) = mpsc::unbounded_channel();
-    let (trips, _) = mpsc::unbounded_channel();
-    let stats = EndpointStats::new(
-        instance.key().clone(),
-        instance.authority(),
-        Duration::from_millis(30),
-        Duration::from_secs(10),
-        Arc::new(FailureAccrual::default()),
-        trips,
-        crate::balance::metrics::Telemetry::detached(),
-    );
+    let stats = EndpointStats::detached(&instance);
     let mut endpoint =
         Endpoint::new(&instance, Arc::new(config), stats.clone(), closed).expect("endpoint");
     let attempts = attempts.clone();

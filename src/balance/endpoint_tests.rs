@@ -9,7 +9,6 @@ use tokio::time::Instant;
 use tower::Service;
 
 use super::{ConnectFuture, Endpoint};
-use crate::balance::accrual::FailureAccrual;
 use crate::balance::config::EndpointConfig;
 use crate::balance::info::EndpointState;
 use crate::balance::stats::EndpointStats;
@@ -25,16 +24,7 @@ fn failing_endpoint(backoff: Backoff) -> (Endpoint, Arc<Mutex<Vec<Instant>>>) {
     };
     let instance = Instance::new(InstanceKey::new("n", "a"), "127.0.0.1", 1);
     let (tx, _rx) = mpsc::unbounded_channel();
-    let (trips, _) = mpsc::unbounded_channel();
-    let stats = EndpointStats::new(
-        instance.key().clone(),
-        instance.authority(),
-        Duration::from_millis(30),
-        Duration::from_secs(10),
-        Arc::new(FailureAccrual::default()),
-        trips,
-        crate::balance::metrics::Telemetry::detached(),
-    );
+    let stats = EndpointStats::detached(&instance);
     let mut ep = Endpoint::new(&instance, Arc::new(config), stats, tx).expect("endpoint");
     let attempts = Arc::new(Mutex::new(Vec::new()));
     let log = attempts.clone();

@@ -217,6 +217,23 @@ impl EndpointStats {
         })
     }
 
+    /// The stats of `instance` alone (tests of an endpoint without a worker): a 30 ms
+    /// initial estimate, the default decay and failure accrual, trips going nowhere,
+    /// no metrics.
+    #[cfg(test)]
+    pub(crate) fn detached(instance: &crate::Instance) -> Arc<Self> {
+        let (trips, _) = mpsc::unbounded_channel();
+        EndpointStats::new(
+            instance.key().clone(),
+            instance.authority(),
+            Duration::from_millis(30),
+            Duration::from_secs(10),
+            Arc::new(FailureAccrual::default()),
+            trips,
+            Telemetry::detached(),
+        )
+    }
+
     pub(crate) fn set_direct(&self, direct: Option<Direct>) {
         *self.direct.write().unwrap_or_else(PoisonError::into_inner) = direct;
     }
