@@ -486,9 +486,11 @@ async fn measure(
     let step = fleet.services.len() / holed.max(1);
     let holes: Vec<usize> = (0..holed).map(|i| i * step).collect();
     // The channel's keys: a `StaticList` keys an instance by its address.
-    let ids: HashMap<InstanceKey, usize> = holes
+    // Each maps to its position in `holes` and its index in the fleet.
+    let ids: HashMap<InstanceKey, (usize, usize)> = holes
         .iter()
-        .map(|&i| (StaticList::key(&fleet.addrs[i].to_string()), i))
+        .enumerate()
+        .map(|(k, &i)| (StaticList::key(&fleet.addrs[i].to_string()), (k, i)))
         .collect();
     let fault = Instant::now();
     let received_at_fault: Vec<u64> = holes
@@ -515,14 +517,13 @@ async fn measure(
         if let Some(ours) = ours {
             let now = Instant::now();
             for e in ours.endpoints() {
-                let Some(&i) = ids.get(e.key()) else {
+                let Some(&(k, i)) = ids.get(e.key()) else {
                     continue;
                 };
                 let received = fleet.services[i].received();
                 if let (EndpointState::Ejected, Some(end)) = (e.state(), e.ejected_until())
                     && now < end
                 {
-                    let k = holes.iter().position(|&h| h == i).unwrap_or_default();
                     to_eject
                         .entry(i)
                         .or_insert_with(|| received - received_at_fault[k]);

@@ -123,7 +123,7 @@ impl EndpointSet {
     }
 
     /// Adds an endpoint (replacing one under the same key); it is polled, and starts
-    /// connecting, at the next [`poll_pending`](Self::poll_pending).
+    /// connecting, at the next [`poll_woken`](Self::poll_woken).
     pub(crate) fn push(&mut self, key: InstanceKey, endpoint: Endpoint) {
         self.evict(&key);
         self.generation = self.generation.wrapping_add(1);
@@ -175,7 +175,7 @@ impl EndpointSet {
 
     /// Polls every endpoint woken since it was last polled (an endpoint just added
     /// or called counts as woken). O(woken).
-    pub(crate) fn poll_pending(&mut self, cx: &mut Context<'_>) {
+    pub(crate) fn poll_woken(&mut self, cx: &mut Context<'_>) {
         self.woken.worker.register(cx.waker());
         let mut batch = std::mem::take(&mut self.spare);
         std::mem::swap(

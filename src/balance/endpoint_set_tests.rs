@@ -89,7 +89,7 @@ impl Wake for Counting {
 async fn poll_until(set: &mut EndpointSet, what: &str, mut done: impl FnMut(&EndpointSet) -> bool) {
     let waker = Waker::noop();
     for _ in 0..1000 {
-        set.poll_pending(&mut Context::from_waker(waker));
+        set.poll_woken(&mut Context::from_waker(waker));
         if done(set) {
             return;
         }
@@ -122,7 +122,7 @@ async fn a_wake_up_polls_only_the_endpoints_that_asked_and_wakes_the_worker() {
     let waker = Waker::from(worker.clone());
     let mut cx = Context::from_waker(&waker);
     // Pushed endpoints are polled at the next poll: each makes its first connect.
-    set.poll_pending(&mut cx);
+    set.poll_woken(&mut cx);
     assert_eq!(
         (fast.load(Ordering::Relaxed), slow.load(Ordering::Relaxed)),
         (1, 1)
@@ -130,19 +130,19 @@ async fn a_wake_up_polls_only_the_endpoints_that_asked_and_wakes_the_worker() {
     assert_eq!(set.ready_len(), 0);
     // Nothing woke them: the next poll polls none of them.
     assert!(set.woken.queue.lock().unwrap().is_empty());
-    set.poll_pending(&mut cx);
+    set.poll_woken(&mut cx);
     assert_eq!(worker.0.load(Ordering::Relaxed), 0);
     // The fast one's backoff ends: its waker queues it and wakes the worker.
     tokio::time::sleep(100 * MS).await;
     assert_eq!(worker.0.load(Ordering::Relaxed), 1);
     assert_eq!(set.woken.queue.lock().unwrap().len(), 1);
-    set.poll_pending(&mut cx);
+    set.poll_woken(&mut cx);
     assert_eq!(
         (fast.load(Ordering::Relaxed), slow.load(Ordering::Relaxed)),
         (2, 1)
     );
     tokio::time::sleep(900 * MS).await;
-    set.poll_pending(&mut cx);
+    set.poll_woken(&mut cx);
     assert_eq!(slow.load(Ordering::Relaxed), 2);
 }
 
@@ -184,7 +184,7 @@ async fn ready_positions_follow_readiness_calls_and_evictions() {
     let _call = set.call_ready_index(index, request);
     assert_eq!(set.ready_index(&key("d")), None);
     assert_positions(&set);
-    set.poll_pending(&mut cx);
+    set.poll_woken(&mut cx);
     assert!(set.ready_index(&key("d")).is_some(), "d ready again");
     assert_positions(&set);
 

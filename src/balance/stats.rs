@@ -69,10 +69,10 @@ const CLEARLY: f64 = 1.5;
 /// point from which latency overrides a weight. A typical latency follows about ten
 /// answers, so 2× takes a lasting slowdown (twice as slow after two answers 40 times
 /// late, where a single answer would have to be over 1,024 times late); at 1.5× one
-/// answer fifty times late could move an instance past it, and the instance then lost every
-/// comparison until its estimate expired (measured while typical latencies decided at
-/// rest too: one call at a time, weights 1:2:4 strayed up to 11 points from their
-/// shares).
+/// answer fifty times late could move an instance past it, and the instance then lost
+/// every comparison until its estimate expired (measured while typical latencies
+/// decided at rest too: one call at a time, weights 1:2:4 strayed up to 11 points from
+/// their shares).
 const TYPICALLY: f64 = 2.0;
 
 /// The weight of one call in the failure score.

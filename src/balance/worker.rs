@@ -67,7 +67,7 @@ pub(crate) struct Worker<D> {
     /// The endpoints' connection state machines, ready or not. Everything else
     /// about an endpoint (its stats, weight, tier, service state) is in `registry`,
     /// the one set of endpoints, inserted and removed with it.
-    cache: EndpointSet,
+    endpoints: EndpointSet,
     closed_rx: mpsc::UnboundedReceiver<InstanceKey>,
     closed_tx: mpsc::UnboundedSender<InstanceKey>,
     trips_rx: mpsc::UnboundedReceiver<InstanceKey>,
@@ -157,7 +157,7 @@ where
             requests: parts.requests,
             resends: parts.resends,
             current: None,
-            cache: EndpointSet::default(),
+            endpoints: EndpointSet::default(),
             closed_rx,
             closed_tx,
             trips_rx,
@@ -236,7 +236,7 @@ where
                 Poll::Ready(None) => {
                     warn!(
                         service = %self.name,
-                        instances = self.cache.len(),
+                        instances = self.endpoints.len(),
                         "discovery ended; keeping the current instances"
                     );
                     self.discovery = None;
@@ -507,15 +507,15 @@ where
         endpoint.publish_to(self.registry.clone());
         info!(service = %self.name, instance = %key, %addr, weight, tier, "instance inserted");
         self.registry.insert(key.clone(), stats, weight, tier);
-        self.cache.push(key, endpoint);
+        self.endpoints.push(key, endpoint);
     }
 
     /// A newcomer's first estimate: the median of a bounded sample of its ready peers
     /// (see [`cold_start_rtt`] and [`cold_start_sample`]).
     fn initial_rtt(&self) -> std::time::Duration {
         let now = tokio::time::Instant::now();
-        let peers = cold_start_sample(self.cache.ready_len())
-            .filter_map(|i| self.cache.get_ready_index(i))
+        let peers = cold_start_sample(self.endpoints.ready_len())
+            .filter_map(|i| self.endpoints.get_ready_index(i))
             .map(|(_, s)| s.stats().rtt.get(now))
             .collect();
         let rtt = cold_start_rtt(peers, self.load.default_rtt());
@@ -524,7 +524,7 @@ where
     }
 
     fn disconnect(&mut self, key: &InstanceKey) {
-        if self.cache.evict(key) {
+        if self.endpoints.evict(key) {
             info!(service = %self.name, instance = %key, "instance removed");
         } else {
             debug!(service = %self.name, instance = %key, "remove for an unknown instance");
@@ -540,13 +540,13 @@ where
             let Some(stats) = self.registry.stats(&key) else {
                 continue;
             };
-            self.cache.check_ready(cx, &key);
+            self.endpoints.check_ready(cx, &key);
             if !stats.take_trip() {
                 continue;
             }
             if self.may_eject(&key) {
                 stats.eject();
-                self.cache.check_ready(cx, &key);
+                self.endpoints.check_ready(cx, &key);
             } else {
                 stats.refused();
                 debug!(
@@ -639,14 +639,14 @@ where
     /// Re-checks endpoints whose connection closed, so they leave the ready set now.
     fn poll_closed(&mut self, cx: &mut Context<'_>) {
         while let Poll::Ready(Some(key)) = self.closed_rx.poll_recv(cx) {
-            self.cache.check_ready(cx, &key);
+            self.endpoints.check_ready(cx, &key);
         }
     }
 
     /// Drives connecting endpoints; leaves fail-fast when one is ready.
     fn poll_endpoints(&mut self, cx: &mut Context<'_>) {
-        self.cache.poll_pending(cx);
-        if self.cache.ready_len() > 0 && self.failfast.leave() {
+        self.endpoints.poll_woken(cx);
+        if self.endpoints.ready_len() > 0 && self.failfast.leave() {
             info!(service = %self.name, "an instance is ready; leaving fail-fast");
         }
     }
@@ -668,7 +668,7 @@ where
         }
         if let Some(index) = picked {
             self.failfast.disarm();
-            let fut = self.cache.call_ready_index(index, msg.request);
+            let fut = self.endpoints.call_ready_index(index, msg.request);
             let _ = msg.tx.send(Ok(fut));
             return Poll::Ready(());
         }
@@ -685,7 +685,7 @@ where
             if !was_active {
                 warn!(
                     service = %self.name,
-                    instances = self.cache.len(),
+                    instances = self.endpoints.len(),
                     timeout = ?self.failfast.timeout(),
                     "no ready instance; entering fail-fast"
                 );
@@ -716,10 +716,10 @@ where
         if !self.registry.probes_due() {
             return None;
         }
-        if self.cache.ready_len() < self.cache.len() {
+        if self.endpoints.ready_len() < self.endpoints.len() {
             self.poll_endpoints(cx);
         }
-        let (cache, registry) = (&mut self.cache, &self.registry);
+        let (endpoints, registry) = (&mut self.endpoints, &self.registry);
         let stats = registry.next_probe(|s| {
             let current = registry.is_current(s);
             if !current || s.mode() != Mode::ProbeAllowed {
@@ -728,9 +728,9 @@ where
             if avoid.contains(&s.key) {
                 return Probe::Keep;
             }
-            let ready = cache
+            let ready = endpoints
                 .ready_index(&s.key)
-                .is_some_and(|i| cache.check_ready_index(cx, i));
+                .is_some_and(|i| endpoints.check_ready_index(cx, i));
             if ready && s.try_reserve_stream() {
                 Probe::Take
             } else if s.in_service() {
@@ -739,7 +739,7 @@ where
                 Probe::Drop
             }
         })?;
-        let index = self.cache.ready_index(&stats.key);
+        let index = self.endpoints.ready_index(&stats.key);
         if index.is_none() {
             // Not reachable: it was ready a moment ago, and nothing polled it since.
             stats.stream_ended();
@@ -752,16 +752,16 @@ where
     /// [`EndpointStats::try_reserve_stream`]). One whose last slot a caller took in
     /// the meantime goes back to pending until a stream frees up.
     fn claim(&mut self, cx: &mut Context<'_>, index: usize) -> bool {
-        if !self.cache.check_ready_index(cx, index) {
+        if !self.endpoints.check_ready_index(cx, index) {
             return false;
         }
         let reserved = self
-            .cache
+            .endpoints
             .get_ready_index(index)
             .is_some_and(|(_, endpoint)| endpoint.stats().try_reserve_stream());
         if !reserved {
             // Full now: the re-check moves it to pending, woken when a stream ends.
-            self.cache.check_ready_index(cx, index);
+            self.endpoints.check_ready_index(cx, index);
         }
         reserved
     }
@@ -773,7 +773,7 @@ where
         // burst of queued requests would be spread over whatever is left in the
         // ready set: with three endpoints, every third request of a burst went to the
         // last one standing, slow or not.
-        if self.cache.ready_len() < self.cache.len() {
+        if self.endpoints.ready_len() < self.endpoints.len() {
             self.poll_endpoints(cx);
         }
         for round in 0..2 {
@@ -823,11 +823,11 @@ where
     /// moment; otherwise the uniform draw may decide, so a stale share never leaves
     /// a call waiting while some endpoint is ready.
     fn sample_policy(&mut self, avoid: &[InstanceKey]) -> Result<Option<usize>, Miss> {
-        let cache = &self.cache;
+        let endpoints = &self.endpoints;
         let pair = self.registry.draw(&mut self.rng, true, |s| {
             if avoid.contains(&s.key) {
                 Candidate::Skip
-            } else if cache.ready_index(&s.key).is_some() {
+            } else if endpoints.ready_index(&s.key).is_some() {
                 Candidate::Take
             } else if s.stream_limit_known() {
                 Candidate::Busy
@@ -844,16 +844,16 @@ where
     /// pick is (see [`Pair::choose`]), every load counting once. A single ready
     /// endpoint takes the call, even the one to avoid.
     fn sample_uniform(&mut self, avoid: &[InstanceKey]) -> Option<usize> {
-        let len = self.cache.ready_len();
+        let len = self.endpoints.ready_len();
         match len {
             0 => None,
             1 => Some(0),
             _ => {
                 // Candidates the call avoids are drawn again, a few times at most, so
                 // that a retry finds an instance it has not tried when one is ready.
-                let cache = &self.cache;
+                let endpoints = &self.endpoints;
                 let avoided = |i: usize| {
-                    cache
+                    endpoints
                         .get_ready_index(i)
                         .is_some_and(|(key, _)| avoid.contains(key))
                 };
@@ -882,7 +882,7 @@ where
                     }
                 }
                 let candidate = |i| {
-                    self.cache
+                    self.endpoints
                         .get_ready_index(i)
                         .map(|(_, endpoint)| (endpoint.stats().clone(), 1.0))
                 };
@@ -897,7 +897,7 @@ where
 
     /// The index in the ready set of the endpoint `stats` belongs to.
     fn ready_index(&self, stats: &EndpointStats) -> Option<usize> {
-        self.cache.ready_index(&stats.key)
+        self.endpoints.ready_index(&stats.key)
     }
 }
 
